@@ -1,0 +1,1 @@
+"""camwatch processes: capture sources, runtime, sinks and the CLI."""
