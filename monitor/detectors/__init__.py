@@ -1,1 +1,1 @@
-"""camwatch."""
+"""Detectors: one module per rule family."""

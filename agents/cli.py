@@ -1,0 +1,179 @@
+"""The `camwatch` command line (DESIGN 2.1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from agents.capture.pcap_source import PcapFileSource
+from agents.progress import Progress
+from agents.sinks.jsonl import JsonLinesSink
+from monitor import __version__
+from monitor.engine import Engine, EngineConfig, Events
+from monitor.flows import FlowConfig
+from monitor.pcapfile import CaptureError
+from monitor.policy import PolicyError, SitePolicy
+from monitor.records import flow_record
+from monitor.vendors.oui import VendorTable
+
+log = logging.getLogger("camwatch")
+
+EXIT_OK = 0
+EXIT_INPUT = 1  # some input could not be read (everything readable was processed)
+EXIT_USAGE = 2  # bad arguments or configuration: nothing was processed
+
+
+class CliError(Exception):
+    """A one-line reason for a non-zero exit."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_policy(path: str | None) -> SitePolicy:
+    if path is None:
+        return SitePolicy.default()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read policy: {exc.strerror or exc}") from exc
+    return SitePolicy.from_yaml(text, source=path)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="camwatch", description="Edge monitor for CCTV camera traffic.")
+    p.add_argument("--version", action="version", version=f"camwatch {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("replay", help="run the engine over capture files")
+    r.add_argument("pcaps", nargs="+", metavar="PCAP", help="pcap or pcapng files, processed in order")
+    r.add_argument("--policy", metavar="FILE", help="site policy YAML (default: the built-in default policy)")
+    r.add_argument("--alerts", metavar="FILE", default="-", help="alerts as JSON lines (default: stdout)")
+    r.add_argument("--flows", metavar="FILE", help="write flow records as JSON lines")
+    r.add_argument("--inventory", metavar="FILE", help="write the device inventory as a JSON array")
+    r.add_argument("--gateway", default="replay", help="gateway name in observer.name (default: replay)")
+    r.add_argument("--max-flows", type=int, default=200_000, help="bound on live flows (default: 200000)")
+    r.add_argument("--batch-size", type=int, default=65536, help=argparse.SUPPRESS)
+
+    c = sub.add_parser("check-config", help="validate a site policy file")
+    c.add_argument("file", metavar="FILE")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="camwatch: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "replay":
+            return replay(args)
+        if args.command == "check-config":
+            return check_config(args.file, sys.stdout)
+    except PolicyError as exc:
+        print(f"camwatch: invalid policy:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"camwatch: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def check_config(path: str, out: TextIO) -> int:
+    policy = load_policy(path)
+    nets = ", ".join(str(n) for n in policy.monitored_networks) or "none"
+    out.write(
+        f"{path}: OK: site {policy.site}; monitored networks: {nets}; "
+        f"watched vendors: {', '.join(sorted(policy.watched_vendors)) or 'none'}; "
+        f"{len(policy.allow)} allow rule(s)\n"
+    )
+    return EXIT_OK
+
+
+def replay(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy)
+    for path in args.pcaps:
+        if not Path(path).is_file():
+            raise CliError(f"{path}: no such capture file", EXIT_INPUT)
+    config = EngineConfig(observer=f"{policy.site}/{args.gateway}", flows=FlowConfig(max_flows=args.max_flows))
+    engine = Engine(policy, VendorTable.load(), config)
+    progress = Progress()
+    started = time.monotonic()
+    failures: list[str] = []
+    with (
+        JsonLinesSink(args.alerts) as alerts,
+        JsonLinesSink(args.flows) if args.flows else _NullSink() as flows,
+    ):
+
+        def emit(ev: Events) -> None:
+            for alert in ev.alerts:
+                alerts.write(alert.to_record())
+            if args.flows:
+                for flow in ev.flows:
+                    flows.write(flow_record(flow))
+
+        for path in args.pcaps:
+            source = PcapFileSource(path, args.batch_size)
+            try:
+                for batch in source.batches(
+                    lambda done, total, p=path: progress.update(p, done, total, engine.stats.packets)
+                ):
+                    emit(engine.feed(batch))
+            except CaptureError as exc:
+                failures.append(str(exc))
+            except OSError as exc:
+                failures.append(f"{path}: cannot read: {exc.strerror or exc}")
+        emit(engine.finish())
+    progress.clear()
+    if args.inventory:
+        Path(args.inventory).write_text(json.dumps(engine.inventory.records(), indent=1) + "\n", encoding="utf-8")
+    _summary(engine, time.monotonic() - started, sys.stderr)
+    for failure in failures:
+        print(f"camwatch: error: {failure}", file=sys.stderr)
+    return EXIT_INPUT if failures else EXIT_OK
+
+
+class _NullSink:
+    def __enter__(self) -> _NullSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def write(self, record: object) -> None:
+        return None
+
+
+def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
+    st = engine.stats
+    vendors = Counter(d.manufacturer or "unknown" for d in engine.inventory)
+    by_vendor = ", ".join(f"{name} {n}" for name, n in vendors.most_common()) or "none"
+    by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(st.alerts.items())) or "none"
+    fs = engine.flows.stats
+    rate = st.packets / seconds if seconds > 0 else 0.0
+    out.write(
+        f"camwatch: {st.packets:,} packets ({st.bytes:,} bytes, {st.non_ip:,} non-IP, "
+        f"{st.later_fragments:,} later fragments, {st.truncated:,} truncated) in {seconds:.2f} s "
+        f"({rate:,.0f} packets/s)\n"
+        f"camwatch: {fs.created:,} flows ({fs.evicted:,} evicted at the bound)\n"
+        f"camwatch: {len(engine.inventory):,} devices: {by_vendor}\n"
+        f"camwatch: {sum(st.alerts.values()):,} alerts: {by_rule}"
+        f" ({engine.gate.suppressed:,} repeats suppressed)\n"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

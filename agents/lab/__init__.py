@@ -1,0 +1,1 @@
+"""Synthetic camera sites: packet builders and scenarios for demos, tests and benchmarks."""

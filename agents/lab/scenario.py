@@ -1,0 +1,145 @@
+"""A synthetic camera site: the demo capture and the benchmark capture.
+
+The site (addresses match `examples/site-policy.yaml`):
+
+| host | MAC (vendor from the OUI) | IP | behaviour |
+|---|---|---|---|
+| gateway | 02:00:00:00:00:01 (local) | 10.20.0.1 | DNS and NTP for the site |
+| recorder | 00:11:32:00:00:02 (Synology) | 10.20.0.2 | pulls RTSP from every camera |
+| Hikvision cameras | 44:19:b6:00:01:nn | 10.20.0.(10+n) | video to the recorder; camera 1 phones home to an EZVIZ-like cloud |
+| Dahua camera | 3c:ef:8c:00:02:01 | 10.20.0.40 | video; P2P registration on udp/8800 to a public address |
+| Axis camera | 00:40:8c:00:03:01 | 10.20.0.41 | video only: well behaved |
+| stray Hikvision | 44:19:b6:00:09:01 | 10.30.0.5 | outside the camera network, talks to a public HTTPS server |
+| office PC | 00:14:22:00:04:01 (Dell) | 10.30.0.20 | browses the web: not watched |
+
+Public addresses are from the documentation ranges (RFC 5737).
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from agents.lab import synth
+
+NS = 1_000_000_000
+
+GW_MAC, GW_IP = "02:00:00:00:00:01", "10.20.0.1"
+REC_MAC, REC_IP = "00:11:32:00:00:02", "10.20.0.2"
+DAHUA_MAC, DAHUA_IP = "3c:ef:8c:00:02:01", "10.20.0.40"
+AXIS_MAC, AXIS_IP = "00:40:8c:00:03:01", "10.20.0.41"
+STRAY_MAC, STRAY_IP = "44:19:b6:00:09:01", "10.30.0.5"
+PC_MAC, PC_IP = "00:14:22:00:04:01", "10.30.0.20"
+EZVIZ_CLOUD = "203.0.113.7"
+EASY4IP = "198.51.100.9"
+STRAY_DEST = "203.0.113.50"
+WEB = "192.0.2.80"
+
+
+def hik_mac(n: int) -> str:
+    return f"44:19:b6:00:01:{n:02x}"
+
+
+def hik_ip(n: int) -> str:
+    return f"10.20.0.{10 + n}"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteShape:
+    """How big the synthetic site is."""
+
+    hik_cameras: int = 2
+    seconds: float = 20.0
+    video_pps: int = 50          # RTP packets per second per camera
+    start_ns: int = 1_764_000_000 * NS
+
+
+def _dns_query(txid: int, name: str) -> bytes:
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", txid, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", 1, 1)
+
+
+def _tcp_session(
+    t: int, cmac: str, smac: str, cip: str, sip: str, cport: int, sport: int, request: bytes, reply: bytes
+) -> list[tuple[int, bytes]]:
+    """A short, complete TCP exchange: handshake, request, reply, FIN both ways."""
+    ms = NS // 1000
+    c = lambda off, fl, data=b"": (t + off * ms, synth.tcp4_frame(cmac, smac, cip, sip, cport, sport, data, flags=fl))  # noqa: E731
+    s = lambda off, fl, data=b"": (t + off * ms, synth.tcp4_frame(smac, cmac, sip, cip, sport, cport, data, flags=fl))  # noqa: E731
+    A, S, F, P = synth.TCP_ACK, synth.TCP_SYN, synth.TCP_FIN, synth.TCP_PSH
+    return [
+        c(0, S), s(1, S | A), c(2, A), c(3, P | A, request), s(5, P | A, reply), c(6, A),
+        c(7, F | A), s(8, F | A), c(9, A),
+    ]  # fmt: skip
+
+
+def control_events(shape: SiteShape) -> list[tuple[int, bytes]]:
+    """The low-rate traffic of the site: RTSP setup, DNS, NTP, phone-home, office browsing."""
+    t0 = shape.start_ns
+    out: list[tuple[int, bytes]] = []
+    cams = [(hik_mac(n), hik_ip(n)) for n in range(1, shape.hik_cameras + 1)]
+    cams += [(DAHUA_MAC, DAHUA_IP), (AXIS_MAC, AXIS_IP)]
+    for i, (mac, ip) in enumerate(cams):
+        t = t0 + i * NS // 100
+        describe = f"DESCRIBE rtsp://{ip}/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 2\r\n\r\n".encode()
+        out += _tcp_session(t, REC_MAC, mac, REC_IP, ip, 50000 + i, 554, describe, b"RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n")
+        # DNS and NTP to the site's own resolver and time server: allowed.
+        q = _dns_query(0x1000 + i, "time.site.internal")
+        out.append((t + NS // 10, synth.udp4_frame(mac, GW_MAC, ip, GW_IP, 40000 + i, 53, q)))
+        out.append((t + NS // 10 + NS // 1000, synth.udp4_frame(GW_MAC, mac, GW_IP, ip, 53, 40000 + i, q)))
+        ntp = bytes([0x23]) + bytes(47)
+        out.append((t + NS // 5, synth.udp4_frame(mac, GW_MAC, ip, GW_IP, 123, 123, ntp)))
+    # Camera 1 phones home repeatedly: one incident, one alert.
+    hello = b"POST /api/device/register HTTP/1.1\r\nHost: litedev.ezvizlife.com\r\n\r\n"
+    for k in range(3):
+        t = t0 + (2 + k * 5) * NS
+        out += _tcp_session(t, hik_mac(1), GW_MAC, hik_ip(1), EZVIZ_CLOUD, 41000 + k, 8666, hello, b"HTTP/1.1 200 OK\r\n\r\n")
+    # Dahua Easy4IP-style registration on udp/8800.
+    dh = b"DHGET /probe/p2psrv HTTP/1.1\r\nCSeq: 1\r\n\r\n"
+    for k in range(3):
+        out.append((t0 + (3 + k * 4) * NS, synth.udp4_frame(DAHUA_MAC, GW_MAC, DAHUA_IP, EASY4IP, 42000, 8800, dh)))
+    # A Hikvision camera on the office network reaches a public HTTPS server.
+    out += _tcp_session(t0 + 4 * NS, STRAY_MAC, GW_MAC, STRAY_IP, STRAY_DEST, 43000, 443, b"\x16\x03\x01", b"\x16\x03\x03")
+    # The office PC browses the web: not a watched device.
+    out += _tcp_session(t0 + 5 * NS, PC_MAC, GW_MAC, PC_IP, WEB, 44000, 443, b"\x16\x03\x01", b"\x16\x03\x03")
+    return out
+
+
+def video_streams(shape: SiteShape) -> Iterator[tuple[int, bytes]]:
+    """RTP from every camera to the recorder, merged in time order."""
+    cams = [(hik_mac(n), hik_ip(n)) for n in range(1, shape.hik_cameras + 1)]
+    cams += [(DAHUA_MAC, DAHUA_IP), (AXIS_MAC, AXIS_IP)]
+    period = NS // shape.video_pps
+    end = shape.start_ns + int(shape.seconds * NS)
+    # Frame sizes of a typical H.264 stream: a full-size packet most of the time, smaller
+    # ends of frames in between (mean about 1 kB).
+    sizes = (1400, 1400, 1400, 1400, 1400, 600, 300)
+
+    def stream(i: int, mac: str, ip: str) -> Iterator[tuple[int, bytes]]:
+        templates = [synth.RtpTemplate(mac, REC_MAC, ip, REC_IP, 8000 + 2 * i, 9000 + 2 * i, s, 0x1000 + i) for s in sizes]
+        t = shape.start_ns + NS // 2 + i * 997_000
+        seq = 0
+        while t < end:
+            yield t, templates[seq % len(templates)].frame(seq, seq * 1800)
+            seq += 1
+            t += period
+
+    yield from heapq.merge(*(stream(i, mac, ip) for i, (mac, ip) in enumerate(cams)), key=lambda e: e[0])
+
+
+def site_packets(shape: SiteShape) -> Iterator[tuple[int, bytes]]:
+    """Every packet of the site, in time order."""
+    control = sorted(control_events(shape), key=lambda e: e[0])
+    yield from heapq.merge(control, video_streams(shape), key=lambda e: e[0])
+
+
+def demo_shape() -> SiteShape:
+    return SiteShape(hik_cameras=2, seconds=20.0, video_pps=50)
+
+
+def benchmark_shape(packets: int) -> SiteShape:
+    """About `packets` packets from 48 Hikvision cameras (50 cameras in all) at 400 packets/s each."""
+    cameras, pps = 50, 400
+    return SiteShape(hik_cameras=cameras - 2, seconds=packets / (cameras * pps), video_pps=pps)

@@ -1,0 +1,26 @@
+"""`device.new`: a device not in the inventory appears on a monitored network."""
+
+from __future__ import annotations
+
+from monitor.alerts import DEVICE_NEW, Alert, Endpoint, incident_id
+from monitor.devices import Device
+
+
+def new_device_alert(dev: Device, ip: str, ts_ns: int, observer: str, why: str) -> Alert:
+    """`why` completes "watched because ...", e.g. "its vendor (hikvision) is on the watch list"."""
+    mac = dev.mac_str
+    maker = dev.manufacturer or "unknown vendor"
+    message = (
+        f"New device {ip} ({mac}, {maker}) appeared and is watched because {why}: confirm it is an "
+        f"expected installation and record it in the site's asset register."
+    )
+    return Alert(
+        rule=DEVICE_NEW,
+        timestamp_ns=ts_ns,
+        event_id=incident_id(DEVICE_NEW.id, observer, mac),
+        observer=observer,
+        message=message,
+        source=Endpoint(ip, None, mac),
+        device_id=mac,
+        manufacturer=dev.manufacturer,
+    )

@@ -1,0 +1,157 @@
+"""Device inventory keyed by MAC address, with vendor attribution and its evidence (DESIGN 2.7)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from monitor.alerts import iso_timestamp
+from monitor.vendors.oui import VendorTable, format_mac
+
+MAX_IPS = 16
+MAX_PEERS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    kind: str
+    detail: str
+
+
+class Device:
+    """What the site knows of one MAC address."""
+
+    __slots__ = (
+        "announced",
+        "evidence",
+        "first_seen_ns",
+        "firmware",
+        "ips",
+        "last_seen_ns",
+        "mac",
+        "manufacturer",
+        "model",
+        "peers",
+        "protocols",
+        "serial",
+        "vendor",
+        "watched",
+    )
+
+    def __init__(self, mac: int, ts: int) -> None:
+        self.mac = mac
+        self.first_seen_ns = ts
+        self.last_seen_ns = ts
+        self.ips: list[str] = []
+        self.vendor: str | None = None
+        self.manufacturer: str | None = None
+        self.watched = False
+        self.announced = False
+        self.evidence: list[Evidence] = []
+        self.model: str | None = None
+        self.firmware: str | None = None
+        self.serial: str | None = None
+        self.protocols: set[str] = set()
+        self.peers: set[str] = set()
+
+    @property
+    def mac_str(self) -> str:
+        return format_mac(self.mac)
+
+    def add_evidence(self, kind: str, detail: str) -> None:
+        ev = Evidence(kind, detail)
+        if ev not in self.evidence:
+            self.evidence.append(ev)
+
+    def to_record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "mac": self.mac_str,
+            "ips": list(self.ips),
+            "vendor": self.vendor,
+            "manufacturer": self.manufacturer,
+            "watched": self.watched,
+            "evidence": [{"kind": e.kind, "detail": e.detail} for e in self.evidence],
+        }
+        for name in ("model", "firmware", "serial"):
+            value = getattr(self, name)
+            if value is not None:
+                rec[name] = value
+        rec["first_seen"] = iso_timestamp(self.first_seen_ns)
+        rec["last_seen"] = iso_timestamp(self.last_seen_ns)
+        rec["protocols"] = sorted(self.protocols)
+        rec["peers"] = len(self.peers)
+        return rec
+
+
+def is_unicast_mac(mac: int) -> bool:
+    """A real station address: not zero, not group (multicast/broadcast)."""
+    return mac != 0 and not (mac >> 40) & 0x01
+
+
+def is_local_ip(ip: str) -> bool:
+    """Addresses a station can own on the site (private, shared, link-local, ULA)."""
+    addr = ipaddress.ip_address(ip)
+    return (addr.is_private or addr in _CGNAT) and not (addr.is_multicast or addr.is_loopback or addr.is_unspecified)
+
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+class Inventory:
+    """Devices by MAC, bounded: a flood of spoofed MACs evicts the least recently seen."""
+
+    def __init__(self, vendors: VendorTable, max_devices: int = 50_000) -> None:
+        self._vendors = vendors
+        self._max = max_devices
+        self._devices: OrderedDict[int, Device] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Any:
+        return iter(self._devices.values())
+
+    def get(self, mac: int) -> Device | None:
+        return self._devices.get(mac)
+
+    def observe(self, mac: int, ts: int) -> tuple[Device, bool]:
+        """The device for `mac` (created and attributed by OUI if new) and whether it is new."""
+        dev = self._devices.get(mac)
+        if dev is not None:
+            if ts > dev.last_seen_ns:
+                dev.last_seen_ns = ts
+            if ts < dev.first_seen_ns:
+                dev.first_seen_ns = ts
+            return dev, False
+        dev = Device(mac, ts)
+        vendor = self._vendors.lookup(mac)
+        if vendor.key is not None or vendor.manufacturer is not None:
+            dev.vendor = vendor.key
+            dev.manufacturer = vendor.manufacturer
+            dev.add_evidence("oui", f"{vendor.registry_name or vendor.manufacturer} ({vendor.source})")
+        elif vendor.source == "locally-administered":
+            dev.add_evidence("oui", "locally administered address: no vendor from the MAC")
+        self._devices[mac] = dev
+        if len(self._devices) > self._max:
+            self._devices.popitem(last=False)
+            self.evicted += 1
+        return dev, True
+
+    def touch(self, mac: int, ts: int) -> None:
+        dev = self._devices.get(mac)
+        if dev is not None and ts > dev.last_seen_ns:
+            dev.last_seen_ns = ts
+            self._devices.move_to_end(mac)
+
+    def add_ip(self, dev: Device, ip: str) -> bool:
+        """Remember an address the device uses on the site; True if it is new."""
+        if ip in dev.ips or len(dev.ips) >= MAX_IPS or not is_local_ip(ip):
+            return False
+        dev.ips.append(ip)
+        return True
+
+    def records(self) -> list[dict[str, Any]]:
+        return [d.to_record() for d in sorted(self._devices.values(), key=lambda d: d.mac)]

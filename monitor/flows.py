@@ -1,0 +1,478 @@
+"""Bidirectional flow table: keys, counters, timeouts, TCP close, bounded size.
+
+A batch is aggregated per flow key with numpy, so a flow's packets in a batch cost one
+Python-level update. Only keys whose packets may change the flow's life (TCP FIN/RST, a SYN
+after a close, a gap longer than the idle timeout, a flow outliving the active timeout) are
+replayed packet by packet. A flow's fate depends only on its own packets' timestamps, so the
+records are the same whatever the batch size; only the moment a record is emitted varies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitor.communityid import community_id
+from monitor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded
+
+NS = 1_000_000_000
+
+# (vlan_outer, vlan_inner, proto, a_hi, a_lo, a_port, b_hi, b_lo, b_port); a <= b.
+FlowKey = tuple[int, int, int, int, int, int, int, int, int]
+
+_MIX1 = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX3 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    """Timeouts (seconds) and the bound on the number of live flows."""
+
+    tcp_idle_timeout: float = 300.0
+    udp_idle_timeout: float = 60.0
+    other_idle_timeout: float = 60.0
+    active_timeout: float = 1800.0
+    tcp_close_linger: float = 5.0
+    max_flows: int = 200_000
+
+    def __post_init__(self) -> None:
+        for name in ("tcp_idle_timeout", "udp_idle_timeout", "other_idle_timeout", "active_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.tcp_close_linger < 0:
+            raise ValueError("tcp_close_linger must be >= 0")
+        if self.max_flows < 1:
+            raise ValueError("max_flows must be >= 1")
+
+
+def addr_bytes(hi: int, lo: int, version: int) -> bytes:
+    """Packed address from the (hi, lo) halves used in flow keys."""
+    if version == 4:
+        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return ((hi << 64) | lo).to_bytes(16, "big")
+
+
+def addr_str(hi: int, lo: int, version: int) -> str:
+    if version == 4:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+class Flow:
+    """One bidirectional flow. Side `a` is the lower (address, port) of the key."""
+
+    __slots__ = (
+        "a_sent_first",
+        "bytes_a",
+        "bytes_b",
+        "closed_ns",
+        "domain",
+        "end_reason",
+        "fin_a",
+        "fin_b",
+        "first_flags",
+        "flags_a",
+        "flags_b",
+        "icmp_code",
+        "icmp_type",
+        "ip_bytes_a",
+        "ip_bytes_b",
+        "ip_version",
+        "key",
+        "last_ns",
+        "mac_a",
+        "mac_b",
+        "pkts_a",
+        "pkts_b",
+        "protocol",
+        "start_ns",
+    )
+
+    def __init__(self, key: FlowKey, ts: int, a_sent_first: bool, ip_version: int) -> None:
+        self.key = key
+        self.start_ns = ts
+        self.last_ns = ts
+        self.a_sent_first = a_sent_first
+        self.ip_version = ip_version
+        self.pkts_a = self.pkts_b = 0
+        self.bytes_a = self.bytes_b = 0
+        self.ip_bytes_a = self.ip_bytes_b = 0
+        self.flags_a = self.flags_b = 0
+        self.first_flags = 0
+        self.fin_a = self.fin_b = False
+        self.closed_ns: int | None = None
+        self.mac_a = self.mac_b = 0
+        self.icmp_type = self.icmp_code = -1
+        self.protocol: str | None = None
+        self.domain: str | None = None
+        self.end_reason = ""
+
+    # Orientation helpers: "src" is the sender of the first packet seen (DESIGN 2.3).
+    @property
+    def proto(self) -> int:
+        return self.key[2]
+
+    @property
+    def src(self) -> tuple[str, int]:
+        k = self.key
+        if self.a_sent_first:
+            return addr_str(k[3], k[4], self.ip_version), k[5]
+        return addr_str(k[6], k[7], self.ip_version), k[8]
+
+    @property
+    def dst(self) -> tuple[str, int]:
+        k = self.key
+        if self.a_sent_first:
+            return addr_str(k[6], k[7], self.ip_version), k[8]
+        return addr_str(k[3], k[4], self.ip_version), k[5]
+
+    @property
+    def src_mac(self) -> int:
+        return self.mac_a if self.a_sent_first else self.mac_b
+
+    @property
+    def dst_mac(self) -> int:
+        return self.mac_b if self.a_sent_first else self.mac_a
+
+    @property
+    def src_counts(self) -> tuple[int, int]:
+        return (self.pkts_a, self.bytes_a) if self.a_sent_first else (self.pkts_b, self.bytes_b)
+
+    @property
+    def dst_counts(self) -> tuple[int, int]:
+        return (self.pkts_b, self.bytes_b) if self.a_sent_first else (self.pkts_a, self.bytes_a)
+
+    @property
+    def packets(self) -> int:
+        return self.pkts_a + self.pkts_b
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_a + self.bytes_b
+
+    @property
+    def opener_is_src(self) -> bool:
+        """Who opened the flow: the first sender, unless its first packet was a SYN-ACK."""
+        if self.proto == PROTO_TCP and self.first_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
+            return False
+        return True
+
+    def community_id(self) -> str:
+        k = self.key
+        a = addr_bytes(k[3], k[4], self.ip_version)
+        b = addr_bytes(k[6], k[7], self.ip_version)
+        proto = k[2]
+        if proto in (PROTO_ICMP, PROTO_ICMPV6):
+            s, d = (a, b) if self.a_sent_first else (b, a)
+            return community_id(s, d, proto, icmp_type=self.icmp_type, icmp_code=self.icmp_code)
+        return community_id(a, b, proto, k[5], k[8])
+
+
+@dataclass(slots=True)
+class FlowStats:
+    created: int = 0
+    ended_idle: int = 0
+    ended_active: int = 0
+    ended_closed: int = 0
+    evicted: int = 0
+    hash_collisions: int = 0
+
+
+class FlowTable:
+    """Live flows; `update` takes a decoded batch and returns the flows it created and ended."""
+
+    def __init__(self, config: FlowConfig | None = None) -> None:
+        self.config = c = config or FlowConfig()
+        self._idle = {PROTO_TCP: int(c.tcp_idle_timeout * NS), 17: int(c.udp_idle_timeout * NS)}
+        self._other_idle = int(c.other_idle_timeout * NS)
+        self._active = int(c.active_timeout * NS)
+        self._linger = int(c.tcp_close_linger * NS)
+        # TCP flows and the others live in separate LRU dicts so each can be expired from
+        # its front with one idle timeout.
+        self._tcp: OrderedDict[FlowKey, Flow] = OrderedDict()
+        self._other: OrderedDict[FlowKey, Flow] = OrderedDict()
+        self.stats = FlowStats()
+
+    def __len__(self) -> int:
+        return len(self._tcp) + len(self._other)
+
+    def get(self, key: FlowKey) -> Flow | None:
+        return (self._tcp if key[2] == PROTO_TCP else self._other).get(key)
+
+    def flows(self) -> list[Flow]:
+        return [*self._tcp.values(), *self._other.values()]
+
+    def idle_timeout_ns(self, proto: int) -> int:
+        return self._idle.get(proto, self._other_idle)
+
+    def update(self, d: Decoded) -> tuple[list[Flow], list[Flow]]:
+        """Account the flow-eligible packets of `d`; returns (created, ended) flows."""
+        created: list[Flow] = []
+        ended: list[Flow] = []
+        sel = np.flatnonzero(d.ok)
+        if sel.size == 0:
+            return created, ended
+        sh, sl, sp = d.src_hi[sel], d.src_lo[sel], d.sport[sel]
+        dh, dl, dp = d.dst_hi[sel], d.dst_lo[sel], d.dport[sel]
+        a_first = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (sp <= dp))))
+        ah, al, ap = np.where(a_first, sh, dh), np.where(a_first, sl, dl), np.where(a_first, sp, dp)
+        bh, bl, bp = np.where(a_first, dh, sh), np.where(a_first, dl, sl), np.where(a_first, dp, sp)
+        proto = d.proto[sel].astype(np.int64)
+        vo, vi = d.vlan_outer[sel], d.vlan_inner[sel]
+        from_b = (~a_first).astype(np.int64)
+
+        h = _mix(ah) ^ _mix(al ^ _MIX1) ^ _mix(bh ^ _MIX2) ^ _mix(bl ^ _MIX3)
+        h ^= _mix(((ap << 16) | bp | (proto << 32) | ((vo + 1) << 40) | ((vi + 1) << 52)).astype(np.uint64))
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        cols = (ah, al, ap, bh, bl, bp, proto, vo, vi)
+        if any(np.any(c[first][inverse] != c) for c in cols):
+            # A 64-bit hash collision inside one batch: fall back to exact grouping.
+            self.stats.hash_collisions += 1
+            stacked = np.stack([c.astype(np.int64) if c.dtype != np.uint64 else c.view(np.int64) for c in cols], 1)
+            _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        nkeys = len(first)
+        counts = np.bincount(inverse, minlength=nkeys)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.zeros(nkeys, dtype=np.int64)
+        np.cumsum(counts[:-1], out=bounds[1:])
+
+        ts = d.ts_ns[sel]
+        ts_sorted = ts[order]
+        first_ts = np.minimum.reduceat(ts_sorted, bounds)
+        last_ts = np.maximum.reduceat(ts_sorted, bounds)
+        gaps = np.diff(ts_sorted, prepend=ts_sorted[0])
+        gaps[bounds] = 0
+        max_gap = np.maximum.reduceat(gaps, bounds)
+        flags = d.tcp_flags[sel]
+        flags_or = np.bitwise_or.reduceat(flags[order], bounds)
+        dflags = np.zeros(2 * nkeys, dtype=np.uint8)
+        np.bitwise_or.at(dflags, inverse * 2 + from_b, flags)
+        slot = inverse * 2 + from_b
+        dflags_l = dflags.reshape(nkeys, 2).tolist()
+        wl = d.wirelen[sel]
+        ipl = d.ip_len[sel]
+        pk2 = np.bincount(slot, minlength=2 * nkeys).reshape(nkeys, 2)
+        by2 = np.bincount(slot, weights=wl, minlength=2 * nkeys).astype(np.int64).reshape(nkeys, 2)
+        ip2 = np.bincount(slot, weights=ipl, minlength=2 * nkeys).astype(np.int64).reshape(nkeys, 2)
+        smac, dmac = d.src_mac[sel], d.dst_mac[sel]
+        # MAC of each side: the sender's source MAC / the receiver's destination MAC, taken
+        # from the key's first packet in the batch.
+        f_from_b = from_b[first]
+        mac_a = np.where(f_from_b == 0, smac[first], dmac[first])
+        mac_b = np.where(f_from_b == 0, dmac[first], smac[first])
+
+        key_lists = [c[first].tolist() for c in (vo, vi, proto, ah, al, ap, bh, bl, bp)]
+        keys: list[FlowKey] = list(zip(*key_lists, strict=True))
+        version = d.ip_version[sel][first].tolist()
+        first_ts_l, last_ts_l, gap_l = first_ts.tolist(), last_ts.tolist(), max_gap.tolist()
+        flags_l, ffrom_b = flags_or.tolist(), f_from_b.tolist()
+        pk_l, by_l, ip_l = pk2.tolist(), by2.tolist(), ip2.tolist()
+        mac_a_l, mac_b_l = mac_a.tolist(), mac_b.tolist()
+        fflags_l = flags[first].tolist()
+        icmp_t, icmp_c = d.icmp_type[sel][first].tolist(), d.icmp_code[sel][first].tolist()
+
+        active, linger = self._active, self._linger
+        for k in range(nkeys):
+            key = keys[k]
+            p = key[2]
+            table = self._tcp if p == PROTO_TCP else self._other
+            idle = self._idle.get(p, self._other_idle)
+            flow = table.get(key)
+            f0, f1 = first_ts_l[k], last_ts_l[k]
+            slow = gap_l[k] > idle or (flow is None and f1 - f0 > active)
+            if p == PROTO_TCP and flags_l[k] & (TCP_FIN | TCP_RST | TCP_SYN):
+                slow = slow or bool(flags_l[k] & (TCP_FIN | TCP_RST)) or (flow is not None and flow.closed_ns is not None)
+            if flow is not None and not slow:
+                slow = (
+                    f0 - flow.last_ns > idle
+                    or f1 - flow.start_ns > active
+                    or (flow.closed_ns is not None and f1 - flow.closed_ns > linger)
+                )
+            if slow:
+                b0 = int(bounds[k])
+                pos = sel[order[b0 : b0 + int(counts[k])]]
+                self._replay(key, table, pos, d, created, ended)
+                continue
+            if flow is None:
+                flow = Flow(key, f0, ffrom_b[k] == 0, version[k])
+                flow.first_flags = fflags_l[k]
+                flow.icmp_type, flow.icmp_code = icmp_t[k], icmp_c[k]
+                table[key] = flow
+                created.append(flow)
+                self.stats.created += 1
+            else:
+                table.move_to_end(key)
+                if f0 < flow.start_ns:
+                    flow.start_ns = f0
+            if f1 > flow.last_ns:
+                flow.last_ns = f1
+            pa, pb = pk_l[k]
+            ba, bb = by_l[k]
+            ia, ib = ip_l[k]
+            flow.pkts_a += pa
+            flow.pkts_b += pb
+            flow.bytes_a += ba
+            flow.bytes_b += bb
+            flow.ip_bytes_a += ia
+            flow.ip_bytes_b += ib
+            if pa and not flow.mac_a:
+                flow.mac_a = mac_a_l[k]
+            if pb and not flow.mac_b:
+                flow.mac_b = mac_b_l[k]
+            if p == PROTO_TCP:
+                fa, fb = dflags_l[k]
+                flow.flags_a |= fa
+                flow.flags_b |= fb
+        self._evict(ended)
+        return created, ended
+
+    def _replay(
+        self,
+        key: FlowKey,
+        table: OrderedDict[FlowKey, Flow],
+        pos: np.ndarray,
+        d: Decoded,
+        created: list[Flow],
+        ended: list[Flow],
+    ) -> None:
+        """Packet-by-packet update of one key's packets (positions `pos` in the batch)."""
+        idle = self._idle.get(key[2], self._other_idle)
+        a_side = (key[3], key[4], key[5])
+        ts_l = d.ts_ns[pos].tolist()
+        wl_l = d.wirelen[pos].tolist()
+        ip_l = d.ip_len[pos].tolist()
+        fl_l = d.tcp_flags[pos].tolist()
+        sh_l, sl_l, sp_l = d.src_hi[pos].tolist(), d.src_lo[pos].tolist(), d.sport[pos].tolist()
+        smac_l, dmac_l = d.src_mac[pos].tolist(), d.dst_mac[pos].tolist()
+        it_l, ic_l = d.icmp_type[pos].tolist(), d.icmp_code[pos].tolist()
+        version = int(d.ip_version[pos[0]])
+        is_tcp = key[2] == PROTO_TCP
+        flow = table.get(key)
+        for i, t in enumerate(ts_l):
+            fl = fl_l[i]
+            from_a = (sh_l[i], sl_l[i], sp_l[i]) == a_side
+            # A flow between a host and itself (same address and port) counts as side a.
+            if flow is not None:
+                reason = ""
+                if t - flow.last_ns > idle:
+                    reason = "idle"
+                elif t - flow.start_ns > self._active:
+                    reason = "active"
+                elif flow.closed_ns is not None and (
+                    t - flow.closed_ns > self._linger or (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN
+                ):
+                    reason = "closed"
+                if reason:
+                    self._end(table, flow, reason, ended)
+                    flow = None
+            if flow is None:
+                flow = Flow(key, t, from_a, version)
+                flow.first_flags = fl
+                flow.icmp_type, flow.icmp_code = it_l[i], ic_l[i]
+                table[key] = flow
+                created.append(flow)
+                self.stats.created += 1
+            else:
+                table.move_to_end(key)
+                if t < flow.start_ns:
+                    flow.start_ns = t
+            if t > flow.last_ns:
+                flow.last_ns = t
+            if from_a:
+                flow.pkts_a += 1
+                flow.bytes_a += wl_l[i]
+                flow.ip_bytes_a += ip_l[i]
+                flow.flags_a |= fl
+                if not flow.mac_a:
+                    flow.mac_a = smac_l[i]
+                if not flow.mac_b:
+                    flow.mac_b = dmac_l[i]
+            else:
+                flow.pkts_b += 1
+                flow.bytes_b += wl_l[i]
+                flow.ip_bytes_b += ip_l[i]
+                flow.flags_b |= fl
+                if not flow.mac_b:
+                    flow.mac_b = smac_l[i]
+                if not flow.mac_a:
+                    flow.mac_a = dmac_l[i]
+            if is_tcp and flow.closed_ns is None:
+                if fl & TCP_RST:
+                    flow.closed_ns = t
+                elif fl & TCP_FIN:
+                    if from_a:
+                        flow.fin_a = True
+                    else:
+                        flow.fin_b = True
+                    if flow.fin_a and flow.fin_b:
+                        flow.closed_ns = t
+
+    def _end(self, table: OrderedDict[FlowKey, Flow], flow: Flow, reason: str, ended: list[Flow]) -> None:
+        del table[flow.key]
+        flow.end_reason = reason
+        if reason == "idle":
+            self.stats.ended_idle += 1
+        elif reason == "active":
+            self.stats.ended_active += 1
+        elif reason == "closed":
+            self.stats.ended_closed += 1
+        ended.append(flow)
+
+    def _evict(self, ended: list[Flow]) -> None:
+        over = len(self) - self.config.max_flows
+        while over > 0:
+            tcp_front = next(iter(self._tcp.values()), None)
+            other_front = next(iter(self._other.values()), None)
+            if other_front is None or (tcp_front is not None and tcp_front.last_ns < other_front.last_ns):
+                _, flow = self._tcp.popitem(last=False)
+            else:
+                _, flow = self._other.popitem(last=False)
+            flow.end_reason = "evicted"
+            self.stats.evicted += 1
+            ended.append(flow)
+            over -= 1
+
+    def expire(self, now_ns: int) -> list[Flow]:
+        """End the flows idle for longer than their timeout (or closed and lingered) at `now_ns`."""
+        ended: list[Flow] = []
+        for table in (self._tcp, self._other):
+            while table:
+                flow = next(iter(table.values()))
+                timeout = self._idle.get(flow.key[2], self._other_idle)
+                if now_ns - flow.last_ns > timeout:
+                    self._end(table, flow, "idle", ended)
+                elif flow.closed_ns is not None and now_ns - flow.closed_ns > self._linger:
+                    self._end(table, flow, "closed", ended)
+                else:
+                    # The front is the least recently updated flow: nothing behind it is older.
+                    break
+        return ended
+
+    def flush(self) -> list[Flow]:
+        """End every live flow (end of input or shutdown)."""
+        ended: list[Flow] = []
+        for table in (self._tcp, self._other):
+            for flow in table.values():
+                flow.end_reason = "end"
+                ended.append(flow)
+            table.clear()
+        return ended
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads every input bit over the 64-bit result."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> _S30
+    x *= _MIX2
+    x ^= x >> _S27
+    x *= _MIX3
+    x ^= x >> _S31
+    return x
