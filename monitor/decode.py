@@ -122,6 +122,157 @@ def _mac_at(hdr: U8, rows: I64, off: int) -> U64:
     return raw.view(">u8").reshape(-1).astype(np.uint64)
 
 
+_MAX_TUNNELS = 2
+ETH_PPPOE_SESSION = 0x8864
+ETH_MPLS = (0x8847, 0x8848)
+PROTO_IPIP = 4
+PROTO_IPV6_IN_IP = 41
+GTP_U_PORT = 2152
+
+
+class _L3:
+    """Network-layer fields being filled in (re-entrant: a tunnel re-decodes its rows)."""
+
+    def __init__(self, n: int) -> None:
+        self.is_ip = np.zeros(n, dtype=bool)
+        self.truncated = np.zeros(n, dtype=bool)
+        self.fragment = np.zeros(n, dtype=bool)
+        self.later_fragment = np.zeros(n, dtype=bool)
+        self.ip_version = np.zeros(n, dtype=np.uint8)
+        self.proto = np.zeros(n, dtype=np.uint8)
+        self.src_hi = np.zeros(n, dtype=np.uint64)
+        self.src_lo = np.zeros(n, dtype=np.uint64)
+        self.dst_hi = np.zeros(n, dtype=np.uint64)
+        self.dst_lo = np.zeros(n, dtype=np.uint64)
+        self.l4 = np.zeros(n, dtype=np.int64)
+        self.ip_len = np.zeros(n, dtype=np.int64)
+
+    def reset(self, r: I64) -> None:
+        # The outer header's length stays: Zeek-style IP bytes count the outer packet.
+        for arr in (self.is_ip, self.truncated, self.fragment, self.later_fragment):
+            arr[r] = False
+        self.proto[r] = 0
+
+
+def _pppoe_mpls(hdr: U8, caplen: I64, rows: I64, ethertype: I64, l3: I64) -> None:
+    """Step over a PPPoE session header or an MPLS label stack to the IP header."""
+    pppoe = (ethertype == ETH_PPPOE_SESSION) & (l3 + 8 <= caplen)
+    if pppoe.any():
+        r = rows[pppoe]
+        ppp = _u16(hdr, r, l3[r] + 6)
+        ethertype[r] = np.where(ppp == 0x0021, ETH_IPV4, np.where(ppp == 0x0057, ETH_IPV6, 0))
+        l3[r] += 8
+    mpls = np.isin(ethertype, ETH_MPLS)
+    for _ in range(4):
+        live = mpls & (l3 + 5 <= caplen)
+        if not live.any():
+            break
+        r = rows[live]
+        bottom = (hdr[r, l3[r] + 2] & 0x01) != 0
+        l3[r] += 4
+        done = r[bottom]
+        if done.size:
+            ver = hdr[done, l3[done]] >> 4
+            ethertype[done] = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
+            mpls[done] = False
+    ethertype[mpls] = 0
+
+
+def _decode_l3(hdr: U8, caplen: I64, rows: I64, ethertype: I64, l3: I64, f: _L3) -> None:
+    """IPv4/IPv6 headers (with IPv6 extension headers) of the packets in `rows`."""
+    v4 = rows[(ethertype[rows] == ETH_IPV4) & (l3[rows] + 20 <= caplen[rows])]
+    if v4.size:
+        o = l3[v4]
+        vihl = hdr[v4, o]
+        ihl = (vihl & 0x0F).astype(np.int64) * 4
+        good = ((vihl >> 4) == 4) & (ihl >= 20)
+        f.truncated[v4[~good]] = True
+        r, o, ihl = v4[good], o[good], ihl[good]
+        f.is_ip[r] = True
+        f.ip_version[r] = 4
+        f.proto[r] = hdr[r, o + 9]
+        f.ip_len[r] = _u16(hdr, r, o + 2)
+        frag = _u16(hdr, r, o + 6)
+        f.fragment[r] = (frag & 0x3FFF) != 0
+        f.later_fragment[r] = (frag & 0x1FFF) != 0
+        f.src_hi[r] = V4_MAPPED_HI
+        f.dst_hi[r] = V4_MAPPED_HI
+        f.src_lo[r] = V4_MAPPED_LO | _u32(hdr, r, o + 12).astype(np.uint64)
+        f.dst_lo[r] = V4_MAPPED_LO | _u32(hdr, r, o + 16).astype(np.uint64)
+        f.l4[r] = o + ihl
+
+    v6 = rows[(ethertype[rows] == ETH_IPV6) & (l3[rows] + 40 <= caplen[rows])]
+    if v6.size:
+        o = l3[v6]
+        good = (hdr[v6, o] >> 4) == 6
+        f.truncated[v6[~good]] = True
+        r, o = v6[good], o[good]
+        f.is_ip[r] = True
+        f.ip_version[r] = 6
+        f.ip_len[r] = _u16(hdr, r, o + 4) + 40
+        f.src_hi[r] = _u64_at(hdr, r, o + 8)
+        f.src_lo[r] = _u64_at(hdr, r, o + 16)
+        f.dst_hi[r] = _u64_at(hdr, r, o + 24)
+        f.dst_lo[r] = _u64_at(hdr, r, o + 32)
+        nh = hdr[r, o + 6].astype(np.int64)
+        off = o + 40
+        for _ in range(_IPV6_MAX_EXT):
+            ext = np.isin(nh, _IPV6_EXT) & (off + 8 <= np.minimum(caplen[r], WINDOW))
+            if not ext.any():
+                break
+            er, eo = r[ext], off[ext]
+            enh = hdr[er, eo].astype(np.int64)
+            is_frag = nh[ext] == 44
+            is_ah = nh[ext] == 51
+            elen = (hdr[er, eo + 1].astype(np.int64) + 1) * 8
+            elen = np.where(is_frag, 8, np.where(is_ah, (hdr[er, eo + 1].astype(np.int64) + 2) * 4, elen))
+            if is_frag.any():
+                fr = er[is_frag]
+                f.fragment[fr] = True
+                f.later_fragment[fr] = (_u16(hdr, fr, eo[is_frag] + 2) >> 3) != 0
+            nh[ext] = enh
+            off[ext] = eo + elen
+        # Extension-header chains longer than the window stay unknown: mark them truncated
+        # (a later fragment has no further header to find).
+        still_ext = np.isin(nh, _IPV6_EXT) & ~f.later_fragment[r]
+        f.truncated[r[still_ext]] = True
+        f.proto[r] = nh.astype(np.uint8)
+        f.l4[r] = off
+
+
+def _tunnel_payload(hdr: U8, caplen: I64, f: _L3) -> tuple[I64, I64, I64] | None:
+    """Rows carrying IP in IP (4, 41) or GTP-U, with the inner header's offset and ethertype.
+
+    Flows are keyed on the inner packet, as nDPI (with tunnel decoding) and Zeek do.
+    """
+    first = f.is_ip & ~f.later_fragment & ~f.truncated
+    ipip = first & ((f.proto == PROTO_IPIP) | (f.proto == PROTO_IPV6_IN_IP))
+    udp = first & (f.proto == PROTO_UDP) & (f.l4 + 16 <= np.minimum(caplen, WINDOW))
+    gtp = np.zeros_like(udp)
+    if udp.any():
+        r = np.flatnonzero(udp)
+        ports = (_u16(hdr, r, f.l4[r]) == GTP_U_PORT) | (_u16(hdr, r, f.l4[r] + 2) == GTP_U_PORT)
+        g = f.l4[r] + 8
+        # GTPv1-U G-PDU (message type 255) carrying a user packet.
+        is_gpdu = ports & ((hdr[r, g] >> 5) == 1) & (hdr[r, g + 1] == 0xFF)
+        gtp[r[is_gpdu]] = True
+    if not (ipip.any() or gtp.any()):
+        return None
+    rows = np.flatnonzero(ipip | gtp)
+    off = f.l4[rows].copy()
+    is_gtp = gtp[rows]
+    if is_gtp.any():
+        gr = rows[is_gtp]
+        g = f.l4[gr] + 8
+        # Optional fields (sequence number, N-PDU, next extension type) add 4 bytes.
+        has_opt = (hdr[gr, g] & 0x07) != 0
+        off[is_gtp] = g + 8 + np.where(has_opt, 4, 0)
+    ver = hdr[rows, np.minimum(off, WINDOW - 1)] >> 4
+    inner_eth = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
+    keep = inner_eth != 0
+    return rows[keep], off[keep], inner_eth[keep]
+
+
 def header_window(batch: PacketBatch, width: int = WINDOW) -> U8:
     """Copy the first `width` bytes of every packet into an (n, width) array.
 
@@ -203,83 +354,23 @@ def decode(batch: PacketBatch) -> Decoded:
             vlan_inner[r] = vid
         ethertype[r] = _u16(hdr, r, l3[r] + 2)
         l3[r] += 4
+    _pppoe_mpls(hdr, caplen, rows, ethertype, l3)
 
-    proto = np.zeros(n, dtype=np.uint8)
-    ip_version = np.zeros(n, dtype=np.uint8)
-    src_hi = np.zeros(n, dtype=np.uint64)
-    src_lo = np.zeros(n, dtype=np.uint64)
-    dst_hi = np.zeros(n, dtype=np.uint64)
-    dst_lo = np.zeros(n, dtype=np.uint64)
-    l4 = np.zeros(n, dtype=np.int64)
-    ip_len = np.zeros(n, dtype=np.int64)
-    fragment = np.zeros(n, dtype=bool)
-    later_fragment = np.zeros(n, dtype=bool)
-    is_ip = np.zeros(n, dtype=bool)
-    truncated = np.zeros(n, dtype=bool)
+    f = _L3(n)
+    _decode_l3(hdr, caplen, rows[(ethertype == ETH_IPV4) | (ethertype == ETH_IPV6)], ethertype, l3, f)
+    for _ in range(_MAX_TUNNELS):
+        inner = _tunnel_payload(hdr, caplen, f)
+        if inner is None:
+            break
+        r, inner_off, inner_eth = inner
+        ethertype[r] = inner_eth
+        l3[r] = inner_off
+        f.reset(r)
+        _decode_l3(hdr, caplen, r, ethertype, l3, f)
 
-    v4 = (ethertype == ETH_IPV4) & (l3 + 20 <= caplen)
-    truncated |= (ethertype == ETH_IPV4) & ~v4
-    if v4.any():
-        r = rows[v4]
-        o = l3[r]
-        vihl = hdr[r, o]
-        ihl = (vihl & 0x0F).astype(np.int64) * 4
-        good = ((vihl >> 4) == 4) & (ihl >= 20)
-        truncated[r[~good]] = True
-        r, o, ihl = r[good], o[good], ihl[good]
-        is_ip[r] = True
-        ip_version[r] = 4
-        proto[r] = hdr[r, o + 9]
-        ip_len[r] = _u16(hdr, r, o + 2)
-        frag = _u16(hdr, r, o + 6)
-        fragment[r] = (frag & 0x3FFF) != 0
-        later_fragment[r] = (frag & 0x1FFF) != 0
-        src_hi[r] = V4_MAPPED_HI
-        dst_hi[r] = V4_MAPPED_HI
-        src_lo[r] = V4_MAPPED_LO | _u32(hdr, r, o + 12).astype(np.uint64)
-        dst_lo[r] = V4_MAPPED_LO | _u32(hdr, r, o + 16).astype(np.uint64)
-        l4[r] = o + ihl
-
-    v6 = (ethertype == ETH_IPV6) & (l3 + 40 <= caplen)
-    truncated |= (ethertype == ETH_IPV6) & ~v6
-    if v6.any():
-        r = rows[v6]
-        o = l3[r]
-        good = (hdr[r, o] >> 4) == 6
-        truncated[r[~good]] = True
-        r, o = r[good], o[good]
-        is_ip[r] = True
-        ip_version[r] = 6
-        ip_len[r] = _u16(hdr, r, o + 4) + 40
-        src_hi[r] = _u64_at(hdr, r, o + 8)
-        src_lo[r] = _u64_at(hdr, r, o + 16)
-        dst_hi[r] = _u64_at(hdr, r, o + 24)
-        dst_lo[r] = _u64_at(hdr, r, o + 32)
-        nh = hdr[r, o + 6].astype(np.int64)
-        off = o + 40
-        for _ in range(_IPV6_MAX_EXT):
-            ext = np.isin(nh, _IPV6_EXT) & (off + 8 <= np.minimum(caplen[r], WINDOW))
-            if not ext.any():
-                break
-            er, eo = r[ext], off[ext]
-            enh = hdr[er, eo].astype(np.int64)
-            elen = (hdr[er, eo + 1].astype(np.int64) + 1) * 8
-            is_frag = nh[ext] == 44
-            is_ah = nh[ext] == 51
-            elen = np.where(is_frag, 8, np.where(is_ah, (hdr[er, eo + 1].astype(np.int64) + 2) * 4, elen))
-            if is_frag.any():
-                fr = er[is_frag]
-                fo = eo[is_frag]
-                fragment[fr] = True
-                later_fragment[fr] = (_u16(hdr, fr, fo + 2) >> 3) != 0
-            nh[ext] = enh
-            off[ext] = eo + elen
-        # Extension-header chains longer than the window stay unknown: mark them truncated.
-        still_ext = np.isin(nh, _IPV6_EXT)
-        truncated[r[still_ext]] = True
-        proto[r] = nh.astype(np.uint8)
-        l4[r] = off
-
+    is_ip, proto, l4, truncated, later_fragment = f.is_ip, f.proto, f.l4, f.truncated, f.later_fragment
+    # Frames that claim IP but whose IP header is cut short.
+    truncated |= np.isin(ethertype, (ETH_IPV4, ETH_IPV6)) & ~is_ip
     sport = np.zeros(n, dtype=np.int64)
     dport = np.zeros(n, dtype=np.int64)
     tcp_flags = np.zeros(n, dtype=np.uint8)
@@ -310,6 +401,8 @@ def decode(batch: PacketBatch) -> Decoded:
         icmp_type[r] = hdr[r, l4[r]]
         icmp_code[r] = hdr[r, l4[r] + 1]
         payload[r] = l4[r] + 8
+    ip_version, fragment, ip_len = f.ip_version, f.fragment, f.ip_len
+    src_hi, src_lo, dst_hi, dst_lo = f.src_hi, f.src_lo, f.dst_hi, f.dst_lo
 
     return Decoded(
         n=n,

@@ -66,11 +66,12 @@ class Engine:
         st = self.stats
         st.packets += d.n
         st.bytes += int(d.wirelen.sum())
+        # Every packet is in exactly one of: a flow, non-IP, a later fragment, truncated.
         st.ip_packets += int(d.is_ip.sum())
-        st.non_ip += d.n - int(d.is_ip.sum())
+        st.non_ip += int((~d.is_ip & ~d.truncated).sum())
         st.fragments += int(d.fragment.sum())
         st.later_fragments += int(d.later_fragment.sum())
-        st.truncated += int(d.truncated.sum())
+        st.truncated += int((d.truncated & ~d.later_fragment).sum())
         st.flow_packets += int(d.ok.sum())
 
         created, ended = self.flows.update(d)

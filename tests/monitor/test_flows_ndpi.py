@@ -1,0 +1,61 @@
+"""Golden test: our flows, merged per unordered 5-tuple and VLAN, against nDPI's flow table.
+
+nDPI (ndpiReader on a file) keeps one flow per key for the whole capture and counts whole frames
+(wire length, link layer included): see tests/data/corpus/MANIFEST.md section 3.1. Differences
+with a real reason are asserted, not skipped.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from monitor.flows import Flow
+from tests.enginerun import NO_TIMEOUTS, run_engine
+from tests.truth.ndpi import read_ndpi_out
+from tests.truth.paths import ndpi_pairs
+
+L4 = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 58: "ICMPV6", 132: "SCTP"}
+
+Key = tuple[str, int | None, frozenset[tuple[str, int]]]
+
+
+def ndpi_key(flow: Flow) -> Key:
+    vlan_outer, vlan_inner = flow.key[0], flow.key[1]
+    # ndpiReader keeps the innermost 802.1Q tag it walked past.
+    vlan = vlan_inner if vlan_inner >= 0 else (vlan_outer if vlan_outer >= 0 else None)
+    (s_ip, s_port), (d_ip, d_port) = flow.src, flow.dst
+    return (L4.get(flow.proto, str(flow.proto)), vlan, frozenset({(s_ip, s_port), (d_ip, d_port)}))
+
+
+def merged(flows: list[Flow]) -> dict[Key, list[int]]:
+    out: dict[Key, list[int]] = defaultdict(lambda: [0, 0])
+    for f in flows:
+        acc = out[ndpi_key(f)]
+        acc[0] += f.packets
+        acc[1] += f.bytes
+    return out
+
+
+PAIRS = ndpi_pairs()
+
+
+@pytest.mark.parametrize(("pcap", "out"), PAIRS, ids=[p.name for p, _ in PAIRS])
+@pytest.mark.parametrize("timeouts", ["none", "default"])
+def test_flows_match_ndpi(pcap: Path, out: Path, timeouts: str) -> None:
+    truth = read_ndpi_out(out)
+    engine, flows, _ = run_engine(pcap, NO_TIMEOUTS if timeouts == "none" else None)
+    ours = merged(flows)
+    theirs = {f.key(): [f.packets, f.bytes] for f in truth.flows}
+    # Every nDPI flow is ours with the same packets and bytes, and we have no extra flow.
+    missing = {k: v for k, v in theirs.items() if k not in ours}
+    extra = {k: v for k, v in ours.items() if k not in theirs}
+    differ = {k: (ours[k], v) for k, v in theirs.items() if k in ours and ours[k] != v}
+    assert not missing and not extra and not differ, (missing, extra, differ)
+    # The packets nDPI leaves out of flows are exactly the non-IP frames, the non-first
+    # fragments and the IP packets whose headers were cut short.
+    st = engine.stats
+    assert sum(v[0] for v in theirs.values()) == st.flow_packets
+    assert st.packets == st.flow_packets + st.non_ip + st.later_fragments + st.truncated
