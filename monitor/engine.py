@@ -75,6 +75,8 @@ class Engine:
         st.flow_packets += int(d.ok.sum())
 
         created, ended = self.flows.update(d)
+        # The flow table groups by key; alerts and first-seen times follow capture time.
+        created.sort(key=_start)
         for flow in created:
             self._on_new_flow(flow, out)
         self._touch_devices(d)
@@ -142,3 +144,7 @@ class Engine:
         if self.gate.admit(alert):
             out.alerts.append(alert)
             self.stats.alerts[alert.rule.id] = self.stats.alerts.get(alert.rule.id, 0) + 1
+
+
+def _start(flow: Flow) -> int:
+    return flow.start_ns

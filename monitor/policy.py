@@ -1,0 +1,910 @@
+"""The site policy: which devices are watched and where they may connect (DESIGN 2.1, 2.6).
+
+Pure: takes a parsed mapping or YAML text, never opens files. Validation collects *every* bad field
+and raises one :class:`PolicyError` naming each field path and its fix, so ``camwatch check-config``
+can show the whole list at once instead of one error per run.
+
+Egress decision (:meth:`SitePolicy.egress_allowed`). A destination is allowed when it is
+
+- on-link: multicast (224.0.0.0/4, ff00::/8), broadcast (255.255.255.255 and the directed broadcast of
+  each monitored IPv4 network), loopback, link-local (169.254.0.0/16, fe80::/10): discovery and
+  link traffic that cannot leave the site, never egress whatever the policy says;
+- inside a monitored network: site-internal;
+- private space (RFC 1918, RFC 6598 100.64.0.0/10, IPv6 ULA fc00::/7) when ``allow_private`` is true;
+- covered by an allow rule (networks, and ports if the rule lists them), in rule order.
+
+Anything else is unexpected. The reason returned is the label of the longest matching prefix among
+the first three (ties: on-link, then monitored), else the first matching rule's name. The first three
+share one precomputed table, so a lookup costs one dict probe per distinct prefix length.
+
+Improvements over DESIGN 2.6 (kept compatible with its YAML):
+
+- ``allow_private`` (new key). Without a policy file every private address is allowed (DESIGN 2.1).
+  With a policy file the site is described explicitly, so a camera talking to a private address outside
+  the monitored networks *is* reported unless the policy says ``allow_private: true``.
+- ``monitored.vendors`` left out means the default watch list (:data:`DEFAULT_WATCHED_VENDORS`), so a
+  policy that only names its camera networks still watches cameras of those vendors elsewhere;
+  ``vendors: []`` watches by network only.
+- All multicast, not only link-scoped groups, counts as "not egress": multicast is not routed to the
+  Internet unless a site sets that up on purpose.
+- YAML problems carry the line and column of the offending value; duplicate YAML keys (which YAML
+  otherwise resolves silently, last one wins) are reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final, SupportsIndex, TypeAlias, TypeVar
+
+import yaml
+import yaml.constructor
+import yaml.nodes
+import yaml.reader
+
+__all__ = [
+    "DEFAULT_WATCHED_VENDORS",
+    "KNOWN_VENDOR_KEYS",
+    "AllowRule",
+    "FieldProblem",
+    "IPAddress",
+    "IPLike",
+    "IPNetwork",
+    "PolicyError",
+    "SitePolicy",
+]
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: What the membership checks accept. An ``int`` needs the ``version`` argument (default 4); it is the
+#: fast path, because decoded packets already hold addresses as integers.
+IPLike: TypeAlias = int | str | IPAddress
+
+#: Canonical vendor keys known to camwatch (the keys the inventory uses, DESIGN 2.6).
+KNOWN_VENDOR_KEYS: Final[tuple[str, ...]] = (
+    "hikvision", "dahua", "ezviz", "imou", "uniview", "xiongmai", "tiandy",
+    "huawei", "axis", "hanwha", "bosch", "milesight", "reolink",
+)  # fmt: skip
+
+#: Vendors watched wherever they are when no policy says otherwise: the makers whose devices are
+#: documented to phone home to vendor clouds and P2P relays (DESIGN 3).
+DEFAULT_WATCHED_VENDORS: Final[frozenset[str]] = frozenset(
+    {"hikvision", "dahua", "ezviz", "imou", "uniview", "xiongmai", "tiandy"}
+)
+
+DEFAULT_SITE: Final = "default"
+
+_T = TypeVar("_T")
+
+_MAX4: Final = (1 << 32) - 1
+_MAX6: Final = (1 << 128) - 1
+
+_VENDOR_KEY_RE: Final = re.compile(r"[a-z0-9_-]+")
+# MQTT topic segments must not contain the separator or wildcards; whitespace and control characters
+# would break log lines and the "<site>/<gateway>" observer name.
+_SITE_UNSAFE_RE: Final = re.compile(r"[/+#\s\x00-\x1f\x7f]")
+# Everything str.splitlines() breaks on, and other invisibles: escaped so one problem stays one line.
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PORT_RE: Final = re.compile(r"([0-9]+)(?:\s*/\s*([A-Za-z0-9]+))?")
+_HOSTNAME_RE: Final = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9*-]+(?:\.[A-Za-z0-9-]+)+\.?")
+_TRANSPORTS: Final = ("tcp", "udp")
+
+_TOP_KEYS: Final = ("site", "monitored", "resolvers", "viewers", "allow", "allow_private")
+_MONITORED_KEYS: Final = ("networks", "vendors")
+_RULE_KEYS: Final = ("name", "to", "ports")
+# Mistakes difflib cannot guess: the key belongs elsewhere or has another name.
+_KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
+    "": {
+        "networks": "put it under 'monitored:' as 'monitored.networks'",
+        "vendors": "put it under 'monitored:' as 'monitored.vendors'",
+        "name": "did you mean 'site'?",
+        "dns": "did you mean 'resolvers'?",
+        "allowlist": "did you mean 'allow'?",
+    },
+    "allow[]": {
+        "networks": "did you mean 'to'?",
+        "destinations": "did you mean 'to'?",
+        "dst": "did you mean 'to'?",
+        "port": "did you mean 'ports'?",
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One bad field: its path (e.g. ``allow[1].ports[0]``), what is wrong, and how to fix it.
+
+    ``line``/``column`` (1-based) are set when the policy came from YAML text. ``field`` is empty for
+    problems with the document as a whole (e.g. a YAML syntax error).
+    """
+
+    field: str
+    problem: str
+    fix: str
+    line: int | None = None
+    column: int | None = None
+
+    def describe(self, source: str) -> str:
+        """One line: ``<source>: <field>: <problem>; <fix>`` (plus the YAML position if known)."""
+        where = f" (at line {self.line}, column {self.column})" if self.line is not None else ""
+        if self.field:
+            return f"{source}: {self.field}: {self.problem}; {self.fix}{where}"
+        if self.line is not None:
+            return f"{source}: line {self.line}, column {self.column}: {self.problem}; {self.fix}"
+        return f"{source}: {self.problem}; {self.fix}"
+
+
+class PolicyError(ValueError):
+    """One or more bad fields in a site policy; ``problems`` lists them all, in document order."""
+
+    def __init__(self, problems: Sequence[FieldProblem], source: str = "<policy>") -> None:
+        if not problems:
+            raise ValueError("PolicyError needs at least one FieldProblem")
+        self.problems: list[FieldProblem] = list(problems)
+        self.source = source
+        super().__init__("\n".join(p.describe(source) for p in self.problems))
+
+    def __reduce__(self) -> tuple[type[PolicyError], tuple[list[FieldProblem], str]]:
+        # The default reduce would call PolicyError(message) and fail: keep it picklable.
+        return (type(self), (self.problems, self.source))
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast address membership
+
+
+class _NetSet:
+    """A set of networks answering "is this integer address inside?" in O(distinct prefix lengths).
+
+    Networks are stored per IP version as ``(shift, {network >> shift})``: one shift and one set
+    lookup per distinct prefix length, however many networks there are.
+    """
+
+    __slots__ = ("_v4", "_v6")
+
+    def __init__(self, networks: Iterable[IPNetwork]) -> None:
+        tables: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
+        for net in networks:
+            shift = net.max_prefixlen - net.prefixlen
+            tables[net.version].setdefault(shift, set()).add(int(net.network_address) >> shift)
+        self._v4 = tuple((s, frozenset(v)) for s, v in sorted(tables[4].items()))
+        self._v6 = tuple((s, frozenset(v)) for s, v in sorted(tables[6].items()))
+
+    def contains(self, ip: int, version: int) -> bool:
+        # A plain loop: any() over a generator costs about twice as much on this hot path.
+        for shift, nets in self._v4 if version == 4 else self._v6:  # noqa: SIM110
+            if ip >> shift in nets:
+                return True
+        return False
+
+
+class _NetMap:
+    """Like :class:`_NetSet`, but each network carries a label; the longest matching prefix wins
+    (and, for the same network, the label added last)."""
+
+    __slots__ = ("_tables",)
+
+    def __init__(self, labelled: Iterable[tuple[IPNetwork, str]]) -> None:
+        tables: dict[int, dict[int, dict[int, str]]] = {4: {}, 6: {}}
+        for net, label in labelled:
+            shift = net.max_prefixlen - net.prefixlen
+            tables[net.version].setdefault(shift, {})[int(net.network_address) >> shift] = label
+        # Smallest shift first = longest prefix first.
+        self._tables = {v: tuple(sorted(t.items())) for v, t in tables.items()}
+
+    def get(self, ip: int, version: int) -> str | None:
+        for shift, nets in self._tables[version]:
+            label = nets.get(ip >> shift)
+            if label is not None:
+                return label
+        return None
+
+
+# Destinations that can never be egress, whatever the policy says.
+_ON_LINK: Final[tuple[tuple[IPNetwork, str], ...]] = tuple(
+    (ipaddress.ip_network(cidr), label)
+    for cidr, label in (
+        ("224.0.0.0/4", "multicast"),
+        ("ff00::/8", "multicast"),
+        ("255.255.255.255/32", "broadcast"),
+        ("127.0.0.0/8", "loopback"),
+        ("::1/128", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("fe80::/10", "link-local"),
+    )
+)
+_PRIVATE_NETS: Final[tuple[tuple[IPNetwork, str], ...]] = tuple(
+    (ipaddress.ip_network(cidr), "private")
+    for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+@lru_cache(maxsize=4096)
+def _parse_ip_text(text: str) -> tuple[int, int]:
+    address = ipaddress.ip_address(text)
+    return int(address), address.version
+
+
+def _ip_key(ip: object, version: int) -> tuple[int, int]:
+    """``(integer address, version)`` for any accepted address form; ints skip object creation."""
+    if type(ip) is int:
+        if version == 4:
+            if 0 <= ip <= _MAX4:
+                return ip, 4
+        elif version == 6:
+            if 0 <= ip <= _MAX6:
+                return ip, 6
+        else:
+            raise ValueError(f"IP version must be 4 or 6, got {version!r}")
+        raise ValueError(f"{ip} is out of range for an IPv{version} address")
+    if isinstance(ip, str):
+        return _parse_ip_text(ip)
+    if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return int(ip), ip.version
+    if isinstance(ip, SupportsIndex) and not isinstance(ip, bool):  # numpy integers and the like
+        return _ip_key(operator.index(ip), version)
+    raise TypeError(f"expected an IP address as int, str or ipaddress object, got {type(ip).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass(frozen=True, slots=True)
+class AllowRule:
+    """Watched devices may connect to ``networks``, on ``ports`` only if given.
+
+    ``ports`` holds ``(port, transport)`` pairs with transport ``"tcp"`` or ``"udp"``; a bare port in
+    the policy (``123``) stands for both. ``None`` means any port and any transport.
+    """
+
+    name: str
+    networks: tuple[IPNetwork, ...]
+    ports: frozenset[tuple[int, str]] | None = None
+    _nets: _NetSet = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_nets", _NetSet(self.networks))
+
+    def allows(self, dst_ip: IPLike, dst_port: int, transport: str, version: int = 4) -> bool:
+        """True if this rule covers the destination."""
+        value, ver = _ip_key(dst_ip, version)
+        return self._matches(value, ver, dst_port, transport.lower())
+
+    def _matches(self, ip: int, version: int, port: int, transport: str) -> bool:
+        if not self._nets.contains(ip, version):
+            return False
+        return self.ports is None or (port, transport) in self.ports
+
+
+@dataclass(frozen=True, slots=True)
+class SitePolicy:
+    """Which devices are watched and where they may connect. Build with :meth:`from_yaml`,
+    :meth:`from_mapping` or :meth:`default`; direct construction skips validation."""
+
+    site: str
+    monitored_networks: tuple[IPNetwork, ...] = ()
+    watched_vendors: frozenset[str] = DEFAULT_WATCHED_VENDORS
+    #: The site's DNS resolvers. Empty means "not configured": there is no resolver rule, so callers
+    #: must check ``policy.resolvers`` before treating ``not is_resolver(ip)`` as a bypass.
+    resolvers: frozenset[IPAddress] = frozenset()
+    #: Who may pull video. Empty means "not configured": there is no viewer rule.
+    viewers: frozenset[IPAddress] = frozenset()
+    allow: tuple[AllowRule, ...] = ()
+    allow_private: bool = False
+    is_default: bool = False
+    _monitored: _NetSet = field(init=False, repr=False, compare=False)
+    _fixed: _NetMap = field(init=False, repr=False, compare=False)
+    _allow_any: _NetSet = field(init=False, repr=False, compare=False)
+    _resolver_keys: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
+    _viewer_keys: frozenset[tuple[int, int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Precompute integer forms once: the checks below run for every new flow.
+        object.__setattr__(self, "_monitored", _NetSet(self.monitored_networks))
+        # The allowed-whatever-the-port destinations go into one labelled map, so the hot path does
+        # one lookup per distinct prefix length instead of one per category.
+        fixed: list[tuple[IPNetwork, str]] = [(net, "monitored network") for net in self.monitored_networks]
+        fixed += [
+            (ipaddress.IPv4Network(net.broadcast_address), "broadcast")
+            for net in self.monitored_networks
+            # /31 and /32 have no broadcast address (RFC 3021): their last address is a host.
+            if isinstance(net, ipaddress.IPv4Network) and net.prefixlen <= 30
+        ]
+        if self.allow_private:
+            fixed[:0] = _PRIVATE_NETS  # first: a monitored network inside private space keeps its label
+        fixed += _ON_LINK  # last: on a tie with a monitored network, the on-link label wins
+        object.__setattr__(self, "_fixed", _NetMap(fixed))
+        # Union of all allow rules: most unexpected destinations miss it and skip the rule loop.
+        object.__setattr__(self, "_allow_any", _NetSet(n for rule in self.allow for n in rule.networks))
+        object.__setattr__(self, "_resolver_keys", frozenset((int(a), a.version) for a in self.resolvers))
+        object.__setattr__(self, "_viewer_keys", frozenset((int(a), a.version) for a in self.viewers))
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def default(cls) -> SitePolicy:
+        """The policy without a policy file (DESIGN 2.1): watch the default vendors; private,
+        link-local, loopback, multicast and broadcast destinations are expected, the rest is not."""
+        return cls(
+            site=DEFAULT_SITE, watched_vendors=DEFAULT_WATCHED_VENDORS, allow_private=True, is_default=True
+        )
+
+    @classmethod
+    def from_mapping(cls, data: object, source: str = "<policy>") -> SitePolicy:
+        """Validate a parsed policy (e.g. from YAML or JSON); raise :class:`PolicyError` listing
+        every bad field."""
+        checker = _Checker()
+        policy = _build(data, checker)
+        if checker.problems or policy is None:
+            raise PolicyError(checker.problems, source)
+        return policy
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "<policy>") -> SitePolicy:
+        """Parse and validate YAML text; problems carry their line and column."""
+        data, marks, duplicates = _load_yaml(text, source)
+        checker = _Checker()
+        policy = _build(data, checker)
+        found = [_with_position(p, marks) for p in duplicates + checker.problems]
+        if found or policy is None:
+            # Document order reads best; problems without a position (a missing 'site') come first.
+            raise PolicyError(sorted(found, key=lambda p: p.line or 0), source)
+        return policy
+
+    # -- queries (called once per new flow: keep them cheap) -------------------------------------
+
+    @property
+    def unknown_vendors(self) -> frozenset[str]:
+        """Watched vendor keys that are not in :data:`KNOWN_VENDOR_KEYS` (allowed, but possibly a
+        typo worth a warning: such a key matches no device the inventory knows)."""
+        return self.watched_vendors - frozenset(KNOWN_VENDOR_KEYS)
+
+    def is_monitored_ip(self, ip: IPLike, version: int = 4) -> bool:
+        """True if ``ip`` is inside a monitored network (``version`` applies to int addresses)."""
+        value, ver = _ip_key(ip, version)
+        return self._monitored.contains(value, ver)
+
+    def is_watched(self, ip: IPLike, vendor_key: str | None, version: int = 4) -> bool:
+        """True if the device is in a monitored network or its vendor is on the watch list."""
+        if vendor_key is not None and vendor_key in self.watched_vendors:
+            return True
+        value, ver = _ip_key(ip, version)
+        return self._monitored.contains(value, ver)
+
+    def egress_allowed(
+        self, dst_ip: IPLike, dst_port: int, transport: str, version: int = 4
+    ) -> tuple[bool, str | None]:
+        """May a watched device open a flow to this destination?
+
+        Returns ``(True, reason)`` with the allow rule's name or one of ``"multicast"``,
+        ``"broadcast"``, ``"monitored network"``, ``"loopback"``, ``"link-local"``, ``"private"``;
+        ``(False, None)`` when the destination is unexpected. ``transport`` is e.g. ``"tcp"``.
+        """
+        ip, ver = _ip_key(dst_ip, version)
+        label = self._fixed.get(ip, ver)
+        if label is not None:
+            return True, label
+        if self._allow_any.contains(ip, ver):
+            proto = transport.lower()
+            for rule in self.allow:
+                if rule._matches(ip, ver, dst_port, proto):
+                    return True, rule.name
+        return False, None
+
+    def is_resolver(self, ip: IPLike, version: int = 4) -> bool:
+        """True if ``ip`` is one of the site's resolvers (always False when none are configured)."""
+        return _ip_key(ip, version) in self._resolver_keys
+
+    def is_viewer(self, ip: IPLike, version: int = 4) -> bool:
+        """True if ``ip`` is an allowed video viewer (always False when none are configured)."""
+        return _ip_key(ip, version) in self._viewer_keys
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Checker:
+    """Collects problems so that one run reports all of them."""
+
+    def __init__(self) -> None:
+        self.problems: list[FieldProblem] = []
+
+    def add(self, path: str, problem: str, fix: str) -> None:
+        self.problems.append(FieldProblem(path, problem, fix))
+
+
+def _child(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """A value for a message: control characters escaped (one problem, one line), long text cut."""
+    text = (
+        repr(value) if not isinstance(value, str) else _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], value)
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(value: object) -> str:
+    """Name a value's type the way a YAML author thinks of it."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"true/false ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({_short(value)})"
+    if isinstance(value, str):
+        return f"text '{_short(value)}'"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__} value"
+
+
+def _check_keys(
+    data: Mapping[object, object],
+    path: str,
+    known: Sequence[str],
+    hints: Mapping[str, str],
+    checker: _Checker,
+) -> None:
+    for key in data:
+        if isinstance(key, str) and key in known:
+            continue
+        name = _short(key) if key != "" else "''"
+        hint = hints.get(name)
+        if hint is None:
+            close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else "remove it"
+        checker.add(_child(path, name), "is not a known key", f"{hint} (known keys: {', '.join(known)})")
+
+
+def _as_mapping(
+    value: object, path: str, what: str, example: str, checker: _Checker
+) -> Mapping[object, object] | None:
+    if isinstance(value, Mapping):
+        return value
+    checker.add(path, f"must be {what}, not {_describe(value)}", f"write it like {example}")
+    return None
+
+
+def _as_list(value: object, path: str, example: str, checker: _Checker) -> list[object] | None:
+    """A list value; a scalar where a list belongs is the commonest slip, so its fix shows the list."""
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        checker.add(path, f"must be a list, not {_describe(value)}", f"write a list: [{_short(value)}]")
+    else:
+        checker.add(path, f"must be a list, not {_describe(value)}", f"write a list, e.g. {example}")
+    return None
+
+
+def _parse_site(value: object, checker: _Checker) -> str | None:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        # YAML reads `site: 7` as a number; a site name is text (it goes into MQTT topics).
+        checker.add("site", f"must be text, not {_describe(value)}", f'quote it: site: "{value}"')
+        return None
+    else:
+        checker.add("site", f"must be text, not {_describe(value)}", "write it like site: depot-7")
+        return None
+    if not text.strip():
+        checker.add("site", "is empty", "write the site's name, e.g. site: depot-7")
+        return None
+    if _SITE_UNSAFE_RE.search(text):
+        suggestion = _SITE_UNSAFE_RE.sub("-", text.strip()).strip("-") or "depot-7"
+        checker.add(
+            "site",
+            f"'{_short(text)}' contains '/', '+', '#', whitespace or control characters, which cannot be "
+            "in an MQTT topic segment",
+            f"use letters, digits, '-', '_' or '.', e.g. '{_short(suggestion)}'",
+        )
+        return None
+    return text
+
+
+def _parse_network(value: object, path: str, checker: _Checker) -> IPNetwork | None:
+    if not isinstance(value, str):
+        checker.add(
+            path,
+            f"must be an IP network written as text, not {_describe(value)}",
+            "write it like 10.20.0.0/24 (or 10.20.0.5 for one host)",
+        )
+        return None
+    text = value.strip()
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError as exc:
+        try:
+            loose: IPNetwork | None = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            loose = None
+        if loose is not None:
+            host = text.split("/", 1)[0]
+            checker.add(
+                path,
+                f"'{text}' has host bits set (the address is not the start of the network)",
+                f"did you mean {loose}? (for the single host write {host})",
+            )
+        elif _HOSTNAME_RE.fullmatch(text):
+            checker.add(
+                path,
+                f"'{_short(text)}' is a host name; the policy matches IP networks only",
+                "write IP networks, e.g. 203.0.113.0/24 (vendor clouds are matched by name in the DNS rules)",
+            )
+        else:
+            checker.add(
+                path,
+                f"'{_short(text)}' is not an IP network ({_short(str(exc), 80)})",
+                "write an address with a prefix length, e.g. 10.20.0.0/24 or 2001:db8::/64",
+            )
+        return None
+
+
+def _parse_address(value: object, path: str, checker: _Checker) -> IPAddress | None:
+    if not isinstance(value, str):
+        checker.add(
+            path, f"must be an IP address written as text, not {_describe(value)}", "write it like 10.20.0.1"
+        )
+        return None
+    text = value.strip()
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if "/" in text:
+        checker.add(
+            path,
+            f"'{_short(text)}' is a network; this list holds single addresses",
+            f"write the address alone, e.g. {_short(text.split('/', 1)[0])}",
+        )
+    else:
+        checker.add(path, f"'{_short(text)}' is not an IP address", "write it like 10.20.0.1 or 2001:db8::1")
+    return None
+
+
+def _parse_port(value: object, path: str, checker: _Checker) -> list[tuple[int, str]]:
+    example = "write <port> or <port>/<tcp|udp>, e.g. 53/udp, 443/tcp or 123 (both)"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        checker.add(path, f"must be a port like 443/tcp, not {_describe(value)}", example)
+        return []
+    text = str(value).strip()
+    match = _PORT_RE.fullmatch(text)
+    if match is None:
+        if re.fullmatch(r"[0-9]+\s*[-:]\s*[0-9]+(?:\s*/\s*\w+)?", text):
+            checker.add(
+                path,
+                f"'{_short(text)}' is a port range; ranges are not supported",
+                "list each port, e.g. [8000/tcp, 8001/tcp]",
+            )
+        else:
+            checker.add(path, f"'{_short(text)}' is not a port", example)
+        return []
+    digits, proto_text = match.group(1), match.group(2)
+    # Compare the digit count before int(): a huge digit string would otherwise trip the int limit.
+    port = int(digits) if len(digits) <= 5 else 0
+    problems = False
+    if not 1 <= port <= 65535:
+        checker.add(path, f"port {_short(digits)} is out of range", "use a port between 1 and 65535")
+        problems = True
+    proto = proto_text.lower() if proto_text is not None else None
+    if proto is not None and proto not in _TRANSPORTS:
+        checker.add(
+            path,
+            f"unknown transport '{_short(proto_text)}'",
+            f"use tcp or udp, e.g. {port if not problems else 53}/udp, or leave it off to allow both",
+        )
+        problems = True
+    if problems:
+        return []
+    return [(port, proto)] if proto is not None else [(port, t) for t in _TRANSPORTS]
+
+
+def _parse_vendor(value: object, path: str, checker: _Checker) -> str | None:
+    if isinstance(value, str) and _VENDOR_KEY_RE.fullmatch(value):
+        return value
+    if not isinstance(value, str):
+        checker.add(
+            path,
+            f"must be a vendor key, not {_describe(value)}",
+            "use the lowercase canonical key, e.g. 'hikvision'",
+        )
+        return None
+    squashed = re.sub(r"[^a-z0-9_-]", "", value.strip().lower())
+    if squashed in KNOWN_VENDOR_KEYS:
+        fix = f"use the lowercase canonical key '{squashed}'"
+    else:
+        close = difflib.get_close_matches(squashed, KNOWN_VENDOR_KEYS, n=1, cutoff=0.6)
+        fix = f"use the lowercase canonical key, e.g. '{close[0] if close else 'hikvision'}'"
+    checker.add(path, f"'{_short(value)}' is not a vendor key (lowercase letters, digits, '_' and '-')", fix)
+    return None
+
+
+def _parse_items(
+    value: object,
+    path: str,
+    example: str,
+    parse: Callable[[object, str, _Checker], _T | None],
+    checker: _Checker,
+) -> list[_T] | None:
+    """Parse each item of a list; ``None`` if the value itself is not a list."""
+    items = _as_list(value, path, example, checker)
+    if items is None:
+        return None
+    parsed: list[_T] = []
+    for index, item in enumerate(items):
+        result = parse(item, f"{path}[{index}]", checker)
+        if result is not None:
+            parsed.append(result)
+    return parsed
+
+
+def _parse_rule(value: object, path: str, checker: _Checker) -> AllowRule | None:
+    before = len(checker.problems)
+    rule = _as_mapping(
+        value, path, "a mapping with 'name' and 'to'", "{name: recorder, to: [10.20.0.2/32]}", checker
+    )
+    if rule is None:
+        return None
+    _check_keys(rule, path, _RULE_KEYS, _KEY_HINTS["allow[]"], checker)
+
+    name = rule.get("name")
+    if name is None:
+        checker.add(_child(path, "name"), "is missing", "give the rule a name, e.g. name: recorder")
+    elif not isinstance(name, str) or not name.strip() or _CONTROL_RE.search(name):
+        checker.add(
+            _child(path, "name"),
+            f"must be a non-empty single line of text, not {_describe(name)}",
+            "write it like name: recorder",
+        )
+
+    networks: list[IPNetwork] | None = None
+    raw_to = rule.get("to")
+    if raw_to is None:
+        checker.add(
+            _child(path, "to"), "is missing", "list where the devices may connect, e.g. to: [10.20.0.2/32]"
+        )
+    elif isinstance(raw_to, list | tuple) and not raw_to:
+        checker.add(_child(path, "to"), "is empty", "list at least one network, e.g. to: [10.20.0.2/32]")
+    else:
+        networks = _parse_items(raw_to, _child(path, "to"), "[10.20.0.2/32]", _parse_network, checker)
+
+    ports: frozenset[tuple[int, str]] | None = None
+    raw_ports = rule.get("ports")
+    if isinstance(raw_ports, list | tuple) and not raw_ports:
+        checker.add(
+            _child(path, "ports"),
+            "is empty, which would allow no port at all",
+            "list ports, e.g. [53/udp], or leave 'ports' out to allow any port",
+        )
+    elif raw_ports is not None:
+        parsed = _parse_items(raw_ports, _child(path, "ports"), "[53/udp, 443/tcp]", _parse_port, checker)
+        ports = frozenset(pair for pairs in parsed or () for pair in pairs)
+
+    if len(checker.problems) != before or not isinstance(name, str) or networks is None:
+        return None
+    return AllowRule(name=name.strip(), networks=tuple(networks), ports=ports)
+
+
+def _parse_monitored(value: object, checker: _Checker) -> tuple[list[IPNetwork], frozenset[str]]:
+    """Monitored networks and watched vendors; vendors left out mean the default watch list."""
+    networks: list[IPNetwork] = []
+    vendors = DEFAULT_WATCHED_VENDORS
+    section = _as_mapping(value, "monitored", "a mapping", "monitored: {networks: [10.20.0.0/24]}", checker)
+    if section is None:
+        return networks, vendors
+    _check_keys(section, "monitored", _MONITORED_KEYS, {}, checker)
+    raw_networks, raw_vendors = section.get("networks"), section.get("vendors")
+    if raw_networks is not None:
+        networks = (
+            _parse_items(raw_networks, "monitored.networks", "[10.20.0.0/24]", _parse_network, checker) or []
+        )
+    if raw_vendors is not None:
+        parsed = _parse_items(raw_vendors, "monitored.vendors", "[hikvision, dahua]", _parse_vendor, checker)
+        vendors = frozenset(parsed or ())
+        if isinstance(raw_vendors, list | tuple) and not raw_vendors and not raw_networks:
+            checker.add(
+                "monitored",
+                "watches nothing: no networks and an empty vendor list",
+                "list camera networks under monitored.networks or vendors under monitored.vendors",
+            )
+    return networks, vendors
+
+
+def _parse_rules(value: object, checker: _Checker) -> list[AllowRule]:
+    raw_rules = _as_list(value, "allow", "[{name: recorder, to: [10.20.0.2/32]}]", checker)
+    rules: list[AllowRule] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_rules or ()):
+        path = f"allow[{index}]"
+        rule = _parse_rule(raw, path, checker)
+        if rule is not None:
+            rules.append(rule)
+        raw_name = raw.get("name") if isinstance(raw, Mapping) else None
+        if isinstance(raw_name, str) and raw_name.strip():
+            # Names go into alert messages; two rules with one name make an alert ambiguous.
+            key = raw_name.strip().casefold()
+            if key in seen:
+                checker.add(
+                    f"{path}.name",
+                    f"'{_short(raw_name.strip())}' is already the name of allow[{seen[key]}]",
+                    "give each rule its own name (names are compared ignoring case)",
+                )
+            else:
+                seen[key] = index
+    return rules
+
+
+def _build(data: object, checker: _Checker) -> SitePolicy | None:
+    """Validate ``data`` into a policy, recording every problem; ``None`` if any was found."""
+    if data is None:
+        checker.add("", "the policy is empty", "start it with 'site: <name>', e.g. site: depot-7")
+        return None
+    top = _as_mapping(data, "", "a mapping of policy keys", "'site: depot-7' on the first line", checker)
+    if top is None:
+        return None
+    _check_keys(top, "", _TOP_KEYS, _KEY_HINTS[""], checker)
+
+    site: str | None = None
+    if top.get("site") is None:
+        checker.add("site", "is missing; a policy file must name its site", "add a line like site: depot-7")
+    else:
+        site = _parse_site(top["site"], checker)
+
+    networks: list[IPNetwork] = []
+    vendors = DEFAULT_WATCHED_VENDORS
+    if top.get("monitored") is not None:
+        networks, vendors = _parse_monitored(top["monitored"], checker)
+
+    resolvers: list[IPAddress] | None = []
+    if top.get("resolvers") is not None:
+        resolvers = _parse_items(top["resolvers"], "resolvers", "[10.20.0.1]", _parse_address, checker)
+    viewers: list[IPAddress] | None = []
+    if top.get("viewers") is not None:
+        viewers = _parse_items(top["viewers"], "viewers", "[10.20.0.2]", _parse_address, checker)
+
+    rules = _parse_rules(top["allow"], checker) if top.get("allow") is not None else []
+
+    allow_private = False
+    value = top.get("allow_private")
+    if isinstance(value, bool):
+        allow_private = value
+    elif value is not None:
+        checker.add(
+            "allow_private",
+            f"must be true or false, not {_describe(value)}",
+            "write allow_private: true (no quotes)",
+        )
+
+    if checker.problems or site is None:
+        return None
+    return SitePolicy(
+        site=site,
+        monitored_networks=tuple(networks),
+        watched_vendors=vendors,
+        resolvers=frozenset(resolvers or ()),
+        viewers=frozenset(viewers or ()),
+        allow=tuple(rules),
+        allow_private=allow_private,
+        is_default=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML with positions
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader whose value errors (e.g. ``2024-13-01`` read as a date) carry a position."""
+
+    def construct_object(self, node: yaml.nodes.Node, deep: bool = False) -> object:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value ({exc})", node.start_mark
+            ) from exc
+
+
+_Marks: TypeAlias = dict[str, tuple[int, int]]
+
+
+def _load_yaml(text: str, source: str) -> tuple[object, _Marks, list[FieldProblem]]:
+    """Parse ``text`` into data, field path -> (line, column), and duplicate-key problems.
+
+    A syntax error raises :class:`PolicyError` at once: nothing after it can be checked.
+    """
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)  # the reader already rejects some characters here
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(" ".join(p.split()) for p in (exc.context, exc.problem) if p) or "unreadable"
+        fix = _TAB_FIX if "'\\t'" in what else _YAML_FIX
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        raise PolicyError([FieldProblem("", f"invalid YAML: {what}", fix, line, column)], source) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        problem = FieldProblem(
+            "", f"invalid YAML: the character {char!r} is not allowed", "remove it", line, column
+        )
+        raise PolicyError([problem], source) from exc
+    except yaml.YAMLError as exc:  # any other parser error: no position to name
+        problem = FieldProblem("", f"invalid YAML: {_short(str(exc), 120)}", _YAML_FIX)
+        raise PolicyError([problem], source) from exc
+    except RecursionError as exc:
+        problem = FieldProblem("", "the YAML is nested too deeply", "write a flat policy like docs/policy.md")
+        raise PolicyError([problem], source) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
+    marks: _Marks = {}
+    duplicates: list[FieldProblem] = []
+    if node is not None:
+        _walk(node, "", marks, duplicates, set())
+    return data, marks, duplicates
+
+
+_YAML_FIX: Final = "check the indentation, colons and quoting near that position"
+_TAB_FIX: Final = "indent with spaces; YAML does not allow tabs there"
+
+
+def _walk(
+    node: yaml.nodes.Node, path: str, marks: _Marks, problems: list[FieldProblem], seen: set[int]
+) -> None:
+    """Record where each field path starts; report duplicate keys (YAML keeps only the last)."""
+    marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if id(node) in seen:  # anchors can make a node its own descendant
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.nodes.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.nodes.ScalarNode) else "?"
+            child = _child(path, key)
+            if key in keys and key != "<<":
+                problems.append(
+                    FieldProblem(
+                        child,
+                        "appears twice in the same mapping; YAML would silently keep only the last one",
+                        "merge the two into one entry",
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                    )
+                )
+            keys.add(key)
+            _walk(value_node, child, marks, problems, seen)
+    elif isinstance(node, yaml.nodes.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, f"{path}[{index}]", marks, problems, seen)
+
+
+def _with_position(problem: FieldProblem, marks: _Marks) -> FieldProblem:
+    """Attach the YAML position of the field, or of its nearest enclosing field (e.g. the rule a
+    missing 'to' belongs to). The document root is not worth naming."""
+    if problem.line is not None:
+        return problem
+    path = problem.field
+    while path:
+        if path in marks:
+            line, column = marks[path]
+            return FieldProblem(problem.field, problem.problem, problem.fix, line, column)
+        path = path[: max(path.rfind("."), path.rfind("["), 0)]
+    return problem
