@@ -21,9 +21,7 @@ class Rule:
     type: tuple[str, ...] = ("connection",)
 
 
-EGRESS_UNEXPECTED = Rule(
-    "egress.unexpected_destination", "Camera connected to an unexpected destination", 3
-)
+EGRESS_UNEXPECTED = Rule("egress.unexpected_destination", "Camera connected to an unexpected destination", 3)
 DEVICE_NEW = Rule("device.new", "New device on a monitored network", 2, ("network", "host"), ("info",))
 
 RULES = {r.id: r for r in (EGRESS_UNEXPECTED, DEVICE_NEW)}
@@ -86,7 +84,11 @@ class Alert:
             rec["destination"] = dst
         net = {
             k: v
-            for k, v in (("transport", self.transport), ("protocol", self.protocol), ("community_id", self.community_id))
+            for k, v in (
+                ("transport", self.transport),
+                ("protocol", self.protocol),
+                ("community_id", self.community_id),
+            )
             if v is not None
         }
         if net:

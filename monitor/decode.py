@@ -74,9 +74,9 @@ class Decoded:
     wirelen: I64
     ok: BOOL
     is_ip: BOOL
-    fragment: BOOL        # any IPv4/IPv6 fragment (first or not)
+    fragment: BOOL  # any IPv4/IPv6 fragment (first or not)
     later_fragment: BOOL  # non-first fragment: no L4 header, not put in a flow
-    truncated: BOOL       # IP packet whose headers were cut by the snap length or malformed
+    truncated: BOOL  # IP packet whose headers were cut by the snap length or malformed
     ip_version: U8
     proto: U8
     src_hi: U64
@@ -88,12 +88,12 @@ class Decoded:
     tcp_flags: U8
     icmp_type: I64
     icmp_code: I64
-    ip_len: I64           # IP total length (IPv4 header field; IPv6 payload length + 40)
-    l4_off: I64           # offset of the L4 header inside the packet
-    payload_off: I64      # offset of the L4 payload inside the packet (-1 if unknown)
-    vlan_outer: I64       # -1 when untagged
+    ip_len: I64  # IP total length (IPv4 header field; IPv6 payload length + 40)
+    l4_off: I64  # offset of the L4 header inside the packet
+    payload_off: I64  # offset of the L4 payload inside the packet (-1 if unknown)
+    vlan_outer: I64  # -1 when untagged
     vlan_inner: I64
-    src_mac: U64          # 0 when the link type has no MAC
+    src_mac: U64  # 0 when the link type has no MAC
     dst_mac: U64
 
 

@@ -93,7 +93,9 @@ def is_unicast_mac(mac: int) -> bool:
 def is_local_ip(ip: str) -> bool:
     """Addresses a station can own on the site (private, shared, link-local, ULA)."""
     addr = ipaddress.ip_address(ip)
-    return (addr.is_private or addr in _CGNAT) and not (addr.is_multicast or addr.is_loopback or addr.is_unspecified)
+    return (addr.is_private or addr in _CGNAT) and not (
+        addr.is_multicast or addr.is_loopback or addr.is_unspecified
+    )
 
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")

@@ -91,7 +91,7 @@ class Engine:
         return Events(flows=self.flows.expire(self.now_ns))
 
     def finish(self) -> Events:
-        return Events(flows=self.flows.flush())
+        return Events(flows=self.flows.flush(self.now_ns))
 
     def _touch_devices(self, d: Decoded) -> None:
         # Last-seen per source MAC for the whole batch in one pass: the bulk of packets
@@ -110,8 +110,10 @@ class Engine:
         observer = self.config.observer
         src_ip, _ = flow.src
         dst_ip, _ = flow.dst
+        # An address belongs to a MAC only when that MAC sent from it: the receiving side's
+        # MAC may be a router's, carrying every remote destination.
         src_dev = self._device(flow.src_mac, src_ip, flow.start_ns, out)
-        dst_dev = self._device(flow.dst_mac, dst_ip, flow.start_ns, out)
+        dst_dev = self._device(flow.dst_mac, dst_ip if flow.dst_counts[0] else None, flow.start_ns, out)
         if src_dev is not None and len(src_dev.peers) < 1024:
             src_dev.peers.add(dst_ip)
         if dst_dev is not None and len(dst_dev.peers) < 1024:
@@ -121,15 +123,18 @@ class Engine:
         if alert is not None:
             self._emit(alert, out)
 
-    def _device(self, mac: int, ip: str, ts: int, out: Events) -> Device | None:
+    def _device(self, mac: int, ip: str | None, ts: int, out: Events) -> Device | None:
         if not is_unicast_mac(mac):
             return None
         inv = self.inventory
         dev, _new = inv.observe(mac, ts)
-        inv.add_ip(dev, ip)
+        if ip is None:
+            ip = dev.ips[0] if dev.ips else None
+        else:
+            inv.add_ip(dev, ip)
         if not dev.watched:
             why = ""
-            if ip in dev.ips and self.policy.is_monitored_ip(ip):
+            if ip is not None and self.policy.is_monitored_ip(ip):
                 why = "it is on a monitored network"
             elif dev.vendor is not None and dev.vendor in self.policy.watched_vendors:
                 why = f"its vendor ({dev.vendor}) is on the watch list"

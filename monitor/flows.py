@@ -235,7 +235,9 @@ class FlowTable:
         if any(np.any(c[first][inverse] != c) for c in cols):
             # A 64-bit hash collision inside one batch: fall back to exact grouping.
             self.stats.hash_collisions += 1
-            stacked = np.stack([c.astype(np.int64) if c.dtype != np.uint64 else c.view(np.int64) for c in cols], 1)
+            stacked = np.stack(
+                [c.astype(np.int64) if c.dtype != np.uint64 else c.view(np.int64) for c in cols], 1
+            )
             _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         nkeys = len(first)
@@ -289,7 +291,11 @@ class FlowTable:
             f0, f1 = first_ts_l[k], last_ts_l[k]
             slow = gap_l[k] > idle or (flow is None and f1 - f0 > active)
             if p == PROTO_TCP and flags_l[k] & (TCP_FIN | TCP_RST | TCP_SYN):
-                slow = slow or bool(flags_l[k] & (TCP_FIN | TCP_RST)) or (flow is not None and flow.closed_ns is not None)
+                slow = (
+                    slow
+                    or bool(flags_l[k] & (TCP_FIN | TCP_RST))
+                    or (flow is not None and flow.closed_ns is not None)
+                )
             if flow is not None and not slow:
                 slow = (
                     f0 - flow.last_ns > idle
@@ -323,9 +329,9 @@ class FlowTable:
             flow.bytes_b += bb
             flow.ip_bytes_a += ia
             flow.ip_bytes_b += ib
-            if pa and not flow.mac_a:
+            if not flow.mac_a:
                 flow.mac_a = mac_a_l[k]
-            if pb and not flow.mac_b:
+            if not flow.mac_b:
                 flow.mac_b = mac_b_l[k]
             if p == PROTO_TCP:
                 fa, fb = dflags_l[k]
@@ -362,14 +368,14 @@ class FlowTable:
             # A flow between a host and itself (same address and port) counts as side a.
             if flow is not None:
                 reason = ""
-                if t - flow.last_ns > idle:
+                if flow.closed_ns is not None and (
+                    t - flow.closed_ns > self._linger or (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN or t - flow.last_ns > idle
+                ):
+                    reason = "closed"
+                elif t - flow.last_ns > idle:
                     reason = "idle"
                 elif t - flow.start_ns > self._active:
                     reason = "active"
-                elif flow.closed_ns is not None and (
-                    t - flow.closed_ns > self._linger or (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN
-                ):
-                    reason = "closed"
                 if reason:
                     self._end(table, flow, reason, ended)
                     flow = None
@@ -447,21 +453,32 @@ class FlowTable:
             while table:
                 flow = next(iter(table.values()))
                 timeout = self._idle.get(flow.key[2], self._other_idle)
-                if now_ns - flow.last_ns > timeout:
-                    self._end(table, flow, "idle", ended)
-                elif flow.closed_ns is not None and now_ns - flow.closed_ns > self._linger:
+                # A closed connection ends as "closed" however long ago: the reason must not
+                # depend on when the scan runs.
+                if flow.closed_ns is not None and (now_ns - flow.closed_ns > self._linger or now_ns - flow.last_ns > timeout):
                     self._end(table, flow, "closed", ended)
+                elif now_ns - flow.last_ns > timeout:
+                    self._end(table, flow, "idle", ended)
                 else:
                     # The front is the least recently updated flow: nothing behind it is older.
                     break
         return ended
 
-    def flush(self) -> list[Flow]:
-        """End every live flow (end of input or shutdown)."""
+    def flush(self, now_ns: int) -> list[Flow]:
+        """End every live flow (end of input or shutdown) at time `now_ns`.
+
+        A flow that had already timed out or closed by then gets that reason, as if the expiry
+        scan had reached it: the reason must not depend on how often the scan ran.
+        """
         ended: list[Flow] = []
         for table in (self._tcp, self._other):
             for flow in table.values():
-                flow.end_reason = "end"
+                if flow.closed_ns is not None:
+                    flow.end_reason = "closed"
+                elif now_ns - flow.last_ns > self._idle.get(flow.key[2], self._other_idle):
+                    flow.end_reason = "idle"
+                else:
+                    flow.end_reason = "end"
                 ended.append(flow)
             table.clear()
         return ended

@@ -44,7 +44,9 @@ def check_flow(flow: Flow, opener: Device | None, policy: SitePolicy, observer: 
         observer=observer,
         message=message,
         source=Endpoint(o_ip, o_port if flow.proto in (PROTO_TCP, PROTO_UDP, 132) else None, mac),
-        destination=Endpoint(r_ip, r_port if flow.proto in (PROTO_TCP, PROTO_UDP, 132) else None, None, flow.domain),
+        destination=Endpoint(
+            r_ip, r_port if flow.proto in (PROTO_TCP, PROTO_UDP, 132) else None, None, flow.domain
+        ),
         transport=transport,
         protocol=flow.protocol,
         community_id=flow.community_id(),
