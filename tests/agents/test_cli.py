@@ -1,0 +1,104 @@
+"""`camwatch replay` and `camwatch check-config` as a user runs them (real processes, real files)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.lab import scenario
+from monitor.pcapwrite import pcap_bytes
+
+ROOT = Path(__file__).parents[2]
+POLICY = ROOT / "examples" / "site-policy.yaml"
+
+
+def camwatch(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("demo") / "demo-site.pcap"
+    path.write_bytes(pcap_bytes(scenario.site_packets(scenario.demo_shape())))
+    return path
+
+
+def test_replay_writes_alerts_flows_and_inventory(demo: Path, tmp_path: Path) -> None:
+    res = camwatch("replay", demo, "--policy", POLICY, "--flows", tmp_path / "f.jsonl", "--inventory", tmp_path / "inv.json")
+    assert res.returncode == 0, res.stderr
+    alerts = [json.loads(line) for line in res.stdout.splitlines()]
+    assert {a["rule"]["id"] for a in alerts} == {"device.new", "egress.unexpected_destination"}
+    for a in alerts:
+        assert a["observer"]["name"] == "depot-7/replay"
+        assert a["event"]["kind"] == "alert" and a["message"]
+    flows = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert sum(f["network"]["packets"] for f in flows) == sum(1 for _ in scenario.site_packets(scenario.demo_shape()))
+    rtp = [f for f in flows if f["destination"].get("port") == 9000]
+    assert len(rtp) == 1 and rtp[0]["source"]["ip"] == scenario.hik_ip(1)
+    assert rtp[0]["network"]["bytes"] == rtp[0]["source"]["bytes"] + rtp[0]["destination"]["bytes"]
+    inventory = json.loads((tmp_path / "inv.json").read_text())
+    keys = {"mac", "ips", "vendor", "manufacturer", "watched", "evidence", "first_seen", "last_seen", "protocols", "peers"}
+    assert all(keys <= set(d) for d in inventory)
+    # The summary on stderr: packets, flows, devices by vendor, alerts by rule, time taken.
+    assert "packets" in res.stderr and "flows" in res.stderr and "Hikvision 3" in res.stderr
+    assert "egress.unexpected_destination 3" in res.stderr and " s (" in res.stderr
+    # Piped stderr gets no progress line.
+    assert "\r" not in res.stderr
+
+
+def test_alerts_to_a_file_and_stdout_stays_empty(demo: Path, tmp_path: Path) -> None:
+    res = camwatch("replay", demo, "--alerts", tmp_path / "a.jsonl")
+    assert res.returncode == 0 and res.stdout == ""
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 7  # default policy: 4 device.new + 3 egress
+
+
+def test_truncated_capture_processes_everything_before_the_fault(demo: Path, tmp_path: Path) -> None:
+    data = demo.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) * 3 // 4 + 5])
+    res = camwatch("replay", cut, "--flows", tmp_path / "f.jsonl")
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(cut) in errors[0] and "offset" in errors[0]
+    # Alerts and flows up to the fault were written.
+    assert res.stdout.count("\n") >= 4
+    packets = sum(json.loads(line)["network"]["packets"] for line in (tmp_path / "f.jsonl").read_text().splitlines())
+    assert packets > 2000
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"not a capture at all", "not a pcap or pcapng file"), (b"", "offset 0")],
+)
+def test_unreadable_input_is_one_line(tmp_path: Path, content: bytes, reason: str) -> None:
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(content)
+    res = camwatch("replay", bad)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith(f"camwatch: error: {bad}")
+    assert reason in res.stderr
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    res = camwatch("replay", tmp_path / "nope.pcap")
+    assert res.returncode == 1 and "no such capture file" in res.stderr
+
+
+def test_check_config_ok_and_bad(tmp_path: Path) -> None:
+    ok = camwatch("check-config", POLICY)
+    assert ok.returncode == 0 and "OK" in ok.stdout and "10.20.0.0/24" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site: depot-7\nmonitored:\n  networks: [10.20.0.1/24]\nallow:\n  - name: x\n    to: [1.2.3.4/32]\n    ports: [99999/tcp]\n")
+    res = camwatch("check-config", bad)
+    assert res.returncode == 2
+    assert "monitored.networks[0]" in res.stderr and "10.20.0.0/24" in res.stderr
+    assert "allow[0].ports[0]" in res.stderr
+    # replay refuses the same policy before reading any capture.
+    res = camwatch("replay", "--policy", bad, POLICY)
+    assert res.returncode == 2 and "monitored.networks[0]" in res.stderr
