@@ -108,7 +108,9 @@ def replay(args: argparse.Namespace) -> int:
     for path in args.pcaps:
         if not Path(path).is_file():
             raise CliError(f"{path}: no such capture file", EXIT_INPUT)
-    config = EngineConfig(observer=f"{policy.site}/{args.gateway}", flows=FlowConfig(max_flows=args.max_flows))
+    config = EngineConfig(
+        observer=f"{policy.site}/{args.gateway}", flows=FlowConfig(max_flows=args.max_flows)
+    )
     engine = Engine(policy, VendorTable.load(), config)
     progress = Progress()
     started = time.monotonic()
@@ -127,10 +129,12 @@ def replay(args: argparse.Namespace) -> int:
 
         for path in args.pcaps:
             source = PcapFileSource(path, args.batch_size)
+
+            def show(done: int, total: int, name: str = path) -> None:
+                progress.update(name, done, total, engine.stats.packets)
+
             try:
-                for batch in source.batches(
-                    lambda done, total, p=path: progress.update(p, done, total, engine.stats.packets)
-                ):
+                for batch in source.batches(show):
                     emit(engine.feed(batch))
             except CaptureError as exc:
                 failures.append(str(exc))
@@ -139,7 +143,9 @@ def replay(args: argparse.Namespace) -> int:
         emit(engine.finish())
     progress.clear()
     if args.inventory:
-        Path(args.inventory).write_text(json.dumps(engine.inventory.records(), indent=1) + "\n", encoding="utf-8")
+        Path(args.inventory).write_text(
+            json.dumps(engine.inventory.records(), indent=1) + "\n", encoding="utf-8"
+        )
     _summary(engine, time.monotonic() - started, sys.stderr)
     for failure in failures:
         print(f"camwatch: error: {failure}", file=sys.stderr)

@@ -26,8 +26,8 @@ class Device:
     __slots__ = (
         "announced",
         "evidence",
-        "first_seen_ns",
         "firmware",
+        "first_seen_ns",
         "ips",
         "last_seen_ns",
         "mac",

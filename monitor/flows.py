@@ -160,9 +160,8 @@ class Flow:
     @property
     def opener_is_src(self) -> bool:
         """Who opened the flow: the first sender, unless its first packet was a SYN-ACK."""
-        if self.proto == PROTO_TCP and self.first_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
-            return False
-        return True
+        syn_ack = TCP_SYN | TCP_ACK
+        return not (self.proto == PROTO_TCP and self.first_flags & syn_ack == syn_ack)
 
     def community_id(self) -> str:
         k = self.key
@@ -369,7 +368,9 @@ class FlowTable:
             if flow is not None:
                 reason = ""
                 if flow.closed_ns is not None and (
-                    t - flow.closed_ns > self._linger or (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN or t - flow.last_ns > idle
+                    t - flow.closed_ns > self._linger
+                    or (fl & (TCP_SYN | TCP_ACK)) == TCP_SYN
+                    or t - flow.last_ns > idle
                 ):
                     reason = "closed"
                 elif t - flow.last_ns > idle:
@@ -455,7 +456,9 @@ class FlowTable:
                 timeout = self._idle.get(flow.key[2], self._other_idle)
                 # A closed connection ends as "closed" however long ago: the reason must not
                 # depend on when the scan runs.
-                if flow.closed_ns is not None and (now_ns - flow.closed_ns > self._linger or now_ns - flow.last_ns > timeout):
+                if flow.closed_ns is not None and (
+                    now_ns - flow.closed_ns > self._linger or now_ns - flow.last_ns > timeout
+                ):
                     self._end(table, flow, "closed", ended)
                 elif now_ns - flow.last_ns > timeout:
                     self._end(table, flow, "idle", ended)

@@ -12,7 +12,11 @@ from monitor.vendors.oui import VendorTable
 
 # Long enough that no flow of the corpus is cut: nDPI's file mode has no timeouts.
 NO_TIMEOUTS = FlowConfig(
-    tcp_idle_timeout=1e9, udp_idle_timeout=1e9, other_idle_timeout=1e9, active_timeout=1e9, tcp_close_linger=1e9
+    tcp_idle_timeout=1e9,
+    udp_idle_timeout=1e9,
+    other_idle_timeout=1e9,
+    active_timeout=1e9,
+    tcp_close_linger=1e9,
 )
 
 _VENDORS: VendorTable | None = None

@@ -6,10 +6,10 @@ The site (addresses match `examples/site-policy.yaml`):
 |---|---|---|---|
 | gateway | 02:00:00:00:00:01 (local) | 10.20.0.1 | DNS and NTP for the site |
 | recorder | 00:11:32:00:00:02 (Synology) | 10.20.0.2 | pulls RTSP from every camera |
-| Hikvision cameras | 44:19:b6:00:01:nn | 10.20.0.(10+n) | video to the recorder; camera 1 phones home to an EZVIZ-like cloud |
+| Hikvision cameras | 44:19:b6:00:01:nn | 10.20.0.(10+n) | video to the recorder; camera 1 phones home |
 | Dahua camera | 3c:ef:8c:00:02:01 | 10.20.0.40 | video; P2P registration on udp/8800 to a public address |
 | Axis camera | 00:40:8c:00:03:01 | 10.20.0.41 | video only: well behaved |
-| stray Hikvision | 44:19:b6:00:09:01 | 10.30.0.5 | outside the camera network, talks to a public HTTPS server |
+| stray Hikvision | 44:19:b6:00:09:01 | 10.30.0.5 | off the camera network, talks to a public server |
 | office PC | 00:14:22:00:04:01 (Dell) | 10.30.0.20 | browses the web: not watched |
 
 Public addresses are from the documentation ranges (RFC 5737).
@@ -52,7 +52,7 @@ class SiteShape:
 
     hik_cameras: int = 2
     seconds: float = 20.0
-    video_pps: int = 50          # RTP packets per second per camera
+    video_pps: int = 50  # RTP packets per second per camera
     start_ns: int = 1_764_000_000 * NS
 
 
@@ -66,8 +66,13 @@ def _tcp_session(
 ) -> list[tuple[int, bytes]]:
     """A short, complete TCP exchange: handshake, request, reply, FIN both ways."""
     ms = NS // 1000
-    c = lambda off, fl, data=b"": (t + off * ms, synth.tcp4_frame(cmac, smac, cip, sip, cport, sport, data, flags=fl))  # noqa: E731
-    s = lambda off, fl, data=b"": (t + off * ms, synth.tcp4_frame(smac, cmac, sip, cip, sport, cport, data, flags=fl))  # noqa: E731
+
+    def c(off: int, fl: int, data: bytes = b"") -> tuple[int, bytes]:
+        return t + off * ms, synth.tcp4_frame(cmac, smac, cip, sip, cport, sport, data, flags=fl)
+
+    def s(off: int, fl: int, data: bytes = b"") -> tuple[int, bytes]:
+        return t + off * ms, synth.tcp4_frame(smac, cmac, sip, cip, sport, cport, data, flags=fl)
+
     A, S, F, P = synth.TCP_ACK, synth.TCP_SYN, synth.TCP_FIN, synth.TCP_PSH
     return [
         c(0, S), s(1, S | A), c(2, A), c(3, P | A, request), s(5, P | A, reply), c(6, A),
@@ -84,7 +89,9 @@ def control_events(shape: SiteShape) -> list[tuple[int, bytes]]:
     for i, (mac, ip) in enumerate(cams):
         t = t0 + i * NS // 100
         describe = f"DESCRIBE rtsp://{ip}/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 2\r\n\r\n".encode()
-        out += _tcp_session(t, REC_MAC, mac, REC_IP, ip, 50000 + i, 554, describe, b"RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n")
+        out += _tcp_session(
+            t, REC_MAC, mac, REC_IP, ip, 50000 + i, 554, describe, b"RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n"
+        )
         # DNS and NTP to the site's own resolver and time server: allowed.
         q = _dns_query(0x1000 + i, "time.site.internal")
         out.append((t + NS // 10, synth.udp4_frame(mac, GW_MAC, ip, GW_IP, 40000 + i, 53, q)))
@@ -95,13 +102,19 @@ def control_events(shape: SiteShape) -> list[tuple[int, bytes]]:
     hello = b"POST /api/device/register HTTP/1.1\r\nHost: litedev.ezvizlife.com\r\n\r\n"
     for k in range(3):
         t = t0 + (2 + k * 5) * NS
-        out += _tcp_session(t, hik_mac(1), GW_MAC, hik_ip(1), EZVIZ_CLOUD, 41000 + k, 8666, hello, b"HTTP/1.1 200 OK\r\n\r\n")
+        out += _tcp_session(
+            t, hik_mac(1), GW_MAC, hik_ip(1), EZVIZ_CLOUD, 41000 + k, 8666, hello, b"HTTP/1.1 200 OK\r\n\r\n"
+        )
     # Dahua Easy4IP-style registration on udp/8800.
     dh = b"DHGET /probe/p2psrv HTTP/1.1\r\nCSeq: 1\r\n\r\n"
     for k in range(3):
-        out.append((t0 + (3 + k * 4) * NS, synth.udp4_frame(DAHUA_MAC, GW_MAC, DAHUA_IP, EASY4IP, 42000, 8800, dh)))
+        out.append(
+            (t0 + (3 + k * 4) * NS, synth.udp4_frame(DAHUA_MAC, GW_MAC, DAHUA_IP, EASY4IP, 42000, 8800, dh))
+        )
     # A Hikvision camera on the office network reaches a public HTTPS server.
-    out += _tcp_session(t0 + 4 * NS, STRAY_MAC, GW_MAC, STRAY_IP, STRAY_DEST, 43000, 443, b"\x16\x03\x01", b"\x16\x03\x03")
+    out += _tcp_session(
+        t0 + 4 * NS, STRAY_MAC, GW_MAC, STRAY_IP, STRAY_DEST, 43000, 443, b"\x16\x03\x01", b"\x16\x03\x03"
+    )
     # The office PC browses the web: not a watched device.
     out += _tcp_session(t0 + 5 * NS, PC_MAC, GW_MAC, PC_IP, WEB, 44000, 443, b"\x16\x03\x01", b"\x16\x03\x03")
     return out
@@ -118,7 +131,10 @@ def video_streams(shape: SiteShape) -> Iterator[tuple[int, bytes]]:
     sizes = (1400, 1400, 1400, 1400, 1400, 600, 300)
 
     def stream(i: int, mac: str, ip: str) -> Iterator[tuple[int, bytes]]:
-        templates = [synth.RtpTemplate(mac, REC_MAC, ip, REC_IP, 8000 + 2 * i, 9000 + 2 * i, s, 0x1000 + i) for s in sizes]
+        templates = [
+            synth.RtpTemplate(mac, REC_MAC, ip, REC_IP, 8000 + 2 * i, 9000 + 2 * i, s, 0x1000 + i)
+            for s in sizes
+        ]
         t = shape.start_ns + NS // 2 + i * 997_000
         seq = 0
         while t < end:

@@ -22,20 +22,24 @@ def mac_bytes(mac: str | int) -> bytes:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
 
 
-def ether(src: str | int, dst: str | int, ethertype: int, payload: bytes, vlans: tuple[int, ...] = ()) -> bytes:
+def ether(
+    src: str | int, dst: str | int, ethertype: int, payload: bytes, vlans: tuple[int, ...] = ()
+) -> bytes:
     head = mac_bytes(dst) + mac_bytes(src)
     for vid in vlans:
         head += struct.pack("!HH", 0x8100, vid & 0xFFF)
     return head + struct.pack("!H", ethertype) + payload
 
 
-def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, ident: int = 0, frag: int = 0) -> bytes:
+def ipv4(
+    src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, ident: int = 0, frag: int = 0
+) -> bytes:
     s, d = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, frag, ttl, proto, 0, s, d)
     return hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:] + payload
@@ -61,7 +65,15 @@ def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
 
 
 def tcp(
-    src: str, dst: str, sport: int, dport: int, payload: bytes = b"", *, flags: int = TCP_ACK, seq: int = 0, ack: int = 0
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    payload: bytes = b"",
+    *,
+    flags: int = TCP_ACK,
+    seq: int = 0,
+    ack: int = 0,
 ) -> bytes:
     seg = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
     csum = _checksum(_pseudo(src, dst, 6, len(seg)) + seg)
@@ -73,15 +85,40 @@ def icmp_echo(ident: int, seq: int, payload: bytes = b"camwatch", reply: bool = 
     return body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
 
 
-def udp4_frame(smac: str, dmac: str, src: str, dst: str, sport: int, dport: int, payload: bytes, vlans: tuple[int, ...] = ()) -> bytes:
+def udp4_frame(
+    smac: str,
+    dmac: str,
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    payload: bytes,
+    vlans: tuple[int, ...] = (),
+) -> bytes:
     return ether(smac, dmac, 0x0800, ipv4(src, dst, 17, udp(src, dst, sport, dport, payload)), vlans)
 
 
 def tcp4_frame(
-    smac: str, dmac: str, src: str, dst: str, sport: int, dport: int, payload: bytes = b"", *, flags: int = TCP_ACK,
-    seq: int = 0, ack: int = 0, vlans: tuple[int, ...] = (),
+    smac: str,
+    dmac: str,
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    payload: bytes = b"",
+    *,
+    flags: int = TCP_ACK,
+    seq: int = 0,
+    ack: int = 0,
+    vlans: tuple[int, ...] = (),
 ) -> bytes:
-    return ether(smac, dmac, 0x0800, ipv4(src, dst, 6, tcp(src, dst, sport, dport, payload, flags=flags, seq=seq, ack=ack)), vlans)
+    return ether(
+        smac,
+        dmac,
+        0x0800,
+        ipv4(src, dst, 6, tcp(src, dst, sport, dport, payload, flags=flags, seq=seq, ack=ack)),
+        vlans,
+    )
 
 
 class RtpTemplate:
@@ -91,7 +128,9 @@ class RtpTemplate:
     the template is wrong after patching, so the UDP checksum is set to 0 = "none", as IPv4 allows).
     """
 
-    def __init__(self, smac: str, dmac: str, src: str, dst: str, sport: int, dport: int, size: int, ssrc: int) -> None:
+    def __init__(
+        self, smac: str, dmac: str, src: str, dst: str, sport: int, dport: int, size: int, ssrc: int
+    ) -> None:
         payload = struct.pack("!BBHII", 0x80, 96, 0, 0, ssrc) + bytes(size - 12)
         frame = bytearray(udp4_frame(smac, dmac, src, dst, sport, dport, payload))
         frame[40:42] = b"\0\0"  # UDP checksum off

@@ -21,11 +21,13 @@ class JsonLinesSink:
         if self.target == "-":
             self._fh = sys.stdout
         else:
-            self._fh = open(self.target, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+            self._fh = open(self.target, "w", encoding="utf-8")
             self._own = True
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._fh is not None:
             self._fh.flush()
             if self._own:

@@ -7,12 +7,12 @@ from monitor.devices import Device
 
 
 def new_device_alert(dev: Device, ip: str | None, ts_ns: int, observer: str, why: str) -> Alert:
-    """`why` completes "watched because ...", e.g. "its vendor (hikvision) is on the watch list"."""
+    """The alert for a newly watched device; `why` completes "watched because ..."."""
     mac = dev.mac_str
     maker = dev.manufacturer or "unknown vendor"
     message = (
-        f"New device {ip or 'with no address seen yet'} ({mac}, {maker}) appeared and is watched because {why}: confirm it is an "
-        f"expected installation and record it in the site's asset register."
+        f"New device {ip or 'with no address seen yet'} ({mac}, {maker}) appeared and is watched "
+        f"because {why}: confirm it is an expected installation and record it in the site's asset register."
     )
     return Alert(
         rule=DEVICE_NEW,

@@ -18,7 +18,11 @@ POLICY = ROOT / "examples" / "site-policy.yaml"
 
 def camwatch(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli", *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd
+        [sys.executable, "-m", "agents.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
     )
 
 
@@ -30,7 +34,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_replay_writes_alerts_flows_and_inventory(demo: Path, tmp_path: Path) -> None:
-    res = camwatch("replay", demo, "--policy", POLICY, "--flows", tmp_path / "f.jsonl", "--inventory", tmp_path / "inv.json")
+    res = camwatch(
+        "replay",
+        demo,
+        "--policy",
+        POLICY,
+        "--flows",
+        tmp_path / "f.jsonl",
+        "--inventory",
+        tmp_path / "inv.json",
+    )
     assert res.returncode == 0, res.stderr
     alerts = [json.loads(line) for line in res.stdout.splitlines()]
     assert {a["rule"]["id"] for a in alerts} == {"device.new", "egress.unexpected_destination"}
@@ -38,12 +51,25 @@ def test_replay_writes_alerts_flows_and_inventory(demo: Path, tmp_path: Path) ->
         assert a["observer"]["name"] == "depot-7/replay"
         assert a["event"]["kind"] == "alert" and a["message"]
     flows = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
-    assert sum(f["network"]["packets"] for f in flows) == sum(1 for _ in scenario.site_packets(scenario.demo_shape()))
+    assert sum(f["network"]["packets"] for f in flows) == sum(
+        1 for _ in scenario.site_packets(scenario.demo_shape())
+    )
     rtp = [f for f in flows if f["destination"].get("port") == 9000]
     assert len(rtp) == 1 and rtp[0]["source"]["ip"] == scenario.hik_ip(1)
     assert rtp[0]["network"]["bytes"] == rtp[0]["source"]["bytes"] + rtp[0]["destination"]["bytes"]
     inventory = json.loads((tmp_path / "inv.json").read_text())
-    keys = {"mac", "ips", "vendor", "manufacturer", "watched", "evidence", "first_seen", "last_seen", "protocols", "peers"}
+    keys = {
+        "mac",
+        "ips",
+        "vendor",
+        "manufacturer",
+        "watched",
+        "evidence",
+        "first_seen",
+        "last_seen",
+        "protocols",
+        "peers",
+    }
     assert all(keys <= set(d) for d in inventory)
     # The summary on stderr: packets, flows, devices by vendor, alerts by rule, time taken.
     assert "packets" in res.stderr and "flows" in res.stderr and "Hikvision 3" in res.stderr
@@ -55,7 +81,9 @@ def test_replay_writes_alerts_flows_and_inventory(demo: Path, tmp_path: Path) ->
 def test_alerts_to_a_file_and_stdout_stays_empty(demo: Path, tmp_path: Path) -> None:
     res = camwatch("replay", demo, "--alerts", tmp_path / "a.jsonl")
     assert res.returncode == 0 and res.stdout == ""
-    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 7  # default policy: 4 device.new + 3 egress
+    assert (
+        len((tmp_path / "a.jsonl").read_text().splitlines()) == 7
+    )  # default policy: 4 device.new + 3 egress
 
 
 def test_truncated_capture_processes_everything_before_the_fault(demo: Path, tmp_path: Path) -> None:
@@ -68,7 +96,9 @@ def test_truncated_capture_processes_everything_before_the_fault(demo: Path, tmp
     assert len(errors) == 1 and str(cut) in errors[0] and "offset" in errors[0]
     # Alerts and flows up to the fault were written.
     assert res.stdout.count("\n") >= 4
-    packets = sum(json.loads(line)["network"]["packets"] for line in (tmp_path / "f.jsonl").read_text().splitlines())
+    packets = sum(
+        json.loads(line)["network"]["packets"] for line in (tmp_path / "f.jsonl").read_text().splitlines()
+    )
     assert packets > 2000
 
 
@@ -94,7 +124,10 @@ def test_check_config_ok_and_bad(tmp_path: Path) -> None:
     ok = camwatch("check-config", POLICY)
     assert ok.returncode == 0 and "OK" in ok.stdout and "10.20.0.0/24" in ok.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("site: depot-7\nmonitored:\n  networks: [10.20.0.1/24]\nallow:\n  - name: x\n    to: [1.2.3.4/32]\n    ports: [99999/tcp]\n")
+    bad.write_text(
+        "site: depot-7\nmonitored:\n  networks: [10.20.0.1/24]\n"
+        "allow:\n  - name: x\n    to: [1.2.3.4/32]\n    ports: [99999/tcp]\n"
+    )
     res = camwatch("check-config", bad)
     assert res.returncode == 2
     assert "monitored.networks[0]" in res.stderr and "10.20.0.0/24" in res.stderr

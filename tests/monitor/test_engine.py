@@ -39,13 +39,38 @@ def test_egress_to_public_address_is_one_alert_per_incident(tmp_path: Path) -> N
     # A Hikvision camera connects three times to the same public host and port: one incident.
     pk = []
     for k in range(3):
-        pk.append((T0 + k * 10 * NS, synth.tcp4_frame(HIK, GW, "192.168.1.64", "203.0.113.7", 40000 + k, 8666, flags=synth.TCP_SYN)))
-        pk.append((T0 + k * 10 * NS + 1000, synth.tcp4_frame(GW, HIK, "203.0.113.7", "192.168.1.64", 8666, 40000 + k, flags=synth.TCP_SYN | synth.TCP_ACK)))
+        pk.append(
+            (
+                T0 + k * 10 * NS,
+                synth.tcp4_frame(
+                    HIK, GW, "192.168.1.64", "203.0.113.7", 40000 + k, 8666, flags=synth.TCP_SYN
+                ),
+            )
+        )
+        pk.append(
+            (
+                T0 + k * 10 * NS + 1000,
+                synth.tcp4_frame(
+                    GW,
+                    HIK,
+                    "203.0.113.7",
+                    "192.168.1.64",
+                    8666,
+                    40000 + k,
+                    flags=synth.TCP_SYN | synth.TCP_ACK,
+                ),
+            )
+        )
     # ... and once to a different port: a second incident.
     pk.append((T0 + 40 * NS, synth.udp4_frame(HIK, GW, "192.168.1.64", "203.0.113.7", 5000, 6002, b"x")))
     # Traffic to private and multicast addresses is allowed by the default policy.
     pk.append((T0 + 41 * NS, synth.udp4_frame(HIK, GW, "192.168.1.64", "192.168.1.1", 5001, 53, b"q")))
-    pk.append((T0 + 42 * NS, synth.udp4_frame(HIK, "01:00:5e:7f:ff:fa", "192.168.1.64", "239.255.255.250", 5002, 1900, b"M")))
+    pk.append(
+        (
+            T0 + 42 * NS,
+            synth.udp4_frame(HIK, "01:00:5e:7f:ff:fa", "192.168.1.64", "239.255.255.250", 5002, 1900, b"M"),
+        )
+    )
     engine, _, alerts = run_engine(write(tmp_path, pk))
     assert rules(alerts) == ["device.new", "egress.unexpected_destination", "egress.unexpected_destination"]
     egress = alerts[1]
@@ -67,14 +92,26 @@ def test_inbound_connection_is_not_the_cameras_egress(tmp_path: Path) -> None:
     # An outside host opens a connection to the camera (port forward): the camera did not open it.
     pk = [
         (T0, synth.tcp4_frame(GW, HIK, "198.51.100.1", "192.168.1.64", 50000, 554, flags=synth.TCP_SYN)),
-        (T0 + 1000, synth.tcp4_frame(HIK, GW, "192.168.1.64", "198.51.100.1", 554, 50000, flags=synth.TCP_SYN | synth.TCP_ACK)),
+        (
+            T0 + 1000,
+            synth.tcp4_frame(
+                HIK, GW, "192.168.1.64", "198.51.100.1", 554, 50000, flags=synth.TCP_SYN | synth.TCP_ACK
+            ),
+        ),
     ]
     _, _, alerts = run_engine(write(tmp_path, pk))
     assert rules(alerts) == ["device.new"]
 
 
 def test_opener_is_the_syn_sender_when_the_capture_starts_at_the_syn_ack(tmp_path: Path) -> None:
-    pk = [(T0, synth.tcp4_frame(GW, HIK, "203.0.113.9", "192.168.1.64", 443, 41000, flags=synth.TCP_SYN | synth.TCP_ACK))]
+    pk = [
+        (
+            T0,
+            synth.tcp4_frame(
+                GW, HIK, "203.0.113.9", "192.168.1.64", 443, 41000, flags=synth.TCP_SYN | synth.TCP_ACK
+            ),
+        )
+    ]
     _, flows, alerts = run_engine(write(tmp_path, pk))
     assert rules(alerts) == ["device.new", "egress.unexpected_destination"]
     assert alerts[1]["destination"] == {"ip": "203.0.113.9", "port": 443}
@@ -86,7 +123,10 @@ def test_hikvision_camera_outside_the_camera_network(tmp_path: Path) -> None:
     stray, office_pc = "44:19:b6:00:09:01", "00:14:22:00:04:01"
     pk = [
         (T0, synth.tcp4_frame(stray, GW, "10.30.0.5", "203.0.113.50", 43000, 443, flags=synth.TCP_SYN)),
-        (T0 + NS, synth.tcp4_frame(office_pc, GW, "10.30.0.20", "192.0.2.80", 44000, 443, flags=synth.TCP_SYN)),
+        (
+            T0 + NS,
+            synth.tcp4_frame(office_pc, GW, "10.30.0.20", "192.0.2.80", 44000, 443, flags=synth.TCP_SYN),
+        ),
         # A private address outside the monitored networks is not allowed by an explicit policy.
         (T0 + 2 * NS, synth.udp4_frame(stray, GW, "10.30.0.5", "10.99.0.1", 5000, 9999, b"x")),
         # The monitored camera network is site-internal, whatever the port.
@@ -108,7 +148,9 @@ def test_hikvision_camera_outside_the_camera_network(tmp_path: Path) -> None:
 def test_demo_site_raises_exactly_the_expected_alerts(tmp_path: Path) -> None:
     path = write(tmp_path, list(scenario.site_packets(scenario.demo_shape())))
     engine, _, alerts = run_engine(path, policy=SITE_POLICY)
-    egress = sorted((a["source"]["ip"], a["destination"]["ip"]) for a in alerts if a["rule"]["id"].startswith("egress"))  # type: ignore[index]
+    egress = sorted(
+        (a["source"]["ip"], a["destination"]["ip"]) for a in alerts if a["rule"]["id"].startswith("egress")
+    )  # type: ignore[index]
     assert egress == [
         (scenario.hik_ip(1), scenario.EZVIZ_CLOUD),
         (scenario.DAHUA_IP, scenario.EASY4IP),
@@ -164,7 +206,13 @@ def test_flow_flood_hits_the_bound_and_memory_stays_flat() -> None:
 @pytest.mark.parametrize("batch_size", [1, 3, 64, 1000])
 def test_flows_do_not_depend_on_batch_size(tmp_path: Path, batch_size: int) -> None:
     # Short timeouts so flows are cut by idle, active and TCP close inside and across batches.
-    cfg = FlowConfig(tcp_idle_timeout=0.5, udp_idle_timeout=0.05, other_idle_timeout=0.05, active_timeout=2.0, tcp_close_linger=0.01)
+    cfg = FlowConfig(
+        tcp_idle_timeout=0.5,
+        udp_idle_timeout=0.05,
+        other_idle_timeout=0.05,
+        active_timeout=2.0,
+        tcp_close_linger=0.01,
+    )
     shape = scenario.SiteShape(hik_cameras=2, seconds=13.0, video_pps=30)
     path = write(tmp_path, list(scenario.site_packets(shape)))
     _, ref, _ = run_engine(path, cfg, batch_size=65536)

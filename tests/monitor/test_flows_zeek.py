@@ -61,8 +61,18 @@ def test_flows_match_zeek_conn_log(pcap: Path, log: Path) -> None:
         o_port, r_port = as_int(row["id.orig_p"]) or 0, as_int(row["id.resp_p"]) or 0
         if proto == "icmp":
             o_port = r_port = 0
-        orig = (as_str(row["id.orig_h"]) or "", o_port, as_int(row["orig_pkts"]) or 0, as_int(row["orig_ip_bytes"]) or 0)
-        resp = (as_str(row["id.resp_h"]) or "", r_port, as_int(row["resp_pkts"]) or 0, as_int(row["resp_ip_bytes"]) or 0)
+        orig = (
+            as_str(row["id.orig_h"]) or "",
+            o_port,
+            as_int(row["orig_pkts"]) or 0,
+            as_int(row["orig_ip_bytes"]) or 0,
+        )
+        resp = (
+            as_str(row["id.resp_h"]) or "",
+            r_port,
+            as_int(row["resp_pkts"]) or 0,
+            as_int(row["resp_ip_bytes"]) or 0,
+        )
         if "^" in (as_str(row["history"]) or ""):
             flipped.append((proto, orig, resp))
         else:

@@ -1,0 +1,392 @@
+"""Replay throughput of `camwatch replay` against peers, measured in the same run.
+
+    .venv/bin/python benchmarks/replay.py [--packets 1000000] [--runs 5]
+
+1. Generates (or reuses) a camera-site capture with `benchmarks/gen_site.py`.
+2. Checks correctness first: camwatch's flow records and the dpkt peer's flow table must agree
+   (flow count, packets, bytes, and every flow's per-direction counts); it stops loudly if not.
+   These two runs also bring the capture into the page cache, so timed runs do not hit the disk.
+3. Times whole processes (spawn to exit: interpreter start, imports, reading, output), each tool
+   `--runs` times, round-robin so that machine noise hits every tool alike; the median is kept.
+   Peak RSS is the child's own `ru_maxrss` from `os.wait4`.
+
+Prints a Markdown table on stdout (progress goes to stderr) and writes the same as JSON to
+`benchmarks/out/replay.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE / "out"
+PEERS = HERE / "peers"
+BIN = Path(sys.executable).parent  # the venv's bin/: camwatch's console script lives next to python
+
+# One flow, comparable between camwatch's JSON records and the dpkt peer's:
+# (proto, vlan outer, vlan inner, src ip, src port, src packets, src bytes, dst ..., duration µs).
+FlowSig = tuple[int, int, int, str, int, int, int, str, int, int, int, int]
+
+
+@dataclass
+class Run:
+    """One whole-process measurement."""
+
+    wall_s: float
+    maxrss_kib: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Tool:
+    name: str
+    argv: list[str]
+    packets: int  # packets the tool handles (the scapy peer: a subset)
+    note: str = ""
+    reference: bool = False  # not a flow-table tool: a floor or a ceiling for context
+    runs: list[Run] = field(default_factory=list)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def measure(argv: list[str]) -> Run:
+    """Run `argv` to completion; wall clock from spawn to reap, and the child's own peak RSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        # wait4 rather than getrusage(RUSAGE_CHILDREN): the latter's ru_maxrss is the maximum over
+        # all children reaped so far, so a small process after a big one would report the big one.
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting
+        out.seek(0)
+        err.seek(0)
+        return Run(wall, usage.ru_maxrss, proc.returncode, out.read().decode(), err.read().decode())
+
+
+def checked(tool: str, run: Run) -> Run:
+    if run.returncode != 0:
+        raise SystemExit(
+            f"replay.py: {tool} exited with {run.returncode}\nstdout: {run.stdout}\nstderr: {run.stderr}"
+        )
+    return run
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "numpy": version("numpy"),
+        "dpkt": version("dpkt"),
+        "scapy": version("scapy"),
+        "camwatch": version("camwatch"),
+        "platform": platform.platform(),
+    }
+
+
+# --- correctness -------------------------------------------------------------------------------
+
+_CW_PACKETS = re.compile(r"camwatch: ([\d,]+) packets \(([\d,]+) bytes")
+_CW_FLOWS = re.compile(r"camwatch: ([\d,]+) flows")
+_CW_RATE = re.compile(r"\) in ([\d.]+) s \(([\d,]+) packets/s\)")
+
+
+def camwatch_summary(stderr: str) -> dict[str, Any]:
+    """Packets, bytes and flows from camwatch's stderr summary (and its own in-process time)."""
+    p, f, r = _CW_PACKETS.search(stderr), _CW_FLOWS.search(stderr), _CW_RATE.search(stderr)
+    if not (p and f and r):
+        raise SystemExit(f"replay.py: cannot parse camwatch's summary:\n{stderr}")
+
+    def num(text: str) -> int:
+        return int(text.replace(",", ""))
+
+    return {
+        "packets": num(p[1]),
+        "bytes": num(p[2]),
+        "flows": num(f[1]),
+        "engine_s": float(r[1]),
+    }
+
+
+def camwatch_flows(path: Path) -> Counter[FlowSig]:
+    sigs: Counter[FlowSig] = Counter()
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            src, dst, net = rec["source"], rec["destination"], rec["network"]
+            vo = int(net["vlan"]["id"]) if "vlan" in net else -1
+            vi = int(net["inner"]["vlan"]["id"]) if "inner" in net else -1
+            sigs[(
+                int(net["iana_number"]), vo, vi,
+                src["ip"], src.get("port", 0), src["packets"], src["bytes"],
+                dst["ip"], dst.get("port", 0), dst["packets"], dst["bytes"],
+                rec["event"]["duration"] // 1000,
+            )] += 1  # fmt: skip
+    return sigs
+
+
+def dpkt_flows(path: Path) -> Counter[FlowSig]:
+    sigs: Counter[FlowSig] = Counter()
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            (s_ip, s_port, s_pk, s_by), (d_ip, d_port, d_pk, d_by) = rec["src"], rec["dst"]
+            # dpkt's timestamps are float seconds of µs captures: round the duration to µs.
+            dur_us = round((rec["end"] - rec["start"]) * 1e6)
+            sigs[
+                (rec["proto"], *rec["vlan"], s_ip, s_port, s_pk, s_by, d_ip, d_port, d_pk, d_by, dur_us)
+            ] += 1
+    return sigs
+
+
+def verify(camwatch: list[str], dpkt_argv: list[str], expected_packets: int) -> dict[str, Any]:
+    """camwatch and the dpkt peer must build the same flow table; raise SystemExit if not."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    cw_path, dp_path = OUT_DIR / "verify-camwatch-flows.jsonl", OUT_DIR / "verify-dpkt-flows.jsonl"
+    log("verify: camwatch with --flows ...")
+    cw_run = checked("camwatch", measure([*camwatch, "--flows", str(cw_path), "--alerts", os.devnull]))
+    log("verify: dpkt peer with --flows-out ...")
+    dp_run = checked("dpkt peer", measure([*dpkt_argv, "--flows-out", str(dp_path)]))
+    cw = camwatch_summary(cw_run.stderr)
+    dp = json.loads(dp_run.stdout)
+    cw_sigs, dp_sigs = camwatch_flows(cw_path), dpkt_flows(dp_path)
+
+    problems = []
+    for what, a, b in (
+        ("flows", cw["flows"], dp["flows"]),
+        ("packets", cw["packets"], dp["packets"]),
+        ("bytes", cw["bytes"], dp["bytes"]),
+        ("flow records", sum(cw_sigs.values()), dp["flows"]),
+        ("packets in flow records", sum(s[5] + s[9] for s in cw_sigs.elements()), dp["flow_packets"]),
+        ("bytes in flow records", sum(s[6] + s[10] for s in cw_sigs.elements()), dp["flow_bytes"]),
+    ):
+        if a != b:
+            problems.append(f"{what}: camwatch {a:,} != dpkt peer {b:,}")
+    if cw["packets"] != expected_packets:
+        problems.append(f"packets: camwatch read {cw['packets']:,}, the capture has {expected_packets:,}")
+    if dp["maybe_truncated"]:
+        problems.append(f"the dpkt peer saw {dp['maybe_truncated']:,} frames as long as the snap length")
+    only_cw, only_dp = cw_sigs - dp_sigs, dp_sigs - cw_sigs
+    if only_cw or only_dp:
+        problems.append(
+            f"{sum(only_cw.values())} flow(s) only in camwatch, {sum(only_dp.values())} only in dpkt"
+        )
+        problems += [f"  camwatch only: {s}" for s in list(only_cw)[:5]]
+        problems += [f"  dpkt only:     {s}" for s in list(only_dp)[:5]]
+    if problems:
+        raise SystemExit("replay.py: camwatch and the dpkt peer disagree:\n" + "\n".join(problems))
+    totals = f"{cw['flows']:,} flows, {cw['packets']:,} packets, {cw['bytes']:,} bytes"
+    log(f"verify: OK: {totals}; every flow's counts are equal")
+    cw_path.unlink()
+    dp_path.unlink()
+    return {"flows": cw["flows"], "packets": cw["packets"], "bytes": cw["bytes"], "per_flow_match": True}
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def summarise(tools: list[Tool], base: Tool) -> list[dict[str, Any]]:
+    rows = []
+    base_pps = base.packets / statistics.median(r.wall_s for r in base.runs)
+    for t in tools:
+        walls = [r.wall_s for r in t.runs]
+        med = statistics.median(walls)
+        pps = t.packets / med if t.packets else None
+        rows.append({
+            "tool": t.name,
+            "argv": t.argv,
+            "note": t.note,
+            "reference": t.reference,
+            "packets": t.packets,
+            "median_s": round(med, 3),
+            "min_s": round(min(walls), 3),
+            "max_s": round(max(walls), 3),
+            "packets_per_s": round(pps) if pps else None,
+            "peak_rss_mib": round(max(r.maxrss_kib for r in t.runs) / 1024, 1),
+            "vs_dpkt_loop": round(pps / base_pps, 2) if pps else None,
+            "runs_s": [round(w, 3) for w in walls],
+            "runs_rss_kib": [r.maxrss_kib for r in t.runs],
+        })  # fmt: skip
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| tool | packets | median s | packets/s | peak RSS MiB | vs dpkt loop | min–max s |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        pps = f"{r['packets_per_s']:,}" if r["packets_per_s"] else "—"
+        ratio = f"{r['vs_dpkt_loop']:.2f}x" if r["vs_dpkt_loop"] else "—"
+        packets = f"{r['packets']:,}" if r["packets"] else "—"
+        lines.append(
+            f"| {r['tool']} | {packets} | {r['median_s']:.2f} | {pps} | {r['peak_rss_mib']:.0f} | {ratio} "
+            f"| {r['min_s']:.2f}–{r['max_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="camwatch replay throughput against peers")
+    p.add_argument(
+        "--packets", type=int, default=1_000_000, help="packets in the generated capture (default 1000000)"
+    )
+    p.add_argument(
+        "--runs", type=int, default=5, help="timed runs per tool; the median is reported (default 5)"
+    )
+    p.add_argument(
+        "--scapy-limit", type=int, default=50_000, help="packets the scapy peer decodes (default 50000)"
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=OUT_DIR / "replay.json",
+        help="JSON output (default benchmarks/out/replay.json)",
+    )
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.packets < 1:
+        p.error("--runs and --packets must be >= 1")
+
+    py = sys.executable
+    camwatch_bin = BIN / "camwatch"
+    if not camwatch_bin.exists():
+        found = shutil.which("camwatch")
+        if found is None:
+            raise SystemExit("replay.py: no camwatch console script next to the interpreter or on PATH")
+        camwatch_bin = Path(found)
+
+    pcap = OUT_DIR / f"site-{args.packets}.pcap"
+    gen = checked(
+        "gen_site", measure([py, str(HERE / "gen_site.py"), str(pcap), "--packets", str(args.packets)])
+    )
+    log(gen.stdout.strip())
+    capture = json.loads(pcap.with_name(pcap.name + ".json").read_text(encoding="utf-8"))
+    n = capture["packets"]
+
+    replay = [str(camwatch_bin), "replay", str(pcap)]
+    dpkt_argv = [py, str(PEERS / "dpkt_flows.py"), str(pcap)]
+    verification = verify(replay, dpkt_argv, n)
+
+    scapy_n = min(args.scapy_limit, n)
+    cw_flows = Tool(
+        "camwatch replay --flows /dev/null", [*replay, "--flows", os.devnull, "--alerts", os.devnull], n
+    )
+    cw_plain = Tool("camwatch replay (no --flows)", [*replay, "--alerts", os.devnull], n)
+    dpkt_loop = Tool("dpkt loop (flow table)", dpkt_argv, n)
+    scapy = Tool(
+        f"scapy decode (first {scapy_n:,} packets only)",
+        [py, str(PEERS / "scapy_decode.py"), str(pcap), "--limit", str(scapy_n)],
+        scapy_n,
+        f"subset: the first {scapy_n:,} packets; its fixed import cost weighs more on a short run",
+    )
+    tools = [
+        cw_flows,
+        dpkt_loop,
+        cw_plain,
+        Tool("struct record walk", [py, str(PEERS / "struct_walk.py"), str(pcap)], n,
+             "reads records only, no decoding: the floor of a per-packet Python loop", reference=True),
+        scapy,
+        Tool("startup only: camwatch --version", [str(camwatch_bin), "--version"], 0,
+             "interpreter start and camwatch's imports, no packets", reference=True),
+    ]  # fmt: skip
+    notes = []
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump:
+        tools.insert(4, Tool("tcpdump -n -r (to /dev/null)", [tcpdump, "-n", "-r", str(pcap)], n,
+                             "C reference: decodes and prints every packet", reference=True))  # fmt: skip
+    else:
+        notes.append("tcpdump is not installed: its reference row is skipped")
+
+    for i in range(args.runs):
+        # Alternate the order each round so that no tool always runs right after the same one.
+        order = tools if i % 2 == 0 else tools[::-1]
+        for t in order:
+            run = checked(t.name, measure(t.argv))
+            if t is cw_flows or t is cw_plain:
+                summary = camwatch_summary(run.stderr)
+                if summary["packets"] != n:
+                    raise SystemExit(
+                        f"replay.py: {t.name} read {summary['packets']:,} packets, expected {n:,}"
+                    )
+            t.runs.append(run)
+            log(f"run {i + 1}/{args.runs}: {t.name}: {run.wall_s:.2f} s, {run.maxrss_kib / 1024:.0f} MiB")
+
+    rows = summarise(tools, dpkt_loop)
+    engine_s = statistics.median(camwatch_summary(r.stderr)["engine_s"] for r in cw_flows.runs)
+    notes.append(
+        f"camwatch's own in-process figure (--flows /dev/null; excludes interpreter start and imports): "
+        f"median {engine_s:.2f} s, {n / engine_s:,.0f} packets/s"
+    )
+    scapy_loop = statistics.median(json.loads(r.stdout)["loop_seconds"] for r in scapy.runs)
+    scapy_wall = statistics.median(r.wall_s for r in scapy.runs)
+    notes.append(
+        f"scapy decoded only the first {scapy_n:,} packets (a subset); its loop alone ran at "
+        f"{scapy_n / scapy_loop:,.0f} packets/s (whole process: {scapy_n / scapy_wall:,.0f})"
+    )
+
+    info = machine()
+    table = markdown(rows)
+    head = (
+        f"Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, numpy {info['numpy']}, "
+        f"dpkt {info['dpkt']}, scapy {info['scapy']}, camwatch {info['camwatch']}\n"
+        f"Capture: {pcap.name}, {n:,} packets, {capture['frame_bytes']:,} frame bytes, "
+        f"{capture['capture_seconds']:.1f} s of traffic, {verification['flows']:,} flows "
+        f"(camwatch and the dpkt loop agree on every flow)\n"
+        f"Whole-process wall time (spawn to exit), median of {args.runs} runs, tools interleaved."
+    )
+    print(head + "\n\n" + table + "\n\n" + "\n".join(f"- {note}" for note in notes))
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": info,
+        "capture": {"path": str(pcap), **capture},
+        "runs": args.runs,
+        "timing": "whole process wall clock, spawn to exit; median of runs; peak RSS from os.wait4",
+        "verification": verification,
+        "results": rows,
+        "notes": notes,
+        "markdown": table,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
