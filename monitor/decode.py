@@ -97,37 +97,69 @@ class Decoded:
     dst_mac: U64
 
 
-def _u16(hdr: U8, rows: I64, off: I64) -> I64:
-    return (hdr[rows, off].astype(np.int64) << 8) | hdr[rows, off + 1]
-
-
-def _u32(hdr: U8, rows: I64, off: I64) -> I64:
-    return (
-        (hdr[rows, off].astype(np.int64) << 24)
-        | (hdr[rows, off + 1].astype(np.int64) << 16)
-        | (hdr[rows, off + 2].astype(np.int64) << 8)
-        | hdr[rows, off + 3]
-    )
-
-
-def _u64_at(hdr: U8, rows: I64, off: I64) -> U64:
-    cols = off[:, None] + np.arange(8)
-    raw = np.ascontiguousarray(hdr[rows[:, None], cols])
-    return raw.view(">u8").reshape(-1).astype(np.uint64)
-
-
-def _mac_at(hdr: U8, rows: I64, off: int) -> U64:
-    raw = np.zeros((len(rows), 8), dtype=np.uint8)
-    raw[:, 2:] = hdr[rows, off : off + 6]
-    return raw.view(">u8").reshape(-1).astype(np.uint64)
-
-
 _MAX_TUNNELS = 2
 ETH_PPPOE_SESSION = 0x8864
 ETH_MPLS = (0x8847, 0x8848)
 PROTO_IPIP = 4
 PROTO_IPV6_IN_IP = 41
 GTP_U_PORT = 2152
+
+# Widths of the staged header gathers: link layer (Ethernet + 2 tags + ethertype, SLL2), IP
+# (a full IPv6 header, an IPv4 header with 20 bytes of options) and transport (TCP flags,
+# a GTP-U header). Fixed widths make every field a column slice.
+_L2W = 24
+_L3W = 40
+_L4W = 20
+
+
+def gather(data: U8, starts: I64, width: int) -> U8:
+    """Copy `width` bytes from each of `starts` in `data` into an (n, width) array.
+
+    Bytes past the end of `data` read as zero; bytes past a packet's captured length are
+    whatever follows it, so callers check lengths against `caplen`.
+    """
+    n = len(starts)
+    if n == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    limit = len(data) - width
+    if limit >= 0 and int(starts.max()) <= limit:
+        return np.asarray(np.lib.stride_tricks.sliding_window_view(data, width)[starts])
+    # Starts within `width` of the end: gather those from a zero-padded copy of the tail only.
+    out = np.empty((n, width), dtype=np.uint8)
+    near = starts > limit
+    inner = np.flatnonzero(~near)
+    if inner.size:
+        out[inner] = np.lib.stride_tricks.sliding_window_view(data, width)[starts[inner]]
+    lo = max(int(starts[near].min()), 0)
+    tail = np.zeros(max(len(data) - lo, 0) + width, dtype=np.uint8)
+    tail[: len(data) - lo] = data[lo:]
+    out[near] = np.lib.stride_tricks.sliding_window_view(tail, width)[
+        np.minimum(starts[near] - lo, len(tail) - width)
+    ]
+    return out
+
+
+def header_window(batch: PacketBatch, width: int = WINDOW) -> U8:
+    """The first `width` bytes of every packet, as an (n, width) array."""
+    return gather(batch.data, batch.offsets, width)
+
+
+def _be16(cols: U8) -> I64:
+    return (cols[:, 0].astype(np.int64) << 8) | cols[:, 1]
+
+
+def _be32(cols: U8) -> I64:
+    return np.ascontiguousarray(cols).view(">u4").reshape(-1).astype(np.int64)
+
+
+def _be64(cols: U8) -> U64:
+    return np.ascontiguousarray(cols).view(">u8").reshape(-1).astype(np.uint64)
+
+
+def _mac(cols: U8) -> U64:
+    raw = np.zeros((len(cols), 8), dtype=np.uint8)
+    raw[:, 2:] = cols
+    return raw.view(">u8").reshape(-1).astype(np.uint64)
 
 
 class _L3:
@@ -154,146 +186,137 @@ class _L3:
         self.proto[r] = 0
 
 
-def _pppoe_mpls(hdr: U8, caplen: I64, rows: I64, ethertype: I64, l3: I64) -> None:
-    """Step over a PPPoE session header or an MPLS label stack to the IP header."""
-    pppoe = (ethertype == ETH_PPPOE_SESSION) & (l3 + 8 <= caplen)
-    if pppoe.any():
-        r = rows[pppoe]
-        ppp = _u16(hdr, r, l3[r] + 6)
-        ethertype[r] = np.where(ppp == 0x0021, ETH_IPV4, np.where(ppp == 0x0057, ETH_IPV6, 0))
-        l3[r] += 8
+def _pppoe_mpls(data: U8, offs: I64, caplen: I64, ethertype: I64, l3: I64) -> None:
+    """Step over a PPPoE session header or an MPLS label stack to the IP header (rare: per subset)."""
+    pppoe = np.flatnonzero((ethertype == ETH_PPPOE_SESSION) & (l3 + 8 <= caplen))
+    if pppoe.size:
+        ppp = _be16(gather(data, offs[pppoe] + l3[pppoe] + 6, 2))
+        ethertype[pppoe] = np.where(ppp == 0x0021, ETH_IPV4, np.where(ppp == 0x0057, ETH_IPV6, 0))
+        l3[pppoe] += 8
     mpls = np.isin(ethertype, ETH_MPLS)
     for _ in range(4):
-        live = mpls & (l3 + 5 <= caplen)
-        if not live.any():
+        live = np.flatnonzero(mpls & (l3 + 5 <= caplen))
+        if not live.size:
             break
-        r = rows[live]
-        bottom = (hdr[r, l3[r] + 2] & 0x01) != 0
-        l3[r] += 4
-        done = r[bottom]
+        lab = gather(data, offs[live] + l3[live], 5)
+        bottom = (lab[:, 2] & 0x01) != 0
+        l3[live] += 4
+        done = live[bottom]
         if done.size:
-            ver = hdr[done, l3[done]] >> 4
+            ver = lab[bottom, 4] >> 4
             ethertype[done] = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
             mpls[done] = False
     ethertype[mpls] = 0
 
 
-def _decode_l3(hdr: U8, caplen: I64, rows: I64, ethertype: I64, l3: I64, f: _L3) -> None:
-    """IPv4/IPv6 headers (with IPv6 extension headers) of the packets in `rows`."""
-    v4 = rows[(ethertype[rows] == ETH_IPV4) & (l3[rows] + 20 <= caplen[rows])]
+def _decode_l3(data: U8, offs: I64, caplen: I64, rows: I64, ethertype: I64, l3: I64, f: _L3) -> None:
+    """IPv4/IPv6 headers (IPv6 extension headers included) of the packets in `rows`."""
+    et = ethertype[rows]
+    v4 = rows[(et == ETH_IPV4) & (l3[rows] + 20 <= caplen[rows])]
     if v4.size:
-        o = l3[v4]
-        vihl = hdr[v4, o]
-        ihl = (vihl & 0x0F).astype(np.int64) * 4
-        good = ((vihl >> 4) == 4) & (ihl >= 20)
-        f.truncated[v4[~good]] = True
-        r, o, ihl = v4[good], o[good], ihl[good]
-        f.is_ip[r] = True
-        f.ip_version[r] = 4
-        f.proto[r] = hdr[r, o + 9]
-        f.ip_len[r] = _u16(hdr, r, o + 2)
-        frag = _u16(hdr, r, o + 6)
-        f.fragment[r] = (frag & 0x3FFF) != 0
-        f.later_fragment[r] = (frag & 0x1FFF) != 0
-        f.src_hi[r] = V4_MAPPED_HI
-        f.dst_hi[r] = V4_MAPPED_HI
-        f.src_lo[r] = V4_MAPPED_LO | _u32(hdr, r, o + 12).astype(np.uint64)
-        f.dst_lo[r] = V4_MAPPED_LO | _u32(hdr, r, o + 16).astype(np.uint64)
-        f.l4[r] = o + ihl
+        h = gather(data, offs[v4] + l3[v4], _L3W)
+        ihl = (h[:, 0] & 0x0F).astype(np.int64) * 4
+        good = ((h[:, 0] >> 4) == 4) & (ihl >= 20)
+        if not good.all():
+            f.truncated[v4[~good]] = True
+            v4, h, ihl = v4[good], h[good], ihl[good]
+        f.is_ip[v4] = True
+        f.ip_version[v4] = 4
+        f.proto[v4] = h[:, 9]
+        f.ip_len[v4] = _be16(h[:, 2:4])
+        frag = _be16(h[:, 6:8])
+        f.fragment[v4] = (frag & 0x3FFF) != 0
+        f.later_fragment[v4] = (frag & 0x1FFF) != 0
+        addrs = _be32(h[:, 12:20]).reshape(-1, 2).astype(np.uint64)
+        f.src_hi[v4] = V4_MAPPED_HI
+        f.dst_hi[v4] = V4_MAPPED_HI
+        f.src_lo[v4] = V4_MAPPED_LO | addrs[:, 0]
+        f.dst_lo[v4] = V4_MAPPED_LO | addrs[:, 1]
+        f.l4[v4] = l3[v4] + ihl
 
-    v6 = rows[(ethertype[rows] == ETH_IPV6) & (l3[rows] + 40 <= caplen[rows])]
+    v6 = rows[(et == ETH_IPV6) & (l3[rows] + 40 <= caplen[rows])]
     if v6.size:
-        o = l3[v6]
-        good = (hdr[v6, o] >> 4) == 6
-        f.truncated[v6[~good]] = True
-        r, o = v6[good], o[good]
-        f.is_ip[r] = True
-        f.ip_version[r] = 6
-        f.ip_len[r] = _u16(hdr, r, o + 4) + 40
-        f.src_hi[r] = _u64_at(hdr, r, o + 8)
-        f.src_lo[r] = _u64_at(hdr, r, o + 16)
-        f.dst_hi[r] = _u64_at(hdr, r, o + 24)
-        f.dst_lo[r] = _u64_at(hdr, r, o + 32)
-        nh = hdr[r, o + 6].astype(np.int64)
-        off = o + 40
-        for _ in range(_IPV6_MAX_EXT):
-            ext = np.isin(nh, _IPV6_EXT) & (off + 8 <= np.minimum(caplen[r], WINDOW))
-            if not ext.any():
-                break
-            er, eo = r[ext], off[ext]
-            enh = hdr[er, eo].astype(np.int64)
-            is_frag = nh[ext] == 44
-            is_ah = nh[ext] == 51
-            elen = (hdr[er, eo + 1].astype(np.int64) + 1) * 8
-            elen = np.where(is_frag, 8, np.where(is_ah, (hdr[er, eo + 1].astype(np.int64) + 2) * 4, elen))
-            if is_frag.any():
-                fr = er[is_frag]
-                f.fragment[fr] = True
-                f.later_fragment[fr] = (_u16(hdr, fr, eo[is_frag] + 2) >> 3) != 0
-            nh[ext] = enh
-            off[ext] = eo + elen
-        # Extension-header chains longer than the window stay unknown: mark them truncated
-        # (a later fragment has no further header to find).
-        still_ext = np.isin(nh, _IPV6_EXT) & ~f.later_fragment[r]
-        f.truncated[r[still_ext]] = True
-        f.proto[r] = nh.astype(np.uint8)
-        f.l4[r] = off
+        h = gather(data, offs[v6] + l3[v6], _L3W)
+        good = (h[:, 0] >> 4) == 6
+        if not good.all():
+            f.truncated[v6[~good]] = True
+            v6, h = v6[good], h[good]
+        f.is_ip[v6] = True
+        f.ip_version[v6] = 6
+        f.ip_len[v6] = _be16(h[:, 4:6]) + 40
+        a = _be64(h[:, 8:40]).reshape(-1, 4)
+        f.src_hi[v6], f.src_lo[v6], f.dst_hi[v6], f.dst_lo[v6] = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
+        nh = h[:, 6].astype(np.int64)
+        off = l3[v6] + 40
+        ext = np.isin(nh, _IPV6_EXT)
+        if ext.any():
+            _ipv6_ext(data, offs, caplen, v6[ext], nh, off, ext, f)
+        f.proto[v6] = nh.astype(np.uint8)
+        f.l4[v6] = off
 
 
-def _tunnel_payload(hdr: U8, caplen: I64, f: _L3) -> tuple[I64, I64, I64] | None:
+def _ipv6_ext(data: U8, offs: I64, caplen: I64, er: I64, nh: I64, off: I64, ext: BOOL, f: _L3) -> None:
+    """Walk IPv6 extension headers (rare) for rows `er`; updates nh and off where `ext` is set."""
+    sub_nh, sub_off = nh[ext], off[ext]
+    live = np.ones(len(er), dtype=bool)
+    for _ in range(_IPV6_MAX_EXT):
+        live &= np.isin(sub_nh, _IPV6_EXT) & (sub_off + 8 <= caplen[er])
+        if not live.any():
+            break
+        idx = np.flatnonzero(live)
+        h = gather(data, offs[er[idx]] + sub_off[idx], 8)
+        cur = sub_nh[idx]
+        is_frag, is_ah = cur == 44, cur == 51
+        elen = np.where(
+            is_frag,
+            8,
+            np.where(is_ah, (h[:, 1].astype(np.int64) + 2) * 4, (h[:, 1].astype(np.int64) + 1) * 8),
+        )
+        if is_frag.any():
+            fr = er[idx[is_frag]]
+            f.fragment[fr] = True
+            f.later_fragment[fr] = (_be16(h[is_frag, 2:4]) >> 3) != 0
+        sub_nh[idx] = h[:, 0]
+        sub_off[idx] += elen
+    # A chain longer than we walk, or cut by the snap length, stays unknown (a later fragment
+    # has no further header to find).
+    unknown = np.isin(sub_nh, _IPV6_EXT) & ~f.later_fragment[er]
+    f.truncated[er[unknown]] = True
+    nh[ext] = sub_nh
+    off[ext] = sub_off
+
+
+def _tunnel_payload(data: U8, offs: I64, caplen: I64, f: _L3, h4: U8) -> tuple[I64, I64, I64] | None:
     """Rows carrying IP in IP (4, 41) or GTP-U, with the inner header's offset and ethertype.
 
     Flows are keyed on the inner packet, as nDPI (with tunnel decoding) and Zeek do.
     """
     first = f.is_ip & ~f.later_fragment & ~f.truncated
     ipip = first & ((f.proto == PROTO_IPIP) | (f.proto == PROTO_IPV6_IN_IP))
-    udp = first & (f.proto == PROTO_UDP) & (f.l4 + 16 <= np.minimum(caplen, WINDOW))
-    gtp = np.zeros_like(udp)
-    if udp.any():
-        r = np.flatnonzero(udp)
-        ports = (_u16(hdr, r, f.l4[r]) == GTP_U_PORT) | (_u16(hdr, r, f.l4[r] + 2) == GTP_U_PORT)
-        g = f.l4[r] + 8
-        # GTPv1-U G-PDU (message type 255) carrying a user packet.
-        is_gpdu = ports & ((hdr[r, g] >> 5) == 1) & (hdr[r, g + 1] == 0xFF)
-        gtp[r[is_gpdu]] = True
+    udp = first & (f.proto == PROTO_UDP) & (f.l4 + 16 <= caplen)
+    ports_gtp = (_be16(h4[:, 0:2]) == GTP_U_PORT) | (_be16(h4[:, 2:4]) == GTP_U_PORT)
+    # GTPv1-U G-PDU (message type 255) carrying a user packet.
+    gtp = udp & ports_gtp & ((h4[:, 8] >> 5) == 1) & (h4[:, 9] == 0xFF)
     if not (ipip.any() or gtp.any()):
         return None
     rows = np.flatnonzero(ipip | gtp)
-    off = f.l4[rows].copy()
-    is_gtp = gtp[rows]
-    if is_gtp.any():
-        gr = rows[is_gtp]
-        g = f.l4[gr] + 8
-        # Optional fields (sequence number, N-PDU, next extension type) add 4 bytes.
-        has_opt = (hdr[gr, g] & 0x07) != 0
-        off[is_gtp] = g + 8 + np.where(has_opt, 4, 0)
-    ver = hdr[rows, np.minimum(off, WINDOW - 1)] >> 4
+    # Optional GTP fields (sequence number, N-PDU, next extension type) add 4 bytes.
+    gtp_off = f.l4 + 16 + np.where((h4[:, 8] & 0x07) != 0, 4, 0)
+    off = np.where(gtp[rows], gtp_off[rows], f.l4[rows])
+    first_byte = gather(data, offs[rows] + off, 1)[:, 0]
+    ver = np.where(off < caplen[rows], first_byte >> 4, 0)
     inner_eth = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
     keep = inner_eth != 0
     return rows[keep], off[keep], inner_eth[keep]
 
 
-def header_window(batch: PacketBatch, width: int = WINDOW) -> U8:
-    """Copy the first `width` bytes of every packet into an (n, width) array.
-
-    Bytes past a packet's captured length are whatever follows it in the buffer (or zero):
-    the decoder checks lengths against `caplen` instead of masking.
-    """
-    data = batch.data
-    need = int(batch.offsets.max()) + width if len(batch) else 0
-    if need > len(data):
-        data = np.concatenate([data, np.zeros(need - len(data), dtype=np.uint8)])
-    windows = np.lib.stride_tricks.sliding_window_view(data, width)
-    return np.asarray(windows[batch.offsets])
-
-
 def decode(batch: PacketBatch) -> Decoded:
     """Decode link, network and transport headers of every packet in `batch`."""
     n = len(batch)
-    hdr = header_window(batch)
+    data = batch.data
+    offs = batch.offsets
     caplen = batch.caplen.astype(np.int64, copy=False)
     lt = batch.linktype
-    rows = np.arange(n, dtype=np.int64)
 
     ethertype = np.zeros(n, dtype=np.int64)
     l3 = np.zeros(n, dtype=np.int64)
@@ -302,107 +325,95 @@ def decode(batch: PacketBatch) -> Decoded:
     src_mac = np.zeros(n, dtype=np.uint64)
     dst_mac = np.zeros(n, dtype=np.uint64)
 
-    eth = (lt == LINKTYPE_ETHERNET) & (caplen >= 14)
+    h2 = gather(data, offs, _L2W)
+    all_eth = bool((lt == LINKTYPE_ETHERNET).all())
+    eth = np.ones(n, dtype=bool) if all_eth else (lt == LINKTYPE_ETHERNET)
+    eth &= caplen >= 14
     if eth.any():
-        r = rows[eth]
-        ethertype[r] = _u16(hdr, r, np.full(len(r), 12))
-        l3[r] = 14
-        dst_mac[r] = _mac_at(hdr, r, 0)
-        src_mac[r] = _mac_at(hdr, r, 6)
-    sll = (lt == LINKTYPE_LINUX_SLL) & (caplen >= 16)
-    if sll.any():
-        r = rows[sll]
-        ethertype[r] = _u16(hdr, r, np.full(len(r), 14))
-        l3[r] = 16
-        # Only the sender's address is in the cooked header (6 bytes when it is a MAC).
-        halen = _u16(hdr, r, np.full(len(r), 4))
-        mac = _mac_at(hdr, r, 6)
-        src_mac[r] = np.where(halen == 6, mac, np.uint64(0))
-    sll2 = (lt == LINKTYPE_LINUX_SLL2) & (caplen >= 20)
-    if sll2.any():
-        r = rows[sll2]
-        ethertype[r] = _u16(hdr, r, np.zeros(len(r), dtype=np.int64))
-        l3[r] = 20
-        mac = _mac_at(hdr, r, 12)
-        src_mac[r] = np.where(hdr[r, 11] == 6, mac, np.uint64(0))
-    raw = np.isin(lt, (LINKTYPE_RAW, LINKTYPE_RAW_OLD, LINKTYPE_RAW_OLD2, LINKTYPE_IPV4, LINKTYPE_IPV6)) & (
-        caplen >= 1
-    )
-    if raw.any():
-        r = rows[raw]
-        ver = hdr[r, 0] >> 4
-        ethertype[r] = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
-    loop = np.isin(lt, (LINKTYPE_NULL, LINKTYPE_LOOP)) & (caplen >= 4)
-    if loop.any():
-        r = rows[loop]
-        # The address family is in the capturing host's byte order (NULL) or network order
-        # (LOOP); the value is small, so whichever end byte is non-zero holds it.
-        fam = np.where(hdr[r, 0] != 0, hdr[r, 0], hdr[r, 3]).astype(np.int64)
-        ethertype[r] = np.where(fam == 2, ETH_IPV4, np.where(np.isin(fam, (10, 23, 24, 28, 30)), ETH_IPV6, 0))
-        l3[r] = 4
+        sel: slice | I64 = slice(None) if eth.all() else np.flatnonzero(eth)
+        ethertype[sel] = _be16(h2[sel, 12:14])
+        l3[sel] = 14
+        dst_mac[sel] = _mac(h2[sel, 0:6])
+        src_mac[sel] = _mac(h2[sel, 6:12])
+    if not all_eth:
+        sll = np.flatnonzero((lt == LINKTYPE_LINUX_SLL) & (caplen >= 16))
+        if sll.size:
+            ethertype[sll] = _be16(h2[sll, 14:16])
+            l3[sll] = 16
+            # Only the sender's address is in the cooked header (6 bytes when it is a MAC).
+            src_mac[sll] = np.where(_be16(h2[sll, 4:6]) == 6, _mac(h2[sll, 6:12]), np.uint64(0))
+        sll2 = np.flatnonzero((lt == LINKTYPE_LINUX_SLL2) & (caplen >= 20))
+        if sll2.size:
+            ethertype[sll2] = _be16(h2[sll2, 0:2])
+            l3[sll2] = 20
+            src_mac[sll2] = np.where(h2[sll2, 11] == 6, _mac(h2[sll2, 12:18]), np.uint64(0))
+        raw_types = (LINKTYPE_RAW, LINKTYPE_RAW_OLD, LINKTYPE_RAW_OLD2, LINKTYPE_IPV4, LINKTYPE_IPV6)
+        raw = np.flatnonzero(np.isin(lt, raw_types) & (caplen >= 1))
+        if raw.size:
+            ver = h2[raw, 0] >> 4
+            ethertype[raw] = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
+        loop = np.flatnonzero(np.isin(lt, (LINKTYPE_NULL, LINKTYPE_LOOP)) & (caplen >= 4))
+        if loop.size:
+            # The address family is in the capturing host's byte order (NULL) or network order
+            # (LOOP); the value is small, so whichever end byte is non-zero holds it.
+            fam = np.where(h2[loop, 0] != 0, h2[loop, 0], h2[loop, 3]).astype(np.int64)
+            v6_fams = np.isin(fam, (10, 23, 24, 28, 30))
+            ethertype[loop] = np.where(fam == 2, ETH_IPV4, np.where(v6_fams, ETH_IPV6, 0))
+            l3[loop] = 4
 
-    # VLAN tags (802.1Q, 802.1ad, old QinQ): up to two in the header window.
+    # VLAN tags (802.1Q, 802.1ad, old QinQ): up to two.
     for depth in range(2):
-        tagged = np.isin(ethertype, VLAN_TPIDS) & (caplen >= l3 + 4)
-        if not tagged.any():
+        tagged = np.flatnonzero(np.isin(ethertype, VLAN_TPIDS) & (caplen >= l3 + 4))
+        if not tagged.size:
             break
-        r = rows[tagged]
-        vid = _u16(hdr, r, l3[r]) & 0xFFF
-        if depth == 0:
-            vlan_outer[r] = vid
-        else:
-            vlan_inner[r] = vid
-        ethertype[r] = _u16(hdr, r, l3[r] + 2)
-        l3[r] += 4
-    _pppoe_mpls(hdr, caplen, rows, ethertype, l3)
+        tag = gather(data, offs[tagged] + l3[tagged], 4)
+        (vlan_outer if depth == 0 else vlan_inner)[tagged] = _be16(tag[:, 0:2]) & 0xFFF
+        ethertype[tagged] = _be16(tag[:, 2:4])
+        l3[tagged] += 4
+    if not all_eth or np.isin(ethertype, (ETH_PPPOE_SESSION, *ETH_MPLS)).any():
+        _pppoe_mpls(data, offs, caplen, ethertype, l3)
 
     f = _L3(n)
-    _decode_l3(hdr, caplen, rows[(ethertype == ETH_IPV4) | (ethertype == ETH_IPV6)], ethertype, l3, f)
+    _decode_l3(
+        data,
+        offs,
+        caplen,
+        np.flatnonzero((ethertype == ETH_IPV4) | (ethertype == ETH_IPV6)),
+        ethertype,
+        l3,
+        f,
+    )
+    h4 = gather(data, offs + f.l4, _L4W)
     for _ in range(_MAX_TUNNELS):
-        inner = _tunnel_payload(hdr, caplen, f)
+        inner = _tunnel_payload(data, offs, caplen, f, h4)
         if inner is None:
             break
         r, inner_off, inner_eth = inner
         ethertype[r] = inner_eth
         l3[r] = inner_off
         f.reset(r)
-        _decode_l3(hdr, caplen, r, ethertype, l3, f)
+        _decode_l3(data, offs, caplen, r, ethertype, l3, f)
+        h4[r] = gather(data, offs[r] + f.l4[r], _L4W)
 
     is_ip, proto, l4, truncated, later_fragment = f.is_ip, f.proto, f.l4, f.truncated, f.later_fragment
     # Frames that claim IP but whose IP header is cut short.
-    truncated |= np.isin(ethertype, (ETH_IPV4, ETH_IPV6)) & ~is_ip
-    sport = np.zeros(n, dtype=np.int64)
-    dport = np.zeros(n, dtype=np.int64)
-    tcp_flags = np.zeros(n, dtype=np.uint8)
-    icmp_type = np.full(n, -1, dtype=np.int64)
-    icmp_code = np.full(n, -1, dtype=np.int64)
-    payload = np.full(n, -1, dtype=np.int64)
-
+    truncated |= ((ethertype == ETH_IPV4) | (ethertype == ETH_IPV6)) & ~is_ip
     first = is_ip & ~later_fragment & ~truncated
-    has_ports = first & np.isin(proto, (PROTO_TCP, PROTO_UDP, PROTO_SCTP))
+    has_ports = first & ((proto == PROTO_TCP) | (proto == PROTO_UDP) | (proto == PROTO_SCTP))
     short = has_ports & (l4 + 4 > caplen)
     truncated |= short
     has_ports &= ~short
-    if has_ports.any():
-        r = rows[has_ports]
-        sport[r] = _u16(hdr, r, l4[r])
-        dport[r] = _u16(hdr, r, l4[r] + 2)
-    tcp = has_ports & (proto == PROTO_TCP) & (l4 + 14 <= caplen) & (l4 + 14 <= WINDOW)
-    if tcp.any():
-        r = rows[tcp]
-        tcp_flags[r] = hdr[r, l4[r] + 13]
-        doff = (hdr[r, l4[r] + 12] >> 4).astype(np.int64) * 4
-        payload[r] = l4[r] + doff
-    udp = has_ports & (proto == PROTO_UDP)
-    payload[udp] = l4[udp] + 8
+    sport = np.where(has_ports, _be16(h4[:, 0:2]), 0)
+    dport = np.where(has_ports, _be16(h4[:, 2:4]), 0)
+    tcp = has_ports & (proto == PROTO_TCP) & (l4 + 14 <= caplen)
+    tcp_flags = np.where(tcp, h4[:, 13], 0).astype(np.uint8)
+    payload = np.full(n, -1, dtype=np.int64)
+    payload = np.where(tcp, l4 + (h4[:, 12] >> 4).astype(np.int64) * 4, payload)
+    payload = np.where(has_ports & (proto == PROTO_UDP), l4 + 8, payload)
     icmp = first & ((proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)) & (l4 + 2 <= caplen)
-    if icmp.any():
-        r = rows[icmp]
-        icmp_type[r] = hdr[r, l4[r]]
-        icmp_code[r] = hdr[r, l4[r] + 1]
-        payload[r] = l4[r] + 8
-    ip_version, fragment, ip_len = f.ip_version, f.fragment, f.ip_len
-    src_hi, src_lo, dst_hi, dst_lo = f.src_hi, f.src_lo, f.dst_hi, f.dst_lo
+    icmp_type = np.where(icmp, h4[:, 0], -1).astype(np.int64)
+    icmp_code = np.where(icmp, h4[:, 1], -1).astype(np.int64)
+    payload = np.where(icmp, l4 + 8, payload)
 
     return Decoded(
         n=n,
@@ -410,21 +421,21 @@ def decode(batch: PacketBatch) -> Decoded:
         wirelen=batch.wirelen.astype(np.int64, copy=False),
         ok=first & ~truncated,
         is_ip=is_ip,
-        fragment=fragment,
+        fragment=f.fragment,
         later_fragment=later_fragment,
         truncated=truncated,
-        ip_version=ip_version,
+        ip_version=f.ip_version,
         proto=proto,
-        src_hi=src_hi,
-        src_lo=src_lo,
-        dst_hi=dst_hi,
-        dst_lo=dst_lo,
+        src_hi=f.src_hi,
+        src_lo=f.src_lo,
+        dst_hi=f.dst_hi,
+        dst_lo=f.dst_lo,
         sport=sport,
         dport=dport,
         tcp_flags=tcp_flags,
         icmp_type=icmp_type,
         icmp_code=icmp_code,
-        ip_len=ip_len,
+        ip_len=f.ip_len,
         l4_off=l4,
         payload_off=payload,
         vlan_outer=vlan_outer,

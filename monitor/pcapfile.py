@@ -253,11 +253,15 @@ class CaptureParser:
     packets: int  # total packets produced so far (returned in batches or attached to an error)
     ts_clamped: int  # pcapng timestamps too large for int64 ns, stored as the int64 maximum
 
-    def __init__(self, name: str = "<capture>", batch_size: int = 65536) -> None:
+    def __init__(self, name: str = "<capture>", batch_size: int = 65536, *, split_at_feeds: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.name = name
         self.batch_size = batch_size
+        # With split_at_feeds, each feed's packets are returned at once in batches that never
+        # span two fed buffers (at most batch_size each): every batch is a view of one buffer,
+        # with no copy. Batch boundaries then depend on the chunking; packets do not.
+        self.split_at_feeds = split_at_feeds
         self.packets = 0
         self.ts_clamped = 0
         self._fed = 0  # total bytes fed
@@ -288,14 +292,16 @@ class CaptureParser:
 
     # ------------------------------------------------------------------ public API
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[PacketBatch]:
+    def feed(self, data: bytes | bytearray | memoryview, *, borrow: bool = False) -> list[PacketBatch]:
         """Parse more input; return the batches that became full (each exactly ``batch_size`` packets).
 
         A ``bytes`` object is kept by reference (batches may be views of it); other buffer types are
-        copied once, since the caller may reuse them.
+        copied once, since the caller may reuse them, unless ``borrow`` is set: then the caller
+        promises not to change ``data`` while the returned batches are in use (a reused read buffer,
+        with ``split_at_feeds`` so that no batch outlives its feed).
         """
         self._check_usable()
-        if type(data) is not bytes:  # only immutable bytes may be kept by reference
+        if type(data) is not bytes and not (borrow and self.split_at_feeds):
             data = bytes(data)
         base = self._fed
         self._fed += len(data)
@@ -319,6 +325,9 @@ class CaptureParser:
         """
         self._check_usable()
         self._finished = True
+        if self._format is None and bytes(self._carry[:4]) == _SHB_MAGIC:
+            # A first block that never completed: report it as the walker would have.
+            self._format = "pcapng"
         if self._carry or self._format is None:
             if self._format is None:
                 reason = f"truncated file header ({len(self._carry)} bytes)" if self._carry else "empty input"
@@ -417,6 +426,11 @@ class CaptureParser:
     def _full_batches(self) -> list[PacketBatch]:
         out = []
         size = self.batch_size
+        if self.split_at_feeds:
+            while self._pending:
+                seg = self._pending[0]
+                out.append(self._take(min(size, len(seg.offsets) - seg.start)))
+            return out
         while self._npending >= size:
             out.append(self._take(size))
         return out
@@ -480,7 +494,7 @@ class CaptureParser:
         if self._format is None:
             if len(buf) - pos < 4:
                 return pos
-            magic = buf[pos : pos + 4]
+            magic = bytes(buf[pos : pos + 4])
             if magic in _PCAP_MAGICS:
                 if len(buf) - pos < _PCAP_HEADER_LEN:
                     return pos
@@ -500,7 +514,7 @@ class CaptureParser:
         return pos
 
     def _start_pcap(self, buf: bytes, pos: int) -> None:
-        order, frac_mul = _PCAP_MAGICS[buf[pos : pos + 4]]
+        order, frac_mul = _PCAP_MAGICS[bytes(buf[pos : pos + 4])]
         snaplen, network = struct.unpack_from(order + "16xII", buf, pos)
         self._format = "pcap"
         self._order = order
@@ -728,7 +742,7 @@ class CaptureParser:
             return pos
         btype, blen = self._ng_hdr(buf, pos)
         if btype == _SHB:
-            bom = buf[pos + 8 : pos + 12]
+            bom = bytes(buf[pos + 8 : pos + 12])
             if bom == _BOM_LE:
                 order = "<"
             elif bom == _BOM_BE:
@@ -822,10 +836,18 @@ class CaptureParser:
 
 
 def iter_batches(
-    stream: BinaryIO, name: str, batch_size: int = 65536, chunk_size: int = 8 << 20
+    stream: BinaryIO,
+    name: str,
+    batch_size: int = 65536,
+    chunk_size: int = 8 << 20,
+    *,
+    split_at_feeds: bool = False,
 ) -> Iterator[PacketBatch]:
-    """Yield every complete packet of a binary stream in batches, then raise CaptureError for a bad tail."""
-    parser = CaptureParser(name, batch_size)
+    """Yield every complete packet of a binary stream in batches, then raise CaptureError for a bad tail.
+
+    ``split_at_feeds`` trades exact batch sizes for zero-copy batches (see :class:`CaptureParser`).
+    """
+    parser = CaptureParser(name, batch_size, split_at_feeds=split_at_feeds)
     while True:
         chunk = stream.read(chunk_size)
         try:
