@@ -110,6 +110,7 @@ GTP_U_PORT = 2152
 _L2W = 24
 _L3W = 40
 _L4W = 20
+_FASTW = 14 + 20 + _L4W
 
 
 def gather(data: U8, starts: I64, width: int) -> U8:
@@ -124,12 +125,13 @@ def gather(data: U8, starts: I64, width: int) -> U8:
     limit = len(data) - width
     if limit >= 0 and int(starts.max()) <= limit:
         return np.asarray(np.lib.stride_tricks.sliding_window_view(data, width)[starts])
-    # Starts within `width` of the end: gather those from a zero-padded copy of the tail only.
-    out = np.empty((n, width), dtype=np.uint8)
-    near = starts > limit
-    inner = np.flatnonzero(~near)
-    if inner.size:
-        out[inner] = np.lib.stride_tricks.sliding_window_view(data, width)[starts[inner]]
+    # Some starts are within `width` of the end (a batch's buffer ends with its last packet):
+    # gather every row clamped to the buffer, then redo those few rows from a padded tail.
+    near = np.flatnonzero(starts > limit)
+    if limit >= 0:
+        out = np.asarray(np.lib.stride_tricks.sliding_window_view(data, width)[np.minimum(starts, limit)])
+    else:
+        out = np.zeros((n, width), dtype=np.uint8)
     lo = max(int(starts[near].min()), 0)
     tail = np.zeros(max(len(data) - lo, 0) + width, dtype=np.uint8)
     tail[: len(data) - lo] = data[lo:]
@@ -209,30 +211,34 @@ def _pppoe_mpls(data: U8, offs: I64, caplen: I64, ethertype: I64, l3: I64) -> No
     ethertype[mpls] = 0
 
 
+def _ipv4(h: U8, v4: I64, l3: I64, f: _L3) -> None:
+    """IPv4 header fields from `h` (one row per packet of `v4`, starting at the IP header)."""
+    ihl = (h[:, 0] & 0x0F).astype(np.int64) * 4
+    good = ((h[:, 0] >> 4) == 4) & (ihl >= 20)
+    if not good.all():
+        f.truncated[v4[~good]] = True
+        v4, h, ihl = v4[good], h[good], ihl[good]
+    f.is_ip[v4] = True
+    f.ip_version[v4] = 4
+    f.proto[v4] = h[:, 9]
+    f.ip_len[v4] = _be16(h[:, 2:4])
+    frag = _be16(h[:, 6:8])
+    f.fragment[v4] = (frag & 0x3FFF) != 0
+    f.later_fragment[v4] = (frag & 0x1FFF) != 0
+    addrs = _be32(h[:, 12:20]).reshape(-1, 2).astype(np.uint64)
+    f.src_hi[v4] = V4_MAPPED_HI
+    f.dst_hi[v4] = V4_MAPPED_HI
+    f.src_lo[v4] = V4_MAPPED_LO | addrs[:, 0]
+    f.dst_lo[v4] = V4_MAPPED_LO | addrs[:, 1]
+    f.l4[v4] = l3[v4] + ihl
+
+
 def _decode_l3(data: U8, offs: I64, caplen: I64, rows: I64, ethertype: I64, l3: I64, f: _L3) -> None:
     """IPv4/IPv6 headers (IPv6 extension headers included) of the packets in `rows`."""
     et = ethertype[rows]
     v4 = rows[(et == ETH_IPV4) & (l3[rows] + 20 <= caplen[rows])]
     if v4.size:
-        h = gather(data, offs[v4] + l3[v4], _L3W)
-        ihl = (h[:, 0] & 0x0F).astype(np.int64) * 4
-        good = ((h[:, 0] >> 4) == 4) & (ihl >= 20)
-        if not good.all():
-            f.truncated[v4[~good]] = True
-            v4, h, ihl = v4[good], h[good], ihl[good]
-        f.is_ip[v4] = True
-        f.ip_version[v4] = 4
-        f.proto[v4] = h[:, 9]
-        f.ip_len[v4] = _be16(h[:, 2:4])
-        frag = _be16(h[:, 6:8])
-        f.fragment[v4] = (frag & 0x3FFF) != 0
-        f.later_fragment[v4] = (frag & 0x1FFF) != 0
-        addrs = _be32(h[:, 12:20]).reshape(-1, 2).astype(np.uint64)
-        f.src_hi[v4] = V4_MAPPED_HI
-        f.dst_hi[v4] = V4_MAPPED_HI
-        f.src_lo[v4] = V4_MAPPED_LO | addrs[:, 0]
-        f.dst_lo[v4] = V4_MAPPED_LO | addrs[:, 1]
-        f.l4[v4] = l3[v4] + ihl
+        _ipv4(gather(data, offs[v4] + l3[v4], _L3W), v4, l3, f)
 
     v6 = rows[(et == ETH_IPV6) & (l3[rows] + 40 <= caplen[rows])]
     if v6.size:
@@ -325,7 +331,10 @@ def decode(batch: PacketBatch) -> Decoded:
     src_mac = np.zeros(n, dtype=np.uint64)
     dst_mac = np.zeros(n, dtype=np.uint64)
 
-    h2 = gather(data, offs, _L2W)
+    # One gather covers the usual packet (untagged Ethernet, IPv4 without options, the first
+    # 20 bytes of TCP/UDP); the rest take per-layer gathers below.
+    h = gather(data, offs, _FASTW)
+    h2 = h[:, :_L2W]
     all_eth = bool((lt == LINKTYPE_ETHERNET).all())
     eth = np.ones(n, dtype=bool) if all_eth else (lt == LINKTYPE_ETHERNET)
     eth &= caplen >= 14
@@ -374,16 +383,23 @@ def decode(batch: PacketBatch) -> Decoded:
         _pppoe_mpls(data, offs, caplen, ethertype, l3)
 
     f = _L3(n)
-    _decode_l3(
-        data,
-        offs,
-        caplen,
-        np.flatnonzero((ethertype == ETH_IPV4) | (ethertype == ETH_IPV6)),
-        ethertype,
-        l3,
-        f,
-    )
-    h4 = gather(data, offs + f.l4, _L4W)
+    fast = (l3 == 14) & (ethertype == ETH_IPV4) & (h[:, 14] == 0x45) & (caplen >= 34)
+    all_fast = bool(fast.all())
+    if all_fast:
+        _ipv4(h[:, 14:34], np.arange(n), l3, f)
+    else:
+        fr = np.flatnonzero(fast)
+        if fr.size:
+            _ipv4(h[fr, 14:34], fr, l3, f)
+        rest = np.flatnonzero(~fast & ((ethertype == ETH_IPV4) | (ethertype == ETH_IPV6)))
+        _decode_l3(data, offs, caplen, rest, ethertype, l3, f)
+    if all_fast:
+        h4 = h[:, 34:_FASTW]
+    else:
+        h4 = np.empty((n, _L4W), dtype=np.uint8)
+        h4[fast] = h[fast, 34:_FASTW]
+        slow = np.flatnonzero(~fast)
+        h4[slow] = gather(data, offs[slow] + f.l4[slow], _L4W)
     for _ in range(_MAX_TUNNELS):
         inner = _tunnel_payload(data, offs, caplen, f, h4)
         if inner is None:

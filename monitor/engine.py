@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from monitor.alerts import Alert, AlertGate
-from monitor.decode import Decoded, decode
+from monitor.decode import decode
 from monitor.detectors.device import new_device_alert
 from monitor.detectors.egress import check_flow
 from monitor.devices import Device, Inventory, is_unicast_mac
@@ -79,7 +77,7 @@ class Engine:
         created.sort(key=_start)
         for flow in created:
             self._on_new_flow(flow, out)
-        self._touch_devices(d)
+        self._touch_devices()
         out.flows.extend(ended)
         self.now_ns = max(self.now_ns, int(d.ts_ns.max()))
         out.flows.extend(self.flows.expire(self.now_ns))
@@ -93,17 +91,11 @@ class Engine:
     def finish(self) -> Events:
         return Events(flows=self.flows.flush(self.now_ns))
 
-    def _touch_devices(self, d: Decoded) -> None:
-        # Last-seen per source MAC for the whole batch in one pass: the bulk of packets
-        # belong to flows that already exist and need nothing else.
-        macs = d.src_mac[d.is_ip]
-        if macs.size == 0:
-            return
-        uniq, inv = np.unique(macs, return_inverse=True)
-        last = np.zeros(len(uniq), dtype=np.int64)
-        np.maximum.at(last, inv, d.ts_ns[d.is_ip])
+    def _touch_devices(self) -> None:
+        # Last-seen per MAC from the flow table's per-key aggregates: a handful of updates per
+        # batch, whatever its size.
         touch = self.inventory.touch
-        for mac, ts in zip(uniq.tolist(), last.tolist(), strict=True):
+        for mac, ts in self.flows.last_senders:
             touch(mac, ts)
 
     def _on_new_flow(self, flow: Flow, out: Events) -> None:

@@ -198,6 +198,8 @@ class FlowTable:
         self._tcp: OrderedDict[FlowKey, Flow] = OrderedDict()
         self._other: OrderedDict[FlowKey, Flow] = OrderedDict()
         self.stats = FlowStats()
+        # (MAC, last time it sent) for each side that sent in the last `update`'s batch.
+        self.last_senders: list[tuple[int, int]] = []
 
     def __len__(self) -> int:
         return len(self._tcp) + len(self._other)
@@ -215,8 +217,14 @@ class FlowTable:
         """Account the flow-eligible packets of `d`; returns (created, ended) flows."""
         created: list[Flow] = []
         ended: list[Flow] = []
-        sel = np.flatnonzero(d.ok)
-        if sel.size == 0:
+        if d.ok.all():
+            sel: slice | np.ndarray = slice(None)  # the usual batch: no copies
+            nsel = d.n
+        else:
+            sel = np.flatnonzero(d.ok)
+            nsel = len(sel)
+        self.last_senders = []
+        if nsel == 0:
             return created, ended
         sh, sl, sp = d.src_hi[sel], d.src_lo[sel], d.sport[sel]
         dh, dl, dp = d.dst_hi[sel], d.dst_lo[sel], d.dport[sel]
@@ -226,36 +234,50 @@ class FlowTable:
         proto = d.proto[sel].astype(np.int64)
         vo, vi = d.vlan_outer[sel], d.vlan_inner[sel]
         from_b = (~a_first).astype(np.int64)
+        # Ports, protocol and outer VLAN packed in one word (16+16+8 bits, VLAN id + 1 in 13 bits).
+        packed = ((ap << 16) | bp | (proto << 32) | ((vo + 1) << 40)).astype(np.uint64)
+        inner = (vi + 1).astype(np.uint64)
+        h = _mix(
+            al * _MIX1 ^ bl * _MIX2 ^ ah * _MIX3 ^ (bh + packed) * _MIX1 ^ packed ^ (inner << np.uint64(53))
+        )
 
-        h = _mix(ah) ^ _mix(al ^ _MIX1) ^ _mix(bh ^ _MIX2) ^ _mix(bl ^ _MIX3)
-        h ^= _mix(((ap << 16) | bp | (proto << 32) | ((vo + 1) << 40) | ((vi + 1) << 52)).astype(np.uint64))
-        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        cols = (ah, al, ap, bh, bl, bp, proto, vo, vi)
+        # One stable sort by hash groups each key's packets together, in capture order.
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        starts = np.empty(len(hs), dtype=bool)
+        starts[0] = True
+        np.not_equal(hs[1:], hs[:-1], out=starts[1:])
+        bounds = np.flatnonzero(starts)
+        first = order[bounds]
+        inverse = np.empty(len(hs), dtype=np.int64)
+        inverse[order] = np.cumsum(starts) - 1
+        cols = (al, bl, ah, bh, packed, inner)  # the whole key
         if any(np.any(c[first][inverse] != c) for c in cols):
             # A 64-bit hash collision inside one batch: fall back to exact grouping.
             self.stats.hash_collisions += 1
-            stacked = np.stack(
-                [c.astype(np.int64) if c.dtype != np.uint64 else c.view(np.int64) for c in cols], 1
-            )
+            stacked = np.stack([c.view(np.int64) for c in cols], 1)
             _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
+            inverse = inverse.reshape(-1)
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.zeros(len(first), dtype=np.int64)
+            np.cumsum(np.bincount(inverse, minlength=len(first))[:-1], out=bounds[1:])
         nkeys = len(first)
-        counts = np.bincount(inverse, minlength=nkeys)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.zeros(nkeys, dtype=np.int64)
-        np.cumsum(counts[:-1], out=bounds[1:])
+        counts = np.diff(np.append(bounds, len(order)))
 
         ts = d.ts_ns[sel]
         ts_sorted = ts[order]
         first_ts = np.minimum.reduceat(ts_sorted, bounds)
         last_ts = np.maximum.reduceat(ts_sorted, bounds)
-        gaps = np.diff(ts_sorted, prepend=ts_sorted[0])
+        gaps = np.empty_like(ts_sorted)
+        gaps[0] = 0
+        np.subtract(ts_sorted[1:], ts_sorted[:-1], out=gaps[1:])
         gaps[bounds] = 0
         max_gap = np.maximum.reduceat(gaps, bounds)
         flags = d.tcp_flags[sel]
         flags_or = np.bitwise_or.reduceat(flags[order], bounds)
         dflags = np.zeros(2 * nkeys, dtype=np.uint8)
-        np.bitwise_or.at(dflags, inverse * 2 + from_b, flags)
+        tcp_rows = np.flatnonzero(flags)
+        np.bitwise_or.at(dflags, inverse[tcp_rows] * 2 + from_b[tcp_rows], flags[tcp_rows])
         slot = inverse * 2 + from_b
         dflags_l = dflags.reshape(nkeys, 2).tolist()
         wl = d.wirelen[sel]
@@ -277,6 +299,14 @@ class FlowTable:
         flags_l, ffrom_b = flags_or.tolist(), f_from_b.tolist()
         pk_l, by_l, ip_l = pk2.tolist(), by2.tolist(), ip2.tolist()
         mac_a_l, mac_b_l = mac_a.tolist(), mac_b.tolist()
+        # When each side last sent in this batch (-1: it did not), for the inventory's last-seen.
+        fb_sorted = from_b[order]
+        sent_a = np.maximum.reduceat(np.where(fb_sorted == 0, ts_sorted, -1), bounds).tolist()
+        sent_b = np.maximum.reduceat(np.where(fb_sorted == 1, ts_sorted, -1), bounds).tolist()
+        self.last_senders = [
+            *((m, t) for m, t in zip(mac_a_l, sent_a, strict=True) if t >= 0 and m),
+            *((m, t) for m, t in zip(mac_b_l, sent_b, strict=True) if t >= 0 and m),
+        ]
         fflags_l = flags[first].tolist()
         icmp_t, icmp_c = d.icmp_type[sel][first].tolist(), d.icmp_code[sel][first].tolist()
 
@@ -303,7 +333,9 @@ class FlowTable:
                 )
             if slow:
                 b0 = int(bounds[k])
-                pos = sel[order[b0 : b0 + int(counts[k])]]
+                pos = order[b0 : b0 + int(counts[k])]
+                if not isinstance(sel, slice):
+                    pos = sel[pos]
                 self._replay(key, table, pos, d, created, ended)
                 continue
             if flow is None:

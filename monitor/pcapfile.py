@@ -20,11 +20,12 @@ Performance notes (the record walk is the only per-packet Python code):
 from __future__ import annotations
 
 import logging
+import mmap
 import struct
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -253,7 +254,9 @@ class CaptureParser:
     packets: int  # total packets produced so far (returned in batches or attached to an error)
     ts_clamped: int  # pcapng timestamps too large for int64 ns, stored as the int64 maximum
 
-    def __init__(self, name: str = "<capture>", batch_size: int = 65536, *, split_at_feeds: bool = False) -> None:
+    def __init__(
+        self, name: str = "<capture>", batch_size: int = 65536, *, split_at_feeds: bool = False
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.name = name
@@ -292,7 +295,9 @@ class CaptureParser:
 
     # ------------------------------------------------------------------ public API
 
-    def feed(self, data: bytes | bytearray | memoryview, *, borrow: bool = False) -> list[PacketBatch]:
+    def feed(
+        self, data: bytes | bytearray | memoryview | mmap.mmap, *, borrow: bool = False
+    ) -> list[PacketBatch]:
         """Parse more input; return the batches that became full (each exactly ``batch_size`` packets).
 
         A ``bytes`` object is kept by reference (batches may be views of it); other buffer types are
@@ -303,6 +308,9 @@ class CaptureParser:
         self._check_usable()
         if type(data) is not bytes and not (borrow and self.split_at_feeds):
             data = bytes(data)
+        # The walkers need only the buffer protocol, slicing and len(), which every accepted
+        # type has; they are typed for bytes.
+        data = cast(bytes, data)
         base = self._fed
         self._fed += len(data)
         start = 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,46 +12,58 @@ from monitor.pcapfile import CaptureError, CaptureParser, PacketBatch
 
 ProgressFn = Callable[[int, int], None]
 
-# One large read buffer, reused: each read is parsed into batches that are views of it (no
-# copy, no concatenation) and handed out before the next read. Reusing the buffer matters:
-# a fresh 64 MiB allocation per read costs more in page faults than the parsing itself.
-CHUNK_SIZE = 32 << 20
+# A regular file is mapped window by window and each window is parsed in place: batches are
+# views of the mapping, so packet bytes are never copied (reading into a buffer costs as much
+# as all the parsing). A window is unmapped once its batches are released, which keeps
+# resident memory at about one window whatever the file size.
+WINDOW_SIZE = 32 << 20
+READ_SIZE = 8 << 20
 
 
 class PcapFileSource:
-    """Reads a pcap or pcapng file and yields batches; raises CaptureError at a bad tail.
+    """Yields the batches of a pcap or pcapng file; raises CaptureError at a bad tail.
 
-    A batch is valid until the next one is requested (its bytes live in the reused read buffer);
-    a consumer that keeps packet bytes must copy them.
+    Batches never span two windows (their size varies up to `batch_size`). A consumer that
+    keeps packet bytes beyond the batch must copy them.
     """
 
-    def __init__(self, path: str | os.PathLike[str], batch_size: int = 65536, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], batch_size: int = 65536, window: int = WINDOW_SIZE
+    ) -> None:
+        if window % mmap.ALLOCATIONGRANULARITY:
+            raise ValueError(f"window must be a multiple of {mmap.ALLOCATIONGRANULARITY}")
         self.path = Path(path)
         self.batch_size = batch_size
-        self.chunk_size = chunk_size
+        self.window = window
 
     def batches(self, progress: ProgressFn | None = None) -> Iterator[PacketBatch]:
         parser = CaptureParser(str(self.path), self.batch_size, split_at_feeds=True)
-        buf = bytearray(self.chunk_size)
-        view = memoryview(buf)
         with self.path.open("rb", buffering=0) as stream:
-            size = os.fstat(stream.fileno()).st_size
+            st = os.fstat(stream.fileno())
+            size = st.st_size
+            chunks = self._mapped(stream.fileno(), size) if stat.S_ISREG(st.st_mode) else self._read(stream)
             done = 0
-            while True:
-                n = stream.readinto(buf)
+            for chunk in chunks:
                 try:
-                    if n:
-                        batches = parser.feed(view[:n], borrow=True)
-                    else:
-                        batches = parser.flush()
+                    batches = parser.feed(chunk, borrow=True) if chunk else parser.flush()
                 except CaptureError as exc:
                     delivered, exc.batches = exc.batches, []
                     yield from delivered
                     raise
-                done += n or 0
+                done += len(chunk)
                 for batch in batches:
                     if progress is not None:
                         progress(done, size)
                     yield batch
-                if not n:
-                    return
+                del batches, chunk
+
+    def _mapped(self, fd: int, size: int) -> Iterator[mmap.mmap | bytes]:
+        for start in range(0, size, self.window):
+            yield mmap.mmap(fd, min(self.window, size - start), prot=mmap.PROT_READ, offset=start)
+        yield b""
+
+    def _read(self, stream: object) -> Iterator[bytes]:
+        assert hasattr(stream, "read")
+        while chunk := stream.read(READ_SIZE):
+            yield chunk
+        yield b""

@@ -531,3 +531,26 @@ def test_refresh_rejects_malformed_files(table_copy: Path, tmp_path: Path) -> No
     bad.write_text("Registry,Assignment,Organization Name,Organization Address\n")
     assert refresh_tool.main([str(bad), "--table", str(table_copy), "-q"]) == 1
     assert table_copy.read_bytes() == PACKAGE_TABLE.read_bytes()
+
+
+def test_fast_netaddr_lookup_agrees_with_netaddrs_api() -> None:
+    """Our direct read of netaddr's registry files gives what netaddr's own API gives."""
+    import random
+
+    import netaddr
+
+    from monitor.vendors import oui as oui_module
+
+    files = oui_module._netaddr_oui_files()
+    assert files is not None, "netaddr's oui.idx/oui.txt not found: the fast path is not used"
+    keys = [int(line.split(b",")[0]) for line in files[0].split(b"\n") if line]
+    rng = random.Random(7)
+    sample = [*rng.sample(keys, 300), 0x4419B6, 0xBC5181, 0xFFFFFE]
+
+    def via_api(key: int) -> str | None:
+        try:
+            return str(netaddr.OUI(key).registration().org) or None
+        except netaddr.NotRegisteredError:
+            return None
+
+    assert [oui_module._netaddr_oui_org(k) for k in sample] == [via_api(k) for k in sample]
