@@ -47,6 +47,10 @@ TCP6 = synth.ipv6(
 )
 
 
+V4 = ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (-1, -1))
+V6 = ("2001:db8::1", "2001:db8::2", 6, 40000, 443, (-1, -1))
+
+
 def sll(proto: int, payload: bytes) -> bytes:
     return struct.pack("!HHH8sH", 0, 1, 6, bytes.fromhex("4419b6000001") + b"\0\0", proto) + payload
 
@@ -58,25 +62,25 @@ def sll2(proto: int, payload: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("linktype", "frame", "expected"),
     [
-        (1, synth.ether(M1, M2, 0x0800, UDP4), ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (-1, -1))),
+        (1, synth.ether(M1, M2, 0x0800, UDP4), V4),
         (1, synth.ether(M1, M2, 0x0800, UDP4, vlans=(20,)), ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (20, -1))),
         (1, synth.ether(M1, M2, 0x0800, UDP4, vlans=(0,)), ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (0, -1))),
         (1, synth.ether(M1, M2, 0x86DD, TCP6, vlans=(100, 20)), ("2001:db8::1", "2001:db8::2", 6, 40000, 443, (100, 20))),
-        (113, sll(0x0800, UDP4), ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (-1, -1))),
-        (276, sll2(0x86DD, TCP6), ("2001:db8::1", "2001:db8::2", 6, 40000, 443, (-1, -1))),
-        (101, UDP4, ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (-1, -1))),
-        (229, TCP6, ("2001:db8::1", "2001:db8::2", 6, 40000, 443, (-1, -1))),
-        (0, struct.pack("<I", 2) + UDP4, ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (-1, -1))),
-        (0, struct.pack("<I", 30) + TCP6, ("2001:db8::1", "2001:db8::2", 6, 40000, 443, (-1, -1))),
-        (108, struct.pack(">I", 2) + UDP4, ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (-1, -1))),
+        (113, sll(0x0800, UDP4), V4),
+        (276, sll2(0x86DD, TCP6), V6),
+        (101, UDP4, V4),
+        (229, TCP6, V6),
+        (0, struct.pack("<I", 2) + UDP4, V4),
+        (0, struct.pack("<I", 30) + TCP6, V6),
+        (108, struct.pack(">I", 2) + UDP4, V4),
         # PPPoE session and an MPLS label stack in front of IP.
         (1, synth.ether(M1, M2, 0x8864, struct.pack("!BBHHH", 0x11, 0, 1, len(UDP4) + 2, 0x0021) + UDP4),
-         ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (-1, -1))),
+         V4),
         (1, synth.ether(M1, M2, 0x8847, struct.pack("!II", 16 << 12, (17 << 12) | 0x100) + UDP4),
-         ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (-1, -1))),
+         V4),
         # IPv6 in IPv4 (6in4): the flow is the inner one.
         (1, synth.ether(M1, M2, 0x0800, synth.ipv4("192.0.2.1", "192.0.2.2", 41, TCP6)),
-         ("2001:db8::1", "2001:db8::2", 6, 40000, 443, (-1, -1))),
+         V6),
     ],
 )  # fmt: skip
 def test_link_types_and_encapsulations(linktype: int, frame: bytes, expected: tuple[object, ...]) -> None:
