@@ -63,9 +63,9 @@ def sll2(proto: int, payload: bytes) -> bytes:
     ("linktype", "frame", "expected"),
     [
         (1, synth.ether(M1, M2, 0x0800, UDP4), V4),
-        (1, synth.ether(M1, M2, 0x0800, UDP4, vlans=(20,)), ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (20, -1))),
-        (1, synth.ether(M1, M2, 0x0800, UDP4, vlans=(0,)), ("10.0.0.1", "203.0.113.5", 17, 5000, 53, (0, -1))),
-        (1, synth.ether(M1, M2, 0x86DD, TCP6, vlans=(100, 20)), ("2001:db8::1", "2001:db8::2", 6, 40000, 443, (100, 20))),
+        (1, synth.ether(M1, M2, 0x0800, UDP4, vlans=(20,)), (*V4[:5], (20, -1))),
+        (1, synth.ether(M1, M2, 0x0800, UDP4, vlans=(0,)), (*V4[:5], (0, -1))),
+        (1, synth.ether(M1, M2, 0x86DD, TCP6, vlans=(100, 20)), (*V6[:5], (100, 20))),
         (113, sll(0x0800, UDP4), V4),
         (276, sll2(0x86DD, TCP6), V6),
         (101, UDP4, V4),
