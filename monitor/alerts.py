@@ -24,7 +24,38 @@ class Rule:
 EGRESS_UNEXPECTED = Rule("egress.unexpected_destination", "Camera connected to an unexpected destination", 3)
 DEVICE_NEW = Rule("device.new", "New device on a monitored network", 2, ("network", "host"), ("info",))
 
-RULES = {r.id: r for r in (EGRESS_UNEXPECTED, DEVICE_NEW)}
+DNS_VENDOR_CLOUD = Rule(
+    "dns.vendor_cloud", "Camera looked up a vendor cloud or P2P domain", 3, ("network",), ("protocol",)
+)
+DNS_RESOLVER_BYPASS = Rule(
+    "dns.resolver_bypass", "Camera used a DNS resolver that is not the site's", 3, ("network",), ("protocol",)
+)
+P2P_NAT_TRAVERSAL = Rule("p2p.nat_traversal", "Camera started P2P / NAT traversal to outside the site", 4)
+UPNP_PORT_MAPPING = Rule(
+    "upnp.port_mapping",
+    "Device searched for a UPnP gateway or asked for a port mapping",
+    3,
+    ("network",),
+    ("protocol",),
+)
+STREAM_UNAUTHORIZED = Rule(
+    "stream.unauthorized_client", "Video stream requested by a client that is not an allowed viewer", 4
+)
+STREAM_EGRESS = Rule("stream.egress", "Camera video is leaving the site or going to a non-viewer", 4)
+
+RULES = {
+    r.id: r
+    for r in (
+        EGRESS_UNEXPECTED,
+        DEVICE_NEW,
+        DNS_VENDOR_CLOUD,
+        DNS_RESOLVER_BYPASS,
+        P2P_NAT_TRAVERSAL,
+        UPNP_PORT_MAPPING,
+        STREAM_UNAUTHORIZED,
+        STREAM_EGRESS,
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,7 @@ class Decoded:
     icmp_type: I64
     icmp_code: I64
     ip_len: I64  # IP total length (IPv4 header field; IPv6 payload length + 40)
+    l3_off: I64  # offset of the (innermost) IP header inside the packet
     l4_off: I64  # offset of the L4 header inside the packet
     payload_off: I64  # offset of the L4 payload inside the packet (-1 if unknown)
     vlan_outer: I64  # -1 when untagged
@@ -452,6 +453,7 @@ def decode(batch: PacketBatch) -> Decoded:
         icmp_type=icmp_type,
         icmp_code=icmp_code,
         ip_len=f.ip_len,
+        l3_off=l3,
         l4_off=l4,
         payload_off=payload,
         vlan_outer=vlan_outer,

@@ -90,15 +90,19 @@ def is_unicast_mac(mac: int) -> bool:
     return mac != 0 and not (mac >> 40) & 0x01
 
 
+# Addresses a station can own on a site. Explicit ranges: Python's `is_private` also counts the
+# documentation and benchmarking ranges, which are public as far as a site is concerned.
+_LOCAL_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7",
+              "fe80::/10")
+)  # fmt: skip
+
+
 def is_local_ip(ip: str) -> bool:
-    """Addresses a station can own on the site (private, shared, link-local, ULA)."""
+    """An address a station can own on the site (private, shared, link-local, ULA)."""
     addr = ipaddress.ip_address(ip)
-    return (addr.is_private or addr in _CGNAT) and not (
-        addr.is_multicast or addr.is_loopback or addr.is_unspecified
-    )
-
-
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+    return any(addr in net for net in _LOCAL_NETS if net.version == addr.version)
 
 
 class Inventory:

@@ -5,13 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from monitor.alerts import Alert, AlertGate
+from monitor.analysis import Analysis, DeviceFact, Observation
 from monitor.decode import decode
 from monitor.detectors.device import new_device_alert
+from monitor.detectors.dns import check_query
 from monitor.detectors.egress import check_flow
+from monitor.detectors.p2p import check_p2p
+from monitor.detectors.stream import (
+    check_media_flow,
+    check_rtsp_request,
+    check_transport,
+    is_sustained_upstream,
+)
+from monitor.detectors.upnp import check_upnp
 from monitor.devices import Device, Inventory, is_unicast_mac
 from monitor.flows import Flow, FlowConfig, FlowTable
 from monitor.pcapfile import PacketBatch
 from monitor.policy import SitePolicy
+from monitor.vendors.clouds import CloudCatalogue
 from monitor.vendors.oui import VendorTable
 
 
@@ -47,7 +58,13 @@ class Events:
 class Engine:
     """Feed it batches in capture order; call `finish` at the end of input."""
 
-    def __init__(self, policy: SitePolicy, vendors: VendorTable, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self,
+        policy: SitePolicy,
+        vendors: VendorTable,
+        config: EngineConfig | None = None,
+        clouds: CloudCatalogue | None = None,
+    ) -> None:
         self.config = config or EngineConfig()
         self.policy = policy
         self.flows = FlowTable(self.config.flows)
@@ -55,6 +72,9 @@ class Engine:
         self.gate = AlertGate(self.config.realert_after_s)
         self.stats = EngineStats()
         self.now_ns = 0
+        self.analysis = Analysis()
+        self.clouds = clouds if clouds is not None else CloudCatalogue.load()
+        self._pending: list[Alert] = []
 
     def feed(self, batch: PacketBatch) -> Events:
         out = Events()
@@ -75,21 +95,161 @@ class Engine:
         created, ended = self.flows.update(d)
         # The flow table groups by key; alerts and first-seen times follow capture time.
         created.sort(key=_start)
+        an = self.analysis
         for flow in created:
-            self._on_new_flow(flow, out)
+            an.on_new_flow(flow)
+        an.run(batch, d, self.flows.inspect)
+        for flow in created:
+            if flow.domain is None:
+                # A DNS answer earlier in this same batch.
+                flow.domain = an.resolutions.name_for(flow.dst[0], flow.start_ns)
+        # New flows, facts and observations in capture order: a device attributed by a later packet
+        # must not change how an earlier one is judged (nor may batch boundaries).
+        nf, nd = len(created), len(an.device_facts)
+        stream: list[tuple[int, int, Flow | DeviceFact | Observation]] = [
+            *((f.start_ns, i, f) for i, f in enumerate(created)),
+            *((f.ts_ns, nf + i, f) for i, f in enumerate(an.device_facts)),
+            *((o.ts_ns, nf + nd + i, o) for i, o in enumerate(an.observations)),
+        ]
+        stream.sort(key=_first_two)
+        for _, _, item in stream:
+            if isinstance(item, Flow):
+                self._on_new_flow(item, out)
+            elif isinstance(item, DeviceFact):
+                self._apply_facts([item], out)
+            else:
+                self._on_observations([item], out)
+        self._label_devices(self.flows.inspect)
         self._touch_devices()
-        out.flows.extend(ended)
         self.now_ns = max(self.now_ns, int(d.ts_ns.max()))
-        out.flows.extend(self.flows.expire(self.now_ns))
+        ended.extend(self.flows.expire(self.now_ns))
+        self._on_ended(ended, out)
+        out.flows.extend(ended)
+        self._flush_alerts(out)
         return out
 
     def tick(self, now_ns: int) -> Events:
         """Advance time without packets (a live source that is quiet)."""
         self.now_ns = max(self.now_ns, now_ns)
-        return Events(flows=self.flows.expire(self.now_ns))
+        out = Events(flows=self.flows.expire(self.now_ns))
+        self._on_ended(out.flows, out)
+        self._flush_alerts(out)
+        return out
 
     def finish(self) -> Events:
-        return Events(flows=self.flows.flush(self.now_ns))
+        out = Events(flows=self.flows.flush(self.now_ns))
+        self._on_ended(out.flows, out)
+        self._flush_alerts(out)
+        return out
+
+    # ---------------------------------------------------------------- protocol intelligence
+
+    def _apply_facts(self, facts: list[DeviceFact], out: Events) -> None:
+        for fact in facts:
+            if not is_unicast_mac(fact.mac):
+                continue
+            dev, _ = self.inventory.observe(fact.mac, self.now_ns or 0)
+            dev.add_evidence(fact.kind, fact.detail)
+            if fact.vendor and dev.vendor is None:
+                # A randomised or unknown MAC: the traffic says who made the device.
+                dev.vendor = fact.vendor
+                dev.manufacturer = VENDOR_NAMES.get(fact.vendor, fact.vendor.title())
+            for name in ("model", "firmware", "serial"):
+                value = getattr(fact, name)
+                if value and getattr(dev, name) is None:
+                    setattr(dev, name, value)
+            if fact.protocol:
+                dev.protocols.add(fact.protocol)
+            self._device(fact.mac, fact.ip if fact.ip in dev.ips else None, dev.last_seen_ns, out)
+
+    def _label_devices(self, inspected: list[tuple[Flow, list[int]]]) -> None:
+        for flow, _ in inspected:
+            if flow.protocol is None:
+                continue
+            for mac in (flow.src_mac, flow.dst_mac):
+                dev = self.inventory.get(mac) if mac else None
+                if dev is not None:
+                    dev.protocols.add(flow.protocol)
+
+    def _watched_side(self, flow: Flow, sender_is_src: bool) -> Device | None:
+        """The device on that side of the flow if it is watched, else None."""
+        mac = flow.src_mac if sender_is_src else flow.dst_mac
+        ip = (flow.src if sender_is_src else flow.dst)[0]
+        dev = self.inventory.get(mac) if mac else None
+        if dev is not None and dev.ips and ip not in dev.ips:
+            dev = None  # the MAC is a router's: the address behind it is someone else
+        if dev is not None and dev.watched:
+            return dev
+        if self.policy.is_watched(ip, dev.vendor if dev is not None else None):
+            return dev if dev is not None else _ANONYMOUS
+        return None
+
+    def _on_observations(self, observations: list[Observation], out: Events) -> None:
+        observer = self.config.observer
+        for obs in observations:
+            kind = obs.kind
+            if kind == "dns_query":
+                dev = self._watched_side(obs.flow, obs.from_src)
+                if dev is not None:
+                    for alert in check_query(obs, _real(dev), self.policy, self.clouds, observer):
+                        self._emit(alert, out)
+            elif kind == "p2p":
+                dev = self._watched_side(obs.flow, obs.from_src)
+                if dev is not None:
+                    p2p_alert = check_p2p(obs, _real(dev), self.policy, observer)
+                    if p2p_alert is not None:
+                        self._emit(p2p_alert, out)
+            elif kind in ("igd_search", "port_mapping"):
+                dev = self._watched_side(obs.flow, obs.from_src)
+                if dev is not None:
+                    self._emit(check_upnp(obs, _real(dev), observer), out)
+            elif kind == "rtsp_request":
+                camera = self._watched_side(obs.flow, not obs.from_src)
+                if camera is not None:
+                    rtsp_alert = check_rtsp_request(obs, _real(camera), self.policy, observer)
+                    if rtsp_alert is not None:
+                        self._emit(rtsp_alert, out)
+            elif kind == "rtsp_transport":
+                self._expect_media(obs)
+                cam_is_src = not obs.from_src if obs.data.get("request") else obs.from_src
+                camera = self._watched_side(obs.flow, cam_is_src)
+                if camera is not None:
+                    t_alert = check_transport(obs, _real(camera), self.policy, observer)
+                    if t_alert is not None:
+                        self._emit(t_alert, out)
+            elif kind == "media":
+                self._check_media(obs.flow, obs.from_src, obs.ts_ns, out)
+
+    def _expect_media(self, obs: Observation) -> None:
+        t = obs.data["transport"]
+        flow = obs.flow
+        # The RTSP client is the side that sent requests: the flow's source for a request.
+        client_is_src = obs.from_src if obs.data.get("request") else not obs.from_src
+        client_ip = (flow.src if client_is_src else flow.dst)[0]
+        camera_ip = (flow.dst if client_is_src else flow.src)[0]
+        if t.client_port is not None:
+            dest = t.destination or client_ip
+            self.analysis.expect_media(dest, t.client_port[0], "rtp", camera_ip)
+            self.analysis.expect_media(dest, t.client_port[1], "rtcp", camera_ip)
+        if t.server_port is not None:
+            self.analysis.expect_media(camera_ip, t.server_port[0], "rtp", camera_ip)
+            self.analysis.expect_media(camera_ip, t.server_port[1], "rtcp", camera_ip)
+
+    def _check_media(self, flow: Flow, sender_is_src: bool, ts_ns: int, out: Events) -> None:
+        dev = self._watched_side(flow, sender_is_src)
+        if dev is None:
+            return
+        alert = check_media_flow(flow, sender_is_src, _real(dev), self.policy, self.config.observer, ts_ns)
+        if alert is not None:
+            self._emit(alert, out)
+
+    def _on_ended(self, ended: list[Flow], out: Events) -> None:
+        for flow in ended:
+            for sender_is_src in (True, False):
+                sent, _ = flow.src_counts if sender_is_src else flow.dst_counts
+                # RTP this side sent, or unlabelled bulk at camera rate.
+                if sent and (flow.protocol == "rtp" or is_sustained_upstream(flow, sender_is_src)):
+                    self._check_media(flow, sender_is_src, flow.start_ns, out)
 
     def _touch_devices(self) -> None:
         # Last-seen per MAC from the flow table's per-key aggregates: a handful of updates per
@@ -114,6 +274,8 @@ class Engine:
         alert = check_flow(flow, opener, self.policy, observer)
         if alert is not None:
             self._emit(alert, out)
+        if flow.protocol == "rtp":  # announced by an RTSP SETUP
+            self._check_media(flow, True, flow.start_ns, out)
 
     def _device(self, mac: int, ip: str | None, ts: int, out: Events) -> Device | None:
         if not is_unicast_mac(mac):
@@ -138,10 +300,46 @@ class Engine:
         return dev
 
     def _emit(self, alert: Alert, out: Events) -> None:
-        if self.gate.admit(alert):
-            out.alerts.append(alert)
-            self.stats.alerts[alert.rule.id] = self.stats.alerts.get(alert.rule.id, 0) + 1
+        self._pending.append(alert)
+
+    def _flush_alerts(self, out: Events) -> None:
+        # Gate in capture-time order whatever order the detectors ran in.
+        pending, self._pending = self._pending, []
+        pending.sort(key=_alert_time)
+        for alert in pending:
+            if self.gate.admit(alert):
+                out.alerts.append(alert)
+                self.stats.alerts[alert.rule.id] = self.stats.alerts.get(alert.rule.id, 0) + 1
 
 
 def _start(flow: Flow) -> int:
     return flow.start_ns
+
+
+def _alert_time(alert: Alert) -> int:
+    return alert.timestamp_ns
+
+
+# A watched endpoint with no inventory entry (no MAC on this link type): detectors get None.
+_ANONYMOUS = Device(0, 0)
+
+
+def _real(dev: Device) -> Device | None:
+    return None if dev is _ANONYMOUS else dev
+
+
+VENDOR_NAMES = {
+    "hikvision": "Hikvision",
+    "dahua": "Dahua",
+    "ezviz": "EZVIZ",
+    "imou": "Imou",
+    "uniview": "Uniview",
+    "xiongmai": "Xiongmai",
+    "tiandy": "Tiandy",
+    "axis": "Axis",
+    "huawei": "Huawei",
+}
+
+
+def _first_two(item: tuple[int, int, object]) -> tuple[int, int]:
+    return item[0], item[1]

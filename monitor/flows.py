@@ -10,6 +10,7 @@ records are the same whatever the batch size; only the moment a record is emitte
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from monitor.communityid import community_id
 from monitor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded
 
 NS = 1_000_000_000
+INSPECT_PACKETS = 12
 
 # (vlan_outer, vlan_inner, proto, a_hi, a_lo, a_port, b_hi, b_lo, b_port); a <= b.
 FlowKey = tuple[int, int, int, int, int, int, int, int, int]
@@ -61,7 +63,7 @@ def addr_bytes(hi: int, lo: int, version: int) -> bytes:
 
 def addr_str(hi: int, lo: int, version: int) -> str:
     if version == 4:
-        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+        return socket.inet_ntoa((lo & 0xFFFFFFFF).to_bytes(4, "big"))
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
@@ -69,7 +71,9 @@ class Flow:
     """One bidirectional flow. Side `a` is the lower (address, port) of the key."""
 
     __slots__ = (
+        "_ends",
         "a_sent_first",
+        "app",
         "bytes_a",
         "bytes_b",
         "closed_ns",
@@ -82,6 +86,7 @@ class Flow:
         "flags_b",
         "icmp_code",
         "icmp_type",
+        "inspect_left",
         "ip_bytes_a",
         "ip_bytes_b",
         "ip_version",
@@ -113,25 +118,32 @@ class Flow:
         self.protocol: str | None = None
         self.domain: str | None = None
         self.end_reason = ""
+        # Packets still to show the analyzers (-1: every packet, for control protocols); the
+        # bulk of a video flow is never looked at past its first packets.
+        self.inspect_left = INSPECT_PACKETS
+        self.app: object | None = None  # the analyzers' state for this flow
+        self._ends: tuple[tuple[str, int], tuple[str, int]] | None = None
 
     # Orientation helpers: "src" is the sender of the first packet seen (DESIGN 2.3).
     @property
     def proto(self) -> int:
         return self.key[2]
 
+    def _endpoints(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        ends = self._ends
+        if ends is None:
+            k, v = self.key, self.ip_version
+            a, b = (addr_str(k[3], k[4], v), k[5]), (addr_str(k[6], k[7], v), k[8])
+            ends = self._ends = (a, b) if self.a_sent_first else (b, a)
+        return ends
+
     @property
     def src(self) -> tuple[str, int]:
-        k = self.key
-        if self.a_sent_first:
-            return addr_str(k[3], k[4], self.ip_version), k[5]
-        return addr_str(k[6], k[7], self.ip_version), k[8]
+        return self._endpoints()[0]
 
     @property
     def dst(self) -> tuple[str, int]:
-        k = self.key
-        if self.a_sent_first:
-            return addr_str(k[6], k[7], self.ip_version), k[8]
-        return addr_str(k[3], k[4], self.ip_version), k[5]
+        return self._endpoints()[1]
 
     @property
     def src_mac(self) -> int:
@@ -200,6 +212,8 @@ class FlowTable:
         self.stats = FlowStats()
         # (MAC, last time it sent) for each side that sent in the last `update`'s batch.
         self.last_senders: list[tuple[int, int]] = []
+        # The packets of the last batch to show the analyzers: (flow, batch positions in capture order).
+        self.inspect: list[tuple[Flow, list[int]]] = []
 
     def __len__(self) -> int:
         return len(self._tcp) + len(self._other)
@@ -224,6 +238,7 @@ class FlowTable:
             sel = np.flatnonzero(d.ok)
             nsel = len(sel)
         self.last_senders = []
+        self.inspect = inspect = []
         if nsel == 0:
             return created, ended
         sh, sl, sp = d.src_hi[sel], d.src_lo[sel], d.sport[sel]
@@ -368,6 +383,16 @@ class FlowTable:
                 fa, fb = dflags_l[k]
                 flow.flags_a |= fa
                 flow.flags_b |= fb
+            left = flow.inspect_left
+            if left:
+                b0 = int(bounds[k])
+                take = int(counts[k]) if left < 0 else min(left, int(counts[k]))
+                pos = order[b0 : b0 + take]
+                if not isinstance(sel, slice):
+                    pos = sel[pos]
+                inspect.append((flow, pos.tolist()))
+                if left > 0:
+                    flow.inspect_left = left - take
         self._evict(ended)
         return created, ended
 
@@ -392,7 +417,9 @@ class FlowTable:
         it_l, ic_l = d.icmp_type[pos].tolist(), d.icmp_code[pos].tolist()
         version = int(d.ip_version[pos[0]])
         is_tcp = key[2] == PROTO_TCP
+        pos_l = pos.tolist()
         flow = table.get(key)
+        shown: tuple[Flow, list[int]] | None = None
         for i, t in enumerate(ts_l):
             fl = fl_l[i]
             from_a = (sh_l[i], sl_l[i], sp_l[i]) == a_side
@@ -419,6 +446,7 @@ class FlowTable:
                 table[key] = flow
                 created.append(flow)
                 self.stats.created += 1
+                shown = None
             else:
                 table.move_to_end(key)
                 if t < flow.start_ns:
@@ -443,6 +471,13 @@ class FlowTable:
                     flow.mac_b = smac_l[i]
                 if not flow.mac_a:
                     flow.mac_a = dmac_l[i]
+            if flow.inspect_left:
+                if shown is None or shown[0] is not flow:
+                    shown = (flow, [])
+                    self.inspect.append(shown)
+                shown[1].append(pos_l[i])
+                if flow.inspect_left > 0:
+                    flow.inspect_left -= 1
             if is_tcp and flow.closed_ns is None:
                 if fl & TCP_RST:
                     flow.closed_ns = t

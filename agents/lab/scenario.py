@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agents.lab import synth
+from agents.lab import personas, synth
 
 NS = 1_000_000_000
 
@@ -75,9 +75,16 @@ def _tcp_session(
 
     A, S, F, P = synth.TCP_ACK, synth.TCP_SYN, synth.TCP_FIN, synth.TCP_PSH
     return [
-        c(0, S), s(1, S | A), c(2, A), c(3, P | A, request), s(5, P | A, reply), c(6, A),
-        c(7, F | A), s(8, F | A), c(9, A),
-    ]  # fmt: skip
+        c(0, S),
+        s(1, S | A),
+        c(2, A),
+        c(3, P | A, request),
+        s(5, P | A, reply),
+        c(6, A),
+        c(7, F | A),
+        s(8, F | A),
+        c(9, A),
+    ]
 
 
 def control_events(shape: SiteShape) -> list[tuple[int, bytes]]:
@@ -86,11 +93,12 @@ def control_events(shape: SiteShape) -> list[tuple[int, bytes]]:
     out: list[tuple[int, bytes]] = []
     cams = [(hik_mac(n), hik_ip(n)) for n in range(1, shape.hik_cameras + 1)]
     cams += [(DAHUA_MAC, DAHUA_IP), (AXIS_MAC, AXIS_IP)]
+    servers = ["Hikvision-Webs"] * shape.hik_cameras + ["Dahua Rtsp Server", "AXIS Media Server"]
     for i, (mac, ip) in enumerate(cams):
         t = t0 + i * NS // 100
-        describe = f"DESCRIBE rtsp://{ip}/Streaming/Channels/101 RTSP/1.0\r\nCSeq: 2\r\n\r\n".encode()
-        out += _tcp_session(
-            t, REC_MAC, mac, REC_IP, ip, 50000 + i, 554, describe, b"RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n"
+        # The recorder pulls each camera's stream: the SETUP announces the RTP ports that follow.
+        out += personas.rtsp_session(
+            t, REC_MAC, mac, REC_IP, ip, 50000 + i, servers[i], 9000 + 2 * i, 8000 + 2 * i
         )
         # DNS and NTP to the site's own resolver and time server: allowed.
         q = _dns_query(0x1000 + i, "time.site.internal")
@@ -120,6 +128,142 @@ def control_events(shape: SiteShape) -> list[tuple[int, bytes]]:
     return out
 
 
+def persona_events(shape: SiteShape) -> list[tuple[int, bytes]]:
+    """Discovery, phone-home and stream misuse by the vendor personas (see agents/lab/personas.py)."""
+    t0 = shape.start_ns + 6 * NS
+    p = personas
+    ms = p.MS
+    out: list[tuple[int, bytes]] = []
+    cam1, cam1_ip = hik_mac(1), hik_ip(1)
+    cam2, cam2_ip = hik_mac(2), hik_ip(2)
+    # Discovery replies: who the devices are (model, serial, firmware).
+    sadp = p.sadp_probe_match(
+        cam2, cam2_ip, "DS-2CD2143G2-I", "DS-2CD2143G2-I20240101AAWRJ00000002", "V5.7.3"
+    )
+    out.append((t0, synth.udp4_frame(cam2, p.MCAST_MAC, cam2_ip, "239.255.255.250", 37020, 37020, sadp)))
+    dhip = p.dhip_reply(DAHUA_MAC, DAHUA_IP, "IPC-HFW2431S-S-S2", "7K0123PAZ00001", "2.800.0000000.25.R")
+    out.append(
+        (
+            t0 + 10 * ms,
+            synth.udp4_frame(DAHUA_MAC, p.DHIP_MCAST_MAC, DAHUA_IP, "239.255.255.251", 37810, 37810, dhip),
+        )
+    )
+    wsd = p.wsd_probe_match(
+        "urn:uuid:axis-0001", f"http://{AXIS_IP}/onvif/device_service", "AXIS", "P3265-LV"
+    )
+    out.append(
+        (t0 + 20 * ms, synth.udp4_frame(AXIS_MAC, p.MCAST_MAC, AXIS_IP, "239.255.255.250", 3702, 3702, wsd))
+    )
+    # EZVIZ phone-home by name, then XML "STUN" and UPnP.
+    q = "litedev.ezvizlife.com"
+    out += p.udp_pair(
+        shape.start_ns + 1500 * ms,
+        cam1,
+        GW_MAC,
+        cam1_ip,
+        GW_IP,
+        40100,
+        53,
+        p.dns_query(0x2001, q),
+        p.dns_answer(0x2001, q, EZVIZ_CLOUD),
+    )
+    xml = (
+        b'<?xml version="1.0" encoding="utf-8"?>\n<Request>\n<Command>NatQuery</Command>\n'
+        b"<DevSerial>Q00000001</DevSerial>\n<LocalIP>10.20.0.11</LocalIP>\n<LocalPort>40112</LocalPort>\n</Request>\n"
+    )
+    out += p.udp_pair(t0 + 2 * NS, cam1, GW_MAC, cam1_ip, p.EZVIZ_STUN, 40112, 6002, xml, None)
+    search = (
+        b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: 2\r\n'
+        b"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n"
+    )
+    out.append(
+        (t0 + 3 * NS, synth.udp4_frame(cam1, p.MCAST_MAC, cam1_ip, "239.255.255.250", 40200, 1900, search))
+    )
+    soap_body = (
+        '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>'
+        '<u:AddPortMapping xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1">'
+        "<NewRemoteHost></NewRemoteHost><NewExternalPort>8000</NewExternalPort><NewProtocol>TCP</NewProtocol>"
+        f"<NewInternalPort>8000</NewInternalPort><NewInternalClient>{cam1_ip}</NewInternalClient>"
+        "<NewEnabled>1</NewEnabled><NewPortMappingDescription>HIKVISION</NewPortMappingDescription>"
+        "<NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>"
+    )
+    soap = (
+        f'POST /ctl/IPConn HTTP/1.1\r\nHOST: {GW_IP}:49152\r\nCONTENT-TYPE: text/xml; charset="utf-8"\r\n'
+        f'SOAPACTION: "urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"\r\n'
+        f"CONTENT-LENGTH: {len(soap_body)}\r\n\r\n{soap_body}"
+    ).encode()
+    out += p.tcp_exchange(
+        t0 + 3 * NS + 100 * ms,
+        cam1,
+        GW_MAC,
+        cam1_ip,
+        GW_IP,
+        40300,
+        49152,
+        [(soap, b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 0\r\n\r\n")],
+    )
+    # Dahua Easy4IP: the cloud by name (its DHGET on udp/8800 is in control_events).
+    q = "www.easy4ipcloud.com"
+    out += p.udp_pair(
+        shape.start_ns + 2500 * ms,
+        DAHUA_MAC,
+        GW_MAC,
+        DAHUA_IP,
+        GW_IP,
+        40400,
+        53,
+        p.dns_query(0x2002, q),
+        p.dns_answer(0x2002, q, EASY4IP),
+    )
+    # Xiongmai: hard-coded public resolvers.
+    q = "pub-cfg.secu100.net"
+    for k, resolver in enumerate(("114.114.114.114", "8.8.8.8")):
+        out += p.udp_pair(
+            t0 + (5 + k) * NS,
+            p.XM_MAC,
+            GW_MAC,
+            p.XM_IP,
+            resolver,
+            40500 + k,
+            53,
+            p.dns_query(0x2003 + k, q),
+            p.dns_answer(0x2003 + k, q, "203.0.113.99"),
+        )
+    # The recorder opens the Xiongmai camera's web page: its banner says who made it.
+    page = b"HTTP/1.1 200 OK\r\nServer: uc-httpd 1.0.0\r\nContent-Length: 0\r\n\r\n"
+    out += p.tcp_exchange(
+        t0 + 6500 * ms,
+        REC_MAC,
+        p.XM_MAC,
+        REC_IP,
+        p.XM_IP,
+        47000,
+        80,
+        [(b"GET / HTTP/1.1\r\nHost: 10.20.0.42\r\n\r\n", page)],
+    )
+    # A stranger on the office network pulls camera 2's stream description.
+    out += p.rtsp_session(
+        t0 + 7 * NS, PC_MAC, cam2, PC_IP, cam2_ip, 45000, "Hikvision-Webs", 0, 0, ("DESCRIBE",)
+    )
+    # An off-site client sets up camera 2's stream; the camera then sends RTP to it.
+    out += p.rtsp_session(
+        t0 + 8 * NS,
+        GW_MAC,
+        cam2,
+        p.OFFSITE_VIEWER,
+        cam2_ip,
+        46000,
+        "Hikvision-Webs",
+        6970,
+        8200,
+        ("SETUP", "PLAY"),
+    )
+    rtp = synth.RtpTemplate(cam2, GW_MAC, cam2_ip, p.OFFSITE_VIEWER, 8200, 6970, 1200, 0xBEEF)
+    out += [(t0 + 9 * NS + k * 20 * ms, rtp.frame(k, k * 3600)) for k in range(50)]
+    return out
+
+
 def video_streams(shape: SiteShape) -> Iterator[tuple[int, bytes]]:
     """RTP from every camera to the recorder, merged in time order."""
     cams = [(hik_mac(n), hik_ip(n)) for n in range(1, shape.hik_cameras + 1)]
@@ -145,9 +289,10 @@ def video_streams(shape: SiteShape) -> Iterator[tuple[int, bytes]]:
     yield from heapq.merge(*(stream(i, mac, ip) for i, (mac, ip) in enumerate(cams)), key=lambda e: e[0])
 
 
-def site_packets(shape: SiteShape) -> Iterator[tuple[int, bytes]]:
-    """Every packet of the site, in time order."""
-    control = sorted(control_events(shape), key=lambda e: e[0])
+def site_packets(shape: SiteShape, personas_on: bool = True) -> Iterator[tuple[int, bytes]]:
+    """Every packet of the site, in time order (with the vendor personas unless told not to)."""
+    events = control_events(shape) + (persona_events(shape) if personas_on else [])
+    control = sorted(events, key=lambda e: e[0])
     yield from heapq.merge(control, video_streams(shape), key=lambda e: e[0])
 
 

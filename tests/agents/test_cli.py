@@ -46,7 +46,10 @@ def test_replay_writes_alerts_flows_and_inventory(demo: Path, tmp_path: Path) ->
     )
     assert res.returncode == 0, res.stderr
     alerts = [json.loads(line) for line in res.stdout.splitlines()]
-    assert {a["rule"]["id"] for a in alerts} == {"device.new", "egress.unexpected_destination"}
+    assert {a["rule"]["id"] for a in alerts} == {
+        "device.new", "egress.unexpected_destination", "dns.vendor_cloud", "dns.resolver_bypass",
+        "p2p.nat_traversal", "upnp.port_mapping", "stream.unauthorized_client", "stream.egress",
+    }  # fmt: skip
     for a in alerts:
         assert a["observer"]["name"] == "depot-7/replay"
         assert a["event"]["kind"] == "alert" and a["message"]
@@ -73,7 +76,7 @@ def test_replay_writes_alerts_flows_and_inventory(demo: Path, tmp_path: Path) ->
     assert all(keys <= set(d) for d in inventory)
     # The summary on stderr: packets, flows, devices by vendor, alerts by rule, time taken.
     assert "packets" in res.stderr and "flows" in res.stderr and "Hikvision 3" in res.stderr
-    assert "egress.unexpected_destination 3" in res.stderr and " s (" in res.stderr
+    assert "egress.unexpected_destination 7" in res.stderr and " s (" in res.stderr
     # Piped stderr gets no progress line.
     assert "\r" not in res.stderr
 
@@ -81,9 +84,11 @@ def test_replay_writes_alerts_flows_and_inventory(demo: Path, tmp_path: Path) ->
 def test_alerts_to_a_file_and_stdout_stays_empty(demo: Path, tmp_path: Path) -> None:
     res = camwatch("replay", demo, "--alerts", tmp_path / "a.jsonl")
     assert res.returncode == 0 and res.stdout == ""
-    assert (
-        len((tmp_path / "a.jsonl").read_text().splitlines()) == 7
-    )  # default policy: 4 device.new + 3 egress
+    rules = [json.loads(line)["rule"]["id"] for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    # The default policy watches by vendor only: 5 watched devices (the Xiongmai board only once its
+    # web banner names it, after its DNS lookups), no resolver is configured.
+    assert rules.count("device.new") == 5 and rules.count("egress.unexpected_destination") == 5
+    assert "dns.resolver_bypass" not in rules and len(rules) == 18
 
 
 def test_truncated_capture_processes_everything_before_the_fault(demo: Path, tmp_path: Path) -> None:

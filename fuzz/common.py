@@ -1,0 +1,357 @@
+"""Shared fuzzing plumbing for the analyzers (not run by pytest).
+
+`run_fuzz(name, parse_fn, seeds, runs)` feeds `runs` inputs derived from `seeds` to `parse_fn` and returns a
+`FuzzResult`. An input passes when `parse_fn` returns or raises `AnalyzerError`; any other exception is a
+failure, recorded once per (exception type, innermost frame) with the first input that triggered it.
+
+Engines:
+- ``atheris`` (default when the package imports): coverage-guided libFuzzer, run in a forked child so a
+  crash, a hang (``-timeout``) or libFuzzer's own exit cannot take the caller down; the seeds are its
+  starting corpus and every loaded Python function is instrumented.
+- ``mutate``: a dependency-free mutator (bit flips, interesting bytes, insertions, deletions, duplicated
+  ranges, truncation, splicing, dictionary tokens); inputs that parse are added back to the pool so the
+  search goes deeper than the seeds. Deterministic for a given ``seed``.
+
+Each ``fuzz/fuzz_<module>.py`` exposes ``NAME``, ``parse(data)`` and ``seeds()``; run one with
+``python -m fuzz.fuzz_<module> [runs] [--engine E]`` and all with ``python -m fuzz.run_all`` (from the
+repository root; ``python fuzz/run_all.py`` works too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `monitor` and `tests` (the corpus readers) for seeds()
+
+from monitor.analyzers import AnalyzerError  # noqa: E402  (needs the path set above)
+
+ParseFn = Callable[[bytes], object]
+
+DEFAULT_RUNS = 200_000
+_MAX_EXAMPLE = 4096  # bytes of a failing input kept in the report
+_INTERESTING = (0x00, 0x01, 0x7F, 0x80, 0xFF, 0x3F, 0x40, 0xC0, 0x20, 0x0A, 0x0D, 0x3C, 0x3E, 0x22)
+_TOKENS = (
+    b"\x00",
+    b"\xff\xff",
+    b"\xc0\x0c",
+    b"<",
+    b">",
+    b"</",
+    b"/>",
+    b"&",
+    b"&amp;",
+    b"<![CDATA[",
+    b"<!DOCTYPE x>",
+    b"\r\n",
+    b"\r\n\r\n",
+    b":",
+    b'"',
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"\\u0000",
+    b"%",
+    b"\xef\xbb\xbf",
+)
+
+
+@dataclass
+class Failure:
+    """One distinct bug: the exception type and where it was raised, with the first input seen."""
+
+    exc_type: str
+    message: str
+    where: str
+    example: bytes
+    count: int = 1
+
+    def __str__(self) -> str:
+        head = f"{self.exc_type} at {self.where} (x{self.count}): {self.message[:120]}"
+        return f"{head} input={self.example[:64]!r}"
+
+
+@dataclass
+class FuzzResult:
+    """What a campaign did. `failures` is empty when every input passed."""
+
+    name: str
+    engine: str
+    inputs: int
+    seconds: float
+    failures: list[Failure] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """No failure and the campaign ran to the end."""
+        return not self.failures and not self.note
+
+    def __str__(self) -> str:
+        rate = self.inputs / self.seconds if self.seconds else 0.0
+        head = (
+            f"{self.name}: {self.inputs} inputs in {self.seconds:.1f} s ({rate:.0f}/s, {self.engine}), "
+            f"{len(self.failures)} distinct failure(s)"
+        )
+        lines = [head] + [f"  - {f}" for f in self.failures]
+        if self.note:
+            lines.append(f"  note: {self.note}")
+        return "\n".join(lines)
+
+
+class _Recorder:
+    """Distinct failures keyed by (type, innermost frame)."""
+
+    def __init__(self) -> None:
+        self.failures: dict[tuple[str, str], Failure] = {}
+
+    def check(self, parse_fn: ParseFn, data: bytes) -> bool:
+        """Run one input; True when it parsed, False when it was refused (or failed)."""
+        try:
+            parse_fn(data)
+        except AnalyzerError:
+            return False
+        except Exception as exc:  # the point of fuzzing: anything else is a bug
+            self.add(exc, data)
+            return False
+        return True
+
+    def add(self, exc: BaseException, data: bytes) -> None:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        key = (type(exc).__name__, where)
+        if key in self.failures:
+            self.failures[key].count += 1
+        else:
+            self.failures[key] = Failure(type(exc).__name__, str(exc), where, data[:_MAX_EXAMPLE])
+
+
+class Mutator:
+    """Seeded byte-level mutations of a pool of inputs."""
+
+    def __init__(self, seeds: Sequence[bytes], rng: random.Random, tokens: Sequence[bytes] = _TOKENS) -> None:
+        self.pool = list(dict.fromkeys(seeds)) or [b""]
+        self.rng = rng
+        self.tokens = tokens
+
+    def mutate(self, data: bytes) -> bytes:
+        rng = self.rng
+        buf = bytearray(data)
+        for _ in range(rng.choice((1, 1, 2, 3, 4, 8))):
+            op = rng.randrange(10)
+            pos = rng.randrange(len(buf) + 1)
+            if op == 0 and buf:  # flip a bit
+                i = min(pos, len(buf) - 1)
+                buf[i] ^= 1 << rng.randrange(8)
+            elif op == 1 and buf:  # set an interesting or random byte
+                i = min(pos, len(buf) - 1)
+                buf[i] = rng.choice(_INTERESTING) if rng.random() < 0.6 else rng.randrange(256)
+            elif op == 2:  # insert random bytes
+                buf[pos:pos] = rng.randbytes(rng.choice((1, 1, 2, 4, 16)))
+            elif op == 3 and buf:  # delete a range
+                del buf[pos : pos + rng.choice((1, 1, 2, 4, 16, 64))]
+            elif op == 4 and buf:  # duplicate a range elsewhere
+                start = rng.randrange(len(buf))
+                chunk = buf[start : start + rng.choice((1, 2, 4, 16, 64))]
+                buf[pos:pos] = chunk
+            elif op == 5 and buf:  # truncate
+                del buf[rng.randrange(len(buf)) :]
+            elif op == 6:  # splice with another input
+                other = rng.choice(self.pool)
+                cut = rng.randrange(len(other) + 1)
+                buf[pos:] = other[cut:]
+            elif op == 7:  # dictionary token
+                buf[pos:pos] = rng.choice(self.tokens)
+            elif op == 8 and len(buf) >= 2:  # 16-bit field to an extreme (lengths, counts, pointers)
+                i = min(pos, len(buf) - 2)
+                buf[i : i + 2] = rng.choice((b"\x00\x00", b"\xff\xff", b"\x7f\xff", b"\x80\x00", b"\x00\x01"))
+            elif op == 9 and buf:  # overwrite with a copy of another part
+                src = rng.randrange(len(buf))
+                n = rng.choice((1, 2, 4, 8))
+                buf[pos : pos + n] = buf[src : src + n]
+        return bytes(buf)
+
+    def next_input(self) -> bytes:
+        return self.mutate(self.rng.choice(self.pool))
+
+
+def _run_mutate(name: str, parse_fn: ParseFn, seeds: Sequence[bytes], runs: int, seed: int) -> FuzzResult:
+    rec = _Recorder()
+    mut = Mutator(seeds, random.Random(seed))
+    start = time.perf_counter()
+    done = 0
+    for data in mut.pool[:runs]:  # the seeds themselves first
+        rec.check(parse_fn, data)
+        done += 1
+    while done < runs:
+        data = mut.next_input()
+        if rec.check(parse_fn, data) and len(mut.pool) < 2000 and data not in mut.pool:
+            mut.pool.append(data)  # accepted inputs are the best starting points for deeper mutations
+        done += 1
+    return FuzzResult(name, "mutate", done, time.perf_counter() - start, list(rec.failures.values()))
+
+
+_DONE_RE = re.compile(rb"Done (\d+) runs in (\d+) second")
+
+
+def _run_atheris(
+    name: str, parse_fn: ParseFn, seeds: Sequence[bytes], runs: int, seed: int, timeout_s: int
+) -> FuzzResult:
+    with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as tmp:
+        work = Path(tmp)
+        corpus = work / "corpus"
+        corpus.mkdir()
+        for i, data in enumerate(dict.fromkeys(seeds)):
+            (corpus / f"seed{i:05d}").write_bytes(data)
+        fail_log = work / "failures.jsonl"
+        out_log = work / "libfuzzer.log"
+        max_len = min(max(1024, 2 * max((len(s) for s in seeds), default=0)), 16384)
+        args = [
+            f"fuzz-{name}",
+            f"-runs={runs}",
+            f"-seed={seed or 1}",
+            f"-max_len={max_len}",
+            f"-timeout={timeout_s}",
+            "-rss_limit_mb=2048",
+            f"-artifact_prefix={work}/",
+            str(corpus),
+        ]
+        start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            code = 3
+            try:
+                fd = os.open(out_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                atheris: Any = importlib.import_module("atheris")
+                rec = _Recorder()
+
+                def one_input(data: bytes) -> None:
+                    before = sum(f.count for f in rec.failures.values())
+                    rec.check(parse_fn, data)
+                    if sum(f.count for f in rec.failures.values()) != before:
+                        with fail_log.open("w") as fh:
+                            for f in rec.failures.values():
+                                fh.write(
+                                    json.dumps(
+                                        {
+                                            "type": f.exc_type,
+                                            "message": f.message,
+                                            "where": f.where,
+                                            "example": f.example.hex(),
+                                            "count": f.count,
+                                        }
+                                    )
+                                    + "\n"
+                                )
+
+                atheris.instrument_all()
+                atheris.Setup(args, one_input)
+                atheris.Fuzz()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        seconds = time.perf_counter() - start
+        log = out_log.read_bytes() if out_log.exists() else b""
+        failures: list[Failure] = []
+        if fail_log.exists():
+            for line in fail_log.read_text().splitlines():
+                d = json.loads(line)
+                failures.append(
+                    Failure(d["type"], d["message"], d["where"], bytes.fromhex(d["example"]), d["count"])
+                )
+        m = _DONE_RE.search(log)
+        inputs = int(m.group(1)) if m else 0
+        note = ""
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 or m is None:
+            crash = next(work.glob("crash-*"), None) or next(work.glob("timeout-*"), None)
+            tail = log.decode("utf-8", "replace").strip().splitlines()[-6:]
+            note = f"libFuzzer exited with {code}: " + " | ".join(tail)
+            if crash is not None:
+                failures.append(
+                    Failure("crash/timeout", " | ".join(tail)[-300:], crash.name, crash.read_bytes())
+                )
+        return FuzzResult(name, "atheris", inputs, seconds, failures, note)
+
+
+def have_atheris() -> bool:
+    """True when the atheris package imports."""
+    try:
+        importlib.import_module("atheris")
+    except ImportError:
+        return False
+    return True
+
+
+def run_fuzz(
+    name: str,
+    parse_fn: ParseFn,
+    seeds: list[bytes],
+    runs: int = DEFAULT_RUNS,
+    *,
+    engine: str = "auto",
+    seed: int = 0,
+    timeout_s: int = 10,
+) -> FuzzResult:
+    """Fuzz `parse_fn` with `runs` inputs grown from `seeds`; only AnalyzerError may escape it."""
+    if engine == "auto":
+        engine = "atheris" if have_atheris() else "mutate"
+    if engine == "atheris":
+        return _run_atheris(name, parse_fn, seeds, runs, seed, timeout_s)
+    if engine == "mutate":
+        return _run_mutate(name, parse_fn, seeds, runs, seed)
+    raise ValueError(f"unknown fuzz engine {engine!r} (auto, atheris, mutate)")
+
+
+def quiet_corpus_warnings() -> None:
+    """Silence the capture reader's warnings about odd corpus files while seeds are extracted."""
+    logging.basicConfig(level=logging.ERROR)
+
+
+def arg_parser(description: str) -> argparse.ArgumentParser:
+    """The options every fuzz script accepts."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("runs_pos", nargs="?", type=int, help="inputs to run (same as --runs)")
+    ap.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"inputs to run (default {DEFAULT_RUNS})")
+    ap.add_argument("--engine", choices=("auto", "atheris", "mutate"), default="auto")
+    ap.add_argument("--seed", type=int, default=0, help="random seed (0: libFuzzer picks one for atheris)")
+    ap.add_argument("--timeout", type=int, default=10, help="seconds one input may take (atheris)")
+    return ap
+
+
+def main(
+    name: str, parse_fn: ParseFn, seeds: Callable[[], list[bytes]], argv: list[str] | None = None
+) -> int:
+    """CLI of one fuzz script: prints the result, exits 1 on any failure."""
+    args = arg_parser(f"fuzz the {name} analyzer").parse_args(argv)
+    quiet_corpus_warnings()
+    runs = args.runs_pos if args.runs_pos is not None else args.runs
+    with contextlib.suppress(BrokenPipeError):
+        result = run_fuzz(
+            name, parse_fn, seeds(), runs, engine=args.engine, seed=args.seed, timeout_s=args.timeout
+        )
+        print(result)
+        return 0 if result.ok else 1
+    return 1

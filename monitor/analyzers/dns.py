@@ -1,0 +1,272 @@
+"""DNS messages (RFC 1035) as carried over UDP and TCP; also mDNS (RFC 6762, port 5353) and LLMNR (RFC 4795).
+
+`parse(data)` reads one message: header, questions and the answer, authority and additional records.
+Names are lower-cased with no trailing dot ("" is the root). Record values are text: the address for
+A/AAAA, the target name for CNAME/PTR/NS/DNAME/MX/SRV, the primary server for SOA, the character-strings
+joined by spaces for TXT (each one is also in `DnsRecord.txt`), and the RDATA in hex for other types.
+
+Name compression is followed with loop protection: every pointer must go strictly backwards from where
+the current run of labels started, so a chain always terminates; a name longer than 255 octets (wire
+form) is rejected. Bytes after the last record are ignored (some stacks pad).
+
+`split_tcp_messages` cuts a TCP byte stream into messages using the 2-byte length prefix (RFC 1035 4.2.2).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from monitor.analyzers import AnalyzerError
+
+PROTOCOL = "dns"
+
+HEADER_LEN = 12
+MAX_NAME_WIRE = 255  # RFC 1035 2.3.4, counting the length octets and the final zero
+_MAX_POINTERS = 128  # backward-only pointers already bound the chain; this bounds the work too
+
+TYPE_A = 1
+TYPE_NS = 2
+TYPE_CNAME = 5
+TYPE_SOA = 6
+TYPE_PTR = 12
+TYPE_HINFO = 13
+TYPE_MX = 15
+TYPE_TXT = 16
+TYPE_AAAA = 28
+TYPE_SRV = 33
+TYPE_DNAME = 39
+TYPE_OPT = 41
+TYPE_SPF = 99
+
+_NAME_TYPES = frozenset({TYPE_NS, TYPE_CNAME, TYPE_PTR, TYPE_DNAME})
+_TEXT_TYPES = frozenset({TYPE_TXT, TYPE_SPF})
+
+_HEADER = struct.Struct("!HHHHHH")
+_RR_FIXED = struct.Struct("!HHIH")
+_Q_FIXED = struct.Struct("!HH")
+
+Question = tuple[str, int, int]  # (name, qtype, qclass); mDNS keeps its unicast-response bit in qclass
+
+
+def _error(reason: str) -> AnalyzerError:
+    return AnalyzerError(PROTOCOL, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """One resource record. `value` is text (see the module docstring); `txt` holds TXT strings."""
+
+    name: str
+    rtype: int
+    ttl: int
+    value: str
+    txt: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DnsMessage:
+    """One DNS message. `flags` is the raw 16-bit flags word (QR, opcode, AA, TC, RD, RA, Z, rcode)."""
+
+    id: int
+    is_response: bool
+    opcode: int
+    rcode: int
+    questions: tuple[Question, ...]
+    answers: tuple[DnsRecord, ...]
+    authority: tuple[DnsRecord, ...] = ()
+    additional: tuple[DnsRecord, ...] = ()
+    flags: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """The TC bit: the sender cut the message to fit the transport."""
+        return bool(self.flags & 0x0200)
+
+    @classmethod
+    def parse(cls, data: bytes) -> DnsMessage:
+        """Parse one message; raises AnalyzerError when it is malformed or truncated."""
+        return parse(data)
+
+
+def _text(raw: bytes) -> str:
+    # Labels and strings are octets; most are ASCII. Keep the rest visible as \\xHH, as Zeek does.
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def read_name(data: bytes, pos: int) -> tuple[str, int]:
+    """Read a possibly compressed name at `pos`; returns (name, offset just after it in the message)."""
+    labels: list[str] = []
+    end: int | None = None  # where the name ends in the message: after the first pointer
+    floor = pos  # pointers must land strictly before this, which only ever decreases
+    wire = 0
+    hops = 0
+    n = len(data)
+    while True:
+        if pos >= n:
+            raise _error(f"name runs past the end of the message at {pos}")
+        length = data[pos]
+        kind = length & 0xC0
+        if kind == 0xC0:
+            if pos + 1 >= n:
+                raise _error(f"compression pointer cut at {pos}")
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if end is None:
+                end = pos + 2
+            hops += 1
+            if target >= floor or hops > _MAX_POINTERS:
+                raise _error(f"compression pointer at {pos} to {target} does not point backwards (loop)")
+            pos = floor = target
+            continue
+        if kind != 0:
+            raise _error(f"unsupported label type 0x{length:02x} at {pos}")
+        wire += length + 1
+        if wire > MAX_NAME_WIRE:
+            raise _error(f"name longer than {MAX_NAME_WIRE} octets")
+        if length == 0:
+            return ".".join(labels).lower(), (end if end is not None else pos + 1)
+        start = pos + 1
+        pos = start + length
+        if pos > n:
+            raise _error(f"label runs past the end of the message at {start}")
+        labels.append(_text(data[start:pos]))
+
+
+def _character_strings(rdata: bytes) -> tuple[str, ...]:
+    out: list[str] = []
+    pos = 0
+    while pos < len(rdata):
+        length = rdata[pos]
+        end = pos + 1 + length
+        if end > len(rdata):
+            raise _error("TXT character-string runs past its RDATA")
+        out.append(_text(rdata[pos + 1 : end]))
+        pos = end
+    return tuple(out)
+
+
+def _rdata_name(data: bytes, pos: int, end: int, skip: int = 0) -> str:
+    name, after = read_name(data, pos + skip)
+    if after > end:
+        raise _error("name in RDATA runs past RDLENGTH")
+    return name
+
+
+def _record(data: bytes, pos: int) -> tuple[DnsRecord, int]:
+    name, pos = read_name(data, pos)
+    if pos + _RR_FIXED.size > len(data):
+        raise _error(f"record header cut at {pos}")
+    rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
+    start = pos + _RR_FIXED.size
+    end = start + rdlength
+    if end > len(data):
+        raise _error(f"RDATA of {rdlength} bytes runs past the end of the message")
+    rdata = data[start:end]
+    txt: tuple[str, ...] = ()
+    if rtype == TYPE_A:
+        if rdlength != 4:
+            raise _error(f"A record with {rdlength} bytes of RDATA")
+        value = str(ipaddress.IPv4Address(rdata))
+    elif rtype == TYPE_AAAA:
+        if rdlength != 16:
+            raise _error(f"AAAA record with {rdlength} bytes of RDATA")
+        value = str(ipaddress.IPv6Address(rdata))
+    elif rtype in _NAME_TYPES or rtype == TYPE_SOA:
+        value = _rdata_name(data, start, end)
+    elif rtype == TYPE_MX:
+        if rdlength < 3:
+            raise _error("MX RDATA too short")
+        value = _rdata_name(data, start, end, skip=2)
+    elif rtype == TYPE_SRV:
+        if rdlength < 7:
+            raise _error("SRV RDATA too short")
+        value = _rdata_name(data, start, end, skip=6)
+    elif rtype in _TEXT_TYPES:
+        txt = _character_strings(rdata)
+        value = " ".join(txt)
+    else:
+        value = rdata.hex()
+    return DnsRecord(name, rtype, ttl, value, txt), end
+
+
+def _check_counts(data: bytes) -> tuple[int, int, int, int, int, int]:
+    if len(data) < HEADER_LEN:
+        raise _error(f"message of {len(data)} bytes is shorter than the {HEADER_LEN}-byte header")
+    ident, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
+    # Cheapest possible sizes: a question is a root name + 4 bytes, a record a root name + 10 bytes.
+    if HEADER_LEN + qd * 5 + (an + ns + ar) * 11 > len(data):
+        raise _error(f"counts qd={qd} an={an} ns={ns} ar={ar} cannot fit in {len(data)} bytes")
+    return ident, flags, qd, an, ns, ar
+
+
+def parse(data: bytes) -> DnsMessage:
+    """Parse one DNS message (UDP payload, or one TCP message without its length prefix)."""
+    ident, flags, qd, an, ns, ar = _check_counts(data)
+    pos = HEADER_LEN
+    questions: list[Question] = []
+    for _ in range(qd):
+        qname, pos = read_name(data, pos)
+        if pos + _Q_FIXED.size > len(data):
+            raise _error(f"question cut at {pos}")
+        qtype, qclass = _Q_FIXED.unpack_from(data, pos)
+        pos += _Q_FIXED.size
+        questions.append((qname, qtype, qclass))
+    sections: list[tuple[DnsRecord, ...]] = []
+    for count in (an, ns, ar):
+        records: list[DnsRecord] = []
+        for _ in range(count):
+            record, pos = _record(data, pos)
+            records.append(record)
+        sections.append(tuple(records))
+    return DnsMessage(
+        id=ident,
+        is_response=bool(flags & 0x8000),
+        opcode=(flags >> 11) & 0xF,
+        rcode=flags & 0xF,
+        questions=tuple(questions),
+        answers=sections[0],
+        authority=sections[1],
+        additional=sections[2],
+        flags=flags,
+    )
+
+
+def looks_like(payload: bytes) -> bool:
+    """Cheap check: a header whose counts fit in the payload, a known opcode, and a question in a query."""
+    try:
+        _ident, flags, qd, an, ns, ar = _check_counts(payload)
+    except AnalyzerError:
+        return False
+    opcode = (flags >> 11) & 0xF
+    if opcode not in (0, 1, 2, 4, 5, 6):
+        return False
+    if qd + an + ns + ar == 0:
+        return False
+    # mDNS queries may carry known answers, so only require that a query asks something.
+    return bool(flags & 0x8000) or qd >= 1
+
+
+def split_tcp_messages(stream: bytes, *, partial_ok: bool = False) -> list[bytes]:
+    """Cut a DNS-over-TCP byte stream into messages (each was prefixed by its 2-byte length).
+
+    A last message cut short raises AnalyzerError, unless `partial_ok`, when it is left out.
+    """
+    out: list[bytes] = []
+    pos = 0
+    n = len(stream)
+    while pos < n:
+        if pos + 2 > n:
+            if partial_ok:
+                break
+            raise _error("TCP stream ends inside a length prefix")
+        length = int.from_bytes(stream[pos : pos + 2], "big")
+        start = pos + 2
+        end = start + length
+        if end > n:
+            if partial_ok:
+                break
+            raise _error(f"TCP stream ends inside a {length}-byte message")
+        out.append(stream[start:end])
+        pos = end
+    return out

@@ -1,0 +1,618 @@
+"""HTTP/1.x message heads: request line, status line and the few header fields camwatch reads.
+
+Cameras and recorders give themselves away in HTTP: the ``Server`` field (``App-webs/``,
+``Hikvision-Webs``, ``DNVRS-Webs``, ``uc-httpd``) and the realm of a ``WWW-Authenticate`` challenge
+(``Hikvision``, ``DH_<MAC>``) name the firmware; ``Host``, ``User-Agent`` and ``SOAPAction`` tell where a
+device goes and what it asks for (UPnP ``AddPortMapping``).
+
+:func:`parse` reads the head at the start of one TCP segment, complete or not;
+:class:`HttpStreamParser` follows one direction of a connection segment by segment, skipping bodies.
+The generic pieces (:class:`Headers`, :func:`split_head`, :func:`parse_challenges`) are shared with
+the RTSP analyzer, whose messages have the same syntax.
+
+Credentials are never kept: ``Authorization``, ``Proxy-Authorization``, ``Cookie`` and ``Set-Cookie``
+values are dropped (only the authorization scheme survives) and password parameters of request
+targets are masked (:func:`redact_url`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from monitor.analyzers import AnalyzerError
+
+__all__ = [
+    "MAX_HEAD",
+    "Challenge",
+    "Headers",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpStreamParser",
+    "MessageHead",
+    "looks_like",
+    "parse",
+    "parse_challenges",
+    "parse_from_head",
+    "parse_request_line",
+    "parse_status_line",
+    "redact_url",
+    "safe_headers",
+    "split_head",
+]
+
+PROTOCOL: Final = "http"
+MAX_HEAD: Final = 16384  # bytes of a head kept at most (the stream parser's buffer bound)
+MAX_FIELDS: Final = 128  # header fields per message; more is garbage or an attack
+_MAX_CHUNK_LINE: Final = 1024
+
+# Header fields whose values are credentials or session secrets.
+SENSITIVE_FIELDS: Final = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+_METHODS: Final = (
+    b"GET",
+    b"POST",
+    b"HEAD",
+    b"PUT",
+    b"DELETE",
+    b"OPTIONS",
+    b"PATCH",
+    b"TRACE",
+    b"CONNECT",
+    # UPnP/GENA over TCP (event subscriptions, notifications): cameras use them.
+    b"SUBSCRIBE",
+    b"UNSUBSCRIBE",
+    b"NOTIFY",
+    b"M-SEARCH",
+)
+_LOOKS_LIKE_REQUEST: Final = tuple(m + b" " for m in _METHODS)
+_TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSION_RE: Final = re.compile(r"([A-Z]+)/([0-9])\.([0-9])")
+_STATUS_RE: Final = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: (.*))?")
+_TOKEN68_RE: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_CTL_RE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """Header fields in wire order with names as sent; lookups ignore case."""
+
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str) -> str | None:
+        """Value of the first field called ``name``, or None."""
+        key = name.lower()
+        for field_name, value in self.fields:
+            if field_name.lower() == key:
+                return value
+        return None
+
+    def get_all(self, name: str) -> tuple[str, ...]:
+        """Values of every field called ``name``, in order."""
+        key = name.lower()
+        return tuple(value for field_name, value in self.fields if field_name.lower() == key)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageHead:
+    """A start line and the header fields after it.
+
+    ``length`` counts the bytes taken: the whole head with its blank line when ``complete``, else the
+    complete lines read so far. Sensitive values are still here; callers drop them.
+    """
+
+    start_line: bytes
+    headers: Headers
+    length: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One authentication challenge of a ``WWW-Authenticate`` field (scheme as sent, params lowercased)."""
+
+    scheme: str
+    params: tuple[tuple[str, str], ...] = ()
+    token68: str | None = None
+
+    @property
+    def realm(self) -> str | None:
+        """The ``realm`` parameter, if any."""
+        for name, value in self.params:
+            if name == "realm":
+                return value
+        return None
+
+
+def _line_end(data: bytes, start: int, limit: int) -> int:
+    """Index of the LF ending the line that starts at ``start`` (searching below ``limit``), or -1."""
+    return data.find(b"\n", start, limit)
+
+
+def split_head(data: bytes, protocol: str = PROTOCOL, max_head: int = MAX_HEAD) -> MessageHead:
+    """Split the head at the start of ``data`` into its start line and header fields.
+
+    Lines end in CRLF or a bare LF (embedded servers send both). Only the first ``max_head`` bytes
+    are read; a head that does not end there comes back with ``complete=False``. Raises
+    :class:`AnalyzerError` when the start line is incomplete or a field line is malformed.
+    """
+    limit = min(len(data), max_head)
+    eol = _line_end(data, 0, limit)
+    if eol < 0:
+        if len(data) >= max_head:
+            raise AnalyzerError(protocol, f"start line longer than {max_head} bytes")
+        raise AnalyzerError(protocol, "incomplete start line")
+    start_line = data[:eol].removesuffix(b"\r")
+    if not start_line:
+        raise AnalyzerError(protocol, "empty start line")
+    fields: list[tuple[str, str]] = []
+    pos = eol + 1
+    while True:
+        eol = _line_end(data, pos, limit)
+        if eol < 0:
+            return MessageHead(start_line, Headers(tuple(fields)), pos, False)
+        line = data[pos:eol].removesuffix(b"\r")
+        pos = eol + 1
+        if not line:
+            return MessageHead(start_line, Headers(tuple(fields)), pos, True)
+        if line[0] in b" \t":
+            # obs-fold: a continuation of the previous field's value (RFC 9112 5.2).
+            if not fields:
+                raise AnalyzerError(protocol, "continuation line before any header field")
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value} {line.strip().decode('latin-1')}".strip())
+            continue
+        name_b, colon, value_b = line.partition(b":")
+        if not colon:
+            raise AnalyzerError(protocol, f"header line without a colon at byte {pos - len(line) - 1}")
+        name_b = name_b.rstrip(b" \t")  # RFC 9112 forbids the space, but some cameras send "CSeq : 1"
+        if _TOKEN_RE.fullmatch(name_b) is None:
+            raise AnalyzerError(protocol, f"invalid header field name {name_b[:40]!r}")
+        value_b = value_b.strip(b" \t")
+        if _CTL_RE.search(value_b) is not None:
+            raise AnalyzerError(protocol, f"control character in the value of {name_b[:40]!r}")
+        if len(fields) >= MAX_FIELDS:
+            raise AnalyzerError(protocol, f"more than {MAX_FIELDS} header fields")
+        fields.append((name_b.decode("ascii"), value_b.decode("latin-1")))
+
+
+def _skip_spaces(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    return pos
+
+
+def _read_token(text: str, pos: int) -> tuple[str, int]:
+    """A run of characters up to a separator (lenient: anything but space, comma, '=' and quote)."""
+    end = pos
+    while end < len(text) and text[end] not in ' \t,="':
+        end += 1
+    return text[pos:end], end
+
+
+def _read_quoted(text: str, pos: int) -> tuple[str, int]:
+    """A quoted-string starting at the opening quote; an unterminated one runs to the end."""
+    out: list[str] = []
+    pos += 1
+    while pos < len(text):
+        ch = text[pos]
+        if ch == '"':
+            return "".join(out), pos + 1
+        if ch == "\\" and pos + 1 < len(text):
+            pos += 1
+            ch = text[pos]
+        out.append(ch)
+        pos += 1
+    return "".join(out), pos
+
+
+def _read_param(text: str, pos: int) -> tuple[str, str, int] | None:
+    """``name = value`` at ``pos`` (after spaces), or None when what is there is not a parameter."""
+    name, after = _read_token(text, _skip_spaces(text, pos))
+    eq = _skip_spaces(text, after)
+    if not name or eq >= len(text) or text[eq] != "=":
+        return None
+    vpos = _skip_spaces(text, eq + 1)
+    if vpos < len(text) and text[vpos] == '"':
+        value, end = _read_quoted(text, vpos)
+    else:
+        value, end = _read_token(text, vpos)
+    # Tolerate junk up to the next comma (e.g. a trailing ';' seen on some DVRs).
+    comma = text.find(",", end)
+    return name.lower(), value, len(text) if comma < 0 else comma
+
+
+def parse_challenges(value: str) -> tuple[Challenge, ...]:
+    """The challenges of one ``WWW-Authenticate`` value (RFC 9110 11.6.1); lenient, never raises.
+
+    ``Basic realm="x", Digest realm="y", nonce="z"`` gives two challenges.
+    """
+    challenges: list[Challenge] = []
+    pos = 0
+    n = len(value)
+    while pos < n:
+        while pos < n and value[pos] in " \t,":
+            pos += 1
+        scheme, pos = _read_token(value, pos)
+        if not scheme:
+            # Not a token where a scheme must start: skip to the next comma.
+            comma = value.find(",", pos + 1)
+            pos = n if comma < 0 else comma
+            continue
+        params: list[tuple[str, str]] = []
+        token68: str | None = None
+        after_scheme = _skip_spaces(value, pos)
+        comma = value.find(",", after_scheme)
+        if _TOKEN68_RE.fullmatch(value[after_scheme : n if comma < 0 else comma].rstrip(" \t")):
+            first = None  # "NTLM TlRM...==": a token68 whose padding looks like "name="
+        else:
+            first = _read_param(value, after_scheme)
+        if first is None and after_scheme < n and value[after_scheme] not in ",":
+            # token68 (e.g. "Negotiate YII..."): up to the next comma.
+            comma = value.find(",", after_scheme)
+            end = n if comma < 0 else comma
+            token68 = value[after_scheme:end].strip() or None
+            pos = end
+        while first is not None:
+            name, pvalue, pos = first
+            params.append((name, pvalue))
+            # After a comma comes another parameter of this challenge or the next challenge's scheme.
+            nxt = pos + 1 if pos < n else n
+            while nxt < n and value[nxt] in " \t,":
+                nxt += 1
+            first = _read_param(value, nxt) if nxt < n else None
+            if first is None:
+                pos = nxt
+        challenges.append(Challenge(scheme, tuple(params), token68))
+    return tuple(challenges)
+
+
+_URL_USERINFO_RE: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
+# Password parameters in a path or query: Xiongmai puts "user=admin&password=..." in RTSP paths and some
+# CGI APIs take "?password=" in HTTP. ("auth=" stays: CVE-2017-7921's fixed token is a detection feature.)
+_URL_PASSWORD_RE: Final = re.compile(r"(?i)((?:^|[/?&;])(?:password|passwd|pwd|pass)=)[^&;/?#\s]*")
+
+
+def redact_url(url: str) -> str:
+    """``rtsp://admin:pw@h/user=admin&password=pw&ch=1`` -> ``rtsp://h/user=admin&password=***&ch=1``."""
+    url = _URL_USERINFO_RE.sub(r"\1", url, count=1)
+    return _URL_PASSWORD_RE.sub(r"\1***", url)
+
+
+def _content_length(headers: Headers, protocol: str) -> int | None:
+    values = headers.get_all("content-length")
+    if not values:
+        return None
+    # Repeated fields (or "10, 10") are allowed when they agree (RFC 9110 8.6).
+    parts = {p.strip() for v in values for p in v.split(",")}
+    if len(parts) != 1:
+        raise AnalyzerError(protocol, f"conflicting Content-Length values {sorted(parts)[:4]}")
+    text = parts.pop()
+    if not text.isascii() or not text.isdigit() or len(text) > 15:
+        raise AnalyzerError(protocol, f"invalid Content-Length {text[:20]!r}")
+    return int(text)
+
+
+def _is_chunked(headers: Headers) -> bool:
+    codings = [c.strip().lower() for v in headers.get_all("transfer-encoding") for c in v.split(",")]
+    return bool(codings) and codings[-1] == "chunked"
+
+
+def _scheme_of(value: str | None) -> str | None:
+    if value is None:
+        return None
+    scheme = value.strip().split(" ", 1)[0]
+    return scheme or None
+
+
+def _unquote(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def safe_headers(headers: Headers) -> Headers:
+    """``headers`` without the fields whose values are credentials."""
+    return Headers(tuple((n, v) for n, v in headers.fields if n.lower() not in SENSITIVE_FIELDS))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """An HTTP/1.x request head. ``complete`` is False when the segment ended inside the head."""
+
+    method: str
+    target: str
+    version: str
+    headers: Headers
+    host: str | None
+    user_agent: str | None
+    soap_action: str | None
+    content_length: int | None
+    chunked: bool
+    authorization_scheme: str | None
+    head_length: int
+    complete: bool
+
+    @classmethod
+    def parse(cls, data: bytes) -> HttpRequest:
+        """Parse the request head at the start of ``data``."""
+        return cls.from_head(split_head(data, PROTOCOL))
+
+    @classmethod
+    def from_head(cls, head: MessageHead) -> HttpRequest:
+        """Build a request from a split head (raises :class:`AnalyzerError` on a bad request line)."""
+        method, target, version = parse_request_line(head.start_line, PROTOCOL, "HTTP")
+        h = head.headers
+        return cls(
+            method=method,
+            target=redact_url(target),
+            version=version,
+            headers=safe_headers(h),
+            host=h.get("host"),
+            user_agent=h.get("user-agent"),
+            soap_action=_unquote(h.get("soapaction")),
+            content_length=_content_length(h, PROTOCOL),
+            chunked=_is_chunked(h),
+            authorization_scheme=_scheme_of(h.get("authorization")),
+            head_length=head.length,
+            complete=head.complete,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """An HTTP/1.x response head; ``challenges`` come from every ``WWW-Authenticate`` field."""
+
+    version: str
+    status: int
+    reason: str
+    headers: Headers
+    server: str | None
+    challenges: tuple[Challenge, ...]
+    content_length: int | None
+    chunked: bool
+    head_length: int
+    complete: bool
+
+    @property
+    def realm(self) -> str | None:
+        """The realm of the first challenge that has one."""
+        return next((c.realm for c in self.challenges if c.realm is not None), None)
+
+    @classmethod
+    def parse(cls, data: bytes) -> HttpResponse:
+        """Parse the response head at the start of ``data``."""
+        return cls.from_head(split_head(data, PROTOCOL))
+
+    @classmethod
+    def from_head(cls, head: MessageHead) -> HttpResponse:
+        """Build a response from a split head (raises :class:`AnalyzerError` on a bad status line)."""
+        version, status, reason = parse_status_line(head.start_line, PROTOCOL, b"HTTP")
+        h = head.headers
+        return cls(
+            version=version,
+            status=status,
+            reason=reason,
+            headers=safe_headers(h),
+            server=h.get("server"),
+            challenges=tuple(c for v in h.get_all("www-authenticate") for c in parse_challenges(v)),
+            content_length=_content_length(h, PROTOCOL),
+            chunked=_is_chunked(h),
+            head_length=head.length,
+            complete=head.complete,
+        )
+
+
+def parse_request_line(line: bytes, protocol: str, proto_name: str) -> tuple[str, str, str]:
+    """(method, target, version) of ``METHOD SP target SP NAME/d.d``; the target may hold spaces."""
+    method_b, sp, rest = line.partition(b" ")
+    target_b, sp2, version_b = rest.rpartition(b" ")
+    if not sp or not sp2 or not target_b.strip(b" "):
+        raise AnalyzerError(protocol, f"not a request line: {line[:60]!r}")
+    if _TOKEN_RE.fullmatch(method_b) is None:
+        raise AnalyzerError(protocol, f"invalid method {method_b[:20]!r}")
+    version = version_b.decode("latin-1")
+    m = _VERSION_RE.fullmatch(version)
+    if m is None or m.group(1) != proto_name:
+        raise AnalyzerError(protocol, f"invalid protocol version {version_b[:20]!r}")
+    if _CTL_RE.search(target_b) is not None:
+        raise AnalyzerError(protocol, "control character in the request target")
+    return method_b.decode("ascii"), target_b.strip(b" ").decode("latin-1"), version
+
+
+def parse_status_line(line: bytes, protocol: str, proto_name: bytes) -> tuple[str, int, str]:
+    """(version, status, reason) of ``NAME/d.d SP ddd [SP reason]``."""
+    if not line.startswith(proto_name + b"/"):
+        raise AnalyzerError(protocol, f"not a status line: {line[:60]!r}")
+    m = _STATUS_RE.fullmatch(b"HTTP" + line[len(proto_name) :])
+    if m is None:
+        raise AnalyzerError(protocol, f"invalid status line: {line[:60]!r}")
+    reason = (m.group(4) or b"").strip()
+    if _CTL_RE.search(reason) is not None:
+        raise AnalyzerError(protocol, "control character in the reason phrase")
+    version = f"{proto_name.decode('ascii')}/{m.group(1).decode()}.{m.group(2).decode()}"
+    return version, int(m.group(3)), reason.decode("latin-1")
+
+
+def parse(data: bytes) -> HttpRequest | HttpResponse:
+    """The request or response head at the start of one segment (``complete`` says if it ended)."""
+    return parse_from_head(split_head(data, PROTOCOL))
+
+
+def parse_from_head(head: MessageHead) -> HttpRequest | HttpResponse:
+    """A request or response from a split head."""
+    if head.start_line.startswith(b"HTTP/"):
+        return HttpResponse.from_head(head)
+    return HttpRequest.from_head(head)
+
+
+def looks_like(payload: bytes) -> bool:
+    """True when ``payload`` starts with a request line of a usual method or an ``HTTP/1.x`` status line."""
+    if payload.startswith(b"HTTP/1.") and len(payload) >= 9:
+        return payload[7:8].isdigit() and payload[8:9] == b" "
+    return payload.startswith(_LOOKS_LIKE_REQUEST)
+
+
+# Stream parser states.
+_HEAD: Final = 0
+_BODY: Final = 1  # fixed-length body: skip `_remaining` bytes
+_CHUNK_SIZE: Final = 2
+_CHUNK_DATA: Final = 3  # chunk data plus its CRLF: skip `_remaining` bytes
+_TRAILERS: Final = 4
+_OPAQUE: Final = 5  # the rest of the connection is not HTTP messages (body until close, upgrade, tunnel)
+_FAILED: Final = 6
+
+
+class HttpStreamParser:
+    """Follows one direction of an HTTP/1.x connection and returns each message head as it completes.
+
+    Sans-I/O: feed it the direction's TCP payloads in order. Bodies are skipped, never buffered
+    (``Content-Length`` and chunked framing are followed); at most ``max_buffer`` bytes of an
+    unfinished head or chunk line are kept. A response without a length runs to the end of the
+    connection, and so does anything after a ``101`` or a failure: the parser then only counts bytes.
+    It cannot know that a response answers a HEAD request; call :meth:`expect_no_body` before feeding
+    such a response when the caller tracks requests.
+    """
+
+    def __init__(self, max_buffer: int = MAX_HEAD) -> None:
+        if max_buffer < 64:
+            raise ValueError("max_buffer must be >= 64")
+        self.max_buffer = max_buffer
+        self._buf = b""
+        self._state = _HEAD
+        self._remaining = 0
+        self._no_body_next = 0
+        self.error: AnalyzerError | None = None
+        self.messages = 0
+        self.body_bytes = 0
+        self.ignored_bytes = 0
+
+    @property
+    def opaque(self) -> bool:
+        """True once the rest of the stream is not parsed (body until close, upgrade, or an error)."""
+        return self._state in (_OPAQUE, _FAILED)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the next segment (never more than ``max_buffer``)."""
+        return len(self._buf)
+
+    def expect_no_body(self) -> None:
+        """The next response answers a HEAD request: it has no body whatever its length says."""
+        self._no_body_next += 1
+
+    def feed(self, segment: bytes) -> list[HttpRequest | HttpResponse]:
+        """Take the next payload of this direction; return the message heads it completed. Never raises."""
+        if self._state in (_OPAQUE, _FAILED):
+            self.ignored_bytes += len(segment)
+            return []
+        data = self._buf + segment if self._buf else segment
+        self._buf = b""
+        out: list[HttpRequest | HttpResponse] = []
+        try:
+            pos = self._run(data, out)
+        except AnalyzerError as exc:
+            self._fail(exc, len(data))
+            return out
+        rest = len(data) - pos
+        if rest > self.max_buffer:
+            what = "header block" if self._state == _HEAD else "chunk line"
+            self._fail(AnalyzerError(PROTOCOL, f"{what} longer than {self.max_buffer} bytes"), rest)
+        elif rest:
+            self._buf = data[pos:]
+        return out
+
+    def _fail(self, exc: AnalyzerError, pending: int) -> None:
+        self.error = exc
+        self._state = _FAILED
+        self.ignored_bytes += pending
+        self._buf = b""
+
+    def _run(self, data: bytes, out: list[HttpRequest | HttpResponse]) -> int:
+        pos = 0
+        n = len(data)
+        while pos < n:
+            state = self._state
+            if state in (_BODY, _CHUNK_DATA):
+                take = min(self._remaining, n - pos)
+                pos += take
+                self._remaining -= take
+                self.body_bytes += take
+                if self._remaining == 0:
+                    self._state = _HEAD if state == _BODY else _CHUNK_SIZE
+            elif state == _HEAD:
+                if data[pos] in b"\r\n":
+                    # Stray CRLFs between messages (after a POST body) are to be ignored (RFC 9112 2.2).
+                    pos += 1
+                    continue
+                if data.find(b"\n", pos, pos + self.max_buffer) < 0:
+                    if n - pos >= self.max_buffer:
+                        raise AnalyzerError(PROTOCOL, f"start line longer than {self.max_buffer} bytes")
+                    return pos  # the start line continues in the next segment
+                head = split_head(data[pos:], PROTOCOL, self.max_buffer)
+                if not head.complete:
+                    return pos
+                msg = parse_from_head(head)
+                out.append(msg)
+                self.messages += 1
+                pos += head.length
+                self._after_head(msg)
+            elif state == _CHUNK_SIZE:
+                eol = data.find(b"\n", pos, pos + _MAX_CHUNK_LINE)
+                if eol < 0:
+                    if n - pos >= _MAX_CHUNK_LINE:
+                        raise AnalyzerError(PROTOCOL, "chunk size line too long")
+                    return pos
+                size_text = data[pos:eol].split(b";", 1)[0].strip()
+                if not size_text or len(size_text) > 15 or re.fullmatch(rb"[0-9A-Fa-f]+", size_text) is None:
+                    raise AnalyzerError(PROTOCOL, f"invalid chunk size {size_text[:20]!r}")
+                pos = eol + 1
+                size = int(size_text, 16)
+                if size == 0:
+                    self._state = _TRAILERS
+                else:
+                    self._state = _CHUNK_DATA
+                    self._remaining = size + 2  # the data and its CRLF
+            elif state == _TRAILERS:
+                eol = data.find(b"\n", pos, pos + _MAX_CHUNK_LINE)
+                if eol < 0:
+                    if n - pos >= _MAX_CHUNK_LINE:
+                        raise AnalyzerError(PROTOCOL, "trailer line too long")
+                    return pos
+                if not data[pos:eol].removesuffix(b"\r"):
+                    self._state = _HEAD
+                pos = eol + 1
+            else:  # _OPAQUE reached inside this segment
+                self.ignored_bytes += n - pos
+                return n
+        return pos
+
+    def _after_head(self, msg: HttpRequest | HttpResponse) -> None:
+        if isinstance(msg, HttpResponse):
+            if msg.status < 200 and msg.status != 101:
+                return  # an interim response: the final one follows
+            if msg.status == 101:
+                self._state = _OPAQUE
+                return
+            if self._no_body_next:
+                self._no_body_next -= 1
+                return
+            if msg.status in (204, 304):
+                return
+        if msg.chunked:
+            self._state = _CHUNK_SIZE
+        elif msg.content_length:
+            self._state = _BODY
+            self._remaining = msg.content_length
+        elif msg.content_length is None and isinstance(msg, HttpResponse):
+            self._state = _OPAQUE  # no framing: the body runs until the connection closes
