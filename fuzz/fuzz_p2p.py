@@ -2,7 +2,8 @@
 parser, ``looks_like``/``identify`` never raise, and a PPPP, PTCP or EZVIZ ``looks_like`` accepting a payload
 means its parser accepts it too.
 
-Run: ``python -m fuzz.fuzz_p2p [runs]`` (also driven by ``fuzz/run_all.py``); not part of pytest.
+Run: ``python -m fuzz.fuzz_p2p [runs] [--engine atheris|mutate]`` (also driven by
+``fuzz/run_all.py``); not part of pytest.
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    from fuzz.common import run_fuzz
+    from fuzz.common import main
 
-    result = run_fuzz(NAME, parse, seeds(), int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
-    print(result)
-    sys.exit(1 if getattr(result, "failures", None) else 0)
+    sys.exit(main(NAME, parse, seeds))

@@ -1,7 +1,8 @@
 """Fuzz the STUN/TURN analyzer: only AnalyzerError may escape ``parse``/``split_stream``, the ``looks_like``
 checks never raise.
 
-Run: ``python -m fuzz.fuzz_stun [runs]`` (also driven by ``fuzz/run_all.py``); not part of pytest.
+Run: ``python -m fuzz.fuzz_stun [runs] [--engine atheris|mutate]`` (also driven by
+``fuzz/run_all.py``); not part of pytest.
 """
 
 from __future__ import annotations
@@ -94,8 +95,6 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    from fuzz.common import run_fuzz
+    from fuzz.common import main
 
-    result = run_fuzz(NAME, parse, seeds(), int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
-    print(result)
-    sys.exit(1 if getattr(result, "failures", None) else 0)
+    sys.exit(main(NAME, parse, seeds))
