@@ -259,17 +259,13 @@ def test_corpus_has_no_vendor_p2p() -> None:
     vendor P2P message, whatever port it is on, and every looks_like agrees with identify."""
     checked = 0
     for path in sorted(p for p in PCAPS.rglob("*") if p.is_file() and p.suffix in (".pcap", ".pcapng")):
-        for pkt in [*udp_payloads(path), *tcp_payloads(path)]:
-            if not pkt.payload:
+        packets = [(p.sport, p.dport, p.payload) for p in udp_payloads(path)]
+        packets += [(p.sport, p.dport, p.payload) for p in tcp_payloads(path)]
+        for sport, dport, data in packets:
+            if not data:
                 continue
             checked += 1
-            data = pkt.payload
-            assert p2p.identify(data, pkt.sport, pkt.dport) is None, (
-                path.name,
-                pkt.sport,
-                pkt.dport,
-                data[:32],
-            )
+            assert p2p.identify(data, sport, dport) is None, (path.name, sport, dport, data[:32])
             assert not p2p.Cs2PpppMessage.looks_like(data)
             assert not p2p.DahuaP2pMessage.looks_like(data)
             assert not p2p.DahuaPtcpPacket.looks_like(data)

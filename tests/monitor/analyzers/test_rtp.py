@@ -341,7 +341,7 @@ def test_golden_ndpi_rtp_and_false_positives() -> None:
             if t.confirmed():
                 confirmed_fp.append((f.capture, f.label))
     for i, name in enumerate(("RTP", "RTCP")):
-        rows = [(label, *v[i]) for label, v in sorted(by_label.items())]
+        rows = [(label, v[i][0], v[i][1], v[i][2], v[i][3]) for label, v in sorted(by_label.items())]
         print("\n" + agreement_table(rows, f"{name} heuristic against nDPI, UDP flows"))
     print("flows where the heuristic fired though nDPI says otherwise:", fp)
     print("flows the tracker confirms as RTP though nDPI says otherwise:", confirmed_fp)

@@ -308,7 +308,7 @@ def test_golden_ndpi_stun_flows() -> None:
         row[1] += hits > 0
         row[2] += len(f.payloads)
         row[3] += hits
-    rows = [(label, *v) for label, v in sorted(by_label.items())]
+    rows = [(label, v[0], v[1], v[2], v[3]) for label, v in sorted(by_label.items())]
     print("\n" + agreement_table(rows, "STUN heuristic (looks_like) against nDPI, UDP flows"))
     # Every STUN flow is recognised; nothing else is.
     assert by_label["STUN"][1] == by_label["STUN"][0]
@@ -344,7 +344,7 @@ def test_golden_nfstream_facebook_turn() -> None:
     assert [r.application_name for r in rows] == ["STUN.FacebookVoip"]
     payloads = [p.payload for p in udp_payloads(pcap("nfstream/stun_facebook.pcapng"))]
     assert len(payloads) == rows[0].bidirectional_packets == 75
-    kinds = defaultdict(int)
+    kinds: dict[str, int] = defaultdict(int)
     for p in payloads:
         msg = stun.parse(p)  # every datagram is STUN or ChannelData
         kinds[type(msg).__name__] += 1
