@@ -27,7 +27,9 @@ _CLOCK = [1_700_000_000_000_000_000]
 def _engine() -> Engine:
     global _ENGINE
     if _ENGINE is None:
-        _ENGINE = Engine(SitePolicy.default(), VendorTable.load(), EngineConfig(flows=FlowConfig(max_flows=5000)))
+        _ENGINE = Engine(
+            SitePolicy.default(), VendorTable.load(), EngineConfig(flows=FlowConfig(max_flows=5000))
+        )
     return _ENGINE
 
 

@@ -105,16 +105,24 @@ class Engine:
                 flow.domain = an.resolutions.name_for(flow.dst[0], flow.start_ns)
         # New flows, facts and observations in capture order: a device attributed by a later packet
         # must not change how an earlier one is judged (nor may batch boundaries).
-        nf, nd = len(created), len(an.device_facts)
-        stream: list[tuple[int, int, Flow | DeviceFact | Observation]] = [
+        nf, nd, nr = len(created), len(an.device_facts), len(self.flows.replied)
+        stream: list[tuple[int, int, Flow | DeviceFact | Observation | _Reply]] = [
             *((f.start_ns, i, f) for i, f in enumerate(created)),
             *((f.ts_ns, nf + i, f) for i, f in enumerate(an.device_facts)),
             *((o.ts_ns, nf + nd + i, o) for i, o in enumerate(an.observations)),
+            *(
+                (ts, nf + nd + len(an.observations) + i, _Reply(f))
+                for i, (f, ts) in enumerate(self.flows.replied)
+            ),
         ]
+        del nr
         stream.sort(key=_first_two)
-        for _, _, item in stream:
+        for ts, _, item in stream:
             if isinstance(item, Flow):
                 self._on_new_flow(item, out)
+            elif isinstance(item, _Reply):
+                flow = item.flow
+                self._device(flow.dst_mac, flow.dst[0], ts, out)
             elif isinstance(item, DeviceFact):
                 self._apply_facts([item], out)
             else:
@@ -265,7 +273,8 @@ class Engine:
         # An address belongs to a MAC only when that MAC sent from it: the receiving side's
         # MAC may be a router's, carrying every remote destination.
         src_dev = self._device(flow.src_mac, src_ip, flow.start_ns, out)
-        dst_dev = self._device(flow.dst_mac, dst_ip if flow.dst_counts[0] else None, flow.start_ns, out)
+        # The responder's address is learned when it first sends (see _on_reply).
+        dst_dev = self._device(flow.dst_mac, None, flow.start_ns, out)
         if src_dev is not None and len(src_dev.peers) < 1024:
             src_dev.peers.add(dst_ip)
         if dst_dev is not None and len(dst_dev.peers) < 1024:
@@ -283,9 +292,9 @@ class Engine:
         inv = self.inventory
         dev, _new = inv.observe(mac, ts)
         if ip is None:
-            ip = dev.ips[0] if dev.ips else None
-        else:
-            inv.add_ip(dev, ip)
+            # Seen only as a receiver (or a fact without an address): announced once it sends.
+            return dev
+        inv.add_ip(dev, ip)
         if not dev.watched:
             why = ""
             if ip is not None and self.policy.is_monitored_ip(ip):
@@ -343,3 +352,10 @@ VENDOR_NAMES = {
 
 def _first_two(item: tuple[int, int, object]) -> tuple[int, int]:
     return item[0], item[1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A flow's responder sent its first packet (its address is now known)."""
+
+    flow: Flow

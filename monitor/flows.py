@@ -97,6 +97,7 @@ class Flow:
         "pkts_a",
         "pkts_b",
         "protocol",
+        "server_name",
         "start_ns",
     )
 
@@ -116,7 +117,8 @@ class Flow:
         self.mac_a = self.mac_b = 0
         self.icmp_type = self.icmp_code = -1
         self.protocol: str | None = None
-        self.domain: str | None = None
+        self.domain: str | None = None  # the name the destination was resolved from (DNS, before the flow)
+        self.server_name: str | None = None  # the TLS SNI, when the flow carries one
         self.end_reason = ""
         # Packets still to show the analyzers (-1: every packet, for control protocols); the
         # bulk of a video flow is never looked at past its first packets.
@@ -214,6 +216,8 @@ class FlowTable:
         self.last_senders: list[tuple[int, int]] = []
         # The packets of the last batch to show the analyzers: (flow, batch positions in capture order).
         self.inspect: list[tuple[Flow, list[int]]] = []
+        # Flows whose responder sent its first packet in the last batch, with that packet's time.
+        self.replied: list[tuple[Flow, int]] = []
 
     def __len__(self) -> int:
         return len(self._tcp) + len(self._other)
@@ -239,6 +243,7 @@ class FlowTable:
             nsel = len(sel)
         self.last_senders = []
         self.inspect = inspect = []
+        self.replied = replied = []
         if nsel == 0:
             return created, ended
         sh, sl, sp = d.src_hi[sel], d.src_lo[sel], d.sport[sel]
@@ -318,6 +323,9 @@ class FlowTable:
         fb_sorted = from_b[order]
         sent_a = np.maximum.reduceat(np.where(fb_sorted == 0, ts_sorted, -1), bounds).tolist()
         sent_b = np.maximum.reduceat(np.where(fb_sorted == 1, ts_sorted, -1), bounds).tolist()
+        big = np.iinfo(np.int64).max
+        first_a = np.minimum.reduceat(np.where(fb_sorted == 0, ts_sorted, big), bounds).tolist()
+        first_b = np.minimum.reduceat(np.where(fb_sorted == 1, ts_sorted, big), bounds).tolist()
         self.last_senders = [
             *((m, t) for m, t in zip(mac_a_l, sent_a, strict=True) if t >= 0 and m),
             *((m, t) for m, t in zip(mac_b_l, sent_b, strict=True) if t >= 0 and m),
@@ -369,6 +377,12 @@ class FlowTable:
             pa, pb = pk_l[k]
             ba, bb = by_l[k]
             ia, ib = ip_l[k]
+            # The responder's first packet: its address is learned from what it sends.
+            if flow.a_sent_first:
+                if pb and not flow.pkts_b:
+                    replied.append((flow, first_b[k]))
+            elif pa and not flow.pkts_a:
+                replied.append((flow, first_a[k]))
             flow.pkts_a += pa
             flow.pkts_b += pb
             flow.bytes_a += ba
@@ -453,6 +467,8 @@ class FlowTable:
                     flow.start_ns = t
             if t > flow.last_ns:
                 flow.last_ns = t
+            if from_a != flow.a_sent_first and not (flow.pkts_a if from_a else flow.pkts_b):
+                self.replied.append((flow, t))
             if from_a:
                 flow.pkts_a += 1
                 flow.bytes_a += wl_l[i]

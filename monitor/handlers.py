@@ -337,8 +337,7 @@ def handle_tls(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int)
     parser = _stream(a, flow, from_src, "tls", tls.TlsStreamParser)
     for msg in parser.feed(payload):
         if isinstance(msg, tls.ClientHello) and msg.server_name:
-            if flow.domain is None:
-                flow.domain = msg.server_name
+            flow.server_name = msg.server_name
             a.observe("tls_sni", flow, from_src, ts, sni=msg.server_name)
         elif isinstance(msg, tls.CertificateInfo):
             org = msg.subject.organization

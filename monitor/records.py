@@ -25,8 +25,9 @@ def flow_record(flow: Flow) -> dict[str, Any]:
         source["mac"] = format_mac(flow.src_mac)
     if flow.dst_mac:
         destination["mac"] = format_mac(flow.dst_mac)
-    if flow.domain is not None:
-        destination["domain"] = flow.domain
+    domain = flow.domain or flow.server_name
+    if domain is not None:
+        destination["domain"] = domain
     source.update(packets=s_pk, bytes=s_by)
     destination.update(packets=d_pk, bytes=d_by)
     network: dict[str, Any] = {

@@ -32,7 +32,7 @@ def check_flow(flow: Flow, opener: Device | None, policy: SitePolicy, observer: 
     mac = format_mac(o_mac) if o_mac else None
     who = _describe(opener, o_ip, mac)
     port_txt = f"{transport}/{r_port}" if flow.proto in (PROTO_TCP, PROTO_UDP, 132) else transport
-    dest = r_ip if flow.domain is None else f"{r_ip} ({flow.domain})"
+    dest = r_ip if flow.domain is None else f"{r_ip} ({flow.domain})"  # the DNS name, from before the flow
     message = (
         f"{who} opened {port_txt} to {dest}, which is outside its allowlist: check whether this "
         f"device may reach that destination and block it at the site firewall if not."
@@ -48,7 +48,9 @@ def check_flow(flow: Flow, opener: Device | None, policy: SitePolicy, observer: 
             r_ip, r_port if flow.proto in (PROTO_TCP, PROTO_UDP, 132) else None, None, flow.domain
         ),
         transport=transport,
-        protocol=flow.protocol,
+        # Judged on the flow's first packet: its protocol is not known yet (and must not depend on
+        # how much of the flow the engine had seen when it ran).
+        protocol=None,
         community_id=flow.community_id(),
         device_id=mac,
         manufacturer=opener.manufacturer if opener is not None else None,

@@ -15,10 +15,25 @@ from tests.monitor.test_flows_ndpi import ndpi_key
 from tests.truth.ndpi import read_ndpi_out
 from tests.truth.paths import ndpi_pairs
 
+# nDPI's names of the camera-relevant protocols -> ours (the same names, lower case).
 CAMERA_PROTOCOLS = {
-    "RTSP": "rtsp", "RTP": "rtp", "RTCP": "rtcp", "STUN": "stun", "DNS": "dns", "DHCP": "dhcp", "NTP": "ntp",
-    "SSDP": "ssdp", "WSD": "wsd", "MDNS": "mdns", "MQTT": "mqtt", "HTTP": "http", "TLS": "tls", "LLMNR": "llmnr",
-}  # fmt: skip
+    name: name.lower()
+    for name in (
+        "RTSP",
+        "RTP",
+        "RTCP",
+        "STUN",
+        "DNS",
+        "DHCP",
+        "NTP",
+        "SSDP",
+        "WSD",
+        "MDNS",
+        "MQTT",
+        "HTTP",
+        "TLS",
+    )
+}
 
 
 def test_protocol_labels_agree_with_ndpi() -> None:
