@@ -159,5 +159,57 @@ class Inventory:
         dev.ips.append(ip)
         return True
 
+    def state(self) -> list[dict[str, Any]]:
+        """Everything needed to resume after a restart (JSON-ready; times in ns)."""
+        return [
+            {
+                "mac": d.mac,
+                "first_seen_ns": d.first_seen_ns,
+                "last_seen_ns": d.last_seen_ns,
+                "ips": list(d.ips),
+                "vendor": d.vendor,
+                "manufacturer": d.manufacturer,
+                "watched": d.watched,
+                "announced": d.announced,
+                "evidence": [[e.kind, e.detail] for e in d.evidence],
+                "model": d.model,
+                "firmware": d.firmware,
+                "serial": d.serial,
+                "protocols": sorted(d.protocols),
+                "peers": sorted(d.peers),
+            }
+            for d in self._devices.values()
+        ]
+
+    def restore(self, state: list[dict[str, Any]]) -> int:
+        """Load devices saved by `state` (known devices are not announced again); returns how many.
+
+        Entries that do not have the expected shape are skipped: a damaged state file must not stop
+        the agent, and the devices it held are rediscovered (announced again) from traffic.
+        """
+        loaded = 0
+        for item in state:
+            try:
+                dev = Device(int(item["mac"]), int(item["first_seen_ns"]))
+                dev.last_seen_ns = int(item["last_seen_ns"])
+                dev.ips = [str(ip) for ip in item["ips"]][:MAX_IPS]
+                dev.vendor = item["vendor"] if isinstance(item["vendor"], str) else None
+                dev.manufacturer = item["manufacturer"] if isinstance(item["manufacturer"], str) else None
+                dev.watched = bool(item["watched"])
+                dev.announced = bool(item["announced"])
+                dev.evidence = [Evidence(str(k), str(v)) for k, v in item["evidence"]]
+                for name in ("model", "firmware", "serial"):
+                    value = item.get(name)
+                    setattr(dev, name, value if isinstance(value, str) else None)
+                dev.protocols = {str(p) for p in item.get("protocols", [])}
+                dev.peers = {str(p) for p in item.get("peers", [])[:MAX_PEERS]}
+            except (KeyError, TypeError, ValueError):
+                continue
+            self._devices[dev.mac] = dev
+            loaded += 1
+        while len(self._devices) > self._max:
+            self._devices.popitem(last=False)
+        return loaded
+
     def records(self) -> list[dict[str, Any]]:
         return [d.to_record() for d in sorted(self._devices.values(), key=lambda d: d.mac)]
