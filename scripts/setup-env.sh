@@ -10,7 +10,7 @@ fi
 if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
-stamp="$VENV/.camwatch-installed"
+stamp="$VENV/.camwatch-installed${EXTRAS//[^a-z,]/}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$PY" -m pip install --quiet --disable-pip-version-check -e ".${EXTRAS}"
