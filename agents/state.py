@@ -35,8 +35,9 @@ def load_inventory(state_dir: Path, inventory: Inventory) -> int:
     path = state_dir / INVENTORY_FILE
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
-            raise ValueError(f"unknown state version {doc.get('version') if isinstance(doc, dict) else doc!r}")
+        version = doc.get("version") if isinstance(doc, dict) else None
+        if version != STATE_VERSION:
+            raise ValueError(f"unknown state version {version!r}")
         devices = doc["devices"]
         if not isinstance(devices, list):
             raise ValueError("devices is not a list")
