@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,10 +47,8 @@ def load_inventory(state_dir: Path, inventory: Inventory) -> int:
     except (OSError, ValueError, KeyError) as exc:
         aside = path.with_name(f"{INVENTORY_FILE}.damaged-{int(time.time())}")
         log.error("%s is damaged (%s): moved to %s; devices will be rediscovered", path, exc, aside)
-        try:
+        with contextlib.suppress(OSError):
             os.replace(path, aside)
-        except OSError:
-            pass
         return 0
     loaded = inventory.restore(devices)
     log.info("loaded %d known devices from %s", loaded, path)
