@@ -18,6 +18,7 @@ from monitor.detectors.stream import (
     is_sustained_upstream,
 )
 from monitor.detectors.upnp import check_upnp
+from monitor.detectors import is_site_address
 from monitor.devices import Device, Inventory, is_unicast_mac
 from monitor.flows import Flow, FlowConfig, FlowTable
 from monitor.pcapfile import PacketBatch
@@ -75,6 +76,7 @@ class Engine:
         self.analysis = Analysis()
         self.clouds = clouds if clouds is not None else CloudCatalogue.load()
         self._pending: list[Alert] = []
+        self._external: dict[int, list[int]] = {}
 
     def feed(self, batch: PacketBatch) -> Events:
         out = Events()
@@ -251,8 +253,37 @@ class Engine:
         if alert is not None:
             self._emit(alert, out)
 
+    def external_traffic(self, live: bool = True) -> dict[int, list[int]]:
+        """Per device MAC: [bytes out, bytes in, packets out, packets in] with peers outside the site.
+
+        Ended flows are accumulated as they end; live flows are added on each call (a scrape), so
+        a long flow counts before it ends.
+        """
+        totals = {mac: list(v) for mac, v in self._external.items()}
+        if live:
+            for flow in self.flows.flows():
+                self._account_external(flow, totals)
+        return totals
+
+    def _account_external(self, flow: Flow, into: dict[int, list[int]]) -> None:
+        (s_ip, _), (d_ip, _) = flow.src, flow.dst
+        s_site, d_site = is_site_address(self.policy, s_ip), is_site_address(self.policy, d_ip)
+        if s_site == d_site:
+            return
+        mac = flow.src_mac if s_site else flow.dst_mac
+        if not mac or (mac not in into and len(into) >= MAX_EXTERNAL_DEVICES):
+            return
+        (sp, sb), (dp, db) = flow.src_counts, flow.dst_counts
+        out_b, out_p, in_b, in_p = (sb, sp, db, dp) if s_site else (db, dp, sb, sp)
+        acc = into.setdefault(mac, [0, 0, 0, 0])
+        acc[0] += out_b
+        acc[1] += in_b
+        acc[2] += out_p
+        acc[3] += in_p
+
     def _on_ended(self, ended: list[Flow], out: Events) -> None:
         for flow in ended:
+            self._account_external(flow, self._external)
             for sender_is_src in (True, False):
                 sent, _ = flow.src_counts if sender_is_src else flow.dst_counts
                 # RTP this side sent, or unlabelled bulk at camera rate.
@@ -323,6 +354,10 @@ class Engine:
 
 def _start(flow: Flow) -> int:
     return flow.start_ns
+
+
+# Bound on the per-device external traffic table (a flood of spoofed MACs must not grow it).
+MAX_EXTERNAL_DEVICES = 10_000
 
 
 def _alert_time(alert: Alert) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from monitor.alerts import Alert, Endpoint, Rule, incident_id
@@ -43,7 +44,11 @@ def leaves_site(policy: SitePolicy, ip: str, port: int, transport: str) -> bool:
 
 
 def is_site_address(policy: SitePolicy, ip: str) -> bool:
-    return policy.is_monitored_ip(ip) or is_local_ip(ip)
+    """On the site: a monitored network, a private or link-local address, multicast or broadcast."""
+    if policy.is_monitored_ip(ip) or is_local_ip(ip):
+        return True
+    addr = ipaddress.ip_address(ip)
+    return addr.is_multicast or ip == "255.255.255.255"
 
 
 def describe(dev: Device | None, ip: str, mac: int) -> str:

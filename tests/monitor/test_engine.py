@@ -213,6 +213,11 @@ def test_demo_site_raises_exactly_the_expected_alerts(tmp_path: Path) -> None:
     assert dahua["model"] == "IPC-HFW2431S-S-S2" and any(e["kind"] == "dhip" for e in dahua["evidence"])
     axis = inv["00-40-8c-00-03-01"]
     assert any(e["kind"] == "wsd" for e in axis["evidence"])
+    # Traffic with the outside per device (for the metrics): camera 2's video to the off-site
+    # client; nothing for the Axis camera, whose discovery multicast stays on the site.
+    ext = engine.external_traffic()
+    assert ext[0x4419B6000102][2] >= 50 and ext[0x4419B6000102][0] >= 50 * 1200
+    assert 0x00408C000301 not in ext and 0x001132000002 not in ext
 
 
 def flood(n: int, start: int = 0) -> list[tuple[int, bytes]]:
