@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from monitor.alerts import Alert, AlertGate
 from monitor.analysis import Analysis, DeviceFact, Observation
 from monitor.decode import decode
+from monitor.detectors import is_site_address
 from monitor.detectors.device import new_device_alert
 from monitor.detectors.dns import check_query
 from monitor.detectors.egress import check_flow
@@ -18,7 +19,6 @@ from monitor.detectors.stream import (
     is_sustained_upstream,
 )
 from monitor.detectors.upnp import check_upnp
-from monitor.detectors import is_site_address
 from monitor.devices import Device, Inventory, is_unicast_mac
 from monitor.flows import Flow, FlowConfig, FlowTable
 from monitor.pcapfile import PacketBatch
