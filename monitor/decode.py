@@ -130,15 +130,15 @@ def gather(data: U8, starts: I64, width: int) -> U8:
     # gather every row clamped to the buffer, then redo those few rows from a padded tail.
     near = np.flatnonzero(starts > limit)
     if limit >= 0:
-        out = np.asarray(np.lib.stride_tricks.sliding_window_view(data, width)[np.minimum(starts, limit)])
+        out = np.asarray(np.lib.stride_tricks.sliding_window_view(data, width)[np.clip(starts, 0, limit)])
     else:
         out = np.zeros((n, width), dtype=np.uint8)
-    lo = max(int(starts[near].min()), 0)
-    tail = np.zeros(max(len(data) - lo, 0) + width, dtype=np.uint8)
-    tail[: len(data) - lo] = data[lo:]
-    out[near] = np.lib.stride_tricks.sliding_window_view(tail, width)[
-        np.minimum(starts[near] - lo, len(tail) - width)
-    ]
+    # Starts may even lie past the end (a header length pointing beyond a truncated packet).
+    lo = min(max(int(starts[near].min()), 0), len(data))
+    have = len(data) - lo
+    tail = np.zeros(have + width, dtype=np.uint8)
+    tail[:have] = data[lo:]
+    out[near] = np.lib.stride_tricks.sliding_window_view(tail, width)[np.clip(starts[near] - lo, 0, have)]
     return out
 
 

@@ -146,3 +146,20 @@ def test_random_bytes_never_raise() -> None:
     ]
     d = decode_frames(frames)
     assert d.n == 3000
+
+
+def test_header_offsets_past_the_end_of_the_buffer() -> None:
+    """Found by fuzz/fuzz_engine.py: a raw IPv4 packet whose headers point past its last byte."""
+    frame = bytes.fromhex(
+        "4d00002800004000400661 68c0a858e70ed7ad011f90a2ac77eb776ce15a61d4501003ffe5290000".replace(" ", "")
+    )
+    d = decode_frames([(101, frame)])
+    assert d.n == 1 and not d.ok[0]
+
+
+def test_gather_pads_with_zeros_past_the_end() -> None:
+    from monitor.decode import gather
+
+    data = np.arange(10, dtype=np.uint8)
+    got = gather(data, np.array([0, 5, 9, 10, 50]), 4)
+    assert got.tolist() == [[0, 1, 2, 3], [5, 6, 7, 8], [9, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
