@@ -1,0 +1,1006 @@
+"""The agent's configuration (`camwatch run --config FILE`): one YAML file, validated all at once.
+
+Every key and its default is documented in docs/config.md; examples/agent.yaml is a complete example.
+Validation follows the site policy's style (monitor/policy.py): it collects *every* problem (wrong
+types, unknown keys with a suggestion, out-of-range numbers, missing files named by ``*_file`` keys,
+an inline policy's own problems) and raises one :class:`ConfigError`, one line per problem::
+
+    agent.yaml: metrics.port (line 12): port 70000 is out of range; use a port between 1 and 65535
+
+Relative paths are resolved against the directory of the configuration file (as Prometheus does),
+so a configuration and the files next to it can move together.
+
+Decisions worth knowing:
+
+- ``metrics.port`` defaults to 10108, not 9108: 9108 is the graphite_exporter's metrics port in
+  Prometheus's default port allocations, and the whole 9100-9999 exporter block there is allocated,
+  so a port outside it avoids colliding with any registered exporter on the same appliance.
+- An inline ``mqtt.password`` (or ``metrics.basic_auth.password``) is rejected: secrets live in files
+  that can be mode 0600 and stay out of configuration management and ``check-config`` output.
+- Secrets are not read here (only checked to exist), so the frozen config never holds one and its
+  repr can be logged; the sinks read the files while the agent still has its start-up privileges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import logging
+import os
+import pwd
+import re
+import socket
+import ssl
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from monitor.policy import (
+    _SITE_UNSAFE_RE,  # one rule for what may go into an MQTT topic segment, shared with the policy
+    FieldProblem,
+    PolicyError,
+    SitePolicy,
+    _describe,
+    _load_yaml,
+    _short,
+    _with_position,
+)
+
+__all__ = [
+    "DEFAULT_METRICS_PORT",
+    "AgentConfig",
+    "BasicAuthConfig",
+    "CaptureConfig",
+    "ConfigError",
+    "ConfigProblem",
+    "LimitsConfig",
+    "MetricsConfig",
+    "MqttConfig",
+    "TimeoutsConfig",
+    "load_config",
+    "read_password_file",
+]
+
+log = logging.getLogger(__name__)
+
+#: Outside Prometheus's 9100-9999 exporter block (all allocated; 9108 is graphite_exporter's).
+DEFAULT_METRICS_PORT: Final = 10108
+DEFAULT_STATE_DIR: Final = Path("/var/lib/camwatch")
+DEFAULT_RUN_AS_USER: Final = "camwatch"
+
+PACES: Final = ("realtime", "fast")
+METHODS: Final = ("auto", "ring", "recv")
+
+# Linux interface names: at most IFNAMSIZ-1 = 15 bytes, no '/', ':' is an alias, no whitespace.
+_IFNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
+# useradd's default NAME_REGEX, plus a trailing '$' for machine accounts.
+_USER_RE: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
+_DURATION_RE: Final = re.compile(
+    r"(?:(?P<d>[0-9]+)d)?(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+(?:\.[0-9]+)?)s)?"
+)
+_SIZE_RE: Final = re.compile(r"([0-9]+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_SIZE_UNITS: Final = {
+    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40,
+}  # fmt: skip
+
+_TOP_KEYS: Final = (
+    "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
+    "state_dir", "run_as_user", "limits", "timeouts",
+)  # fmt: skip
+_CAPTURE_KEYS: Final = ("interfaces", "pcap", "pace", "method", "batch_size", "snaplen")
+_METRICS_KEYS: Final = ("listen", "port", "tls_cert_file", "tls_key_file", "basic_auth", "max_device_series")
+_BASIC_AUTH_KEYS: Final = ("username", "password_file")
+_MQTT_KEYS: Final = (
+    "host", "port", "tls", "ca_file", "cert_file", "key_file", "username", "password_file",
+    "client_id", "topic_prefix", "keepalive",
+)  # fmt: skip
+_LIMITS_KEYS: Final = ("max_flows", "max_devices", "spool_max_alerts", "spool_max_bytes")
+_TIMEOUT_KEYS: Final = ("tcp_idle", "udp_idle", "other_idle", "active")
+
+# Mistakes difflib cannot guess: the key belongs in another section or has another name.
+_KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
+    "": {
+        "interfaces": "put it under 'capture:' as 'capture.interfaces'",
+        "interface": "put it under 'capture:' as 'capture.interfaces' (a list)",
+        "pcap": "put it under 'capture:' as 'capture.pcap'",
+        "port": "put it under 'metrics:' or 'mqtt:'",
+        "listen": "put it under 'metrics:' as 'metrics.listen'",
+        "broker": "write an 'mqtt:' section with 'host:'",
+        "user": "did you mean 'run_as_user'?",
+        "max_flows": "put it under 'limits:' as 'limits.max_flows'",
+        "max_devices": "put it under 'limits:' as 'limits.max_devices'",
+        "monitored": "put the site policy under 'policy:' (or point 'policy_file:' at it)",
+        "allow": "put the site policy under 'policy:' (or point 'policy_file:' at it)",
+        "name": "did you mean 'site'?",
+        "hostname": "did you mean 'gateway'?",
+    },
+    "capture": {"interface": "did you mean 'interfaces' (a list)?", "file": "did you mean 'pcap'?"},
+    "metrics": {
+        "host": "did you mean 'listen'?",
+        "address": "did you mean 'listen'?",
+        "cert_file": "did you mean 'tls_cert_file'?",
+        "key_file": "did you mean 'tls_key_file'?",
+        "username": "put it under 'basic_auth:' as 'metrics.basic_auth.username'",
+        "password_file": "put it under 'basic_auth:' as 'metrics.basic_auth.password_file'",
+    },
+    "mqtt": {"broker": "did you mean 'host'?", "user": "did you mean 'username'?"},
+}
+
+_PASSWORD_FIX: Final = (
+    "never write a password in the configuration: put it alone in a file readable only by root "
+    "(chmod 600) and name that file with 'password_file:'"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem(FieldProblem):
+    """A :class:`FieldProblem` and the file it is in: the configuration, or a policy file it names."""
+
+    source: str = "<config>"
+
+    def describe(self, source: str | None = None) -> str:
+        """One line: ``<file>: <field path> (line L): <problem>; <fix>``."""
+        src = source if source is not None else self.source
+        if self.field:
+            where = f" (line {self.line})" if self.line is not None else ""
+            return f"{src}: {self.field}{where}: {self.problem}; {self.fix}"
+        if self.line is not None:
+            return f"{src}: line {self.line}, column {self.column}: {self.problem}; {self.fix}"
+        return f"{src}: {self.problem}; {self.fix}"
+
+
+class ConfigError(ValueError):
+    """One or more problems in an agent configuration; ``problems`` lists them all."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        if not problems:
+            raise ValueError("ConfigError needs at least one ConfigProblem")
+        self.problems: list[ConfigProblem] = list(problems)
+        super().__init__("\n".join(p.describe() for p in self.problems))
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[ConfigProblem]]]:
+        return (type(self), (self.problems,))
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    """Where packets come from: live interfaces, or one capture file replayed instead."""
+
+    interfaces: tuple[str, ...] = ()
+    pcap: Path | None = None
+    pace: str = "realtime"
+    method: str = "auto"
+    batch_size: int = 4096
+    snaplen: int = 65535
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuthConfig:
+    """The one user allowed to scrape; the password is the first line of ``password_file``."""
+
+    username: str
+    password_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint."""
+
+    listen: str = "0.0.0.0"
+    port: int = DEFAULT_METRICS_PORT
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    basic_auth: BasicAuthConfig | None = None
+    max_device_series: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """The MQTT broker alerts are published to (DESIGN 2.5)."""
+
+    host: str
+    port: int = 1883
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    client_id: str = "camwatch"
+    topic_prefix: str = "camwatch"
+    keepalive: int = 60
+
+    @property
+    def password(self) -> str | None:
+        """The password from ``password_file`` (read now: call it before dropping privileges if the
+        file is root-only), or None without one. Not a field, so reprs and logs never show it."""
+        return read_password_file(self.password_file) if self.password_file is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Bounds that keep memory and disk use flat over months of running."""
+
+    max_flows: int = 200_000
+    max_devices: int = 50_000
+    spool_max_alerts: int = 100_000
+    spool_max_bytes: int = 100 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutsConfig:
+    """Flow timeouts in seconds: a flow ends after ``*_idle`` without packets, or after ``active``."""
+
+    tcp_idle: float = 300.0
+    udp_idle: float = 60.0
+    other_idle: float = 60.0
+    active: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """A validated agent configuration. Build it with :meth:`from_yaml` or :func:`load_config`."""
+
+    site: str
+    gateway: str
+    site_policy: SitePolicy
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    policy_file: Path | None = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    mqtt: MqttConfig | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    run_as_user: str | None = DEFAULT_RUN_AS_USER
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    source: str = "<config>"
+    #: Things that work but deserve a look (e.g. staying root); ``check-config`` shows them.
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def observer(self) -> str:
+        """``<site>/<gateway>``: ``observer.name`` in alerts and the MQTT topic infix."""
+        return f"{self.site}/{self.gateway}"
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
+        """Parse and validate YAML text; relative paths are resolved against ``base_dir`` (default:
+        the current directory). Raises :class:`ConfigError` listing every problem."""
+        try:
+            data, marks, duplicates = _load_yaml(text, source)
+        except PolicyError as exc:  # a YAML syntax error: nothing after it can be checked
+            raise ConfigError([_sourced(p, source) for p in exc.problems]) from exc
+        reader = _Reader(base_dir if base_dir is not None else Path.cwd())
+        config = _build(data, reader, source)
+        here = [_with_position(p, marks) for p in duplicates + reader.problems]
+        if here or reader.elsewhere or config is None:
+            # Document order reads best; problems without a position (a missing 'site') first.
+            ordered = sorted((_sourced(p, source) for p in here), key=lambda p: (p.line or 0, p.column or 0))
+            raise ConfigError(ordered + reader.elsewhere)
+        return config
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read and validate the configuration file at ``path``; log its warnings."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "", f"cannot read the file ({exc.strerror or exc})", _exists_fix(file), source=str(file)
+                )
+            ]
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [ConfigProblem("", f"is not UTF-8 text ({exc.reason})", "save it as UTF-8", source=str(file))]
+        ) from exc
+    config = AgentConfig.from_yaml(text, str(file), file.resolve().parent)
+    for warning in config.warnings:
+        log.warning("%s: %s", file, warning)
+    return config
+
+
+def read_password_file(path: str | os.PathLike[str]) -> str:
+    """The password on the first line of ``path`` (without the line break); ValueError if empty."""
+    with open(path, encoding="utf-8") as fh:
+        password = fh.readline().rstrip("\r\n")
+    if not password:
+        raise ValueError(f"{path}: the password file is empty (the password goes on its first line)")
+    return password
+
+
+def _sourced(problem: FieldProblem, source: str) -> ConfigProblem:
+    if isinstance(problem, ConfigProblem):
+        return problem
+    return ConfigProblem(problem.field, problem.problem, problem.fix, problem.line, problem.column, source)
+
+
+def _exists_fix(path: Path) -> str:
+    return f"check the path (it is resolved to {path})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading values
+
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _Reader:
+    """Typed reads from parsed YAML that record a problem instead of raising, so one pass finds all."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[FieldProblem] = []  # in the configuration file; positions added later
+        self.elsewhere: list[ConfigProblem] = []  # in other files (a policy file), positioned already
+        self.warnings: list[str] = []
+
+    def add(self, path: str, problem: str, fix: str) -> None:
+        self.problems.append(FieldProblem(path, problem, fix))
+
+    def section(
+        self, parent: Mapping[object, object], path: str, key: str, known: Sequence[str]
+    ) -> Mapping[object, object]:
+        """A nested mapping (empty when left out or null), with its unknown keys reported."""
+        full = _child(path, key)
+        value = parent.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.add(
+                full,
+                f"must be a mapping, not {_describe(value)}",
+                f"write it as '{key}:' with keys indented below",
+            )
+            return {}
+        self.keys(value, full, known)
+        return value
+
+    def keys(self, data: Mapping[object, object], path: str, known: Sequence[str]) -> None:
+        hints = _KEY_HINTS.get(path, {})
+        for key in data:
+            if isinstance(key, str) and key in known:
+                continue
+            name = _short(key) if key != "" else "''"
+            if name == "password" and "password_file" in known:
+                self.add(_child(path, name), "an inline password is not accepted", _PASSWORD_FIX)
+                continue
+            hint = hints.get(name)
+            if hint is None:
+                close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else "remove it"
+            self.add(_child(path, name), "is not a known key", f"{hint} (known keys: {', '.join(known)})")
+
+    def text(
+        self,
+        sec: Mapping[object, object],
+        path: str,
+        key: str,
+        default: str | None,
+        example: str,
+        plain: bool = True,
+    ) -> str | None:
+        """Text; ``plain`` also refuses empty text, surrounding spaces and control characters."""
+        full = _child(path, key)
+        value = sec.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.add(full, f"must be text, not {_describe(value)}", f"write it like {key}: {example}")
+            return default
+        if not isinstance(value, str):
+            self.add(full, f"must be text, not {_describe(value)}", f'quote it: {key}: "{value}"')
+            return default
+        if plain and (not value.strip() or value != value.strip() or re.search(r"[\x00-\x1f\x7f]", value)):
+            self.add(
+                full,
+                f"'{_short(value)}' is empty or has spaces around it or control characters",
+                f"write it like {key}: {example}",
+            )
+            return default
+        return value
+
+    def integer(
+        self,
+        sec: Mapping[object, object],
+        path: str,
+        key: str,
+        default: int,
+        lo: int,
+        hi: int,
+        unit: str = "",
+    ) -> int:
+        full = _child(path, key)
+        value = sec.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            fix = "write it without quotes" if isinstance(value, str) and value.strip().isdigit() else ""
+            self.add(
+                full,
+                f"must be a whole number, not {_describe(value)}",
+                fix or f"write a number between {lo} and {hi}, e.g. {key}: {default}",
+            )
+            return default
+        if not lo <= value <= hi:
+            what = "port" if key.endswith("port") else "value"
+            self.add(
+                full, f"{what} {value}{unit} is out of range", f"use a {what} between {lo} and {hi}{unit}"
+            )
+            return default
+        return value
+
+    def boolean(self, sec: Mapping[object, object], path: str, key: str, default: bool) -> bool:
+        value = sec.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.add(
+                _child(path, key),
+                f"must be true or false, not {_describe(value)}",
+                f"write {key}: true or {key}: false (no quotes)",
+            )
+            return default
+        return value
+
+    def choice(
+        self, sec: Mapping[object, object], path: str, key: str, default: str, choices: Sequence[str]
+    ) -> str:
+        value = sec.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str) and value in choices:
+            return value
+        close = difflib.get_close_matches(str(value).lower(), choices, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        self.add(
+            _child(path, key),
+            f"must be one of {', '.join(choices)}, not {_describe(value)}",
+            f"{hint}write e.g. {key}: {default}",
+        )
+        return default
+
+    def seconds(
+        self, sec: Mapping[object, object], path: str, key: str, default: float, lo: float, hi: float
+    ) -> float:
+        """A duration: a number of seconds, or text like 90s, 5m, 1h30m, 1d."""
+        full = _child(path, key)
+        value = sec.get(key)
+        if value is None:
+            return default
+        result: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            result = float(value)
+        elif isinstance(value, str):
+            match = _DURATION_RE.fullmatch(value.strip())
+            if match is not None and value.strip():
+                d, h, m, s = (match.group(g) for g in ("d", "h", "m", "s"))
+                result = int(d or 0) * 86400 + int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
+        if result is None:
+            self.add(
+                full,
+                f"must be a duration, not {_describe(value)}",
+                f"write seconds (e.g. {key}: {default:g}) or a duration like 90s, 5m, 1h",
+            )
+            return default
+        if not lo <= result <= hi:
+            self.add(full, f"{result:g} s is out of range", f"use a duration between {lo:g} s and {hi:g} s")
+            return default
+        return result
+
+    def size(self, sec: Mapping[object, object], path: str, key: str, default: int, lo: int, hi: int) -> int:
+        """A size: a number of bytes, or text like 100MiB, 1 GB."""
+        full = _child(path, key)
+        value = sec.get(key)
+        if value is None:
+            return default
+        result: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            result = value
+        elif isinstance(value, str):
+            match = _SIZE_RE.fullmatch(value.strip())
+            if match is not None and len(match.group(1)) <= 16:
+                result = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").upper()]
+        if result is None:
+            self.add(
+                full,
+                f"must be a size, not {_describe(value)}",
+                f"write bytes (e.g. {key}: {default}) or a size like 100MiB or 1GB",
+            )
+            return default
+        if not lo <= result <= hi:
+            self.add(full, f"{result} bytes is out of range", f"use a size between {lo} and {hi} bytes")
+            return default
+        return result
+
+    def path(
+        self, sec: Mapping[object, object], path: str, key: str, kind: str, secret: bool = False
+    ) -> Path | None:
+        """A path, resolved against the config's directory; ``kind`` "file" must exist and be readable,
+        "dir" may be missing but must be a directory if it exists. Secrets must not be world-readable."""
+        full = _child(path, key)
+        value = sec.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.add(
+                full, f"must be a path, not {_describe(value)}", f"write it like {key}: /etc/camwatch/..."
+            )
+            return None
+        resolved = self.base_dir / Path(value).expanduser()
+        try:
+            st = resolved.stat()
+        except FileNotFoundError:
+            if kind == "file":
+                self.add(full, f"'{_short(value)}' does not exist", _exists_fix(resolved))
+            return resolved
+        except OSError as exc:
+            self.add(
+                full, f"'{_short(value)}' cannot be checked ({exc.strerror or exc})", _exists_fix(resolved)
+            )
+            return resolved
+        if kind == "file" and not stat.S_ISREG(st.st_mode):
+            self.add(full, f"'{_short(value)}' is not a regular file", _exists_fix(resolved))
+        elif kind == "file" and not os.access(resolved, os.R_OK):
+            self.add(
+                full, f"'{_short(value)}' is not readable", "make it readable by the user starting camwatch"
+            )
+        elif kind == "dir" and not stat.S_ISDIR(st.st_mode):
+            self.add(full, f"'{_short(value)}' exists and is not a directory", "name a directory")
+        elif secret and st.st_mode & stat.S_IROTH:
+            self.warnings.append(f"{full}: {resolved} is readable by every user; chmod 600 it")
+        return resolved
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _topic_segment(
+    reader: _Reader, top: Mapping[object, object], key: str, default: str | None
+) -> str | None:
+    """``site`` or ``gateway``: text that can be one MQTT topic segment."""
+    example = "depot-7" if key == "site" else "gw-1"
+    value = reader.text(top, "", key, default, example, plain=False)
+    if value is None or value is default:
+        return value
+    if not value:
+        reader.add(key, "is empty", f"write a name, e.g. {key}: {example}")
+        return None
+    if _SITE_UNSAFE_RE.search(value):
+        suggestion = _SITE_UNSAFE_RE.sub("-", value.strip()).strip("-") or "depot-7"
+        reader.add(
+            key,
+            f"'{_short(value)}' contains '/', '+', '#', whitespace or control characters, which cannot be "
+            "in an MQTT topic segment",
+            f"use letters, digits, '-', '_' or '.', e.g. '{_short(suggestion)}'",
+        )
+        return None
+    return value
+
+
+def _default_gateway() -> str:
+    name = _SITE_UNSAFE_RE.sub("-", socket.gethostname()).strip("-")
+    return name or "gateway"
+
+
+def _capture(reader: _Reader, top: Mapping[object, object]) -> CaptureConfig:
+    sec = reader.section(top, "", "capture", _CAPTURE_KEYS)
+    interfaces: list[str] = []
+    raw = sec.get("interfaces")
+    if isinstance(raw, str):
+        reader.add(
+            "capture.interfaces", f"must be a list, not {_describe(raw)}", f"write a list: [{_short(raw)}]"
+        )
+    elif raw is not None and not isinstance(raw, list):
+        reader.add("capture.interfaces", f"must be a list, not {_describe(raw)}", "write a list, e.g. [eth1]")
+    for index, name in enumerate(raw if isinstance(raw, list) else []):
+        path = f"capture.interfaces[{index}]"
+        if not isinstance(name, str) or not _IFNAME_RE.fullmatch(name):
+            reader.add(
+                path,
+                f"{_describe(name)} is not an interface name",
+                "write the name as `ip link` shows it, e.g. eth1 (at most 15 characters)",
+            )
+        elif name in interfaces:
+            reader.add(path, f"'{name}' is listed twice", "list each interface once")
+        else:
+            interfaces.append(name)
+    pcap = reader.path(sec, "capture", "pcap", "file")
+    if pcap is not None and raw:
+        reader.add(
+            "capture.pcap",
+            "is set together with capture.interfaces; the agent reads one kind of source",
+            "keep 'pcap' to replay a file, or 'interfaces' to capture live",
+        )
+    elif pcap is None and not raw and "pcap" not in sec:
+        reader.add(
+            "capture",
+            "names no packet source",
+            "list live interfaces (capture.interfaces: [eth1]) or a file to replay (capture.pcap: FILE)",
+        )
+    return CaptureConfig(
+        interfaces=tuple(interfaces),
+        pcap=pcap,
+        pace=reader.choice(sec, "capture", "pace", "realtime", PACES),
+        method=reader.choice(sec, "capture", "method", "auto", METHODS),
+        batch_size=reader.integer(sec, "capture", "batch_size", 4096, 1, 1 << 20),
+        # 262144 is tcpdump's maximum; 64 keeps Ethernet + IPv6 + TCP headers.
+        snaplen=reader.integer(sec, "capture", "snaplen", 65535, 64, 262144),
+    )
+
+
+def _policy(
+    reader: _Reader, top: Mapping[object, object], site: str | None
+) -> tuple[SitePolicy, Path | None]:
+    raw, has_file = top.get("policy"), top.get("policy_file") is not None
+    policy_file = reader.path(top, "", "policy_file", "file")
+    if raw is not None and has_file:
+        reader.add("policy_file", "is set together with an inline 'policy'", "keep one of the two")
+        return SitePolicy.default(), policy_file
+    if raw is not None:
+        return _inline_policy(reader, raw, site), None
+    if policy_file is not None:
+        return _file_policy(reader, policy_file, site), policy_file
+    # No policy: the default one (DESIGN 2.1), named after this site for alerts and logs.
+    default = SitePolicy.default()
+    return (dataclasses.replace(default, site=site) if site else default), None
+
+
+def _inline_policy(reader: _Reader, raw: object, site: str | None) -> SitePolicy:
+    if not isinstance(raw, Mapping):
+        reader.add(
+            "policy",
+            f"must be a mapping (the site policy, docs/policy.md), not {_describe(raw)}",
+            "write the policy's keys indented under 'policy:', or name its file with 'policy_file:'",
+        )
+        return SitePolicy.default()
+    data = dict(raw)
+    if data.get("site") is None:
+        # The configuration names the site already: no need to repeat it (a bad 'site' is reported
+        # once, at 'site', not again here).
+        data["site"] = site if site is not None else "unnamed"
+    try:
+        policy = SitePolicy.from_mapping(data, "policy")
+    except PolicyError as exc:
+        for p in exc.problems:
+            reader.add(_child("policy", p.field), p.problem, p.fix)
+        return SitePolicy.default()
+    if site is not None and policy.site != site:
+        reader.add(
+            "policy.site",
+            f"'{_short(policy.site)}' differs from site '{site}'",
+            "leave policy.site out (it defaults to 'site') or make the two the same",
+        )
+    reader.warnings.extend(_vendor_warnings(policy, "policy.monitored.vendors"))
+    return policy
+
+
+def _file_policy(reader: _Reader, path: Path, site: str | None) -> SitePolicy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        if path.is_file():  # a missing file was reported already
+            reader.add("policy_file", f"cannot be read ({exc})", _exists_fix(path))
+        return SitePolicy.default()
+    try:
+        policy = SitePolicy.from_yaml(text, str(path))
+    except PolicyError as exc:
+        reader.elsewhere.extend(_sourced(p, str(path)) for p in exc.problems)
+        return SitePolicy.default()
+    if site is not None and policy.site != site:
+        reader.add(
+            "policy_file",
+            f"{path} is the policy of site '{_short(policy.site)}', but this configuration's site is "
+            f"'{site}'",
+            "point policy_file at this site's policy, or make the two site names the same",
+        )
+    reader.warnings.extend(_vendor_warnings(policy, f"{path}: monitored.vendors"))
+    return policy
+
+
+def _vendor_warnings(policy: SitePolicy, where: str) -> list[str]:
+    return [
+        f"{where}: '{key}' is not a vendor camwatch knows; check the spelling (it matches no device yet)"
+        for key in sorted(policy.unknown_vendors)
+    ]
+
+
+def _listen_address(reader: _Reader, sec: Mapping[object, object]) -> str:
+    value = reader.text(sec, "metrics", "listen", "0.0.0.0", "0.0.0.0")
+    if value is None:
+        return "0.0.0.0"
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return value.strip("[]")
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value):
+        reader.add(
+            "metrics.listen",
+            f"'{_short(value)}' is not an IP address or host name",
+            "write an address to listen on, e.g. 0.0.0.0 (all IPv4), :: (all), or 127.0.0.1",
+        )
+        return "0.0.0.0"
+    return value
+
+
+def _pair(
+    reader: _Reader, path: str, first: tuple[str, Path | None], second: tuple[str, Path | None], what: str
+) -> None:
+    """Two keys that only make sense together (a certificate and its key)."""
+    (a, pa), (b, pb) = first, second
+    if (pa is None) != (pb is None):
+        missing = b if pb is None else a
+        reader.add(
+            _child(path, missing), f"is missing; {a} and {b} go together", f"give both {what}, or neither"
+        )
+
+
+def _check_cert_pair(reader: _Reader, path: str, cert: Path | None, key: Path | None) -> None:
+    """Load the pair now: a key that does not match its certificate is better found by check-config."""
+    if cert is None or key is None or not (cert.is_file() and key.is_file()):
+        return
+    try:
+        # An empty password: an encrypted key is reported instead of OpenSSL prompting on a terminal.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=b"")
+    except (ssl.SSLError, OSError) as exc:
+        reader.add(
+            path,
+            f"the certificate and key cannot be used together ({_short(str(exc), 100)})",
+            "give a PEM certificate (chain) and the PEM private key that belongs to it, unencrypted",
+        )
+
+
+def _metrics(reader: _Reader, top: Mapping[object, object]) -> MetricsConfig:
+    sec = reader.section(top, "", "metrics", _METRICS_KEYS)
+    cert = reader.path(sec, "metrics", "tls_cert_file", "file")
+    key = reader.path(sec, "metrics", "tls_key_file", "file", secret=True)
+    _pair(reader, "metrics", ("tls_cert_file", cert), ("tls_key_file", key), "a certificate and its key")
+    _check_cert_pair(reader, "metrics.tls_cert_file", cert, key)
+    auth: BasicAuthConfig | None = None
+    auth_sec = reader.section(sec, "metrics", "basic_auth", _BASIC_AUTH_KEYS)
+    if auth_sec:
+        user = reader.text(auth_sec, "metrics.basic_auth", "username", None, "prometheus")
+        password_file = reader.path(auth_sec, "metrics.basic_auth", "password_file", "file", secret=True)
+        for name, value in (
+            ("username", auth_sec.get("username")),
+            ("password_file", auth_sec.get("password_file")),
+        ):
+            if value is None:
+                reader.add(
+                    f"metrics.basic_auth.{name}",
+                    "is missing",
+                    "basic_auth needs both username and password_file",
+                )
+        if user is not None and ":" in user:
+            reader.add(
+                "metrics.basic_auth.username", "contains ':'", "HTTP basic auth user names cannot have ':'"
+            )
+        _check_secret_file(reader, "metrics.basic_auth.password_file", password_file)
+        if user is not None and password_file is not None:
+            auth = BasicAuthConfig(user, password_file)
+        if cert is None:
+            reader.warnings.append(
+                "metrics.basic_auth: without tls_cert_file the password crosses the network in clear text"
+            )
+    return MetricsConfig(
+        listen=_listen_address(reader, sec),
+        port=reader.integer(sec, "metrics", "port", DEFAULT_METRICS_PORT, 1, 65535),
+        tls_cert_file=cert,
+        tls_key_file=key,
+        basic_auth=auth,
+        max_device_series=reader.integer(sec, "metrics", "max_device_series", 500, 0, 100_000),
+    )
+
+
+def _check_secret_file(reader: _Reader, path: str, file: Path | None) -> None:
+    if file is None or not file.is_file() or not os.access(file, os.R_OK):
+        return
+    try:
+        with file.open("rb") as fh:
+            first = fh.readline(4097)
+    except OSError as exc:
+        reader.add(path, f"cannot be read ({exc.strerror or exc})", _exists_fix(file))
+        return
+    if not first.rstrip(b"\r\n"):
+        reader.add(path, f"{file} is empty (or its first line is)", "write the password on its first line")
+
+
+def _mqtt(
+    reader: _Reader, top: Mapping[object, object], site: str | None, gateway: str | None
+) -> MqttConfig | None:
+    if top.get("mqtt") is None:
+        return None
+    sec = reader.section(top, "", "mqtt", _MQTT_KEYS)
+    if not sec:
+        if isinstance(top.get("mqtt"), Mapping):
+            reader.add("mqtt", "is empty", "give at least the broker: mqtt: {host: broker.example}")
+        return None
+    host = reader.text(sec, "mqtt", "host", None, "broker.example.net")
+    if sec.get("host") is None:
+        reader.add("mqtt.host", "is missing", "name the broker, e.g. host: broker.example.net")
+    elif host is not None and ("://" in host or (":" in host.strip("[]") and host.count(":") == 1)):
+        reader.add(
+            "mqtt.host",
+            f"'{_short(host)}' is a URL or has a port",
+            "write the host name or address alone; the port goes in mqtt.port, TLS in mqtt.tls",
+        )
+    tls = reader.boolean(sec, "mqtt", "tls", False)
+    ca_file = reader.path(sec, "mqtt", "ca_file", "file")
+    cert_file = reader.path(sec, "mqtt", "cert_file", "file")
+    key_file = reader.path(sec, "mqtt", "key_file", "file", secret=True)
+    if not tls:
+        for name in ("ca_file", "cert_file", "key_file"):
+            if sec.get(name) is not None:
+                reader.add(f"mqtt.{name}", "is set but tls is false", "set tls: true, or remove it")
+    _pair(
+        reader, "mqtt", ("cert_file", cert_file), ("key_file", key_file), "a client certificate and its key"
+    )
+    _check_cert_pair(reader, "mqtt.cert_file", cert_file, key_file)
+    if ca_file is not None and ca_file.is_file():
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            reader.add(
+                "mqtt.ca_file",
+                f"holds no usable CA certificate ({_short(str(exc), 80)})",
+                "give PEM certificates",
+            )
+    username = reader.text(sec, "mqtt", "username", None, "camwatch-depot-7")
+    password_file = reader.path(sec, "mqtt", "password_file", "file", secret=True)
+    _check_secret_file(reader, "mqtt.password_file", password_file)
+    if password_file is not None and sec.get("username") is None:
+        reader.add(
+            "mqtt.password_file",
+            "is set without a username",
+            "add username: (MQTT sends a password only with one)",
+        )
+    if password_file is not None and not tls:
+        reader.warnings.append("mqtt: the password is sent in clear text; set tls: true")
+    default_id = f"camwatch-{site or 'site'}-{gateway or 'gateway'}"
+    client_id = reader.text(sec, "mqtt", "client_id", default_id, default_id) or default_id
+    prefix = reader.text(sec, "mqtt", "topic_prefix", "camwatch", "camwatch") or "camwatch"
+    if (
+        re.search(r"[+#\x00]", prefix)
+        or prefix.startswith(("/", "$"))
+        or prefix.endswith("/")
+        or "//" in prefix
+    ):
+        reader.add(
+            "mqtt.topic_prefix",
+            f"'{_short(prefix)}' is not a usable topic prefix (wildcards, a leading '$' or '/', "
+            "or an empty level)",
+            "use one or more levels of letters, digits, '-' and '_', e.g. camwatch or acme/camwatch",
+        )
+    return MqttConfig(
+        host=host or "",
+        port=reader.integer(sec, "mqtt", "port", 8883 if tls else 1883, 1, 65535),
+        tls=tls,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        username=username,
+        password_file=password_file,
+        client_id=client_id,
+        topic_prefix=prefix,
+        # MQTT's keep alive is a 16-bit number of seconds; below 5 s a busy broker drops clients.
+        keepalive=reader.integer(sec, "mqtt", "keepalive", 60, 5, 65535, unit=" s"),
+    )
+
+
+def _run_as_user(reader: _Reader, top: Mapping[object, object]) -> str | None:
+    if "run_as_user" in top and top["run_as_user"] is None:
+        if os.geteuid() == 0:
+            reader.warnings.append(
+                "run_as_user is null: the agent keeps running as root after start-up; "
+                f"name an unprivileged user (e.g. {DEFAULT_RUN_AS_USER}) unless the service manager "
+                "drops root"
+            )
+        return None
+    user = reader.text(top, "", "run_as_user", DEFAULT_RUN_AS_USER, DEFAULT_RUN_AS_USER)
+    if user is None:
+        return DEFAULT_RUN_AS_USER
+    if not _USER_RE.fullmatch(user):
+        reader.add(
+            "run_as_user",
+            f"'{_short(user)}' is not a valid user name",
+            "write a system user's name, e.g. camwatch",
+        )
+        return DEFAULT_RUN_AS_USER
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            reader.warnings.append(
+                f"run_as_user '{user}' does not exist on this host; create it (useradd --system {user}) "
+                "before starting the agent"
+            )
+    return user
+
+
+def _limits(reader: _Reader, top: Mapping[object, object]) -> LimitsConfig:
+    sec = reader.section(top, "", "limits", _LIMITS_KEYS)
+    d = LimitsConfig()
+    return LimitsConfig(
+        max_flows=reader.integer(sec, "limits", "max_flows", d.max_flows, 100, 50_000_000),
+        max_devices=reader.integer(sec, "limits", "max_devices", d.max_devices, 10, 10_000_000),
+        spool_max_alerts=reader.integer(
+            sec, "limits", "spool_max_alerts", d.spool_max_alerts, 1, 100_000_000
+        ),
+        spool_max_bytes=reader.size(sec, "limits", "spool_max_bytes", d.spool_max_bytes, 1 << 16, 1 << 40),
+    )
+
+
+def _timeouts(reader: _Reader, top: Mapping[object, object]) -> TimeoutsConfig:
+    sec = reader.section(top, "", "timeouts", _TIMEOUT_KEYS)
+    d = TimeoutsConfig()
+    week = 7 * 86400.0
+    result = TimeoutsConfig(
+        tcp_idle=reader.seconds(sec, "timeouts", "tcp_idle", d.tcp_idle, 1, week),
+        udp_idle=reader.seconds(sec, "timeouts", "udp_idle", d.udp_idle, 1, week),
+        other_idle=reader.seconds(sec, "timeouts", "other_idle", d.other_idle, 1, week),
+        active=reader.seconds(sec, "timeouts", "active", d.active, 1, week),
+    )
+    longest = max(result.tcp_idle, result.udp_idle, result.other_idle)
+    if sec.get("active") is not None and result.active < longest:
+        reader.add(
+            "timeouts.active",
+            f"{result.active:g} s is shorter than an idle timeout ({longest:g} s)",
+            "make the active timeout at least as long as every idle timeout",
+        )
+    return result
+
+
+def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
+    if data is None:
+        reader.add("", "the configuration is empty", "start it with 'site: <name>' (see examples/agent.yaml)")
+        return None
+    if not isinstance(data, Mapping):
+        reader.add("", f"must be a mapping of keys, not {_describe(data)}", "see examples/agent.yaml")
+        return None
+    reader.keys(data, "", _TOP_KEYS)
+    site = _topic_segment(reader, data, "site", None)
+    if data.get("site") is None:
+        reader.add("site", "is missing", "add a line like site: depot-7")
+    gateway = _topic_segment(reader, data, "gateway", _default_gateway())
+    capture = _capture(reader, data)
+    policy, policy_file = _policy(reader, data, site)
+    metrics = _metrics(reader, data)
+    mqtt = _mqtt(reader, data, site, gateway)
+    state_dir = reader.path(data, "", "state_dir", "dir") or DEFAULT_STATE_DIR
+    run_as_user = _run_as_user(reader, data)
+    limits = _limits(reader, data)
+    timeouts = _timeouts(reader, data)
+    if reader.problems or reader.elsewhere or site is None or gateway is None:
+        return None
+    return AgentConfig(
+        site=site,
+        gateway=gateway,
+        site_policy=policy,
+        capture=capture,
+        policy_file=policy_file,
+        metrics=metrics,
+        mqtt=mqtt,
+        state_dir=state_dir,
+        run_as_user=run_as_user,
+        limits=limits,
+        timeouts=timeouts,
+        source=source,
+        warnings=tuple(reader.warnings),
+    )

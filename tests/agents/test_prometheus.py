@@ -1,0 +1,639 @@
+"""The Prometheus sink: the metric catalogue (checked against docs/metrics.md), the per-device series cap,
+the HTTP(S) endpoint with basic auth, and a real Prometheus scraping it (tests/agents/promserver.py)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gzip
+import http.client
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from agents.config import BasicAuthConfig, MetricsConfig
+from agents.lab import scenario
+from agents.sinks.prometheus import (
+    AgentSnapshot,
+    CamwatchCollector,
+    DeviceSummary,
+    ExternalTraffic,
+    InterfaceStats,
+    MetricsServer,
+    MqttStats,
+    SpoolStats,
+)
+from monitor.alerts import RULES
+from monitor.pcapwrite import pcap_bytes
+from monitor.policy import SitePolicy
+from tests.agents.promserver import (
+    SKIP_REASON,
+    ScrapeTarget,
+    https_get,
+    prometheus_binary,
+    running_prometheus,
+)
+from tests.enginerun import run_engine
+
+ROOT = Path(__file__).parents[2]
+DOCS = ROOT / "docs" / "metrics.md"
+OPENSSL = shutil.which("openssl")
+CAMERA = "44-19-b6-00-00-01"
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def documented() -> dict[str, tuple[str, frozenset[str]]]:
+    """name -> (type, label names) from the catalogue table in docs/metrics.md."""
+    rows = re.findall(r"^\| `(camwatch_\w+)` \| (\w+) \|([^|]*)\|", DOCS.read_text(), re.MULTILINE)
+    assert rows, "no catalogue table in docs/metrics.md"
+    return {name: (kind, frozenset(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+
+
+def full_snapshot(**changes: object) -> AgentSnapshot:
+    """A snapshot where every family has at least one series."""
+    snap = AgentSnapshot(
+        start_time=1_770_000_000.0,
+        capture={
+            "eth1": InterfaceStats(packets=100, bytes=64_000, kernel_packets=105, kernel_drops=5),
+            "eth2": InterfaceStats(packets=7, bytes=700, kernel_packets=7, kernel_drops=0, up=False),
+        },
+        packets_truncated=1,
+        packets_non_ip=2,
+        packets_later_fragments=3,
+        analyzer_packets={"dns": 10, "rtsp": 4},
+        analyzer_parse_errors=1,
+        flows_active=12,
+        flows_limit=200_000,
+        flows_created=40,
+        flows_ended={"idle": 20, "active_timeout": 1, "closed": 7},
+        flows_evicted=0,
+        devices=(
+            DeviceSummary(CAMERA, "hikvision", True),
+            DeviceSummary("3c-ef-8c-00-00-02", "dahua", True),
+            DeviceSummary("00-11-22-33-44-55", "unknown", False),
+        ),
+        devices_limit=50_000,
+        external={CAMERA: ExternalTraffic(5000, 800, 40, 10)},
+        alerts={"egress.unexpected_destination": 2, "device.new": 3},
+        alerts_suppressed=4,
+        mqtt=MqttStats(connected=True, published=5, publish_failures=1, reconnects=2),
+        spool=SpoolStats(alerts=1, bytes=900, dropped=0, near_full=False),
+    )
+    return dataclasses.replace(snap, **changes)  # type: ignore[arg-type]
+
+
+def registry_for(snapshot_fn: Callable[[], AgentSnapshot], cap: int = 500) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(CamwatchCollector(snapshot_fn, cap))
+    return registry
+
+
+def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """sample name -> {sorted label items: value} from the text exposition format."""
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def device_series(samples: dict[str, dict[tuple[tuple[str, str], ...], float]]) -> dict[str, float]:
+    """mac -> external bytes out, from one scrape."""
+    return {
+        dict(labels)["mac"]: value
+        for labels, value in samples["camwatch_device_external_bytes_total"].items()
+        if dict(labels)["direction"] == "out"
+    }
+
+
+def get(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def server() -> Iterator[MetricsServer]:
+    srv = MetricsServer(registry_for(full_snapshot), "127.0.0.1", 0)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, made with openssl."""
+    if OPENSSL is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "metrics.crt", directory / "metrics.key"
+    subprocess.run(
+        [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+# --------------------------------------------------------------------------------------------------
+# The catalogue
+
+
+def test_every_documented_metric_is_exported_with_its_type_and_labels() -> None:
+    docs = documented()
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(generate_latest(registry_for(full_snapshot)).decode())
+    }
+    exported: dict[str, tuple[str, frozenset[str]]] = {}
+    for family in families.values():
+        names = {s.name for s in family.samples}
+        assert len(names) == 1, names  # one series name per family: no _created, no histograms
+        (name,) = names
+        labels = frozenset(k for s in family.samples for k in s.labels)
+        exported[name] = (family.type, labels)
+    # The text format has no info type: the info metric is a gauge there.
+    assert exported.pop("camwatch_build_info") == ("gauge", frozenset({"version", "python"}))
+    assert docs.pop("camwatch_build_info") == ("info", frozenset({"version", "python"}))
+    assert exported == docs
+
+
+def test_naming_rules_of_design_2_4() -> None:
+    samples = scrape(registry_for(full_snapshot))
+    families = list(text_string_to_metric_families(generate_latest(registry_for(full_snapshot)).decode()))
+    for family in families:
+        assert family.name.startswith("camwatch_"), family.name
+        for sample in family.samples:
+            # Counters end in _total; nothing else does.
+            assert (family.type == "counter") == sample.name.endswith("_total"), sample.name
+            # Site and gateway come from the scrape; destinations are never labels.
+            assert not set(sample.labels) & {
+                "site",
+                "gateway",
+                "ip",
+                "port",
+                "destination",
+                "flow",
+                "flow_id",
+            }
+    assert samples["camwatch_build_info"][(("python", pytest.importorskip("platform").python_version()),
+                                           ("version", "0.1.0"))] == 1  # fmt: skip
+    assert samples["camwatch_capture_kernel_drops_total"][(("interface", "eth1"),)] == 5
+    assert samples["camwatch_capture_up"][(("interface", "eth2"),)] == 0
+    assert samples["camwatch_up"][()] == 1
+    assert samples["camwatch_devices"] == {
+        (("vendor", "dahua"), ("watched", "true")): 1,
+        (("vendor", "hikvision"), ("watched", "true")): 1,
+        (("vendor", "unknown"), ("watched", "false")): 1,
+    }
+    assert samples["camwatch_flows_ended_total"][(("reason", "closed"),)] == 7
+    assert samples["camwatch_spool_bytes"][()] == 900
+
+
+def test_every_rule_has_an_alert_series_from_the_start() -> None:
+    samples = scrape(registry_for(AgentSnapshot))
+    rules = {dict(labels)["rule"]: value for labels, value in samples["camwatch_alerts_total"].items()}
+    assert rules == dict.fromkeys(RULES, 0.0)
+    # A rule the catalogue does not know yet still shows up.
+    samples = scrape(registry_for(lambda: AgentSnapshot(alerts={"exploit.hikvision_cve_2021_36260": 1})))
+    assert samples["camwatch_alerts_total"][(("rule", "exploit.hikvision_cve_2021_36260"),)] == 1
+
+
+def test_optional_sections_have_no_series_when_absent() -> None:
+    samples = scrape(
+        registry_for(lambda: full_snapshot(mqtt=None, spool=None, capture={"x.pcap": InterfaceStats(3, 300)}))
+    )
+    assert not [name for name in samples if name.startswith(("camwatch_mqtt_", "camwatch_spool_"))]
+    assert "camwatch_capture_kernel_drops_total" not in samples
+    assert samples["camwatch_capture_packets_total"] == {(("interface", "x.pcap"),): 3}
+
+
+def test_openmetrics_exposition_parses() -> None:
+    # Prometheus asks for OpenMetrics: the info type and counter suffixes must come out right there too.
+    text = generate_openmetrics(registry_for(full_snapshot)).decode()  # type: ignore[no-untyped-call]
+    families = {f.name: f for f in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
+    assert families["camwatch_build"].type == "info"
+    assert families["camwatch_capture_bytes"].type == "counter"
+    assert families["camwatch_capture_bytes"].unit == "bytes"
+    assert families["camwatch_capture_bytes"].samples[0].name == "camwatch_capture_bytes_total"
+
+
+def test_describe_does_not_take_a_snapshot() -> None:
+    def boom() -> AgentSnapshot:
+        raise AssertionError("snapshot taken at registration")
+
+    collector = CamwatchCollector(boom, 10)
+    names = {m.name for m in collector.describe()}
+    assert {"camwatch_flows_active", "camwatch_mqtt_connected", "camwatch_spool_near_full"} <= names
+    CollectorRegistry().register(collector)  # registration uses describe()
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-device series cap
+
+
+def traffic(n: int) -> dict[str, ExternalTraffic]:
+    """n devices; device i sent (i + 1) * 1000 bytes."""
+    return {f"02-00-00-00-00-{i:02x}": ExternalTraffic((i + 1) * 1000, i, i + 1, i) for i in range(n)}
+
+
+def test_device_series_are_capped_and_the_rest_summed_into_other() -> None:
+    external = traffic(10)
+    devices = tuple(DeviceSummary(mac, "hikvision", True) for mac in external)
+    samples = scrape(registry_for(lambda: AgentSnapshot(external=external, devices=devices), cap=3))
+    out = device_series(samples)
+    top = ["02-00-00-00-00-09", "02-00-00-00-00-08", "02-00-00-00-00-07"]
+    assert sorted(out) == sorted([*top, "other"])
+    assert out["other"] == sum((i + 1) * 1000 for i in range(7))
+    assert sum(out.values()) == sum(t.bytes_out for t in external.values())
+    assert samples["camwatch_device_series_dropped"][()] == 7
+    labels = {dict(k)["mac"]: dict(k)["vendor"] for k in samples["camwatch_device_external_packets_total"]}
+    assert labels == {**dict.fromkeys(top, "hikvision"), "other": "other"}
+    # 4 series per device (bytes/packets x in/out), never more than the cap + 1 devices.
+    assert len(samples["camwatch_device_external_bytes_total"]) == 2 * 4
+
+
+def test_cap_zero_puts_every_device_in_other() -> None:
+    samples = scrape(registry_for(lambda: AgentSnapshot(external=traffic(5)), cap=0))
+    assert device_series(samples) == {"other": 15000}
+    assert samples["camwatch_device_series_dropped"][()] == 5
+
+
+def test_a_flood_of_spoofed_macs_adds_no_series_and_counters_never_go_down() -> None:
+    state = {"external": traffic(3)}
+    registry = registry_for(lambda: AgentSnapshot(external=state["external"]), cap=3)
+    first = device_series(scrape(registry))
+    assert set(first) == {*traffic(3), "other"}
+    # Thousands of spoofed MACs with a packet each: the three real devices keep their series.
+    flood = {f"06-00-00-00-{i >> 8:02x}-{i & 255:02x}": ExternalTraffic(60, 0, 1, 0) for i in range(5000)}
+    state["external"] = {**traffic(3), **flood}
+    second = device_series(scrape(registry))
+    assert set(second) == set(first)
+    assert second["other"] == 5000 * 60
+    # A big newcomer displaces the smallest device; "other" keeps growing, nothing decreases.
+    big = {"0a-00-00-00-00-01": ExternalTraffic(10_000_000, 0, 10_000, 0)}
+    grown = {mac: t._replace(bytes_out=t.bytes_out + 500) for mac, t in traffic(3).items()}
+    state["external"] = {**grown, **flood, **big}
+    third = device_series(scrape(registry))
+    assert "0a-00-00-00-00-01" in third and "02-00-00-00-00-00" not in third
+    assert third["other"] >= second["other"]
+    assert third["0a-00-00-00-00-01"] == 10_000_000  # new since the last scrape: not counted elsewhere
+    # The displaced device's further traffic goes to "other", whose increase is exactly that.
+    state["external"] = {
+        **grown,
+        **flood,
+        **big,
+        "02-00-00-00-00-00": ExternalTraffic(1000 + 500 + 77, 0, 1, 0),
+    }
+    fourth = device_series(scrape(registry))
+    assert fourth["other"] - third["other"] == 77
+    for mac in set(third) & set(fourth):
+        assert fourth[mac] >= third[mac]
+
+
+def test_similar_devices_do_not_swap_series_at_every_scrape() -> None:
+    state = {
+        "external": {"02-00-00-00-00-01": ExternalTraffic(1000), "02-00-00-00-00-02": ExternalTraffic(900)}
+    }
+    registry = registry_for(lambda: AgentSnapshot(external=state["external"]), cap=1)
+    assert set(device_series(scrape(registry))) == {"02-00-00-00-00-01", "other"}
+    state["external"] = {
+        "02-00-00-00-00-01": ExternalTraffic(1000),
+        "02-00-00-00-00-02": ExternalTraffic(1500),
+    }
+    assert set(device_series(scrape(registry))) == {"02-00-00-00-00-01", "other"}  # less than twice as much
+    state["external"] = {
+        "02-00-00-00-00-01": ExternalTraffic(1000),
+        "02-00-00-00-00-02": ExternalTraffic(2500),
+    }
+    assert set(device_series(scrape(registry))) == {"02-00-00-00-00-02", "other"}
+
+
+def test_vendor_label_values_are_bounded() -> None:
+    devices = tuple(
+        DeviceSummary(f"02-00-00-00-{i >> 8:02x}-{i & 255:02x}", f"vendor{i}", False) for i in range(300)
+    )
+    samples = scrape(registry_for(lambda: AgentSnapshot(devices=devices)))
+    vendors = {dict(k)["vendor"] for k in samples["camwatch_devices"]}
+    assert len(vendors) == 65 and "other" in vendors
+    assert sum(samples["camwatch_devices"].values()) == 300
+
+
+# --------------------------------------------------------------------------------------------------
+# From a real engine
+
+
+def test_snapshot_from_an_engine_that_saw_the_demo_site(tmp_path: Path) -> None:
+    pcap = tmp_path / "demo.pcap"
+    pcap.write_bytes(pcap_bytes(scenario.site_packets(scenario.demo_shape())))
+    policy = SitePolicy.from_yaml((ROOT / "examples" / "site-policy.yaml").read_text())
+    engine, _, alerts = run_engine(pcap, policy=policy)
+    snap = AgentSnapshot.from_engine(
+        engine,
+        capture={"demo.pcap": InterfaceStats(engine.stats.packets, engine.stats.bytes)},
+        start_time=1.0,
+    )
+    assert snap.flows_created == engine.flows.stats.created > 0
+    assert len(snap.devices) == len(engine.inventory) > 0
+    assert sum(snap.alerts.values()) == len(alerts) > 0
+    assert snap.external, "the demo site has cameras talking to the Internet"
+    assert all(re.fullmatch(r"([0-9a-f]{2}-){5}[0-9a-f]{2}", mac) for mac in snap.external)
+    samples = scrape(registry_for(lambda: snap, cap=2))
+    assert samples["camwatch_capture_packets_total"][(("interface", "demo.pcap"),)] == engine.stats.packets
+    assert sum(samples["camwatch_alerts_total"].values()) == len(alerts)
+    watched = sum(v for k, v in samples["camwatch_devices"].items() if dict(k)["watched"] == "true")
+    assert watched == sum(1 for d in engine.inventory if d.watched) > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The HTTP endpoint
+
+
+def test_metrics_endpoint_and_landing_page(server: MetricsServer) -> None:
+    status, headers, body = get(server.url)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert "camwatch_flows_active" in names
+    status, headers, body = get(server.url.replace("/metrics", "/"))
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'href="metrics"' in body and b"0.1.0" in body
+    assert get(server.url.replace("/metrics", "/nope"))[0] == 404
+    status, _, body = get(server.url, method="HEAD")
+    assert status == 200 and body == b""
+
+
+def test_openmetrics_and_gzip_when_asked(server: MetricsServer) -> None:
+    status, headers, body = get(
+        server.url,
+        {
+            "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            "Accept-Encoding": "gzip",
+        },
+    )
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert headers["Content-Encoding"] == "gzip"
+    text = gzip.decompress(body).decode()
+    assert text.endswith("# EOF\n")
+    families = {f.name for f in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
+    assert families >= {"camwatch_build", "camwatch_alerts"}
+
+
+def test_keep_alive_serves_several_scrapes_on_one_connection(server: MetricsServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            assert resp.status == 200 and b"camwatch_up" in resp.read()
+    finally:
+        conn.close()
+
+
+def test_a_failing_snapshot_answers_500_and_the_server_keeps_serving() -> None:
+    calls = {"n": 0}
+
+    def flaky() -> AgentSnapshot:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("engine lock timeout")
+        return AgentSnapshot()
+
+    with MetricsServer(registry_for(flaky), "127.0.0.1", 0) as srv:
+        assert get(srv.url)[0] == 500
+        assert get(srv.url)[0] == 200
+
+
+def test_basic_auth(tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("s3cret: with spaces\n")
+    password_file.chmod(0o600)
+    config = MetricsConfig(
+        listen="127.0.0.1", port=0, basic_auth=BasicAuthConfig("prometheus", password_file)
+    )
+    with MetricsServer.from_config(config, full_snapshot, process_metrics=False) as srv:
+        status, headers, _ = get(srv.url)
+        assert status == 401
+        assert headers["WWW-Authenticate"].startswith('Basic realm="camwatch"')
+        assert get(srv.url.replace("/metrics", "/"))[0] == 401  # the landing page too
+        assert get(srv.url, basic("prometheus", "wrong"))[0] == 401
+        assert get(srv.url, basic("other", "s3cret: with spaces"))[0] == 401
+        assert get(srv.url, {"Authorization": "Basic !!!not-base64"})[0] == 401
+        assert get(srv.url, {"Authorization": "Bearer s3cret"})[0] == 401
+        status, _, body = get(srv.url, basic("prometheus", "s3cret: with spaces"))
+        assert status == 200 and b"camwatch_up" in body
+
+
+def test_from_config_registers_process_metrics() -> None:
+    config = MetricsConfig(listen="127.0.0.1", port=0)
+    with MetricsServer.from_config(config, full_snapshot) as srv:
+        _, _, body = get(srv.url)
+    assert b"process_resident_memory_bytes" in body and b"camwatch_flows_total" in body
+
+
+def test_tls(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    with MetricsServer(
+        registry_for(full_snapshot),
+        "127.0.0.1",
+        0,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        basic_auth=("u", "p"),
+    ) as srv:
+        assert srv.url.startswith("https://127.0.0.1:")
+        status, body = https_get(srv.url, cert, basic("u", "p"))
+        assert status == 200 and b"camwatch_capture_packets_total" in body
+        assert https_get(srv.url, cert)[0] == 401
+        # Plain HTTP to the TLS port gets no metrics, and the server survives it.
+        with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+            urllib.request.urlopen(srv.url.replace("https:", "http:"), timeout=5).read()
+        # An untrusted certificate is refused by a verifying client.
+        with pytest.raises(urllib.error.URLError) as info:
+            urllib.request.urlopen(srv.url, timeout=5, context=ssl.create_default_context())
+        assert isinstance(info.value.reason, ssl.SSLCertVerificationError)
+        # A client that connects and says nothing does not block other scrapes (the handshake runs
+        # off the accept loop).
+        with socket.create_connection(("127.0.0.1", srv.port)):
+            assert https_get(srv.url, cert, basic("u", "p"))[0] == 200
+
+
+def test_a_renewed_certificate_is_picked_up(
+    tmp_path: Path, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agents.sinks.prometheus._TlsFiles.CHECK_SECONDS", 0.0)
+    cert, key = tmp_path / "m.crt", tmp_path / "m.key"
+    shutil.copy(certificate[0], cert)
+    shutil.copy(certificate[1], key)
+    with MetricsServer(
+        registry_for(AgentSnapshot), "127.0.0.1", 0, tls_cert_file=cert, tls_key_file=key
+    ) as srv:
+        assert https_get(srv.url, certificate[0])[0] == 200
+        assert OPENSSL is not None
+        subprocess.run(
+            [OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=renewed",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        os.utime(cert, (time.time() + 5, time.time() + 5))  # a new mtime even within the same clock tick
+        assert https_get(srv.url, cert)[0] == 200  # trusted with the new certificate only
+        with pytest.raises(urllib.error.URLError):
+            https_get(srv.url, certificate[0])
+
+
+def test_connections_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.sinks.prometheus._Server.max_connections", 2)
+    with MetricsServer(registry_for(AgentSnapshot), "127.0.0.1", 0) as srv:
+        idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+        try:
+            time.sleep(0.3)  # both accepted and holding a slot
+            with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+                urllib.request.urlopen(srv.url, timeout=5).read()
+        finally:
+            for sock in idle:
+                sock.close()
+        deadline = time.monotonic() + 5
+        while get(srv.url)[0] != 200:  # the slots come back once those clients are gone
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_start_binds_in_the_caller_and_reports_a_busy_port() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        srv = MetricsServer(registry_for(AgentSnapshot), "127.0.0.1", port)
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            srv.start()
+    srv = MetricsServer(registry_for(AgentSnapshot), "127.0.0.1", 0)
+    srv.start()
+    try:
+        assert srv.port != 0
+        with socket.create_connection(("127.0.0.1", srv.port)):
+            pass  # accepting right after start(): the socket was bound and listening
+    finally:
+        srv.stop()
+        srv.stop()  # idempotent
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=1)
+
+
+def test_ipv6_listen() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with MetricsServer(registry_for(AgentSnapshot), "::1", 0) as srv:
+            assert srv.url.startswith("http://[::1]:")
+            assert get(srv.url)[0] == 200
+    except OSError as exc:
+        pytest.skip(f"cannot bind ::1: {exc}")
+
+
+# --------------------------------------------------------------------------------------------------
+# A real Prometheus
+
+
+needs_prometheus = pytest.mark.skipif(prometheus_binary() is None, reason=SKIP_REASON)
+
+
+class Live:
+    """A snapshot the test changes while Prometheus scrapes it."""
+
+    def __init__(self) -> None:
+        self.snapshot = full_snapshot()
+
+    def __call__(self) -> AgentSnapshot:
+        return self.snapshot
+
+
+@needs_prometheus
+def test_real_prometheus_scrapes_the_documented_metrics_and_sees_them_move(tmp_path: Path) -> None:
+    live = Live()
+    with (
+        MetricsServer(registry_for(live), "127.0.0.1", 0) as srv,
+        running_prometheus(tmp_path / "prom", [ScrapeTarget(f"127.0.0.1:{srv.port}")]) as prom,
+    ):
+        eth1 = 'camwatch_capture_packets_total{job="camwatch", interface="eth1"}'
+        prom.wait_for(eth1, lambda v: v == 100)
+        assert prom.value('up{job="camwatch"}') == 1
+        # Every documented metric is stored, under its documented name.
+        stored = {
+            r["metric"]["__name__"] for r in prom.query('count by (__name__) ({__name__=~"camwatch_.+"})')
+        }
+        assert stored == set(documented())
+        # Site and gateway come from the scrape configuration, not from the exporter.
+        (series,) = prom.query(eth1)
+        assert series["metric"]["site"] == "test-site" and series["metric"]["gateway"] == "gw-test"
+        # More packets and a new alert: Prometheus sees both move.
+        before = prom.value('camwatch_alerts_total{rule="stream.egress"}')
+        assert before == 0
+        alerts = {**live.snapshot.alerts, "stream.egress": 1}
+        capture = {**live.snapshot.capture, "eth1": InterfaceStats(250, 160_000, 260, 10)}
+        live.snapshot = dataclasses.replace(live.snapshot, alerts=alerts, capture=capture)
+        prom.wait_for(eth1, lambda v: v == 250)
+        prom.wait_for('camwatch_alerts_total{rule="stream.egress"}', lambda v: v == 1)
+        assert prom.value('increase(camwatch_alerts_total{rule="stream.egress"}[1m])') > 0  # type: ignore[operator]
+        assert prom.value('camwatch_capture_kernel_drops_total{interface="eth1"}') == 10
+        info = prom.query("camwatch_build_info")
+        assert info[0]["metric"]["version"] == "0.1.0"
+
+
+@needs_prometheus
+def test_real_prometheus_scrapes_over_tls_with_basic_auth(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    cert, key = certificate
+    password_file = tmp_path / "scrape.password"
+    password_file.write_text("correct horse\n")
+    password_file.chmod(0o600)
+    config = MetricsConfig(
+        listen="127.0.0.1",
+        port=0,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        basic_auth=BasicAuthConfig("prometheus", password_file),
+    )
+    good = ScrapeTarget(
+        "", job="good", scheme="https", basic_auth=("prometheus", password_file), ca_file=cert
+    )
+    bad_password = tmp_path / "bad.password"
+    bad_password.write_text("wrong\n")
+    bad = dataclasses.replace(good, job="bad", basic_auth=("prometheus", bad_password))
+    with MetricsServer.from_config(config, full_snapshot) as srv:
+        address = f"127.0.0.1:{srv.port}"
+        targets = [dataclasses.replace(good, address=address), dataclasses.replace(bad, address=address)]
+        with running_prometheus(tmp_path / "prom", targets) as prom:
+            prom.wait_for('camwatch_flows_active{job="good"}', lambda v: v == 12)
+            prom.wait_for('up{job="bad"}', lambda v: v == 0)
+            assert prom.value('camwatch_flows_active{job="bad"}') is None
+            assert prom.value('process_resident_memory_bytes{job="good"}') > 0  # type: ignore[operator]
