@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agents.capture.pcap_source import PcapFileSource
+from agents.config import ConfigError, load_config
 from agents.progress import Progress
 from agents.sinks.jsonl import JsonLinesSink
 from monitor import __version__
@@ -28,6 +29,22 @@ log = logging.getLogger("camwatch")
 EXIT_OK = 0
 EXIT_INPUT = 1  # some input could not be read (everything readable was processed)
 EXIT_USAGE = 2  # bad arguments or configuration: nothing was processed
+DEFAULT_CONFIG = "/etc/camwatch/agent.yaml"
+# Top-level keys that make a YAML file an agent configuration rather than a site policy.
+AGENT_KEYS = frozenset(
+    {
+        "capture",
+        "metrics",
+        "mqtt",
+        "state_dir",
+        "run_as_user",
+        "limits",
+        "timeouts",
+        "policy",
+        "policy_file",
+        "gateway",
+    }
+)
 
 
 class CliError(Exception):
@@ -64,8 +81,16 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-flows", type=int, default=200_000, help="bound on live flows (default: 200000)")
     r.add_argument("--batch-size", type=int, default=65536, help=argparse.SUPPRESS)
 
-    c = sub.add_parser("check-config", help="validate a site policy file")
+    c = sub.add_parser("check-config", help="validate an agent configuration or a site policy file")
     c.add_argument("file", metavar="FILE")
+
+    a = sub.add_parser("run", help="run the gateway agent (live capture, metrics, MQTT alerts)")
+    a.add_argument(
+        "--config",
+        metavar="FILE",
+        default=DEFAULT_CONFIG,
+        help=f"agent configuration (default: {DEFAULT_CONFIG})",
+    )
     return p
 
 
@@ -81,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return replay(args)
         if args.command == "check-config":
             return check_config(args.file, sys.stdout)
+        if args.command == "run":
+            return run_agent(args.config)
+    except ConfigError as exc:
+        print(f"camwatch: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
     except PolicyError as exc:
         print(f"camwatch: invalid policy:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -92,14 +122,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def _is_agent_config(path: str) -> bool:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # let the policy loader report it precisely
+    return isinstance(doc, dict) and bool(AGENT_KEYS & set(doc))
+
+
 def check_config(path: str, out: TextIO) -> int:
-    policy = load_policy(path)
+    if _is_agent_config(path):
+        config = load_config(path)  # logs its warnings
+        cap = config.capture
+        source = f"pcap {cap.pcap}" if cap.pcap is not None else f"interfaces {', '.join(cap.interfaces)}"
+        mqtt = (
+            f"{config.mqtt.host}:{config.mqtt.port}"
+            if config.mqtt is not None
+            else "none (alerts stay in the spool)"
+        )
+        out.write(
+            f"{path}: OK: agent {config.observer}; {source}; "
+            f"metrics on {config.metrics.listen}:{config.metrics.port}; mqtt {mqtt}; "
+            f"state in {config.state_dir}\n"
+        )
+        policy = config.site_policy
+    else:
+        policy = load_policy(path)
     nets = ", ".join(str(n) for n in policy.monitored_networks) or "none"
     out.write(
         f"{path}: OK: site {policy.site}; monitored networks: {nets}; "
         f"watched vendors: {', '.join(sorted(policy.watched_vendors)) or 'none'}; "
         f"{len(policy.allow)} allow rule(s)\n"
     )
+    return EXIT_OK
+
+
+def run_agent(config_path: str) -> int:
+    import asyncio
+
+    from agents.runtime import Agent
+
+    if not Path(config_path).is_file():
+        raise CliError(
+            f"{config_path}: no such configuration file (see docs/config.md and examples/agent.yaml)"
+        )
+    config = load_config(config_path)
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    asyncio.run(Agent(config).run())
     return EXIT_OK
 
 

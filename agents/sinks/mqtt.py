@@ -1,0 +1,525 @@
+"""MQTT alert publisher (DESIGN 2.5): spool first, publish with QoS 1, delete on PUBACK.
+
+Topics (`<prefix>` is `camwatch` unless configured):
+- `<prefix>/<site>/<gateway>/alerts/<severity>`: one alert record (DESIGN 2.2) as compact JSON, QoS 1, not
+  retained; `<severity>` is the alert's numeric `event.severity` as text.
+- `<prefix>/<site>/<gateway>/status`: retained, QoS 1. `{"state":"online","since":...,"version":...}` after
+  each connection; `{"state":"offline","since":...,"version":...}` on a clean shutdown; the broker publishes
+  the last will `{"state":"offline"}` when the connection dies without a clean disconnect.
+
+Delivery guarantee: at least once. `submit` commits the alert to the `AlertSpool` before anything else and
+never waits for the network. A background task publishes the spool in order and deletes each alert only
+after its PUBACK. With aiomqtt 2.x, `await client.publish(..., qos=1)` returns only once paho's
+`on_publish` fired for that message id, and paho fires it for QoS 1 only when the PUBACK arrives (paho
+`_handle_pubackcomp` -> `_do_on_publish`; aiomqtt `Client.publish` waits on an event set by `_on_publish`;
+both read in the installed sources). After a reconnect everything still spooled is published again, so a
+consumer may see an alert twice (the PUBACK was lost with the connection): drop duplicates by `event.id`.
+A PUBACK means the broker took the message, not that a subscriber got it; with MQTT 3.1.1 a broker that
+refuses a publish (ACL) still acknowledges it, so the broker's ACL must allow the topics.
+
+Connection handling: one aiomqtt client per connection (no session state is carried across connections:
+the spool is the session). Any MQTT error, a lost link (seen at once through the client's message
+iterator, rather than after a publish timeout) or a missing PUBACK within `timeout` ends the connection;
+the publisher reconnects after a capped exponential backoff with full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiomqtt
+
+from agents.sinks.spool import AlertSpool, PublisherError, SpoolError, SpoolItem
+from monitor import __version__
+
+__all__ = [
+    "AlertPublisher",
+    "BrokerError",
+    "MqttSettings",
+    "PublishError",
+    "PublisherError",
+    "SettingsError",
+    "SpoolError",
+    "alert_topic",
+    "backoff_delay",
+    "encode_alert",
+    "mqtt_settings",
+]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+WILL_PAYLOAD = b'{"state":"offline"}'
+
+
+class SettingsError(PublisherError, ValueError):
+    """An MQTT setting is invalid (names the field)."""
+
+
+class BrokerError(PublisherError):
+    """The connection to the broker failed or was lost."""
+
+
+class PublishError(BrokerError):
+    """A publish got no PUBACK (error, timeout or the connection dropped while it was in flight)."""
+
+
+class _Drained(Exception):
+    """Ends a connection's task group on shutdown (internal)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSettings:
+    """Where and how to publish; site and gateway name the topics (DESIGN 2.5)."""
+
+    host: str
+    port: int = 1883
+    client_id: str | None = None
+    """Defaults to `camwatch-<site>-<gateway>`: stable, so a restarted agent replaces its old connection."""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: str | None = None
+    """CA bundle for the broker's certificate; the system's CAs when None."""
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_insecure: bool = False
+    """Skip the host name check (the certificate chain is still verified)."""
+    keepalive: int = 30
+    topic_prefix: str = "camwatch"
+    site: str
+    gateway: str
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    max_inflight: int = 32
+    """Publishes awaiting their PUBACK at once."""
+    timeout: float = 10.0
+    """Seconds to wait for a CONNACK or a PUBACK before the connection is considered dead."""
+    drain_timeout: float = 5.0
+    """On shutdown, seconds spent publishing what is still spooled before going offline."""
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise SettingsError("mqtt.host is empty: set the broker's host name or address")
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"mqtt.port {self.port} is not a TCP port (1-65535)")
+        for name in ("site", "gateway"):
+            value = getattr(self, name)
+            if not value or any(c in value for c in "/+#\0"):
+                raise SettingsError(
+                    f"{name} {value!r} cannot be an MQTT topic level: use a name without / + #"
+                )
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#\0"):
+            raise SettingsError(f"mqtt.topic_prefix {self.topic_prefix!r} must be non-empty, without + or #")
+        if self.password is not None and self.username is None:
+            raise SettingsError("mqtt.password is set without mqtt.username")
+        if not self.tls and (self.ca_file or self.cert_file or self.key_file or self.tls_insecure):
+            raise SettingsError("mqtt.ca_file/cert_file/key_file/tls_insecure need mqtt.tls: true")
+        if self.key_file and not self.cert_file:
+            raise SettingsError("mqtt.key_file is set without mqtt.cert_file")
+        if self.keepalive < 1:
+            raise SettingsError(f"mqtt.keepalive {self.keepalive} must be at least 1 second")
+        if not 0 < self.backoff_initial <= self.backoff_max:
+            raise SettingsError("mqtt backoff: need 0 < backoff_initial <= backoff_max")
+        if self.max_inflight < 1 or self.timeout <= 0 or self.drain_timeout < 0:
+            raise SettingsError("mqtt: max_inflight must be >= 1, timeout > 0, drain_timeout >= 0")
+
+    @property
+    def broker(self) -> str:
+        """`host:port`, for messages."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def identifier(self) -> str:
+        """The MQTT client id."""
+        return self.client_id or f"camwatch-{self.site}-{self.gateway}"
+
+    @property
+    def status_topic(self) -> str:
+        """`<prefix>/<site>/<gateway>/status`."""
+        return f"{self.topic_prefix}/{self.site}/{self.gateway}/status"
+
+    def alert_topic(self, alert: Mapping[str, Any]) -> str:
+        """`<prefix>/<site>/<gateway>/alerts/<severity>` for this alert."""
+        return f"{self.topic_prefix}/{self.site}/{self.gateway}/alerts/{_severity(alert)}"
+
+
+def alert_topic(config: Any, alert: Mapping[str, Any]) -> str:
+    """The alert topic, from `MqttSettings` or the agent config (`site`, `gateway`, `mqtt.topic_prefix`)."""
+    if isinstance(config, MqttSettings):
+        return config.alert_topic(alert)
+    section = getattr(config, "mqtt", None)
+    prefix = _get(section, "topic_prefix") or "camwatch"
+    return f"{prefix}/{config.site}/{config.gateway}/alerts/{_severity(alert)}"
+
+
+def mqtt_settings(config: Any) -> MqttSettings:
+    """`MqttSettings` from the agent config: its `mqtt` section (object or mapping), `site`, `gateway`."""
+    section = config.mqtt
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(MqttSettings):
+        try:
+            value = _get(section, f.name)
+        except (OSError, ValueError) as exc:  # the config's `password` property reads its password_file
+            raise SettingsError(f"mqtt.{f.name} cannot be read: {exc}") from exc
+        if value is None and f.name in ("site", "gateway"):
+            value = getattr(config, f.name, None)
+        if f.name in ("ca_file", "cert_file", "key_file") and value is not None:
+            value = str(value)  # a pathlib.Path in the config is fine
+        # A None in the config means "not set": keep the default of fields that have one.
+        if value is not None or f.default is None:
+            values[f.name] = value
+    return MqttSettings(**values)
+
+
+def encode_alert(alert: Mapping[str, Any]) -> bytes:
+    """The alert record as compact UTF-8 JSON, exactly as published (same form as the JSON-lines sink)."""
+    # default=str: a stray non-JSON value (a datetime, a Path) must not cost the alert.
+    return json.dumps(alert, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+
+
+def backoff_delay(
+    failures: int, initial: float, maximum: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Capped exponential backoff, full jitter: uniform in [0, min(maximum, initial * 2**(failures-1))]."""
+    exponent = min(max(failures - 1, 0), 62)  # no float overflow after a very long outage
+    return rand() * min(maximum, initial * 2.0**exponent)
+
+
+class AlertPublisher:
+    """Publishes spooled alerts to MQTT from a background task; use as an async context manager."""
+
+    def __init__(self, settings: MqttSettings, spool: AlertSpool) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.connected = False
+        self.published_total = 0
+        """Alerts acknowledged by the broker (PUBACK) and deleted from the spool."""
+        self.publish_failures_total = 0
+        """Publishes that got no PUBACK (they stay spooled and are sent again)."""
+        self.reconnects_total = 0
+        """Successful connections after the first one."""
+        self.connect_failures_total = 0
+        """Connection attempts or connections that ended in an error."""
+        self.spool_failures_total = 0
+        """Alerts `submit` could not spool at all (logged at ERROR)."""
+        self.last_connect_ts: float | None = None
+        """Unix time of the last CONNACK."""
+        # One worker thread does every spool call of this publisher: an fsync must not stall the event loop,
+        # and a single thread keeps the calls in submission order.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camwatch-spool")
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._abandon = asyncio.Event()
+        self._failures = 0
+        self._connections = 0
+        self._acked: list[int] = []
+        self._ack_ready = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> AlertPublisher:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._supervisor = self._tg.create_task(self._supervise(), name="camwatch-mqtt-publisher")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None and self._supervisor is not None
+        s = self.settings
+        supervisor = self._supervisor
+        # Shutdown in steps, each bounded: publish what is spooled (drain_timeout), then give up on what is
+        # in flight and say "offline" (timeout), then cancel. Alerts left over stay in the spool.
+        self._closing.set()
+        self._wake.set()
+        try:
+            await asyncio.wait({supervisor}, timeout=s.drain_timeout)
+            if not supervisor.done():
+                log.warning(
+                    "mqtt: shutdown: %d alerts not published in time stay spooled", self.spool.depth()
+                )
+                self._abandon.set()
+                # Bounded by aiomqtt's timeout twice: the offline publish, then the DISCONNECT.
+                await asyncio.wait({supervisor}, timeout=2 * s.timeout + 1.0)
+        finally:
+            # Also reached when this task is cancelled while waiting: never leave the group or the worker.
+            if not supervisor.done():
+                supervisor.cancel()
+            try:
+                # The body's exception is not handed to the group, which would wrap it in an ExceptionGroup
+                # and so change what the caller sees; the supervisor is done or cancelled by now.
+                await self._tg.__aexit__(None, None, None)
+            finally:
+                # Wait for queued spool calls (acks) so the caller can close the spool right after.
+                await asyncio.to_thread(self._io.shutdown, wait=True)
+                log.info(
+                    "mqtt publisher stopped: %d alerts published, %d still spooled",
+                    self.published_total,
+                    self.spool.depth(),
+                )
+
+    async def submit(self, alert: Mapping[str, Any]) -> None:
+        """Spool the alert durably (in a worker thread) and wake the sender; never waits for the network."""
+        topic = self.settings.alert_topic(alert)
+        event = alert.get("event")
+        event_id = str(event.get("id", "")) if isinstance(event, Mapping) else ""
+        try:
+            await self._spool_io(self.spool.put, topic, encode_alert(alert), event_id)
+        except SpoolError as exc:
+            # Raising would stop the caller's alert loop and lose every later alert: count and say it.
+            self.spool_failures_total += 1
+            log.error("mqtt: alert not spooled, it is lost: %s", exc)
+            return
+        self._wake.set()
+
+    # ------------------------------------------------------------------ connection loop
+
+    async def _supervise(self) -> None:
+        s = self.settings
+        # At least one attempt even when shutdown has already begun: a short run (a capture file) still
+        # gets its alerts out within drain_timeout when the broker is there.
+        while True:
+            failure: BaseException | None = None
+            try:
+                await self._session()
+            except* (aiomqtt.MqttError, PublisherError, OSError) as group:
+                failure = _first_leaf(group)
+            except* Exception as group:
+                # A bug must not end alert delivery for good: log it loudly and keep retrying.
+                failure = _first_leaf(group)
+                log.error("mqtt: unexpected error in the publisher", exc_info=failure)
+            self.connected = False
+            if self._closing.is_set():
+                return
+            if failure is None:  # a session only ends cleanly on shutdown; anything else is a failure
+                failure = BrokerError("connection ended", broker=s.broker)
+            self._failures += 1
+            self.connect_failures_total += 1
+            delay = backoff_delay(self._failures, s.backoff_initial, s.backoff_max)
+            where = "" if isinstance(failure, PublisherError) and failure.broker else f" ({s.broker})"
+            log.warning(
+                "mqtt: %s%s; retrying in %.1f s (%d alerts spooled)",
+                failure,
+                where,
+                delay,
+                self.spool.depth(),
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay)
+
+    async def _session(self) -> None:
+        """One connection: say online, publish the spool until the link drops or shutdown, say offline."""
+        s = self.settings
+        tls_context = await asyncio.to_thread(_tls_context, s) if s.tls else None
+        client = aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=s.identifier,
+            logger=logging.getLogger(f"{__name__}.client"),
+            will=aiomqtt.Will(s.status_topic, WILL_PAYLOAD, qos=1, retain=True),
+            clean_session=True,
+            keepalive=s.keepalive,
+            timeout=s.timeout,
+            max_inflight_messages=s.max_inflight,
+            tls_context=tls_context,
+        )
+        # aiomqtt warns above this many pending calls; our own bound is max_inflight.
+        client.pending_calls_threshold = s.max_inflight + 1
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise BrokerError(f"cannot connect: {exc}", broker=s.broker) from exc
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_exit(client)
+            self._on_connect()
+            await self._publish_status(client, "online")
+            # The broker demonstrably works: the next failure starts the backoff from the beginning.
+            self._failures = 0
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._watch_link(client), name="mqtt-link")
+                    tg.create_task(self._send(client, tg), name="mqtt-sender")
+                    tg.create_task(self._wait_abandon(), name="mqtt-abandon")
+                    tg.create_task(self._acker(), name="mqtt-acker")
+            except* _Drained:
+                pass
+            finally:
+                self.connected = False
+                # PUBACKs received but not yet deleted: delete them now, or they are published again.
+                await self._flush_acks()
+            if self._closing.is_set():
+                try:
+                    await self._publish_status(client, "offline")
+                except PublisherError as exc:
+                    log.warning(
+                        "mqtt: could not publish the offline status (the last will covers it): %s", exc
+                    )
+                log.info("mqtt: disconnecting from %s", s.broker)
+
+    def _on_connect(self) -> None:
+        self._connections += 1
+        if self._connections > 1:
+            self.reconnects_total += 1
+        self.connected = True
+        self.last_connect_ts = time.time()
+        s = self.settings
+        log.info(
+            "mqtt: connected to %s%s as %s; %d alerts spooled",
+            s.broker,
+            " (TLS)" if s.tls else "",
+            s.identifier,
+            self.spool.depth(),
+        )
+
+    async def _publish_status(self, client: aiomqtt.Client, state: str) -> None:
+        s = self.settings
+        payload = json.dumps(
+            {"state": state, "since": _iso_now(), "version": __version__}, separators=(",", ":")
+        ).encode()
+        try:
+            await client.publish(s.status_topic, payload, qos=1, retain=True)
+        except aiomqtt.MqttError as exc:
+            raise PublishError(
+                f"status not acknowledged: {exc}", broker=s.broker, topic=s.status_topic
+            ) from exc
+
+    async def _watch_link(self, client: aiomqtt.Client) -> None:
+        # Nothing is subscribed, so the iterator yields nothing; it raises as soon as the connection drops,
+        # which ends the task group and with it the publishes waiting for a PUBACK that will never come.
+        try:
+            async for _message in client.messages:
+                pass
+        except aiomqtt.MqttError as exc:
+            reason = exc.__cause__ or exc
+            raise BrokerError(f"connection lost: {reason}", broker=self.settings.broker) from exc
+        raise BrokerError("connection closed", broker=self.settings.broker)
+
+    async def _acker(self) -> None:
+        while True:
+            await self._ack_ready.wait()
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        self._ack_ready.clear()
+        if self._acked:
+            ids, self._acked = self._acked, []
+            await self._spool_io(self.spool.ack_many, ids)
+
+    async def _wait_abandon(self) -> None:
+        await self._abandon.wait()
+        raise _Drained
+
+    async def _send(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        """Publish the spool in order, up to `max_inflight` at once; returns only by raising."""
+        s = self.settings
+        slots = asyncio.Semaphore(s.max_inflight)
+        inflight: set[asyncio.Task[None]] = set()
+        after = 0  # each connection starts from the oldest alert: whatever was not acknowledged goes again
+        while True:
+            # Clear before looking: a submit that lands after the peek sets the event again.
+            self._wake.clear()
+            batch = await self._spool_io(self.spool.peek, s.max_inflight, after)
+            if not batch:
+                if self._closing.is_set():
+                    if inflight:
+                        await asyncio.wait(inflight)
+                    raise _Drained
+                await self._wake.wait()
+                continue
+            await self._spool_io(self.spool.note_attempts, [item.row_id for item in batch])
+            for item in batch:
+                await slots.acquire()
+                # Tasks start in creation order and paho queues the PUBLISH before the task's first await,
+                # so alerts go on the wire in spool order.
+                task = tg.create_task(
+                    self._publish_one(client, item, slots), name=f"mqtt-publish-{item.row_id}"
+                )
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+                after = item.row_id
+
+    async def _publish_one(self, client: aiomqtt.Client, item: SpoolItem, slots: asyncio.Semaphore) -> None:
+        acknowledged = False
+        try:
+            try:
+                await client.publish(item.topic, item.payload, qos=1, retain=False)
+            except aiomqtt.MqttError as exc:
+                raise PublishError(
+                    f"no PUBACK: {exc}", broker=self.settings.broker, topic=item.topic, event_id=item.event_id
+                ) from exc
+            acknowledged = True
+            self.published_total += 1
+            # Deleted in batches by the acker: one transaction (and one thread hop) for many PUBACKs.
+            self._acked.append(item.row_id)
+            self._ack_ready.set()
+        finally:
+            slots.release()
+            if not acknowledged:
+                self.publish_failures_total += 1
+
+    async def _spool_io(self, fn: Callable[..., _T], *args: Any) -> _T:
+        job = asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+        # Shielded: cancelling the caller would otherwise cancel a job still queued for the worker, and a
+        # dropped ack means a duplicate, a dropped put a lost alert. The job runs to the end either way.
+        return await asyncio.shield(job)
+
+
+def _tls_context(s: MqttSettings) -> ssl.SSLContext:
+    # Built in a worker thread: loading CA bundles and keys reads files.
+    ctx = ssl.create_default_context(cafile=s.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if s.cert_file:
+        ctx.load_cert_chain(s.cert_file, s.key_file)
+    if s.tls_insecure:
+        ctx.check_hostname = False
+    return ctx
+
+
+def _severity(alert: Mapping[str, Any]) -> str:
+    event = alert.get("event")
+    value = event.get("severity") if isinstance(event, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        log.warning(
+            "alert %r has no numeric event.severity: published under alerts/unknown", alert.get("event")
+        )
+        return "unknown"
+    return str(int(value))
+
+
+def _get(section: Any, name: str) -> Any:
+    if section is None:
+        return None
+    if isinstance(section, Mapping):
+        return section.get(name)
+    return getattr(section, name, None)
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
