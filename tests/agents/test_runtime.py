@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -160,3 +166,53 @@ def test_prometheus_scrapes_the_agent_and_the_metrics_move(tmp_path: Path) -> No
     first, later, alerts = asyncio.run(scenario_run())
     assert 0 < first < later
     assert alerts >= 1
+
+
+def test_agent_killed_with_sigkill_loses_no_spooled_alert(tmp_path: Path) -> None:
+    """Broker down: alerts pile up in the spool; SIGKILL; broker up, restart: every one arrives."""
+    pcap = site_capture(tmp_path / "site.pcap")
+    broker = Mosquitto(tmp_path / "broker")  # configured, not started yet
+    config = tmp_path / "agent.yaml"
+    state = tmp_path / "state"
+    config.write_text(
+        f"site: depot-7\ngateway: gw-kill\ncapture:\n  pcap: {pcap}\n  pace: fast\npolicy_file: {POLICY}\n"
+        f"metrics:\n  listen: 127.0.0.1\n  port: {free_port()}\nmqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n"
+        f"state_dir: {state}\nrun_as_user: null\n"
+    )
+    command = [sys.executable, "-m", "agents.cli", "run", "--config", str(config)]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spool = state / "alerts.sqlite3"
+    spooled: set[str] = set()
+    deadline = time.monotonic() + 30
+    while len(spooled) < 27:
+        assert time.monotonic() < deadline, f"only {len(spooled)} alerts spooled"
+        time.sleep(0.2)
+        if spool.exists():
+            with contextlib.closing(sqlite3.connect(spool)) as db:
+                try:
+                    spooled = {row[0] for row in db.execute("SELECT event_id FROM alerts")}
+                except sqlite3.OperationalError:
+                    continue
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+
+    async def restart() -> set[str]:
+        broker.start()
+        try:
+            async with Subscriber(broker, "camwatch/+/+/alerts/#") as sub:
+                second = subprocess.Popen(
+                    command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                try:
+                    await sub.wait_until(
+                        lambda m: spooled <= {json.loads(r.payload)["event"]["id"] for r in m}, 30
+                    )
+                finally:
+                    second.send_signal(signal.SIGTERM)
+                    await asyncio.to_thread(second.wait, 20)
+                return {json.loads(r.payload)["event"]["id"] for r in sub.messages}
+        finally:
+            broker.stop()
+
+    delivered = asyncio.run(restart())
+    assert spooled <= delivered
