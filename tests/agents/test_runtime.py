@@ -176,7 +176,8 @@ def test_agent_killed_with_sigkill_loses_no_spooled_alert(tmp_path: Path) -> Non
     state = tmp_path / "state"
     config.write_text(
         f"site: depot-7\ngateway: gw-kill\ncapture:\n  pcap: {pcap}\n  pace: fast\npolicy_file: {POLICY}\n"
-        f"metrics:\n  listen: 127.0.0.1\n  port: {free_port()}\nmqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n"
+        f"metrics:\n  listen: 127.0.0.1\n  port: {free_port()}\n"
+        f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n"
         f"state_dir: {state}\nrun_as_user: null\n"
     )
     command = [sys.executable, "-m", "agents.cli", "run", "--config", str(config)]
