@@ -200,27 +200,43 @@ _MAKER_VENDORS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _discovery_fact(
+    a: Analysis,
+    flow: Flow,
+    from_src: bool,
+    ts: int,
+    kind: str,
+    vendor: str,
+    ip: str | None,
+    mac: int | None,
+    model: str | None,
+    serial: str | None,
+    firmware: str | None,
+) -> None:
+    """A discovery reply describes its sender: model, serial and firmware, and who made it."""
+    from monitor.analysis import DeviceFact
+
+    a.device_facts.append(
+        DeviceFact(
+            mac or (flow.src_mac if from_src else flow.dst_mac),
+            ip or (flow.src if from_src else flow.dst)[0],
+            kind,
+            f"model={model} serial={serial} firmware={firmware}",
+            vendor=vendor,
+            model=model,
+            firmware=firmware,
+            serial=serial,
+            protocol=kind,
+            ts_ns=ts,
+        )
+    )
+
+
 def handle_sadp(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     msg = sadp.parse(payload)
     if msg.is_reply:
-        from monitor.analysis import DeviceFact
-
-        ip = msg.ipv4 or (flow.src if from_src else flow.dst)[0]
-        mac = msg.mac or (flow.src_mac if from_src else flow.dst_mac)
-        detail = f"model={msg.model} serial={msg.serial} firmware={msg.firmware}"
-        a.device_facts.append(
-            DeviceFact(
-                mac,
-                ip,
-                "sadp",
-                detail,
-                vendor="hikvision",
-                model=msg.model,
-                firmware=msg.firmware,
-                serial=msg.serial,
-                protocol="sadp",
-                ts_ns=ts,
-            )
+        _discovery_fact(
+            a, flow, from_src, ts, "sadp", "hikvision", msg.ipv4, msg.mac, msg.model, msg.serial, msg.firmware
         )
     return True
 
@@ -228,24 +244,18 @@ def handle_sadp(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int
 def handle_dhip(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     msg = dhip.parse(payload)
     if msg.is_reply:
-        from monitor.analysis import DeviceFact
-
-        ip = msg.ipv4 or (flow.src if from_src else flow.dst)[0]
-        mac = msg.mac or (flow.src_mac if from_src else flow.dst_mac)
-        detail = f"model={msg.device_type} serial={msg.serial} firmware={msg.firmware}"
-        a.device_facts.append(
-            DeviceFact(
-                mac,
-                ip,
-                "dhip",
-                detail,
-                vendor="dahua",
-                model=msg.device_type,
-                firmware=msg.firmware,
-                serial=msg.serial,
-                protocol="dhip",
-                ts_ns=ts,
-            )
+        _discovery_fact(
+            a,
+            flow,
+            from_src,
+            ts,
+            "dhip",
+            "dahua",
+            msg.ipv4,
+            msg.mac,
+            msg.device_type,
+            msg.serial,
+            msg.firmware,
         )
     return True
 

@@ -346,6 +346,10 @@ class _PacketSocket:
             os.close(wake)
 
     def _teardown_socket(self, sock: socket.socket) -> None:
+        # Stop delivery first: if a batch still holds a view of the ring, the mapping (and with it
+        # the socket, whose descriptor mmap duplicated) lives on until that view is gone.
+        with contextlib.suppress(OSError):
+            sock.bind((self.interface, 0))
         self._release_buffers()
         sock.close()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from monitor.analyzers import AnalyzerError
+from monitor.analyzers.reader import ByteReader
 
 __all__ = [
     "PACKET_TYPES",
@@ -66,29 +67,11 @@ _PROTOCOL_NAMES: Final = {"MQTT": (4, 5), "MQIsdp": (3,)}
 _VERSIONS: Final = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 
 
-class _Reader:
-    """Bounds-checked reads over ``data[pos:end]``."""
+class _Reader(ByteReader):
+    """Bounds-checked big-endian reads over ``data[pos:end]``; every overrun is an AnalyzerError."""
 
-    __slots__ = ("data", "end", "pos", "what")
-
-    def __init__(self, data: bytes, what: str, pos: int, end: int) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = end
-        self.what = what
-
-    def left(self) -> int:
-        return self.end - self.pos
-
-    def take(self, n: int, field: str) -> bytes:
-        if n > self.end - self.pos:
-            raise AnalyzerError(PROTOCOL, f"{self.what}: {field} needs {n} bytes, {self.end - self.pos} left")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def uint(self, size: int, field: str) -> int:
-        return int.from_bytes(self.take(size, field), "big")
+    __slots__ = ()
+    protocol = PROTOCOL
 
     def binary(self, field: str) -> bytes:
         return self.take(self.uint(2, f"{field} length"), field)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from monitor.analyzers import AnalyzerError
+from monitor.analyzers.reader import ByteReader
 
 __all__ = [
     "CertificateInfo",
@@ -88,29 +89,11 @@ def _is_grease(value: int) -> bool:
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
 
-class _Reader:
+class _Reader(ByteReader):
     """Bounds-checked big-endian reads over ``data[pos:end]``; every overrun is an AnalyzerError."""
 
-    __slots__ = ("data", "end", "pos", "what")
-
-    def __init__(self, data: bytes, what: str, pos: int = 0, end: int | None = None) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = len(data) if end is None else end
-        self.what = what
-
-    def left(self) -> int:
-        return self.end - self.pos
-
-    def take(self, n: int, field: str) -> bytes:
-        if n > self.end - self.pos:
-            raise AnalyzerError(PROTOCOL, f"{self.what}: {field} needs {n} bytes, {self.end - self.pos} left")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def uint(self, size: int, field: str) -> int:
-        return int.from_bytes(self.take(size, field), "big")
+    __slots__ = ()
+    protocol = PROTOCOL
 
     def vector(self, len_size: int, field: str) -> _Reader:
         """A sub-reader over a length-prefixed vector; this reader moves past it."""
