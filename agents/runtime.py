@@ -17,9 +17,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agents.capture.pcap_source import PcapFileSource
+from agents.capture.source import CaptureSource
 from agents.privileges import drop_privileges
 from agents.state import load_inventory, save_inventory
 from monitor.engine import Engine, EngineConfig, Events
@@ -35,18 +36,12 @@ RECONNECT_MAX_SECONDS = 10.0
 PACE_SLICE_NS = 200_000_000  # a capture replayed in real time is fed 200 ms of traffic at a time
 
 
-class BatchSource(Protocol):
-    """What the runtime needs of a capture source (file or live)."""
-
-    def batches(self) -> Iterable[PacketBatch]: ...
-
-
 @dataclass(slots=True)
 class SourceState:
     """A running source and its health, for the metrics."""
 
     name: str
-    source: Any
+    source: CaptureSource
     packets: int = 0
     bytes: int = 0
     finished: bool = False
@@ -237,10 +232,8 @@ class Agent:
     def _shutdown_sources(self) -> None:
         self._stop.set()
         for st in self.sources:
-            close = getattr(st.source, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+            with contextlib.suppress(Exception):
+                st.source.close()
 
     def _join_sources(self) -> None:
         for st in self.sources:

@@ -18,10 +18,9 @@ def snapshot_of(agent: Agent) -> AgentSnapshot:
     capture: dict[str, InterfaceStats] = {}
     healthy = True
     for st in agent.sources:
-        stats = getattr(st.source, "stats", None)
         kernel_packets = kernel_drops = None
-        if callable(stats):
-            cs = stats()
+        if agent.config.capture.pcap is None:  # a file has no kernel counters
+            cs = st.source.stats()
             kernel_packets, kernel_drops = cs.kernel_packets, cs.kernel_drops
         up = st.error is None and not (st.finished and agent.config.capture.pcap is None)
         healthy &= st.error is None

@@ -8,6 +8,7 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from agents.capture.source import CaptureStats
 from monitor.pcapfile import CaptureError, CaptureParser, PacketBatch
 
 ProgressFn = Callable[[int, int], None]
@@ -35,6 +36,17 @@ class PcapFileSource:
         self.path = Path(path)
         self.batch_size = batch_size
         self.window = window
+        self._packets = 0
+        self._bytes = 0
+        self._closed = False
+
+    def stats(self) -> CaptureStats:
+        """Packets and bytes handed out so far (a file has no kernel counters)."""
+        return CaptureStats(str(self.path), self._packets, self._bytes, 0, 0, None)
+
+    def close(self) -> None:
+        """Stop at the next batch boundary (idempotent; safe from another thread)."""
+        self._closed = True
 
     def batches(self, progress: ProgressFn | None = None) -> Iterator[PacketBatch]:
         parser = CaptureParser(str(self.path), self.batch_size, split_at_feeds=True)
@@ -52,8 +64,12 @@ class PcapFileSource:
                     raise
                 done += len(chunk)
                 for batch in batches:
+                    if self._closed:
+                        return
                     if progress is not None:
                         progress(done, size)
+                    self._packets += len(batch)
+                    self._bytes += int(batch.wirelen.sum())
                     yield batch
                 del batches, chunk
 
