@@ -1,0 +1,407 @@
+"""Generate camwatch's Grafana dashboards with the Grafana Foundation SDK.
+
+    python dashboards/generate.py           # write dashboards/json/*.json
+    python dashboards/generate.py --check   # exit 1 if the committed JSON is not what this would write
+
+Every query uses only the metrics of docs/metrics.md (plus ``up`` and ``process_*``); ``site`` and ``gateway``
+are Prometheus scrape-target labels, the job is ``camwatch``. The datasource uid is fixed
+(:data:`DATASOURCE_UID`) and provisioned by ``dashboards/provisioning/datasources.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+JSON_DIR = Path(__file__).resolve().parent / "json"
+DATASOURCE_UID = "camwatch-prometheus"
+DATASOURCE = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+
+# Selectors of the template variables (Prometheus target labels).
+SEL = 'job="camwatch", site=~"$site", gateway=~"$gateway"'
+SITE_SEL = 'job="camwatch", site=~"$site"'
+RI = "$__rate_interval"
+
+Panel = Any  # one of the SDK's panel builders (timeseries.Panel, stat.Panel, table.Panel)
+
+
+def query(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False) -> prometheus.Dataquery:
+    q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
+    if legend:
+        q = q.legend_format(legend)
+    if instant:
+        q = q.instant().format(PromQueryFormat.TABLE)
+    return q
+
+
+def ts(title: str, unit: str, *queries: prometheus.Dataquery, desc: str = "", w: int = 12) -> Panel:
+    p = timeseries.Panel().title(title).unit(unit).datasource(DATASOURCE).height(8).span(w).min(0)
+    if desc:
+        p = p.description(desc)
+    for q in queries:
+        p = p.with_target(q)
+    return p
+
+
+def stat_panel(title: str, q: prometheus.Dataquery, unit: str = "short", w: int = 6, desc: str = "") -> Panel:
+    p = stat.Panel().title(title).unit(unit).datasource(DATASOURCE).height(4).span(w).with_target(q)
+    if desc:
+        p = p.description(desc)
+    return p
+
+
+def table_panel(title: str, q: prometheus.Dataquery, w: int = 24, desc: str = "") -> Panel:
+    p = table.Panel().title(title).datasource(DATASOURCE).height(8).span(w).with_target(q)
+    if desc:
+        p = p.description(desc)
+    return p
+
+
+def variable(name: str, expr: str, *, include_all: bool = True) -> db.QueryVariable:
+    v = (
+        db.QueryVariable(name)
+        .label(name)
+        .query(expr)
+        .datasource(DATASOURCE)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+    )
+    if include_all:
+        v = v.include_all(True).all_value(".*").multi(True)
+    return v
+
+
+def site_gateway_variables() -> list[db.QueryVariable]:
+    return [
+        variable("site", 'label_values(camwatch_build_info{job="camwatch"}, site)'),
+        variable("gateway", 'label_values(camwatch_build_info{job="camwatch", site=~"$site"}, gateway)'),
+    ]
+
+
+def base(uid: str, title: str, description: str) -> db.Dashboard:
+    return (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["camwatch"])
+        .time("now-6h", "now")
+        .refresh("1m")
+        .timezone("browser")
+        .editable()
+    )
+
+
+def fleet_overview() -> db.Dashboard:
+    d = base(
+        "camwatch-fleet", "camwatch / Fleet overview", "Every camwatch gateway: up, alerts, off-site traffic."
+    )
+    d = d.variables([*site_gateway_variables()])
+    d = (
+        d.with_row(db.Row("Fleet"))
+        .with_panel(stat_panel("Agents up", query(f"sum(up{{{SEL}}})"), desc="Scrape targets answering."))
+        .with_panel(stat_panel("Agents down", query(f"count(up{{{SEL}}} == 0) or vector(0)")))
+        .with_panel(stat_panel("Sites", query(f"count(count by (site) (camwatch_build_info{{{SEL}}}))")))
+        .with_panel(stat_panel("Watched devices", query(f'sum(camwatch_devices{{{SEL}, watched="true"}})')))
+        .with_panel(
+            ts(
+                "Watched devices by vendor",
+                "short",
+                query(f'sum by (vendor) (camwatch_devices{{{SEL}, watched="true"}})', "{{vendor}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "Alerts by rule",
+                "short",
+                query(f"sum by (rule) (increase(camwatch_alerts_total{{{SEL}}}[{RI}]))", "{{rule}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "Devices talking off site (top 10)",
+                "bps",
+                query(
+                    f"topk(10, sum by (site, mac, vendor) "
+                    f'(rate(camwatch_device_external_bytes_total{{{SEL}, mac!="other"}}[{RI}]))) * 8',
+                    "{{site}} {{mac}} ({{vendor}})",
+                ),
+                desc="External traffic (both directions) of the devices with the most.",
+            )
+        )
+        .with_panel(
+            ts(
+                "Devices with off-site traffic per site",
+                "short",
+                query(
+                    "count by (site) (sum by (site, mac) "
+                    f'(increase(camwatch_device_external_bytes_total{{{SEL}, mac!="other"}}[1h])) > 0)',
+                    "{{site}}",
+                ),
+            )
+        )
+        .with_row(db.Row("Capture health"))
+        .with_panel(
+            ts(
+                "Packets captured",
+                "pps",
+                query(
+                    f"sum by (site, gateway) (rate(camwatch_capture_packets_total{{{SEL}}}[{RI}]))",
+                    "{{site}}/{{gateway}}",
+                ),
+            )
+        )
+        .with_panel(
+            ts(
+                "Kernel drops",
+                "pps",
+                query(
+                    "sum by (site, gateway, interface) "
+                    f"(rate(camwatch_capture_kernel_drops_total{{{SEL}}}[{RI}]))",
+                    "{{site}}/{{gateway}} {{interface}}",
+                ),
+                desc="Live interfaces only (no series for a pcap source).",
+            )
+        )
+    )
+    return d
+
+
+def site_view() -> db.Dashboard:
+    d = base("camwatch-site", "camwatch / Site", "One site: devices, alerts, camera traffic.")
+    d = d.variables([*site_gateway_variables()])
+    d = (
+        d.with_row(db.Row("Devices"))
+        .with_panel(
+            table_panel(
+                "Devices by vendor",
+                query(f"sum by (site, gateway, vendor, watched) (camwatch_devices{{{SEL}}})", instant=True),
+            )
+        )
+        .with_row(db.Row("Alerts"))
+        .with_panel(
+            ts(
+                "Egress attempts by rule",
+                "short",
+                query(
+                    "sum by (rule) "
+                    f'(increase(camwatch_alerts_total{{{SEL}, rule=~"egress[.].*|dns[.].*"}}[{RI}]))',
+                    "{{rule}}",
+                ),
+            )
+        )
+        .with_panel(
+            ts(
+                "RTSP / stream alerts",
+                "short",
+                query(
+                    f'sum by (rule) (increase(camwatch_alerts_total{{{SEL}, rule=~"stream[.].*"}}[{RI}]))',
+                    "{{rule}}",
+                ),
+            )
+        )
+        .with_row(db.Row("Camera traffic"))
+        .with_panel(
+            ts(
+                "External traffic per camera",
+                "bytes",
+                query(
+                    f"sum by (mac, vendor, direction) "
+                    f'(increase(camwatch_device_external_bytes_total{{{SEL}, mac!="other"}}[{RI}]))',
+                    "{{mac}} ({{vendor}}) {{direction}}",
+                ),
+            )
+        )
+        .with_panel(
+            ts(
+                "Bitrate per camera",
+                "bps",
+                query(
+                    f"sum by (mac, vendor, direction) "
+                    f"(rate(camwatch_device_external_bytes_total{{{SEL}}}[5m]) * 8)",
+                    "{{mac}} ({{vendor}}) {{direction}}",
+                ),
+            )
+        )
+        .with_panel(
+            ts(
+                "Analyzer packets by protocol",
+                "pps",
+                query(
+                    f"sum by (protocol) (rate(camwatch_analyzer_packets_total{{{SEL}}}[{RI}]))",
+                    "{{protocol}}",
+                ),
+            )
+        )
+    )
+    return d
+
+
+def device_view() -> db.Dashboard:
+    d = base("camwatch-device", "camwatch / Device", "One device's traffic with peers outside the site.")
+    d = d.variables(
+        [
+            *site_gateway_variables(),
+            variable(
+                "mac",
+                f'label_values(camwatch_device_external_bytes_total{{{SEL}, mac!="other"}}, mac)',
+                include_all=False,
+            ),
+        ]
+    )
+    dev = f'{SEL}, mac="$mac"'
+    d = (
+        d.with_panel(
+            stat_panel(
+                "Sent off site (24h)",
+                query(f'sum(increase(camwatch_device_external_bytes_total{{{dev}, direction="out"}}[24h]))'),
+                "bytes",
+                12,
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Received from off site (24h)",
+                query(f'sum(increase(camwatch_device_external_bytes_total{{{dev}, direction="in"}}[24h]))'),
+                "bytes",
+                12,
+            )
+        )
+        .with_panel(
+            ts(
+                "Bitrate",
+                "bps",
+                query(
+                    f"sum by (direction) (rate(camwatch_device_external_bytes_total{{{dev}}}[5m]) * 8)",
+                    "{{direction}}",
+                ),
+            )
+        )
+        .with_panel(
+            ts(
+                "Packets",
+                "pps",
+                query(
+                    f"sum by (direction) (rate(camwatch_device_external_packets_total{{{dev}}}[{RI}]))",
+                    "{{direction}}",
+                ),
+            )
+        )
+    )
+    return d
+
+
+def agent_health() -> db.Dashboard:
+    d = base(
+        "camwatch-agent", "camwatch / Agent health", "The agent process: capture, resources, alert delivery."
+    )
+    d = d.variables([*site_gateway_variables()])
+    by = "site, gateway"
+    lg = "{{site}}/{{gateway}}"
+    d = (
+        d.with_row(db.Row("Capture"))
+        .with_panel(
+            ts(
+                "Kernel drops",
+                "pps",
+                query(
+                    f"sum by ({by}, interface) (rate(camwatch_capture_kernel_drops_total{{{SEL}}}[{RI}]))",
+                    lg + " {{interface}}",
+                ),
+                desc="Live interfaces only (no series for a pcap source).",
+            )
+        )
+        .with_panel(
+            ts(
+                "Capture sources up",
+                "short",
+                query(f"camwatch_capture_up{{{SEL}}}", lg + " {{interface}}"),
+            )
+        )
+        .with_row(db.Row("Process"))
+        .with_panel(ts("CPU", "percentunit", query(f"rate(process_cpu_seconds_total{{{SEL}}}[5m])", lg)))
+        .with_panel(ts("Memory (RSS)", "bytes", query(f"process_resident_memory_bytes{{{SEL}}}", lg)))
+        .with_row(db.Row("Alert delivery"))
+        .with_panel(ts("Spool depth", "short", query(f"camwatch_spool_alerts{{{SEL}}}", lg)))
+        .with_panel(ts("MQTT connected", "short", query(f"camwatch_mqtt_connected{{{SEL}}}", lg)))
+        .with_row(db.Row("Flow table"))
+        .with_panel(
+            ts(
+                "Flows active vs limit",
+                "short",
+                query(f"camwatch_flows_active{{{SEL}}}", lg + " active"),
+                query(f"camwatch_flows_limit{{{SEL}}}", lg + " limit", "B"),
+                w=24,
+            )
+        )
+    )
+    return d
+
+
+DASHBOARDS: dict[str, Callable[[], db.Dashboard]] = {
+    "fleet-overview": fleet_overview,
+    "site": site_view,
+    "device": device_view,
+    "agent-health": agent_health,
+}
+
+
+def render(build: Callable[[], db.Dashboard]) -> str:
+    model = build().build()
+    data = json.loads(json.dumps(model, cls=JSONEncoder))
+    return json.dumps(data, sort_keys=True, indent=2) + "\n"
+
+
+def rendered() -> dict[str, str]:
+    return {f"{name}.json": render(build) for name, build in DASHBOARDS.items()}
+
+
+def iter_exprs(data: Any) -> Iterator[str]:
+    """Every PromQL ``expr`` of a dashboard's panels (rows' nested panels included)."""
+    for panel in data.get("panels", []):
+        for target in panel.get("targets", []) or []:
+            if "expr" in target:
+                yield str(target["expr"])
+        yield from iter_exprs(panel)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="fail if dashboards/json is not up to date")
+    args = parser.parse_args(argv)
+    files = rendered()
+    if args.check:
+        stale = [
+            n
+            for n, text in files.items()
+            if not (JSON_DIR / n).is_file() or (JSON_DIR / n).read_text() != text
+        ]
+        extra = (
+            sorted(p.name for p in JSON_DIR.glob("*.json") if p.name not in files)
+            if JSON_DIR.is_dir()
+            else []
+        )
+        for name in stale:
+            print(
+                f"dashboards/json/{name} is out of date: run python dashboards/generate.py", file=sys.stderr
+            )
+        for name in extra:
+            print(f"dashboards/json/{name} is not generated by dashboards/generate.py", file=sys.stderr)
+        return 1 if stale or extra else 0
+    JSON_DIR.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (JSON_DIR / name).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
