@@ -515,7 +515,11 @@ def test_connections_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     with MetricsServer(registry_for(AgentSnapshot), "127.0.0.1", 0) as srv:
         idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
         try:
-            time.sleep(0.3)  # both accepted and holding a slot
+            # Wait until the server has accepted both and each holds a slot (no fixed sleep: CI is slow).
+            deadline = time.monotonic() + 10
+            while srv._server is not None and srv._server._slots._value > 0:
+                assert time.monotonic() < deadline, "the idle connections were never accepted"
+                time.sleep(0.02)
             with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
                 urllib.request.urlopen(srv.url, timeout=5).read()
         finally:
