@@ -18,7 +18,7 @@ from typing import Any
 
 from monitor.analyzers import AnalyzerError
 from monitor.decode import PROTO_TCP, PROTO_UDP, Decoded
-from monitor.flows import Flow, addr_str
+from monitor.flows import Flow
 from monitor.pcapfile import PacketBatch
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,3 @@ class Analysis:
         name = self.resolutions.name_for(d_ip, flow.start_ns)
         if name is not None:
             flow.domain = name
-
-
-def ip_of(hi: int, lo: int, version: int) -> str:
-    return addr_str(hi, lo, version)

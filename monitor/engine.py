@@ -107,7 +107,7 @@ class Engine:
                 flow.domain = an.resolutions.name_for(flow.dst[0], flow.start_ns)
         # New flows, facts and observations in capture order: a device attributed by a later packet
         # must not change how an earlier one is judged (nor may batch boundaries).
-        nf, nd, nr = len(created), len(an.device_facts), len(self.flows.replied)
+        nf, nd = len(created), len(an.device_facts)
         stream: list[tuple[int, int, Flow | DeviceFact | Observation | _Reply]] = [
             *((f.start_ns, i, f) for i, f in enumerate(created)),
             *((f.ts_ns, nf + i, f) for i, f in enumerate(an.device_facts)),
@@ -117,7 +117,6 @@ class Engine:
                 for i, (f, ts) in enumerate(self.flows.replied)
             ),
         ]
-        del nr
         stream.sort(key=_first_two)
         for ts, _, item in stream:
             if isinstance(item, Flow):
