@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from tests.agents.promserver import PrometheusServer, ScrapeTarget, free_port, prometheus_binary
+from tests.agents.promserver import PrometheusServer, ScrapeTarget, free_port, prometheus_binary, wait_ready
 
 __all__ = [
     "ALERTMANAGER_SKIP_REASON",
@@ -57,20 +57,6 @@ def alertmanager_binary() -> str | None:
     if os.access("/usr/bin/prometheus-alertmanager", os.X_OK):
         return "/usr/bin/prometheus-alertmanager"
     return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-
-
-def _wait_ready(
-    url: str, process: subprocess.Popen[bytes], name: str, log: Callable[[], str], timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log()}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{name} was not ready after {timeout:.0f} s:\n{log()}")
 
 
 def _stop(process: subprocess.Popen[bytes] | None) -> None:
@@ -135,7 +121,7 @@ class AlertingPrometheus(PrometheusServer):
                 cwd=self.workdir,
             )
         try:
-            _wait_ready(self.url, self._process, "prometheus", self.log_tail, timeout)
+            wait_ready(self.url, self._process, "prometheus", self.log_tail, timeout)
         except BaseException:
             self.stop()
             raise
@@ -198,7 +184,7 @@ class Alertmanager:
                 cwd=self.workdir,
             )
         try:
-            _wait_ready(self.url, self._process, "alertmanager", self.log_tail, timeout)
+            wait_ready(self.url, self._process, "alertmanager", self.log_tail, timeout)
         except BaseException:
             self.stop()
             raise

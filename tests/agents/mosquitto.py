@@ -32,19 +32,14 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.agents.promserver import free_port
+
 MOSQUITTO = Path(os.environ.get("CAMWATCH_MOSQUITTO", "/usr/sbin/mosquitto"))
 MOSQUITTO_PASSWD = Path("/usr/bin/mosquitto_passwd")
 OPENSSL = Path(shutil.which("openssl") or "/usr/bin/openssl")
 HOST = "127.0.0.1"
 AUTH_USER = "camwatch"
 AUTH_PASSWORD = "s3cret-for-tests"
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def require(path: Path, what: str) -> None:

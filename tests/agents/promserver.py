@@ -38,6 +38,7 @@ __all__ = [
     "https_get",
     "prometheus_binary",
     "running_prometheus",
+    "wait_ready",
 ]
 
 SKIP_REASON = (
@@ -51,6 +52,21 @@ def prometheus_binary() -> str | None:
     if os.access("/usr/bin/prometheus", os.X_OK):
         return "/usr/bin/prometheus"
     return shutil.which("prometheus")
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], name: str, log: Callable[[], str], timeout: float
+) -> None:
+    """Wait until ``url``/-/ready answers 200 (Prometheus and Alertmanager both serve it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log()}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{name} was not ready after {timeout:.0f} s:\n{log()}")
 
 
 def free_port() -> int:
@@ -125,19 +141,11 @@ class PrometheusServer:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self._process.returncode}:\n{self.log_tail()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp,
-            ):
-                if resp.status == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"prometheus was not ready after {timeout:.0f} s:\n{self.log_tail()}")
+        try:
+            wait_ready(self.url, self._process, "prometheus", self.log_tail, timeout)
+        except TimeoutError:
+            self.stop()
+            raise
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -613,7 +613,7 @@ def test_mutable_buffers_are_copied() -> None:
     buf = bytearray(pcap_bytes([(0, b"keep")]))
     parser = CaptureParser()
     parser.feed(buf)
-    buf[-4:] = b"XXXX"
+    buf[-4:] = b"\xde\xad\xbe\xef"
     (batch,) = parser.flush()
     assert batch.packet(0) == b"keep"
 

@@ -136,7 +136,7 @@ def read_zeek_log(path: Path | str) -> ZeekLog:
             sep = _decode_separator(line[len("#separator") :])
         elif line.startswith("#"):
             key, found, value = line[1:].partition(sep)
-            if not found:  # "#open XXXX-..." / "#close XXXX-..." are space-separated in baselines
+            if not found:  # "#open <masked date>" / "#close <masked date>" are space-separated in baselines
                 key, _, value = line[1:].partition(" ")
             if key == "fields":
                 fields = value.split(sep)
