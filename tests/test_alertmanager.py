@@ -123,7 +123,14 @@ def test_agent_down_inhibits_the_other_alerts_of_its_gateway_only(tmp_path: Path
             deadline = time.monotonic() + 15
             while True:
                 state = {(a["labels"]["alertname"], a["labels"]["gateway"]): a["status"] for a in am.alerts()}
-                if len(state) == 4 and all(s["state"] != "unprocessed" for s in state.values()):
+                processed = len(state) == 4 and all(s["state"] != "unprocessed" for s in state.values())
+                # Alertmanager may list an alert as active before its inhibitor has been matched
+                # against it: wait for the muting to settle (the assertions below still decide).
+                settled = processed and all(
+                    state[k]["state"] == "suppressed"
+                    for k in (("CameraEgress", "gw-1"), ("CamwatchSpoolBacklog", "gw-1"))
+                )
+                if settled or (processed and time.monotonic() >= deadline):
                     break
                 assert time.monotonic() < deadline, f"alerts not processed: {state}\n{am.log_tail()}"
                 time.sleep(0.2)
