@@ -335,7 +335,9 @@ class Engine:
                 dev.watched = True
                 if not dev.announced:
                     dev.announced = True
-                    self._emit(new_device_alert(dev, ip, ts, self.config.observer, why), out)
+                    # A device in the site's asset register is watched like any other, just not "new".
+                    if not self.policy.is_known_device(dev.mac):
+                        self._emit(new_device_alert(dev, ip, ts, self.config.observer, why), out)
         return dev
 
     def _emit(self, alert: Alert, out: Events) -> None:

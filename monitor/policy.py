@@ -94,7 +94,7 @@ _PORT_RE: Final = re.compile(r"([0-9]+)(?:\s*/\s*([A-Za-z0-9]+))?")
 _HOSTNAME_RE: Final = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9*-]+(?:\.[A-Za-z0-9-]+)+\.?")
 _TRANSPORTS: Final = ("tcp", "udp")
 
-_TOP_KEYS: Final = ("site", "monitored", "resolvers", "viewers", "allow", "allow_private")
+_TOP_KEYS: Final = ("site", "monitored", "resolvers", "viewers", "allow", "allow_private", "known_devices")
 _MONITORED_KEYS: Final = ("networks", "vendors")
 _RULE_KEYS: Final = ("name", "to", "ports")
 # Mistakes difflib cannot guess: the key belongs elsewhere or has another name.
@@ -105,6 +105,8 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "name": "did you mean 'site'?",
         "dns": "did you mean 'resolvers'?",
         "allowlist": "did you mean 'allow'?",
+        "devices": "did you mean 'known_devices'?",
+        "assets": "did you mean 'known_devices'?",
     },
     "allow[]": {
         "networks": "did you mean 'to'?",
@@ -301,6 +303,8 @@ class SitePolicy:
     viewers: frozenset[IPAddress] = frozenset()
     allow: tuple[AllowRule, ...] = ()
     allow_private: bool = False
+    #: The site's asset register: MAC addresses (as integers) that ``device.new`` does not announce.
+    known_devices: frozenset[int] = frozenset()
     is_default: bool = False
     _monitored: _NetSet = field(init=False, repr=False, compare=False)
     _fixed: _NetMap = field(init=False, repr=False, compare=False)
@@ -408,6 +412,10 @@ class SitePolicy:
     def is_viewer(self, ip: IPLike, version: int = 4) -> bool:
         """True if ``ip`` is an allowed video viewer (always False when none are configured)."""
         return _ip_key(ip, version) in self._viewer_keys
+
+    def is_known_device(self, mac: int) -> bool:
+        """True if the MAC is in the site's asset register (``known_devices``)."""
+        return mac in self.known_devices
 
 
 # --------------------------------------------------------------------------------------------------
@@ -574,6 +582,21 @@ def _parse_address(value: object, path: str, checker: _Checker) -> IPAddress | N
     else:
         checker.add(path, f"'{_short(text)}' is not an IP address", "write it like 10.20.0.1 or 2001:db8::1")
     return None
+
+
+_MAC_HEX = re.compile(r"[0-9a-f]{12}")
+
+
+def _parse_mac(value: object, path: str, checker: _Checker) -> int | None:
+    fix = "write it like 44:19:b6:00:00:01 (44-19-b6-00-00-01 and 4419.b600.0001 are read too)"
+    if not isinstance(value, str):
+        checker.add(path, f"must be a MAC address written as text, not {_describe(value)}", fix)
+        return None
+    digits = re.sub(r"[:.\-]", "", value.strip().lower())
+    if not _MAC_HEX.fullmatch(digits):
+        checker.add(path, f"'{_short(value)}' is not a MAC address", fix)
+        return None
+    return int(digits, 16)
 
 
 def _parse_port(value: object, path: str, checker: _Checker) -> list[tuple[int, str]]:
@@ -789,6 +812,11 @@ def _build(data: object, checker: _Checker) -> SitePolicy | None:
             "write allow_private: true (no quotes)",
         )
 
+    known: list[int] | None = []
+    if top.get("known_devices") is not None:
+        example = "[44:19:b6:00:00:01]"
+        known = _parse_items(top["known_devices"], "known_devices", example, _parse_mac, checker)
+
     if checker.problems or site is None:
         return None
     return SitePolicy(
@@ -799,6 +827,7 @@ def _build(data: object, checker: _Checker) -> SitePolicy | None:
         viewers=frozenset(viewers or ()),
         allow=tuple(rules),
         allow_private=allow_private,
+        known_devices=frozenset(known or ()),
         is_default=False,
     )
 

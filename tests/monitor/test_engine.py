@@ -282,3 +282,18 @@ def test_flows_do_not_depend_on_batch_size(tmp_path: Path, batch_size: int) -> N
     reasons = {f.end_reason for f in ref}
     assert {"idle", "active", "closed", "end"} <= reasons
     assert canon(got) == canon(ref)
+
+
+def test_known_devices_are_watched_but_not_announced(tmp_path: Path) -> None:
+    # The site's asset register silences device.new only: the camera's egress is still reported.
+    pk = [
+        (T0, synth.tcp4_frame(HIK, GW, "192.168.1.64", "198.51.100.1", 50000, 443, flags=synth.TCP_SYN)),
+    ]
+    text = "site: s\nmonitored: {networks: [192.168.1.0/24]}\nknown_devices: [%s]\n"
+    listed = SitePolicy.from_yaml(text % HIK)
+    unlisted = SitePolicy.from_yaml(text % "02:00:00:00:00:09")
+    capture = write(tmp_path, pk)
+    _, _, with_register = run_engine(capture, policy=listed)
+    _, _, without = run_engine(capture, policy=unlisted)
+    assert rules(with_register) == ["egress.unexpected_destination"]
+    assert rules(without) == ["device.new", "egress.unexpected_destination"]

@@ -414,6 +414,13 @@ BAD_FIELDS: list[tuple[str, dict[Any, Any], str, str]] = [
     ("watches nothing", {"site": "s", "monitored": {"vendors": []}}, "monitored", "monitored.networks"),
     ("allow_private as text", minimal(allow_private="yes"), "allow_private", "allow_private: true"),
     ("allow_private as number", minimal(allow_private=1), "allow_private", "allow_private: true"),
+    ("known device not a MAC", minimal(known_devices=["44:19:b6:00:01"]), "known_devices[0]",
+     "44:19:b6:00:00:01"),
+    ("known device not text", minimal(known_devices=[441]), "known_devices[0]", "44:19:b6:00:00:01"),
+    ("known_devices not a list", minimal(known_devices="44:19:b6:00:00:01"), "known_devices",
+     "write a list"),
+    ("asset register misnamed", minimal(devices=["44:19:b6:00:00:01"]), "devices",
+     "did you mean 'known_devices'?"),
 ]  # fmt: skip
 
 
@@ -733,3 +740,14 @@ def test_egress_matches_a_slow_reference(
         assert policy.is_monitored_ip(int(addr), addr.version) == any(
             n.version == addr.version and addr in n for n in policy.monitored_networks
         )
+
+
+def test_known_devices_accept_common_mac_spellings() -> None:
+    policy = SitePolicy.from_mapping(
+        minimal(known_devices=["44:19:B6:00:00:01", "3c-ef-8c-00-00-02", "accc.8e00.0003"])
+    )
+    assert policy.is_known_device(0x4419B6000001)
+    assert policy.is_known_device(0x3CEF8C000002)
+    assert policy.is_known_device(0xACCC8E000003)
+    assert not policy.is_known_device(0x4419B6000004)
+    assert not SitePolicy.default().is_known_device(0x4419B6000001)
