@@ -86,7 +86,10 @@ TCP_PORTS: dict[int, tuple[str, ...]] = {
     3478: ("stun",),
 }
 # Content heuristics, in order, when the ports say nothing (or were wrong).
-UDP_GUESSES = ("stun", "dns", "rtcp", "rtp", "pppp", "dahua-p2p", "ezviz-p2p", "ssdp", "wsd", "sadp", "dhip")
+UDP_GUESSES = (
+    *("stun", "dtls", "dns", "rtcp", "rtp", "pppp", "dahua-p2p", "ezviz-p2p"),
+    *("ssdp", "wsd", "sadp", "dhip"),
+)
 TCP_GUESSES = ("http", "rtsp", "tls", "mqtt")
 
 
@@ -122,12 +125,16 @@ class DeviceFact:
 class FlowApp:
     """Per-flow analyzer state: stream parsers per direction and what was learned."""
 
-    __slots__ = ("failures", "parsers", "tried")
+    __slots__ = ("done", "failures", "parsers", "tried", "webrtc")
 
     def __init__(self) -> None:
         self.parsers: dict[tuple[str, bool], Any] = {}
         self.tried = 0
         self.failures = 0
+        self.webrtc: object | None = None  # handlers.WebRtcState of a STUN/DTLS/SRTP flow
+        # Set when the analyzers want no more of this flow: packets the flow table had already
+        # selected in the current batch are skipped.
+        self.done = False
 
 
 @dataclass(slots=True)
@@ -177,9 +184,17 @@ class Analysis:
 
         self.handlers: dict[str, Handler] = handlers.HANDLERS
         self.detectors: dict[str, Callable[[bytes], bool]] = handlers.LOOKS_LIKE
+        self._mux_rank = handlers.MUX_LABELS
 
-    def run(self, batch: PacketBatch, d: Decoded, selected: list[tuple[Flow, list[int]]]) -> None:
-        """Analyse the selected packets, in capture order across flows."""
+    def run(
+        self,
+        batch: PacketBatch,
+        d: Decoded,
+        selected: list[tuple[Flow, list[int]]],
+        more: Callable[[Flow, int], list[int]] | None = None,
+    ) -> None:
+        """Analyse the selected packets, in capture order across flows. With ``more`` (the flow table's),
+        a WebRTC flow whose budget a packet raised also gets the rest of its packets in this batch."""
         self.observations = []
         self.device_facts = []
         if not selected:
@@ -187,24 +202,45 @@ class Analysis:
         work = [(pos, flow) for flow, positions in selected for pos in positions]
         work.sort(key=lambda item: item[0])
         for pos, flow in work:
-            start = int(d.payload_off[pos])
-            if start < 0:
-                continue
-            end = min(int(d.l3_off[pos]) + int(d.ip_len[pos]), int(batch.caplen[pos]))
-            if end <= start:
-                continue
-            packet = batch.packet(pos)
-            payload = packet[start:end]
-            from_src = self._from_src(flow, d, pos)
-            self.stats.packets += 1
-            self.now_ns = ts = int(d.ts_ns[pos])
-            try:
-                self._dispatch(flow, from_src, payload, ts)
-            except AnalyzerError:
-                self.stats.parse_errors += 1
-            except Exception:  # a bug in an analyzer must never stop the agent
-                self.stats.internal_errors += 1
-                log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
+            self._analyse(batch, d, pos, flow)
+        if more is None:
+            return
+        rank = self._mux_rank
+        for flow, _ in selected:
+            # Only multiplexed STUN/DTLS/SRTP flows: ICE checks and a DTLS handshake may outrun the
+            # first-batch budget before the first SRTP packet, which is what tells media from signalling.
+            while flow.protocol in rank and flow.inspect_left != 0:
+                app = flow.app
+                if app is not None and app.done:  # type: ignore[attr-defined]
+                    break
+                positions = more(flow, flow.inspect_left)
+                if not positions:
+                    break
+                for pos in positions:
+                    self._analyse(batch, d, pos, flow)
+
+    def _analyse(self, batch: PacketBatch, d: Decoded, pos: int, flow: Flow) -> None:
+        app = flow.app
+        if app is not None and app.done:  # type: ignore[attr-defined]
+            return
+        start = int(d.payload_off[pos])
+        if start < 0:
+            return
+        end = min(int(d.l3_off[pos]) + int(d.ip_len[pos]), int(batch.caplen[pos]))
+        if end <= start:
+            return
+        packet = batch.packet(pos)
+        payload = packet[start:end]
+        from_src = self._from_src(flow, d, pos)
+        self.stats.packets += 1
+        self.now_ns = ts = int(d.ts_ns[pos])
+        try:
+            self._dispatch(flow, from_src, payload, ts)
+        except AnalyzerError:
+            self.stats.parse_errors += 1
+        except Exception:  # a bug in an analyzer must never stop the agent
+            self.stats.internal_errors += 1
+            log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
 
     @staticmethod
     def _from_src(flow: Flow, d: Decoded, pos: int) -> bool:
@@ -255,6 +291,17 @@ class Analysis:
         elif proto in ("rtp", "rtcp", "tls"):
             # Media and encrypted sessions: a few more packets at most.
             flow.inspect_left = min(flow.inspect_left, 4) if flow.inspect_left >= 0 else 4
+
+    def upgrade(self, flow: Flow, proto: str) -> None:
+        """Label a STUN/DTLS/SRTP flow with ``proto`` if it ranks higher than its label (srtp > dtls >
+        stun: what the flow finally carries); other labels are never replaced."""
+        rank = self._mux_rank
+        current = flow.protocol
+        if current is None:
+            self.label(flow, proto)
+        elif current in rank and rank[proto] > rank[current]:
+            flow.protocol = proto
+            self.stats.by_protocol[proto] = self.stats.by_protocol.get(proto, 0) + 1
 
     def observe(self, kind: str, flow: Flow, from_src: bool, ts: int, **data: Any) -> None:
         self.observations.append(Observation(kind, flow, ts, from_src, data))

@@ -100,7 +100,7 @@ class Engine:
         an = self.analysis
         for flow in created:
             an.on_new_flow(flow)
-        an.run(batch, d, self.flows.inspect)
+        an.run(batch, d, self.flows.inspect, self.flows.more)
         for flow in created:
             if flow.domain is None:
                 # A DNS answer earlier in this same batch.
@@ -227,7 +227,7 @@ class Engine:
                     if t_alert is not None:
                         self._emit(t_alert, out)
             elif kind == "media":
-                self._check_media(obs.flow, obs.from_src, obs.ts_ns, out)
+                self._check_media(obs.flow, obs.from_src, obs.ts_ns, out, obs.data.get("protocol"))
 
     def _expect_media(self, obs: Observation) -> None:
         t = obs.data["transport"]
@@ -244,11 +244,15 @@ class Engine:
             self.analysis.expect_media(camera_ip, t.server_port[0], "rtp", camera_ip)
             self.analysis.expect_media(camera_ip, t.server_port[1], "rtcp", camera_ip)
 
-    def _check_media(self, flow: Flow, sender_is_src: bool, ts_ns: int, out: Events) -> None:
+    def _check_media(
+        self, flow: Flow, sender_is_src: bool, ts_ns: int, out: Events, protocol: str | None = None
+    ) -> None:
         dev = self._watched_side(flow, sender_is_src)
         if dev is None:
             return
-        alert = check_media_flow(flow, sender_is_src, _real(dev), self.policy, self.config.observer, ts_ns)
+        alert = check_media_flow(
+            flow, sender_is_src, _real(dev), self.policy, self.config.observer, ts_ns, protocol
+        )
         if alert is not None:
             self._emit(alert, out)
 

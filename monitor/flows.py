@@ -218,6 +218,8 @@ class FlowTable:
         self.inspect: list[tuple[Flow, list[int]]] = []
         # Flows whose responder sent its first packet in the last batch, with that packet's time.
         self.replied: list[tuple[Flow, int]] = []
+        # Batch positions of flows whose budget ran out inside the last batch, not yet shown: see `more`.
+        self._rest: dict[Flow, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._tcp) + len(self._other)
@@ -244,6 +246,7 @@ class FlowTable:
         self.last_senders = []
         self.inspect = inspect = []
         self.replied = replied = []
+        self._rest = rest = {}
         if nsel == 0:
             return created, ended
         sh, sl, sp = d.src_hi[sel], d.src_lo[sel], d.sport[sel]
@@ -399,16 +402,35 @@ class FlowTable:
                 flow.flags_b |= fb
             left = flow.inspect_left
             if left:
-                b0 = int(bounds[k])
-                take = int(counts[k]) if left < 0 else min(left, int(counts[k]))
+                b0, count = int(bounds[k]), int(counts[k])
+                take = count if left < 0 else min(left, count)
                 pos = order[b0 : b0 + take]
                 if not isinstance(sel, slice):
                     pos = sel[pos]
                 inspect.append((flow, pos.tolist()))
                 if left > 0:
                     flow.inspect_left = left - take
+                    if take < count:
+                        # Kept (a view, no copy) in case a packet just selected raises the budget.
+                        tail = order[b0 + take : b0 + count]
+                        rest[flow] = tail if isinstance(sel, slice) else sel[tail]
         self._evict(ended)
         return created, ended
+
+    def more(self, flow: Flow, limit: int) -> list[int]:
+        """Up to ``limit`` (-1: all) more positions of ``flow`` in the last batch, in capture order: the
+        packets its budget did not cover when the batch was grouped. The analyzers ask for them when a
+        packet they just read raised the budget (a WebRTC flow's DTLS handshake), so that the result does not
+        depend on where batches end. They count against ``flow.inspect_left``."""
+        rest = self._rest.get(flow)
+        if rest is None or not len(rest):
+            return []
+        take = len(rest) if limit < 0 else min(limit, len(rest))
+        self._rest[flow] = rest[take:]
+        if flow.inspect_left > 0:
+            flow.inspect_left = max(0, flow.inspect_left - take)
+        out: list[int] = rest[:take].tolist()
+        return out
 
     def _replay(
         self,

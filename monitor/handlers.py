@@ -15,6 +15,7 @@ from monitor.analyzers import (
     dhcp,
     dhip,
     dns,
+    dtls,
     http,
     mqtt,
     ntp,
@@ -22,6 +23,7 @@ from monitor.analyzers import (
     rtp,
     rtsp,
     sadp,
+    srtp,
     ssdp,
     stun,
     tls,
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
     from monitor.flows import Flow
 
 Handler = Callable[["Analysis", "Flow", bool, bytes, int], bool]
+
+# Packets of a WebRTC flow still analysed once DTLS starts (the first SRTP packet must come by then), and
+# once media is seen (to see the other side's media too).
+DTLS_PACKETS = 32
+SRTP_PACKETS = 8
 
 # Passive fingerprints of camera makers (DESIGN 3: nmap-service-probes, rapid7/recog).
 SERVER_VENDORS: tuple[tuple[str, str], ...] = (
@@ -261,9 +268,138 @@ def handle_dhip(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int
 
 
 def handle_stun(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.protocol in MUX_LABELS:
+        return _mux(a, flow, from_src, payload, ts)
+    return _stun(a, flow, from_src, payload, ts)
+
+
+def _stun(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     msg = stun.parse(payload)
     kind = "turn" if isinstance(msg, stun.ChannelData) or (msg.method not in (1,)) else "stun"
     a.observe("p2p", flow, from_src, ts, protocol="stun", vendor=None, message=kind, serial=None)
+    return True
+
+
+# ------------------------------------------------------------- WebRTC: STUN, DTLS and SRTP on one 5-tuple
+
+# Labels of a flow that multiplexes ICE, DTLS and SRTP (RFC 7983), in precedence order.
+MUX_LABELS: dict[str | None, int] = {"stun": 0, "dtls": 1, "srtp": 2}
+
+
+class WebRtcState:
+    """What the analysis of a multiplexed flow learned: DTLS seen, the SRTP profile, who sent media, and
+    how many more packets the flow is worth (None: no limit yet)."""
+
+    __slots__ = ("certificates", "dtls", "left", "media_from", "offered_profiles", "srtp_profile")
+
+    def __init__(self) -> None:
+        self.dtls = False
+        self.offered_profiles: tuple[int, ...] = ()
+        self.srtp_profile: int | None = None
+        self.certificates: list[str] = []  # subjects, at most two (one per peer)
+        self.media_from: set[bool] = set()  # from_src values of the senders of (S)RTP media
+        self.left: int | None = None
+
+
+def webrtc_state(flow: Flow) -> WebRtcState | None:
+    """The flow's multiplexing state, once a DTLS or SRTP packet was analysed on it."""
+    app = flow.app
+    state = getattr(app, "webrtc", None)
+    return state if isinstance(state, WebRtcState) else None
+
+
+def _state(flow: Flow) -> WebRtcState:
+    app = flow.app
+    assert app is not None
+    state = app.webrtc  # type: ignore[attr-defined]
+    if state is None:
+        state = app.webrtc = WebRtcState()  # type: ignore[attr-defined]
+    assert isinstance(state, WebRtcState)
+    return state
+
+
+def _budget(flow: Flow, state: WebRtcState, packets: int) -> None:
+    """Look at ``packets`` more packets of the flow (here and in the flow table), then stop."""
+    state.left = packets
+    flow.inspect_left = packets
+
+
+def _spend(flow: Flow, state: WebRtcState) -> None:
+    if state.left is not None:
+        state.left -= 1
+        if state.left <= 0:
+            flow.inspect_left = 0
+            flow.app.done = True  # type: ignore[attr-defined]
+
+
+def handle_dtls(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.protocol in MUX_LABELS:
+        return _mux(a, flow, from_src, payload, ts)
+    return _dtls(a, flow, from_src, payload, ts)
+
+
+def _dtls(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    msg = dtls.parse(payload)
+    state = _state(flow)
+    if not state.dtls:
+        state.dtls = True
+        a.upgrade(flow, "dtls")
+        # ICE checks are over; the first SRTP packet follows the handshake within a few flights.
+        _budget(flow, state, DTLS_PACKETS)
+    for m in msg.messages:
+        if isinstance(m, dtls.ClientHello):
+            state.offered_profiles = m.srtp_profiles
+        elif isinstance(m, dtls.ServerHello):
+            state.srtp_profile = m.srtp_profile
+        elif isinstance(m, tls.CertificateInfo) and len(state.certificates) < 2:
+            state.certificates.append(str(m.subject))
+            org = m.subject.organization
+            vendor = vendor_from(org, CERT_VENDORS)
+            if vendor:
+                a.device_fact(flow, from_src, "dtls_cert", f"O={org}", vendor=vendor, protocol="dtls")
+    return True
+
+
+def handle_srtp(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    return _mux(a, flow, from_src, payload, ts)
+
+
+def _mux(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    """A packet of a flow labelled stun, dtls or srtp: demultiplexed by its first byte (RFC 7983)."""
+    try:
+        kind = srtp.demux(payload)
+        if kind in ("stun", "turn-channel") or (kind == "quic" and payload[0] <= 127):
+            # 64-127: TURN ChannelData, whose channel numbers the STUN analyzer takes up to 0x7FFF.
+            return _stun(a, flow, from_src, payload, ts)
+        if kind == "dtls":
+            return _dtls(a, flow, from_src, payload, ts)
+        if kind == "rtp":
+            return _srtp_media(a, flow, from_src, payload, ts)
+        if kind == "rtcp":
+            known = _state(flow)
+            srtp.SrtcpPacket.parse(payload, known.srtp_profile if known.dtls else None)
+            return True
+        raise AnalyzerError("stun", f"first byte {payload[:1].hex() or 'none'}: not STUN, DTLS or SRTP")
+    finally:
+        # Every packet counts against the budget, malformed ones too.
+        state = webrtc_state(flow)
+        if state is not None:
+            _spend(flow, state)
+
+
+def _srtp_media(a: Analysis, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    state = _state(flow)
+    # After DTLS on the flow the media is DTLS-SRTP; without DTLS (keys from signalling, or no keys) it
+    # is only known to be RTP-framed.
+    srtp.SrtpPacket.parse(payload, state.srtp_profile if state.dtls else None)
+    if state.dtls:
+        a.upgrade(flow, "srtp")
+    if not state.media_from:
+        # Enough to see the other side's media too (a two-way call), then nothing more of the video.
+        _budget(flow, state, SRTP_PACKETS)
+    if from_src not in state.media_from:
+        state.media_from.add(from_src)
+        a.observe("media", flow, from_src, ts, protocol="srtp" if state.dtls else "rtp")
     return True
 
 
@@ -406,6 +542,8 @@ HANDLERS: dict[str, Handler] = {
     "sadp": handle_sadp,
     "dhip": handle_dhip,
     "stun": handle_stun,
+    "dtls": handle_dtls,
+    "srtp": handle_srtp,
     "rtp": handle_rtp,
     "rtcp": handle_rtcp,
     "pppp": handle_p2p("pppp"),
@@ -425,6 +563,7 @@ def _dahua_looks_like(payload: bytes) -> bool:
 LOOKS_LIKE: dict[str, Callable[[bytes], bool]] = {
     "dns": dns.looks_like,
     "stun": stun.looks_like,
+    "dtls": dtls.looks_like,
     "rtp": rtp.looks_like_rtp,
     "rtcp": rtp.looks_like_rtcp,
     "ssdp": ssdp.looks_like,

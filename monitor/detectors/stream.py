@@ -76,10 +76,24 @@ def check_transport(
     )
 
 
+# How the message names what the device sends, by protocol label.
+_MEDIA_WORDS = {
+    "srtp": "WebRTC media (DTLS-SRTP, as cloud live view and P2P viewing use)",
+    "rtp": "RTP",
+}
+
+
 def check_media_flow(
-    flow: Flow, sender_is_src: bool, dev: Device | None, policy: SitePolicy, observer: str, ts_ns: int
+    flow: Flow,
+    sender_is_src: bool,
+    dev: Device | None,
+    policy: SitePolicy,
+    observer: str,
+    ts_ns: int,
+    protocol: str | None = None,
 ) -> Alert | None:
-    """Video (RTP, or a sustained camera-rate upstream flow) from a watched device to outside the site."""
+    """Video (RTP, WebRTC's SRTP, or a sustained camera-rate upstream flow) from a watched device to outside
+    the site; ``protocol`` names the media when it differs from the flow's label."""
     side = Side.of(flow, sender_is_src)
     from monitor.detectors.egress import transport_name
 
@@ -87,12 +101,15 @@ def check_media_flow(
         policy, side.peer_ip, side.peer_port, transport_name(flow.proto)
     ):
         return None
-    what = flow.protocol or "a sustained video-rate flow"
+    proto = protocol or flow.protocol
+    what = _MEDIA_WORDS.get(proto or "", proto) or "a sustained video-rate flow"
     message = (
         f"{describe(dev, side.ip, side.mac)} is sending {what} to {side.peer_ip}, outside the site: its "
         f"video is leaving; block the destination and check the device's cloud/P2P settings."
     )
-    return side_alert(STREAM_EGRESS, flow, side, dev, observer, ts_ns, message, ("media", side.peer_ip))
+    return side_alert(
+        STREAM_EGRESS, flow, side, dev, observer, ts_ns, message, ("media", side.peer_ip), protocol=proto
+    )
 
 
 def is_sustained_upstream(flow: Flow, sender_is_src: bool) -> bool:
