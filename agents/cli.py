@@ -91,7 +91,39 @@ def _build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIG,
         help=f"agent configuration (default: {DEFAULT_CONFIG})",
     )
+    _add_lab_parser(sub)
     return p
+
+
+def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lab = sub.add_parser("lab", help="the camera lab: simulated cameras in network namespaces (root)")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
+
+    def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument(
+            "--dir", default="/run/camwatch-lab", help="lab directory (default: /run/camwatch-lab)"
+        )
+        parser.add_argument("--prefix", default="cwlab", help="namespace name prefix (default: cwlab)")
+        return parser
+
+    up = common(lab_sub.add_parser("up", help="build the lab and start its cameras and services"))
+    up.add_argument(
+        "--trigger-every", type=float, metavar="SECONDS", help="repeat every persona's misbehaviour (demo)"
+    )
+    up.add_argument("--agent", action="store_true", help="also run the agent in the gateway namespace")
+    up.add_argument("--mqtt", metavar="HOST:PORT", help="MQTT broker for the agent's alerts")
+    up.add_argument(
+        "--no-probe", action="store_true", help="leave the stream_probe section out of agent.yaml"
+    )
+    up.add_argument("--json", action="store_true", help="print the status as JSON")
+    common(lab_sub.add_parser("down", help="stop every lab process and delete the namespaces"))
+    status = common(lab_sub.add_parser("status", help="what runs; exit 0 ok, 1 broken, 3 down"))
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    trigger = common(lab_sub.add_parser("trigger", help="make cameras (and the office PC) misbehave once"))
+    trigger.add_argument("names", nargs="*", metavar="NAME", help="cam1, cam2, cam3, office (default: all)")
+    pattern = common(lab_sub.add_parser("pattern", help="switch a camera's video pattern"))
+    pattern.add_argument("camera", metavar="CAMERA")
+    pattern.add_argument("pattern", choices=("normal", "frozen", "black", "covered"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_config(args.file, sys.stdout)
         if args.command == "run":
             return run_agent(args.config)
+        if args.command == "lab":
+            return lab_command(args, sys.stdout)
     except ConfigError as exc:
         print(f"camwatch: invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -140,7 +174,7 @@ def check_config(path: str, out: TextIO) -> int:
         mqtt = (
             f"{config.mqtt.host}:{config.mqtt.port}"
             if config.mqtt is not None
-            else "none (alerts stay in the spool)"
+            else "none (alerts go to the log and alerts_file)"
         )
         out.write(
             f"{path}: OK: agent {config.observer}; {source}; "
@@ -172,6 +206,51 @@ def run_agent(config_path: str) -> int:
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     asyncio.run(Agent(config).run())
     return EXIT_OK
+
+
+EXIT_LAB_DOWN = 3  # `lab status`: no lab (as `systemctl status` says a unit is not running)
+
+
+def _mqtt_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise CliError(f"--mqtt {text!r}: write HOST:PORT, e.g. 10.77.0.1:1883")
+    return host, int(port)
+
+
+def lab_command(args: argparse.Namespace, out: TextIO) -> int:
+    """`camwatch lab up|down|status|trigger|pattern`."""
+    from agents.lab.lab import Lab, LabError
+
+    try:
+        lab = Lab(args.prefix, args.dir)
+        if args.lab_command == "up":
+            mqtt = _mqtt_address(args.mqtt) if args.mqtt else None
+            status = lab.up(
+                trigger_every=args.trigger_every, agent=args.agent, mqtt=mqtt, probe=not args.no_probe
+            )
+            out.write((json.dumps(status.to_json(), indent=1) if args.json else status.text()) + "\n")
+            return EXIT_OK
+        if args.lab_command == "down":
+            done = lab.down()
+            out.write("\n".join(done) + "\n" if done else f"lab {args.prefix}: nothing was running\n")
+            return EXIT_OK
+        if args.lab_command == "status":
+            status = lab.status()
+            out.write((json.dumps(status.to_json(), indent=1) if args.json else status.text()) + "\n")
+            return EXIT_OK if status.ok else EXIT_INPUT if status.up else EXIT_LAB_DOWN
+        if args.lab_command == "trigger":
+            counts = lab.trigger(args.names)
+            out.write("".join(f"triggered {name} (#{n})\n" for name, n in counts.items()))
+            out.write(f"events: {lab.paths.events}\n")
+            return EXIT_OK
+        if args.lab_command == "pattern":
+            lab.set_pattern(args.camera, args.pattern)
+            out.write(f"{args.camera}: pattern {args.pattern}\n")
+            return EXIT_OK
+    except LabError as exc:
+        raise CliError(str(exc), EXIT_INPUT) from None
+    return EXIT_USAGE
 
 
 def replay(args: argparse.Namespace) -> int:

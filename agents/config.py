@@ -19,6 +19,10 @@ Decisions worth knowing:
   that can be mode 0600 and stay out of configuration management and ``check-config`` output.
 - Secrets are not read here (only checked to exist), so the frozen config never holds one and its
   repr can be logged; the sinks read the files while the agent still has its start-up privileges.
+- ``stream_probe`` (the optional ``camwatch[stream]`` extra) is checked here for its packages too, so
+  a configuration that asks for a probe without PyAV/OpenCV fails ``check-config`` with the fix, not
+  the agent with an ImportError. Camera URLs with credentials in them are refused like inline
+  passwords: ``username`` and ``password_file`` go beside the URL.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from agents.probe import EXTRA_HINT, missing_modules
+from agents.probe.reports import TRANSPORTS, Thresholds
+from agents.probe.urls import CameraUrl
 from monitor.policy import (
     _SITE_UNSAFE_RE,  # one rule for what may go into an MQTT topic segment, shared with the policy
     FieldProblem,
@@ -53,12 +60,14 @@ __all__ = [
     "DEFAULT_METRICS_PORT",
     "AgentConfig",
     "BasicAuthConfig",
+    "CameraConfig",
     "CaptureConfig",
     "ConfigError",
     "ConfigProblem",
     "LimitsConfig",
     "MetricsConfig",
     "MqttConfig",
+    "StreamProbeConfig",
     "TimeoutsConfig",
     "load_config",
     "read_password_file",
@@ -89,7 +98,7 @@ _SIZE_UNITS: Final = {
 
 _TOP_KEYS: Final = (
     "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
-    "state_dir", "run_as_user", "limits", "timeouts",
+    "state_dir", "run_as_user", "limits", "timeouts", "alerts_file", "stream_probe",
 )  # fmt: skip
 _CAPTURE_KEYS: Final = ("interfaces", "pcap", "pace", "method", "batch_size", "snaplen")
 _METRICS_KEYS: Final = ("listen", "port", "tls_cert_file", "tls_key_file", "basic_auth", "max_device_series")
@@ -100,6 +109,14 @@ _MQTT_KEYS: Final = (
 )  # fmt: skip
 _LIMITS_KEYS: Final = ("max_flows", "max_devices", "spool_max_alerts", "spool_max_bytes")
 _TIMEOUT_KEYS: Final = ("tcp_idle", "udp_idle", "other_idle", "active")
+_PROBE_KEYS: Final = (
+    "interval", "duration", "timeout", "transport", "concurrency", "snapshots", "snapshot_dir",
+    "snapshot_keep", "thresholds", "cameras",
+)  # fmt: skip
+_THRESHOLD_KEYS: Final = ("black_luma", "frozen_difference", "covered_detail")
+_CAMERA_KEYS: Final = ("name", "url", "username", "password_file", "transport")
+# A camera name is a Prometheus label value and a directory name for its snapshots.
+_CAMERA_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # Mistakes difflib cannot guess: the key belongs in another section or has another name.
 _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
@@ -117,6 +134,16 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "allow": "put the site policy under 'policy:' (or point 'policy_file:' at it)",
         "name": "did you mean 'site'?",
         "hostname": "did you mean 'gateway'?",
+        "cameras": "put them under 'stream_probe:' as 'stream_probe.cameras'",
+        "probe": "did you mean 'stream_probe'?",
+        "alerts": "did you mean 'alerts_file'?",
+    },
+    "stream_probe": {
+        "url": "put each camera under 'cameras:' (a list of name/url entries)",
+        "rtsp_transport": "did you mean 'transport'?",
+        "black_luma": "put it under 'thresholds:'",
+        "frozen_difference": "put it under 'thresholds:'",
+        "covered_detail": "put it under 'thresholds:'",
     },
     "capture": {"interface": "did you mean 'interfaces' (a list)?", "file": "did you mean 'pcap'?"},
     "metrics": {
@@ -250,6 +277,38 @@ class TimeoutsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CameraConfig:
+    """One camera the stream probe watches; ``name`` is its ``camera`` label in the metrics."""
+
+    name: str
+    url: str  # rtsp:// or rtsps://, without credentials
+    username: str | None = None
+    password_file: Path | None = None
+    transport: str | None = None  # None: the probe's transport
+
+    @property
+    def password(self) -> str | None:
+        """The password from ``password_file`` (read now, while privileged), or None without one."""
+        return read_password_file(self.password_file) if self.password_file is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamProbeConfig:
+    """The stream probe (``camwatch[stream]``): which cameras, how often, how long, what is bad."""
+
+    cameras: tuple[CameraConfig, ...]
+    snapshot_dir: Path
+    interval: float = 60.0
+    duration: float = 4.0
+    timeout: float = 15.0
+    transport: str = "tcp"
+    concurrency: int = 1
+    snapshots: bool = True
+    snapshot_keep: int = 20
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """A validated agent configuration. Build it with :meth:`from_yaml` or :func:`load_config`."""
 
@@ -264,6 +323,10 @@ class AgentConfig:
     run_as_user: str | None = DEFAULT_RUN_AS_USER
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    #: Every alert is also appended here as one JSON line (None: not written to a file).
+    alerts_file: Path | None = None
+    #: None: no stream probe (and no need for the stream extra).
+    stream_probe: StreamProbeConfig | None = None
     source: str = "<config>"
     #: Things that work but deserve a look (e.g. staying root); ``check-config`` shows them.
     warnings: tuple[str, ...] = ()
@@ -445,6 +508,26 @@ class _Reader:
             return default
         return value
 
+    def number(
+        self, sec: Mapping[object, object], path: str, key: str, default: float, lo: float, hi: float
+    ) -> float:
+        """A number (whole or decimal) between ``lo`` and ``hi``."""
+        full = _child(path, key)
+        value = sec.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.add(
+                full,
+                f"must be a number, not {_describe(value)}",
+                f"write a number between {lo:g} and {hi:g} without quotes, e.g. {key}: {default:g}",
+            )
+            return default
+        if not lo <= value <= hi:
+            self.add(full, f"{value:g} is out of range", f"use a number between {lo:g} and {hi:g}")
+            return default
+        return float(value)
+
     def boolean(self, sec: Mapping[object, object], path: str, key: str, default: bool) -> bool:
         value = sec.get(key)
         if value is None:
@@ -532,7 +615,8 @@ class _Reader:
         self, sec: Mapping[object, object], path: str, key: str, kind: str, secret: bool = False
     ) -> Path | None:
         """A path, resolved against the config's directory; ``kind`` "file" must exist and be readable,
-        "dir" may be missing but must be a directory if it exists. Secrets must not be world-readable."""
+        "dir" may be missing but must be a directory if it exists, "out" (a file written to) may be
+        missing but its directory must exist. Secrets must not be world-readable."""
         full = _child(path, key)
         value = sec.get(key)
         if value is None:
@@ -548,13 +632,21 @@ class _Reader:
         except FileNotFoundError:
             if kind == "file":
                 self.add(full, f"'{_short(value)}' does not exist", _exists_fix(resolved))
+            elif kind == "out" and not resolved.parent.is_dir():
+                self.add(
+                    full,
+                    f"the directory of '{_short(value)}' does not exist",
+                    f"create {resolved.parent} or name a file in an existing directory",
+                )
             return resolved
         except OSError as exc:
             self.add(
                 full, f"'{_short(value)}' cannot be checked ({exc.strerror or exc})", _exists_fix(resolved)
             )
             return resolved
-        if kind == "file" and not stat.S_ISREG(st.st_mode):
+        if kind == "out" and not stat.S_ISREG(st.st_mode):
+            self.add(full, f"'{_short(value)}' exists and is not a regular file", "name a file")
+        elif kind == "file" and not stat.S_ISREG(st.st_mode):
             self.add(full, f"'{_short(value)}' is not a regular file", _exists_fix(resolved))
         elif kind == "file" and not os.access(resolved, os.R_OK):
             self.add(
@@ -967,6 +1059,139 @@ def _timeouts(reader: _Reader, top: Mapping[object, object]) -> TimeoutsConfig:
     return result
 
 
+def _stream_probe(reader: _Reader, top: Mapping[object, object], state_dir: Path) -> StreamProbeConfig | None:
+    if top.get("stream_probe") is None:
+        return None
+    sec = reader.section(top, "", "stream_probe", _PROBE_KEYS)
+    if not isinstance(top.get("stream_probe"), Mapping):
+        return None
+    missing = missing_modules()
+    if missing:
+        reader.add(
+            "stream_probe",
+            f"needs packages that are not installed ({', '.join(missing)})",
+            f"{EXTRA_HINT}, or remove the stream_probe section",
+        )
+    d = StreamProbeConfig(cameras=(), snapshot_dir=state_dir / "snapshots")
+    path = "stream_probe"
+    interval = reader.seconds(sec, path, "interval", d.interval, 1, 86400)
+    duration = reader.seconds(sec, path, "duration", d.duration, 0.5, 60)
+    timeout = reader.seconds(sec, path, "timeout", d.timeout, 1, 600)
+    if timeout <= duration:
+        reader.add(
+            "stream_probe.timeout",
+            f"{timeout:g} s is not longer than the duration ({duration:g} s)",
+            "give the probe time to connect and judge the frames: e.g. timeout at least duration + 5 s",
+        )
+    transport = reader.choice(sec, path, "transport", d.transport, TRANSPORTS)
+    concurrency = reader.integer(sec, path, "concurrency", d.concurrency, 1, 64)
+    thresholds_sec = reader.section(sec, path, "thresholds", _THRESHOLD_KEYS)
+    t = Thresholds()
+    tpath = "stream_probe.thresholds"
+    thresholds = Thresholds(
+        black_luma=reader.number(thresholds_sec, tpath, "black_luma", t.black_luma, 0, 255),
+        frozen_difference=reader.number(
+            thresholds_sec, tpath, "frozen_difference", t.frozen_difference, 0, 255
+        ),
+        covered_detail=reader.number(thresholds_sec, tpath, "covered_detail", t.covered_detail, 0, 1),
+    )
+    cameras = _cameras(reader, sec)
+    if cameras and interval * concurrency < timeout * len(cameras):
+        reader.warnings.append(
+            f"stream_probe: {len(cameras)} camera{'s' if len(cameras) != 1 else ''} at up to {timeout:g} s "
+            f"each, {concurrency} at a time, "
+            f"may not all fit in the {interval:g} s interval; probes then run late (raise interval or "
+            "concurrency)"
+        )
+    return StreamProbeConfig(
+        cameras=tuple(cameras),
+        snapshot_dir=reader.path(sec, path, "snapshot_dir", "dir") or d.snapshot_dir,
+        interval=interval,
+        duration=duration,
+        timeout=timeout,
+        transport=transport,
+        concurrency=concurrency,
+        snapshots=reader.boolean(sec, path, "snapshots", d.snapshots),
+        snapshot_keep=reader.integer(sec, path, "snapshot_keep", d.snapshot_keep, 1, 100_000),
+        thresholds=thresholds,
+    )
+
+
+def _cameras(reader: _Reader, sec: Mapping[object, object]) -> list[CameraConfig]:
+    raw = sec.get("cameras")
+    example = "cameras: [{name: entrance, url: rtsp://10.20.0.11:554/stream1}]"
+    if raw is None or raw == []:
+        reader.add("stream_probe.cameras", "lists no camera", f"list the cameras to watch, e.g. {example}")
+        return []
+    if not isinstance(raw, list):
+        reader.add("stream_probe.cameras", f"must be a list, not {_describe(raw)}", f"write e.g. {example}")
+        return []
+    cameras: list[CameraConfig] = []
+    names: set[str] = set()
+    for index, entry in enumerate(raw):
+        path = f"stream_probe.cameras[{index}]"
+        if not isinstance(entry, Mapping):
+            reader.add(
+                path, f"must be a mapping, not {_describe(entry)}", "give name: and url: for each camera"
+            )
+            continue
+        reader.keys(entry, path, _CAMERA_KEYS)
+        name = reader.text(entry, path, "name", None, "entrance")
+        url = reader.text(entry, path, "url", None, "rtsp://10.20.0.11:554/stream1")
+        for key, value in (("name", entry.get("name")), ("url", entry.get("url"))):
+            if value is None:
+                reader.add(f"{path}.{key}", "is missing", "every camera needs a name and an rtsp:// url")
+        if name is not None and not _CAMERA_NAME_RE.fullmatch(name):
+            reader.add(
+                f"{path}.name",
+                f"'{_short(name)}' is not a usable camera name",
+                "use up to 64 letters, digits, '-', '_' and '.', starting with a letter or digit "
+                "(it is a metric label and a directory name)",
+            )
+            name = None
+        elif name is not None and name in names:
+            reader.add(
+                f"{path}.name", f"'{name}' is used by another camera", "give every camera its own name"
+            )
+            name = None
+        if name is not None:
+            names.add(name)
+        if url is not None:
+            url = _camera_url(reader, f"{path}.url", url)
+        username = reader.text(entry, path, "username", None, "admin")
+        password_file = reader.path(entry, path, "password_file", "file", secret=True)
+        _check_secret_file(reader, f"{path}.password_file", password_file)
+        if password_file is not None and entry.get("username") is None:
+            reader.add(
+                f"{path}.password_file",
+                "is set without a username",
+                "add username: (RTSP sends a password with one)",
+            )
+        transport = reader.choice(entry, path, "transport", "", TRANSPORTS) if "transport" in entry else None
+        if name is not None and url is not None:
+            cameras.append(CameraConfig(name, url, username, password_file, transport or None))
+    return cameras
+
+
+def _camera_url(reader: _Reader, path: str, url: str) -> str | None:
+    try:
+        parsed = CameraUrl.parse(url)
+    except ValueError as exc:
+        reader.add(
+            path, f"'{_short(url)}' is not a camera URL: {exc}", "write e.g. rtsp://10.20.0.11:554/stream1"
+        )
+        return None
+    if parsed.username is not None or parsed.password is not None:
+        # Never echo the URL: it holds a password.
+        reader.add(
+            path,
+            "has credentials in it (user:password@)",
+            "write the URL without them and give username: and password_file: beside it; " + _PASSWORD_FIX,
+        )
+        return None
+    return parsed.redacted
+
+
 def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     if data is None:
         reader.add("", "the configuration is empty", "start it with 'site: <name>' (see examples/agent.yaml)")
@@ -987,6 +1212,8 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     run_as_user = _run_as_user(reader, data)
     limits = _limits(reader, data)
     timeouts = _timeouts(reader, data)
+    alerts_file = reader.path(data, "", "alerts_file", "out")
+    stream_probe = _stream_probe(reader, data, state_dir)
     if reader.problems or reader.elsewhere or site is None or gateway is None:
         return None
     return AgentConfig(
@@ -1001,6 +1228,8 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
         run_as_user=run_as_user,
         limits=limits,
         timeouts=timeouts,
+        alerts_file=alerts_file,
+        stream_probe=stream_probe,
         source=source,
         warnings=tuple(reader.warnings),
     )

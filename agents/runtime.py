@@ -3,24 +3,34 @@
 Threads and the event loop: each capture source is a blocking iterator of batches, run in its own
 thread together with `Engine.feed` (under one lock), so neither the kernel ring nor the engine ever
 waits for the event loop and the event loop never waits for them. The loop carries what is
-asynchronous: publishing alerts (MQTT, spool), time ticks for idle links, saving state, signals.
+asynchronous: publishing alerts (MQTT, spool), time ticks for idle links, saving state, signals, and
+the stream probe (``stream_probe``: its probes run as child processes, agents/probe).
+
+Every alert, the engine's and the stream probe's, takes one path (``_submit``): counted, appended
+to ``alerts_file`` when one is configured, then spooled and published over MQTT; without an ``mqtt``
+section there is no broker and no spool, and each alert is logged instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
+import os
+import pwd
 import signal
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from agents.capture.pcap_source import PcapFileSource
 from agents.capture.source import CaptureSource
+from agents.config import ConfigError, ConfigProblem
 from agents.privileges import drop_privileges
 from agents.state import load_inventory, save_inventory
 from monitor.engine import Engine, EngineConfig, Events
@@ -84,6 +94,8 @@ class Agent:
         self.publisher: Any = None
         self.spool: Any = None
         self.metrics: Any = None
+        self.prober: Any = None  # agents.probe.scheduler.StreamProber with a stream_probe section
+        self.alerts_file: IO[str] | None = None
         self.user = "root"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._alerts: asyncio.Queue[dict[str, Any]] | None = None
@@ -106,6 +118,8 @@ class Agent:
         self._open_sources()
         self._start_metrics()
         settings = self._mqtt_settings()
+        self._open_alerts_file()
+        self.prober = self._make_prober()  # reads the cameras' password files
         self.user = drop_privileges(self.config.run_as_user, self.state_dir)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -119,6 +133,8 @@ class Agent:
                     tg.create_task(self._forward_alerts(), name="alerts")
                     tg.create_task(self._ticks(stop), name="tick")
                     tg.create_task(self._save_periodically(stop), name="state")
+                    if self.prober is not None:
+                        tg.create_task(self.prober.run(stop), name="stream-probe")
                     await stop.wait()
                     self._shutdown_sources()
                     await asyncio.to_thread(self._join_sources)
@@ -133,6 +149,10 @@ class Agent:
             self._save_state()
             if self.metrics is not None:
                 self.metrics.stop()
+            if self.alerts_file is not None:
+                with contextlib.suppress(OSError):
+                    self.alerts_file.close()
+                self.alerts_file = None
             log.info("camwatch agent stopped")
 
     def _open_sources(self) -> None:
@@ -149,10 +169,104 @@ class Agent:
 
     def _start_metrics(self) -> None:
         from agents.sinks.prometheus import MetricsServer
+
+        self.metrics = MetricsServer.from_config(self.config.metrics, self._metrics_snapshot)
+        self.metrics.start()
+
+    def _metrics_snapshot(self) -> Any:
+        """The engine's snapshot, with the stream probe's cameras and alerts (called from the metrics
+        server's thread: the prober's counters are replaced, never changed in place)."""
         from agents.snapshot import snapshot_of
 
-        self.metrics = MetricsServer.from_config(self.config.metrics, lambda: snapshot_of(self))
-        self.metrics.start()
+        snap = snapshot_of(self)
+        prober = self.prober
+        if prober is None:
+            return snap
+        alerts = dict(snap.alerts)
+        for rule, count in prober.alerts.items():
+            alerts[rule] = alerts.get(rule, 0) + count
+        return dataclasses.replace(snap, alerts=alerts, streams=prober.stats())
+
+    def _open_alerts_file(self) -> None:
+        """Open ``alerts_file`` for appending now, while privileged (it may be in a root-owned place)."""
+        path = self.config.alerts_file
+        if path is None:
+            return
+        try:
+            self.alerts_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "alerts_file",
+                        f"cannot be opened for appending ({exc.strerror or exc})",
+                        f"check that {path.parent} exists and is writable",
+                        source=self.config.source,
+                    )
+                ]
+            ) from exc
+
+    def _make_prober(self) -> Any:
+        cfg = self.config.stream_probe
+        if cfg is None:
+            return None
+        from agents.probe import EXTRA_HINT, missing_modules
+
+        missing = missing_modules()
+        if missing:  # check-config says so too; this is for a venv changed since
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "stream_probe",
+                        f"needs packages that are not installed ({', '.join(missing)})",
+                        f"{EXTRA_HINT}, or remove the stream_probe section",
+                        source=self.config.source,
+                    )
+                ]
+            )
+        from agents.probe.scheduler import StreamProber
+
+        self._prepare_snapshot_dir(cfg.snapshot_dir)
+        try:
+            return StreamProber(
+                cfg, self.config.observer, self.state_dir, self._queue_alert, self._device_by_ip
+            )
+        except (OSError, ValueError) as exc:  # a password file gone or emptied since validation
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "stream_probe.cameras",
+                        f"a camera's password file cannot be read ({exc})",
+                        "check its password_file: it must exist, be readable and hold the password",
+                        source=self.config.source,
+                    )
+                ]
+            ) from exc
+
+    def _prepare_snapshot_dir(self, directory: Path) -> None:
+        """A snapshot directory outside the state directory is created now and given to run_as_user
+        (inside it, drop_privileges hands it over with the rest)."""
+        if directory.is_relative_to(self.state_dir) or os.geteuid() != 0 or self.config.run_as_user is None:
+            return
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            entry = pwd.getpwnam(self.config.run_as_user)
+            os.chown(directory, entry.pw_uid, entry.pw_gid)
+        except (OSError, KeyError) as exc:
+            log.error("stream probe: cannot prepare the snapshot directory %s: %s", directory, exc)
+
+    def _queue_alert(self, record: dict[str, Any]) -> None:
+        """The stream probe's alerts join the engine's (called on the event loop)."""
+        if self._alerts is not None:
+            self._alerts.put_nowait(record)
+
+    def _device_by_ip(self, ip: str) -> tuple[str, str | None] | None:
+        """(MAC, manufacturer) of the inventory device using ``ip`` (called from a worker thread)."""
+        with self.lock:
+            for device in self.engine.inventory:
+                if ip in device.ips:
+                    return device.mac_str, device.manufacturer
+        return None
 
     def _mqtt_settings(self) -> Any:
         """Broker settings, read while still privileged (the password file may be root-only)."""
@@ -169,15 +283,17 @@ class Agent:
         from agents.sinks.mqtt import AlertPublisher
         from agents.sinks.spool import AlertSpool
 
+        if settings is None:
+            # No broker: nothing would ever empty a spool. Alerts go to the log and alerts_file.
+            where = f"the log and {self.config.alerts_file}" if self.config.alerts_file else "the log"
+            log.warning("no mqtt section: alerts go to %s only", where)
+            return
         limits = self.config.limits
         self.spool = stack.enter_context(
             AlertSpool.open(
                 self.state_dir / "alerts.sqlite3", limits.spool_max_alerts, limits.spool_max_bytes
             )
         )
-        if settings is None:
-            log.warning("no mqtt section: alerts are kept in the spool only")
-            return
         self.publisher = await stack.enter_async_context(AlertPublisher(settings, self.spool))
 
     # ------------------------------------------------------------------ capture threads
@@ -250,6 +366,9 @@ class Agent:
 
     async def _submit(self, record: dict[str, Any]) -> None:
         self.counters.alerts_submitted += 1
+        self._append_alert(record)
+        if self.publisher is None and self.spool is None:
+            log.warning("alert %s: %s", record["rule"]["id"], record.get("message", ""))
         if self.publisher is not None:
             await self.publisher.submit(record)
         elif self.spool is not None:
@@ -258,6 +377,16 @@ class Agent:
             # One fsync per alert: off the event loop.
             topic = alert_topic(self.config, record)
             await asyncio.to_thread(self.spool.put, topic, _encode(record), record["event"]["id"])
+
+    def _append_alert(self, record: dict[str, Any]) -> None:
+        """One JSON line in ``alerts_file``, flushed at once (a demo or a tail -f sees it now)."""
+        if self.alerts_file is None:
+            return
+        try:
+            self.alerts_file.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+            self.alerts_file.flush()
+        except OSError as exc:
+            log.error("cannot write the alert to %s: %s", self.config.alerts_file, exc)
 
     async def _drain_alerts(self) -> None:
         assert self._alerts is not None
@@ -320,6 +449,4 @@ class _Stopped(Exception):
 
 
 def _encode(record: dict[str, Any]) -> bytes:
-    import json
-
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

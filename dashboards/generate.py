@@ -149,6 +149,20 @@ def fleet_overview() -> db.Dashboard:
                 ),
             )
         )
+        .with_panel(
+            stat_panel(
+                "Cameras without video",
+                query(f"sum(1 - camwatch_stream_up{{{SEL}}}) or vector(0)"),
+                desc="Probed cameras whose last probe failed (stream_probe in the agent config).",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Image problems",
+                query(f"sum(camwatch_stream_image_problem{{{SEL}}}) or vector(0)"),
+                desc="Probed cameras showing a frozen, black or covered picture.",
+            )
+        )
         .with_row(db.Row("Capture health"))
         .with_panel(
             ts(
@@ -230,6 +244,54 @@ def site_view() -> db.Dashboard:
                     f"(rate(camwatch_device_external_bytes_total{{{SEL}}}[5m]) * 8)",
                     "{{mac}} ({{vendor}}) {{direction}}",
                 ),
+            )
+        )
+        .with_row(db.Row("Camera streams (stream probe)"))
+        .with_panel(
+            table_panel(
+                "Streams",
+                query(f"max by (camera, codec, width, height) (camwatch_stream_info{{{SEL}}})", instant=True),
+                desc="What each probed camera serves: codec and resolution (stream_probe, agent config).",
+            )
+        )
+        .with_panel(
+            ts(
+                "Stream up",
+                "short",
+                query(f"max by (camera) (camwatch_stream_up{{{SEL}}})", "{{camera}}"),
+                desc="1 when the last probe opened and decoded the camera's RTSP stream.",
+            )
+        )
+        .with_panel(
+            ts(
+                "Frame rate",
+                "fps",
+                query(f"max by (camera) (camwatch_stream_frames_per_second{{{SEL}}})", "{{camera}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "Stream bitrate",
+                "bps",
+                query(f"max by (camera) (camwatch_stream_bitrate_bits_per_second{{{SEL}}})", "{{camera}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "Keyframe interval",
+                "s",
+                query(f"max by (camera) (camwatch_stream_keyframe_interval_seconds{{{SEL}}})", "{{camera}}"),
+            )
+        )
+        .with_panel(
+            ts(
+                "Image problems",
+                "short",
+                query(
+                    f"max by (camera, problem) (camwatch_stream_image_problem{{{SEL}}})",
+                    "{{camera}} {{problem}}",
+                ),
+                desc="1 while the picture is frozen, black or covered; the MQTT alert links a snapshot.",
             )
         )
         .with_panel(

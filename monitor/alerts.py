@@ -43,6 +43,21 @@ STREAM_UNAUTHORIZED = Rule(
 )
 STREAM_EGRESS = Rule("stream.egress", "Camera video is leaving the site or going to a non-viewer", 4)
 
+# The stream probe's rules (agents/probe): the camera's own picture, watched over RTSP.
+STREAM_UNAVAILABLE = Rule(
+    "stream.unavailable", "Camera stream cannot be opened or delivers no video", 3, ("network",), ("error",)
+)
+STREAM_FROZEN = Rule("stream.frozen", "Camera image is frozen", 3, ("host",), ("error",))
+STREAM_BLACK = Rule("stream.black", "Camera image is black", 3, ("host",), ("error",))
+# A covered or defocused lens is the classic way to blind a camera: tampering, hence intrusion detection.
+STREAM_COVERED = Rule(
+    "stream.covered",
+    "Camera image is covered or has lost all detail",
+    4,
+    ("intrusion_detection",),
+    ("indicator",),
+)
+
 RULES = {
     r.id: r
     for r in (
@@ -54,6 +69,10 @@ RULES = {
         UPNP_PORT_MAPPING,
         STREAM_UNAUTHORIZED,
         STREAM_EGRESS,
+        STREAM_UNAVAILABLE,
+        STREAM_FROZEN,
+        STREAM_BLACK,
+        STREAM_COVERED,
     )
 }
 

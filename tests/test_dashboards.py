@@ -20,6 +20,8 @@ import pytest
 
 from agents.config import AgentConfig
 from agents.lab import scenario
+from agents.lab.rtsp_server import RtspCameraServer
+from agents.lab.video import VideoSpec
 from agents.runtime import Agent
 from monitor.pcapwrite import pcap_bytes
 from tests.agents.mosquitto import Mosquitto, free_port
@@ -92,7 +94,12 @@ def substitute(expr: str, mac: str) -> str:
 
 
 def demo_config(
-    tmp_path: Path, capture: str, broker: Mosquitto, metrics_port: int, gateway: str = GATEWAY
+    tmp_path: Path,
+    capture: str,
+    broker: Mosquitto,
+    metrics_port: int,
+    gateway: str = GATEWAY,
+    probe: str = "",
 ) -> AgentConfig:
     text = f"""
 site: {SITE}
@@ -108,7 +115,7 @@ mqtt:
   port: {broker.port}
 state_dir: {tmp_path / gateway / "state"}
 run_as_user: null
-"""
+{probe}"""
     return AgentConfig.from_yaml(text, "agent.yaml", base_dir=tmp_path)
 
 
@@ -145,10 +152,17 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path: Path) -
     pcap.write_bytes(pcap_bytes(scenario.site_packets(scenario.SiteShape(hik_cameras=2, seconds=12.0))))
 
     async def run() -> list[str]:
+        # A lab camera for the stream-probe panels (camwatch_stream_*).
+        camera = RtspCameraServer(VideoSpec(width=160, height=96, fps=10, gop=10), host="127.0.0.1", port=0)
         with Mosquitto(tmp_path / "broker") as broker:
+            await camera.start()
             port = free_port()
             replay = f"  pcap: {pcap}\n  pace: realtime"
-            agents = [Agent(demo_config(tmp_path, replay, broker, port), vendors())]
+            probe = (
+                "stream_probe:\n  interval: 5s\n  duration: 2s\n  cameras:\n"
+                f"    - name: gate\n      url: {camera.url('127.0.0.1')}\n"
+            )
+            agents = [Agent(demo_config(tmp_path, replay, broker, port, probe=probe), vendors())]
             more: list[tuple[str, Mapping[str, str]]] = []
             if CAN_CAPTURE_LIVE:
                 live_port = free_port()
@@ -184,6 +198,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(tmp_path: Path) -
             finally:
                 stop.set()
                 await asyncio.wait_for(asyncio.gather(*tasks), 20)
+                await camera.close()
 
     start = time.monotonic()
     empty = asyncio.run(run())

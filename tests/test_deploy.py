@@ -227,6 +227,8 @@ def test_agent_runs_under_the_units_system_call_rules(tmp_path: Path) -> None:
     config.write_text(
         f"site: depot-7\ngateway: gw-mdwe\ncapture:\n  pcap: {pcap}\n  pace: fast\npolicy_file: {POLICY}\n"
         f"metrics:\n  listen: 127.0.0.1\n  port: {port}\nstate_dir: {state}\nrun_as_user: null\n"
+        # A broker nobody listens on: the alerts stay in the spool, where the test looks for them.
+        f"mqtt:\n  host: 127.0.0.1\n  port: {free_port()}\n"
     )
     proc = subprocess.Popen(
         [sys.executable, str(wrapper), "run", "--config", str(config)],

@@ -42,7 +42,7 @@ pytestmark = [
 
 
 def agent_config(tmp_path: Path, pcap: Path, metrics_port: int) -> AgentConfig:
-    # No mqtt section: alerts stay in the spool; this test follows the metrics path only.
+    # No mqtt section: alerts go to the log only; this test follows the metrics path.
     text = f"""
 site: depot-7
 gateway: gw-oncall

@@ -19,10 +19,39 @@ the analyzers cite (SADP XML, DHIP header + JSON, EZVIZ XML over UDP, Dahua DHGE
 
 from __future__ import annotations
 
-import json
-import struct
-
 from agents.lab import synth
+from agents.lab.payloads import (
+    SDP_H264,
+    dhip_reply,
+    dns_answer,
+    dns_query,
+    rtsp_request,
+    rtsp_response,
+    sadp_probe_match,
+    wsd_probe_match,
+)
+
+__all__ = [
+    "DHIP_MCAST_MAC",
+    "EZVIZ_STUN",
+    "MCAST_MAC",
+    "MS",
+    "NS",
+    "OFFSITE_VIEWER",
+    "SDP_H264",
+    "XM_IP",
+    "XM_MAC",
+    "dhip_reply",
+    "dns_answer",
+    "dns_query",
+    "rtsp_request",
+    "rtsp_response",
+    "rtsp_session",
+    "sadp_probe_match",
+    "tcp_exchange",
+    "udp_pair",
+    "wsd_probe_match",
+]
 
 NS = 1_000_000_000
 MS = NS // 1000
@@ -32,17 +61,6 @@ OFFSITE_VIEWER = "198.51.100.77"
 EZVIZ_STUN = "203.0.113.8"
 MCAST_MAC = "01:00:5e:7f:ff:fa"
 DHIP_MCAST_MAC = "01:00:5e:7f:ff:fb"
-
-
-def dns_query(txid: int, name: str) -> bytes:
-    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
-    return struct.pack("!HHHHHH", txid, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", 1, 1)
-
-
-def dns_answer(txid: int, name: str, address: str) -> bytes:
-    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
-    answer = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + bytes(int(x) for x in address.split("."))
-    return struct.pack("!HHHHHH", txid, 0x8180, 1, 1, 0, 0) + q + struct.pack("!HH", 1, 1) + answer
 
 
 def udp_pair(
@@ -95,82 +113,6 @@ def tcp_exchange(
     s(F | A)
     c(A)
     return out
-
-
-def sadp_probe_match(mac: str, ip: str, model: str, serial: str, firmware: str) -> bytes:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?><ProbeMatch><Uuid>7C2A5F9E-4B1D-4E8A-9C3F-2D6B8A1E5F40</Uuid>'
-        f"<Types>inquiry</Types><DeviceType>142378</DeviceType><DeviceDescription>{model}</DeviceDescription>"
-        f"<DeviceSN>{serial}</DeviceSN><CommandPort>8000</CommandPort><HttpPort>80</HttpPort>"
-        f"<MAC>{mac.replace(':', '-')}</MAC><IPv4Address>{ip}</IPv4Address><DHCP>false</DHCP>"
-        f"<SoftwareVersion>{firmware}</SoftwareVersion><Activated>true</Activated></ProbeMatch>"
-    ).encode()
-
-
-def dhip_reply(mac: str, ip: str, model: str, serial: str, firmware: str) -> bytes:
-    body = json.dumps(
-        {
-            "mac": mac,
-            "method": "client.notifyDevInfo",
-            "params": {
-                "deviceInfo": {
-                    "DeviceType": model,
-                    "DeviceClass": "IPC",
-                    "SerialNo": serial,
-                    "Version": firmware,
-                    "Vendor": "General",
-                    "Mac": mac,
-                    "IPv4Address": {
-                        "IPAddress": ip,
-                        "SubnetMask": "255.255.255.0",
-                        "DefaultGateway": "10.20.0.1",
-                    },
-                    "HttpPort": 80,
-                }
-            },
-        },
-        separators=(",", ":"),
-    ).encode()
-    header = struct.pack("<I4sIIIIII", 0x20, b"DHIP", 0, 0, len(body), 0, len(body), 0)
-    return header + body
-
-
-def wsd_probe_match(address: str, xaddr: str, manufacturer: str, model: str) -> bytes:
-    scopes = (
-        f"onvif://www.onvif.org/type/video_encoder onvif://www.onvif.org/name/{manufacturer} "
-        f"onvif://www.onvif.org/hardware/{model} onvif://www.onvif.org/location/"
-    )
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://www.w3.org/2003/05/soap-envelope" '
-        'xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
-        'xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery" '
-        'xmlns:dn="http://www.onvif.org/ver10/network/wsdl">'
-        "<SOAP-ENV:Header><wsa:MessageID>uuid:5f1c7a2e-0000-4000-8000-000000000001</wsa:MessageID>"
-        "<wsa:RelatesTo>uuid:0a6dc791-2be6-4991-9af1-454778a1917a</wsa:RelatesTo>"
-        "<wsa:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</wsa:To>"
-        "<wsa:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</wsa:Action></SOAP-ENV:Header>"
-        "<SOAP-ENV:Body><d:ProbeMatches><d:ProbeMatch>"
-        f"<wsa:EndpointReference><wsa:Address>{address}</wsa:Address></wsa:EndpointReference>"
-        f"<d:Types>dn:NetworkVideoTransmitter</d:Types><d:Scopes>{scopes}</d:Scopes>"
-        f"<d:XAddrs>{xaddr}</d:XAddrs><d:MetadataVersion>1</d:MetadataVersion>"
-        "</d:ProbeMatch></d:ProbeMatches></SOAP-ENV:Body></SOAP-ENV:Envelope>"
-    ).encode()
-
-
-def rtsp_request(method: str, url: str, cseq: int, extra: str = "") -> bytes:
-    return f"{method} {url} RTSP/1.0\r\nCSeq: {cseq}\r\nUser-Agent: LibVLC/3.0.18\r\n{extra}\r\n".encode()
-
-
-def rtsp_response(cseq: int, server: str, extra: str = "", body: str = "") -> bytes:
-    length = f"Content-Length: {len(body)}\r\n" if body else ""
-    return f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nServer: {server}\r\n{extra}{length}\r\n{body}".encode()
-
-
-SDP_H264 = (
-    "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=Media Presentation\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
-    "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n"
-)
 
 
 def rtsp_session(

@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agents.lab import personas, synth
+from agents.lab import payloads, personas, synth
 
 NS = 1_000_000_000
 
@@ -114,7 +114,7 @@ def control_events(shape: SiteShape) -> list[tuple[int, bytes]]:
             t, hik_mac(1), GW_MAC, hik_ip(1), EZVIZ_CLOUD, 41000 + k, 8666, hello, b"HTTP/1.1 200 OK\r\n\r\n"
         )
     # Dahua Easy4IP-style registration on udp/8800.
-    dh = b"DHGET /probe/p2psrv HTTP/1.1\r\nCSeq: 1\r\n\r\n"
+    dh = payloads.dhget("/probe/p2psrv", 1)
     for k in range(3):
         out.append(
             (t0 + (3 + k * 4) * NS, synth.udp4_frame(DAHUA_MAC, GW_MAC, DAHUA_IP, EASY4IP, 42000, 8800, dh))
@@ -167,32 +167,13 @@ def persona_events(shape: SiteShape) -> list[tuple[int, bytes]]:
         p.dns_query(0x2001, q),
         p.dns_answer(0x2001, q, EZVIZ_CLOUD),
     )
-    xml = (
-        b'<?xml version="1.0" encoding="utf-8"?>\n<Request>\n<Command>NatQuery</Command>\n'
-        b"<DevSerial>Q00000001</DevSerial>\n<LocalIP>10.20.0.11</LocalIP>\n<LocalPort>40112</LocalPort>\n</Request>\n"
-    )
+    xml = payloads.ezviz_nat_query("Q00000001", "10.20.0.11", 40112)
     out += p.udp_pair(t0 + 2 * NS, cam1, GW_MAC, cam1_ip, p.EZVIZ_STUN, 40112, 6002, xml, None)
-    search = (
-        b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: 2\r\n'
-        b"ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n"
-    )
+    search = payloads.igd_search()
     out.append(
         (t0 + 3 * NS, synth.udp4_frame(cam1, p.MCAST_MAC, cam1_ip, "239.255.255.250", 40200, 1900, search))
     )
-    soap_body = (
-        '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
-        's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>'
-        '<u:AddPortMapping xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1">'
-        "<NewRemoteHost></NewRemoteHost><NewExternalPort>8000</NewExternalPort><NewProtocol>TCP</NewProtocol>"
-        f"<NewInternalPort>8000</NewInternalPort><NewInternalClient>{cam1_ip}</NewInternalClient>"
-        "<NewEnabled>1</NewEnabled><NewPortMappingDescription>HIKVISION</NewPortMappingDescription>"
-        "<NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>"
-    )
-    soap = (
-        f'POST /ctl/IPConn HTTP/1.1\r\nHOST: {GW_IP}:49152\r\nCONTENT-TYPE: text/xml; charset="utf-8"\r\n'
-        f'SOAPACTION: "urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"\r\n'
-        f"CONTENT-LENGTH: {len(soap_body)}\r\n\r\n{soap_body}"
-    ).encode()
+    soap = payloads.add_port_mapping(GW_IP, cam1_ip)
     out += p.tcp_exchange(
         t0 + 3 * NS + 100 * ms,
         cam1,

@@ -10,6 +10,7 @@ Label rules: no site/gateway labels (they are the scrape target's labels in Prom
 destination IPs, ports or flow ids. The only open-ended label is ``mac`` on the per-device series;
 they are capped at ``max_device_series`` devices (the ones with the most traffic to/from outside the
 site; a flood of spoofed MACs moves little traffic), the rest are summed into ``mac="other"``.
+The stream probe's ``camera`` label is bounded by the configuration (its camera names).
 
 Every metric is listed in docs/metrics.md.
 """
@@ -65,6 +66,7 @@ __all__ = [
     "MetricsServer",
     "MqttStats",
     "SpoolStats",
+    "StreamStats",
     "tls_server_context",
 ]
 
@@ -139,6 +141,34 @@ class SpoolStats:
     near_full: bool = False
 
 
+#: The image problems the stream probe judges (``camwatch_stream_image_problem{problem}``).
+STREAM_PROBLEMS: Final = ("black", "covered", "frozen")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """One camera of the stream probe, as of its last probe (``None``: not measured).
+
+    ``up`` is None before the first probe. ``codec``, ``width`` and ``height`` are those of the last
+    successful probe; the other measurements are the last probe's: after a failed one ``fps`` and
+    ``bitrate`` are 0 (the stream delivers nothing), ``keyframe_interval`` is None and ``problems`` is
+    empty (the picture could not be judged).
+    """
+
+    up: bool | None = None
+    fps: float | None = None
+    bitrate: float | None = None
+    keyframe_interval: float | None = None
+    codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    problems: Mapping[str, bool] = field(default_factory=dict)  # by STREAM_PROBLEMS
+    last_probe: float | None = None  # Unix time the last probe finished
+    probe_duration: float | None = None  # seconds the last probe took, connecting included
+    probes_ok: int = 0
+    probes_failed: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSnapshot:
     """Everything the metrics show, copied at scrape time. Counters are totals since the agent started."""
@@ -165,6 +195,7 @@ class AgentSnapshot:
     alerts_suppressed: int = 0
     mqtt: MqttStats | None = None  # None: MQTT not configured (no mqtt series)
     spool: SpoolStats | None = None  # None: no spool (no spool series)
+    streams: Mapping[str, StreamStats] = field(default_factory=dict)  # by camera name (stream probe)
 
     @classmethod
     def from_engine(
@@ -426,6 +457,81 @@ def _agent_families(snap: AgentSnapshot) -> Iterator[Metric]:
         yield from _mqtt_families(snap.mqtt)
     if snap.spool is not None:
         yield from _spool_families(snap.spool)
+    if snap.streams:
+        yield from _stream_families(snap.streams)
+
+
+def _stream_families(streams: Mapping[str, StreamStats]) -> Iterator[Metric]:
+    """The stream probe's per-camera families (only with a ``stream_probe`` section)."""
+    cam = ("camera",)
+    up = GaugeMetricFamily(
+        "camwatch_stream_up",
+        "1 if the last probe received and decoded the camera's video, else 0.",
+        labels=cam,
+    )
+    fps = GaugeMetricFamily(
+        "camwatch_stream_frames_per_second",
+        "Frame rate the last probe measured from the frames' timestamps (0 when the stream was down).",
+        labels=cam,
+    )
+    bitrate = GaugeMetricFamily(
+        "camwatch_stream_bitrate_bits_per_second",
+        "Video bitrate the last probe measured from the packet sizes (0 when the stream was down).",
+        labels=cam,
+    )
+    keyframes = GaugeMetricFamily(
+        "camwatch_stream_keyframe_interval_seconds",
+        "Time between keyframes the last probe measured (needs two keyframes in the probe's duration).",
+        labels=cam,
+        unit="seconds",
+    )
+    info = InfoMetricFamily(
+        "camwatch_stream", "The camera's video as the last successful probe saw it.", labels=cam
+    )
+    problem = GaugeMetricFamily(
+        "camwatch_stream_image_problem",
+        "1 if the last probe judged the picture black, covered or frozen (one at most), else 0.",
+        labels=("camera", "problem"),
+    )
+    last = GaugeMetricFamily(
+        "camwatch_stream_last_probe_timestamp_seconds",
+        "When the last probe of the camera finished, in Unix time.",
+        labels=cam,
+        unit="seconds",
+    )
+    probes = CounterMetricFamily(
+        "camwatch_stream_probes",
+        "Probes of the camera's stream by result (ok or failed).",
+        labels=("camera", "result"),
+    )
+    duration = GaugeMetricFamily(
+        "camwatch_stream_probe_duration_seconds",
+        "How long the last probe took, connecting and judging the frames included.",
+        labels=cam,
+        unit="seconds",
+    )
+    for name, st in sorted(streams.items()):
+        probes.add_metric([name, "ok"], st.probes_ok)
+        probes.add_metric([name, "failed"], st.probes_failed)
+        if st.up is None:
+            continue  # not probed yet: no measurement to show
+        up.add_metric([name], float(st.up))
+        if st.last_probe is not None:
+            last.add_metric([name], st.last_probe)
+        if st.probe_duration is not None:
+            duration.add_metric([name], st.probe_duration)
+        if st.fps is not None:
+            fps.add_metric([name], st.fps)
+        if st.bitrate is not None:
+            bitrate.add_metric([name], st.bitrate)
+        if st.keyframe_interval is not None:
+            keyframes.add_metric([name], st.keyframe_interval)
+        if st.codec is not None and st.width is not None and st.height is not None:
+            info.add_metric([name], {"codec": st.codec, "width": str(st.width), "height": str(st.height)})
+        for p in STREAM_PROBLEMS:
+            if p in st.problems:
+                problem.add_metric([name, p], float(st.problems[p]))
+    yield from (up, fps, bitrate, keyframes, info, problem, last, probes, duration)
 
 
 def _capture_families(snap: AgentSnapshot) -> Iterator[Metric]:
@@ -535,7 +641,9 @@ def _spool_families(spool: SpoolStats) -> Iterator[Metric]:
 
 
 # What describe() reports: every optional section present, so every family name is registered.
-_DESCRIBE: Final = AgentSnapshot(flows_limit=0, devices_limit=0, mqtt=MqttStats(), spool=SpoolStats())
+_DESCRIBE: Final = AgentSnapshot(
+    flows_limit=0, devices_limit=0, mqtt=MqttStats(), spool=SpoolStats(), streams={"": StreamStats()}
+)
 
 
 # --------------------------------------------------------------------------------------------------

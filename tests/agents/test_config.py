@@ -7,6 +7,7 @@ import pickle
 import re
 import shutil
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -648,3 +649,183 @@ def test_the_runtime_reads_what_it_needs(tmp_path: Path) -> None:
     for name in ("pcap", "batch_size", "interfaces", "method", "pace"):
         assert hasattr(cfg.capture, name)
     assert isinstance(cfg.site_policy, SitePolicy)
+
+
+# --------------------------------------------------------------------------------------------------
+# alerts_file and stream_probe
+
+
+def test_alerts_file(tmp_path: Path) -> None:
+    assert config(MINIMAL, tmp_path).alerts_file is None
+    assert config(MINIMAL + "alerts_file: alerts.jsonl\n", tmp_path).alerts_file == tmp_path / "alerts.jsonl"
+    problem = one(MINIMAL + "alerts_file: nowhere/alerts.jsonl\n", tmp_path, "alerts_file")
+    assert "the directory of 'nowhere/alerts.jsonl' does not exist" in problem.problem
+    assert str(tmp_path / "nowhere") in problem.fix
+    (tmp_path / "adir").mkdir()
+    assert "is not a regular file" in one(MINIMAL + "alerts_file: adir\n", tmp_path, "alerts_file").problem
+    assert "did you mean 'alerts_file'" in one(MINIMAL + "alerts: a.jsonl\n", tmp_path, "alerts").fix
+
+
+PROBE = MINIMAL + "stream_probe:\n  cameras:\n    - {name: entrance, url: 'rtsp://10.77.0.11:554/stream1'}\n"
+
+
+def test_stream_probe_defaults(tmp_path: Path) -> None:
+    assert config(MINIMAL, tmp_path).stream_probe is None
+    probe = config(PROBE + "state_dir: state\n", tmp_path).stream_probe
+    assert probe is not None
+    assert (probe.interval, probe.duration, probe.timeout, probe.transport) == (60, 4, 15, "tcp")
+    assert (probe.concurrency, probe.snapshots, probe.snapshot_keep) == (1, True, 20)
+    assert probe.snapshot_dir == tmp_path / "state" / "snapshots"
+    assert (probe.thresholds.black_luma, probe.thresholds.frozen_difference) == (20, 0.25)
+    (camera,) = probe.cameras
+    assert (camera.name, camera.url, camera.username, camera.password, camera.transport) == (
+        "entrance", "rtsp://10.77.0.11:554/stream1", None, None, None,
+    )  # fmt: skip
+
+
+def test_stream_probe_values(tmp_path: Path) -> None:
+    password = secret(tmp_path, "cam.pass", "c4m-p@ss\n")
+    probe = config(
+        f"""\
+        site: depot-7
+        capture: {{interfaces: [eth1]}}
+        stream_probe:
+          interval: 2m
+          duration: 6s
+          timeout: 20
+          transport: udp
+          concurrency: 2
+          snapshots: false
+          snapshot_dir: shots
+          snapshot_keep: 5
+          thresholds: {{black_luma: 12, frozen_difference: 0.5, covered_detail: 0.01}}
+          cameras:
+            - name: entrance
+              url: rtsps://cam-1.depot.example/live
+              username: viewer
+              password_file: {password}
+              transport: tcp
+            - {{name: yard.2, url: "rtsp://[fd00::7]:8554/s"}}
+        """,
+        tmp_path,
+    ).stream_probe
+    assert probe is not None
+    assert (probe.interval, probe.duration, probe.timeout, probe.transport, probe.concurrency) == (
+        120, 6, 20, "udp", 2,
+    )  # fmt: skip
+    assert (probe.snapshots, probe.snapshot_dir, probe.snapshot_keep) == (False, tmp_path / "shots", 5)
+    assert (probe.thresholds.black_luma, probe.thresholds.covered_detail) == (12, 0.01)
+    entrance, yard = probe.cameras
+    assert (entrance.username, entrance.password, entrance.transport) == ("viewer", "c4m-p@ss", "tcp")
+    assert "c4m-p@ss" not in repr(probe)  # the password is read when needed, never held
+    assert (yard.name, yard.url, yard.transport) == ("yard.2", "rtsp://[fd00::7]:8554/s", None)
+
+
+CAM = "cameras: [{name: a, url: 'rtsp://10.0.0.1/'}]"
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "words"),
+    [
+        ("{}", "cameras", "lists no camera"),
+        ("{cameras: rtsp://x}", "cameras", "must be a list"),
+        ("{cameras: [rtsp://x]}", "cameras[0]", "must be a mapping"),
+        ("{cameras: [{url: 'rtsp://10.0.0.1/'}]}", "cameras[0].name", "is missing"),
+        ("{cameras: [{name: a}]}", "cameras[0].url", "is missing"),
+        ("{cameras: [{name: a b, url: 'rtsp://10.0.0.1/'}]}", "cameras[0].name", "not a usable"),
+        ("{cameras: [{name: a, url: 'http://10.0.0.1/'}]}", "cameras[0].url", "scheme is 'http'"),
+        ("{cameras: [{name: a, url: 'rtsp:///s'}]}", "cameras[0].url", "names no host"),
+        ("{cameras: [{name: a, url: 'rtsp://10.0.0.1/', transport: http}]}", "cameras[0].transport",
+         "must be one of tcp, udp"),
+        ("{cameras: [{name: a, url: 'rtsp://10.0.0.1/', pasword_file: x}]}", "cameras[0].pasword_file",
+         "is not a known key"),
+        (f"{{url: 'rtsp://10.0.0.1/', {CAM}}}", "url", "is not a known key"),
+        (f"{{interval: 0.5s, {CAM}}}", "interval", "out of range"),
+        (f"{{duration: 10s, timeout: 10s, {CAM}}}", "timeout", "is not longer than the duration"),
+        (f"{{transport: quic, {CAM}}}", "transport", "must be one of tcp, udp"),
+        (f"{{concurrency: 0, {CAM}}}", "concurrency", "out of range"),
+        (f"{{thresholds: {{black_luma: 300}}, {CAM}}}", "thresholds.black_luma", "300 is out of range"),
+        (f"{{thresholds: {{covered_detail: '1%'}}, {CAM}}}", "thresholds.covered_detail", "must be a number"),
+        (f"{{black_luma: 10, {CAM}}}", "black_luma", "is not a known key"),
+        ("rtsp://10.0.0.1/", "", "must be a mapping"),
+    ],
+)  # fmt: skip
+def test_stream_probe_problems(section: str, field: str, words: str, tmp_path: Path) -> None:
+    path = f"stream_probe.{field}" if field else "stream_probe"
+    problem = one(MINIMAL + f"stream_probe: {section}\n", tmp_path, path)
+    assert words in problem.problem, problem.describe()
+
+
+def test_camera_names_are_unique(tmp_path: Path) -> None:
+    text = PROBE + "    - {name: entrance, url: 'rtsp://10.77.0.12/stream1'}\n"
+    problem = one(text, tmp_path, "stream_probe.cameras[1].name")
+    assert "'entrance' is used by another camera" in problem.problem
+    assert problem.line == 7
+
+
+def test_camera_credentials_never_go_inline(tmp_path: Path) -> None:
+    text = MINIMAL + "stream_probe:\n  cameras:\n    - {name: a, url: 'rtsp://admin:Hunter2@10.0.0.1/s'}\n"
+    problem = one(text, tmp_path, "stream_probe.cameras[0].url")
+    assert "has credentials in it" in problem.problem and "password_file" in problem.fix
+    assert "Hunter2" not in problem.describe()
+    text = MINIMAL + "stream_probe:\n  cameras:\n    - {name: a, url: 'rtsp://10.0.0.1/s', password: x}\n"
+    assert (
+        "an inline password is not accepted"
+        in one(text, tmp_path, "stream_probe.cameras[0].password").problem
+    )
+    password = secret(tmp_path, "cam.pass")
+    cam = "name: a, url: 'rtsp://10.0.0.1/s'"
+    text = MINIMAL + f"stream_probe:\n  cameras:\n    - {{{cam}, password_file: {password}}}\n"
+    assert "without a username" in one(text, tmp_path, "stream_probe.cameras[0].password_file").problem
+    text = MINIMAL + f"stream_probe:\n  cameras:\n    - {{{cam}, username: u, password_file: x}}\n"
+    assert "does not exist" in one(text, tmp_path, "stream_probe.cameras[0].password_file").problem
+
+
+def test_cameras_at_the_top_level_are_pointed_to_the_section(tmp_path: Path) -> None:
+    problem = one(MINIMAL + "cameras: []\n", tmp_path, "cameras")
+    assert "stream_probe.cameras" in problem.fix
+
+
+def test_too_many_cameras_for_the_interval_is_a_warning(tmp_path: Path) -> None:
+    cameras = "".join(f"    - {{name: c{i}, url: 'rtsp://10.0.0.{i}/'}}\n" for i in range(1, 6))
+    cfg = config(MINIMAL + "stream_probe:\n  interval: 60\n  timeout: 15\n  cameras:\n" + cameras, tmp_path)
+    assert any("may not all fit in the 60 s interval" in w for w in cfg.warnings)
+    cfg = config(
+        MINIMAL + "stream_probe:\n  interval: 60\n  concurrency: 2\n  cameras:\n" + cameras, tmp_path
+    )
+    assert not any("interval" in w for w in cfg.warnings)
+
+
+def test_stream_probe_without_the_stream_extra_names_the_fix(tmp_path: Path) -> None:
+    # A fresh interpreter where PyAV cannot be imported, as without `pip install camwatch[stream]`.
+    (tmp_path / "agent.yaml").write_text(PROBE)
+    code = (
+        "import sys; sys.modules['av'] = None\n"
+        "from agents.config import load_config, ConfigError\n"
+        "try:\n    load_config(sys.argv[1])\nexcept ConfigError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "agent.yaml")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert ": stream_probe (line 5): needs packages that are not installed (av);" in done.stdout
+    assert "pip install 'camwatch[stream]'" in done.stdout
+    # Without the section nothing is asked of the extra.
+    (tmp_path / "agent.yaml").write_text(MINIMAL)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "agent.yaml")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout == ""
+
+
+def test_the_examples_stream_probe_section_loads_when_switched_on(tmp_path: Path) -> None:
+    head, _, block = EXAMPLE.read_text().partition("# stream_probe:\n")
+    block = re.sub(r"^(\s*)# ?", r"\1", block, flags=re.MULTILINE)
+    password = secret(tmp_path, "cam-entrance.pass")
+    text = (head + "stream_probe:\n" + block).replace("/etc/camwatch/cam-entrance.pass", str(password))
+    text = text.replace("policy_file: site-policy.yaml", f"policy_file: {POLICY}")
+    text = text.replace("/var/lib/camwatch/snapshots", str(tmp_path / "shots"))
+    probe = config(text, tmp_path).stream_probe
+    assert probe is not None and [c.name for c in probe.cameras] == ["entrance", "yard"]
+    assert probe.cameras[0].password == "hunter2" and probe.cameras[1].transport == "udp"
+    assert probe.cameras[1].url == "rtsp://10.20.0.12:554/cam/realmonitor?channel=1&subtype=0"

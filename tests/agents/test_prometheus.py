@@ -36,6 +36,7 @@ from agents.sinks.prometheus import (
     MetricsServer,
     MqttStats,
     SpoolStats,
+    StreamStats,
 )
 from monitor.alerts import RULES
 from monitor.pcapwrite import pcap_bytes
@@ -95,7 +96,14 @@ def full_snapshot(**changes: object) -> AgentSnapshot:
         alerts_suppressed=4,
         mqtt=MqttStats(connected=True, published=5, publish_failures=1, reconnects=2),
         spool=SpoolStats(alerts=1, bytes=900, dropped=0, near_full=False),
-    )
+        streams={
+            "entrance": StreamStats(
+                up=True, fps=14.9, bitrate=600_000.0, keyframe_interval=2.0, codec="h264", width=640,
+                height=360, problems={"black": False, "covered": False, "frozen": True},
+                last_probe=1_770_000_100.0, probe_duration=5.5, probes_ok=3, probes_failed=1,
+            ),
+        },
+    )  # fmt: skip
     return dataclasses.replace(snap, **changes)  # type: ignore[arg-type]
 
 
@@ -180,9 +188,10 @@ def test_every_documented_metric_is_exported_with_its_type_and_labels() -> None:
         (name,) = names
         labels = frozenset(k for s in family.samples for k in s.labels)
         exported[name] = (family.type, labels)
-    # The text format has no info type: the info metric is a gauge there.
-    assert exported.pop("camwatch_build_info") == ("gauge", frozenset({"version", "python"}))
-    assert docs.pop("camwatch_build_info") == ("info", frozenset({"version", "python"}))
+    # The text format has no info type: an info metric is a gauge there.
+    for name in [n for n, (kind, _) in docs.items() if kind == "info"]:
+        assert exported.pop(name)[0] == "gauge" and docs[name][1] == families[name].samples[0].labels.keys()
+        docs.pop(name)
     assert exported == docs
 
 
@@ -648,3 +657,36 @@ def test_real_prometheus_scrapes_over_tls_with_basic_auth(
             prom.wait_for('up{job="bad"}', lambda v: v == 0)
             assert prom.value('camwatch_flows_active{job="bad"}') is None
             assert prom.value('process_resident_memory_bytes{job="good"}') > 0  # type: ignore[operator]
+
+
+def test_stream_probe_series_follow_each_cameras_last_probe() -> None:
+    streams = {
+        "entrance": full_snapshot().streams["entrance"],
+        "yard": StreamStats(),  # configured, not probed yet
+        "gate": StreamStats(
+            up=False, fps=0.0, bitrate=0.0, codec="hevc", width=1920, height=1080,
+            last_probe=1_770_000_200.0, probe_duration=15.0, probes_ok=2, probes_failed=5,
+        ),
+    }  # fmt: skip
+    samples = scrape(registry_for(lambda: full_snapshot(streams=streams)))
+
+    def by_camera(name: str) -> dict[str, float]:
+        return {dict(labels)["camera"]: value for labels, value in samples.get(name, {}).items()}
+
+    assert by_camera("camwatch_stream_up") == {"entrance": 1.0, "gate": 0.0}
+    assert by_camera("camwatch_stream_frames_per_second") == {"entrance": 14.9, "gate": 0.0}
+    assert by_camera("camwatch_stream_keyframe_interval_seconds") == {"entrance": 2.0}
+    assert by_camera("camwatch_stream_probe_duration_seconds") == {"entrance": 5.5, "gate": 15.0}
+    assert samples["camwatch_stream_probes_total"][(("camera", "yard"), ("result", "ok"))] == 0
+    assert samples["camwatch_stream_probes_total"][(("camera", "gate"), ("result", "failed"))] == 5
+    # The picture of a camera that is down cannot be judged: no verdict rather than a false "fine".
+    assert samples["camwatch_stream_image_problem"] == {
+        (("camera", "entrance"), ("problem", p)): float(p == "frozen") for p in ("black", "covered", "frozen")
+    }
+    # What the camera served when it was last up.
+    assert samples["camwatch_stream_info"] == {
+        (("camera", "entrance"), ("codec", "h264"), ("height", "360"), ("width", "640")): 1.0,
+        (("camera", "gate"), ("codec", "hevc"), ("height", "1080"), ("width", "1920")): 1.0,
+    }
+    # Without a stream probe: no stream series at all.
+    assert not [n for n in scrape(registry_for(lambda: full_snapshot(streams={}))) if "_stream_" in n]

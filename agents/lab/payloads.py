@@ -1,0 +1,214 @@
+"""Payloads of the vendor personas (DESIGN 3): the bytes a camera puts in a datagram or a TCP stream.
+
+Shared by the synthetic captures (`personas`, `scenario`: frames built around these payloads) and the
+live lab (`camera`, `services`: the same payloads sent over real sockets), so what the engine's tests
+recognise is exactly what the lab's cameras send. The layouts follow the public descriptions the
+analyzers cite (SADP XML, DHIP header + JSON, ONVIF WS-Discovery, EZVIZ XML over UDP, Dahua DHGET,
+SSDP and UPnP SOAP, RTSP).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+SSDP_GROUP = "239.255.255.250"
+SSDP_PORT = 1900
+SADP_PORT = 37020
+WSD_PORT = 3702
+DHIP_GROUP = "239.255.255.251"
+DHIP_PORT = 37810
+IGD_TYPE = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
+WANIP_TYPE = "urn:schemas-upnp-org:service:WANIPConnection:1"
+
+
+def _qname(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+
+
+def dns_query(txid: int, name: str, qtype: int = 1) -> bytes:
+    """A recursive query for one name (type A unless told)."""
+    return struct.pack("!HHHHHH", txid, 0x0100, 1, 0, 0, 0) + _qname(name) + struct.pack("!HH", qtype, 1)
+
+
+def dns_answer(txid: int, name: str, address: str) -> bytes:
+    """A response with one A record for `name`."""
+    answer = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + bytes(int(x) for x in address.split("."))
+    return struct.pack("!HHHHHH", txid, 0x8180, 1, 1, 0, 0) + _qname(name) + struct.pack("!HH", 1, 1) + answer
+
+
+def sadp_probe_match(mac: str, ip: str, model: str, serial: str, firmware: str) -> bytes:
+    """A Hikvision SADP inquiry reply (also multicast unsolicited when a device starts)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><ProbeMatch><Uuid>7C2A5F9E-4B1D-4E8A-9C3F-2D6B8A1E5F40</Uuid>'
+        f"<Types>inquiry</Types><DeviceType>142378</DeviceType><DeviceDescription>{model}</DeviceDescription>"
+        f"<DeviceSN>{serial}</DeviceSN><CommandPort>8000</CommandPort><HttpPort>80</HttpPort>"
+        f"<MAC>{mac.replace(':', '-')}</MAC><IPv4Address>{ip}</IPv4Address><DHCP>false</DHCP>"
+        f"<SoftwareVersion>{firmware}</SoftwareVersion><Activated>true</Activated></ProbeMatch>"
+    ).encode()
+
+
+def dhip_reply(
+    mac: str, ip: str, model: str, serial: str, firmware: str, gateway: str = "10.20.0.1"
+) -> bytes:
+    """A Dahua DHIP `client.notifyDevInfo` (32-byte header with the magic, then JSON)."""
+    body = json.dumps(
+        {
+            "mac": mac,
+            "method": "client.notifyDevInfo",
+            "params": {
+                "deviceInfo": {
+                    "DeviceType": model,
+                    "DeviceClass": "IPC",
+                    "SerialNo": serial,
+                    "Version": firmware,
+                    "Vendor": "General",
+                    "Mac": mac,
+                    "IPv4Address": {
+                        "IPAddress": ip,
+                        "SubnetMask": "255.255.255.0",
+                        "DefaultGateway": gateway,
+                    },
+                    "HttpPort": 80,
+                }
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
+    header = struct.pack("<I4sIIIIII", 0x20, b"DHIP", 0, 0, len(body), 0, len(body), 0)
+    return header + body
+
+
+def _onvif_scopes(manufacturer: str, model: str) -> str:
+    return (
+        f"onvif://www.onvif.org/type/video_encoder onvif://www.onvif.org/name/{manufacturer} "
+        f"onvif://www.onvif.org/hardware/{model} onvif://www.onvif.org/location/"
+    )
+
+
+_WSD_ENVELOPE = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://www.w3.org/2003/05/soap-envelope" '
+    'xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
+    'xmlns:d="http://schemas.xmlsoap.org/ws/2005/04/discovery" '
+    'xmlns:dn="http://www.onvif.org/ver10/network/wsdl">'
+)
+
+
+def wsd_probe_match(address: str, xaddr: str, manufacturer: str, model: str) -> bytes:
+    """An ONVIF WS-Discovery ProbeMatches (the answer to a Probe)."""
+    return (
+        _WSD_ENVELOPE
+        + "<SOAP-ENV:Header><wsa:MessageID>uuid:5f1c7a2e-0000-4000-8000-000000000001</wsa:MessageID>"
+        "<wsa:RelatesTo>uuid:0a6dc791-2be6-4991-9af1-454778a1917a</wsa:RelatesTo>"
+        "<wsa:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</wsa:To>"
+        "<wsa:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/ProbeMatches</wsa:Action></SOAP-ENV:Header>"
+        "<SOAP-ENV:Body><d:ProbeMatches><d:ProbeMatch>"
+        f"<wsa:EndpointReference><wsa:Address>{address}</wsa:Address></wsa:EndpointReference>"
+        "<d:Types>dn:NetworkVideoTransmitter</d:Types>"
+        f"<d:Scopes>{_onvif_scopes(manufacturer, model)}</d:Scopes>"
+        f"<d:XAddrs>{xaddr}</d:XAddrs><d:MetadataVersion>1</d:MetadataVersion>"
+        "</d:ProbeMatch></d:ProbeMatches></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+    ).encode()
+
+
+def wsd_hello(address: str, xaddr: str, manufacturer: str, model: str, message_number: int = 1) -> bytes:
+    """An ONVIF WS-Discovery Hello, multicast by a device when it joins the network."""
+    return (
+        _WSD_ENVELOPE + "<SOAP-ENV:Header>"
+        f"<wsa:MessageID>uuid:5f1c7a2e-0000-4000-8000-{message_number:012d}</wsa:MessageID>"
+        "<wsa:To>urn:schemas-xmlsoap-org:ws:2005:04:discovery</wsa:To>"
+        "<wsa:Action>http://schemas.xmlsoap.org/ws/2005/04/discovery/Hello</wsa:Action></SOAP-ENV:Header>"
+        "<SOAP-ENV:Body><d:Hello>"
+        f"<wsa:EndpointReference><wsa:Address>{address}</wsa:Address></wsa:EndpointReference>"
+        "<d:Types>dn:NetworkVideoTransmitter</d:Types>"
+        f"<d:Scopes>{_onvif_scopes(manufacturer, model)}</d:Scopes>"
+        f"<d:XAddrs>{xaddr}</d:XAddrs><d:MetadataVersion>1</d:MetadataVersion>"
+        "</d:Hello></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+    ).encode()
+
+
+def ezviz_nat_query(serial: str, local_ip: str, local_port: int) -> bytes:
+    """EZVIZ XML "STUN": the device asks the cloud which public address it is seen from."""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<Request>\n<Command>NatQuery</Command>\n'
+        f"<DevSerial>{serial}</DevSerial>\n<LocalIP>{local_ip}</LocalIP>\n<LocalPort>{local_port}</LocalPort>\n"
+        "</Request>\n"
+    ).encode()
+
+
+def ezviz_nat_answer(serial: str, public_ip: str, public_port: int) -> bytes:
+    """The cloud's answer to `ezviz_nat_query`: the address the query came from."""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<Response>\n<Command>NatQueryRsp</Command>\n'
+        "<Result>0</Result>\n"
+        f"<DevSerial>{serial}</DevSerial>\n<NatIP>{public_ip}</NatIP>\n<NatPort>{public_port}</NatPort>\n"
+        "</Response>\n"
+    ).encode()
+
+
+def ezviz_register(host: str, serial: str) -> bytes:
+    """The device's registration with litedev (tcp/8666) as an HTTP-like request."""
+    body = json.dumps({"devSerial": serial, "type": "register", "ver": "V5.7.3"}, separators=(",", ":"))
+    return (
+        f"POST /api/device/register HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def dhget(path: str = "/probe/p2psrv", cseq: int = 1) -> bytes:
+    """A Dahua Easy4IP request on udp/8800."""
+    return f"DHGET {path} HTTP/1.1\r\nCSeq: {cseq}\r\n\r\n".encode()
+
+
+def igd_search(mx: int = 2) -> bytes:
+    """An SSDP M-SEARCH for an Internet Gateway Device."""
+    return (
+        f'M-SEARCH * HTTP/1.1\r\nHOST: {SSDP_GROUP}:{SSDP_PORT}\r\nMAN: "ssdp:discover"\r\nMX: {mx}\r\n'
+        f"ST: {IGD_TYPE}\r\n\r\n"
+    ).encode()
+
+
+def add_port_mapping(
+    gateway: str,
+    internal_client: str,
+    *,
+    port: int = 49152,
+    path: str = "/ctl/IPConn",
+    external_port: int = 8000,
+    internal_port: int = 8000,
+    description: str = "HIKVISION",
+) -> bytes:
+    """A UPnP SOAP AddPortMapping request (HTTP POST with the envelope)."""
+    body = (
+        '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" '
+        's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"><s:Body>'
+        f'<u:AddPortMapping xmlns:u="{WANIP_TYPE}">'
+        f"<NewRemoteHost></NewRemoteHost><NewExternalPort>{external_port}</NewExternalPort>"
+        "<NewProtocol>TCP</NewProtocol>"
+        f"<NewInternalPort>{internal_port}</NewInternalPort><NewInternalClient>{internal_client}</NewInternalClient>"
+        f"<NewEnabled>1</NewEnabled><NewPortMappingDescription>{description}</NewPortMappingDescription>"
+        "<NewLeaseDuration>0</NewLeaseDuration></u:AddPortMapping></s:Body></s:Envelope>"
+    )
+    return (
+        f'POST {path} HTTP/1.1\r\nHOST: {gateway}:{port}\r\nCONTENT-TYPE: text/xml; charset="utf-8"\r\n'
+        f'SOAPACTION: "{WANIP_TYPE}#AddPortMapping"\r\n'
+        f"CONTENT-LENGTH: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def rtsp_request(method: str, url: str, cseq: int, extra: str = "") -> bytes:
+    """An RTSP request head (`extra` holds more header lines, each ending in CRLF)."""
+    return f"{method} {url} RTSP/1.0\r\nCSeq: {cseq}\r\nUser-Agent: LibVLC/3.0.18\r\n{extra}\r\n".encode()
+
+
+def rtsp_response(cseq: int, server: str, extra: str = "", body: str = "") -> bytes:
+    """An RTSP 200 response with an optional body."""
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    return f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nServer: {server}\r\n{extra}{length}\r\n{body}".encode()
+
+
+SDP_H264 = (
+    "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=Media Presentation\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
+    "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n"
+)
