@@ -115,6 +115,13 @@ def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument(
         "--no-probe", action="store_true", help="leave the stream_probe section out of agent.yaml"
     )
+    up.add_argument(
+        "--probe-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often the agent's stream probe opens each camera (default: 30)",
+    )
     up.add_argument("--json", action="store_true", help="print the status as JSON")
     common(lab_sub.add_parser("down", help="stop every lab process and delete the namespaces"))
     status = common(lab_sub.add_parser("status", help="what runs; exit 0 ok, 1 broken, 3 down"))
@@ -227,7 +234,11 @@ def lab_command(args: argparse.Namespace, out: TextIO) -> int:
         if args.lab_command == "up":
             mqtt = _mqtt_address(args.mqtt) if args.mqtt else None
             status = lab.up(
-                trigger_every=args.trigger_every, agent=args.agent, mqtt=mqtt, probe=not args.no_probe
+                trigger_every=args.trigger_every,
+                agent=args.agent,
+                mqtt=mqtt,
+                probe=not args.no_probe,
+                probe_interval=args.probe_interval,
             )
             out.write((json.dumps(status.to_json(), indent=1) if args.json else status.text()) + "\n")
             return EXIT_OK

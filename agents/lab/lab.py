@@ -260,7 +260,7 @@ class Lab:
         }
 
     def agent_document(
-        self, desc: LabDescription, mqtt: tuple[str, int] | None, probe: bool
+        self, desc: LabDescription, mqtt: tuple[str, int] | None, probe: bool, probe_interval: float = 30.0
     ) -> dict[str, object]:
         """The agent configuration (docs/config.md) for the gateway namespace."""
         doc: dict[str, object] = {
@@ -277,22 +277,23 @@ class Lab:
             doc["mqtt"] = {"host": mqtt[0], "port": mqtt[1]}
         if probe:
             doc["stream_probe"] = {
-                "interval": "30s",
+                "interval": f"{probe_interval:g}s",
                 "duration": "4s",
                 "cameras": [{"name": c.name, "url": c.url} for c in desc.cameras],
             }
         return doc
 
-    def _write_files(self, desc: LabDescription, mqtt: tuple[str, int] | None, probe: bool) -> None:
+    def _write_files(
+        self, desc: LabDescription, mqtt: tuple[str, int] | None, probe: bool, probe_interval: float
+    ) -> None:
         p = self.paths
         for d in (p.root, p.run_dir, p.control_dir):
             d.mkdir(parents=True, exist_ok=True)
         desc.dump(p.lab_json)
         header = "# Written by `camwatch lab up`; rewritten by the next `lab up`.\n"
         write_atomic(p.policy, header + yaml.safe_dump(self.policy_document(desc, probe), sort_keys=False))
-        write_atomic(
-            p.agent_config, header + yaml.safe_dump(self.agent_document(desc, mqtt, probe), sort_keys=False)
-        )
+        agent_doc = self.agent_document(desc, mqtt, probe, probe_interval)
+        write_atomic(p.agent_config, header + yaml.safe_dump(agent_doc, sort_keys=False))
         for name in (*desc.camera_names, OFFICE):
             Control().dump(p.control(name))
 
@@ -412,6 +413,7 @@ class Lab:
         agent: bool = False,
         mqtt: tuple[str, int] | None = None,
         probe: bool = True,
+        probe_interval: float = 30.0,
         video: VideoFormat = DEFAULT_VIDEO,
         timeout: float = READY_TIMEOUT,
     ) -> LabStatus:
@@ -431,11 +433,13 @@ class Lab:
         self._check_directory_free()
         if trigger_every is not None and not 1.0 <= trigger_every <= 86_400.0:
             raise LabError(f"--trigger-every {trigger_every:g}: use a number of seconds between 1 and 86400")
+        if not 2.0 <= probe_interval <= 86_400.0:
+            raise LabError(f"--probe-interval {probe_interval:g}: use seconds between 2 and 86400")
         desc = default_description(self.prefix, str(self.directory), trigger_every=trigger_every, video=video)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._clean_previous_run(desc)
-            self._write_files(desc, mqtt, probe)
+            self._write_files(desc, mqtt, probe, probe_interval)
         except OSError as exc:
             raise LabError(f"cannot write the lab files in {self.directory}: {exc.strerror or exc}") from None
         procs = self._processes(desc, agent)

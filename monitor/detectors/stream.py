@@ -97,6 +97,10 @@ def check_media_flow(
     side = Side.of(flow, sender_is_src)
     from monitor.detectors.egress import transport_name
 
+    if allowed_viewer(policy, side.ip) and is_site_address(policy, side.peer_ip):
+        # The recorder/VMS talking RTP to a camera on site (RTCP-like keep-alives, ONVIF audio back-channel).
+        return None
+
     if allowed_viewer(policy, side.peer_ip) and not leaves_site(
         policy, side.peer_ip, side.peer_port, transport_name(flow.proto)
     ):

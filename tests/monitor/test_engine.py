@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from agents.lab import scenario, synth
+from agents.lab import personas, scenario, synth
 from monitor.engine import Engine, EngineConfig
 from monitor.flows import FlowConfig
 from monitor.pcapfile import CaptureParser
@@ -297,3 +298,24 @@ def test_known_devices_are_watched_but_not_announced(tmp_path: Path) -> None:
     _, _, without = run_engine(capture, policy=unlisted)
     assert rules(with_register) == ["egress.unexpected_destination"]
     assert rules(without) == ["device.new", "egress.unexpected_destination"]
+
+
+def test_viewer_punch_packet_is_not_the_viewers_video(tmp_path: Path) -> None:
+    # FFmpeg-based recorders send a 12-byte RTP "punch" packet to the camera's RTP port before the video
+    # starts, so the recorder sends the flow's first packet. The video's sender is still the camera,
+    # and the recorder (an allowed viewer, itself on the monitored network) is not sending video.
+    recorder, rec_ip, cam_ip = "00:11:32:00:00:02", "10.20.0.2", "10.20.0.11"
+    pk = personas.rtsp_session(T0, recorder, HIK, rec_ip, cam_ip, 40000, "Hikvision-Webs", 50000, 60000)
+    t = pk[-1][0] + 1000
+    punch = struct.pack("!BBHII", 0x80, 0, 0, 0, 0)
+    pk.append((t, synth.udp4_frame(recorder, HIK, rec_ip, cam_ip, 50000, 60000, punch)))
+    video = synth.RtpTemplate(HIK, recorder, cam_ip, rec_ip, 60000, 50000, 1100, 0x1234)
+    pk += [(t + (i + 1) * NS // 50, video.frame(i, i * 1800)) for i in range(100)]
+    policy = SitePolicy.from_yaml("site: s\nmonitored: {networks: [10.20.0.0/24]}\nviewers: [10.20.0.2]\n")
+    _, _, alerts = run_engine(write(tmp_path, pk), policy=policy)
+    assert rules(alerts) == ["device.new", "device.new"]
+    # The same session pulled by a non-viewer: the camera's video to it is reported, not the client's punch.
+    other = SitePolicy.from_yaml("site: s\nmonitored: {networks: [10.20.0.0/24]}\nviewers: [10.20.0.3]\n")
+    _, _, alerts = run_engine(write(tmp_path, pk), policy=other)
+    egress = [a for a in alerts if a["rule"]["id"] == "stream.egress"]  # type: ignore[index]
+    assert [a["source"]["ip"] for a in egress] == [cam_ip]  # type: ignore[index]
