@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the camwatch gateway agent on an appliance (Debian, x86_64 or aarch64), from a checkout or an sdist.
 #
-#   deploy/install.sh [--source DIR|SDIST.tar.gz] [--root DIR] [--no-start] [--python PYTHON3]
+#   deploy/install.sh [--source DIR|SDIST.tar.gz] [--root DIR] [--no-start] [--python PYTHON3] [--stream-probe]
 #
-# - /opt/camwatch/venv: a virtual environment with camwatch and its `agent` extra (pip, from the registry);
+# - /opt/camwatch/venv: a virtual environment with camwatch and its `agent` extra (pip, from the registry),
+#   and the `stream` extra (PyAV, OpenCV) with --stream-probe, for the agent's `stream_probe` section;
 # - /etc/camwatch/agent.yaml (and site-policy.yaml) from examples/, only if absent, with run_as_user: null;
 # - /etc/systemd/system/camwatch.service, enabled; started (enable --now) only when systemd is running,
 #   --root is not given and --no-start is not given.
@@ -17,6 +18,7 @@ source_arg="$(dirname "$here")"
 root=""
 start=1
 python="python3"
+extras="agent"
 
 usage() {
   sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
     --python=*) python="${1#--python=}"; shift ;;
     --no-start) start=0; shift ;;
+    --stream-probe) extras="agent,stream"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -72,7 +75,7 @@ venv="$root$prefix"
 etc="$root/etc/camwatch"
 unitdir="$root/etc/systemd/system"
 
-# 1. The virtual environment and camwatch[agent]. pip builds from a copy so the checkout stays clean.
+# 1. The virtual environment and camwatch[agent] (+stream). pip builds from a copy so the checkout stays clean.
 if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
   mkdir -p "$(dirname "$venv")"
@@ -83,8 +86,8 @@ tar -C "$src" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./d
   --exclude=./out --exclude=./benchmarks/out --exclude=./tests --exclude='.*_cache' --exclude=./.hypothesis \
   -cf - . | tar -C "$tmp/src" -xf -
 pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
-log "installing camwatch[agent] into $venv"
-"${pip[@]}" install --quiet "camwatch[agent] @ file://$tmp/src"
+log "installing camwatch[$extras] into $venv"
+"${pip[@]}" install --quiet "camwatch[$extras] @ file://$tmp/src"
 # Same version number from a newer checkout: replace the package itself (dependencies stay).
 "${pip[@]}" install --quiet --no-deps --force-reinstall "camwatch @ file://$tmp/src"
 
