@@ -26,12 +26,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from agents.capture.pcap_source import PcapFileSource
 from agents.capture.source import CaptureSource
 from agents.config import ConfigError, ConfigProblem
 from agents.privileges import drop_privileges
+from agents.sinks.jsonl import JsonLinesSink
 from agents.state import load_inventory, save_inventory
 from monitor.engine import Engine, EngineConfig, Events
 from monitor.flows import FlowConfig
@@ -95,7 +96,7 @@ class Agent:
         self.spool: Any = None
         self.metrics: Any = None
         self.prober: Any = None  # agents.probe.scheduler.StreamProber with a stream_probe section
-        self.alerts_file: IO[str] | None = None
+        self.alerts_file: JsonLinesSink | None = None
         self.user = "root"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._alerts: asyncio.Queue[dict[str, Any]] | None = None
@@ -193,7 +194,7 @@ class Agent:
         if path is None:
             return
         try:
-            self.alerts_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+            self.alerts_file = JsonLinesSink(path, append=True).open()  # held for the run
         except OSError as exc:
             raise ConfigError(
                 [
@@ -383,8 +384,7 @@ class Agent:
         if self.alerts_file is None:
             return
         try:
-            self.alerts_file.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-            self.alerts_file.flush()
+            self.alerts_file.write(record)
         except OSError as exc:
             log.error("cannot write the alert to %s: %s", self.config.alerts_file, exc)
 

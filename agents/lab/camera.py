@@ -31,13 +31,13 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 from agents.lab import payloads
-from agents.lab.services import mark_ready, setup_logging, wait_for_stop
+from agents.lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
 from agents.lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths, write_atomic
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers import dns as dns_analyzer
@@ -526,22 +526,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Run one simulated camera of the lab (inside its namespace)."
     )
-    parser.add_argument("directory", type=Path, help="the lab directory (holds lab.json)")
+    lab_arguments(parser)
     parser.add_argument("name", help="the camera's name in lab.json (cam1, ...)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(args.name, args.verbose)
-    try:
-        desc = LabDescription.load(LabPaths(args.directory).lab_json)
-        process = CameraProcess(desc, args.name)
-        asyncio.run(process.run())
-    except KeyError as exc:
-        log.error("%s", exc.args[0])
-        return 2
-    except (ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+
+    def serve(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+        return CameraProcess(LabDescription.load(LabPaths(args.directory).lab_json), args.name).run()
+
+    return run_main(
+        parser, argv, serve, process=lambda args: str(args.name), log=log, unknown_name_exits_2=True
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agents.lab.lab import METRICS_PORT, Lab, LabError
-from agents.lab.topology import in_namespace
+from agents.lab.netns import in_namespace
 
 FROZEN_CAMERA = "cam2"
 PROBE_INTERVAL = 5.0

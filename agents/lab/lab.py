@@ -34,21 +34,23 @@ from typing import Final
 
 import yaml
 
+from agents.lab.netns import (
+    NetworkError,
+    build_network,
+    in_namespace,
+    lab_namespaces,
+    namespace_pids,
+    remove_network,
+)
 from agents.lab.topology import (
     PATTERNS,
     Control,
     LabDescription,
     LabEvent,
     LabPaths,
-    NetworkError,
     VideoFormat,
-    build_network,
     check_prefix,
     default_description,
-    in_namespace,
-    lab_namespaces,
-    namespace_pids,
-    remove_network,
     write_atomic,
 )
 
@@ -284,7 +286,7 @@ class Lab:
         return doc
 
     def _write_files(
-        self, desc: LabDescription, mqtt: tuple[str, int] | None, probe: bool, probe_interval: float
+        self, desc: LabDescription, mqtt: tuple[str, int] | None, probe: bool, probe_interval: float = 30.0
     ) -> None:
         p = self.paths
         for d in (p.root, p.run_dir, p.control_dir):

@@ -20,8 +20,8 @@ from typing import Final
 import av.logging
 
 from agents.lab.camera import BEHAVIOURS, POLL_SECONDS
+from agents.lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
 from agents.lab.recorder import open_stream
-from agents.lab.services import mark_ready, setup_logging, wait_for_stop
 from agents.lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths
 
 __all__ = ["PULL_SECONDS", "main", "pull"]
@@ -131,19 +131,10 @@ async def run(directory: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the lab's office PC (inside its namespace).")
-    parser.add_argument("directory", type=Path, help="the lab directory (holds lab.json)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(NAME, args.verbose)
-    try:
-        asyncio.run(run(args.directory))
-    except KeyError as exc:
-        log.error("%s", exc.args[0])
-        return 2
-    except (ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    lab_arguments(parser)
+    return run_main(
+        parser, argv, lambda args: run(args.directory), process=NAME, log=log, unknown_name_exits_2=True
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Final
 import av
 import av.logging
 
-from agents.lab.services import mark_ready, setup_logging, wait_for_stop
+from agents.lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
 from agents.lab.topology import Camera, LabDescription, LabPaths, write_atomic
 
 __all__ = ["PullStats", "Puller", "main", "open_stream"]
@@ -145,16 +145,8 @@ async def run(directory: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the lab's recorder (inside its namespace).")
-    parser.add_argument("directory", type=Path, help="the lab directory (holds lab.json)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging("rec", args.verbose)
-    try:
-        asyncio.run(run(args.directory))
-    except (ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    lab_arguments(parser)
+    return run_main(parser, argv, lambda args: run(args.directory), process="rec", log=log)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,6 @@ Requests are parsed with the engine's own analyzers (`monitor.analyzers`): the l
 what camwatch recognises, and garbage gets a precise log line, never a crash. Each answer is a pure
 function of the request (`dns_answer`, `ssdp_answer`, `ntp_answer`, ...), served by `UdpService` or
 `HttpService`, so the tests can run them on loopback without namespaces.
-
-This module also holds the plumbing every lab process shares: logging, the ready file, and stopping
-on SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import socket
 import struct
 import sys
@@ -31,10 +27,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Self, cast
+from typing import Final, Self
 
 from agents.lab import payloads
-from agents.lab.topology import LabDescription, LabPaths, write_atomic
+from agents.lab.httpmini import encode_response
+from agents.lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
+from agents.lab.topology import LabDescription, LabPaths
+from agents.lab.udp import Address, DatagramHandler, DatagramServer
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers import dns as dns_analyzer
 from monitor.analyzers import ntp as ntp_analyzer
@@ -54,17 +53,11 @@ __all__ = [
     "ezviz_register_reply",
     "ezviz_stun_answer",
     "main",
-    "mark_ready",
     "ntp_answer",
-    "setup_logging",
     "ssdp_answer",
-    "wait_for_stop",
 ]
 
 log = logging.getLogger(__name__)
-
-Address = tuple[str, int]
-DatagramHandler = Callable[[bytes, Address], bytes | None]
 
 MAX_HEAD: Final = 16 * 1024
 MAX_BODY: Final = 64 * 1024
@@ -72,66 +65,10 @@ IO_TIMEOUT: Final = 10.0
 NTP_EPOCH_OFFSET: Final = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 
 
-# --- process plumbing --------------------------------------------------------------------------------
-
-
-def setup_logging(process: str, verbose: bool = False) -> None:
-    """Log lines with time and process name to stderr (the manager sends stderr to DIR/<process>.log)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def mark_ready(paths: LabPaths, process: str, info: dict[str, object]) -> None:
-    """Tell the manager this process serves (`DIR/run/<process>.ready`)."""
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(paths.ready(process), json.dumps({"ts": time.time(), **info}) + "\n")
-
-
-async def wait_for_stop() -> None:
-    """Return on SIGTERM or SIGINT."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-
-
 # --- UDP and HTTP servers -----------------------------------------------------------------------------
 
 
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, service: UdpService) -> None:
-        self.service = service
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's datagram transport is one, but does not subclass DatagramTransport.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        peer: Address = (str(addr[0]), int(addr[1]))
-        try:
-            reply = self.service.handler(data, peer)
-        except Exception:  # a handler bug must not stop the service
-            log.exception("%s: handler failed on %d bytes from %s:%d", self.service.name, len(data), *peer)
-            return
-        self.service.requests += 1
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, peer)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a client that went away: nothing to do.
-        log.debug("%s: %s", self.service.name, exc)
-
-
-class UdpService:
+class UdpService(DatagramServer):
     """Answer each datagram with `handler(data, peer)` (None: no answer); may join a multicast group."""
 
     def __init__(
@@ -150,15 +87,7 @@ class UdpService:
         self.group = group
         self.group_interface = group_interface
         self.requests = 0
-        self._port = port
-        self._transport: asyncio.DatagramTransport | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful when 0 was asked for)."""
-        if self._transport is None:
-            return self._port
-        return int(self._transport.get_extra_info("sockname")[1])
+        super().__init__(port)
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -176,22 +105,17 @@ class UdpService:
             raise OSError(
                 exc.errno, f"{self.name}: cannot listen on udp {self.host}:{self._port}: {exc}"
             ) from exc
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), sock=sock)
-        self._transport = transport
+        await self._listen(self.name, self._answer, sock=sock)
         log.info("%s listening on udp %s:%d", self.name, self.host, self.port)
 
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
+    def _answer(self, data: bytes, peer: Address) -> bytes | None:
+        try:
+            reply = self.handler(data, peer)
+        except Exception:  # a handler bug must not stop the service
+            log.exception("%s: handler failed on %d bytes from %s:%d", self.name, len(data), *peer)
+            return None
+        self.requests += 1
+        return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +153,7 @@ class HttpReply:
     server: str = "camwatch-lab"
 
     def encode(self) -> bytes:
-        lines = [f"HTTP/1.1 {self.status} {self.reason}", f"Server: {self.server}"]
-        lines += [f"{k}: {v}" for k, v in self.headers]
-        lines += [f"Content-Length: {len(self.body)}", "Connection: close"]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+        return encode_response(self.status, self.reason, (("Server", self.server), *self.headers), self.body)
 
 
 async def read_http_request(reader: asyncio.StreamReader, peer: Address) -> HttpRequest:
@@ -645,16 +566,14 @@ async def run(role: str, directory: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the camera lab's gateway or internet services.")
     parser.add_argument("role", choices=sorted(ROLES))
-    parser.add_argument("directory", type=Path, help="the lab directory (holds lab.json)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    setup_logging(f"services-{args.role}", args.verbose)
-    try:
-        asyncio.run(run(args.role, args.directory))
-    except (ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    lab_arguments(parser)
+    return run_main(
+        parser,
+        argv,
+        lambda args: run(args.role, args.directory),
+        process=lambda args: f"services-{args.role}",
+        log=log,
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from fractions import Fraction
 from types import TracebackType
-from typing import Any, Final, Self, cast
+from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
 import av
@@ -44,6 +44,8 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from agents.lab.httpmini import encode_response
+from agents.lab.udp import DatagramServer
 from agents.lab.video import PatternGenerator, VideoSpec
 from monitor.analyzers import AnalyzerError, stun
 
@@ -551,49 +553,20 @@ def _offer_sdp(body: bytes) -> str:
 
 async def _respond(writer: asyncio.StreamWriter, status: int, payload: dict[str, object]) -> None:
     body = json.dumps(payload).encode()
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode()
-    writer.write(head + body)
+    headers = (("Content-Type", "application/json"),)
+    writer.write(encode_response(status, _REASONS.get(status, "Error"), headers, body))
     await writer.drain()
 
 
-class _StunProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: StunServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's datagram transport does not subclass DatagramTransport, though it is one.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        reply = self.server.answer(data, str(addr[0]), int(addr[1]))
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("STUN server socket error: %s", exc)
-
-
-class StunServer:
+class StunServer(DatagramServer):
     """Minimal RFC 5389 STUN server: a Binding request gets a success response with XOR-MAPPED-ADDRESS (the
     request's source), SOFTWARE and FINGERPRINT; anything else is dropped. Async context manager."""
 
     def __init__(self, host: str = "0.0.0.0", port: int = 3478) -> None:
+        super().__init__(port)
         self.host = host
-        self._port = port
-        self._transport: asyncio.DatagramTransport | None = None
         self.requests = 0  # Binding requests answered
         self.dropped = 0  # datagrams that were not a Binding request
-
-    @property
-    def port(self) -> int:
-        """The bound UDP port (the real one when constructed with 0)."""
-        if self._transport is not None:
-            return int(self._transport.get_extra_info("sockname")[1])
-        return self._port
 
     def answer(self, data: bytes, ip: str, port: int) -> bytes | None:
         """The response to one datagram from ``ip:port``, or None when it is not a Binding request."""
@@ -619,24 +592,7 @@ class StunServer:
 
     async def start(self) -> None:
         """Bind the UDP socket."""
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _StunProtocol(self), local_addr=(self.host, self._port)
+        await self._listen(
+            "STUN server", lambda data, peer: self.answer(data, *peer), local_addr=(self.host, self._port)
         )
-        self._transport = transport
         log.info("STUN server on udp %s:%d", self.host, self.port)
-
-    def close(self) -> None:
-        """Close the socket."""
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from monitor.analyzers import AnalyzerError
 
@@ -33,3 +33,14 @@ class ByteReader:
 
     def uint(self, size: int, field: str) -> int:
         return int.from_bytes(self.take(size, field), "big")
+
+    def vector(self, len_size: int, field: str) -> Self:
+        """A sub-reader (of this reader's class) over a length-prefixed vector; this reader moves past it."""
+        n = self.uint(len_size, f"{field} length")
+        if n > self.end - self.pos:
+            raise AnalyzerError(
+                self.protocol, f"{self.what}: {field} length {n} exceeds the {self.left()} bytes left"
+            )
+        sub = type(self)(self.data, f"{self.what} {field}", self.pos, self.pos + n)
+        self.pos += n
+        return sub

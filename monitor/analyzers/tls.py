@@ -95,17 +95,6 @@ class _Reader(ByteReader):
     __slots__ = ()
     protocol = PROTOCOL
 
-    def vector(self, len_size: int, field: str) -> _Reader:
-        """A sub-reader over a length-prefixed vector; this reader moves past it."""
-        n = self.uint(len_size, f"{field} length")
-        if n > self.end - self.pos:
-            raise AnalyzerError(
-                PROTOCOL, f"{self.what}: {field} length {n} exceeds the {self.left()} bytes left"
-            )
-        sub = _Reader(self.data, f"{self.what} {field}", self.pos, self.pos + n)
-        self.pos += n
-        return sub
-
 
 @dataclass(frozen=True, slots=True)
 class TlsRecord:

@@ -97,12 +97,11 @@ def check_media_flow(
     side = Side.of(flow, sender_is_src)
     from monitor.detectors.egress import transport_name
 
-    if allowed_viewer(policy, side.ip) and is_site_address(policy, side.peer_ip):
-        # The recorder/VMS talking RTP to a camera on site (RTCP-like keep-alives, ONVIF audio back-channel).
-        return None
-
-    if allowed_viewer(policy, side.peer_ip) and not leaves_site(
-        policy, side.peer_ip, side.peer_port, transport_name(flow.proto)
+    transport = transport_name(flow.proto)
+    if not leaves_site(policy, side.peer_ip, side.peer_port, transport) and (
+        # Video to an allowed viewer on site, or a configured viewer (recorder/VMS) talking RTP to a camera
+        # on site (keep-alives, the ONVIF audio back-channel).
+        policy.is_viewer(side.ip) or allowed_viewer(policy, side.peer_ip)
     ):
         return None
     proto = protocol or flow.protocol

@@ -12,13 +12,13 @@ and ``cwveth-b`` with fixed MACs and addresses, up, IPv6 off (no router solicita
 to filter out). Deleting the namespaces deletes the veth pair. Without root or ``ip netns`` the fixture
 skips with the reason.
 
-:func:`inside` moves only the calling thread into a namespace (``setns`` applies per thread for
-network namespaces) and always moves it back: a socket created there stays in that namespace.
+:func:`inside` is the lab's :func:`agents.lab.netns.in_namespace`: it moves only the calling thread into a
+namespace (``setns`` applies per thread for network namespaces) and always moves it back, so a socket
+created there stays in that namespace.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import socket
@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+
+from agents.lab.netns import NETNS_DIR, in_namespace
 
 __all__ = [
     "NetnsPair",
@@ -43,9 +45,10 @@ __all__ = [
     "veth_pair",
 ]
 
-CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
-NETNS_DIR = "/run/netns"
+
+# The tests' name for the lab's setns helper (one implementation for both).
+inside = in_namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,33 +171,6 @@ def netns_pair() -> Iterator[NetnsPair]:
         yield pair
     finally:
         delete_pair(pair)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """Run the body with the calling thread in network namespace ``ns``."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
 
 
 def raw_socket(ns: str, ifname: str) -> socket.socket:

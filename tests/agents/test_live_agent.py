@@ -6,21 +6,19 @@ written onto the veth from namespace A; the alerts must arrive over MQTT. Runs a
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from agents.lab import scenario
 from tests.agents.mosquitto import MOSQUITTO, free_port
-from tests.agents.netns import NetnsPair, inside, netns_pair, send_frames, skip_reason
+from tests.agents.mqttsub import NamespaceSubscriber
+from tests.agents.netns import NetnsPair, netns_pair, send_frames, skip_reason
 
 ROOT = Path(__file__).parents[2]
 POLICY = ROOT / "examples" / "site-policy.yaml"
@@ -31,40 +29,6 @@ pytestmark = [
     pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
     pytest.mark.skipif(not MOSQUITTO.exists(), reason="mosquitto is not installed"),
 ]
-
-
-class Collector:
-    """A plain MQTT subscriber whose socket lives in the gateway's namespace."""
-
-    def __init__(self, ns: str, port: int) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="live-test")
-        self.client.on_message = self._on_message
-        deadline = time.monotonic() + 10
-        with inside(ns):  # the socket is created in the namespace and stays there
-            while True:
-                try:
-                    self.client.connect("127.0.0.1", port)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-        self.client.subscribe("camwatch/#", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append((msg.topic, bytes(msg.payload)))
-
-    def alerts(self) -> list[dict[str, object]]:
-        with self.lock:
-            return [json.loads(p) for t, p in self.messages if "/alerts/" in t]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_live_capture_raises_the_personas_alerts_over_mqtt(netns_pair: NetnsPair, tmp_path: Path) -> None:
@@ -93,11 +57,11 @@ def test_live_capture_raises_the_personas_alerts_over_mqtt(netns_pair: NetnsPair
         str(config),
     ]
     agent = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    collector: Collector | None = None
+    collector: NamespaceSubscriber | None = None
     try:
-        collector = Collector(pair.ns_b, port)
+        collector = NamespaceSubscriber(pair.ns_b, port, client_id="live-test")
         deadline = time.monotonic() + 15
-        while not any(t.endswith("/status") and b"online" in p for t, p in collector.messages):
+        while not collector.online():
             assert time.monotonic() < deadline, "the agent never came online"
             assert agent.poll() is None, agent.stdout.read() if agent.stdout else ""
             time.sleep(0.1)

@@ -26,7 +26,8 @@ from agents.config import load_config
 from agents.lab import payloads
 from agents.lab.camera import BEHAVIOURS
 from agents.lab.lab import Lab, LabError
-from agents.lab.topology import Control, LabDescription, LabEvent, default_description, lab_namespaces
+from agents.lab.netns import lab_namespaces
+from agents.lab.topology import Control, LabDescription, LabEvent, default_description
 from monitor.alerts import Alert
 from monitor.analyzers import dns, stun
 from monitor.analyzers.p2p import DahuaP2pMessage, EzvizXmlMessage

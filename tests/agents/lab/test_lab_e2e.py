@@ -10,27 +10,26 @@ switched to a frozen or black picture. Root only.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
 from agents.lab.lab import Lab
 from tests.agents.mosquitto import MOSQUITTO, free_port
+from tests.agents.mqttsub import NamespaceSubscriber
 from tests.agents.netns import inside, skip_reason
 
 ROOT = Path(__file__).parents[3]
 ARRIVAL_LIMIT = 10.0  # seconds from a misbehaviour to its alerts (issue 6)
+LabRun = tuple[Lab, NamespaceSubscriber, Path]  # what the lab_run fixture yields
 
 
 def _missing_extras() -> str | None:
@@ -52,44 +51,6 @@ pytestmark = [
 
 def canonical_mac(mac: str) -> str:
     return re.sub(r"[^0-9a-f]", "", mac.lower())
-
-
-class Subscriber:
-    """An MQTT subscriber whose socket lives in the gateway namespace; records when each message arrived."""
-
-    def __init__(self, ns: str, port: int) -> None:
-        self.messages: list[tuple[float, str, bytes]] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lab-e2e")
-        self.client.on_message = self._on_message
-        deadline = time.monotonic() + 10
-        with inside(ns):
-            while True:
-                try:
-                    self.client.connect("127.0.0.1", port)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-        self.client.subscribe("camwatch/#", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append((time.time(), msg.topic, bytes(msg.payload)))
-
-    def online(self) -> bool:
-        with self.lock:
-            return any(t.endswith("/status") and b"online" in p for _, t, p in self.messages)
-
-    def alerts(self) -> list[tuple[float, dict[str, object]]]:
-        with self.lock:
-            return [(at, json.loads(p)) for at, t, p in self.messages if "/alerts/" in t]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def involves(alert: dict[str, object], ip: str, mac: str) -> bool:
@@ -118,14 +79,14 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 
 
 @pytest.fixture(scope="module")
-def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Subscriber, Path]]:
+def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
     """The lab up, the broker and the agent running in the gateway namespace, a subscriber connected."""
     tmp = tmp_path_factory.mktemp("lab-e2e")
     lab = Lab(f"cwe{__import__('os').getpid() % 1000}", tmp / "lab")
     port = free_port()
     broker: subprocess.Popen[bytes] | None = None
     agent: subprocess.Popen[str] | None = None
-    sub: Subscriber | None = None
+    sub: NamespaceSubscriber | None = None
     try:
         lab.up(mqtt=("127.0.0.1", port), probe=True, probe_interval=4)
         desc = lab.description()
@@ -145,7 +106,7 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Sub
         agent = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        sub = Subscriber(gw, port)
+        sub = NamespaceSubscriber(gw, port, client_id="lab-e2e")
         deadline = time.monotonic() + 20
         while not sub.online():
             assert agent.poll() is None, agent.stdout.read() if agent.stdout else ""
@@ -168,10 +129,10 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Sub
         lab.down()
 
 
-def test_each_misbehaviour_raises_its_alerts_within_10_seconds(lab_run: tuple[Lab, Subscriber, Path]) -> None:
+def test_each_misbehaviour_raises_its_alerts_within_10_seconds(lab_run: LabRun) -> None:
     lab, sub, _ = lab_run
     desc = lab.description()
-    before = len(sub.alerts())
+    before = len(sub.arrivals())
     # The recorder reconnects to every camera (as after its reboot) while the agent watches: its RTSP
     # sessions and RTP set-up are normal site traffic and must raise nothing.
     lab.restart("rec")
@@ -188,7 +149,7 @@ def test_each_misbehaviour_raises_its_alerts_within_10_seconds(lab_run: tuple[La
     assert failures == [], failures
     time.sleep(1.0)  # let the last alerts of the last behaviour travel
 
-    alerts = sub.alerts()[before:]
+    alerts = sub.arrivals()[before:]
     for event in events:
         for rule in event.expect:
             arrivals = [at for at, a in alerts
@@ -209,17 +170,17 @@ def test_each_misbehaviour_raises_its_alerts_within_10_seconds(lab_run: tuple[La
                                                                    if e.expect}]  # fmt: skip
     assert well_behaved, "the lab has no well-behaved camera"
     for cam in well_behaved:
-        raised = [a["rule"]["id"] for _, a in sub.alerts() if involves(a, cam.ip, cam.mac)]  # type: ignore[index]
+        raised = [a["rule"]["id"] for _, a in sub.arrivals() if involves(a, cam.ip, cam.mac)]  # type: ignore[index]
         assert raised == [], (cam.name, raised)
     assert {a["observer"]["name"] for _, a in alerts} == {f"lab/{desc.gateway.namespace}"}  # type: ignore[index]
     # Every alert since the agent started is about a misbehaving camera: none names the recorder, the
     # office PC or the gateway as the device at fault.
     culprits = {canonical_mac(c.mac) for c in desc.cameras if c not in well_behaved}
-    devices = {canonical_mac(str(a.get("device", {}).get("id", ""))) for _, a in sub.alerts()}  # type: ignore[attr-defined]
+    devices = {canonical_mac(str(a.get("device", {}).get("id", ""))) for _, a in sub.arrivals()}  # type: ignore[attr-defined]
     assert devices <= culprits, sorted(devices - culprits)
 
 
-def test_stream_probe_reports_what_the_lab_cameras_serve(lab_run: tuple[Lab, Subscriber, Path]) -> None:
+def test_stream_probe_reports_what_the_lab_cameras_serve(lab_run: LabRun) -> None:
     lab, _, _ = lab_run
     desc = lab.description()
     gw = desc.gateway
@@ -243,11 +204,11 @@ def test_stream_probe_reports_what_the_lab_cameras_serve(lab_run: tuple[Lab, Sub
         assert bitrate is not None and bitrate > 0
 
 
-def test_stream_probe_catches_a_frozen_and_a_black_camera(lab_run: tuple[Lab, Subscriber, Path]) -> None:
+def test_stream_probe_catches_a_frozen_and_a_black_camera(lab_run: LabRun) -> None:
     lab, sub, _ = lab_run
     desc = lab.description()
     frozen, black = desc.cameras[1], desc.cameras[2]
-    before = len(sub.alerts())
+    before = len(sub.arrivals())
     lab.set_pattern(frozen.name, "frozen")
     lab.set_pattern(black.name, "black")
     try:
@@ -257,12 +218,12 @@ def test_stream_probe_catches_a_frozen_and_a_black_camera(lab_run: tuple[Lab, Su
         while not want <= got:
             assert time.monotonic() < deadline, f"only {sorted(got)} after 60 s"
             time.sleep(0.5)
-            for _, a in sub.alerts()[before:]:
+            for _, a in sub.arrivals()[before:]:
                 for cam in (frozen, black):
                     if involves(a, cam.ip, cam.mac) and str(a["rule"]["id"]).startswith("stream."):  # type: ignore[index]
                         got.add((cam.name, str(a["rule"]["id"])))  # type: ignore[index]
         assert got == want, sorted(got)
-        for _, a in sub.alerts()[before:]:
+        for _, a in sub.arrivals()[before:]:
             path = (a.get("file") or {}).get("path")  # type: ignore[union-attr]
             if a["rule"]["id"] in {"stream.frozen", "stream.black"}:  # type: ignore[index]
                 assert path and Path(path).is_file() and Path(path).read_bytes()[:2] == b"\xff\xd8", a

@@ -1,0 +1,86 @@
+"""What every lab process shares: its command line, logging, the ready file, stopping, exit codes.
+
+The manager (`agents.lab.lab`) starts each process (`python -m agents.lab.camera|office|recorder|services`)
+detached inside its namespace, sends its stderr to `DIR/<process>.log`, waits for `DIR/run/<process>.ready`
+and stops it with SIGTERM; `run_main` is the `main()` of each of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.lab.topology import LabPaths, write_atomic
+
+__all__ = ["lab_arguments", "mark_ready", "run_main", "setup_logging", "wait_for_stop"]
+
+
+def setup_logging(process: str, verbose: bool = False) -> None:
+    """Log lines with time and process name to stderr (the manager sends stderr to DIR/<process>.log)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def mark_ready(paths: LabPaths, process: str, info: dict[str, object]) -> None:
+    """Tell the manager this process serves (`DIR/run/<process>.ready`)."""
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.ready(process), json.dumps({"ts": time.time(), **info}) + "\n")
+
+
+async def wait_for_stop() -> None:
+    """Return on SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def lab_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments every lab process takes: the lab directory and -v (`run_main` reads both)."""
+    parser.add_argument("directory", type=Path, help="the lab directory (holds lab.json)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    serve: Callable[[argparse.Namespace], Coroutine[Any, Any, None]],
+    *,
+    process: str | Callable[[argparse.Namespace], str],
+    log: logging.Logger,
+    unknown_name_exits_2: bool = False,
+) -> int:
+    """Parse `argv`, log as `process`, run `serve(args)` to its end; the exit code.
+
+    0 when it returns; 1 for a ValueError or OSError (a bad lab.json, an address in use), logged on `log`
+    (the process's own logger, so the line names the module). With `unknown_name_exits_2`, a KeyError (a
+    name lab.json does not have) is logged and exits 2; otherwise it is not caught.
+    """
+    args = parser.parse_args(argv)
+    setup_logging(process if isinstance(process, str) else process(args), args.verbose)
+    unknown_name: tuple[type[Exception], ...] = (KeyError,) if unknown_name_exits_2 else ()
+    try:
+        asyncio.run(serve(args))
+    except unknown_name as exc:
+        log.error("%s", exc.args[0])
+        return 2
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
