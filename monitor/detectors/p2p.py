@@ -9,6 +9,16 @@ from monitor.detectors.egress import transport_name
 from monitor.devices import Device
 from monitor.policy import SitePolicy
 
+# What the person on call reads for each protocol label (the label itself stays in network.protocol).
+_NAMES = {
+    "stun": "STUN/ICE",
+    "turn": "TURN",
+    "ezviz_xml": 'EZVIZ XML "STUN"',
+    "dahua_dhget": "Dahua Easy4IP (DHGET)",
+    "dahua_ptcp": "Dahua PTCP",
+    "cs2_pppp": "CS2 PPPP",
+}
+
 
 def check_p2p(obs: Observation, dev: Device | None, policy: SitePolicy, observer: str) -> Alert | None:
     side = Side.of(obs.flow, obs.from_src)
@@ -16,7 +26,7 @@ def check_p2p(obs: Observation, dev: Device | None, policy: SitePolicy, observer
         return None
     proto = obs.data.get("protocol") or "p2p"
     vendor = obs.data.get("vendor")
-    what = f"{vendor} {proto}" if vendor else proto
+    what = _NAMES.get(proto) or (f"{vendor} {proto}" if vendor else proto)
     serial = obs.data.get("serial")
     message = (
         f"{describe(dev, side.ip, side.mac)} is doing {what} NAT traversal with {side.peer_ip}"

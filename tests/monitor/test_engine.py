@@ -153,6 +153,11 @@ def test_demo_site_raises_exactly_the_expected_alerts(tmp_path: Path) -> None:
 
     path = write(tmp_path, list(scenario.site_packets(scenario.demo_shape())))
     engine, _, alerts = run_engine(path, policy=SITE_POLICY)
+    p2p_messages = [str(a["message"]) for a in alerts if a["rule"]["id"] == "p2p.nat_traversal"]  # type: ignore[index]
+    assert any('EZVIZ XML "STUN"' in m for m in p2p_messages), p2p_messages
+    assert any("Dahua Easy4IP (DHGET)" in m for m in p2p_messages), p2p_messages
+    # Internal labels (ezviz_xml, dahua_dhget, ...) stay in network.protocol, out of the sentence.
+    assert not [m for m in p2p_messages if "_" in m.split(" NAT traversal")[0]], p2p_messages
     got: dict[str, set[tuple[str, str | None]]] = {}
     for a in alerts:
         rule = a["rule"]["id"]  # type: ignore[index]
