@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -72,8 +73,16 @@ class LabError(Exception):
     """A one-line reason the lab cannot do what was asked."""
 
 
-def preflight() -> None:
-    """Check this host can build a lab (root, iproute2 with `ip netns`); LabError says what is missing."""
+def preflight(modules: Sequence[str] = ("av", "aiortc")) -> None:
+    """Check this host can build a lab (the Python packages, root, iproute2 with `ip netns`); LabError says
+    what is missing."""
+    # The cameras encode with PyAV and the live view runs aiortc: say so before any namespace is built.
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise LabError(
+            f"the camera lab needs {' and '.join(missing)}: pip install 'camwatch[stream,webrtc]' "
+            "(scripts/demo installs them)"
+        )
     if os.geteuid() != 0:
         raise LabError("the camera lab needs root (network namespaces): run it with sudo or as root")
     if shutil.which("ip") is None:

@@ -25,7 +25,7 @@ from agents.capture.pcap_source import PcapFileSource
 from agents.config import load_config
 from agents.lab import payloads
 from agents.lab.camera import BEHAVIOURS
-from agents.lab.lab import Lab, LabError
+from agents.lab.lab import Lab, LabError, preflight
 from agents.lab.netns import lab_namespaces
 from agents.lab.topology import Control, LabDescription, LabEvent, default_description
 from monitor.alerts import Alert
@@ -460,3 +460,9 @@ def test_down_removes_everything_and_is_idempotent(lab: Lab) -> None:
     proc = camwatch("lab", "status", *lab_args(lab))
     assert proc.returncode == 3 and ": down" in proc.stdout
     assert camwatch("lab", "down", *lab_args(lab)).returncode == 0
+
+
+def test_lab_up_without_the_extras_names_them() -> None:
+    # Checked first, before root and namespaces: a field engineer learns which extra to install.
+    with pytest.raises(LabError, match=r"camwatch_no_such_module: pip install 'camwatch\[stream,webrtc\]'"):
+        preflight(("camwatch_no_such_module",))
