@@ -10,6 +10,7 @@ switched to a frozen or black picture. Root only.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -82,7 +83,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
     """The lab up, the broker and the agent running in the gateway namespace, a subscriber connected."""
     tmp = tmp_path_factory.mktemp("lab-e2e")
-    lab = Lab(f"cwe{__import__('os').getpid() % 1000}", tmp / "lab")
+    lab = Lab(f"cwe{os.getpid() % 1000}", tmp / "lab")
     port = free_port()
     broker: subprocess.Popen[bytes] | None = None
     agent: subprocess.Popen[str] | None = None
