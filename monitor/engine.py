@@ -77,6 +77,10 @@ class Engine:
         self.clouds = clouds if clouds is not None else CloudCatalogue.load()
         self._pending: list[Alert] = []
         self._external: dict[int, list[int]] = {}
+        # Flows between a watched device and outside the site, until judged for sustained upstream video
+        # (P2P media, unlabelled streaming): id(flow) -> (flow, the site side is the source).
+        self._upstream: dict[int, tuple[Flow, bool]] = {}
+        self._upstream_judged_ns = 0
 
     def feed(self, batch: PacketBatch) -> Events:
         out = Events()
@@ -131,6 +135,7 @@ class Engine:
         self._label_devices(self.flows.inspect)
         self._touch_devices()
         self.now_ns = max(self.now_ns, int(d.ts_ns.max()))
+        self._judge_upstream(out)
         ended.extend(self.flows.expire(self.now_ns))
         self._on_ended(ended, out)
         out.flows.extend(ended)
@@ -284,8 +289,30 @@ class Engine:
         acc[2] += out_p
         acc[3] += in_p
 
+    def _watch_upstream(self, flow: Flow) -> None:
+        """Follow a flow between a watched device and outside the site until it proves to be video."""
+        (s_ip, _), (d_ip, _) = flow.src, flow.dst
+        s_site = is_site_address(self.policy, s_ip)
+        if s_site == is_site_address(self.policy, d_ip) or len(self._upstream) >= MAX_UPSTREAM_FLOWS:
+            return
+        if self._watched_side(flow, s_site) is not None:
+            self._upstream[id(flow)] = (flow, s_site)
+
+    def _judge_upstream(self, out: Events) -> None:
+        # Once per second of capture time: a P2P media session (PPPP, PTCP, a relay) can last for hours,
+        # so it is judged while it runs, not only when it ends. The set is small: only the external flows
+        # of watched devices, dropped once judged or ended.
+        if not self._upstream or self.now_ns - self._upstream_judged_ns < NS:
+            return
+        self._upstream_judged_ns = self.now_ns
+        for key, (flow, site_is_src) in list(self._upstream.items()):
+            if is_sustained_upstream(flow, site_is_src):
+                del self._upstream[key]
+                self._check_media(flow, site_is_src, flow.last_ns, out)
+
     def _on_ended(self, ended: list[Flow], out: Events) -> None:
         for flow in ended:
+            self._upstream.pop(id(flow), None)
             self._account_external(flow, self._external)
             camera_is_src = self._rtp_camera_is_src(flow) if flow.protocol == "rtp" else None
             for sender_is_src in (True, False):
@@ -321,6 +348,7 @@ class Engine:
         alert = check_flow(flow, opener, self.policy, observer)
         if alert is not None:
             self._emit(alert, out)
+        self._watch_upstream(flow)
         if flow.protocol == "rtp":  # announced by an RTSP SETUP
             # The camera sends the video, whoever sent the flow's first packet (RTSP clients such as
             # FFmpeg send a "punch" packet to the camera's ports before the video starts).
@@ -376,7 +404,9 @@ def _start(flow: Flow) -> int:
 
 
 # Bound on the per-device external traffic table (a flood of spoofed MACs must not grow it).
+NS = 1_000_000_000
 MAX_EXTERNAL_DEVICES = 10_000
+MAX_UPSTREAM_FLOWS = 10_000  # external flows of watched devices followed at once (a flood must not grow it)
 
 
 def _alert_time(alert: Alert) -> int:

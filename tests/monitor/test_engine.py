@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.capture.pcap_source import PcapFileSource
 from agents.lab import personas, scenario, synth
 from monitor.engine import Engine, EngineConfig
 from monitor.flows import FlowConfig
@@ -324,3 +325,26 @@ def test_viewer_punch_packet_is_not_the_viewers_video(tmp_path: Path) -> None:
     _, _, alerts = run_engine(write(tmp_path, pk), policy=other)
     egress = [a for a in alerts if a["rule"]["id"] == "stream.egress"]  # type: ignore[index]
     assert [a["source"]["ip"] for a in egress] == [cam_ip]  # type: ignore[index]
+
+
+def test_sustained_upstream_to_outside_is_reported_while_it_runs(tmp_path: Path) -> None:
+    # A P2P media session (here unlabelled UDP at 1 Mbit/s) from a watched camera to the Internet lasts
+    # for minutes: stream.egress must come after its first 10 seconds, not when the flow ends.
+    frames = [
+        (
+            T0 + i * NS // 100,
+            synth.udp4_frame(HIK, GW, "10.20.0.11", "198.51.100.50", 40000, 32100, bytes(1200)),
+        )
+        for i in range(100 * 60)
+    ]
+    policy = SitePolicy.from_yaml("site: s\nmonitored: {networks: [10.20.0.0/24]}\n")
+    engine = Engine(policy, vendors(), EngineConfig())
+    raised_at: list[float] = []  # capture time (s after the start) of the batch that raised it
+    for batch in PcapFileSource(write(tmp_path, frames), 256).batches():
+        events = engine.feed(batch)
+        if any(a.rule.id == "stream.egress" for a in events.alerts):
+            raised_at.append((int(batch.ts_ns.max()) - T0) / NS)
+    events = engine.finish()
+    assert not any(a.rule.id == "stream.egress" for a in events.alerts)
+    assert len(raised_at) == 1 and 10 <= raised_at[0] <= 12, raised_at
+    assert [(f.last_ns - T0) // NS for f in events.flows] == [59]  # the flow itself ran on
