@@ -33,7 +33,7 @@ from agents.capture.source import CaptureSource
 from agents.config import ConfigError, ConfigProblem
 from agents.privileges import drop_privileges
 from agents.sinks.jsonl import JsonLinesSink
-from agents.state import load_inventory, save_inventory
+from agents.state import load_incidents, load_inventory, save_incidents, save_inventory
 from monitor.engine import Engine, EngineConfig, Events
 from monitor.flows import FlowConfig
 from monitor.pcapfile import CaptureError, PacketBatch
@@ -115,6 +115,7 @@ class Agent:
                 loop.add_signal_handler(sig, stop.set)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         load_inventory(self.state_dir, self.engine.inventory)
+        load_incidents(self.state_dir, self.engine.gate)
         # Everything that needs privileges first: capture sockets, the metrics listener, secrets.
         self._open_sources()
         self._start_metrics()
@@ -414,8 +415,8 @@ class Agent:
     def _save_state(self) -> None:
         try:
             with self.lock:
-                state_copy = self.engine.inventory
-                save_inventory(self.state_dir, state_copy)
+                save_inventory(self.state_dir, self.engine.inventory)
+                save_incidents(self.state_dir, self.engine.gate)
             self.counters.state_saves += 1
         except OSError as exc:
             log.error("cannot save state in %s: %s", self.state_dir, exc)

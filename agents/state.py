@@ -1,4 +1,5 @@
-"""State on disk: the device inventory survives a restart, so `device.new` does not fire again."""
+"""State on disk: the device inventory and the incidents already alerted survive a restart, so neither
+`device.new` nor an ongoing incident fires again."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from monitor.alerts import AlertGate
 from monitor.devices import Inventory
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 INVENTORY_FILE = "inventory.json"
+INCIDENTS_FILE = "incidents.json"
 
 
-def save_inventory(state_dir: Path, inventory: Inventory) -> Path:
-    """Write the inventory atomically (temporary file, fsync, rename)."""
-    path = state_dir / INVENTORY_FILE
+def _write_atomic(path: Path, key: str, value: object) -> Path:
+    """Write ``{"version", "saved", key: value}`` atomically (temporary file, fsync, rename)."""
     tmp = path.with_suffix(".json.tmp")
-    doc: dict[str, Any] = {"version": STATE_VERSION, "saved": time.time(), "devices": inventory.state()}
+    doc: dict[str, Any] = {"version": STATE_VERSION, "saved": time.time(), key: value}
     with tmp.open("w", encoding="utf-8") as fh:
         json.dump(doc, fh, separators=(",", ":"))
         fh.flush()
@@ -31,25 +33,55 @@ def save_inventory(state_dir: Path, inventory: Inventory) -> Path:
     return path
 
 
-def load_inventory(state_dir: Path, inventory: Inventory) -> int:
-    """Load a saved inventory; a missing file is a first start, a damaged one is set aside."""
-    path = state_dir / INVENTORY_FILE
+def _read(path: Path, key: str, lost: str) -> list[Any] | None:
+    """The list under ``key``; None for a first start. A damaged file is set aside (``lost`` says what
+    that costs)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         version = doc.get("version") if isinstance(doc, dict) else None
         if version != STATE_VERSION:
             raise ValueError(f"unknown state version {version!r}")
-        devices = doc["devices"]
-        if not isinstance(devices, list):
-            raise ValueError("devices is not a list")
+        items = doc[key]
+        if not isinstance(items, list):
+            raise ValueError(f"{key} is not a list")
     except FileNotFoundError:
-        return 0
+        return None
     except (OSError, ValueError, KeyError) as exc:
-        aside = path.with_name(f"{INVENTORY_FILE}.damaged-{int(time.time())}")
-        log.error("%s is damaged (%s): moved to %s; devices will be rediscovered", path, exc, aside)
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        log.error("%s is damaged (%s): moved to %s; %s", path, exc, aside, lost)
         with contextlib.suppress(OSError):
             os.replace(path, aside)
+        return None
+    return items
+
+
+def save_inventory(state_dir: Path, inventory: Inventory) -> Path:
+    """Write the inventory atomically."""
+    return _write_atomic(state_dir / INVENTORY_FILE, "devices", inventory.state())
+
+
+def load_inventory(state_dir: Path, inventory: Inventory) -> int:
+    """Load a saved inventory; a missing file is a first start, a damaged one is set aside."""
+    path = state_dir / INVENTORY_FILE
+    devices = _read(path, "devices", "devices will be rediscovered")
+    if devices is None:
         return 0
     loaded = inventory.restore(devices)
     log.info("loaded %d known devices from %s", loaded, path)
+    return loaded
+
+
+def save_incidents(state_dir: Path, gate: AlertGate) -> Path:
+    """Write the incidents already alerted (their event ids and times) atomically."""
+    return _write_atomic(state_dir / INCIDENTS_FILE, "incidents", gate.state())
+
+
+def load_incidents(state_dir: Path, gate: AlertGate) -> int:
+    """Load the incidents already alerted, so an ongoing one does not alert again after a restart."""
+    path = state_dir / INCIDENTS_FILE
+    items = _read(path, "incidents", "ongoing incidents will alert once more")
+    if items is None:
+        return 0
+    loaded = gate.restore(items)
+    log.info("loaded %d alerted incidents from %s", loaded, path)
     return loaded

@@ -185,3 +185,28 @@ class AlertGate:
         self._last.pop(alert.event_id, None)
         self._last[alert.event_id] = alert.timestamp_ns
         return True
+
+    def state(self) -> list[list[object]]:
+        """The incidents seen, oldest first, as ``[event_id, timestamp_ns]`` pairs (JSON-ready)."""
+        return [[event_id, ts] for event_id, ts in self._last.items()]
+
+    def restore(self, items: object) -> int:
+        """Take back what :meth:`state` gave (a restart within the window must not re-alert); entries of
+        the wrong shape are skipped. Returns how many were restored."""
+        if not isinstance(items, list):
+            return 0
+        restored = 0
+        for item in items[-self._max :]:
+            if (
+                isinstance(item, list)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and isinstance(item[1], int)
+                and not isinstance(item[1], bool)
+            ):
+                self._last.pop(item[0], None)
+                self._last[item[0]] = item[1]
+                restored += 1
+        while len(self._last) > self._max:
+            del self._last[next(iter(self._last))]
+        return restored

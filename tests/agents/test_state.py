@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agents.lab import scenario
-from agents.state import load_inventory, save_inventory
+from agents.state import load_incidents, load_inventory, save_incidents, save_inventory
+from monitor.alerts import DEVICE_NEW, Alert, AlertGate
 from monitor.engine import Engine
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
@@ -81,3 +82,43 @@ def test_privileges_are_dropped_and_the_state_dir_handed_over(tmp_path: Path) ->
 
     nobody = pwd.getpwnam("nobody").pw_uid
     assert (state / "alerts.sqlite3").stat().st_uid == nobody and state.stat().st_uid == nobody
+
+
+def test_ongoing_incidents_do_not_alert_again_after_a_restart(tmp_path: Path) -> None:
+    from agents.capture.pcap_source import PcapFileSource
+
+    cap = tmp_path / "site.pcap"
+    cap.write_bytes(pcap_bytes(scenario.site_packets(scenario.demo_shape())))
+    first, _, alerts = run_engine(cap)
+    assert len(alerts) > 5
+    save_inventory(tmp_path, first.inventory)
+    save_incidents(tmp_path, first.gate)
+
+    alerted = {str(a["event"]["id"]) for a in alerts}  # type: ignore[index]
+
+    def replay_after_restart(with_incidents: bool) -> set[str]:
+        engine = Engine(SitePolicy.default(), vendors())
+        load_inventory(tmp_path, engine.inventory)
+        if with_incidents:
+            assert load_incidents(tmp_path, engine.gate) == len(alerted)
+        out = [a for batch in PcapFileSource(cap).batches() for a in engine.feed(batch).alerts]
+        return {a.event_id for a in out + engine.finish().alerts}
+
+    # Without the incidents the same incidents alert again; with them, none does. (A device the first run
+    # attributed only late, e.g. by its HTTP banner, is watched from the start now: its earlier flows are
+    # new incidents, with new ids.)
+    assert replay_after_restart(False) & alerted
+    assert replay_after_restart(True) & alerted == set()
+
+
+def test_a_damaged_incidents_file_is_set_aside_and_bad_entries_skipped(tmp_path: Path) -> None:
+    (tmp_path / "incidents.json").write_text('{"version": 1, "incidents": 7}', encoding="utf-8")
+    assert load_incidents(tmp_path, AlertGate()) == 0
+    assert list(tmp_path.glob("incidents.json.damaged-*"))
+    entries = [["a", 5], ["b", "5"], [1, 5], ["c", True], ["d"], "e", ["f", 9]]
+    (tmp_path / "incidents.json").write_text(json.dumps({"version": 1, "incidents": entries}))
+    gate = AlertGate(realert_after_s=10, max_tracked=1)
+    assert load_incidents(tmp_path, gate) == 1  # only the newest good entry fits the bound of 1
+    assert gate.state() == [["f", 9]]
+    alert = Alert(rule=DEVICE_NEW, timestamp_ns=10, event_id="f", observer="s/g", message="m")
+    assert not gate.admit(alert)  # suppressed: restored at 9 ns, within the 10 s window
