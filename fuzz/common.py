@@ -36,7 +36,7 @@ import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -334,6 +334,32 @@ def run_fuzz(
     if engine == "mutate":
         return _run_mutate(name, parse_fn, seeds, runs, seed)
     raise ValueError(f"unknown fuzz engine {engine!r} (auto, atheris, mutate)")
+
+
+class StreamParser(Protocol):
+    """What `feed_in_pieces` needs of an analyzer's stream parser."""
+
+    @property
+    def buffered(self) -> int: ...
+
+    def feed(self, segment: bytes) -> object: ...
+
+
+def feed_in_pieces(parser: StreamParser, data: bytes, max_buffer: int, name: str) -> None:
+    """Feed `data` to `parser` in pieces of ``1 + data[0]`` bytes.
+
+    Raises AssertionError if the parser raises or buffers more than `max_buffer` bytes; `name` labels it.
+    """
+    # The segmentation comes from the input itself so the fuzzer explores how messages split across segments.
+    size = 1 + (data[0] if data else 0)
+    try:
+        for i in range(0, len(data), size):
+            parser.feed(data[i : i + size])
+            if parser.buffered > max_buffer:
+                raise AssertionError(f"stream parser holds {parser.buffered} bytes")
+    except AnalyzerError as exc:
+        # A stream parser must absorb bad input (drop or resync), never raise: unlike parse(), it is a bug.
+        raise AssertionError(f"{name}.feed raised {exc!r}") from exc
 
 
 def quiet_corpus_warnings() -> None:

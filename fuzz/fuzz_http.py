@@ -10,6 +10,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from fuzz.common import feed_in_pieces
 from monitor.analyzers import AnalyzerError, http
 
 NAME = "http"
@@ -30,17 +31,10 @@ def parse(data: bytes) -> None:
     http.parse_challenges(data.decode("latin-1"))
     http.redact_url(data.decode("latin-1"))
     # The stream parser never raises, whatever the segmentation (taken from the first byte).
-    size = 1 + (data[0] if data else 0)
     parser = http.HttpStreamParser(max_buffer=_MAX_BUFFER)
     if data[:1] == b"\x00":
         parser.expect_no_body()
-    try:
-        for i in range(0, len(data), size):
-            parser.feed(data[i : i + size])
-            if parser.buffered > _MAX_BUFFER:
-                raise AssertionError(f"stream parser holds {parser.buffered} bytes")
-    except AnalyzerError as exc:
-        raise AssertionError(f"HttpStreamParser.feed raised {exc!r}") from exc
+    feed_in_pieces(parser, data, _MAX_BUFFER, "HttpStreamParser")
 
 
 def seeds() -> list[bytes]:

@@ -10,6 +10,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from fuzz.common import feed_in_pieces
 from monitor.analyzers import AnalyzerError, mqtt
 
 NAME = "mqtt"
@@ -28,15 +29,9 @@ def parse(data: bytes) -> None:
                 _ = (msg.version, msg.has_username)
             elif isinstance(msg, mqtt.MqttPacket):
                 _ = msg.name
-    size = 1 + (data[0] if data else 0)
     parser = mqtt.MqttStreamParser(max_buffer=_MAX_BUFFER, protocol_level=5 if data[-1:] == b"\x05" else 0)
-    try:
-        for i in range(0, len(data), size):
-            parser.feed(data[i : i + size])
-            if parser.buffered > _MAX_BUFFER + 5:
-                raise AssertionError(f"stream parser holds {parser.buffered} bytes")
-    except AnalyzerError as exc:
-        raise AssertionError(f"MqttStreamParser.feed raised {exc!r}") from exc
+    # Bound: the buffer limit plus a fixed header (type byte and up to 4 length bytes) not yet dropped.
+    feed_in_pieces(parser, data, _MAX_BUFFER + 5, "MqttStreamParser")
 
 
 def _packet(first: int, body: bytes) -> bytes:

@@ -10,6 +10,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from fuzz.common import feed_in_pieces
 from monitor.analyzers import AnalyzerError, rtsp
 
 NAME = "rtsp"
@@ -31,15 +32,7 @@ def parse(data: bytes) -> None:
         rtsp.Sdp.parse(data)
     with contextlib.suppress(AnalyzerError):
         rtsp.parse_transport(data.decode("latin-1"))
-    size = 1 + (data[0] if data else 0)
-    parser = rtsp.RtspStreamParser(max_buffer=_MAX_BUFFER)
-    try:
-        for i in range(0, len(data), size):
-            parser.feed(data[i : i + size])
-            if parser.buffered > _MAX_BUFFER:
-                raise AssertionError(f"stream parser holds {parser.buffered} bytes")
-    except AnalyzerError as exc:
-        raise AssertionError(f"RtspStreamParser.feed raised {exc!r}") from exc
+    feed_in_pieces(rtsp.RtspStreamParser(max_buffer=_MAX_BUFFER), data, _MAX_BUFFER, "RtspStreamParser")
 
 
 def seeds() -> list[bytes]:

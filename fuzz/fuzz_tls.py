@@ -10,6 +10,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from fuzz.common import feed_in_pieces
 from monitor.analyzers import AnalyzerError, tls
 
 NAME = "tls"
@@ -31,15 +32,9 @@ def parse(data: bytes) -> None:
             kind.parse(data)
     with contextlib.suppress(AnalyzerError):
         tls.CertificateInfo.from_der(data)
-    size = 1 + (data[0] if data else 0)
-    parser = tls.TlsStreamParser(max_handshake=_MAX_HANDSHAKE)
-    try:
-        for i in range(0, len(data), size):
-            parser.feed(data[i : i + size])
-            if parser.buffered > _MAX_HANDSHAKE + tls.RECORD_HEADER + tls.MAX_RECORD:
-                raise AssertionError(f"stream parser holds {parser.buffered} bytes")
-    except AnalyzerError as exc:
-        raise AssertionError(f"TlsStreamParser.feed raised {exc!r}") from exc
+    # Bound: a partial handshake message plus a partial record (its header and up to MAX_RECORD bytes).
+    bound = _MAX_HANDSHAKE + tls.RECORD_HEADER + tls.MAX_RECORD
+    feed_in_pieces(tls.TlsStreamParser(max_handshake=_MAX_HANDSHAKE), data, bound, "TlsStreamParser")
 
 
 def seeds() -> list[bytes]:

@@ -211,7 +211,7 @@ class Analysis:
             # first-batch budget before the first SRTP packet, which is what tells media from signalling.
             while flow.protocol in rank and flow.inspect_left != 0:
                 app = flow.app
-                if app is not None and app.done:  # type: ignore[attr-defined]
+                if isinstance(app, FlowApp) and app.done:
                     break
                 positions = more(flow, flow.inspect_left)
                 if not positions:
@@ -221,7 +221,7 @@ class Analysis:
 
     def _analyse(self, batch: PacketBatch, d: Decoded, pos: int, flow: Flow) -> None:
         app = flow.app
-        if app is not None and app.done:  # type: ignore[attr-defined]
+        if isinstance(app, FlowApp) and app.done:
             return
         start = int(d.payload_off[pos])
         if start < 0:
@@ -318,13 +318,23 @@ class Analysis:
         if len(self.expected_media) > 4096:
             self.expected_media.popitem(last=False)
 
+    def announced_media(self, flow: Flow) -> str | None:
+        """The label an RTSP SETUP announced for this UDP flow (rtp/rtcp), or None. Also notes which side is
+        the camera (``flow.media_from_src``): the viewer may send the flow's first packet (a NAT "punch")."""
+        if flow.proto != PROTO_UDP or not self.expected_media:
+            return None
+        (s_ip, s_port), (d_ip, d_port) = flow.src, flow.dst
+        hit = self.expected_media.get((d_ip, d_port)) or self.expected_media.get((s_ip, s_port))
+        if hit is None:
+            return None
+        flow.media_from_src = s_ip == hit[1]
+        return hit[0]
+
     def on_new_flow(self, flow: Flow) -> None:
         """Label a new flow from what earlier packets announced (RTSP media ports, DNS names)."""
-        (s_ip, s_port), (d_ip, d_port) = flow.src, flow.dst
-        if flow.proto == PROTO_UDP and self.expected_media:
-            hit = self.expected_media.get((d_ip, d_port)) or self.expected_media.get((s_ip, s_port))
-            if hit is not None:
-                self.label(flow, hit[0])
-        name = self.resolutions.name_for(d_ip, flow.start_ns)
+        label = self.announced_media(flow)
+        if label is not None:
+            self.label(flow, label)
+        name = self.resolutions.name_for(flow.dst[0], flow.start_ns)
         if name is not None:
             flow.domain = name

@@ -314,12 +314,11 @@ class Engine:
         for flow in ended:
             self._upstream.pop(id(flow), None)
             self._account_external(flow, self._external)
-            camera_is_src = self._rtp_camera_is_src(flow) if flow.protocol == "rtp" else None
+            camera_is_src = flow.media_from_src if flow.protocol == "rtp" else None
             for sender_is_src in (True, False):
                 sent, _ = flow.src_counts if sender_is_src else flow.dst_counts
                 if camera_is_src is not None and sender_is_src != camera_is_src:
-                    # The viewer's side of an announced RTP flow: FFmpeg's NAT "punch" packets, not video.
-                    continue
+                    continue  # the viewer's side of announced RTP: its NAT "punch" packets, not video
                 # RTP this side sent, or unlabelled bulk at camera rate.
                 if sent and (flow.protocol == "rtp" or is_sustained_upstream(flow, sender_is_src)):
                     self._check_media(flow, sender_is_src, flow.start_ns, out)
@@ -349,18 +348,13 @@ class Engine:
         if alert is not None:
             self._emit(alert, out)
         self._watch_upstream(flow)
+        if flow.media_from_src is None:
+            # In capture order, a SETUP earlier in this same batch counts too (the batch-start pass
+            # in Analysis.on_new_flow ran before it was seen).
+            self.analysis.announced_media(flow)
         if flow.protocol == "rtp":  # announced by an RTSP SETUP
-            # The camera sends the video, whoever sent the flow's first packet (RTSP clients such as
-            # FFmpeg send a "punch" packet to the camera's ports before the video starts).
-            camera_is_src = self._rtp_camera_is_src(flow)
+            camera_is_src = flow.media_from_src
             self._check_media(flow, True if camera_is_src is None else camera_is_src, flow.start_ns, out)
-
-    def _rtp_camera_is_src(self, flow: Flow) -> bool | None:
-        """For an RTP flow an RTSP SETUP announced: is the camera the flow's source? None if unknown."""
-        (s_ip, s_port), (d_ip, d_port) = flow.src, flow.dst
-        expected = self.analysis.expected_media
-        hit = expected.get((d_ip, d_port)) or expected.get((s_ip, s_port))
-        return None if hit is None else s_ip == hit[1]
 
     def _device(self, mac: int, ip: str | None, ts: int, out: Events) -> Device | None:
         if not is_unicast_mac(mac):

@@ -94,6 +94,7 @@ class Flow:
         "last_ns",
         "mac_a",
         "mac_b",
+        "media_from_src",
         "pkts_a",
         "pkts_b",
         "protocol",
@@ -124,6 +125,9 @@ class Flow:
         # bulk of a video flow is never looked at past its first packets.
         self.inspect_left = INSPECT_PACKETS
         self.app: object | None = None  # the analyzers' state for this flow
+        # For media an RTSP SETUP announced: whether the camera (the video's sender) is the source. The
+        # viewer may send the first packet (FFmpeg's NAT "punch"), so who started the flow does not tell.
+        self.media_from_src: bool | None = None
         self._ends: tuple[tuple[str, int], tuple[str, int]] | None = None
 
     # Orientation helpers: "src" is the sender of the first packet seen (DESIGN 2.3).

@@ -53,11 +53,12 @@ __all__ = [
 
 PROTOCOL: Final = "dtls"
 
-CT_CHANGE_CIPHER_SPEC: Final = 20
-CT_ALERT: Final = 21
-CT_HANDSHAKE: Final = 22
-CT_APPLICATION_DATA: Final = 23
-CT_HEARTBEAT: Final = 24
+# DTLS shares TLS's content types, handshake types and extensions (RFC 6347 4.1: "the same as TLS").
+CT_CHANGE_CIPHER_SPEC: Final = tls.CONTENT_CHANGE_CIPHER_SPEC
+CT_ALERT: Final = tls.CONTENT_ALERT
+CT_HANDSHAKE: Final = tls.CONTENT_HANDSHAKE
+CT_APPLICATION_DATA: Final = tls.CONTENT_APPLICATION_DATA
+CT_HEARTBEAT: Final = tls.CONTENT_HEARTBEAT
 CT_TLS12_CID: Final = 25
 CT_ACK: Final = 26
 CONTENT_TYPES: Final = {
@@ -76,12 +77,12 @@ DTLS_1_3: Final = 0xFEFC
 VERSIONS: Final = {DTLS_1_0: "DTLS 1.0", DTLS_1_2: "DTLS 1.2", DTLS_1_3: "DTLS 1.3"}
 _RECORD_VERSIONS: Final = frozenset({DTLS_1_0, DTLS_1_2})
 
-HS_CLIENT_HELLO: Final = 1
-HS_SERVER_HELLO: Final = 2
-HS_HELLO_VERIFY_REQUEST: Final = 3
-HS_CERTIFICATE: Final = 11
+HS_CLIENT_HELLO: Final = tls.HS_CLIENT_HELLO
+HS_SERVER_HELLO: Final = tls.HS_SERVER_HELLO
+HS_HELLO_VERIFY_REQUEST: Final = 3  # DTLS only
+HS_CERTIFICATE: Final = tls.HS_CERTIFICATE
 
-EXT_SUPPORTED_VERSIONS: Final = 43
+EXT_SUPPORTED_VERSIONS: Final = tls.EXT_SUPPORTED_VERSIONS
 EXT_USE_SRTP: Final = 14
 
 # RFC 5764 4.1.2 and RFC 7714 14.2 (the IANA "DTLS-SRTP Protection Profiles" registry).
@@ -196,10 +197,6 @@ def _dtls_version(version: int, what: str) -> int:
     return version
 
 
-def _is_grease(value: int) -> bool:
-    return value & 0x0F0F == 0x0A0A and value >> 8 == value & 0xFF
-
-
 @dataclass(frozen=True, slots=True)
 class ClientHello:
     """A DTLS ClientHello; ``versions`` from supported_versions (DTLS 1.3), GREASE removed."""
@@ -245,7 +242,7 @@ class ClientHello:
                 if not vr.left() or vr.left() % 2:
                     raise _fail(f"ClientHello: supported_versions of {vr.left()} bytes")
                 offered = (vr.uint(2, "version") for _ in range(vr.left() // 2))
-                versions = tuple(v for v in offered if not _is_grease(v))
+                versions = tuple(v for v in offered if not tls.is_grease(v))
         return cls(
             version=version,
             session_id_length=session_id.left(),

@@ -7,8 +7,8 @@ device goes and what it asks for (UPnP ``AddPortMapping``).
 
 :func:`parse` reads the head at the start of one TCP segment, complete or not;
 :class:`HttpStreamParser` follows one direction of a connection segment by segment, skipping bodies.
-The generic pieces (:class:`Headers`, :func:`split_head`, :func:`parse_challenges`) are shared with
-the RTSP analyzer, whose messages have the same syntax.
+The generic pieces (:class:`Headers`, :func:`split_head`, :func:`parse_challenges`, the start-line and
+header-value helpers) are shared with the RTSP analyzer, whose messages have the same syntax.
 
 Credentials are never kept: ``Authorization``, ``Proxy-Authorization``, ``Cookie`` and ``Set-Cookie``
 values are dropped (only the authorization scheme survives) and password parameters of request
@@ -31,9 +31,13 @@ __all__ = [
     "HttpResponse",
     "HttpStreamParser",
     "MessageHead",
+    "authorization_scheme",
+    "challenges_of",
+    "first_realm",
     "looks_like",
     "parse",
     "parse_challenges",
+    "parse_content_length",
     "parse_from_head",
     "parse_request_line",
     "parse_status_line",
@@ -286,6 +290,13 @@ def redact_url(url: str) -> str:
     return _URL_PASSWORD_RE.sub(r"\1***", url)
 
 
+def parse_content_length(text: str, protocol: str) -> int:
+    """One stripped ``Content-Length`` value: ASCII digits, at most 15 of them (no sign, no list)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 15:
+        raise AnalyzerError(protocol, f"invalid Content-Length {text[:20]!r}")
+    return int(text)
+
+
 def _content_length(headers: Headers, protocol: str) -> int | None:
     values = headers.get_all("content-length")
     if not values:
@@ -294,10 +305,7 @@ def _content_length(headers: Headers, protocol: str) -> int | None:
     parts = {p.strip() for v in values for p in v.split(",")}
     if len(parts) != 1:
         raise AnalyzerError(protocol, f"conflicting Content-Length values {sorted(parts)[:4]}")
-    text = parts.pop()
-    if not text.isascii() or not text.isdigit() or len(text) > 15:
-        raise AnalyzerError(protocol, f"invalid Content-Length {text[:20]!r}")
-    return int(text)
+    return parse_content_length(parts.pop(), protocol)
 
 
 def _is_chunked(headers: Headers) -> bool:
@@ -305,7 +313,8 @@ def _is_chunked(headers: Headers) -> bool:
     return bool(codings) and codings[-1] == "chunked"
 
 
-def _scheme_of(value: str | None) -> str | None:
+def authorization_scheme(value: str | None) -> str | None:
+    """The scheme of an ``Authorization`` value: ``Digest username=...`` -> ``Digest`` (no credentials)."""
     if value is None:
         return None
     scheme = value.strip().split(" ", 1)[0]
@@ -319,6 +328,16 @@ def _unquote(value: str | None) -> str | None:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         return value[1:-1]
     return value
+
+
+def challenges_of(headers: Headers) -> tuple[Challenge, ...]:
+    """The challenges of every ``WWW-Authenticate`` field, in order."""
+    return tuple(c for v in headers.get_all("www-authenticate") for c in parse_challenges(v))
+
+
+def first_realm(challenges: tuple[Challenge, ...]) -> str | None:
+    """The realm of the first challenge that has one."""
+    return next((c.realm for c in challenges if c.realm is not None), None)
 
 
 def safe_headers(headers: Headers) -> Headers:
@@ -363,7 +382,7 @@ class HttpRequest:
             soap_action=_unquote(h.get("soapaction")),
             content_length=_content_length(h, PROTOCOL),
             chunked=_is_chunked(h),
-            authorization_scheme=_scheme_of(h.get("authorization")),
+            authorization_scheme=authorization_scheme(h.get("authorization")),
             head_length=head.length,
             complete=head.complete,
         )
@@ -387,7 +406,7 @@ class HttpResponse:
     @property
     def realm(self) -> str | None:
         """The realm of the first challenge that has one."""
-        return next((c.realm for c in self.challenges if c.realm is not None), None)
+        return first_realm(self.challenges)
 
     @classmethod
     def parse(cls, data: bytes) -> HttpResponse:
@@ -405,7 +424,7 @@ class HttpResponse:
             reason=reason,
             headers=safe_headers(h),
             server=h.get("server"),
-            challenges=tuple(c for v in h.get_all("www-authenticate") for c in parse_challenges(v)),
+            challenges=challenges_of(h),
             content_length=_content_length(h, PROTOCOL),
             chunked=_is_chunked(h),
             head_length=head.length,

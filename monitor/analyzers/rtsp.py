@@ -22,7 +22,10 @@ from monitor.analyzers.http import (
     Challenge,
     Headers,
     MessageHead,
-    parse_challenges,
+    authorization_scheme,
+    challenges_of,
+    first_realm,
+    parse_content_length,
     parse_request_line,
     parse_status_line,
     redact_url,
@@ -377,13 +380,11 @@ def _session(headers: Headers) -> tuple[str | None, int | None]:
 
 
 def _content_length(headers: Headers) -> int | None:
+    # Unlike HTTP (RFC 9110 8.6), RFC 2326 has no list form: the first field counts and "10, 10" is invalid.
     text = headers.get("content-length")
     if text is None:
         return None
-    text = text.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 15:
-        raise AnalyzerError(PROTOCOL, f"invalid Content-Length {text[:20]!r}")
-    return int(text)
+    return parse_content_length(text.strip(), PROTOCOL)
 
 
 def _transports(headers: Headers) -> tuple[Transport, ...]:
@@ -426,7 +427,6 @@ class RtspRequest:
         """Build a request from a split head."""
         method, url, version = parse_request_line(head.start_line, PROTOCOL, "RTSP")
         h = head.headers
-        auth = h.get("authorization")
         return cls(
             method=method,
             url=redact_url(url),
@@ -436,7 +436,7 @@ class RtspRequest:
             session=_session(h)[0],
             transports=_transports(h),
             user_agent=h.get("user-agent"),
-            authorization_scheme=(auth.strip().split(" ", 1)[0] or None) if auth is not None else None,
+            authorization_scheme=authorization_scheme(h.get("authorization")),
             content_length=_content_length(h),
             head_length=head.length,
             complete=head.complete,
@@ -467,7 +467,7 @@ class RtspResponse:
     @property
     def realm(self) -> str | None:
         """The realm of the first challenge that has one."""
-        return next((c.realm for c in self.challenges if c.realm is not None), None)
+        return first_realm(self.challenges)
 
     @classmethod
     def parse(cls, data: bytes) -> RtspResponse:
@@ -489,7 +489,7 @@ class RtspResponse:
             headers=safe_headers(h),
             cseq=_cseq(h),
             server=h.get("server"),
-            challenges=tuple(c for v in h.get_all("www-authenticate") for c in parse_challenges(v)),
+            challenges=challenges_of(h),
             session=session,
             session_timeout=timeout,
             transports=_transports(h),

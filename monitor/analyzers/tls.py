@@ -29,6 +29,7 @@ __all__ = [
     "TlsMessage",
     "TlsRecord",
     "TlsStreamParser",
+    "is_grease",
     "looks_like",
     "parse",
     "parse_handshakes",
@@ -84,8 +85,8 @@ def _is_early_draft(version: int) -> bool:
     return version >> 8 == 0x7F and (version & 0xFF) < 22
 
 
-def _is_grease(value: int) -> bool:
-    # RFC 8701: 0x0A0A, 0x1A1A, ... 0xFAFA.
+def is_grease(value: int) -> bool:
+    """RFC 8701 GREASE values (0x0A0A, 0x1A1A, ... 0xFAFA), which TLS and DTLS peers offer to be ignored."""
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
 
@@ -172,7 +173,7 @@ class ClientHello:
                     if vr.left() % 2:
                         raise AnalyzerError(PROTOCOL, "ClientHello: odd supported_versions length")
                     offered = (vr.uint(2, "version") for _ in range(vr.left() // 2))
-                    versions = tuple(v for v in offered if not _is_grease(v))
+                    versions = tuple(v for v in offered if not is_grease(v))
             if r.left():
                 raise AnalyzerError(PROTOCOL, f"ClientHello: {r.left()} bytes after the extensions")
         return cls(

@@ -348,3 +348,14 @@ def test_sustained_upstream_to_outside_is_reported_while_it_runs(tmp_path: Path)
     assert not any(a.rule.id == "stream.egress" for a in events.alerts)
     assert len(raised_at) == 1 and 10 <= raised_at[0] <= 12, raised_at
     assert [(f.last_ns - T0) // NS for f in events.flows] == [59]  # the flow itself ran on
+
+
+def test_viewer_back_channel_to_a_site_camera_is_not_egress(tmp_path: Path) -> None:
+    # ONVIF audio back-channel: the recorder (a configured viewer) sends RTP with real payload to the
+    # camera on site. Video to the recorder is allowed, and so is the recorder's audio to the camera.
+    recorder, rec_ip, cam_ip = "00:11:32:00:00:02", "10.20.0.2", "10.20.0.11"
+    audio = synth.RtpTemplate(recorder, HIK, rec_ip, cam_ip, 50002, 60002, 172, 0x4321)
+    pk = [(T0 + i * NS // 50, audio.frame(i, i * 160)) for i in range(50)]
+    policy = SitePolicy.from_yaml("site: s\nmonitored: {networks: [10.20.0.0/24]}\nviewers: [10.20.0.2]\n")
+    _, _, alerts = run_engine(write(tmp_path, pk), policy=policy)
+    assert rules(alerts) == ["device.new"]
