@@ -1,4 +1,7 @@
-"""Alert records (ECS, DESIGN 2.2), stable incident ids, and duplicate suppression."""
+"""Alert records (ECS; docs/design.md, "Alert record"), stable incident ids, and duplicate suppression.
+
+The rules themselves are declared by their modules under ``monitor/rules/``.
+"""
 
 from __future__ import annotations
 
@@ -19,62 +22,6 @@ class Rule:
     severity: int
     category: tuple[str, ...] = ("network",)
     type: tuple[str, ...] = ("connection",)
-
-
-EGRESS_UNEXPECTED = Rule("egress.unexpected_destination", "Camera connected to an unexpected destination", 3)
-DEVICE_NEW = Rule("device.new", "New device on a monitored network", 2, ("network", "host"), ("info",))
-
-DNS_VENDOR_CLOUD = Rule(
-    "dns.vendor_cloud", "Camera looked up a vendor cloud or P2P domain", 3, ("network",), ("protocol",)
-)
-DNS_RESOLVER_BYPASS = Rule(
-    "dns.resolver_bypass", "Camera used a DNS resolver that is not the site's", 3, ("network",), ("protocol",)
-)
-P2P_NAT_TRAVERSAL = Rule("p2p.nat_traversal", "Camera started P2P / NAT traversal to outside the site", 4)
-UPNP_PORT_MAPPING = Rule(
-    "upnp.port_mapping",
-    "Device searched for a UPnP gateway or asked for a port mapping",
-    3,
-    ("network",),
-    ("protocol",),
-)
-STREAM_UNAUTHORIZED = Rule(
-    "stream.unauthorized_client", "Video stream requested by a client that is not an allowed viewer", 4
-)
-STREAM_EGRESS = Rule("stream.egress", "Camera video is leaving the site or going to a non-viewer", 4)
-
-# The stream probe's rules (agents/probe): the camera's own picture, watched over RTSP.
-STREAM_UNAVAILABLE = Rule(
-    "stream.unavailable", "Camera stream cannot be opened or delivers no video", 3, ("network",), ("error",)
-)
-STREAM_FROZEN = Rule("stream.frozen", "Camera image is frozen", 3, ("host",), ("error",))
-STREAM_BLACK = Rule("stream.black", "Camera image is black", 3, ("host",), ("error",))
-# A covered or defocused lens is the classic way to blind a camera: tampering, hence intrusion detection.
-STREAM_COVERED = Rule(
-    "stream.covered",
-    "Camera image is covered or has lost all detail",
-    4,
-    ("intrusion_detection",),
-    ("indicator",),
-)
-
-RULES = {
-    r.id: r
-    for r in (
-        EGRESS_UNEXPECTED,
-        DEVICE_NEW,
-        DNS_VENDOR_CLOUD,
-        DNS_RESOLVER_BYPASS,
-        P2P_NAT_TRAVERSAL,
-        UPNP_PORT_MAPPING,
-        STREAM_UNAUTHORIZED,
-        STREAM_EGRESS,
-        STREAM_UNAVAILABLE,
-        STREAM_FROZEN,
-        STREAM_BLACK,
-        STREAM_COVERED,
-    )
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,21 @@ PROTO_UDP = 17
 PROTO_ICMPV6 = 58
 PROTO_SCTP = 132
 
+# ECS network.transport names of IP protocol numbers.
+TRANSPORTS = {
+    PROTO_TCP: "tcp",
+    PROTO_UDP: "udp",
+    PROTO_ICMP: "icmp",
+    PROTO_ICMPV6: "ipv6-icmp",
+    PROTO_SCTP: "sctp",
+}
+
+
+def transport_name(proto: int) -> str:
+    """The ECS ``network.transport`` of an IP protocol number."""
+    return TRANSPORTS.get(proto, str(proto))
+
+
 TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04

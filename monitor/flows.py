@@ -13,11 +13,15 @@ import ipaddress
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from monitor.communityid import community_id
 from monitor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded
+
+if TYPE_CHECKING:
+    from monitor.protocol import FlowApp
 
 NS = 1_000_000_000
 INSPECT_PACKETS = 12
@@ -124,7 +128,7 @@ class Flow:
         # Packets still to show the analyzers (-1: every packet, for control protocols); the
         # bulk of a video flow is never looked at past its first packets.
         self.inspect_left = INSPECT_PACKETS
-        self.app: object | None = None  # the analyzers' state for this flow
+        self.app: FlowApp | None = None  # the analyzers' state for this flow
         # For media an RTSP SETUP announced: whether the camera (the video's sender) is the source. The
         # viewer may send the first packet (FFmpeg's NAT "punch"), so who started the flow does not tell.
         self.media_from_src: bool | None = None

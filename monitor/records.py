@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.alerts import iso_timestamp
-from monitor.detectors.egress import transport_name
+from monitor.decode import transport_name
 from monitor.flows import Flow
 from monitor.vendors.oui import format_mac
 

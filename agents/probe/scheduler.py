@@ -39,7 +39,8 @@ from agents.probe.health import IMAGE_RULES, UNAVAILABLE, CameraHealth, Change, 
 from agents.probe.reports import CaptureReport, CaptureRequest, ImageReport, decode_json
 from agents.probe.urls import CameraUrl, with_credentials
 from agents.sinks.prometheus import STREAM_PROBLEMS, StreamStats
-from monitor.alerts import RULES, Alert, Endpoint, iso_timestamp
+from monitor.alerts import Alert, Endpoint, iso_timestamp
+from monitor.registry import RULES
 
 __all__ = [
     "STATE_FILE",

@@ -50,7 +50,7 @@ from prometheus_client.metrics_core import (
 
 from agents.config import DEFAULT_METRICS_PORT, MetricsConfig, read_password_file
 from monitor import __version__
-from monitor.alerts import RULES
+from monitor.registry import RULES
 from monitor.vendors.oui import format_mac
 
 if TYPE_CHECKING:

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from monitor.analyzers import AnalyzerError
+from monitor.events import DeviceFact
+from monitor.protocol import Context, ProtocolSpec
+from monitor.vendors.fingerprints import SERVER_VENDORS, vendor_from
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 PROTOCOL = "dhcp"
 
@@ -210,3 +217,28 @@ def looks_like(payload: bytes) -> bool:
         and payload[0] in (1, 2)
         and payload[BOOTP_LEN:OPTIONS_START] == MAGIC_COOKIE
     )
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+HTYPE_ETHERNET = 1
+
+
+def handle_dhcp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    msg = parse(payload)
+    # A client's request names its MAC (chaddr), host name and vendor class. Only an Ethernet address
+    # (htype 1, hlen 6) is a MAC: another hardware type's chaddr is no inventory key.
+    if msg.op == 1 and msg.chaddr and msg.htype == HTYPE_ETHERNET and msg.hlen == 6:
+        detail = ", ".join(
+            f"{k}={v}" for k, v in (("host_name", msg.host_name), ("vendor_class", msg.vendor_class)) if v
+        )
+        if detail:
+            ip, _ = flow.src if from_src else flow.dst
+            vendor = vendor_from(msg.vendor_class, SERVER_VENDORS)
+            ctx.emit(DeviceFact(ts, msg.chaddr, ip, "dhcp", detail, vendor=vendor))
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(name="dhcp", handler=handle_dhcp, udp_ports=(67, 68), control=True, emits=(DeviceFact,)),
+)

@@ -27,10 +27,15 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.analyzers import AnalyzerError
-from monitor.analyzers.sadp import mac_from_text
+from monitor.analyzers.sadp import discovery_fact, mac_from_text
+from monitor.events import DeviceFact
+from monitor.protocol import Context, ProtocolSpec
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 PROTOCOL = "dhip"
 
@@ -167,3 +172,39 @@ def parse(data: bytes) -> DhipMessage:
 def looks_like(payload: bytes) -> bool:
     """Cheap check: the "DHIP" magic at offset 4 of a 32-byte header."""
     return len(payload) >= HEADER_LEN and payload[4:8] == MAGIC
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def handle_dhip(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    msg = parse(payload)
+    if msg.is_reply:
+        ctx.emit(
+            discovery_fact(
+                flow,
+                from_src,
+                ts,
+                "dhip",
+                "dahua",
+                msg.ipv4,
+                msg.mac,
+                msg.device_type,
+                msg.serial,
+                msg.firmware,
+            )
+        )
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name="dhip",
+        handler=handle_dhip,
+        udp_ports=(37810, 5050),
+        sniff=looks_like,
+        udp_guess=120,
+        control=True,
+        emits=(DeviceFact,),
+    ),
+)

@@ -17,8 +17,14 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from monitor.analyzers import AnalyzerError
+from monitor.events import DnsQuery
+from monitor.protocol import Context, ProtocolSpec
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 PROTOCOL = "dns"
 
@@ -270,3 +276,48 @@ def split_tcp_messages(stream: bytes, *, partial_ok: bool = False) -> list[bytes
         out.append(stream[start:end])
         pos = end
     return out
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def handle_dns(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.proto == 6:
+        msgs = [parse(m) for m in split_tcp_messages(payload, partial_ok=True)]
+        if not msgs:
+            raise _error("no complete message in the segment")
+    else:
+        msgs = [parse(payload)]
+    for msg in msgs:
+        if not msg.is_response:
+            for name, qtype, _qclass in msg.questions:
+                ctx.emit(DnsQuery(ts, flow, from_src, name, qtype))
+            continue
+        for rec in msg.answers:
+            if rec.rtype in (TYPE_A, TYPE_AAAA) and rec.value:
+                # Resolve the chain back to the asked name: the flow that follows goes to the address,
+                # but the person on call knows the name that was asked.
+                ctx.resolved(rec.value, msg.questions[0][0] if msg.questions else rec.name, ts)
+    return True
+
+
+def handle_local(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    """mDNS and LLMNR: recognised and counted; nothing in them is judged yet."""
+    parse(payload)
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name="dns",
+        handler=handle_dns,
+        udp_ports=(53,),
+        tcp_ports=(53,),
+        sniff=looks_like,
+        udp_guess=30,
+        control=True,
+        emits=(DnsQuery,),
+    ),
+    ProtocolSpec(name="mdns", handler=handle_local, udp_ports=(5353,), control=True),
+    ProtocolSpec(name="llmnr", handler=handle_local, udp_ports=(5355,), control=True),
+)

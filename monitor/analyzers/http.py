@@ -19,9 +19,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
+from monitor.events import PortMapping
+from monitor.protocol import Context, ProtocolSpec, flow_state
+from monitor.vendors.fingerprints import REALM_VENDORS, SERVER_VENDORS, vendor_from
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 __all__ = [
     "MAX_HEAD",
@@ -635,3 +641,37 @@ class HttpStreamParser:
             self._remaining = msg.content_length
         elif msg.content_length is None and isinstance(msg, HttpResponse):
             self._state = _OPAQUE  # no framing: the body runs until the connection closes
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    parser = flow_state(flow, (PROTOCOL, from_src), HttpStreamParser)
+    if flow.protocol is None and not looks_like(payload):
+        raise AnalyzerError(PROTOCOL, "not an HTTP message start")
+    for msg in parser.feed(payload):
+        if isinstance(msg, HttpRequest):
+            if msg.soap_action and "portmapping" in msg.soap_action.lower():
+                ctx.emit(PortMapping(ts, flow, from_src, msg.soap_action))
+            continue
+        if msg.server:
+            vendor = vendor_from(msg.server, SERVER_VENDORS)
+            ctx.fact(flow, from_src, "http_server", msg.server, vendor=vendor, protocol=PROTOCOL)
+        for ch in msg.challenges:
+            realm_vendor = vendor_from(ch.realm, REALM_VENDORS)
+            if ch.realm and realm_vendor:
+                ctx.fact(flow, from_src, "realm", ch.realm, vendor=realm_vendor, protocol=PROTOCOL)
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name=PROTOCOL,
+        handler=handle_http,
+        tcp_ports=(80, 8080, 8000, 8666, 49152),
+        sniff=looks_like,
+        tcp_guess=10,
+        emits=(PortMapping,),
+    ),
+)

@@ -11,10 +11,14 @@ connection (packets span segments; big PUBLISH payloads are skipped, not buffere
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.reader import ByteReader
+from monitor.protocol import Context, ProtocolSpec
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 __all__ = [
     "PACKET_TYPES",
@@ -442,3 +446,29 @@ class MqttStreamParser:
             if self._skip:
                 return pos  # the rest of this packet arrives in later segments
         return pos
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def handle_mqtt(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.protocol is None and not looks_like(payload):
+        raise AnalyzerError(PROTOCOL, "not an MQTT CONNECT")
+    msg = parse(payload)
+    if isinstance(msg, MqttConnect) and msg.username:
+        # EZVIZ cameras log in with their serial as the user name.
+        detail = f"client_id={msg.client_id} user={msg.username}"
+        ctx.fact(flow, from_src, "mqtt_user", detail, protocol=PROTOCOL)
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name=PROTOCOL,
+        handler=handle_mqtt,
+        tcp_ports=(1883, 31006),
+        sniff=looks_like,
+        tcp_guess=40,
+        control=True,
+    ),
+)

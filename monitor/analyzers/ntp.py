@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from monitor.analyzers import AnalyzerError
+from monitor.protocol import Context, ProtocolSpec
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 PROTOCOL = "ntp"
 
@@ -132,3 +137,14 @@ def looks_like(payload: bytes) -> bool:
     if mode == MODE_PRIVATE:
         return len(payload) >= PRIVATE_HEADER_LEN
     return mode != 0 and len(payload) >= HEADER_LEN and payload[1] <= 16
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def handle_ntp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    parse(payload)
+    return True
+
+
+PROTOCOLS = (ProtocolSpec(name="ntp", handler=handle_ntp, udp_ports=(123,), control=True),)

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
+from monitor.events import P2pSignal
+from monitor.protocol import Context, Handler, ProtocolSpec
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 __all__ = [
     "CS2_PPPP_PORTS",
@@ -590,3 +596,61 @@ def identify(payload: bytes, sport: int | None = None, dport: int | None = None)
     except AnalyzerError:
         return None
     return None
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+# A message of one of these kinds, parsed from a payload; the first parser that accepts it wins.
+_Parser = Callable[[bytes], "EzvizXmlMessage | DahuaP2pMessage | DahuaPtcpPacket | Cs2PpppMessage"]
+
+
+def _handler(*parsers: _Parser) -> Handler:
+    def handle(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+        error: AnalyzerError | None = None
+        for parse in parsers:
+            try:
+                msg = parse(payload).summary()
+            except AnalyzerError as exc:
+                error = exc
+                continue
+            ctx.emit(P2pSignal(ts, flow, from_src, msg.protocol, msg.vendor, msg.kind, msg.serial))
+            return True
+        assert error is not None  # at least one parser
+        raise error
+
+    return handle
+
+
+def _dahua_looks_like(payload: bytes) -> bool:
+    return DahuaP2pMessage.looks_like(payload) or DahuaPtcpPacket.looks_like(payload)
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name="pppp",
+        handler=_handler(Cs2PpppMessage.parse),
+        udp_ports=tuple(sorted(CS2_PPPP_PORTS)),
+        sniff=Cs2PpppMessage.looks_like,
+        udp_guess=60,
+        control=True,
+        emits=(P2pSignal,),
+    ),
+    ProtocolSpec(
+        name="dahua-p2p",
+        handler=_handler(DahuaP2pMessage.parse, DahuaPtcpPacket.parse),
+        udp_ports=tuple(sorted(DAHUA_P2P_PORTS)),
+        sniff=_dahua_looks_like,
+        udp_guess=70,
+        control=True,
+        emits=(P2pSignal,),
+    ),
+    ProtocolSpec(
+        name="ezviz-p2p",
+        handler=_handler(EzvizXmlMessage.parse),
+        udp_ports=tuple(sorted(EZVIZ_XML_PORTS)),
+        sniff=EzvizXmlMessage.looks_like,
+        udp_guess=80,
+        control=True,
+        emits=(P2pSignal,),
+    ),
+)

@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
+from monitor.events import MediaSeen
+from monitor.protocol import Context, ProtocolSpec
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 __all__ = [
     "RTCP_PACKET_TYPES",
@@ -585,3 +590,41 @@ class RtpStreamTracker:
             if s.packets >= min_packets and s.late + s.restarts < s.packets // 2:
                 return True
         return False
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+# Media: once labelled, a few more packets at most (video costs only counters).
+MEDIA_PACKETS = 4
+
+
+def handle_rtp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    RtpHeader.parse(payload)
+    if not looks_like_rtp(payload):
+        raise _fail("not a plausible RTP header")
+    ctx.emit(MediaSeen(ts, flow, from_src, "rtp"))
+    return True
+
+
+def handle_rtcp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    RtcpCompound.parse(payload)
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name="rtcp",
+        handler=handle_rtcp,
+        sniff=looks_like_rtcp,
+        udp_guess=40,
+        after_label=MEDIA_PACKETS,
+    ),
+    ProtocolSpec(
+        name="rtp",
+        handler=handle_rtp,
+        sniff=looks_like_rtp,
+        udp_guess=50,
+        after_label=MEDIA_PACKETS,
+        emits=(MediaSeen,),
+    ),
+)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.http import (
@@ -32,6 +32,12 @@ from monitor.analyzers.http import (
     safe_headers,
     split_head,
 )
+from monitor.events import StreamRequest, StreamTransport
+from monitor.protocol import Context, ProtocolSpec, flow_state
+from monitor.vendors.fingerprints import REALM_VENDORS, SERVER_VENDORS, vendor_from
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 __all__ = [
     "MAX_BODY",
@@ -702,3 +708,46 @@ class RtspStreamParser:
         if head is None:
             return
         self._emit(head, b"".join(parts) if parts is not None else None, out)
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def _control_parser() -> RtspStreamParser:
+    # Interleaved media frames are skipped, not reported: only the control messages matter here.
+    return RtspStreamParser(report_frames=False)
+
+
+def handle_rtsp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.protocol is None and not looks_like(payload):
+        raise AnalyzerError(PROTOCOL, "not an RTSP message start")
+    parser = flow_state(flow, (PROTOCOL, from_src), RtspStreamParser, _control_parser)
+    for msg in parser.feed(payload):
+        if isinstance(msg, RtspRequest):
+            ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url))
+            for t in msg.transports:
+                ctx.emit(StreamTransport(ts, flow, from_src, t, True))
+        elif isinstance(msg, RtspResponse):
+            if msg.server:
+                vendor = vendor_from(msg.server, SERVER_VENDORS)
+                ctx.fact(flow, from_src, "rtsp_server", msg.server, vendor=vendor, protocol=PROTOCOL)
+            realm = msg.realm
+            realm_vendor = vendor_from(realm, REALM_VENDORS)
+            if realm and realm_vendor:
+                ctx.fact(flow, from_src, "realm", realm, vendor=realm_vendor, protocol=PROTOCOL)
+            for t in msg.transports:
+                ctx.emit(StreamTransport(ts, flow, from_src, t, False))
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name=PROTOCOL,
+        handler=handle_rtsp,
+        tcp_ports=(554, 8554),
+        sniff=looks_like,
+        tcp_guess=20,
+        control=True,
+        emits=(StreamRequest, StreamTransport),
+    ),
+)

@@ -25,8 +25,14 @@ ethertype 0x8033) is binary and not handled here. Root and field names are match
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from monitor.analyzers import AnalyzerError
+from monitor.events import DeviceFact
+from monitor.protocol import Context, ProtocolSpec
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 from monitor.analyzers.wsd import local_name, parse_xml
 
 PROTOCOL = "sadp"
@@ -160,3 +166,67 @@ def looks_like(payload: bytes) -> bool:
     """Cheap check: an XML declaration (or a bare root) and ``<Probe`` within the first 200 bytes."""
     head = payload[:200].lstrip()
     return (head.startswith(b"<?xml") or head.startswith(b"<Probe")) and b"<Probe" in head
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def discovery_fact(
+    flow: Flow,
+    from_src: bool,
+    ts: int,
+    kind: str,
+    vendor: str,
+    ip: str | None,
+    mac: int | None,
+    model: str | None,
+    serial: str | None,
+    firmware: str | None,
+) -> DeviceFact:
+    """A discovery reply describes its sender: model, serial and firmware, and who made it (the
+    address and MAC it states, else the packet's)."""
+    return DeviceFact(
+        ts,
+        mac or (flow.src_mac if from_src else flow.dst_mac),
+        ip or (flow.src if from_src else flow.dst)[0],
+        kind,
+        f"model={model} serial={serial} firmware={firmware}",
+        vendor=vendor,
+        model=model,
+        firmware=firmware,
+        serial=serial,
+        protocol=kind,
+    )
+
+
+def handle_sadp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    msg = parse(payload)
+    if msg.is_reply:
+        ctx.emit(
+            discovery_fact(
+                flow,
+                from_src,
+                ts,
+                "sadp",
+                "hikvision",
+                msg.ipv4,
+                msg.mac,
+                msg.model,
+                msg.serial,
+                msg.firmware,
+            )
+        )
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name="sadp",
+        handler=handle_sadp,
+        udp_ports=(37020,),
+        sniff=looks_like,
+        udp_guess=110,
+        control=True,
+        emits=(DeviceFact,),
+    ),
+)

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from monitor.analyzers import AnalyzerError
+from monitor.events import IgdSearch
+from monitor.protocol import Context, ProtocolSpec
+from monitor.vendors.fingerprints import SERVER_VENDORS, vendor_from
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 PROTOCOL = "ssdp"
 
@@ -149,3 +156,29 @@ def looks_like(payload: bytes) -> bool:
         return False
     low = head.lower()
     return any(h in low for h in (b"\nst:", b"\nnt:", b"\nusn:"))
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def handle_ssdp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    msg = parse(payload)
+    if msg.kind == "search" and msg.is_igd_search:
+        ctx.emit(IgdSearch(ts, flow, from_src, msg.st))
+    vendor = vendor_from(msg.server, SERVER_VENDORS)
+    if msg.server and vendor:
+        ctx.fact(flow, from_src, "ssdp_server", msg.server, vendor=vendor, protocol="ssdp")
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name="ssdp",
+        handler=handle_ssdp,
+        udp_ports=(1900,),
+        sniff=looks_like,
+        udp_guess=90,
+        control=True,
+        emits=(IgdSearch,),
+    ),
+)

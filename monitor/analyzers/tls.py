@@ -14,10 +14,15 @@ subject and issuer names; it checks every length against its container and trust
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.reader import ByteReader
+from monitor.protocol import Context, ProtocolSpec, flow_state
+from monitor.vendors.fingerprints import CERT_VENDORS, vendor_from
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 __all__ = [
     "CertificateInfo",
@@ -704,3 +709,36 @@ class TlsStreamParser:
                 self._encrypted_from(n - pos)
                 return
         self._buf = data[pos:]
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+# An encrypted session: once labelled, a few more packets at most (the certificate, in TLS 1.2).
+SESSION_PACKETS = 4
+
+
+def handle_tls(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.protocol is None and not looks_like(payload):
+        raise AnalyzerError(PROTOCOL, "not a TLS record")
+    parser = flow_state(flow, (PROTOCOL, from_src), TlsStreamParser)
+    for msg in parser.feed(payload):
+        if isinstance(msg, ClientHello) and msg.server_name:
+            flow.server_name = msg.server_name
+        elif isinstance(msg, CertificateInfo):
+            org = msg.subject.organization
+            vendor = vendor_from(org, CERT_VENDORS)
+            if vendor:
+                ctx.fact(flow, from_src, "tls_cert", f"O={org}", vendor=vendor, protocol=PROTOCOL)
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name=PROTOCOL,
+        handler=handle_tls,
+        tcp_ports=(443, 8443, 8883),
+        sniff=looks_like,
+        tcp_guess=30,
+        after_label=SESSION_PACKETS,
+    ),
+)

@@ -19,9 +19,15 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from monitor.analyzers import AnalyzerError
+from monitor.protocol import Context, ProtocolSpec
+from monitor.vendors.fingerprints import MAKER_VENDORS, vendor_from
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
 
 PROTOCOL = "wsd"
 
@@ -274,3 +280,25 @@ def looks_like(payload: bytes) -> bool:
     """Cheap check: XML with an `Envelope` element within the first 200 bytes."""
     head = payload[:200]
     return b"<" in head and b"Envelope" in head
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+def handle_wsd(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    msg = parse(payload)
+    if msg.action.lower() in ("probematches", "hello", "resolvematches"):
+        for item in msg.items:
+            maker, model = item.manufacturer, item.model
+            if maker or model:
+                vendor = vendor_from(" ".join(filter(None, (maker, model, item.name))), MAKER_VENDORS)
+                detail = f"manufacturer={maker} model={model}"
+                ctx.fact(flow, from_src, "wsd", detail, vendor=vendor, model=model, protocol="wsd")
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name="wsd", handler=handle_wsd, udp_ports=(3702,), sniff=looks_like, udp_guess=100, control=True
+    ),
+)

@@ -38,9 +38,9 @@ from agents.sinks.prometheus import (
     SpoolStats,
     StreamStats,
 )
-from monitor.alerts import RULES
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
+from monitor.registry import RULES
 from tests.agents.promserver import (
     SKIP_REASON,
     ScrapeTarget,

@@ -12,10 +12,11 @@ import pytest
 
 from agents.lab import scenario
 from agents.state import load_incidents, load_inventory, save_incidents, save_inventory
-from monitor.alerts import DEVICE_NEW, Alert, AlertGate
+from monitor.alerts import Alert, AlertGate
 from monitor.engine import Engine
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
+from monitor.rules.device import DEVICE_NEW
 from tests.enginerun import run_engine, vendors
 
 ROOT = Path(__file__).parents[2]

@@ -20,9 +20,9 @@ import pytest
 from agents.capture.pcap_source import PcapFileSource
 from monitor.alerts import iso_timestamp
 from monitor.analyzers import srtp
+from monitor.analyzers.webrtc import webrtc_state
 from monitor.engine import Engine
 from monitor.flows import Flow
-from monitor.handlers import webrtc_state
 from monitor.pcapwrite import pcap_bytes
 from monitor.records import flow_record
 from tests.enginerun import run_engine

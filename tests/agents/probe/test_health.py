@@ -7,7 +7,8 @@ import json
 import pytest
 
 from agents.probe.health import UNAVAILABLE, CameraHealth, Change, Outcome
-from monitor.alerts import RULES, incident_id
+from monitor.alerts import incident_id
+from monitor.registry import RULES
 
 S = 1_000_000_000
 UP, DOWN = Outcome(True), Outcome(False)

@@ -24,7 +24,7 @@ rtsp_server = pytest.importorskip("agents.lab.rtsp_server", reason="the lab's RT
 from agents.config import CameraConfig, StreamProbeConfig  # noqa: E402
 from agents.lab.video import VideoSpec  # noqa: E402
 from agents.probe.scheduler import StreamProber, _Deadline, _run_child, run_probe  # noqa: E402
-from monitor.alerts import RULES  # noqa: E402
+from monitor.registry import RULES  # noqa: E402
 
 RtspCameraServer = rtsp_server.RtspCameraServer
 OBSERVER = "depot-7/gw-test"

@@ -1,22 +1,47 @@
-"""Detectors: one module per rule family. Shared here: building an alert about one side of a flow."""
+"""Rules: one module per rule (or per family of rules judged from the same events).
+
+A rule module declares ``RULES``, the rules it raises (id, name, severity, category: the ids are a
+contract, docs/design.md lists them), and a :class:`RuleModule` subclass that names the event types
+it ``consumes``; ``monitor/registry.py`` finds both, and the engine hands each event, in capture
+order, to the rule modules that consume its type. Rules raised outside the engine (the stream probe's)
+are declared the same way, without a judging class.
+
+Shared here: building an alert about one side of a flow.
+"""
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from monitor.alerts import Alert, Endpoint, Rule, incident_id
-from monitor.devices import Device, is_local_ip
+from monitor.decode import transport_name
+from monitor.devices import Device
+from monitor.events import Event
 from monitor.flows import Flow
-from monitor.policy import SitePolicy
+from monitor.site import Site
 from monitor.vendors.oui import format_mac
 
 _PORTED = frozenset({6, 17, 132})
 
 
+class RuleModule:
+    """Judges the events of the types in ``consumes`` and returns the alerts they raise."""
+
+    consumes: ClassVar[tuple[type[Event], ...]] = ()
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+    def judge(self, event: Event) -> Sequence[Alert]:
+        """The alerts this event raises (the engine's gate drops repeats of an incident)."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True)
 class Side:
-    """One end of a flow as a detector sees it: the device that acts, and the peer."""
+    """One end of a flow as a rule sees it: the device that acts, and the peer."""
 
     ip: str
     port: int
@@ -31,27 +56,8 @@ class Side:
         return cls(me[0], me[1], mac, peer[0], peer[1])
 
 
-def is_watched(policy: SitePolicy, dev: Device | None, ip: str) -> bool:
-    if dev is not None and dev.watched:
-        return True
-    return policy.is_watched(ip, dev.vendor if dev is not None else None)
-
-
-def leaves_site(policy: SitePolicy, ip: str, port: int, transport: str) -> bool:
-    """True when traffic to ip:port is not allowed by the policy (outside the site's allowlist)."""
-    allowed, _ = policy.egress_allowed(ip, port, transport)
-    return not allowed
-
-
-def is_site_address(policy: SitePolicy, ip: str) -> bool:
-    """On the site: a monitored network, a private or link-local address, multicast or broadcast."""
-    if policy.is_monitored_ip(ip) or is_local_ip(ip):
-        return True
-    addr = ipaddress.ip_address(ip)
-    return addr.is_multicast or ip == "255.255.255.255"
-
-
 def describe(dev: Device | None, ip: str, mac: int) -> str:
+    """How a message names a watched device: maker, address and MAC."""
     maker = dev.manufacturer if dev is not None and dev.manufacturer else "Watched"
     return f"{maker} device {ip}" + (f" ({format_mac(mac)})" if mac else "")
 
@@ -69,11 +75,9 @@ def side_alert(
     domain: str | None = None,
     protocol: str | None = None,
 ) -> Alert:
-    """An alert about `side` (the device acting) towards its peer on `flow`."""
+    """An alert about ``side`` (the device acting) towards its peer on ``flow``."""
     mac = format_mac(side.mac) if side.mac else None
     ported = flow.proto in _PORTED
-    from monitor.detectors.egress import transport_name
-
     return Alert(
         rule=rule,
         timestamp_ns=ts_ns,

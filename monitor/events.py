@@ -1,0 +1,163 @@
+"""Typed events: what the analyzers and the site model report, and what the rules judge.
+
+Every event carries the capture time it happened at (``ts_ns``). Events about one packet of a flow
+(:class:`FlowEvent`) also carry the flow and which side sent the packet. The engine sorts a batch's
+events into capture order and hands each one to the components registered for its type (the site
+model first, then the rules: see ``monitor/registry.py``), so a rule never depends on batch
+boundaries or on the order the analyzers ran in.
+
+Only events that somebody consumes exist here: an analyzer that learns something nobody acts on
+keeps it to itself (or sets it on the flow, as the TLS SNI and the DNS names are).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitor.analyzers.rtsp import Transport
+    from monitor.devices import Device
+    from monitor.flows import Flow
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened at capture time ``ts_ns``."""
+
+    ts_ns: int
+
+
+# ------------------------------------------------------------------------------ the flow table
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStarted(Event):
+    """A flow's first packet (``flow.src`` sent it)."""
+
+    flow: Flow
+
+
+@dataclass(frozen=True, slots=True)
+class ResponderSeen(Event):
+    """The responder of a flow sent its first packet: its address is now known to be its own."""
+
+    flow: Flow
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEnded(Event):
+    """A flow ended (idle, active timeout, TCP close, eviction or the end of input)."""
+
+    flow: Flow
+
+
+@dataclass(frozen=True, slots=True)
+class Clock(Event):
+    """Capture time reached ``ts_ns`` (once per batch): for rules that judge flows while they run."""
+
+
+# ------------------------------------------------------------------------------ the analyzers
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFact(Event):
+    """Evidence about the device that owns ``mac`` (and uses ``ip``): who made it, model, serial...
+
+    ``kind`` is the evidence kind of the inventory record (``sadp``, ``dhip``, ``wsd``, ``http_server``,
+    ``rtsp_server``, ``realm``, ``tls_cert``, ``dhcp``, ``mqtt_user``...)."""
+
+    mac: int
+    ip: str
+    kind: str
+    detail: str
+    vendor: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    serial: str | None = None
+    protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEvent(Event):
+    """An event read from one packet of ``flow``; ``from_src`` says the flow's source sent it."""
+
+    flow: Flow
+    from_src: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQuery(FlowEvent):
+    """A DNS question (over UDP or TCP)."""
+
+    name: str
+    qtype: int
+
+
+@dataclass(frozen=True, slots=True)
+class P2pSignal(FlowEvent):
+    """A NAT-traversal or vendor P2P message: STUN/TURN, EZVIZ XML "STUN", Dahua DHGET/PTCP, CS2 PPPP.
+
+    ``protocol`` names the message family (``stun``, ``turn``, ``ezviz_xml``, ``dahua_dhget``, ...),
+    ``message`` its kind, ``serial`` the device serial the message carries, if any."""
+
+    protocol: str
+    vendor: str | None
+    message: str
+    serial: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IgdSearch(FlowEvent):
+    """An SSDP M-SEARCH for an Internet Gateway Device (a router that maps ports)."""
+
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping(FlowEvent):
+    """A UPnP SOAP request about port mappings (``AddPortMapping``...)."""
+
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest(FlowEvent):
+    """An RTSP request (``from_src``: sent by the flow's source)."""
+
+    method: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTransport(FlowEvent):
+    """An RTSP ``Transport`` header: where the media of a SETUP goes (``request``: in the request,
+    else in the camera's response)."""
+
+    transport: Transport
+    request: bool
+
+    @property
+    def client_is_src(self) -> bool:
+        """The RTSP client (the side that sends requests) is the flow's source."""
+        return self.from_src if self.request else not self.from_src
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSeen(FlowEvent):
+    """The first media packet (RTP, or SRTP after DTLS) one side of the flow sent."""
+
+    protocol: str
+
+
+# ------------------------------------------------------------------------------ the site model
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceWatched(Event):
+    """A device became watched (``why`` completes "watched because ..."); ``ip`` is the address it
+    was seen with, if any."""
+
+    device: Device
+    ip: str | None
+    why: str

@@ -1,0 +1,130 @@
+"""What a protocol module declares about itself, and what its handler may do.
+
+Each analyzer module under ``monitor/analyzers/`` that camwatch dispatches packets to ends with a
+``PROTOCOLS`` tuple of :class:`ProtocolSpec`: the label, the ports it is expected on, a cheap content
+sniffer and its rank among the guesses, whether every packet of such a flow is read, and the handler
+that parses a packet and reports what it means through a :class:`Context`. ``monitor/registry.py``
+collects them (as Zeek's ``register_for_ports`` and DPD signatures sit beside each analyzer, and
+nDPI's ``init_*_dissector`` beside each dissector): adding a protocol is one module.
+
+A handler is ``handler(ctx, flow, from_src, payload, ts_ns) -> bool``: it parses ``payload`` (one
+packet's L4 payload, sent by the flow's source when ``from_src``) and returns True when the payload is
+that protocol; it raises ``AnalyzerError`` when it is not (or is malformed). It never raises anything
+else on packet content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from monitor.events import Event
+    from monitor.flows import Flow
+
+T = TypeVar("T")
+
+
+class Context(Protocol):
+    """What a protocol handler may do (implemented by ``monitor.analysis.Analysis``)."""
+
+    def emit(self, event: Event) -> None:
+        """Report an event for the site model and the rules."""
+
+    def fact(
+        self,
+        flow: Flow,
+        from_src: bool,
+        kind: str,
+        detail: str,
+        *,
+        vendor: str | None = None,
+        model: str | None = None,
+        firmware: str | None = None,
+        serial: str | None = None,
+        protocol: str | None = None,
+    ) -> None:
+        """Evidence about the device that sent this packet."""
+
+    def upgrade(self, flow: Flow, name: str) -> None:
+        """Relabel a multiplexed flow (STUN, DTLS, SRTP) with what it turned out to carry."""
+
+    def resolved(self, ip: str, name: str, ts_ns: int) -> None:
+        """A DNS answer: ``ip`` was the answer to a question about ``name``."""
+
+
+class FlowApp:
+    """The analyzers' state of one flow (``Flow.app``), created before its first packet is analysed."""
+
+    __slots__ = ("done", "failures", "states", "tried")
+
+    def __init__(self) -> None:
+        self.states: dict[Hashable, object] = {}
+        self.tried = 0  # packets tried against candidate protocols while unlabelled
+        self.failures = 0
+        # Set when the analyzers want no more of this flow: packets the flow table had already
+        # selected in the current batch are skipped too.
+        self.done = False
+
+
+def flow_state(flow: Flow, key: Hashable, cls: type[T], factory: Callable[[], T] | None = None) -> T:
+    """The flow's analyzer state under ``key`` (stream parsers per direction, what the WebRTC
+    demultiplexer learned...), created with ``factory`` (default ``cls()``) on first use."""
+    states = _app(flow).states
+    value = states.get(key)
+    if not isinstance(value, cls):
+        value = states[key] = (factory or cls)()
+    return value
+
+
+def peek_state(flow: Flow, key: Hashable, cls: type[T]) -> T | None:
+    """The flow's analyzer state under ``key`` if there is one."""
+    app = flow.app
+    value = app.states.get(key) if app is not None else None
+    return value if isinstance(value, cls) else None
+
+
+def stop_inspecting(flow: Flow) -> None:
+    """No more packets of this flow for the analyzers (not even those already selected)."""
+    flow.inspect_left = 0
+    _app(flow).done = True
+
+
+def _app(flow: Flow) -> FlowApp:
+    app = flow.app
+    if app is None:
+        app = flow.app = FlowApp()
+    return app
+
+
+Handler = Callable[["Context", "Flow", bool, bytes, int], bool]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolSpec:
+    """Everything the dispatcher needs to know about one protocol label."""
+
+    name: str
+    """The ``network.protocol`` label (lowercase)."""
+    handler: Handler
+    udp_ports: tuple[int, ...] = ()
+    tcp_ports: tuple[int, ...] = ()
+    """Ports the protocol is expected on: tried first, before any content guess."""
+    sniff: Callable[[bytes], bool] | None = None
+    """A cheap content check that never raises, for the protocol on a port it does not usually use."""
+    udp_guess: int | None = None
+    tcp_guess: int | None = None
+    """Rank among the content guesses on that transport (lower is tried first); None: never guessed."""
+    control: bool = False
+    """A small control protocol: once a flow has this label, every packet of it is read."""
+    after_label: int | None = None
+    """Once labelled, read at most this many more packets of the flow (media, encrypted sessions)."""
+    mux_rank: int | None = None
+    """For labels that share one 5-tuple (RFC 7983: STUN, DTLS, SRTP): a flow's label only moves up."""
+    emits: tuple[type[Event], ...] = ()
+    """The event types the handler reports (documentation, and checked by the tests)."""
+
+    def __post_init__(self) -> None:
+        if (self.udp_guess is not None or self.tcp_guess is not None) and self.sniff is None:
+            raise ValueError(f"protocol {self.name}: a content guess needs a sniff function")

@@ -1,0 +1,175 @@
+"""``stream.egress``: a watched camera's video leaves the site or goes to a non-viewer.
+
+Four ways video is seen leaving: an RTSP SETUP whose Transport sends the RTP elsewhere; RTP announced by
+a SETUP, or (S)RTP the analyzers recognise, sent by a watched device to outside the site; and a
+sustained camera-rate upstream flow (P2P media over PPPP/PTCP/relays, unlabelled streaming), judged
+once per second of capture time while the flow runs and again when it ends. Who sends the media
+decides, not who opened the flow: both ICE peers send checks, a viewer "punches" its NAT first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monitor.alerts import Alert, Rule
+from monitor.decode import transport_name
+from monitor.events import Clock, Event, FlowEnded, FlowStarted, MediaSeen, StreamTransport
+from monitor.flows import Flow
+from monitor.rules import RuleModule, Side, describe, side_alert
+from monitor.site import Site
+
+STREAM_EGRESS = Rule("stream.egress", "Camera video is leaving the site or going to a non-viewer", 4)
+RULES = (STREAM_EGRESS,)
+
+# A sustained upstream flow at camera rate: at least this many bits per second for this long.
+EGRESS_RATE_BPS = 500_000
+EGRESS_MIN_SECONDS = 10.0
+NS = 1_000_000_000
+MAX_UPSTREAM_FLOWS = 10_000  # external flows of watched devices followed at once (a flood must not grow it)
+
+# How the message names what the device sends, by protocol label.
+_MEDIA_WORDS = {
+    "srtp": "WebRTC media (DTLS-SRTP, as cloud live view and P2P viewing use)",
+    "rtp": "RTP",
+}
+
+
+def is_sustained_upstream(flow: Flow, sender_is_src: bool) -> bool:
+    """That side has sent at camera rate for long enough."""
+    seconds = (flow.last_ns - flow.start_ns) / 1e9
+    if seconds < EGRESS_MIN_SECONDS:
+        return False
+    _, sent = flow.src_counts if sender_is_src else flow.dst_counts
+    return sent * 8 / seconds >= EGRESS_RATE_BPS
+
+
+class StreamEgressRule(RuleModule):
+    """Follows where watched devices' media goes."""
+
+    consumes = (StreamTransport, MediaSeen, FlowStarted, Clock, FlowEnded)
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site)
+        # Flows between a watched device and outside the site, until judged for sustained upstream video:
+        # id(flow) -> (flow, the site side is the source). Small: dropped once judged or ended.
+        self._upstream: dict[int, tuple[Flow, bool]] = {}
+        self._judged_ns = 0
+
+    def judge(self, event: Event) -> Sequence[Alert]:
+        if isinstance(event, FlowStarted):
+            return self._started(event.flow)
+        if isinstance(event, MediaSeen):
+            return self._media(event.flow, event.from_src, event.ts_ns, event.protocol)
+        if isinstance(event, StreamTransport):
+            return self._transport(event)
+        if isinstance(event, Clock):
+            return self._judge_upstream(event.ts_ns)
+        if isinstance(event, FlowEnded):
+            return self._ended(event.flow)
+        return ()
+
+    def _started(self, flow: Flow) -> Sequence[Alert]:
+        site = self.site
+        s_site = site.is_site_address(flow.src[0])
+        if (
+            s_site != site.is_site_address(flow.dst[0])
+            and len(self._upstream) < MAX_UPSTREAM_FLOWS
+            and site.watched(flow, s_site) is not None
+        ):
+            self._upstream[id(flow)] = (flow, s_site)
+        if flow.protocol == "rtp":  # announced by an RTSP SETUP: the camera is the media's sender
+            camera_is_src = flow.media_from_src
+            return self._media(flow, True if camera_is_src is None else camera_is_src, flow.start_ns)
+        return ()
+
+    def _transport(self, event: StreamTransport) -> Sequence[Alert]:
+        """An RTSP SETUP that sends the camera's RTP to an address outside the site."""
+        site = self.site
+        cam_is_src = not event.client_is_src
+        camera = site.watched(event.flow, cam_is_src)
+        if camera is None:
+            return ()
+        dest = event.transport.destination
+        if not dest or site.is_site_address(dest) or site.allowed_viewer(dest):
+            return ()
+        cam = Side.of(event.flow, cam_is_src)
+        message = (
+            f"RTSP told {describe(camera.device, cam.ip, cam.mac)} to send its video to {dest}, outside the "
+            f"site: check the recorder/VMS configuration and block the camera's outbound RTP."
+        )
+        return (
+            side_alert(
+                STREAM_EGRESS,
+                event.flow,
+                cam,
+                camera.device,
+                site.observer,
+                event.ts_ns,
+                message,
+                ("rtsp-destination", dest),
+                protocol="rtsp",
+            ),
+        )
+
+    def _media(
+        self, flow: Flow, sender_is_src: bool, ts_ns: int, protocol: str | None = None
+    ) -> Sequence[Alert]:
+        """Video from a watched device to outside the site; ``protocol`` names the media when it differs
+        from the flow's label."""
+        site = self.site
+        watched = site.watched(flow, sender_is_src)
+        if watched is None:
+            return ()
+        side = Side.of(flow, sender_is_src)
+        transport = transport_name(flow.proto)
+        if not site.leaves_site(side.peer_ip, side.peer_port, transport) and (
+            # Video to an allowed viewer on site, or a configured viewer (recorder/VMS) talking RTP to a
+            # camera on site (keep-alives, the ONVIF audio back-channel).
+            site.policy.is_viewer(side.ip) or site.allowed_viewer(side.peer_ip)
+        ):
+            return ()
+        proto = protocol or flow.protocol
+        what = _MEDIA_WORDS.get(proto or "", proto) or "a sustained video-rate flow"
+        message = (
+            f"{describe(watched.device, side.ip, side.mac)} is sending {what} to {side.peer_ip}, outside the "
+            f"site: its video is leaving; block the destination and check the device's cloud/P2P settings."
+        )
+        return (
+            side_alert(
+                STREAM_EGRESS,
+                flow,
+                side,
+                watched.device,
+                site.observer,
+                ts_ns,
+                message,
+                ("media", side.peer_ip),
+                protocol=proto,
+            ),
+        )
+
+    def _judge_upstream(self, now_ns: int) -> Sequence[Alert]:
+        # Once per second of capture time: a P2P media session (PPPP, PTCP, a relay) can last for hours,
+        # so it is judged while it runs, not only when it ends.
+        if not self._upstream or now_ns - self._judged_ns < NS:
+            return ()
+        self._judged_ns = now_ns
+        out: list[Alert] = []
+        for key, (flow, site_is_src) in list(self._upstream.items()):
+            if is_sustained_upstream(flow, site_is_src):
+                del self._upstream[key]
+                out.extend(self._media(flow, site_is_src, flow.last_ns))
+        return out
+
+    def _ended(self, flow: Flow) -> Sequence[Alert]:
+        self._upstream.pop(id(flow), None)
+        camera_is_src = flow.media_from_src if flow.protocol == "rtp" else None
+        out: list[Alert] = []
+        for sender_is_src in (True, False):
+            sent, _ = flow.src_counts if sender_is_src else flow.dst_counts
+            if camera_is_src is not None and sender_is_src != camera_is_src:
+                continue  # the viewer's side of announced RTP: its NAT "punch" packets, not video
+            # RTP this side sent, or unlabelled bulk at camera rate.
+            if sent and (flow.protocol == "rtp" or is_sustained_upstream(flow, sender_is_src)):
+                out.extend(self._media(flow, sender_is_src, flow.start_ns))
+        return out

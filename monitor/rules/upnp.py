@@ -1,0 +1,60 @@
+"""``upnp.port_mapping``: a device searches for an Internet Gateway Device or asks for a port mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monitor.alerts import Alert, Rule
+from monitor.events import Event, IgdSearch, PortMapping
+from monitor.rules import RuleModule, Side, describe, side_alert
+
+UPNP_PORT_MAPPING = Rule(
+    "upnp.port_mapping",
+    "Device searched for a UPnP gateway or asked for a port mapping",
+    3,
+    ("network",),
+    ("protocol",),
+)
+RULES = (UPNP_PORT_MAPPING,)
+
+
+class UpnpRule(RuleModule):
+    """Judges SSDP IGD searches and SOAP port-mapping requests from watched devices."""
+
+    consumes = (IgdSearch, PortMapping)
+
+    def judge(self, event: Event) -> Sequence[Alert]:
+        if not isinstance(event, IgdSearch | PortMapping):
+            return ()
+        watched = self.site.watched(event.flow, event.from_src)
+        if watched is None:
+            return ()
+        side = Side.of(event.flow, event.from_src)
+        who = describe(watched.device, side.ip, side.mac)
+        identity: tuple[object, ...]
+        if isinstance(event, PortMapping):
+            message = (
+                f"{who} asked the router at {side.peer_ip} for a UPnP port mapping ({event.action}): it is "
+                f"opening itself to the Internet; disable UPnP on the device and on the router, and remove "
+                f"the mapping."
+            )
+            identity, protocol = ("mapping", side.peer_ip), "upnp"
+        else:
+            message = (
+                f"{who} searched for an Internet Gateway Device (UPnP): it is looking for a router that will "
+                f"open ports for it; disable UPnP on the device and on the router."
+            )
+            identity, protocol = ("search",), "ssdp"
+        return (
+            side_alert(
+                UPNP_PORT_MAPPING,
+                event.flow,
+                side,
+                watched.device,
+                self.site.observer,
+                event.ts_ns,
+                message,
+                identity,
+                protocol=protocol,
+            ),
+        )
