@@ -96,7 +96,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    lab = sub.add_parser("lab", help="the camera lab: simulated cameras in network namespaces (root)")
+    lab = sub.add_parser(
+        "lab", help="the camera lab: simulated cameras in network namespaces (root; camwatch[lab])"
+    )
     lab_sub = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
 
     def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -226,9 +228,22 @@ def _mqtt_address(text: str) -> tuple[str, int]:
 
 
 def lab_command(args: argparse.Namespace, out: TextIO) -> int:
-    """`camwatch lab up|down|status|trigger|pattern`."""
-    from agents.lab.lab import Lab, LabError
+    """`camwatch lab up|down|status|trigger|pattern`: the camera lab (`pip install 'camwatch[lab]'`)."""
+    # The one import of the lab from agents/ (tests/test_layout.py holds it to that): a gateway runs without
+    # the lab's dependencies, and may run without its package.
+    try:
+        from lab.lab import Lab, LabError, require_packages
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "lab":
+            raise  # a broken install or a bug, not a missing lab (its extra is checked below)
+        raise CliError("the camera lab is not installed: pip install 'camwatch[lab]'") from None
 
+    # `down` tears a lab down whatever is installed (iproute2 suffices); the rest need the lab extra.
+    if args.lab_command != "down":
+        try:
+            require_packages()
+        except LabError as exc:
+            raise CliError(str(exc)) from None
     try:
         lab = Lab(args.prefix, args.dir)
         if args.lab_command == "up":

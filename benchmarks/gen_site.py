@@ -2,7 +2,7 @@
 
     python benchmarks/gen_site.py OUT.pcap --packets 1000000
 
-The traffic is `agents.lab.scenario.site_packets(benchmark_shape(N))`: 50 cameras sending RTP video
+The traffic is `lab.scenario.site_packets(benchmark_shape(N))`: 50 cameras sending RTP video
 to the recorder at 400 packets/s each, plus the scenario's control traffic (RTSP, DNS, NTP,
 phone-home, office browsing). The file holds exactly N packets: the shape is stretched by a
 second and the stream cut at N, because `benchmark_shape` gives only *about* N packets (video
@@ -28,7 +28,7 @@ from typing import Any
 # (they are also installed editable in the venv, this only matters for other interpreters).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.lab.scenario import benchmark_shape, site_packets
+from lab.scenario import benchmark_shape, site_packets
 from monitor.pcapwrite import PcapWriter
 
 # Bump when the way the file is produced changes, so that cached captures are rebuilt.
@@ -43,7 +43,7 @@ def parameters(packets: int) -> dict[str, Any]:
     shape = benchmark_shape(packets)
     shape = dataclasses.replace(shape, seconds=shape.seconds + 1.0)
     return {
-        "generator": "agents.lab.scenario.site_packets",
+        "generator": "lab.scenario.site_packets",
         "generator_version": GENERATOR_VERSION,
         "packets": packets,
         "shape": dataclasses.asdict(shape),

@@ -5,7 +5,7 @@
 
 1. Creates namespaces ``cw-bench-a-<pid>`` and ``cw-bench-b-<pid>`` joined by a veth pair (deleted at
    the end, also on error or Ctrl-C).
-2. Writes the traffic once: the scenario's 50-camera site (agents/lab/scenario.py, benchmark shape:
+2. Writes the traffic once: the scenario's 50-camera site (lab/scenario.py, benchmark shape:
    RTP video from 50 cameras, mean frame about 1,170 bytes) over 2 s of site time, plus all of the
    scenario's control and persona traffic (RTSP, DNS, NTP, phone-home, discovery, UPnP).
 3. For each rate of a ramp, starts a fresh capture process in namespace B (``ip netns exec``) and a
@@ -77,7 +77,7 @@ def build_frames(path: Path, video_seconds: float = 2.0) -> dict[str, Any]:
     """Write the frames file (u32 length + frame, repeated); returns counts."""
     from itertools import takewhile
 
-    from agents.lab import scenario
+    from lab import scenario
 
     shape = scenario.benchmark_shape(int(video_seconds * 20_000) + 20_000)
     end = shape.start_ns + int((0.5 + video_seconds) * scenario.NS)  # video starts half a second in

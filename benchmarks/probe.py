@@ -7,7 +7,7 @@ camwatch's probe (`agents.probe.scheduler.run_probe`) runs two child processes p
 RTSP stream, decodes for ``--duration`` seconds and samples frames; OpenCV then judges them (frozen, black,
 covered) and writes a snapshot. The peer is the obvious alternative: one child process that opens the same
 stream with PyAV, decodes for the same time and computes the same kind of image statistics with numpy as it
-goes (mean luma, frame difference). Both watch one `agents.lab.rtsp_server.RtspCameraServer` served from
+goes (mean luma, frame difference). Both watch one `lab.rtsp_server.RtspCameraServer` served from
 this process over loopback; runs alternate between the two (the order flips every round).
 
 Reported per tool: wall time of one probe (open to verdict), CPU of its child processes (user + system,
@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.config import AgentConfig  # noqa: E402
-from agents.lab.rtsp_server import RtspCameraServer  # noqa: E402
-from agents.lab.video import VideoSpec  # noqa: E402
 from agents.probe.scheduler import run_probe  # noqa: E402
+from lab.rtsp_server import RtspCameraServer  # noqa: E402
+from lab.video import VideoSpec  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "probe.json"
 

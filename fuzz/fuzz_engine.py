@@ -56,7 +56,7 @@ def parse(data: bytes) -> None:
 
 def seeds() -> list[bytes]:
     """Every frame of the corpus (first 200 of each capture) and of the lab's persona traffic."""
-    from agents.lab import scenario
+    from lab import scenario
     from monitor.pcapfile import CaptureParser
     from tests.truth.paths import PCAPS
 

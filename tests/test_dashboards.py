@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from agents.config import AgentConfig
-from agents.lab import scenario
-from agents.lab.rtsp_server import RtspCameraServer
-from agents.lab.video import VideoSpec
 from agents.runtime import Agent
+from lab import scenario
+from lab.rtsp_server import RtspCameraServer
+from lab.video import VideoSpec
 from monitor.pcapwrite import pcap_bytes
 from tests.agents.mosquitto import Mosquitto, free_port
 from tests.agents.promserver import (

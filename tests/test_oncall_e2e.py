@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from agents.config import AgentConfig
-from agents.lab import scenario
 from agents.runtime import Agent
+from lab import scenario
 from monitor.pcapwrite import pcap_bytes
 from tests.agents.alerting import (
     ALERTMANAGER_SKIP_REASON,

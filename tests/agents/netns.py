@@ -12,7 +12,7 @@ and ``cwveth-b`` with fixed MACs and addresses, up, IPv6 off (no router solicita
 to filter out). Deleting the namespaces deletes the veth pair. Without root or ``ip netns`` the fixture
 skips with the reason.
 
-:func:`inside` is the lab's :func:`agents.lab.netns.in_namespace`: it moves only the calling thread into a
+:func:`inside` is the lab's :func:`lab.netns.in_namespace`: it moves only the calling thread into a
 namespace (``setns`` applies per thread for network namespaces) and always moves it back, so a socket
 created there stays in that namespace.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agents.lab.netns import NETNS_DIR, in_namespace
+from lab.netns import NETNS_DIR, in_namespace
 
 __all__ = [
     "NetnsPair",

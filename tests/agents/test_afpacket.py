@@ -13,7 +13,7 @@ import pytest
 
 from agents.capture.afpacket import CaptureOpenError, RecvSource, RingSource, open_live
 from agents.capture.source import CaptureSource, CaptureStats, LiveCaptureSource
-from agents.lab import synth
+from lab import synth
 from tests.agents.netns import NetnsPair, exec_in, inside, netns_pair, send_frames
 
 __all__ = ["netns_pair"]  # the fixture, imported for pytest

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.lab import scenario
+from lab import scenario
 from monitor.pcapwrite import pcap_bytes
 
 ROOT = Path(__file__).parents[2]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.lab import scenario
+from lab import scenario
 from tests.agents.mosquitto import MOSQUITTO, free_port
 from tests.agents.mqttsub import NamespaceSubscriber
 from tests.agents.netns import NetnsPair, netns_pair, send_frames, skip_reason

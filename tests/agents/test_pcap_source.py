@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agents.capture.pcap_source import PcapFileSource
-from agents.lab import scenario
+from lab import scenario
 from monitor.pcapfile import CaptureError, CaptureParser, PacketBatch
 from monitor.pcapwrite import pcap_bytes, pcapng_bytes
 from tests.truth.paths import pcap as corpus_pcap

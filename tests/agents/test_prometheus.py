@@ -26,7 +26,6 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.config import BasicAuthConfig, MetricsConfig
-from agents.lab import scenario
 from agents.sinks.prometheus import (
     AgentSnapshot,
     CamwatchCollector,
@@ -38,6 +37,7 @@ from agents.sinks.prometheus import (
     SpoolStats,
     StreamStats,
 )
+from lab import scenario
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
 from monitor.registry import RULES

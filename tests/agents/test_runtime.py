@@ -17,8 +17,8 @@ import pytest
 
 from agents.capture.pcap_source import PcapFileSource
 from agents.config import AgentConfig
-from agents.lab import scenario
 from agents.runtime import Agent
+from lab import scenario
 from monitor.pcapwrite import pcap_bytes
 from tests.agents.mosquitto import Mosquitto, Subscriber, free_port
 from tests.agents.promserver import SKIP_REASON, ScrapeTarget, prometheus_binary, running_prometheus

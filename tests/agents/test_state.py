@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.lab import scenario
 from agents.state import load_incidents, load_inventory, save_incidents, save_inventory
+from lab import scenario
 from monitor.alerts import Alert, AlertGate
 from monitor.engine import Engine
 from monitor.pcapwrite import pcap_bytes

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from agents.lab import synth
+from lab import synth
 from monitor.decode import Decoded, decode
 from monitor.flows import addr_str
 from monitor.pcapfile import CaptureParser

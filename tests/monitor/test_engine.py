@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agents.capture.pcap_source import PcapFileSource
-from agents.lab import personas, scenario, synth
+from lab import personas, scenario, synth
 from monitor.engine import Engine, EngineConfig
 from monitor.flows import FlowConfig
 from monitor.pcapfile import CaptureParser
@@ -149,8 +149,8 @@ def test_hikvision_camera_outside_the_camera_network(tmp_path: Path) -> None:
 
 
 def test_demo_site_raises_exactly_the_expected_alerts(tmp_path: Path) -> None:
-    """Each persona of the demo site (agents/lab/personas.py) raises exactly its rules, nothing more."""
-    from agents.lab import personas
+    """Each persona of the demo site (lab/personas.py) raises exactly its rules, nothing more."""
+    from lab import personas
 
     path = write(tmp_path, list(scenario.site_packets(scenario.demo_shape())))
     engine, _, alerts = run_engine(path, policy=SITE_POLICY)

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from agents.config import AgentConfig
-from agents.lab import scenario
 from agents.runtime import Agent
+from lab import scenario
 from monitor.pcapwrite import pcap_bytes
 from tests.agents.mosquitto import MOSQUITTO, Mosquitto, Subscriber
 from tests.agents.promserver import free_port
@@ -49,8 +49,8 @@ def lines(path: Path) -> list[dict[str, Any]]:
 def test_the_agent_probes_a_camera_and_its_alert_takes_the_engines_path(tmp_path: Path) -> None:
     pytest.importorskip("av", reason="the stream extra (PyAV) is not installed")
     pytest.importorskip("cv2", reason="the stream extra (opencv-python-headless) is not installed")
-    rtsp = pytest.importorskip("agents.lab.rtsp_server", reason="the lab's RTSP camera is not available")
-    from agents.lab.video import VideoSpec
+    rtsp = pytest.importorskip("lab.rtsp_server", reason="the lab's RTSP camera is not available")
+    from lab.video import VideoSpec
 
     pcap = site_capture(tmp_path / "site.pcap", seconds=4.0)
     metrics_port = free_port()

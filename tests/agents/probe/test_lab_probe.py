@@ -1,4 +1,4 @@
-"""The stream probe against the lab's RTSP cameras (agents/lab/rtsp_server.py): real H.264 over RTSP,
+"""The stream probe against the lab's RTSP cameras (lab/rtsp_server.py): real H.264 over RTSP,
 real PyAV and OpenCV child processes, real sockets on loopback.
 
 Small pictures and short probe durations keep this quick: every probe here watches 1 s of video.
@@ -19,11 +19,11 @@ import pytest
 
 pytest.importorskip("av", reason="the stream extra (PyAV) is not installed")
 cv2 = pytest.importorskip("cv2", reason="the stream extra (opencv-python-headless) is not installed")
-rtsp_server = pytest.importorskip("agents.lab.rtsp_server", reason="the lab's RTSP camera is not available")
+rtsp_server = pytest.importorskip("lab.rtsp_server", reason="the lab's RTSP camera is not available")
 
 from agents.config import CameraConfig, StreamProbeConfig  # noqa: E402
-from agents.lab.video import VideoSpec  # noqa: E402
 from agents.probe.scheduler import StreamProber, _Deadline, _run_child, run_probe  # noqa: E402
+from lab.video import VideoSpec  # noqa: E402
 from monitor.registry import RULES  # noqa: E402
 
 RtspCameraServer = rtsp_server.RtspCameraServer

@@ -1,6 +1,6 @@
 """The camera lab's network namespaces: build and remove them, find them, and enter one from a thread.
 
-`build_network` turns a `LabDescription` (`agents.lab.topology`) into namespaces, links, addresses and
+`build_network` turns a `LabDescription` (`lab.topology`) into namespaces, links, addresses and
 routes with iproute2; `remove_network` deletes them. Only namespaces named exactly `<prefix>-<role>`
 belong to a lab, so labs with other prefixes (and anything else on the host) are never touched.
 
@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from agents.lab.topology import LabDescription, check_prefix
+from lab.topology import LabDescription, check_prefix
 
 __all__ = [
     "NETNS_DIR",

@@ -1,11 +1,11 @@
-"""The lab's gateway and "internet" services: `python -m agents.lab.services gw|inet DIR`.
+"""The lab's gateway and "internet" services: `python -m lab.services gw|inet DIR`.
 
 - gw (site services, in the gateway namespace): the site resolver on udp/53 (answers the lab's names,
   NXDOMAIN otherwise), a UPnP Internet Gateway Device (SSDP responder on 239.255.255.250:1900 and a SOAP
   endpoint that grants AddPortMapping), and NTP on udp/123.
 - inet (the clouds, in the internet namespace): the EZVIZ cloud (litedev registration on tcp/8666, XML
   "STUN" on udp/6002), Easy4IP (DHGET on udp/8800), and STUN (udp/3478) with the WebRTC live-view
-  signalling server (tcp/8080) from `agents.lab.webrtc`.
+  signalling server (tcp/8080) from `lab.webrtc`.
 
 Requests are parsed with the engine's own analyzers (`monitor.analyzers`): the lab answers exactly
 what camwatch recognises, and garbage gets a precise log line, never a crash. Each answer is a pure
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Self
 
-from agents.lab import payloads
-from agents.lab.httpmini import encode_response
-from agents.lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
-from agents.lab.topology import LabDescription, LabPaths
-from agents.lab.udp import Address, DatagramHandler, DatagramServer
+from lab import payloads
+from lab.httpmini import encode_response
+from lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
+from lab.topology import LabDescription, LabPaths
+from lab.udp import Address, DatagramHandler, DatagramServer
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers import dns as dns_analyzer
 from monitor.analyzers import ntp as ntp_analyzer
@@ -534,9 +534,9 @@ async def serve_internet(desc: LabDescription, stack: contextlib.AsyncExitStack)
     ]
     # The WebRTC side (STUN and live-view signalling) needs aiortc: without it the clouds above still run.
     try:
-        from agents.lab.webrtc import LiveViewServer, StunServer
+        from lab.webrtc import LiveViewServer, StunServer
     except ImportError as exc:
-        log.error("WebRTC services unavailable (install camwatch[webrtc]): %s", exc)
+        log.error("WebRTC services unavailable (install camwatch[lab]): %s", exc)
         return out
     await stack.enter_async_context(StunServer(svc.stun, svc.stun_port))
     await stack.enter_async_context(

@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
-from agents.lab.h264 import CLOCK_RATE, RtpPacket, SenderReport, ntp_timestamp, packetize, sdes_cname
-from agents.lab.rtsp_messages import RtspRequest, TransportSpec
-from agents.lab.video import PATTERNS, EncodedFrame, H264Encoder, PatternGenerator, VideoSpec
+from lab.h264 import CLOCK_RATE, RtpPacket, SenderReport, ntp_timestamp, packetize, sdes_cname
+from lab.rtsp_messages import RtspRequest, TransportSpec
+from lab.video import PATTERNS, EncodedFrame, H264Encoder, PatternGenerator, VideoSpec
 
 logger = logging.getLogger(__name__)
 

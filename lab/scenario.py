@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agents.lab import payloads, personas, synth
+from lab import payloads, personas, synth
 
 NS = 1_000_000_000
 
@@ -129,7 +129,7 @@ def control_events(shape: SiteShape) -> list[tuple[int, bytes]]:
 
 
 def persona_events(shape: SiteShape) -> list[tuple[int, bytes]]:
-    """Discovery, phone-home and stream misuse by the vendor personas (see agents/lab/personas.py)."""
+    """Discovery, phone-home and stream misuse by the vendor personas (see lab/personas.py)."""
     t0 = shape.start_ns + 6 * NS
     p = personas
     ms = p.MS

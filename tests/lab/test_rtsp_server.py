@@ -22,10 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.lab.h264 import DEFAULT_MTU, RtpPacket, SenderReport, depacketize, packetize, sdes_cname
-from agents.lab.rtsp_messages import RtspRequest, TransportSpec
-from agents.lab.rtsp_server import MAX_SESSIONS, RtspCameraServer, SessionInfo
-from agents.lab.video import VideoSpec
+from lab.h264 import DEFAULT_MTU, RtpPacket, SenderReport, depacketize, packetize, sdes_cname
+from lab.rtsp_messages import RtspRequest, TransportSpec
+from lab.rtsp_server import MAX_SESSIONS, RtspCameraServer, SessionInfo
+from lab.video import VideoSpec
 
 # Small and fast: the tests run in real time, so a higher frame rate and a short GOP save seconds.
 SPEC = VideoSpec(width=320, height=180, fps=30, gop=15, bitrate=500_000)

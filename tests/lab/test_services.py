@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.lab import payloads
-from agents.lab.camera import http_exchange, resolve, udp_exchange
-from agents.lab.services import (
+from lab import payloads
+from lab.camera import http_exchange, resolve, udp_exchange
+from lab.services import (
     HttpReply,
     HttpRequest,
     HttpService,
@@ -32,7 +32,7 @@ from agents.lab.services import (
     ntp_answer,
     ssdp_answer,
 )
-from agents.lab.topology import default_description
+from lab.topology import default_description
 from monitor.analyzers import dns, ntp, ssdp
 from monitor.analyzers.p2p import DahuaP2pMessage, EzvizXmlMessage
 

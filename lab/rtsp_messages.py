@@ -1,7 +1,7 @@
 """The lab camera's view of RTSP 1.0 requests (RFC 2326): the request head and a SETUP's Transport header.
 
 Parsing only, no I/O: `RtspRequest.parse` and `TransportSpec.parse` raise ValueError saying what is
-wrong. `agents.lab.rtsp_server` answers a bad request with 400 and skips a transport it cannot parse
+wrong. `lab.rtsp_server` answers a bad request with 400 and skips a transport it cannot parse
 (461 when none is left).
 """
 

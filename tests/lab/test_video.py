@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from agents.lab.video import PATTERNS, H264Encoder, PatternGenerator, VideoSpec, split_annexb
+from lab.video import PATTERNS, H264Encoder, PatternGenerator, VideoSpec, split_annexb
 
 SPEC = VideoSpec(width=320, height=180, fps=15, gop=10, bitrate=400_000)
 

@@ -2,7 +2,7 @@
 life of a server around it (bind, port, close, `async with`).
 
 The answer is a pure function of the datagram and its sender (`DatagramHandler`), so the servers built
-on it (`agents.lab.services.UdpService`, `agents.lab.webrtc.StunServer`) keep their logic testable
+on it (`lab.services.UdpService`, `lab.webrtc.StunServer`) keep their logic testable
 without sockets; this module only moves bytes between the socket and the handler.
 """
 

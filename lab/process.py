@@ -1,6 +1,6 @@
 """What every lab process shares: its command line, logging, the ready file, stopping, exit codes.
 
-The manager (`agents.lab.lab`) starts each process (`python -m agents.lab.camera|office|recorder|services`)
+The manager (`lab.lab`) starts each process (`python -m lab.camera|office|recorder|services`)
 detached inside its namespace, sends its stderr to `DIR/<process>.log`, waits for `DIR/run/<process>.ready`
 and stops it with SIGTERM; `run_main` is the `main()` of each of them.
 """
@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.lab.topology import LabPaths, write_atomic
+from lab.topology import LabPaths, write_atomic
 
 __all__ = ["lab_arguments", "mark_ready", "run_main", "setup_logging", "wait_for_stop"]
 

@@ -1,4 +1,4 @@
-"""The lab's recorder (NVR): `python -m agents.lab.recorder DIR` (run inside the recorder's namespace).
+"""The lab's recorder (NVR): `python -m lab.recorder DIR` (run inside the recorder's namespace).
 
 It pulls every camera continuously, as a site's recorder does: RTSP with RTP over UDP or interleaved in
 TCP (each camera's `transport` in lab.json), demultiplexed with PyAV and never decoded, so a stream
@@ -23,8 +23,8 @@ from typing import Final
 import av
 import av.logging
 
-from agents.lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
-from agents.lab.topology import Camera, LabDescription, LabPaths, write_atomic
+from lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
+from lab.topology import Camera, LabDescription, LabPaths, write_atomic
 
 __all__ = ["PullStats", "Puller", "main", "open_stream"]
 

@@ -1,6 +1,6 @@
-"""A simulated camera: `python -m agents.lab.camera DIR NAME` (run inside the camera's namespace).
+"""A simulated camera: `python -m lab.camera DIR NAME` (run inside the camera's namespace).
 
-One asyncio process serves real RTSP with H.264 video (`agents.lab.rtsp_server`) and plays its vendor
+One asyncio process serves real RTSP with H.264 video (`lab.rtsp_server`) and plays its vendor
 persona (DESIGN 3) with real sockets:
 
 - `ezviz` (EZVIZ/Hikvision): SADP announcements; when triggered, looks up litedev.ezvizlife.com at the
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from agents.lab import payloads
-from agents.lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
-from agents.lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths, write_atomic
+from lab import payloads
+from lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
+from lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths, write_atomic
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers import dns as dns_analyzer
 from monitor.analyzers import ssdp as ssdp_analyzer
@@ -304,8 +304,8 @@ class EzvizPersona(Persona):
         detail.update(igd=f"{host}:{port}", control=path, status=_status(reply))
 
     async def live_view(self, detail: dict[str, object]) -> None:
-        from agents.lab.video import VideoSpec
-        from agents.lab.webrtc import LiveViewError, start_live_view
+        from lab.video import VideoSpec
+        from lab.webrtc import LiveViewError, start_live_view
 
         svc = self.desc.services
         video = self.video
@@ -414,8 +414,8 @@ class CameraProcess:
         self._control = Control()
 
     async def run(self) -> None:
-        from agents.lab.rtsp_server import RtspCameraServer
-        from agents.lab.video import VideoSpec
+        from lab.rtsp_server import RtspCameraServer
+        from lab.video import VideoSpec
 
         cam, v = self.cam, self.cam.video
         spec = VideoSpec(width=v.width, height=v.height, fps=v.fps, gop=v.gop, bitrate=v.bitrate)

@@ -44,9 +44,9 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from agents.lab.httpmini import encode_response
-from agents.lab.udp import DatagramServer
-from agents.lab.video import PatternGenerator, VideoSpec
+from lab.httpmini import encode_response
+from lab.udp import DatagramServer
+from lab.video import PatternGenerator, VideoSpec
 from monitor.analyzers import AnalyzerError, stun
 
 __all__ = [
@@ -82,7 +82,7 @@ def _configuration(stun_server: str | None) -> RTCConfiguration:
 
 
 class PatternTrack(VideoStreamTrack):
-    """Video frames from :class:`agents.lab.video.PatternGenerator`, paced at ``spec.fps``.
+    """Video frames from :class:`lab.video.PatternGenerator`, paced at ``spec.fps``.
 
     ``pattern`` is asked before every frame, so a camera can switch to "frozen", "black" or "covered" live.
     """

@@ -7,7 +7,7 @@
     lab.status()                                         # LabStatus: .ok, .problems, .to_json()
     lab.down()                                           # idempotent, also after a crash
 
-`up` writes into the lab directory: `lab.json` (the description, `agents.lab.topology`), `policy.yaml`
+`up` writes into the lab directory: `lab.json` (the description, `lab.topology`), `policy.yaml`
 (the site policy), `agent.yaml` (the agent's configuration: capture on br-cam in the gateway namespace),
 the control files, and one log, pid and ready file per process. Processes run detached (their own
 session, `ip netns exec NS python -m ...`), so the lab outlives the command that started it. Needs root.
@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import Final
 
 import yaml
 
-from agents.lab.netns import (
+from lab.netns import (
     NetworkError,
     build_network,
     in_namespace,
@@ -43,7 +43,7 @@ from agents.lab.netns import (
     namespace_pids,
     remove_network,
 )
-from agents.lab.topology import (
+from lab.topology import (
     PATTERNS,
     Control,
     LabDescription,
@@ -55,7 +55,19 @@ from agents.lab.topology import (
     write_atomic,
 )
 
-__all__ = ["DEFAULT_DIR", "DEFAULT_PREFIX", "Lab", "LabError", "LabStatus", "ProcessStatus", "preflight"]
+__all__ = [
+    "AGENT_PACKAGES",
+    "DEFAULT_DIR",
+    "DEFAULT_PREFIX",
+    "LAB_PACKAGES",
+    "PROBE_PACKAGES",
+    "Lab",
+    "LabError",
+    "LabStatus",
+    "ProcessStatus",
+    "preflight",
+    "require_packages",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +85,30 @@ class LabError(Exception):
     """A one-line reason the lab cannot do what was asked."""
 
 
-def preflight(modules: Sequence[str] = ("av", "aiortc")) -> None:
-    """Check this host can build a lab (the Python packages, root, iproute2 with `ip netns`); LabError says
-    what is missing."""
-    # The cameras encode with PyAV and the live view runs aiortc: say so before any namespace is built.
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+#: The Python packages the lab's own processes need, and the extra that brings them: the cameras encode with
+#: PyAV, the live view runs aiortc. `lab up --agent` runs the agent too (AGENT_PACKAGES), and with the stream
+#: probe its probe (PROBE_PACKAGES).
+LAB_PACKAGES: Final[Mapping[str, str]] = {"av": "lab", "aiortc": "lab"}
+AGENT_PACKAGES: Final[Mapping[str, str]] = {"aiomqtt": "agent", "prometheus_client": "agent"}
+PROBE_PACKAGES: Final[Mapping[str, str]] = {"av": "stream", "cv2": "stream"}
+
+
+def require_packages(packages: Mapping[str, str] = LAB_PACKAGES) -> None:
+    """LabError naming the missing packages (module -> extra) and the `pip install` that brings them."""
+    missing = {name: extra for name, extra in packages.items() if importlib.util.find_spec(name) is None}
     if missing:
+        extras = ",".join(dict.fromkeys(missing.values()))
         raise LabError(
-            f"the camera lab needs {' and '.join(missing)}: pip install 'camwatch[stream,webrtc]' "
+            f"the camera lab needs {' and '.join(missing)}: pip install 'camwatch[{extras}]' "
             "(scripts/demo installs them)"
         )
+
+
+def preflight(packages: Mapping[str, str] = LAB_PACKAGES) -> None:
+    """Check this host can build a lab (the Python packages, root, iproute2 with `ip netns`); LabError says
+    what is missing."""
+    # Before any namespace is built: a field engineer learns which extra to install.
+    require_packages(packages)
     if os.geteuid() != 0:
         raise LabError("the camera lab needs root (network namespaces): run it with sudo or as root")
     if shutil.which("ip") is None:
@@ -323,11 +349,11 @@ class Lab:
         d = str(self.directory)
         py = (self.python, "-m")
         procs = [
-            _Process("gw", desc.gateway.namespace, (*py, "agents.lab.services", "gw", d)),
-            _Process("inet", desc.internet.namespace, (*py, "agents.lab.services", "inet", d)),
-            *(_Process(c.name, c.namespace, (*py, "agents.lab.camera", d, c.name)) for c in desc.cameras),
-            _Process("rec", desc.recorder.namespace, (*py, "agents.lab.recorder", d)),
-            _Process(OFFICE, desc.office.namespace, (*py, "agents.lab.office", d)),
+            _Process("gw", desc.gateway.namespace, (*py, "lab.services", "gw", d)),
+            _Process("inet", desc.internet.namespace, (*py, "lab.services", "inet", d)),
+            *(_Process(c.name, c.namespace, (*py, "lab.camera", d, c.name)) for c in desc.cameras),
+            _Process("rec", desc.recorder.namespace, (*py, "lab.recorder", d)),
+            _Process(OFFICE, desc.office.namespace, (*py, "lab.office", d)),
         ]
         if agent:
             procs.append(
@@ -433,7 +459,13 @@ class Lab:
         LabError if the lab (this prefix) is already up, or if a part fails to start (the lab is then
         taken down again; the logs stay in the directory).
         """
-        preflight()
+        # The lab's own packages win the merge: a missing PyAV is the lab extra's to bring.
+        packages = {
+            **(AGENT_PACKAGES if agent else {}),
+            **(PROBE_PACKAGES if agent and probe else {}),
+            **LAB_PACKAGES,
+        }
+        preflight(packages)
         existing = lab_namespaces(self.prefix)
         if existing:
             raise LabError(

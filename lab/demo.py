@@ -1,4 +1,4 @@
-"""Write the demo site capture: `python -m agents.lab.demo OUT.pcap`."""
+"""Write the demo site capture: `python -m lab.demo OUT.pcap`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agents.lab import scenario
+from lab import scenario
 from monitor.pcapwrite import PcapWriter
 
 

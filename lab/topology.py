@@ -11,7 +11,7 @@ The gateway routes (IP forwarding, no NAT: every lab address is routable in the 
 traffic to the "internet" crosses `br-cam`, where the agent sees it. IPv6 is off in every namespace
 (no router solicitations or MLD reports). Every name derives from the prefix, so tests can run their
 own lab next to the demo one; only namespaces named exactly `<prefix>-<role>` belong to a lab.
-`agents.lab.netns` builds, finds and enters the namespaces.
+`lab.netns` builds, finds and enters the namespaces.
 
 `LabDescription` is the schema of `lab.json` (frozen dataclasses, `parse` raises `ValueError` naming
 the field); `LabEvent` is one line of `events.jsonl`; `Control` is a camera's control file.
@@ -126,7 +126,7 @@ class _Fields:
 
 @dataclass(frozen=True, slots=True)
 class VideoFormat:
-    """What a camera streams (the arguments of `agents.lab.video.VideoSpec`)."""
+    """What a camera streams (the arguments of `lab.video.VideoSpec`)."""
 
     width: int = 480
     height: int = 270

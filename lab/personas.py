@@ -19,8 +19,8 @@ the analyzers cite (SADP XML, DHIP header + JSON, EZVIZ XML over UDP, Dahua DHGE
 
 from __future__ import annotations
 
-from agents.lab import synth
-from agents.lab.payloads import (
+from lab import synth
+from lab.payloads import (
     SDP_H264,
     dhip_reply,
     dns_answer,

@@ -1,4 +1,4 @@
-"""The lab's office PC: `python -m agents.lab.office DIR` (run inside the office namespace).
+"""The lab's office PC: `python -m lab.office DIR` (run inside the office namespace).
 
 An office computer that is not an allowed viewer. When triggered (its control file `DIR/control/office.json`,
 or every `trigger_every` seconds) it pulls one camera's stream briefly with PyAV (DESCRIBE, SETUP, PLAY,
@@ -19,10 +19,10 @@ from typing import Final
 
 import av.logging
 
-from agents.lab.camera import BEHAVIOURS, POLL_SECONDS
-from agents.lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
-from agents.lab.recorder import open_stream
-from agents.lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths
+from lab.camera import BEHAVIOURS, POLL_SECONDS
+from lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
+from lab.recorder import open_stream
+from lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths
 
 __all__ = ["PULL_SECONDS", "main", "pull"]
 

@@ -20,8 +20,8 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from agents.capture.afpacket import RecvSource
-from agents.lab.video import VideoSpec
-from agents.lab.webrtc import LiveViewError, LiveViewServer, StunServer, start_live_view
+from lab.video import VideoSpec
+from lab.webrtc import LiveViewError, LiveViewServer, StunServer, start_live_view
 from monitor.analyzers import stun
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy

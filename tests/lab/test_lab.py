@@ -23,11 +23,11 @@ import pytest
 from agents.capture.afpacket import RingSource
 from agents.capture.pcap_source import PcapFileSource
 from agents.config import load_config
-from agents.lab import payloads
-from agents.lab.camera import BEHAVIOURS
-from agents.lab.lab import Lab, LabError, preflight
-from agents.lab.netns import lab_namespaces
-from agents.lab.topology import Control, LabDescription, LabEvent, default_description
+from lab import payloads
+from lab.camera import BEHAVIOURS
+from lab.lab import Lab, LabError, preflight, require_packages
+from lab.netns import lab_namespaces
+from lab.topology import Control, LabDescription, LabEvent, default_description
 from monitor.alerts import Alert
 from monitor.analyzers import dns, stun
 from monitor.analyzers.p2p import DahuaP2pMessage, EzvizXmlMessage
@@ -38,7 +38,7 @@ from monitor.vendors.oui import VendorTable
 from tests.agents.netns import exec_in, inside, skip_reason
 
 PREFIX = f"cwt{os.getpid() % 1000}"
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 # Opens each camera given as URL,TRANSPORT with PyAV, decodes a few frames, prints what it saw.
 DECODE = """
@@ -464,5 +464,14 @@ def test_down_removes_everything_and_is_idempotent(lab: Lab) -> None:
 
 def test_lab_up_without_the_extras_names_them() -> None:
     # Checked first, before root and namespaces: a field engineer learns which extra to install.
-    with pytest.raises(LabError, match=r"camwatch_no_such_module: pip install 'camwatch\[stream,webrtc\]'"):
-        preflight(("camwatch_no_such_module",))
+    with pytest.raises(LabError, match=r"camwatch_no_such_module: pip install 'camwatch\[lab\]'"):
+        preflight({"camwatch_no_such_module": "lab"})
+    # Each missing package names its extra, each extra once, in the order of the packages.
+    missing = {"camwatch_no_a": "lab", "camwatch_no_b": "agent", "camwatch_no_c": "lab", "json": "stream"}
+    with pytest.raises(LabError) as info:
+        require_packages(missing)
+    assert str(info.value) == (
+        "the camera lab needs camwatch_no_a and camwatch_no_b and camwatch_no_c: "
+        "pip install 'camwatch[lab,agent]' (scripts/demo installs them)"
+    )
+    require_packages({"json": "lab"})  # present: nothing to say

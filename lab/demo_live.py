@@ -1,6 +1,6 @@
 """The live demo (`scripts/demo` as root): the camera lab, the agent, the personas misbehaving.
 
-`python -m agents.lab.demo_live [--dir DIR] [--prefix P] [--keep]` brings the lab up with the agent in
+`python -m lab.demo_live [--dir DIR] [--prefix P] [--keep]` brings the lab up with the agent in
 the gateway namespace, triggers every persona once, freezes one camera's picture, and prints the alerts
 as the agent writes them (its `alerts_file`), what the stream probe measured, and which camera raised
 what. The lab is taken down at the end unless `--keep` is given.
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from agents.lab.lab import METRICS_PORT, Lab, LabError
-from agents.lab.netns import in_namespace
+from lab.lab import METRICS_PORT, Lab, LabError
+from lab.netns import in_namespace
 
 FROZEN_CAMERA = "cam2"
 PROBE_INTERVAL = 5.0

@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.lab.lab import Lab
+from lab.lab import Lab
 from tests.agents.mosquitto import MOSQUITTO, free_port
 from tests.agents.mqttsub import NamespaceSubscriber
 from tests.agents.netns import inside, skip_reason
 
-ROOT = Path(__file__).parents[3]
+ROOT = Path(__file__).parents[2]
 ARRIVAL_LIMIT = 10.0  # seconds from a misbehaviour to its alerts (issue 6)
 LabRun = tuple[Lab, NamespaceSubscriber, Path]  # what the lab_run fixture yields
 
@@ -39,7 +39,9 @@ def _missing_extras() -> str | None:
         import av  # noqa: F401
         import cv2  # noqa: F401
     except ImportError as exc:
-        return f"the lab needs the stream and webrtc extras (pip install camwatch[stream,webrtc]): {exc}"
+        return (
+            f"the lab needs the lab, agent and stream extras (pip install camwatch[lab,agent,stream]): {exc}"
+        )
     return None
 
 
