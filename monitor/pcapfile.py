@@ -33,6 +33,7 @@ import numpy.typing as npt
 __all__ = [
     "MAX_BLOCK",
     "MAX_RECORD",
+    "MAX_WIRELEN",
     "CaptureError",
     "CaptureParser",
     "PacketBatch",
@@ -50,6 +51,8 @@ _SNAPLEN_FLOOR: Final = 65535
 _SNAPLEN_SLACK: Final = 4096
 # pcapng blocks are bounded too (libpcap uses 16 MiB); bigger means a corrupt length field.
 MAX_BLOCK: Final = 16 * 1024 * 1024
+# The largest original frame length believed: GRO/GSO super-frames reach 64 KiB, BIG TCP 512 KiB.
+MAX_WIRELEN: Final = 1024 * 1024
 
 _log = logging.getLogger(__name__)
 
@@ -248,11 +251,13 @@ class CaptureParser:
     batches).
 
     Timestamps are not checked for plausibility; a pcapng timestamp too large for int64 nanoseconds
-    (about year 2262) is stored as the int64 maximum and counted in ``ts_clamped``.
+    (about year 2262) is stored as the int64 maximum and counted in ``ts_clamped``. An original length
+    above :data:`MAX_WIRELEN` is replaced by the captured length and counted in ``wirelen_clamped``.
     """
 
     packets: int  # total packets produced so far (returned in batches or attached to an error)
     ts_clamped: int  # pcapng timestamps too large for int64 ns, stored as the int64 maximum
+    wirelen_clamped: int  # records whose original length was impossible, counted with their captured length
 
     def __init__(
         self, name: str = "<capture>", batch_size: int = 65536, *, split_at_feeds: bool = False
@@ -267,6 +272,7 @@ class CaptureParser:
         self.split_at_feeds = split_at_feeds
         self.packets = 0
         self.ts_clamped = 0
+        self.wirelen_clamped = 0
         self._fed = 0  # total bytes fed
         self._consumed = 0  # absolute offset up to which input was parsed into complete units
         self._carry = bytearray()  # an incomplete unit (header, record or block) at offset _consumed
@@ -428,8 +434,26 @@ class CaptureParser:
     def _add_segment(self, seg: _Segment) -> None:
         n = len(seg.offsets)
         if n:
+            self._check_wirelen(seg)
             self._pending.append(seg)
             self._npending += n
+
+    def _check_wirelen(self, seg: _Segment) -> None:
+        # A record's original length is the writer's word only: 0xFFFFFFFF in five records would count as
+        # 21 GB. Beyond the largest frame any capture stack produces (MAX_WIRELEN, GRO/GSO super-frames
+        # included), the captured length is what can be vouched for.
+        bad = seg.wirelen > MAX_WIRELEN
+        count = int(np.count_nonzero(bad))
+        if not count:
+            return
+        if not self.wirelen_clamped:
+            _log.warning(
+                "%s: %d record(s) with an impossible original length counted with their captured length",
+                self.name,
+                count,
+            )
+        self.wirelen_clamped += count
+        seg.wirelen = np.where(bad, seg.caplen, seg.wirelen)
 
     def _full_batches(self) -> list[PacketBatch]:
         out = []
@@ -597,10 +621,20 @@ class CaptureParser:
         self._ng_idb = struct.Struct(order + "8xH2xI").unpack_from
         self._ng_pb = struct.Struct(order + "8xHHIIII").unpack_from
 
-    def _set_interfaces(self, ifaces: list[_Interface]) -> None:
-        self._ifaces = ifaces
-        self._if_linktypes = np.array([i.linktype for i in ifaces], dtype=np.uint16)
-        self._if_max_raw = np.array([i.max_raw for i in ifaces], dtype=np.uint64)
+    def _clear_interfaces(self) -> None:
+        self._ifaces = []
+
+    def _add_interface(self, iface: _Interface) -> None:
+        # Amortised growth (capacity doubles): a file of many interface blocks stays linear, where
+        # rebuilding the arrays per block made 100,000 blocks take minutes.
+        n = len(self._ifaces)
+        if n == len(self._if_linktypes):
+            cap = max(8, 2 * n)
+            self._if_linktypes = np.resize(self._if_linktypes, cap)
+            self._if_max_raw = np.resize(self._if_max_raw, cap)
+        self._if_linktypes[n] = iface.linktype
+        self._if_max_raw[n] = iface.max_raw
+        self._ifaces.append(iface)
 
     def _walk_pcapng(self, buf: bytes, pos: int) -> tuple[int, _Fault | None]:
         end = len(buf)
@@ -777,9 +811,9 @@ class CaptureParser:
             major, minor = struct.unpack_from(self._order + "HH", buf, pos + 12)
             if major != 1:
                 raise _Fault(pos, f"unsupported pcapng version {major}.{minor}")
-            self._set_interfaces([])  # a new section starts with no interfaces
+            self._clear_interfaces()  # a new section starts with no interfaces
         elif btype == _IDB:
-            self._set_interfaces([*self._ifaces, self._parse_idb(buf, pos, blen)])
+            self._add_interface(self._parse_idb(buf, pos, blen))
         elif btype == _EPB:
             if blen < 32:
                 raise _Fault(pos, f"enhanced packet block too short ({blen} bytes)")

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from monitor.pcapfile import (
     MAX_BLOCK,
+    MAX_WIRELEN,
     CaptureError,
     CaptureParser,
     PacketBatch,
@@ -256,6 +257,36 @@ def test_pcapng_round_trip_two_interfaces(big_endian: bool) -> None:
     data = pcapng_bytes(interfaces, items, big_endian=big_endian)
     expected = [(f, len(f), t if i else t // 1000 * 1000, interfaces[i][0]) for i, t, f in items]
     assert packets_of(parse_all(data)) == expected
+
+
+def test_pcapng_with_thousands_of_interfaces_keeps_each_link_type() -> None:
+    # Interface blocks interleaved with packets (each packet on the newest interface, link types cycling):
+    # the interface table grows block by block and every packet keeps its own interface's link type.
+    interfaces = [((1, 113, 276)[i % 3], 9) for i in range(3000)]
+    items = [(i, NS + i, bytes([i % 256]) * 20) for i in range(len(interfaces))]
+    data = pcapng_bytes(interfaces, items)
+    interleaved = pcapng_shb() + b"".join(
+        pcapng_idb(lt, tsresol=9) + pcapng_epb(i, ts, frame)
+        for (lt, _), (i, ts, frame) in zip(interfaces, items, strict=True)
+    )
+    for blob in (data, interleaved):
+        pkts = packets_of(parse_all(blob))
+        assert [p[3] for p in pkts] == [lt for lt, _ in interfaces]
+        assert [p[2] for p in pkts] == [ts for _, ts, _ in items]
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_impossible_original_length_is_counted_as_captured(kind: str) -> None:
+    frames_ = [(NS + i, bytes(60), wl) for i, wl in enumerate((0xFFFFFFFF, 60, MAX_WIRELEN + 1, 65_000))]
+    if kind == "pcap":
+        data = pcap_bytes(frames_)
+    else:
+        data = pcapng_bytes([(1, 9)], [(0, ts, f, wl) for ts, f, wl in frames_])
+    parser = CaptureParser("odd")
+    batches = [*parser.feed(data), *parser.flush()]
+    # A GRO super-frame (65,000 on the wire, 60 captured) is believed; 4 GiB and 1 MiB + 1 are not.
+    assert [p[1] for p in packets_of(batches)] == [60, 60, 60, 65_000]
+    assert parser.wirelen_clamped == 2
 
 
 def test_pcapng_wirelen_item() -> None:
