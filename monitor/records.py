@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.alerts import iso_timestamp
-from monitor.decode import transport_name
 from monitor.flows import Flow
+from monitor.iana import transport_name
 from monitor.vendors.oui import format_mac
 
 _PORTED = frozenset({6, 17, 132})

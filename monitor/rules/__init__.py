@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from monitor.alerts import Alert, Endpoint, Rule, incident_id
-from monitor.decode import transport_name
 from monitor.devices import Device
 from monitor.events import Event
 from monitor.flows import Flow
+from monitor.iana import transport_name
 from monitor.site import Site
 from monitor.vendors.oui import format_mac
 

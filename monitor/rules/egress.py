@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monitor.alerts import Alert, Endpoint, Rule, incident_id
-from monitor.decode import PROTO_SCTP, PROTO_TCP, PROTO_UDP, transport_name
+from monitor.decode import PROTO_SCTP, PROTO_TCP, PROTO_UDP
 from monitor.events import Event, FlowStarted
+from monitor.iana import transport_name
 from monitor.rules import RuleModule, describe
 from monitor.vendors.oui import format_mac
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monitor.alerts import Alert, Rule
-from monitor.decode import transport_name
 from monitor.events import Event, P2pSignal
+from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
 
 P2P_NAT_TRAVERSAL = Rule("p2p.nat_traversal", "Camera started P2P / NAT traversal to outside the site", 4)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monitor.alerts import Alert, Rule
-from monitor.decode import transport_name
 from monitor.events import Clock, Event, FlowEnded, FlowStarted, MediaSeen, StreamTransport
 from monitor.flows import Flow
+from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
 from monitor.site import Site
 
