@@ -86,8 +86,8 @@ class Device:
 
 
 def is_unicast_mac(mac: int) -> bool:
-    """A real station address: not zero, not group (multicast/broadcast)."""
-    return mac != 0 and not (mac >> 40) & 0x01
+    """A real station address: 48 bits, not zero, not group (multicast/broadcast)."""
+    return 0 < mac < 1 << 48 and not (mac >> 40) & 0x01
 
 
 # Addresses a station can own on a site. Explicit ranges: Python's `is_private` also counts the

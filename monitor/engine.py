@@ -210,7 +210,7 @@ class Engine:
 
     def _device_fact(self, event: Event) -> Sequence[Alert]:
         assert isinstance(event, DeviceFact)
-        self.site.on_fact(event, self.now_ns or 0)
+        self.site.on_fact(event)
         return ()
 
     def _expect_media(self, event: Event) -> Sequence[Alert]:

@@ -69,10 +69,10 @@ class Site:
     def on_responder(self, flow: Flow, ts_ns: int) -> None:
         self.device(flow.dst_mac, flow.dst[0], ts_ns)
 
-    def on_fact(self, fact: DeviceFact, now_ns: int) -> None:
+    def on_fact(self, fact: DeviceFact) -> None:
         if not is_unicast_mac(fact.mac):
             return
-        dev, _ = self.inventory.observe(fact.mac, now_ns)
+        dev, _ = self.inventory.observe(fact.mac, fact.ts_ns)
         dev.add_evidence(fact.kind, fact.detail)
         if fact.vendor and dev.vendor is None:
             # A randomised or unknown MAC: the traffic says who made the device.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from agents.capture.pcap_source import PcapFileSource
 from monitor.engine import Engine, EngineConfig
 from monitor.flows import Flow, FlowConfig
+from monitor.pcapfile import CaptureParser, PacketBatch
+from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
 from monitor.vendors.oui import VendorTable
 
@@ -36,12 +39,30 @@ def run_engine(
     batch_size: int = 65536,
 ) -> tuple[Engine, list[Flow], list[dict[str, object]]]:
     """Replay `path`; returns the engine, every ended flow and the alert records."""
+    return _run(PcapFileSource(path, batch_size).batches(), flow_config, policy)
+
+
+def run_frames(
+    frames: Iterable[tuple[int, bytes]],
+    flow_config: FlowConfig | None = None,
+    policy: SitePolicy | None = None,
+    batch_size: int = 65536,
+) -> tuple[Engine, list[Flow], list[dict[str, object]]]:
+    """Replay Ethernet frames given as ``(ts_ns, frame)`` (written as a pcap in memory first)."""
+    parser = CaptureParser("frames", batch_size)
+    batches = [*parser.feed(pcap_bytes(list(frames))), *parser.flush()]
+    return _run(batches, flow_config, policy)
+
+
+def _run(
+    batches: Iterable[PacketBatch], flow_config: FlowConfig | None, policy: SitePolicy | None
+) -> tuple[Engine, list[Flow], list[dict[str, object]]]:
     engine = Engine(
         policy or SitePolicy.default(), vendors(), EngineConfig(flows=flow_config or FlowConfig())
     )
     flows: list[Flow] = []
     alerts: list[dict[str, object]] = []
-    for batch in PcapFileSource(path, batch_size).batches():
+    for batch in batches:
         ev = engine.feed(batch)
         flows += ev.flows
         alerts += [a.to_record() for a in ev.alerts]
