@@ -19,7 +19,7 @@ from agents.config import (
     AgentConfig,
     ConfigError,
     ConfigProblem,
-    MqttConfig,
+    MqttSettings,
     load_config,
     read_password_file,
 )
@@ -91,7 +91,7 @@ def test_the_example_file_loads() -> None:
     # policy_file is relative to the configuration's directory, not to the current directory.
     assert cfg.policy_file == POLICY.resolve()
     assert cfg.site_policy == SitePolicy.from_yaml(POLICY.read_text())
-    assert cfg.mqtt is not None and cfg.mqtt.port == 8883 and cfg.mqtt.client_id == "camwatch-depot-7-gw-1"
+    assert cfg.mqtt is not None and cfg.mqtt.port == 8883 and cfg.mqtt.identifier == "camwatch-depot-7-gw-1"
     assert cfg.limits.spool_max_bytes == 100 * 1024 * 1024
     assert (cfg.timeouts.tcp_idle, cfg.timeouts.active) == (300, 1800)
     assert cfg.source == str(EXAMPLE)
@@ -234,7 +234,11 @@ def test_site_must_be_topic_safe(site: str, tmp_path: Path) -> None:
 
 
 def test_site_as_a_number_says_to_quote_it(tmp_path: Path) -> None:
-    assert one("site: 007\ncapture: {interfaces: [eth1]}\n", tmp_path, "site").fix == 'quote it: site: "7"'
+    # YAML reads 007 as the integer 7: the fix quotes the text as written, not the number.
+    assert one("site: 007\ncapture: {interfaces: [eth1]}\n", tmp_path, "site").fix == 'quote it: site: "007"'
+    assert one("site: 1_000\ncapture: {interfaces: [eth1]}\n", tmp_path, "site").fix == 'quote it: site: "1_000"'
+    problem = one(MINIMAL + "policy: {site: 0x1F}\n", tmp_path, "policy.site")
+    assert problem.fix == 'quote it: site: "0x1F"'
     assert config('site: "007"\ncapture: {interfaces: [eth1]}\n', tmp_path).site == "007"
 
 
@@ -485,8 +489,9 @@ def test_world_readable_secret_is_a_warning(tmp_path: Path) -> None:
 
 def test_mqtt_defaults_and_ports(tmp_path: Path) -> None:
     cfg = config(MINIMAL + "gateway: gw-1\nmqtt: {host: broker.example}\n", tmp_path)
-    assert cfg.mqtt == MqttConfig(host="broker.example", port=1883, client_id="camwatch-depot-7-gw-1")
-    assert cfg.mqtt.password is None
+    assert cfg.mqtt == MqttSettings(host="broker.example", site="depot-7", gateway="gw-1")
+    assert (cfg.mqtt.port, cfg.mqtt.identifier, cfg.mqtt.keepalive) == (1883, "camwatch-depot-7-gw-1", 60)
+    assert cfg.mqtt.password is None and cfg.mqtt.with_password() is cfg.mqtt
     cfg = config(MINIMAL + "mqtt: {host: broker.example, tls: true}\n", tmp_path)
     assert cfg.mqtt is not None and cfg.mqtt.port == 8883
     cfg = config(MINIMAL + "mqtt: {host: broker.example, tls: true, port: 18883, client_id: me}\n", tmp_path)
@@ -504,7 +509,10 @@ def test_mqtt_password_file(tmp_path: Path) -> None:
     cfg = config(
         MINIMAL + "mqtt: {host: b, tls: true, username: u, password_file: mqtt.password}\n", tmp_path
     )
-    assert cfg.mqtt is not None and cfg.mqtt.password == "hunter2" and "hunter2" not in repr(cfg)
+    # The configuration never holds the secret; the runtime reads it while still privileged.
+    assert cfg.mqtt is not None and cfg.mqtt.password is None
+    assert cfg.mqtt.with_password().password == "hunter2"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in repr(cfg.mqtt.with_password())
     assert not cfg.warnings or not any("clear text" in w for w in cfg.warnings)
     cfg = config(MINIMAL + "mqtt: {host: b, username: u, password_file: mqtt.password}\n", tmp_path)
     assert any("mqtt: the password is sent in clear text" in w for w in cfg.warnings)

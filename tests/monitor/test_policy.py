@@ -574,7 +574,7 @@ def test_yaml_quirks_are_explained() -> None:
     with pytest.raises(PolicyError) as info:
         SitePolicy.from_yaml('site: 007\nallow_private: "true"\nmonitored: {networks: [10.20.0.0/24]}\n')
     assert [(p.field, p.fix) for p in info.value.problems] == [
-        ("site", 'quote it: site: "7"'),
+        ("site", 'quote it: site: "007"'),  # as written: YAML reads 007 as the integer 7
         ("allow_private", "write allow_private: true (no quotes)"),
     ]
 
