@@ -32,6 +32,7 @@ import yaml.reader
 
 __all__ = [
     "CONTROL_RE",
+    "MAX_DEPTH",
     "TOPIC_UNSAFE_RE",
     "Document",
     "FieldProblem",
@@ -61,6 +62,8 @@ _SIZE_UNITS: Final = {
 }  # fmt: skip
 # An unindented `key:` line: how top_level_keys() still finds keys in a document that does not parse.
 _TOP_KEY_RE: Final = re.compile(r"""^["']?([A-Za-z_][A-Za-z0-9_]*)["']?[ \t]*:(?:[ \t]|$)""", re.MULTILINE)
+#: Deepest nesting accepted: the policy and the configuration need fewer than ten levels.
+MAX_DEPTH: Final = 100
 _YAML_FIX: Final = "check the indentation, colons and quoting near that position"
 _TAB_FIX: Final = "indent with spaces; YAML does not allow tabs there"
 _UTF8_FIX: Final = "save it as UTF-8"
@@ -185,8 +188,37 @@ class Document:
         return None
 
 
+class _TooDeep(Exception):
+    """Nesting beyond :data:`MAX_DEPTH` (internal): where it happened."""
+
+    def __init__(self, line: int | None, column: int | None) -> None:
+        super().__init__("nested too deeply")
+        self.line, self.column = line, column
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe loader whose value errors (e.g. ``2024-13-01`` read as a date) carry a position."""
+    """Safe loader whose value errors (e.g. ``2024-13-01`` read as a date) carry a position, and which
+    refuses nesting beyond :data:`MAX_DEPTH`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.nodes.Node | None, index: int) -> yaml.nodes.Node | None:
+        # The composer recurses once per level: stop early and cheaply, with a position, rather than
+        # at the interpreter's recursion limit after scanning a thousand levels.
+        if self._depth >= MAX_DEPTH:
+            peek: Callable[[], yaml.Event | None] = self.peek_event  # the stub leaves it untyped
+            event = peek()
+            mark = event.start_mark if event is not None else None
+            if mark is None:
+                raise _TooDeep(None, None)
+            raise _TooDeep(mark.line + 1, mark.column + 1)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_object(self, node: yaml.nodes.Node, deep: bool = False) -> object:
         try:
@@ -235,10 +267,12 @@ def load_yaml(
     except yaml.YAMLError as exc:  # any other parser error: no position to name
         problem = FieldProblem("", f"invalid YAML: {short(str(exc), 120)}", _YAML_FIX)
         raise ValidationError([problem], source) from exc
-    except RecursionError as exc:  # [[[[... a hundred thousand deep: the composer recurses per level
-        raise ValidationError(
-            [FieldProblem("", "the YAML is nested too deeply", nested_fix)], source
-        ) from exc
+    except _TooDeep as exc:
+        problem = FieldProblem("", "the YAML is nested too deeply", nested_fix, exc.line, exc.column)
+        raise ValidationError([problem], source) from exc
+    except RecursionError as exc:  # a backstop: MAX_DEPTH comes first
+        problem = FieldProblem("", "the YAML is nested too deeply", nested_fix)
+        raise ValidationError([problem], source) from exc
     finally:
         if loader is not None:
             loader.dispose()
@@ -279,7 +313,10 @@ def _sniff(data: bytes) -> str:
     """Text good enough to look for keys in, whatever the encoding."""
     for bom, name in _BOMS:
         if data.startswith(bom):
-            return data.decode(f"{name.lower()}", "replace")
+            return data.decode(name.lower(), "replace")
+    if b"\x00" in data:  # UTF-16 without a byte order mark: ASCII has its NUL half after (LE) or before (BE)
+        little = data[1::2].count(0) >= data[0::2].count(0)
+        return data.decode("utf-16-le" if little else "utf-16-be", "replace")
     return data.decode("utf-8", "replace")
 
 
