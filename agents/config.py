@@ -1,9 +1,10 @@
 """The agent's configuration (`camwatch run --config FILE`): one YAML file, validated all at once.
 
 Every key and its default is documented in docs/config.md; examples/agent.yaml is a complete example.
-Validation follows the site policy's style (monitor/policy.py): it collects *every* problem (wrong
-types, unknown keys with a suggestion, out-of-range numbers, missing files named by ``*_file`` keys,
-an inline policy's own problems) and raises one :class:`ConfigError`, one line per problem::
+Validation uses the reader the site policy uses (monitor/validation.py), extended with paths checked on
+disk: it collects *every* problem (wrong types, unknown keys with a suggestion, out-of-range numbers,
+missing files named by ``*_file`` keys, an inline policy's own problems) and raises one
+:class:`ConfigError`, one line per problem::
 
     agent.yaml: metrics.port (line 12): port 70000 is out of range; use a port between 1 and 65535
 
@@ -19,6 +20,8 @@ Decisions worth knowing:
   that can be mode 0600 and stay out of configuration management and ``check-config`` output.
 - Secrets are not read here (only checked to exist), so the frozen config never holds one and its
   repr can be logged; the sinks read the files while the agent still has its start-up privileges.
+- The ``mqtt`` section is :class:`MqttSettings`, the one type the publisher consumes: its defaults
+  are defined there only (docs/config.md, "MQTT settings", says which were chosen and why).
 - ``stream_probe`` (the optional ``camwatch[stream]`` extra) is checked here for its packages too, so
   a configuration that asks for a probe without PyAV/OpenCV fails ``check-config`` with the fix, not
   the agent with an ImportError. Camera URLs with credentials in them are refused like inline

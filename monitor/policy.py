@@ -1,8 +1,9 @@
 """The site policy: which devices are watched and where they may connect (DESIGN 2.1, 2.6).
 
 Pure: takes a parsed mapping or YAML text, never opens files. Validation collects *every* bad field
-and raises one :class:`PolicyError` naming each field path and its fix, so ``camwatch check-config``
-can show the whole list at once instead of one error per run.
+(with the reader of monitor/validation.py, which the agent configuration uses too) and raises one
+:class:`PolicyError` naming each field path and its fix, so ``camwatch check-config`` can show the
+whole list at once instead of one error per run.
 
 Egress decision (:meth:`SitePolicy.egress_allowed`). A destination is allowed when it is
 
