@@ -22,6 +22,7 @@ from monitor.flows import FlowConfig
 from monitor.pcapfile import CaptureError
 from monitor.policy import PolicyError, SitePolicy
 from monitor.records import flow_record
+from monitor.validation import top_level_keys
 from monitor.vendors.oui import VendorTable
 
 log = logging.getLogger("camwatch")
@@ -59,10 +60,13 @@ def load_policy(path: str | None) -> SitePolicy:
     if path is None:
         return SitePolicy.default()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()  # decoded by the policy: text that is not UTF-8 is a PolicyError
     except OSError as exc:
         raise CliError(f"{path}: cannot read policy: {exc.strerror or exc}") from exc
-    return SitePolicy.from_yaml(text, source=path)
+    policy = SitePolicy.from_yaml(data, source=path)
+    for warning in policy.warnings:  # as load_config logs an agent configuration's warnings
+        log.warning("%s: %s", path, warning)
+    return policy
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -166,13 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_agent_config(path: str) -> bool:
-    import yaml
-
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = Path(path).read_bytes()
+    except OSError:
         return False  # let the policy loader report it precisely
-    return isinstance(doc, dict) and bool(AGENT_KEYS & set(doc))
+    # Keys are found even in a file that does not parse, so its syntax error is reported as the
+    # agent configuration's, not as an invalid policy.
+    return bool(AGENT_KEYS & top_level_keys(data))
 
 
 def check_config(path: str, out: TextIO) -> int:

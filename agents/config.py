@@ -1,9 +1,10 @@
 """The agent's configuration (`camwatch run --config FILE`): one YAML file, validated all at once.
 
 Every key and its default is documented in docs/config.md; examples/agent.yaml is a complete example.
-Validation follows the site policy's style (monitor/policy.py): it collects *every* problem (wrong
-types, unknown keys with a suggestion, out-of-range numbers, missing files named by ``*_file`` keys,
-an inline policy's own problems) and raises one :class:`ConfigError`, one line per problem::
+Validation uses the reader the site policy uses (monitor/validation.py), extended with paths checked on
+disk: it collects *every* problem (wrong types, unknown keys with a suggestion, out-of-range numbers,
+missing files named by ``*_file`` keys, an inline policy's own problems) and raises one
+:class:`ConfigError`, one line per problem::
 
     agent.yaml: metrics.port (line 12): port 70000 is out of range; use a port between 1 and 65535
 
@@ -19,6 +20,8 @@ Decisions worth knowing:
   that can be mode 0600 and stay out of configuration management and ``check-config`` output.
 - Secrets are not read here (only checked to exist), so the frozen config never holds one and its
   repr can be logged; the sinks read the files while the agent still has its start-up privileges.
+- The ``mqtt`` section is :class:`MqttSettings`, the one type the publisher consumes: its defaults
+  are defined there only (docs/config.md, "MQTT settings", says which were chosen and why).
 - ``stream_probe`` (the optional ``camwatch[stream]`` extra) is checked here for its packages too, so
   a configuration that asks for a probe without PyAV/OpenCV fails ``check-config`` with the fix, not
   the agent with an ImportError. Camera URLs with credentials in them are refused like inline
@@ -28,9 +31,9 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import logging
+import math
 import os
 import pwd
 import re
@@ -40,20 +43,22 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from agents.probe import EXTRA_HINT, missing_modules
 from agents.probe.reports import TRANSPORTS, Thresholds
 from agents.probe.urls import CameraUrl
-from monitor.policy import (
-    _SITE_UNSAFE_RE,  # one rule for what may go into an MQTT topic segment, shared with the policy
+from monitor.policy import PolicyError, SitePolicy
+from monitor.validation import (
+    TOPIC_UNSAFE_RE,
+    Document,
     FieldProblem,
-    PolicyError,
-    SitePolicy,
-    _describe,
-    _load_yaml,
-    _short,
-    _with_position,
+    Reader,
+    ValidationError,
+    child,
+    describe,
+    load_yaml,
+    short,
 )
 
 __all__ = [
@@ -66,7 +71,7 @@ __all__ = [
     "ConfigProblem",
     "LimitsConfig",
     "MetricsConfig",
-    "MqttConfig",
+    "MqttSettings",
     "StreamProbeConfig",
     "TimeoutsConfig",
     "load_config",
@@ -79,6 +84,9 @@ log = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT: Final = 10108
 DEFAULT_STATE_DIR: Final = Path("/var/lib/camwatch")
 DEFAULT_RUN_AS_USER: Final = "camwatch"
+DEFAULT_TOPIC_PREFIX: Final = "camwatch"
+MQTT_PORT: Final = 1883
+MQTTS_PORT: Final = 8883
 
 PACES: Final = ("realtime", "fast")
 METHODS: Final = ("auto", "ring", "recv")
@@ -87,14 +95,6 @@ METHODS: Final = ("auto", "ring", "recv")
 _IFNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
 # useradd's default NAME_REGEX, plus a trailing '$' for machine accounts.
 _USER_RE: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
-_DURATION_RE: Final = re.compile(
-    r"(?:(?P<d>[0-9]+)d)?(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+(?:\.[0-9]+)?)s)?"
-)
-_SIZE_RE: Final = re.compile(r"([0-9]+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
-_SIZE_UNITS: Final = {
-    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40,
-}  # fmt: skip
 
 _TOP_KEYS: Final = (
     "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
@@ -184,16 +184,16 @@ class ConfigProblem(FieldProblem):
         return f"{src}: {self.problem}; {self.fix}"
 
 
-class ConfigError(ValueError):
-    """One or more problems in an agent configuration; ``problems`` lists them all."""
+class ConfigError(ValidationError[ConfigProblem]):
+    """One or more problems in an agent configuration; ``problems`` lists them all, each naming its file."""
 
     def __init__(self, problems: Sequence[ConfigProblem]) -> None:
-        if not problems:
-            raise ValueError("ConfigError needs at least one ConfigProblem")
-        self.problems: list[ConfigProblem] = list(problems)
-        super().__init__("\n".join(p.describe() for p in self.problems))
+        super().__init__(problems, problems[0].source if problems else "<config>")
 
-    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[ConfigProblem]]]:
+    def _line(self, problem: ConfigProblem) -> str:
+        return problem.describe()  # each problem names its own file: the configuration or a policy file
+
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.problems,))
 
 
@@ -233,27 +233,76 @@ class MetricsConfig:
     max_device_series: int = 500
 
 
-@dataclass(frozen=True, slots=True)
-class MqttConfig:
-    """The MQTT broker alerts are published to (DESIGN 2.5)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSettings:
+    """The MQTT broker alerts are published to and how (DESIGN 2.5): the ``mqtt`` section, validated by
+    :func:`load_config`, and what the publisher (agents/sinks/mqtt.py) consumes as it is.
+
+    The defaults are here and only here (docs/config.md lists them). Direct construction (tests, tools)
+    is not validated: the configuration reader is the one place that checks these values.
+    """
 
     host: str
-    port: int = 1883
+    site: str
+    gateway: str
+    port: int = 0
+    """0: the standard port, 8883 with ``tls`` and 1883 without (filled in at construction)."""
     tls: bool = False
     ca_file: Path | None = None
+    """CA bundle for the broker's certificate; the system's CAs when None."""
     cert_file: Path | None = None
     key_file: Path | None = None
+    tls_insecure: bool = False
+    """Skip the host name check (the certificate chain is still verified). Not a configuration key."""
     username: str | None = None
     password_file: Path | None = None
-    client_id: str = "camwatch"
-    topic_prefix: str = "camwatch"
+    password: str | None = field(default=None, repr=False)
+    """Never set by the configuration (its repr can be logged): :meth:`with_password` reads the file."""
+    client_id: str | None = None
+    """None: ``camwatch-<site>-<gateway>`` (:attr:`identifier`), stable, so a restarted agent replaces
+    its old connection, and unique per gateway, so two gateways never disconnect each other."""
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     keepalive: int = 60
+    """Seconds; the broker publishes the last will after 1.5 times this without a packet."""
+    # Tuning of the publisher, not configuration keys.
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    max_inflight: int = 32
+    """Publishes awaiting their PUBACK at once."""
+    timeout: float = 10.0
+    """Seconds to wait for a CONNACK or a PUBACK before the connection is considered dead."""
+    drain_timeout: float = 5.0
+    """On shutdown, seconds spent publishing what is still spooled before going offline."""
+
+    def __post_init__(self) -> None:
+        if self.port == 0:
+            object.__setattr__(self, "port", MQTTS_PORT if self.tls else MQTT_PORT)
 
     @property
-    def password(self) -> str | None:
-        """The password from ``password_file`` (read now: call it before dropping privileges if the
-        file is root-only), or None without one. Not a field, so reprs and logs never show it."""
-        return read_password_file(self.password_file) if self.password_file is not None else None
+    def identifier(self) -> str:
+        """The MQTT client id."""
+        return self.client_id or f"camwatch-{self.site}-{self.gateway}"
+
+    @property
+    def broker(self) -> str:
+        """``host:port``, for messages."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def status_topic(self) -> str:
+        """``<prefix>/<site>/<gateway>/status``."""
+        return f"{self.topic_prefix}/{self.site}/{self.gateway}/status"
+
+    def alert_topic(self, alert: Mapping[str, Any]) -> str:
+        """``<prefix>/<site>/<gateway>/alerts/<severity>`` for this alert."""
+        return f"{self.topic_prefix}/{self.site}/{self.gateway}/alerts/{_severity(alert)}"
+
+    def with_password(self) -> MqttSettings:
+        """A copy holding the password from ``password_file``, read now: call it before dropping
+        privileges if the file is root-only. OSError or ValueError if it cannot be read."""
+        if self.password_file is None:
+            return self
+        return dataclasses.replace(self, password=read_password_file(self.password_file))
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +367,7 @@ class AgentConfig:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     policy_file: Path | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    mqtt: MqttConfig | None = None
+    mqtt: MqttSettings | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     run_as_user: str | None = DEFAULT_RUN_AS_USER
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -337,16 +386,18 @@ class AgentConfig:
         return f"{self.site}/{self.gateway}"
 
     @classmethod
-    def from_yaml(cls, text: str, source: str = "<config>", base_dir: Path | None = None) -> AgentConfig:
-        """Parse and validate YAML text; relative paths are resolved against ``base_dir`` (default:
-        the current directory). Raises :class:`ConfigError` listing every problem."""
+    def from_yaml(
+        cls, text: str | bytes, source: str = "<config>", base_dir: Path | None = None
+    ) -> AgentConfig:
+        """Parse and validate YAML text (bytes must be UTF-8); relative paths are resolved against
+        ``base_dir`` (default: the current directory). Raises :class:`ConfigError` listing every problem."""
         try:
-            data, marks, duplicates = _load_yaml(text, source)
-        except PolicyError as exc:  # a YAML syntax error: nothing after it can be checked
+            document = load_yaml(text, source, "write a flat configuration like examples/agent.yaml")
+        except ValidationError as exc:  # a YAML syntax error: nothing after it can be checked
             raise ConfigError([_sourced(p, source) for p in exc.problems]) from exc
-        reader = _Reader(base_dir if base_dir is not None else Path.cwd())
-        config = _build(data, reader, source)
-        here = [_with_position(p, marks) for p in duplicates + reader.problems]
+        reader = _Reader(base_dir if base_dir is not None else Path.cwd(), document)
+        config = _build(document.data, reader, source)
+        here = [*document.duplicates, *reader.problems]
         if here or reader.elsewhere or config is None:
             # Document order reads best; problems without a position (a missing 'site') first.
             ordered = sorted((_sourced(p, source) for p in here), key=lambda p: (p.line or 0, p.column or 0))
@@ -358,7 +409,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     """Read and validate the configuration file at ``path``; log its warnings."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        data = file.read_bytes()  # decoded by the YAML loader: text that is not UTF-8 is one problem
     except OSError as exc:
         raise ConfigError(
             [
@@ -367,11 +418,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
                 )
             ]
         ) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [ConfigProblem("", f"is not UTF-8 text ({exc.reason})", "save it as UTF-8", source=str(file))]
-        ) from exc
-    config = AgentConfig.from_yaml(text, str(file), file.resolve().parent)
+    config = AgentConfig.from_yaml(data, str(file), file.resolve().parent)
     for warning in config.warnings:
         log.warning("%s: %s", file, warning)
     return config
@@ -384,6 +431,18 @@ def read_password_file(path: str | os.PathLike[str]) -> str:
     if not password:
         raise ValueError(f"{path}: the password file is empty (the password goes on its first line)")
     return password
+
+
+def _severity(alert: Mapping[str, Any]) -> str:
+    """The alert's numeric ``event.severity`` as a topic level; ``unknown`` (and a warning) without one."""
+    event = alert.get("event")
+    value = event.get("severity") if isinstance(event, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        log.warning(
+            "alert %r has no numeric event.severity: published under alerts/unknown", alert.get("event")
+        )
+        return "unknown"
+    return str(int(value))
 
 
 def _sourced(problem: FieldProblem, source: str) -> ConfigProblem:
@@ -400,216 +459,20 @@ def _exists_fix(path: Path) -> str:
 # Reading values
 
 
-def _child(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+class _Reader(Reader):
+    """The shared reader (monitor/validation.py) plus what only the agent has: paths checked on disk,
+    relative to the configuration's directory, and problems found in other files (a policy file)."""
 
-
-class _Reader:
-    """Typed reads from parsed YAML that record a problem instead of raising, so one pass finds all."""
-
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, document: Document | None = None) -> None:
+        super().__init__(document, _KEY_HINTS)
         self.base_dir = base_dir
-        self.problems: list[FieldProblem] = []  # in the configuration file; positions added later
         self.elsewhere: list[ConfigProblem] = []  # in other files (a policy file), positioned already
-        self.warnings: list[str] = []
 
-    def add(self, path: str, problem: str, fix: str) -> None:
-        self.problems.append(FieldProblem(path, problem, fix))
-
-    def section(
-        self, parent: Mapping[object, object], path: str, key: str, known: Sequence[str]
-    ) -> Mapping[object, object]:
-        """A nested mapping (empty when left out or null), with its unknown keys reported."""
-        full = _child(path, key)
-        value = parent.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.add(
-                full,
-                f"must be a mapping, not {_describe(value)}",
-                f"write it as '{key}:' with keys indented below",
-            )
-            return {}
-        self.keys(value, full, known)
-        return value
-
-    def keys(self, data: Mapping[object, object], path: str, known: Sequence[str]) -> None:
-        hints = _KEY_HINTS.get(path, {})
-        for key in data:
-            if isinstance(key, str) and key in known:
-                continue
-            name = _short(key) if key != "" else "''"
-            if name == "password" and "password_file" in known:
-                self.add(_child(path, name), "an inline password is not accepted", _PASSWORD_FIX)
-                continue
-            hint = hints.get(name)
-            if hint is None:
-                close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
-                hint = f"did you mean '{close[0]}'?" if close else "remove it"
-            self.add(_child(path, name), "is not a known key", f"{hint} (known keys: {', '.join(known)})")
-
-    def text(
-        self,
-        sec: Mapping[object, object],
-        path: str,
-        key: str,
-        default: str | None,
-        example: str,
-        plain: bool = True,
-    ) -> str | None:
-        """Text; ``plain`` also refuses empty text, surrounding spaces and control characters."""
-        full = _child(path, key)
-        value = sec.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.add(full, f"must be text, not {_describe(value)}", f"write it like {key}: {example}")
-            return default
-        if not isinstance(value, str):
-            self.add(full, f"must be text, not {_describe(value)}", f'quote it: {key}: "{value}"')
-            return default
-        if plain and (not value.strip() or value != value.strip() or re.search(r"[\x00-\x1f\x7f]", value)):
-            self.add(
-                full,
-                f"'{_short(value)}' is empty or has spaces around it or control characters",
-                f"write it like {key}: {example}",
-            )
-            return default
-        return value
-
-    def integer(
-        self,
-        sec: Mapping[object, object],
-        path: str,
-        key: str,
-        default: int,
-        lo: int,
-        hi: int,
-        unit: str = "",
-    ) -> int:
-        full = _child(path, key)
-        value = sec.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            fix = "write it without quotes" if isinstance(value, str) and value.strip().isdigit() else ""
-            self.add(
-                full,
-                f"must be a whole number, not {_describe(value)}",
-                fix or f"write a number between {lo} and {hi}, e.g. {key}: {default}",
-            )
-            return default
-        if not lo <= value <= hi:
-            what = "port" if key.endswith("port") else "value"
-            self.add(
-                full, f"{what} {value}{unit} is out of range", f"use a {what} between {lo} and {hi}{unit}"
-            )
-            return default
-        return value
-
-    def number(
-        self, sec: Mapping[object, object], path: str, key: str, default: float, lo: float, hi: float
-    ) -> float:
-        """A number (whole or decimal) between ``lo`` and ``hi``."""
-        full = _child(path, key)
-        value = sec.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.add(
-                full,
-                f"must be a number, not {_describe(value)}",
-                f"write a number between {lo:g} and {hi:g} without quotes, e.g. {key}: {default:g}",
-            )
-            return default
-        if not lo <= value <= hi:
-            self.add(full, f"{value:g} is out of range", f"use a number between {lo:g} and {hi:g}")
-            return default
-        return float(value)
-
-    def boolean(self, sec: Mapping[object, object], path: str, key: str, default: bool) -> bool:
-        value = sec.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.add(
-                _child(path, key),
-                f"must be true or false, not {_describe(value)}",
-                f"write {key}: true or {key}: false (no quotes)",
-            )
-            return default
-        return value
-
-    def choice(
-        self, sec: Mapping[object, object], path: str, key: str, default: str, choices: Sequence[str]
-    ) -> str:
-        value = sec.get(key)
-        if value is None:
-            return default
-        if isinstance(value, str) and value in choices:
-            return value
-        close = difflib.get_close_matches(str(value).lower(), choices, n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        self.add(
-            _child(path, key),
-            f"must be one of {', '.join(choices)}, not {_describe(value)}",
-            f"{hint}write e.g. {key}: {default}",
-        )
-        return default
-
-    def seconds(
-        self, sec: Mapping[object, object], path: str, key: str, default: float, lo: float, hi: float
-    ) -> float:
-        """A duration: a number of seconds, or text like 90s, 5m, 1h30m, 1d."""
-        full = _child(path, key)
-        value = sec.get(key)
-        if value is None:
-            return default
-        result: float | None = None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            result = float(value)
-        elif isinstance(value, str):
-            match = _DURATION_RE.fullmatch(value.strip())
-            if match is not None and value.strip():
-                d, h, m, s = (match.group(g) for g in ("d", "h", "m", "s"))
-                result = int(d or 0) * 86400 + int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
-        if result is None:
-            self.add(
-                full,
-                f"must be a duration, not {_describe(value)}",
-                f"write seconds (e.g. {key}: {default:g}) or a duration like 90s, 5m, 1h",
-            )
-            return default
-        if not lo <= result <= hi:
-            self.add(full, f"{result:g} s is out of range", f"use a duration between {lo:g} s and {hi:g} s")
-            return default
-        return result
-
-    def size(self, sec: Mapping[object, object], path: str, key: str, default: int, lo: int, hi: int) -> int:
-        """A size: a number of bytes, or text like 100MiB, 1 GB."""
-        full = _child(path, key)
-        value = sec.get(key)
-        if value is None:
-            return default
-        result: int | None = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            result = value
-        elif isinstance(value, str):
-            match = _SIZE_RE.fullmatch(value.strip())
-            if match is not None and len(match.group(1)) <= 16:
-                result = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").upper()]
-        if result is None:
-            self.add(
-                full,
-                f"must be a size, not {_describe(value)}",
-                f"write bytes (e.g. {key}: {default}) or a size like 100MiB or 1GB",
-            )
-            return default
-        if not lo <= result <= hi:
-            self.add(full, f"{result} bytes is out of range", f"use a size between {lo} and {hi} bytes")
-            return default
-        return result
+    def unknown_key(self, path: str, name: str, known: Sequence[str], hints: Mapping[str, str]) -> None:
+        if name == "password" and "password_file" in known:
+            self.add(child(path, name), "an inline password is not accepted", _PASSWORD_FIX)
+            return
+        super().unknown_key(path, name, known, hints)
 
     def path(
         self, sec: Mapping[object, object], path: str, key: str, kind: str, secret: bool = False
@@ -617,13 +480,13 @@ class _Reader:
         """A path, resolved against the config's directory; ``kind`` "file" must exist and be readable,
         "dir" may be missing but must be a directory if it exists, "out" (a file written to) may be
         missing but its directory must exist. Secrets must not be world-readable."""
-        full = _child(path, key)
+        full = child(path, key)
         value = sec.get(key)
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
             self.add(
-                full, f"must be a path, not {_describe(value)}", f"write it like {key}: /etc/camwatch/..."
+                full, f"must be a path, not {describe(value)}", f"write it like {key}: /etc/camwatch/..."
             )
             return None
         resolved = self.base_dir / Path(value).expanduser()
@@ -631,31 +494,31 @@ class _Reader:
             st = resolved.stat()
         except FileNotFoundError:
             if kind == "file":
-                self.add(full, f"'{_short(value)}' does not exist", _exists_fix(resolved))
+                self.add(full, f"'{short(value)}' does not exist", _exists_fix(resolved))
             elif kind == "out" and not resolved.parent.is_dir():
                 self.add(
                     full,
-                    f"the directory of '{_short(value)}' does not exist",
+                    f"the directory of '{short(value)}' does not exist",
                     f"create {resolved.parent} or name a file in an existing directory",
                 )
             return resolved
         except OSError as exc:
             self.add(
-                full, f"'{_short(value)}' cannot be checked ({exc.strerror or exc})", _exists_fix(resolved)
+                full, f"'{short(value)}' cannot be checked ({exc.strerror or exc})", _exists_fix(resolved)
             )
             return resolved
         if kind == "out" and not stat.S_ISREG(st.st_mode):
-            self.add(full, f"'{_short(value)}' exists and is not a regular file", "name a file")
+            self.add(full, f"'{short(value)}' exists and is not a regular file", "name a file")
         elif kind == "file" and not stat.S_ISREG(st.st_mode):
-            self.add(full, f"'{_short(value)}' is not a regular file", _exists_fix(resolved))
+            self.add(full, f"'{short(value)}' is not a regular file", _exists_fix(resolved))
         elif kind == "file" and not os.access(resolved, os.R_OK):
             self.add(
-                full, f"'{_short(value)}' is not readable", "make it readable by the user starting camwatch"
+                full, f"'{short(value)}' is not readable", "make it readable by the user starting camwatch"
             )
         elif kind == "dir" and not stat.S_ISDIR(st.st_mode):
-            self.add(full, f"'{_short(value)}' exists and is not a directory", "name a directory")
+            self.add(full, f"'{short(value)}' exists and is not a directory", "name a directory")
         elif secret and st.st_mode & stat.S_IROTH:
-            self.warnings.append(f"{full}: {resolved} is readable by every user; chmod 600 it")
+            self.warn(full, f"{resolved} is readable by every user; chmod 600 it")
         return resolved
 
 
@@ -674,20 +537,11 @@ def _topic_segment(
     if not value:
         reader.add(key, "is empty", f"write a name, e.g. {key}: {example}")
         return None
-    if _SITE_UNSAFE_RE.search(value):
-        suggestion = _SITE_UNSAFE_RE.sub("-", value.strip()).strip("-") or "depot-7"
-        reader.add(
-            key,
-            f"'{_short(value)}' contains '/', '+', '#', whitespace or control characters, which cannot be "
-            "in an MQTT topic segment",
-            f"use letters, digits, '-', '_' or '.', e.g. '{_short(suggestion)}'",
-        )
-        return None
-    return value
+    return reader.topic_segment(key, value)
 
 
 def _default_gateway() -> str:
-    name = _SITE_UNSAFE_RE.sub("-", socket.gethostname()).strip("-")
+    name = TOPIC_UNSAFE_RE.sub("-", socket.gethostname()).strip("-")
     return name or "gateway"
 
 
@@ -697,16 +551,16 @@ def _capture(reader: _Reader, top: Mapping[object, object]) -> CaptureConfig:
     raw = sec.get("interfaces")
     if isinstance(raw, str):
         reader.add(
-            "capture.interfaces", f"must be a list, not {_describe(raw)}", f"write a list: [{_short(raw)}]"
+            "capture.interfaces", f"must be a list, not {describe(raw)}", f"write a list: [{short(raw)}]"
         )
     elif raw is not None and not isinstance(raw, list):
-        reader.add("capture.interfaces", f"must be a list, not {_describe(raw)}", "write a list, e.g. [eth1]")
+        reader.add("capture.interfaces", f"must be a list, not {describe(raw)}", "write a list, e.g. [eth1]")
     for index, name in enumerate(raw if isinstance(raw, list) else []):
         path = f"capture.interfaces[{index}]"
         if not isinstance(name, str) or not _IFNAME_RE.fullmatch(name):
             reader.add(
                 path,
-                f"{_describe(name)} is not an interface name",
+                f"{describe(name)} is not an interface name",
                 "write the name as `ip link` shows it, e.g. eth1 (at most 15 characters)",
             )
         elif name in interfaces:
@@ -744,6 +598,10 @@ def _policy(
     policy_file = reader.path(top, "", "policy_file", "file")
     if raw is not None and has_file:
         reader.add("policy_file", "is set together with an inline 'policy'", "keep one of the two")
+        # Still read both: whichever the user keeps, its problems are known now, not after the next run.
+        _inline_policy(reader, raw, site)
+        if policy_file is not None:
+            _file_policy(reader, policy_file, site)
         return SitePolicy.default(), policy_file
     if raw is not None:
         return _inline_policy(reader, raw, site), None
@@ -758,7 +616,7 @@ def _inline_policy(reader: _Reader, raw: object, site: str | None) -> SitePolicy
     if not isinstance(raw, Mapping):
         reader.add(
             "policy",
-            f"must be a mapping (the site policy, docs/policy.md), not {_describe(raw)}",
+            f"must be a mapping (the site policy, docs/policy.md), not {describe(raw)}",
             "write the policy's keys indented under 'policy:', or name its file with 'policy_file:'",
         )
         return SitePolicy.default()
@@ -767,50 +625,40 @@ def _inline_policy(reader: _Reader, raw: object, site: str | None) -> SitePolicy
         # The configuration names the site already: no need to repeat it (a bad 'site' is reported
         # once, at 'site', not again here).
         data["site"] = site if site is not None else "unnamed"
-    try:
-        policy = SitePolicy.from_mapping(data, "policy")
-    except PolicyError as exc:
-        for p in exc.problems:
-            reader.add(_child("policy", p.field), p.problem, p.fix)
+    # Read with this reader, below 'policy': problems are named policy.<field> and positioned in this file.
+    policy = SitePolicy.read(data, reader.at("policy"))
+    if policy is None:
         return SitePolicy.default()
     if site is not None and policy.site != site:
         reader.add(
             "policy.site",
-            f"'{_short(policy.site)}' differs from site '{site}'",
+            f"'{short(policy.site)}' differs from site '{site}'",
             "leave policy.site out (it defaults to 'site') or make the two the same",
         )
-    reader.warnings.extend(_vendor_warnings(policy, "policy.monitored.vendors"))
+    reader.warnings.extend(f"policy.{warning}" for warning in policy.warnings)
     return policy
 
 
 def _file_policy(reader: _Reader, path: Path, site: str | None) -> SitePolicy:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         if path.is_file():  # a missing file was reported already
             reader.add("policy_file", f"cannot be read ({exc})", _exists_fix(path))
         return SitePolicy.default()
     try:
-        policy = SitePolicy.from_yaml(text, str(path))
+        policy = SitePolicy.from_yaml(data, str(path))
     except PolicyError as exc:
         reader.elsewhere.extend(_sourced(p, str(path)) for p in exc.problems)
         return SitePolicy.default()
     if site is not None and policy.site != site:
         reader.add(
             "policy_file",
-            f"{path} is the policy of site '{_short(policy.site)}', but this configuration's site is "
-            f"'{site}'",
+            f"{path} is the policy of site '{short(policy.site)}', but this configuration's site is '{site}'",
             "point policy_file at this site's policy, or make the two site names the same",
         )
-    reader.warnings.extend(_vendor_warnings(policy, f"{path}: monitored.vendors"))
+    reader.warnings.extend(f"{path}: {warning}" for warning in policy.warnings)
     return policy
-
-
-def _vendor_warnings(policy: SitePolicy, where: str) -> list[str]:
-    return [
-        f"{where}: '{key}' is not a vendor camwatch knows; check the spelling (it matches no device yet)"
-        for key in sorted(policy.unknown_vendors)
-    ]
 
 
 def _listen_address(reader: _Reader, sec: Mapping[object, object]) -> str:
@@ -825,7 +673,7 @@ def _listen_address(reader: _Reader, sec: Mapping[object, object]) -> str:
     if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value):
         reader.add(
             "metrics.listen",
-            f"'{_short(value)}' is not an IP address or host name",
+            f"'{short(value)}' is not an IP address or host name",
             "write an address to listen on, e.g. 0.0.0.0 (all IPv4), :: (all), or 127.0.0.1",
         )
         return "0.0.0.0"
@@ -840,7 +688,7 @@ def _pair(
     if (pa is None) != (pb is None):
         missing = b if pb is None else a
         reader.add(
-            _child(path, missing), f"is missing; {a} and {b} go together", f"give both {what}, or neither"
+            child(path, missing), f"is missing; {a} and {b} go together", f"give both {what}, or neither"
         )
 
 
@@ -854,7 +702,7 @@ def _check_cert_pair(reader: _Reader, path: str, cert: Path | None, key: Path | 
     except (ssl.SSLError, OSError) as exc:
         reader.add(
             path,
-            f"the certificate and key cannot be used together ({_short(str(exc), 100)})",
+            f"the certificate and key cannot be used together ({short(str(exc), 100)})",
             "give a PEM certificate (chain) and the PEM private key that belongs to it, unencrypted",
         )
 
@@ -916,7 +764,7 @@ def _check_secret_file(reader: _Reader, path: str, file: Path | None) -> None:
 
 def _mqtt(
     reader: _Reader, top: Mapping[object, object], site: str | None, gateway: str | None
-) -> MqttConfig | None:
+) -> MqttSettings | None:
     if top.get("mqtt") is None:
         return None
     sec = reader.section(top, "", "mqtt", _MQTT_KEYS)
@@ -930,7 +778,7 @@ def _mqtt(
     elif host is not None and ("://" in host or (":" in host.strip("[]") and host.count(":") == 1)):
         reader.add(
             "mqtt.host",
-            f"'{_short(host)}' is a URL or has a port",
+            f"'{short(host)}' is a URL or has a port",
             "write the host name or address alone; the port goes in mqtt.port, TLS in mqtt.tls",
         )
     tls = reader.boolean(sec, "mqtt", "tls", False)
@@ -951,7 +799,7 @@ def _mqtt(
         except (ssl.SSLError, OSError) as exc:
             reader.add(
                 "mqtt.ca_file",
-                f"holds no usable CA certificate ({_short(str(exc), 80)})",
+                f"holds no usable CA certificate ({short(str(exc), 80)})",
                 "give PEM certificates",
             )
     username = reader.text(sec, "mqtt", "username", None, "camwatch-depot-7")
@@ -965,9 +813,10 @@ def _mqtt(
         )
     if password_file is not None and not tls:
         reader.warnings.append("mqtt: the password is sent in clear text; set tls: true")
-    default_id = f"camwatch-{site or 'site'}-{gateway or 'gateway'}"
-    client_id = reader.text(sec, "mqtt", "client_id", default_id, default_id) or default_id
-    prefix = reader.text(sec, "mqtt", "topic_prefix", "camwatch", "camwatch") or "camwatch"
+    # The defaults live in MqttSettings alone; this instance only shows them (and the examples).
+    d = MqttSettings(host="", site=site or "site", gateway=gateway or "gateway", tls=tls)
+    client_id = reader.text(sec, "mqtt", "client_id", None, d.identifier)
+    prefix = reader.text(sec, "mqtt", "topic_prefix", d.topic_prefix, d.topic_prefix) or d.topic_prefix
     if (
         re.search(r"[+#\x00]", prefix)
         or prefix.startswith(("/", "$"))
@@ -976,13 +825,15 @@ def _mqtt(
     ):
         reader.add(
             "mqtt.topic_prefix",
-            f"'{_short(prefix)}' is not a usable topic prefix (wildcards, a leading '$' or '/', "
+            f"'{short(prefix)}' is not a usable topic prefix (wildcards, a leading '$' or '/', "
             "or an empty level)",
             "use one or more levels of letters, digits, '-' and '_', e.g. camwatch or acme/camwatch",
         )
-    return MqttConfig(
+    return MqttSettings(
         host=host or "",
-        port=reader.integer(sec, "mqtt", "port", 8883 if tls else 1883, 1, 65535),
+        site=site or "",
+        gateway=gateway or "",
+        port=reader.integer(sec, "mqtt", "port", d.port, 1, 65535),
         tls=tls,
         ca_file=ca_file,
         cert_file=cert_file,
@@ -992,7 +843,7 @@ def _mqtt(
         client_id=client_id,
         topic_prefix=prefix,
         # MQTT's keep alive is a 16-bit number of seconds; below 5 s a busy broker drops clients.
-        keepalive=reader.integer(sec, "mqtt", "keepalive", 60, 5, 65535, unit=" s"),
+        keepalive=reader.integer(sec, "mqtt", "keepalive", d.keepalive, 5, 65535, unit=" s"),
     )
 
 
@@ -1011,7 +862,7 @@ def _run_as_user(reader: _Reader, top: Mapping[object, object]) -> str | None:
     if not _USER_RE.fullmatch(user):
         reader.add(
             "run_as_user",
-            f"'{_short(user)}' is not a valid user name",
+            f"'{short(user)}' is not a valid user name",
             "write a system user's name, e.g. camwatch",
         )
         return DEFAULT_RUN_AS_USER
@@ -1124,7 +975,7 @@ def _cameras(reader: _Reader, sec: Mapping[object, object]) -> list[CameraConfig
         reader.add("stream_probe.cameras", "lists no camera", f"list the cameras to watch, e.g. {example}")
         return []
     if not isinstance(raw, list):
-        reader.add("stream_probe.cameras", f"must be a list, not {_describe(raw)}", f"write e.g. {example}")
+        reader.add("stream_probe.cameras", f"must be a list, not {describe(raw)}", f"write e.g. {example}")
         return []
     cameras: list[CameraConfig] = []
     names: set[str] = set()
@@ -1132,7 +983,7 @@ def _cameras(reader: _Reader, sec: Mapping[object, object]) -> list[CameraConfig
         path = f"stream_probe.cameras[{index}]"
         if not isinstance(entry, Mapping):
             reader.add(
-                path, f"must be a mapping, not {_describe(entry)}", "give name: and url: for each camera"
+                path, f"must be a mapping, not {describe(entry)}", "give name: and url: for each camera"
             )
             continue
         reader.keys(entry, path, _CAMERA_KEYS)
@@ -1144,7 +995,7 @@ def _cameras(reader: _Reader, sec: Mapping[object, object]) -> list[CameraConfig
         if name is not None and not _CAMERA_NAME_RE.fullmatch(name):
             reader.add(
                 f"{path}.name",
-                f"'{_short(name)}' is not a usable camera name",
+                f"'{short(name)}' is not a usable camera name",
                 "use up to 64 letters, digits, '-', '_' and '.', starting with a letter or digit "
                 "(it is a metric label and a directory name)",
             )
@@ -1178,7 +1029,7 @@ def _camera_url(reader: _Reader, path: str, url: str) -> str | None:
         parsed = CameraUrl.parse(url)
     except ValueError as exc:
         reader.add(
-            path, f"'{_short(url)}' is not a camera URL: {exc}", "write e.g. rtsp://10.20.0.11:554/stream1"
+            path, f"'{short(url)}' is not a camera URL: {exc}", "write e.g. rtsp://10.20.0.11:554/stream1"
         )
         return None
     if parsed.username is not None or parsed.password is not None:
@@ -1197,7 +1048,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
         reader.add("", "the configuration is empty", "start it with 'site: <name>' (see examples/agent.yaml)")
         return None
     if not isinstance(data, Mapping):
-        reader.add("", f"must be a mapping of keys, not {_describe(data)}", "see examples/agent.yaml")
+        reader.add("", f"must be a mapping of keys, not {describe(data)}", "see examples/agent.yaml")
         return None
     reader.keys(data, "", _TOP_KEYS)
     site = _topic_segment(reader, data, "site", None)

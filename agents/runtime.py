@@ -276,10 +276,21 @@ class Agent:
             return None
         import dataclasses
 
-        from agents.sinks.mqtt import mqtt_settings
-
+        try:
+            settings = self.config.mqtt.with_password()
+        except (OSError, ValueError) as exc:  # the password file gone or emptied since validation
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "mqtt.password_file",
+                        f"cannot be read ({exc})",
+                        "check that it exists, is readable and holds the password on its first line",
+                        source=self.config.source,
+                    )
+                ]
+            ) from exc
         # An alarm path: after an outage, reconnect within seconds rather than a minute.
-        return dataclasses.replace(mqtt_settings(self.config), backoff_max=RECONNECT_MAX_SECONDS)
+        return dataclasses.replace(settings, backoff_max=RECONNECT_MAX_SECONDS)
 
     async def _start_publisher(self, stack: contextlib.AsyncExitStack, settings: Any) -> None:
         from agents.sinks.mqtt import AlertPublisher

@@ -1,8 +1,9 @@
 """The site policy: which devices are watched and where they may connect (DESIGN 2.1, 2.6).
 
 Pure: takes a parsed mapping or YAML text, never opens files. Validation collects *every* bad field
-and raises one :class:`PolicyError` naming each field path and its fix, so ``camwatch check-config``
-can show the whole list at once instead of one error per run.
+(with the reader of monitor/validation.py, which the agent configuration uses too) and raises one
+:class:`PolicyError` naming each field path and its fix, so ``camwatch check-config`` can show the
+whole list at once instead of one error per run.
 
 Egress decision (:meth:`SitePolicy.egress_allowed`). A destination is allowed when it is
 
@@ -37,15 +38,21 @@ import difflib
 import ipaddress
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Final, SupportsIndex, TypeAlias, TypeVar
+from typing import Final, SupportsIndex, TypeAlias
 
-import yaml
-import yaml.constructor
-import yaml.nodes
-import yaml.reader
+from monitor.validation import (
+    CONTROL_RE,
+    FieldProblem,
+    Reader,
+    ValidationError,
+    child,
+    describe,
+    load_yaml,
+    short,
+)
 
 __all__ = [
     "DEFAULT_WATCHED_VENDORS",
@@ -79,17 +86,10 @@ DEFAULT_WATCHED_VENDORS: Final[frozenset[str]] = frozenset(
 
 DEFAULT_SITE: Final = "default"
 
-_T = TypeVar("_T")
-
 _MAX4: Final = (1 << 32) - 1
 _MAX6: Final = (1 << 128) - 1
 
 _VENDOR_KEY_RE: Final = re.compile(r"[a-z0-9_-]+")
-# MQTT topic segments must not contain the separator or wildcards; whitespace and control characters
-# would break log lines and the "<site>/<gateway>" observer name.
-_SITE_UNSAFE_RE: Final = re.compile(r"[/+#\s\x00-\x1f\x7f]")
-# Everything str.splitlines() breaks on, and other invisibles: escaped so one problem stays one line.
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PORT_RE: Final = re.compile(r"([0-9]+)(?:\s*/\s*([A-Za-z0-9]+))?")
 _HOSTNAME_RE: Final = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9*-]+(?:\.[A-Za-z0-9-]+)+\.?")
 _TRANSPORTS: Final = ("tcp", "udp")
@@ -121,43 +121,11 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
 # Errors
 
 
-@dataclass(frozen=True, slots=True)
-class FieldProblem:
-    """One bad field: its path (e.g. ``allow[1].ports[0]``), what is wrong, and how to fix it.
-
-    ``line``/``column`` (1-based) are set when the policy came from YAML text. ``field`` is empty for
-    problems with the document as a whole (e.g. a YAML syntax error).
-    """
-
-    field: str
-    problem: str
-    fix: str
-    line: int | None = None
-    column: int | None = None
-
-    def describe(self, source: str) -> str:
-        """One line: ``<source>: <field>: <problem>; <fix>`` (plus the YAML position if known)."""
-        where = f" (at line {self.line}, column {self.column})" if self.line is not None else ""
-        if self.field:
-            return f"{source}: {self.field}: {self.problem}; {self.fix}{where}"
-        if self.line is not None:
-            return f"{source}: line {self.line}, column {self.column}: {self.problem}; {self.fix}"
-        return f"{source}: {self.problem}; {self.fix}"
-
-
-class PolicyError(ValueError):
+class PolicyError(ValidationError[FieldProblem]):
     """One or more bad fields in a site policy; ``problems`` lists them all, in document order."""
 
     def __init__(self, problems: Sequence[FieldProblem], source: str = "<policy>") -> None:
-        if not problems:
-            raise ValueError("PolicyError needs at least one FieldProblem")
-        self.problems: list[FieldProblem] = list(problems)
-        self.source = source
-        super().__init__("\n".join(p.describe(source) for p in self.problems))
-
-    def __reduce__(self) -> tuple[type[PolicyError], tuple[list[FieldProblem], str]]:
-        # The default reduce would call PolicyError(message) and fail: keep it picklable.
-        return (type(self), (self.problems, self.source))
+        super().__init__(problems, source)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -347,23 +315,42 @@ class SitePolicy:
     def from_mapping(cls, data: object, source: str = "<policy>") -> SitePolicy:
         """Validate a parsed policy (e.g. from YAML or JSON); raise :class:`PolicyError` listing
         every bad field."""
-        checker = _Checker()
-        policy = _build(data, checker)
-        if checker.problems or policy is None:
-            raise PolicyError(checker.problems, source)
+        reader = Reader()
+        policy = cls.read(data, reader)
+        if reader.problems or policy is None:
+            raise PolicyError(reader.problems, source)
         return policy
 
     @classmethod
-    def from_yaml(cls, text: str, source: str = "<policy>") -> SitePolicy:
-        """Parse and validate YAML text; problems carry their line and column."""
-        data, marks, duplicates = _load_yaml(text, source)
-        checker = _Checker()
-        policy = _build(data, checker)
-        found = [_with_position(p, marks) for p in duplicates + checker.problems]
+    def from_yaml(cls, text: str | bytes, source: str = "<policy>") -> SitePolicy:
+        """Parse and validate YAML text (bytes must be UTF-8); problems carry their line and column."""
+        try:
+            document = load_yaml(text, source, "write a flat policy like docs/policy.md")
+        except ValidationError as exc:  # a syntax error: nothing after it can be checked
+            raise PolicyError(exc.problems, source) from exc
+        reader = Reader(document)
+        policy = cls.read(document.data, reader)
+        found = [*document.duplicates, *reader.problems]
         if found or policy is None:
             # Document order reads best; problems without a position (a missing 'site') come first.
             raise PolicyError(sorted(found, key=lambda p: p.line or 0), source)
         return policy
+
+    @classmethod
+    def read(cls, data: object, reader: Reader) -> SitePolicy | None:
+        """Validate ``data`` with ``reader``, which collects the problems (a view such as
+        ``reader.at("policy")`` reads a policy nested in another document); ``None`` if any was found."""
+        return _build(data, reader)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Things that are valid but deserve a look, each ``<field>: <what>; <advice>``: vendor keys
+        camwatch does not know, which are most likely typos. Every loader shows them the same way."""
+        return tuple(
+            f"monitored.vendors: '{key}' is not a vendor camwatch knows; check the spelling "
+            "(it matches no device yet)"
+            for key in sorted(self.unknown_vendors)
+        )
 
     # -- queries (called once per new flow: keep them cheap) -------------------------------------
 
@@ -419,116 +406,26 @@ class SitePolicy:
 
 
 # --------------------------------------------------------------------------------------------------
-# Validation
+# Validation: each parser records its problems in the reader and returns None (or nothing) for a bad
+# value, so one pass reports every bad field.
 
 
-class _Checker:
-    """Collects problems so that one run reports all of them."""
-
-    def __init__(self) -> None:
-        self.problems: list[FieldProblem] = []
-
-    def add(self, path: str, problem: str, fix: str) -> None:
-        self.problems.append(FieldProblem(path, problem, fix))
-
-
-def _child(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """A value for a message: control characters escaped (one problem, one line), long text cut."""
-    text = (
-        repr(value) if not isinstance(value, str) else _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], value)
-    )
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe(value: object) -> str:
-    """Name a value's type the way a YAML author thinks of it."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"true/false ({str(value).lower()})"
-    if isinstance(value, int | float):
-        return f"a number ({_short(value)})"
-    if isinstance(value, str):
-        return f"text '{_short(value)}'"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"a {type(value).__name__} value"
-
-
-def _check_keys(
-    data: Mapping[object, object],
-    path: str,
-    known: Sequence[str],
-    hints: Mapping[str, str],
-    checker: _Checker,
-) -> None:
-    for key in data:
-        if isinstance(key, str) and key in known:
-            continue
-        name = _short(key) if key != "" else "''"
-        hint = hints.get(name)
-        if hint is None:
-            close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else "remove it"
-        checker.add(_child(path, name), "is not a known key", f"{hint} (known keys: {', '.join(known)})")
-
-
-def _as_mapping(
-    value: object, path: str, what: str, example: str, checker: _Checker
-) -> Mapping[object, object] | None:
-    if isinstance(value, Mapping):
-        return value
-    checker.add(path, f"must be {what}, not {_describe(value)}", f"write it like {example}")
-    return None
-
-
-def _as_list(value: object, path: str, example: str, checker: _Checker) -> list[object] | None:
-    """A list value; a scalar where a list belongs is the commonest slip, so its fix shows the list."""
-    if isinstance(value, list | tuple):
-        return list(value)
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        checker.add(path, f"must be a list, not {_describe(value)}", f"write a list: [{_short(value)}]")
-    else:
-        checker.add(path, f"must be a list, not {_describe(value)}", f"write a list, e.g. {example}")
-    return None
-
-
-def _parse_site(value: object, checker: _Checker) -> str | None:
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        # YAML reads `site: 7` as a number; a site name is text (it goes into MQTT topics).
-        checker.add("site", f"must be text, not {_describe(value)}", f'quote it: site: "{value}"')
-        return None
-    else:
-        checker.add("site", f"must be text, not {_describe(value)}", "write it like site: depot-7")
+def _parse_site(value: object, reader: Reader) -> str | None:
+    # Numbers (YAML reads `site: 007` as 7) get "quote it" with the text as written.
+    text = reader.text({"site": value}, "", "site", None, "depot-7", plain=False)
+    if text is None:
         return None
     if not text.strip():
-        checker.add("site", "is empty", "write the site's name, e.g. site: depot-7")
+        reader.add("site", "is empty", "write the site's name, e.g. site: depot-7")
         return None
-    if _SITE_UNSAFE_RE.search(text):
-        suggestion = _SITE_UNSAFE_RE.sub("-", text.strip()).strip("-") or "depot-7"
-        checker.add(
-            "site",
-            f"'{_short(text)}' contains '/', '+', '#', whitespace or control characters, which cannot be "
-            "in an MQTT topic segment",
-            f"use letters, digits, '-', '_' or '.', e.g. '{_short(suggestion)}'",
-        )
-        return None
-    return text
+    return reader.topic_segment("site", text)
 
 
-def _parse_network(value: object, path: str, checker: _Checker) -> IPNetwork | None:
+def _parse_network(value: object, path: str, reader: Reader) -> IPNetwork | None:
     if not isinstance(value, str):
-        checker.add(
+        reader.add(
             path,
-            f"must be an IP network written as text, not {_describe(value)}",
+            f"must be an IP network written as text, not {describe(value)}",
             "write it like 10.20.0.0/24 (or 10.20.0.5 for one host)",
         )
         return None
@@ -542,30 +439,30 @@ def _parse_network(value: object, path: str, checker: _Checker) -> IPNetwork | N
             loose = None
         if loose is not None:
             host = text.split("/", 1)[0]
-            checker.add(
+            reader.add(
                 path,
                 f"'{text}' has host bits set (the address is not the start of the network)",
                 f"did you mean {loose}? (for the single host write {host})",
             )
         elif _HOSTNAME_RE.fullmatch(text):
-            checker.add(
+            reader.add(
                 path,
-                f"'{_short(text)}' is a host name; the policy matches IP networks only",
+                f"'{short(text)}' is a host name; the policy matches IP networks only",
                 "write IP networks, e.g. 203.0.113.0/24 (vendor clouds are matched by name in the DNS rules)",
             )
         else:
-            checker.add(
+            reader.add(
                 path,
-                f"'{_short(text)}' is not an IP network ({_short(str(exc), 80)})",
+                f"'{short(text)}' is not an IP network ({short(str(exc), 80)})",
                 "write an address with a prefix length, e.g. 10.20.0.0/24 or 2001:db8::/64",
             )
         return None
 
 
-def _parse_address(value: object, path: str, checker: _Checker) -> IPAddress | None:
+def _parse_address(value: object, path: str, reader: Reader) -> IPAddress | None:
     if not isinstance(value, str):
-        checker.add(
-            path, f"must be an IP address written as text, not {_describe(value)}", "write it like 10.20.0.1"
+        reader.add(
+            path, f"must be an IP address written as text, not {describe(value)}", "write it like 10.20.0.1"
         )
         return None
     text = value.strip()
@@ -574,60 +471,60 @@ def _parse_address(value: object, path: str, checker: _Checker) -> IPAddress | N
     except ValueError:
         pass
     if "/" in text:
-        checker.add(
+        reader.add(
             path,
-            f"'{_short(text)}' is a network; this list holds single addresses",
-            f"write the address alone, e.g. {_short(text.split('/', 1)[0])}",
+            f"'{short(text)}' is a network; this list holds single addresses",
+            f"write the address alone, e.g. {short(text.split('/', 1)[0])}",
         )
     else:
-        checker.add(path, f"'{_short(text)}' is not an IP address", "write it like 10.20.0.1 or 2001:db8::1")
+        reader.add(path, f"'{short(text)}' is not an IP address", "write it like 10.20.0.1 or 2001:db8::1")
     return None
 
 
 _MAC_HEX = re.compile(r"[0-9a-f]{12}")
 
 
-def _parse_mac(value: object, path: str, checker: _Checker) -> int | None:
+def _parse_mac(value: object, path: str, reader: Reader) -> int | None:
     fix = "write it like 44:19:b6:00:00:01 (44-19-b6-00-00-01 and 4419.b600.0001 are read too)"
     if not isinstance(value, str):
-        checker.add(path, f"must be a MAC address written as text, not {_describe(value)}", fix)
+        reader.add(path, f"must be a MAC address written as text, not {describe(value)}", fix)
         return None
     digits = re.sub(r"[:.\-]", "", value.strip().lower())
     if not _MAC_HEX.fullmatch(digits):
-        checker.add(path, f"'{_short(value)}' is not a MAC address", fix)
+        reader.add(path, f"'{short(value)}' is not a MAC address", fix)
         return None
     return int(digits, 16)
 
 
-def _parse_port(value: object, path: str, checker: _Checker) -> list[tuple[int, str]]:
+def _parse_port(value: object, path: str, reader: Reader) -> list[tuple[int, str]]:
     example = "write <port> or <port>/<tcp|udp>, e.g. 53/udp, 443/tcp or 123 (both)"
     if isinstance(value, bool) or not isinstance(value, int | str):
-        checker.add(path, f"must be a port like 443/tcp, not {_describe(value)}", example)
+        reader.add(path, f"must be a port like 443/tcp, not {describe(value)}", example)
         return []
     text = str(value).strip()
     match = _PORT_RE.fullmatch(text)
     if match is None:
         if re.fullmatch(r"[0-9]+\s*[-:]\s*[0-9]+(?:\s*/\s*\w+)?", text):
-            checker.add(
+            reader.add(
                 path,
-                f"'{_short(text)}' is a port range; ranges are not supported",
+                f"'{short(text)}' is a port range; ranges are not supported",
                 "list each port, e.g. [8000/tcp, 8001/tcp]",
             )
         else:
-            checker.add(path, f"'{_short(text)}' is not a port", example)
+            reader.add(path, f"'{short(text)}' is not a port", example)
         return []
     digits, proto_text = match.group(1), match.group(2)
     # Compare the digit count before int(): a huge digit string would otherwise trip the int limit.
     port = int(digits) if len(digits) <= 5 else 0
     problems = False
     if not 1 <= port <= 65535:
-        checker.add(path, f"port {_short(digits)} is out of range", "use a port between 1 and 65535")
+        reader.add(path, f"port {short(digits)} is out of range", "use a port between 1 and 65535")
         problems = True
     proto = proto_text.lower() if proto_text is not None else None
     if proto is not None and proto not in _TRANSPORTS:
-        checker.add(
+        reader.add(
             path,
-            f"unknown transport '{_short(proto_text)}'",
+            f"unknown transport '{short(proto_text)}'",
             f"use tcp or udp, e.g. {port if not problems else 53}/udp, or leave it off to allow both",
         )
         problems = True
@@ -636,13 +533,13 @@ def _parse_port(value: object, path: str, checker: _Checker) -> list[tuple[int, 
     return [(port, proto)] if proto is not None else [(port, t) for t in _TRANSPORTS]
 
 
-def _parse_vendor(value: object, path: str, checker: _Checker) -> str | None:
+def _parse_vendor(value: object, path: str, reader: Reader) -> str | None:
     if isinstance(value, str) and _VENDOR_KEY_RE.fullmatch(value):
         return value
     if not isinstance(value, str):
-        checker.add(
+        reader.add(
             path,
-            f"must be a vendor key, not {_describe(value)}",
+            f"must be a vendor key, not {describe(value)}",
             "use the lowercase canonical key, e.g. 'hikvision'",
         )
         return None
@@ -652,94 +549,73 @@ def _parse_vendor(value: object, path: str, checker: _Checker) -> str | None:
     else:
         close = difflib.get_close_matches(squashed, KNOWN_VENDOR_KEYS, n=1, cutoff=0.6)
         fix = f"use the lowercase canonical key, e.g. '{close[0] if close else 'hikvision'}'"
-    checker.add(path, f"'{_short(value)}' is not a vendor key (lowercase letters, digits, '_' and '-')", fix)
+    reader.add(path, f"'{short(value)}' is not a vendor key (lowercase letters, digits, '_' and '-')", fix)
     return None
 
 
-def _parse_items(
-    value: object,
-    path: str,
-    example: str,
-    parse: Callable[[object, str, _Checker], _T | None],
-    checker: _Checker,
-) -> list[_T] | None:
-    """Parse each item of a list; ``None`` if the value itself is not a list."""
-    items = _as_list(value, path, example, checker)
-    if items is None:
-        return None
-    parsed: list[_T] = []
-    for index, item in enumerate(items):
-        result = parse(item, f"{path}[{index}]", checker)
-        if result is not None:
-            parsed.append(result)
-    return parsed
-
-
-def _parse_rule(value: object, path: str, checker: _Checker) -> AllowRule | None:
-    before = len(checker.problems)
-    rule = _as_mapping(
-        value, path, "a mapping with 'name' and 'to'", "{name: recorder, to: [10.20.0.2/32]}", checker
+def _parse_rule(value: object, path: str, reader: Reader) -> AllowRule | None:
+    before = len(reader.problems)
+    rule = reader.as_mapping(
+        value, path, "a mapping with 'name' and 'to'", "{name: recorder, to: [10.20.0.2/32]}"
     )
     if rule is None:
         return None
-    _check_keys(rule, path, _RULE_KEYS, _KEY_HINTS["allow[]"], checker)
+    reader.keys(rule, path, _RULE_KEYS, _KEY_HINTS["allow[]"])
 
     name = rule.get("name")
     if name is None:
-        checker.add(_child(path, "name"), "is missing", "give the rule a name, e.g. name: recorder")
-    elif not isinstance(name, str) or not name.strip() or _CONTROL_RE.search(name):
-        checker.add(
-            _child(path, "name"),
-            f"must be a non-empty single line of text, not {_describe(name)}",
+        reader.add(child(path, "name"), "is missing", "give the rule a name, e.g. name: recorder")
+    elif not isinstance(name, str) or not name.strip() or CONTROL_RE.search(name):
+        reader.add(
+            child(path, "name"),
+            f"must be a non-empty single line of text, not {describe(name)}",
             "write it like name: recorder",
         )
 
     networks: list[IPNetwork] | None = None
     raw_to = rule.get("to")
     if raw_to is None:
-        checker.add(
-            _child(path, "to"), "is missing", "list where the devices may connect, e.g. to: [10.20.0.2/32]"
+        reader.add(
+            child(path, "to"), "is missing", "list where the devices may connect, e.g. to: [10.20.0.2/32]"
         )
     elif isinstance(raw_to, list | tuple) and not raw_to:
-        checker.add(_child(path, "to"), "is empty", "list at least one network, e.g. to: [10.20.0.2/32]")
+        reader.add(child(path, "to"), "is empty", "list at least one network, e.g. to: [10.20.0.2/32]")
     else:
-        networks = _parse_items(raw_to, _child(path, "to"), "[10.20.0.2/32]", _parse_network, checker)
+        networks = reader.items(raw_to, child(path, "to"), "[10.20.0.2/32]", _parse_network)
 
     ports: frozenset[tuple[int, str]] | None = None
     raw_ports = rule.get("ports")
     if isinstance(raw_ports, list | tuple) and not raw_ports:
-        checker.add(
-            _child(path, "ports"),
+        reader.add(
+            child(path, "ports"),
             "is empty, which would allow no port at all",
             "list ports, e.g. [53/udp], or leave 'ports' out to allow any port",
         )
     elif raw_ports is not None:
-        parsed = _parse_items(raw_ports, _child(path, "ports"), "[53/udp, 443/tcp]", _parse_port, checker)
+        parsed = reader.items(raw_ports, child(path, "ports"), "[53/udp, 443/tcp]", _parse_port)
         ports = frozenset(pair for pairs in parsed or () for pair in pairs)
 
-    if len(checker.problems) != before or not isinstance(name, str) or networks is None:
+    if len(reader.problems) != before or not isinstance(name, str) or networks is None:
         return None
     return AllowRule(name=name.strip(), networks=tuple(networks), ports=ports)
 
 
-def _parse_monitored(value: object, checker: _Checker) -> tuple[list[IPNetwork], frozenset[str]]:
+def _parse_monitored(value: object, reader: Reader) -> tuple[list[IPNetwork], frozenset[str]]:
     """Monitored networks and watched vendors; vendors left out mean the default watch list."""
     networks: list[IPNetwork] = []
     vendors = DEFAULT_WATCHED_VENDORS
-    section = _as_mapping(value, "monitored", "a mapping", "monitored: {networks: [10.20.0.0/24]}", checker)
+    section = reader.as_mapping(value, "monitored", "a mapping", "monitored: {networks: [10.20.0.0/24]}")
     if section is None:
         return networks, vendors
-    _check_keys(section, "monitored", _MONITORED_KEYS, {}, checker)
+    reader.keys(section, "monitored", _MONITORED_KEYS, {})
     raw_networks, raw_vendors = section.get("networks"), section.get("vendors")
     if raw_networks is not None:
-        networks = (
-            _parse_items(raw_networks, "monitored.networks", "[10.20.0.0/24]", _parse_network, checker) or []
-        )
+        networks = reader.items(raw_networks, "monitored.networks", "[10.20.0.0/24]", _parse_network) or []
     if raw_vendors is not None:
-        parsed = _parse_items(raw_vendors, "monitored.vendors", "[hikvision, dahua]", _parse_vendor, checker)
+        parsed = reader.items(raw_vendors, "monitored.vendors", "[hikvision, dahua]", _parse_vendor)
         vendors = frozenset(parsed or ())
         if isinstance(raw_vendors, list | tuple) and not raw_vendors and not raw_networks:
-            checker.add(
+            reader.add(
                 "monitored",
                 "watches nothing: no networks and an empty vendor list",
                 "list camera networks under monitored.networks or vendors under monitored.vendors",
@@ -747,13 +623,13 @@ def _parse_monitored(value: object, checker: _Checker) -> tuple[list[IPNetwork],
     return networks, vendors
 
 
-def _parse_rules(value: object, checker: _Checker) -> list[AllowRule]:
-    raw_rules = _as_list(value, "allow", "[{name: recorder, to: [10.20.0.2/32]}]", checker)
+def _parse_rules(value: object, reader: Reader) -> list[AllowRule]:
+    raw_rules = reader.as_list(value, "allow", "[{name: recorder, to: [10.20.0.2/32]}]")
     rules: list[AllowRule] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_rules or ()):
         path = f"allow[{index}]"
-        rule = _parse_rule(raw, path, checker)
+        rule = _parse_rule(raw, path, reader)
         if rule is not None:
             rules.append(rule)
         raw_name = raw.get("name") if isinstance(raw, Mapping) else None
@@ -761,9 +637,9 @@ def _parse_rules(value: object, checker: _Checker) -> list[AllowRule]:
             # Names go into alert messages; two rules with one name make an alert ambiguous.
             key = raw_name.strip().casefold()
             if key in seen:
-                checker.add(
+                reader.add(
                     f"{path}.name",
-                    f"'{_short(raw_name.strip())}' is already the name of allow[{seen[key]}]",
+                    f"'{short(raw_name.strip())}' is already the name of allow[{seen[key]}]",
                     "give each rule its own name (names are compared ignoring case)",
                 )
             else:
@@ -771,53 +647,45 @@ def _parse_rules(value: object, checker: _Checker) -> list[AllowRule]:
     return rules
 
 
-def _build(data: object, checker: _Checker) -> SitePolicy | None:
+def _build(data: object, reader: Reader) -> SitePolicy | None:
     """Validate ``data`` into a policy, recording every problem; ``None`` if any was found."""
+    before = len(reader.problems)  # the reader may hold problems of an enclosing document already
     if data is None:
-        checker.add("", "the policy is empty", "start it with 'site: <name>', e.g. site: depot-7")
+        reader.add("", "the policy is empty", "start it with 'site: <name>', e.g. site: depot-7")
         return None
-    top = _as_mapping(data, "", "a mapping of policy keys", "'site: depot-7' on the first line", checker)
+    top = reader.as_mapping(data, "", "a mapping of policy keys", "'site: depot-7' on the first line")
     if top is None:
         return None
-    _check_keys(top, "", _TOP_KEYS, _KEY_HINTS[""], checker)
+    reader.keys(top, "", _TOP_KEYS, _KEY_HINTS[""])
 
     site: str | None = None
     if top.get("site") is None:
-        checker.add("site", "is missing; a policy file must name its site", "add a line like site: depot-7")
+        reader.add("site", "is missing; a policy file must name its site", "add a line like site: depot-7")
     else:
-        site = _parse_site(top["site"], checker)
+        site = _parse_site(top["site"], reader)
 
     networks: list[IPNetwork] = []
     vendors = DEFAULT_WATCHED_VENDORS
     if top.get("monitored") is not None:
-        networks, vendors = _parse_monitored(top["monitored"], checker)
+        networks, vendors = _parse_monitored(top["monitored"], reader)
 
     resolvers: list[IPAddress] | None = []
     if top.get("resolvers") is not None:
-        resolvers = _parse_items(top["resolvers"], "resolvers", "[10.20.0.1]", _parse_address, checker)
+        resolvers = reader.items(top["resolvers"], "resolvers", "[10.20.0.1]", _parse_address)
     viewers: list[IPAddress] | None = []
     if top.get("viewers") is not None:
-        viewers = _parse_items(top["viewers"], "viewers", "[10.20.0.2]", _parse_address, checker)
+        viewers = reader.items(top["viewers"], "viewers", "[10.20.0.2]", _parse_address)
 
-    rules = _parse_rules(top["allow"], checker) if top.get("allow") is not None else []
+    rules = _parse_rules(top["allow"], reader) if top.get("allow") is not None else []
 
-    allow_private = False
-    value = top.get("allow_private")
-    if isinstance(value, bool):
-        allow_private = value
-    elif value is not None:
-        checker.add(
-            "allow_private",
-            f"must be true or false, not {_describe(value)}",
-            "write allow_private: true (no quotes)",
-        )
+    allow_private = reader.boolean(top, "", "allow_private", False, "write allow_private: true (no quotes)")
 
     known: list[int] | None = []
     if top.get("known_devices") is not None:
         example = "[44:19:b6:00:00:01]"
-        known = _parse_items(top["known_devices"], "known_devices", example, _parse_mac, checker)
+        known = reader.items(top["known_devices"], "known_devices", example, _parse_mac)
 
-    if checker.problems or site is None:
+    if len(reader.problems) != before or site is None:
         return None
     return SitePolicy(
         site=site,
@@ -830,110 +698,3 @@ def _build(data: object, checker: _Checker) -> SitePolicy | None:
         known_devices=frozenset(known or ()),
         is_default=False,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# YAML with positions
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe loader whose value errors (e.g. ``2024-13-01`` read as a date) carry a position."""
-
-    def construct_object(self, node: yaml.nodes.Node, deep: bool = False) -> object:
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read this value ({exc})", node.start_mark
-            ) from exc
-
-
-_Marks: TypeAlias = dict[str, tuple[int, int]]
-
-
-def _load_yaml(text: str, source: str) -> tuple[object, _Marks, list[FieldProblem]]:
-    """Parse ``text`` into data, field path -> (line, column), and duplicate-key problems.
-
-    A syntax error raises :class:`PolicyError` at once: nothing after it can be checked.
-    """
-    loader: _Loader | None = None
-    try:
-        loader = _Loader(text)  # the reader already rejects some characters here
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        what = " ".join(" ".join(p.split()) for p in (exc.context, exc.problem) if p) or "unreadable"
-        fix = _TAB_FIX if "'\\t'" in what else _YAML_FIX
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        raise PolicyError([FieldProblem("", f"invalid YAML: {what}", fix, line, column)], source) from exc
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; no mark, a position
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
-        problem = FieldProblem(
-            "", f"invalid YAML: the character {char!r} is not allowed", "remove it", line, column
-        )
-        raise PolicyError([problem], source) from exc
-    except yaml.YAMLError as exc:  # any other parser error: no position to name
-        problem = FieldProblem("", f"invalid YAML: {_short(str(exc), 120)}", _YAML_FIX)
-        raise PolicyError([problem], source) from exc
-    except RecursionError as exc:
-        problem = FieldProblem("", "the YAML is nested too deeply", "write a flat policy like docs/policy.md")
-        raise PolicyError([problem], source) from exc
-    finally:
-        if loader is not None:
-            loader.dispose()
-    marks: _Marks = {}
-    duplicates: list[FieldProblem] = []
-    if node is not None:
-        _walk(node, "", marks, duplicates, set())
-    return data, marks, duplicates
-
-
-_YAML_FIX: Final = "check the indentation, colons and quoting near that position"
-_TAB_FIX: Final = "indent with spaces; YAML does not allow tabs there"
-
-
-def _walk(
-    node: yaml.nodes.Node, path: str, marks: _Marks, problems: list[FieldProblem], seen: set[int]
-) -> None:
-    """Record where each field path starts; report duplicate keys (YAML keeps only the last)."""
-    marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if id(node) in seen:  # anchors can make a node its own descendant
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.nodes.MappingNode):
-        keys: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value) if isinstance(key_node, yaml.nodes.ScalarNode) else "?"
-            child = _child(path, key)
-            if key in keys and key != "<<":
-                problems.append(
-                    FieldProblem(
-                        child,
-                        "appears twice in the same mapping; YAML would silently keep only the last one",
-                        "merge the two into one entry",
-                        key_node.start_mark.line + 1,
-                        key_node.start_mark.column + 1,
-                    )
-                )
-            keys.add(key)
-            _walk(value_node, child, marks, problems, seen)
-    elif isinstance(node, yaml.nodes.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, f"{path}[{index}]", marks, problems, seen)
-
-
-def _with_position(problem: FieldProblem, marks: _Marks) -> FieldProblem:
-    """Attach the YAML position of the field, or of its nearest enclosing field (e.g. the rule a
-    missing 'to' belongs to). The document root is not worth naming."""
-    if problem.line is not None:
-        return problem
-    path = problem.field
-    while path:
-        if path in marks:
-            line, column = marks[path]
-            return FieldProblem(problem.field, problem.problem, problem.fix, line, column)
-        path = path[: max(path.rfind("."), path.rfind("["), 0)]
-    return problem

@@ -27,22 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
-import math
 import random
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiomqtt
 
+from agents.config import AgentConfig, MqttSettings
 from agents.sinks.spool import AlertSpool, PublisherError, SpoolError, SpoolItem
 from monitor import __version__
 
@@ -52,12 +50,10 @@ __all__ = [
     "MqttSettings",
     "PublishError",
     "PublisherError",
-    "SettingsError",
     "SpoolError",
     "alert_topic",
     "backoff_delay",
     "encode_alert",
-    "mqtt_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,10 +61,6 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 WILL_PAYLOAD = b'{"state":"offline"}'
-
-
-class SettingsError(PublisherError, ValueError):
-    """An MQTT setting is invalid (names the field)."""
 
 
 class BrokerError(PublisherError):
@@ -83,108 +75,13 @@ class _Drained(Exception):
     """Ends a connection's task group on shutdown (internal)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MqttSettings:
-    """Where and how to publish; site and gateway name the topics (DESIGN 2.5)."""
-
-    host: str
-    port: int = 1883
-    client_id: str | None = None
-    """Defaults to `camwatch-<site>-<gateway>`: stable, so a restarted agent replaces its old connection."""
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    ca_file: str | None = None
-    """CA bundle for the broker's certificate; the system's CAs when None."""
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    """Skip the host name check (the certificate chain is still verified)."""
-    keepalive: int = 30
-    topic_prefix: str = "camwatch"
-    site: str
-    gateway: str
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    max_inflight: int = 32
-    """Publishes awaiting their PUBACK at once."""
-    timeout: float = 10.0
-    """Seconds to wait for a CONNACK or a PUBACK before the connection is considered dead."""
-    drain_timeout: float = 5.0
-    """On shutdown, seconds spent publishing what is still spooled before going offline."""
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise SettingsError("mqtt.host is empty: set the broker's host name or address")
-        if not 0 < self.port < 65536:
-            raise SettingsError(f"mqtt.port {self.port} is not a TCP port (1-65535)")
-        for name in ("site", "gateway"):
-            value = getattr(self, name)
-            if not value or any(c in value for c in "/+#\0"):
-                raise SettingsError(
-                    f"{name} {value!r} cannot be an MQTT topic level: use a name without / + #"
-                )
-        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#\0"):
-            raise SettingsError(f"mqtt.topic_prefix {self.topic_prefix!r} must be non-empty, without + or #")
-        if self.password is not None and self.username is None:
-            raise SettingsError("mqtt.password is set without mqtt.username")
-        if not self.tls and (self.ca_file or self.cert_file or self.key_file or self.tls_insecure):
-            raise SettingsError("mqtt.ca_file/cert_file/key_file/tls_insecure need mqtt.tls: true")
-        if self.key_file and not self.cert_file:
-            raise SettingsError("mqtt.key_file is set without mqtt.cert_file")
-        if self.keepalive < 1:
-            raise SettingsError(f"mqtt.keepalive {self.keepalive} must be at least 1 second")
-        if not 0 < self.backoff_initial <= self.backoff_max:
-            raise SettingsError("mqtt backoff: need 0 < backoff_initial <= backoff_max")
-        if self.max_inflight < 1 or self.timeout <= 0 or self.drain_timeout < 0:
-            raise SettingsError("mqtt: max_inflight must be >= 1, timeout > 0, drain_timeout >= 0")
-
-    @property
-    def broker(self) -> str:
-        """`host:port`, for messages."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def identifier(self) -> str:
-        """The MQTT client id."""
-        return self.client_id or f"camwatch-{self.site}-{self.gateway}"
-
-    @property
-    def status_topic(self) -> str:
-        """`<prefix>/<site>/<gateway>/status`."""
-        return f"{self.topic_prefix}/{self.site}/{self.gateway}/status"
-
-    def alert_topic(self, alert: Mapping[str, Any]) -> str:
-        """`<prefix>/<site>/<gateway>/alerts/<severity>` for this alert."""
-        return f"{self.topic_prefix}/{self.site}/{self.gateway}/alerts/{_severity(alert)}"
-
-
-def alert_topic(config: Any, alert: Mapping[str, Any]) -> str:
-    """The alert topic, from `MqttSettings` or the agent config (`site`, `gateway`, `mqtt.topic_prefix`)."""
+def alert_topic(config: AgentConfig | MqttSettings, alert: Mapping[str, Any]) -> str:
+    """The alert topic for these settings, or for an agent config (its `mqtt` section; without one, the
+    topic the default settings would use)."""
     if isinstance(config, MqttSettings):
         return config.alert_topic(alert)
-    section = getattr(config, "mqtt", None)
-    prefix = _get(section, "topic_prefix") or "camwatch"
-    return f"{prefix}/{config.site}/{config.gateway}/alerts/{_severity(alert)}"
-
-
-def mqtt_settings(config: Any) -> MqttSettings:
-    """`MqttSettings` from the agent config: its `mqtt` section (object or mapping), `site`, `gateway`."""
-    section = config.mqtt
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(MqttSettings):
-        try:
-            value = _get(section, f.name)
-        except (OSError, ValueError) as exc:  # the config's `password` property reads its password_file
-            raise SettingsError(f"mqtt.{f.name} cannot be read: {exc}") from exc
-        if value is None and f.name in ("site", "gateway"):
-            value = getattr(config, f.name, None)
-        if f.name in ("ca_file", "cert_file", "key_file") and value is not None:
-            value = str(value)  # a pathlib.Path in the config is fine
-        # A None in the config means "not set": keep the default of fields that have one.
-        if value is not None or f.default is None:
-            values[f.name] = value
-    return MqttSettings(**values)
+    settings = config.mqtt or MqttSettings(host="", site=config.site, gateway=config.gateway)
+    return settings.alert_topic(alert)
 
 
 def encode_alert(alert: Mapping[str, Any]) -> bytes:
@@ -494,25 +391,6 @@ def _tls_context(s: MqttSettings) -> ssl.SSLContext:
     if s.tls_insecure:
         ctx.check_hostname = False
     return ctx
-
-
-def _severity(alert: Mapping[str, Any]) -> str:
-    event = alert.get("event")
-    value = event.get("severity") if isinstance(event, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        log.warning(
-            "alert %r has no numeric event.severity: published under alerts/unknown", alert.get("event")
-        )
-        return "unknown"
-    return str(int(value))
-
-
-def _get(section: Any, name: str) -> Any:
-    if section is None:
-        return None
-    if isinstance(section, Mapping):
-        return section.get(name)
-    return getattr(section, name, None)
 
 
 def _iso_now() -> str:

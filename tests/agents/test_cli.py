@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.cli import check_config, load_policy
+from agents.config import ConfigError, load_config
 from lab import scenario
 from monitor.pcapwrite import pcap_bytes
+from monitor.policy import PolicyError
 
 ROOT = Path(__file__).parents[2]
 POLICY = ROOT / "examples" / "site-policy.yaml"
@@ -140,3 +144,58 @@ def test_check_config_ok_and_bad(tmp_path: Path) -> None:
     # replay refuses the same policy before reading any capture.
     res = camwatch("replay", "--policy", bad, POLICY)
     assert res.returncode == 2 and "monitored.networks[0]" in res.stderr
+
+
+def test_an_agent_config_with_a_yaml_syntax_error_is_reported_as_a_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("site: depot-7\ncapture: [eth1\nmetrics: {port: 1}\n")
+    with pytest.raises(ConfigError) as info:
+        check_config(str(path), io.StringIO())
+    assert str(info.value).startswith(f"{path}: line 3, column 8: invalid YAML: ")
+    res = camwatch("check-config", path)
+    assert res.returncode == 2 and res.stderr.startswith("camwatch: invalid configuration:\n")
+    assert f"{path}: line 3, column 8: invalid YAML" in res.stderr
+
+
+def test_a_policy_file_warns_like_the_policy_of_a_configuration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("site: depot-7\nmonitored: {vendors: [hikvison]}\n")
+    with caplog.at_level("WARNING"):
+        assert load_policy(str(policy)).watched_vendors == {"hikvison"}
+    logged = [r.getMessage() for r in caplog.records]
+    (tmp_path / "agent.yaml").write_text(
+        "site: depot-7\ncapture: {interfaces: [eth1]}\npolicy_file: policy.yaml\n"
+    )
+    config = load_config(tmp_path / "agent.yaml")
+    # One warning, word for word the one the configuration gives for the same file.
+    assert logged == [w for w in config.warnings if "vendor" in w]
+    assert "'hikvison' is not a vendor camwatch knows" in logged[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        pytest.param("site: dépôt\n".encode("latin-1"), "line 1, column 8: is not UTF-8 text", id="latin-1"),
+        pytest.param("site: depot\n".encode("utf-16"), "is UTF-16 text, not UTF-8", id="utf-16"),
+        pytest.param(
+            "site: depot\ncapture: {}\n".encode("utf-16-le"), "has NUL bytes", id="utf-16-without-bom"
+        ),
+        pytest.param(b"site: a\nallow: " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply", id="deep"),
+        pytest.param(
+            b"site: a\ncapture: " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply", id="deep-agent"
+        ),
+    ],
+)
+def test_undecodable_or_absurd_files_are_one_line_errors(tmp_path: Path, data: bytes, reason: str) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_bytes(data)
+    is_config = b"c\x00a\x00p" in data or b"capture" in data
+    with pytest.raises(ConfigError if is_config else PolicyError) as info:
+        check_config(str(path), io.StringIO())
+    assert len(str(info.value).splitlines()) == 1 and reason in str(info.value)
+    with pytest.raises(PolicyError) as policy_info:  # replay --policy reads it as a policy
+        load_policy(str(path))
+    assert str(policy_info.value).startswith(f"{path}: ") and reason in str(policy_info.value)
+    assert len(str(policy_info.value).splitlines()) == 1

@@ -19,7 +19,7 @@ from agents.config import (
     AgentConfig,
     ConfigError,
     ConfigProblem,
-    MqttConfig,
+    MqttSettings,
     load_config,
     read_password_file,
 )
@@ -91,7 +91,7 @@ def test_the_example_file_loads() -> None:
     # policy_file is relative to the configuration's directory, not to the current directory.
     assert cfg.policy_file == POLICY.resolve()
     assert cfg.site_policy == SitePolicy.from_yaml(POLICY.read_text())
-    assert cfg.mqtt is not None and cfg.mqtt.port == 8883 and cfg.mqtt.client_id == "camwatch-depot-7-gw-1"
+    assert cfg.mqtt is not None and cfg.mqtt.port == 8883 and cfg.mqtt.identifier == "camwatch-depot-7-gw-1"
     assert cfg.limits.spool_max_bytes == 100 * 1024 * 1024
     assert (cfg.timeouts.tcp_idle, cfg.timeouts.active) == (300, 1800)
     assert cfg.source == str(EXAMPLE)
@@ -145,6 +145,38 @@ def test_load_config_errors_for_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
     assert str(info.value).startswith(f"{tmp_path / 'nope.yaml'}: cannot read the file")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param((MINIMAL + "gateway: gw-é\n").encode("latin-1"),
+                     "line 4, column 13: is not UTF-8 text (invalid continuation byte); save it as UTF-8",
+                     id="latin-1"),
+        pytest.param(MINIMAL.encode("utf-16"), "is UTF-16 text, not UTF-8; save it as UTF-8", id="utf-16"),
+        pytest.param(MINIMAL.encode("utf-16-le"),
+                     "line 1, column 2: has NUL bytes: it is UTF-16 or binary, not UTF-8 text; "
+                     "save it as UTF-8",
+                     id="utf-16-without-bom"),
+        pytest.param(MINIMAL.encode() + b"limits: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+                     "line 4, column 108: the YAML is nested too deeply; write a flat configuration like "
+                     "examples/agent.yaml",
+                     id="nested-100000-deep"),
+    ],
+)  # fmt: skip
+def test_unreadable_text_is_one_line_not_a_traceback(data: bytes, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
+    assert len(str(info.value).splitlines()) == 1
+    # The same text as a policy file named by a configuration: reported with the policy file's name.
+    (tmp_path / "ok.yaml").write_text(MINIMAL + "policy_file: agent.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "ok.yaml")
+    (problem,) = info.value.problems
+    assert problem.source == str(path) and problem.describe().startswith(f"{path}: ")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,7 +266,13 @@ def test_site_must_be_topic_safe(site: str, tmp_path: Path) -> None:
 
 
 def test_site_as_a_number_says_to_quote_it(tmp_path: Path) -> None:
-    assert one("site: 007\ncapture: {interfaces: [eth1]}\n", tmp_path, "site").fix == 'quote it: site: "7"'
+    # YAML reads 007 as the integer 7: the fix quotes the text as written, not the number.
+    assert one("site: 007\ncapture: {interfaces: [eth1]}\n", tmp_path, "site").fix == 'quote it: site: "007"'
+    assert (
+        one("site: 1_000\ncapture: {interfaces: [eth1]}\n", tmp_path, "site").fix == 'quote it: site: "1_000"'
+    )
+    problem = one(MINIMAL + "policy: {site: 0x1F}\n", tmp_path, "policy.site")
+    assert problem.fix == 'quote it: site: "0x1F"'
     assert config('site: "007"\ncapture: {interfaces: [eth1]}\n', tmp_path).site == "007"
 
 
@@ -367,6 +405,22 @@ def test_policy_file(tmp_path: Path) -> None:
     assert "together with an inline 'policy'" in problem.problem
 
 
+def test_inline_policy_problems_are_reported_beside_a_policy_file(tmp_path: Path) -> None:
+    # Both at once is one problem; the inline policy's own problems are found in the same run.
+    shutil.copy(POLICY, tmp_path / "policy.yaml")
+    found = problems(MINIMAL + "policy_file: policy.yaml\npolicy:\n  alow: []\n", tmp_path)
+    assert [(p.field, p.line) for p in found] == [("policy_file", 4), ("policy.alow", 6)]
+    assert "did you mean 'allow'?" in found[1].fix
+    # ... and the file's.
+    (tmp_path / "bad.yaml").write_text("site: depot-7\nresolvers: [dns.example]\n")
+    found = problems(MINIMAL + "policy_file: bad.yaml\npolicy: {allow_private: 1}\n", tmp_path)
+    assert [(p.source, p.field) for p in found] == [
+        ("agent.yaml", "policy_file"),
+        ("agent.yaml", "policy.allow_private"),
+        (str(tmp_path / "bad.yaml"), "resolvers[0]"),
+    ]
+
+
 def test_policy_file_of_another_site(tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_text("site: branch-3\n")
     problem = one(MINIMAL + "policy_file: policy.yaml\n", tmp_path, "policy_file")
@@ -388,7 +442,14 @@ def test_policy_file_problems_name_the_policy_file_and_its_lines(tmp_path: Path)
 
 def test_unknown_vendor_in_the_policy_is_a_warning(tmp_path: Path) -> None:
     cfg = config(MINIMAL + "policy: {monitored: {vendors: [hikvison]}}\n", tmp_path)
-    assert any("'hikvison' is not a vendor camwatch knows" in w for w in cfg.warnings)
+    warning = "monitored.vendors: 'hikvison' is not a vendor camwatch knows; check the spelling"
+    assert [w for w in cfg.warnings if "vendor" in w] == [f"policy.{warning} (it matches no device yet)"]
+    # A policy file warns the same way, named by its file.
+    (tmp_path / "policy.yaml").write_text("site: depot-7\nmonitored: {vendors: [hikvison]}\n")
+    cfg = config(MINIMAL + "policy_file: policy.yaml\n", tmp_path)
+    assert [w for w in cfg.warnings if "vendor" in w] == [
+        f"{tmp_path / 'policy.yaml'}: {warning} (it matches no device yet)"
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -485,8 +546,9 @@ def test_world_readable_secret_is_a_warning(tmp_path: Path) -> None:
 
 def test_mqtt_defaults_and_ports(tmp_path: Path) -> None:
     cfg = config(MINIMAL + "gateway: gw-1\nmqtt: {host: broker.example}\n", tmp_path)
-    assert cfg.mqtt == MqttConfig(host="broker.example", port=1883, client_id="camwatch-depot-7-gw-1")
-    assert cfg.mqtt.password is None
+    assert cfg.mqtt == MqttSettings(host="broker.example", site="depot-7", gateway="gw-1")
+    assert (cfg.mqtt.port, cfg.mqtt.identifier, cfg.mqtt.keepalive) == (1883, "camwatch-depot-7-gw-1", 60)
+    assert cfg.mqtt.password is None and cfg.mqtt.with_password() is cfg.mqtt
     cfg = config(MINIMAL + "mqtt: {host: broker.example, tls: true}\n", tmp_path)
     assert cfg.mqtt is not None and cfg.mqtt.port == 8883
     cfg = config(MINIMAL + "mqtt: {host: broker.example, tls: true, port: 18883, client_id: me}\n", tmp_path)
@@ -504,7 +566,10 @@ def test_mqtt_password_file(tmp_path: Path) -> None:
     cfg = config(
         MINIMAL + "mqtt: {host: b, tls: true, username: u, password_file: mqtt.password}\n", tmp_path
     )
-    assert cfg.mqtt is not None and cfg.mqtt.password == "hunter2" and "hunter2" not in repr(cfg)
+    # The configuration never holds the secret; the runtime reads it while still privileged.
+    assert cfg.mqtt is not None and cfg.mqtt.password is None
+    assert cfg.mqtt.with_password().password == "hunter2"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in repr(cfg.mqtt.with_password())
     assert not cfg.warnings or not any("clear text" in w for w in cfg.warnings)
     cfg = config(MINIMAL + "mqtt: {host: b, username: u, password_file: mqtt.password}\n", tmp_path)
     assert any("mqtt: the password is sent in clear text" in w for w in cfg.warnings)

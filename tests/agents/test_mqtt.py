@@ -14,21 +14,19 @@ import time
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import aiomqtt
 import pytest
 
+from agents.config import AgentConfig, ConfigError
 from agents.sinks.mqtt import (
     WILL_PAYLOAD,
     AlertPublisher,
     MqttSettings,
-    SettingsError,
     alert_topic,
     backoff_delay,
     encode_alert,
-    mqtt_settings,
 )
 from agents.sinks.spool import AlertSpool
 from monitor import __version__
@@ -479,69 +477,64 @@ def test_backoff_is_capped_exponential_with_full_jitter() -> None:
     assert all(0.0 <= backoff_delay(7, 1.0, 60.0) <= 60.0 for _ in range(1000))
 
 
-def test_settings_are_validated_with_the_field_named() -> None:
-    base: dict[str, Any] = {"host": "broker", "site": SITE, "gateway": GATEWAY}
-    cases: list[tuple[dict[str, Any], str]] = [
-        ({"site": "a/b"}, "site"),
-        ({"gateway": "gw+"}, "gateway"),
-        ({"port": 0}, "port"),
-        ({"topic_prefix": "cam#"}, "topic_prefix"),
-        ({"ca_file": "/etc/ca.pem"}, "tls"),
-        ({"password": "x"}, "username"),
-        ({"backoff_initial": 5.0, "backoff_max": 1.0}, "backoff"),
-        ({"host": ""}, "host"),
+def agent_config(mqtt: str, tmp_path: Path) -> AgentConfig:
+    text = f"site: {SITE}\ngateway: {GATEWAY}\ncapture: {{interfaces: [eth1]}}\nmqtt: {mqtt}\n"
+    return AgentConfig.from_yaml(text, "agent.yaml", tmp_path)
+
+
+def test_settings_are_validated_by_the_config_reader_with_the_field_named(tmp_path: Path) -> None:
+    cases = [
+        ("{host: broker, port: 0}", "mqtt.port"),
+        ("{host: broker, topic_prefix: 'cam#'}", "mqtt.topic_prefix"),
+        ("{host: broker, ca_file: /etc/ca.pem}", "mqtt.ca_file"),
+        ("{host: broker, keepalive: 0}", "mqtt.keepalive"),
+        ("{host: ''}", "mqtt.host"),
     ]
-    for bad, field in cases:
-        with pytest.raises(SettingsError, match=field):
-            MqttSettings(**(base | bad))
-    s = MqttSettings(**base, password=None)
+    for mqtt, field in cases:
+        with pytest.raises(ConfigError) as info:
+            agent_config(mqtt, tmp_path)
+        assert field in [p.field for p in info.value.problems], str(info.value)
+    s = MqttSettings(host="broker", site=SITE, gateway=GATEWAY, password=None)
     assert s.identifier == f"camwatch-{SITE}-{GATEWAY}"
     assert s.status_topic == STATUS
-    assert "s3cret" not in repr(MqttSettings(**base, username="u", password="s3cret"))
+    assert "s3cret" not in repr(
+        MqttSettings(host="b", site=SITE, gateway=GATEWAY, username="u", password="s3cret")
+    )
 
 
-def test_alert_topics_follow_the_numeric_severity() -> None:
+def test_alert_topics_follow_the_numeric_severity(tmp_path: Path) -> None:
     s = settings(1883, topic_prefix="acme/camwatch")
     assert s.alert_topic(make_alert("e", severity=4)) == f"acme/camwatch/{SITE}/{GATEWAY}/alerts/4"
     assert s.alert_topic({"event": {"id": "e"}}).endswith("/alerts/unknown")
-    config = SimpleNamespace(site=SITE, gateway=GATEWAY, mqtt=None)
+    config = AgentConfig.from_yaml(f"site: {SITE}\ngateway: {GATEWAY}\ncapture: {{interfaces: [eth1]}}\n")
+    assert config.mqtt is None
     assert alert_topic(config, make_alert("e", severity=2)) == f"camwatch/{SITE}/{GATEWAY}/alerts/2"
     assert alert_topic(s, make_alert("e", severity=2)) == s.alert_topic(make_alert("e", severity=2))
+    with_section = agent_config("{host: b, topic_prefix: acme}", tmp_path)
+    assert alert_topic(with_section, make_alert("e", severity=3)) == f"acme/{SITE}/{GATEWAY}/alerts/3"
 
 
-def test_settings_from_the_agent_config() -> None:
-    section = {
-        "host": "mqtt.site",
-        "port": 8883,
-        "tls": True,
-        "ca_file": Path("/etc/ca.pem"),
-        "keepalive": None,
-    }
-    config = SimpleNamespace(site=SITE, gateway=GATEWAY, mqtt=section)
-    s = mqtt_settings(config)
-    assert (s.host, s.port, s.tls, s.ca_file, s.keepalive) == ("mqtt.site", 8883, True, "/etc/ca.pem", 30)
-    assert (s.site, s.gateway) == (SITE, GATEWAY)
-    obj = SimpleNamespace(host="h", topic_prefix="x", site="other", gateway="gw")
-    s2 = mqtt_settings(SimpleNamespace(site=SITE, gateway=GATEWAY, mqtt=obj))
-    assert s2.status_topic == "x/other/gw/status"
+def test_the_config_section_is_the_publishers_settings_with_one_set_of_defaults(tmp_path: Path) -> None:
+    s = agent_config("{host: mqtt.site, tls: true, keepalive: }", tmp_path)
+    assert isinstance(s.mqtt, MqttSettings)
+    assert (s.mqtt.host, s.mqtt.port, s.mqtt.tls, s.mqtt.ca_file) == ("mqtt.site", 8883, True, None)
+    # Left out (or null) in the file, built in code: the same defaults, from one place.
+    bare = MqttSettings(host="mqtt.site", site=SITE, gateway=GATEWAY, tls=True)
+    assert (s.mqtt.keepalive, s.mqtt.identifier, s.mqtt.port) == (bare.keepalive, bare.identifier, bare.port)
+    assert (bare.keepalive, bare.identifier) == (60, f"camwatch-{SITE}-{GATEWAY}")
+    assert s.mqtt.status_topic == STATUS
 
 
-def test_settings_from_the_agent_config_model(tmp_path: Path) -> None:
-    from agents.config import MqttConfig
-
+def test_the_password_is_read_from_its_file_only_when_asked(tmp_path: Path) -> None:
     secret = tmp_path / "mqtt.password"
     secret.write_text("from-the-file\n")
-    section = MqttConfig(
-        host="broker.site",
-        port=8883,
-        tls=True,
-        ca_file=tmp_path / "ca.pem",
-        username="gw",
-        password_file=secret,
+    secret.chmod(0o600)
+    config = agent_config(
+        "{host: broker.site, tls: true, username: gw, password_file: mqtt.password}", tmp_path
     )
-    s = mqtt_settings(SimpleNamespace(site=SITE, gateway=GATEWAY, mqtt=section))
-    assert (s.host, s.port, s.tls, s.ca_file) == ("broker.site", 8883, True, str(tmp_path / "ca.pem"))
-    assert (s.username, s.password, s.keepalive) == ("gw", "from-the-file", section.keepalive)
+    assert config.mqtt is not None and config.mqtt.password is None  # the config holds no secret
+    s = config.mqtt.with_password()
+    assert (s.username, s.password, s.keepalive) == ("gw", "from-the-file", config.mqtt.keepalive)
     secret.unlink()
-    with pytest.raises(SettingsError, match="password"):
-        mqtt_settings(SimpleNamespace(site=SITE, gateway=GATEWAY, mqtt=section))
+    with pytest.raises(OSError):
+        config.mqtt.with_password()

@@ -574,9 +574,34 @@ def test_yaml_quirks_are_explained() -> None:
     with pytest.raises(PolicyError) as info:
         SitePolicy.from_yaml('site: 007\nallow_private: "true"\nmonitored: {networks: [10.20.0.0/24]}\n')
     assert [(p.field, p.fix) for p in info.value.problems] == [
-        ("site", 'quote it: site: "7"'),
+        ("site", 'quote it: site: "007"'),  # as written: YAML reads 007 as the integer 7
         ("allow_private", "write allow_private: true (no quotes)"),
     ]
+
+
+def test_yaml_bytes_must_be_utf8_and_flat() -> None:
+    assert SitePolicy.from_yaml(DESIGN_YAML.encode()) == SitePolicy.from_yaml(DESIGN_YAML)
+    for data, message in [
+        ("site: dépôt-7\n".encode("latin-1"), "p.yaml: line 1, column 8: is not UTF-8 text"),
+        (DESIGN_YAML.encode("utf-16"), "p.yaml: is UTF-16 text, not UTF-8; save it as UTF-8"),
+        (
+            b"site: a\nallow: " + b"[" * 100_000 + b"]" * 100_000,
+            "p.yaml: line 2, column 107: the YAML is nested",
+        ),
+    ]:
+        with pytest.raises(PolicyError) as info:
+            SitePolicy.from_yaml(data, "p.yaml")
+        assert str(info.value).startswith(message) and len(str(info.value).splitlines()) == 1
+
+
+def test_unknown_vendors_are_warnings_of_the_policy_itself() -> None:
+    policy = SitePolicy.from_yaml("site: a\nmonitored: {vendors: [hikvison, dahua, acme]}\n")
+    advice = "is not a vendor camwatch knows; check the spelling (it matches no device yet)"
+    assert policy.warnings == (
+        f"monitored.vendors: 'acme' {advice}",
+        f"monitored.vendors: 'hikvison' {advice}",
+    )
+    assert SitePolicy.from_yaml(DESIGN_YAML).warnings == () == SitePolicy.default().warnings
 
 
 def test_yaml_ipv6_in_flow_lists_and_anchors() -> None:

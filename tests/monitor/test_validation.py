@@ -1,0 +1,141 @@
+"""Tests for monitor.validation: the YAML loader with positions and the reader both validations share."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from monitor.validation import (
+    MAX_DEPTH,
+    FieldProblem,
+    Reader,
+    ValidationError,
+    load_yaml,
+    top_level_keys,
+)
+
+
+def error_of(text: str | bytes) -> FieldProblem:
+    with pytest.raises(ValidationError) as info:
+        load_yaml(text, "x.yaml", "write it flat")
+    (problem,) = info.value.problems
+    assert len(str(info.value).splitlines()) == 1
+    return problem
+
+
+# --------------------------------------------------------------------------------------------------
+# load_yaml
+
+
+def test_positions_texts_and_duplicates() -> None:
+    doc = load_yaml("site: 007\nallow:\n  - {name: a, to: [10.0.0.1]}\nsite: again\n")
+    assert doc.data == {"site": "again", "allow": [{"name": "a", "to": ["10.0.0.1"]}]}
+    assert doc.positions["allow[0].to[0]"] == (3, 20)
+    assert doc.texts["allow[0].name"] == "a"
+    (duplicate,) = doc.duplicates
+    assert (duplicate.field, duplicate.line, duplicate.column) == ("site", 4, 1)
+    # The first 'site' was written 007 (YAML reads the integer 7): the text as written is kept.
+    assert load_yaml("site: 007\n").texts["site"] == "007"
+    assert doc.position("allow[0].ports[3]") == (3, 5)  # a missing field: its nearest enclosing one
+    assert doc.position("") is None
+
+
+def test_bytes_must_be_utf8() -> None:
+    assert load_yaml("site: dépôt\n".encode()).data == {"site": "dépôt"}
+    problem = error_of("site: a\nname: dépôt\n".encode("latin-1"))
+    assert problem.problem == "is not UTF-8 text (invalid continuation byte)"
+    assert problem.fix == "save it as UTF-8"
+    assert (problem.line, problem.column) == (2, 8)
+    assert error_of("site: a\n".encode("utf-16")).problem == "is UTF-16 text, not UTF-8"
+    assert error_of("site: a\n".encode("utf-32")).problem == "is UTF-32 text, not UTF-8"
+    assert "NUL bytes" in error_of("site: a\n".encode("utf-16-le")).problem
+
+
+def test_absurd_nesting_is_one_positioned_problem() -> None:
+    problem = error_of(b"site: " + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    assert (problem.problem, problem.fix) == ("the YAML is nested too deeply", "write it flat")
+    assert (problem.line, problem.column) == (1, 7 + MAX_DEPTH - 1)
+    block = "".join(f"{' ' * i}k{i}:\n" for i in range(MAX_DEPTH + 5))
+    assert error_of(block).problem == "the YAML is nested too deeply"
+    # Just inside the limit is fine (the document is the outermost level).
+    assert load_yaml("[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)).data is not None
+
+
+def test_validation_error_pickles_and_needs_problems() -> None:
+    error = ValidationError([FieldProblem("a.b", "is bad", "fix it", 2, 3)], "x.yaml")
+    assert str(error) == "x.yaml: a.b: is bad; fix it (at line 2, column 3)"
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.problems == error.problems and copy.source == "x.yaml"
+    with pytest.raises(ValueError):
+        ValidationError([])
+
+
+# --------------------------------------------------------------------------------------------------
+# top_level_keys: telling an agent configuration from a policy, even when it does not parse
+
+
+@pytest.mark.parametrize(
+    ("data", "keys"),
+    [
+        (b"site: a\ncapture: {interfaces: [eth1]}\n", {"site", "capture"}),
+        (b"site: a\ncapture: [eth1\nmetrics: {port: 1}\n", {"site", "capture", "metrics"}),  # syntax error
+        (b"site: a\n'mqtt':\n  host: b\n\tbad: tab\n", {"site", "mqtt"}),
+        ("site: a\ncapture:\n".encode("utf-16"), {"site", "capture"}),
+        ("site: a\ncapture:\n".encode("utf-16-be"), {"site", "capture"}),
+        ("site: dépôt\ncapture:\n".encode("latin-1"), {"site", "capture"}),
+        (b"- a list\n", set()),
+        (b"capture: " + b"[" * 100_000, {"capture"}),
+    ],
+)
+def test_top_level_keys(data: bytes, keys: set[str]) -> None:
+    assert top_level_keys(data) == keys
+
+
+# --------------------------------------------------------------------------------------------------
+# Reader
+
+
+def test_a_view_reads_a_nested_document_into_the_same_lists() -> None:
+    doc = load_yaml("site: 7\npolicy:\n  site: 007\n  allow_private: maybe\n")
+    reader = Reader(doc)
+    reader.add("site", "is bad", "fix it")
+    view = reader.at("policy")
+    assert view.text({"site": 7}, "", "site", None, "depot-7") is None
+    assert view.boolean({"allow_private": "maybe"}, "", "allow_private", False) is False
+    view.warn("site", "looks odd")
+    assert [(p.field, p.line, p.fix) for p in reader.problems] == [
+        ("site", 1, "fix it"),
+        ("policy.site", 3, 'quote it: site: "007"'),
+        ("policy.allow_private", 4, "write allow_private: true or allow_private: false (no quotes)"),
+    ]
+    assert reader.warnings == ["policy.site: looks odd"]
+    assert Reader().written("site", 7) == "7"  # without a document: the value itself
+
+
+def test_unknown_keys_get_hints_then_guesses() -> None:
+    reader = Reader(hints={"": {"broker": "write an 'mqtt:' section"}})
+    reader.keys({"site": 1, "sitte": 2, "broker": 3, 5: 4}, "", ("site", "capture"))
+    assert [(p.field, p.fix.split(" (")[0]) for p in reader.problems] == [
+        ("sitte", "did you mean 'site'?"),
+        ("broker", "write an 'mqtt:' section"),
+        ("5", "remove it"),
+    ]
+
+
+def test_typed_getters() -> None:
+    reader = Reader()
+    sec = {"d": "1h30m", "s": "2 MiB", "n": 0.5, "c": "fats", "i": "12", "t": " x "}
+    assert reader.seconds(sec, "p", "d", 1.0, 1, 86400) == 5400
+    assert reader.size(sec, "p", "s", 1, 1, 1 << 30) == 2 << 20
+    assert reader.number(sec, "p", "n", 1.0, 0, 1) == 0.5
+    assert reader.choice(sec, "p", "c", "auto", ("auto", "fast")) == "auto"
+    assert reader.integer(sec, "p", "i", 3, 1, 99) == 3
+    assert reader.text(sec, "p", "t", None, "x") is None
+    assert reader.topic_segment("p.site", "a/b") is None
+    assert [(p.field, p.fix) for p in reader.problems] == [
+        ("p.c", "did you mean 'fast'? write e.g. c: auto"),
+        ("p.i", "write it without quotes"),
+        ("p.t", "write it like t: x"),
+        ("p.site", "use letters, digits, '-', '_' or '.', e.g. 'a-b'"),
+    ]
