@@ -104,6 +104,8 @@ class Decoded:
     icmp_type: I64
     icmp_code: I64
     ip_len: I64  # IP total length (IPv4 header field; IPv6 payload length + 40)
+    ttl: U8  # IPv4 TTL / IPv6 hop limit of the (innermost) IP header: who is closer to the sender
+    ethertype: I64  # of the (innermost) payload: 0x0800/0x86DD for IP, 0x0806 ARP, ...
     l3_off: I64  # offset of the (innermost) IP header inside the packet
     l4_off: I64  # offset of the L4 header inside the packet
     payload_off: I64  # offset of the L4 payload inside the packet (-1 if unknown)
@@ -196,6 +198,7 @@ class _L3:
         self.dst_lo = np.zeros(n, dtype=np.uint64)
         self.l4 = np.zeros(n, dtype=np.int64)
         self.ip_len = np.zeros(n, dtype=np.int64)
+        self.ttl = np.zeros(n, dtype=np.uint8)
 
     def reset(self, r: I64) -> None:
         # The outer header's length stays: Zeek-style IP bytes count the outer packet.
@@ -238,6 +241,7 @@ def _ipv4(h: U8, v4: I64, l3: I64, f: _L3) -> None:
     f.ip_version[v4] = 4
     f.proto[v4] = h[:, 9]
     f.ip_len[v4] = _be16(h[:, 2:4])
+    f.ttl[v4] = h[:, 8]
     frag = _be16(h[:, 6:8])
     f.fragment[v4] = (frag & 0x3FFF) != 0
     f.later_fragment[v4] = (frag & 0x1FFF) != 0
@@ -266,6 +270,7 @@ def _decode_l3(data: U8, offs: I64, caplen: I64, rows: I64, ethertype: I64, l3: 
         f.is_ip[v6] = True
         f.ip_version[v6] = 6
         f.ip_len[v6] = _be16(h[:, 4:6]) + 40
+        f.ttl[v6] = h[:, 7]
         a = _be64(h[:, 8:40]).reshape(-1, 4)
         f.src_hi[v6], f.src_lo[v6], f.dst_hi[v6], f.dst_lo[v6] = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
         nh = h[:, 6].astype(np.int64)
@@ -468,6 +473,8 @@ def decode(batch: PacketBatch) -> Decoded:
         icmp_type=icmp_type,
         icmp_code=icmp_code,
         ip_len=f.ip_len,
+        ttl=f.ttl,
+        ethertype=ethertype,
         l3_off=l3,
         l4_off=l4,
         payload_off=payload,

@@ -85,7 +85,9 @@ class Flow:
         "end_reason",
         "fin_a",
         "fin_b",
+        "copy_of",
         "first_flags",
+        "first_ttl",
         "flags_a",
         "flags_b",
         "icmp_code",
@@ -99,6 +101,7 @@ class Flow:
         "mac_a",
         "mac_b",
         "media_from_src",
+        "opener",
         "pkts_a",
         "pkts_b",
         "protocol",
@@ -117,6 +120,7 @@ class Flow:
         self.ip_bytes_a = self.ip_bytes_b = 0
         self.flags_a = self.flags_b = 0
         self.first_flags = 0
+        self.first_ttl = 0  # TTL / hop limit of the first packet: a routed copy of it has a lower one
         self.fin_a = self.fin_b = False
         self.closed_ns: int | None = None
         self.mac_a = self.mac_b = 0
@@ -132,6 +136,12 @@ class Flow:
         # For media an RTSP SETUP announced: whether the camera (the video's sender) is the source. The
         # viewer may send the first packet (FFmpeg's NAT "punch"), so who started the flow does not tell.
         self.media_from_src: bool | None = None
+        # Who opened the flow when its opening was not seen (a session running before capture started):
+        # True for the first sender, False for the other side, None to judge by the first packet's flags.
+        self.opener: bool | None = None
+        # The flow this one repeats: the same conversation seen again on another VLAN (a routed copy on a
+        # trunk mirror). One conversation is one flow for alerting purposes: rules judge the original.
+        self.copy_of: Flow | None = None
         self._ends: tuple[tuple[str, int], tuple[str, int]] | None = None
 
     # Orientation helpers: "src" is the sender of the first packet seen (DESIGN 2.3).
@@ -181,9 +191,17 @@ class Flow:
 
     @property
     def opener_is_src(self) -> bool:
-        """Who opened the flow: the first sender, unless its first packet was a SYN-ACK."""
+        """Who opened the flow: the first sender, unless its first packet was a SYN-ACK (or the side that
+        opened a session already running was decided otherwise: :attr:`opener`)."""
+        if self.opener is not None:
+            return self.opener
         syn_ack = TCP_SYN | TCP_ACK
         return not (self.proto == PROTO_TCP and self.first_flags & syn_ack == syn_ack)
+
+    @property
+    def opening_seen(self) -> bool:
+        """The flow's first packet opened it: any non-TCP flow, or TCP starting with a SYN."""
+        return self.proto != PROTO_TCP or bool(self.first_flags & TCP_SYN)
 
     def community_id(self) -> str:
         k = self.key
@@ -342,6 +360,7 @@ class FlowTable:
             *((m, t) for m, t in zip(mac_b_l, sent_b, strict=True) if t >= 0 and m),
         ]
         fflags_l = flags[first].tolist()
+        fttl_l = d.ttl[sel][first].tolist()
         icmp_t, icmp_c = d.icmp_type[sel][first].tolist(), d.icmp_code[sel][first].tolist()
 
         active, linger = self._active, self._linger
@@ -375,6 +394,7 @@ class FlowTable:
             if flow is None:
                 flow = Flow(key, f0, ffrom_b[k] == 0, version[k])
                 flow.first_flags = fflags_l[k]
+                flow.first_ttl = fttl_l[k]
                 flow.icmp_type, flow.icmp_code = icmp_t[k], icmp_c[k]
                 table[key] = flow
                 created.append(flow)
@@ -459,6 +479,7 @@ class FlowTable:
         sh_l, sl_l, sp_l = d.src_hi[pos].tolist(), d.src_lo[pos].tolist(), d.sport[pos].tolist()
         smac_l, dmac_l = d.src_mac[pos].tolist(), d.dst_mac[pos].tolist()
         it_l, ic_l = d.icmp_type[pos].tolist(), d.icmp_code[pos].tolist()
+        ttl_l = d.ttl[pos].tolist()
         version = int(d.ip_version[pos[0]])
         is_tcp = key[2] == PROTO_TCP
         pos_l = pos.tolist()
@@ -468,6 +489,7 @@ class FlowTable:
             fl = fl_l[i]
             from_a = (sh_l[i], sl_l[i], sp_l[i]) == a_side
             # A flow between a host and itself (same address and port) counts as side a.
+            previous = None
             if flow is not None:
                 reason = ""
                 if flow.closed_ns is not None and (
@@ -482,10 +504,15 @@ class FlowTable:
                     reason = "active"
                 if reason:
                     self._end(table, flow, reason, ended)
-                    flow = None
+                    previous, flow = flow, None
             if flow is None:
                 flow = Flow(key, t, from_a, version)
                 flow.first_flags = fl
+                flow.first_ttl = ttl_l[i]
+                if previous is not None and previous.end_reason == "active":
+                    # The same session goes on in a new record: whoever opened it still did.
+                    same = previous.a_sent_first == from_a
+                    flow.opener = previous.opener_is_src if same else not previous.opener_is_src
                 flow.icmp_type, flow.icmp_code = it_l[i], ic_l[i]
                 table[key] = flow
                 created.append(flow)
