@@ -60,6 +60,7 @@ class Alert:
     community_id: str | None = None
     device_id: str | None = None
     manufacturer: str | None = None
+    start_ns: int | None = None  # when what the alert is about began, if earlier than the alert
 
     def to_record(self) -> dict[str, Any]:
         """The JSON-ready ECS record of DESIGN 2.2."""
@@ -74,6 +75,8 @@ class Alert:
             },
             "rule": {"id": self.rule.id, "name": self.rule.name},
         }
+        if self.start_ns is not None:
+            rec["event"]["start"] = iso_timestamp(self.start_ns)
         src, dst = self.source.to_ecs(), self.destination.to_ecs()
         if src:
             rec["source"] = src

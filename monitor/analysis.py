@@ -15,8 +15,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from monitor.analyzers import AnalyzerError
-from monitor.decode import PROTO_UDP, Decoded
+from monitor.decode import PROTO_TCP, PROTO_UDP, Decoded
 from monitor.events import DeviceFact, Event
 from monitor.flows import Flow
 from monitor.pcapfile import PacketBatch
@@ -100,6 +102,26 @@ class Analysis:
                 for pos in positions:
                     self._analyse(batch, d, pos, flow)
 
+    def run_link(self, batch: PacketBatch, d: Decoded) -> None:
+        """Frames of the link-layer protocols (ARP) in the batch, after :meth:`run` (their events join
+        that batch's)."""
+        link = self.protocols.link
+        if not link:
+            return
+        rows = np.flatnonzero(np.isin(d.ethertype, list(link)))
+        for pos in rows.tolist():
+            spec = link[int(d.ethertype[pos])]
+            frame = batch.packet(pos)
+            self.stats.packets += 1
+            self.now_ns = ts = int(d.ts_ns[pos])
+            try:
+                spec.handler(self, int(d.src_mac[pos]), int(d.dst_mac[pos]), frame[int(d.l3_off[pos]) :], ts)
+            except AnalyzerError:
+                self.stats.parse_errors += 1
+            except Exception:  # a bug in an analyzer must never stop the agent
+                self.stats.internal_errors += 1
+                log.exception("%s analyzer failure", spec.name)
+
     def _analyse(self, batch: PacketBatch, d: Decoded, pos: int, flow: Flow) -> None:
         app = flow.app
         if app is not None and app.done:
@@ -107,6 +129,8 @@ class Analysis:
         start = int(d.payload_off[pos])
         if start < 0:
             return
+        if flow.proto != PROTO_TCP and flow.proto != PROTO_UDP:
+            start = int(d.l4_off[pos])  # no ports: the protocol's handler gets the whole IP payload
         end = min(int(d.l3_off[pos]) + int(d.ip_len[pos]), int(batch.caplen[pos]))
         if end <= start:
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.alerts import iso_timestamp
@@ -12,12 +12,22 @@ from monitor.vendors.oui import VendorTable, format_mac
 
 MAX_IPS = 16
 MAX_PEERS = 1024
+MAX_EVIDENCE = 64
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
     kind: str
     detail: str
+    ip: str | None = field(default=None, compare=False)  # the address the evidence was sent from
+
+
+# How much an attribution is worth: a later signal replaces the vendor only when it is stronger.
+STRENGTH_NONE = 0
+STRENGTH_OUI = 1
+STRENGTH_BANNER = 2  # HTTP/RTSP/SSDP banners, realms, certificates, DHCP vendor class
+STRENGTH_DISCOVERY = 3  # the device describing itself: SADP, DHIP, WS-Discovery
+DISCOVERY_KINDS = frozenset({"sadp", "dhip", "wsd"})
 
 
 class Device:
@@ -35,8 +45,10 @@ class Device:
         "model",
         "peers",
         "protocols",
+        "router",
         "serial",
         "vendor",
+        "vendor_strength",
         "watched",
     )
 
@@ -47,6 +59,9 @@ class Device:
         self.ips: list[str] = []
         self.vendor: str | None = None
         self.manufacturer: str | None = None
+        self.vendor_strength = STRENGTH_NONE
+        # A router forwards other hosts' packets: its MAC is no other device's identity.
+        self.router = False
         self.watched = False
         self.announced = False
         self.evidence: list[Evidence] = []
@@ -60,9 +75,9 @@ class Device:
     def mac_str(self) -> str:
         return format_mac(self.mac)
 
-    def add_evidence(self, kind: str, detail: str) -> None:
-        ev = Evidence(kind, detail)
-        if ev not in self.evidence:
+    def add_evidence(self, kind: str, detail: str, ip: str | None = None) -> None:
+        ev = Evidence(kind, detail, ip)
+        if ev not in self.evidence and len(self.evidence) < MAX_EVIDENCE:
             self.evidence.append(ev)
 
     def to_record(self) -> dict[str, Any]:
@@ -74,6 +89,8 @@ class Device:
             "watched": self.watched,
             "evidence": [{"kind": e.kind, "detail": e.detail} for e in self.evidence],
         }
+        if self.router:
+            rec["router"] = True
         for name in ("model", "firmware", "serial"):
             value = getattr(self, name)
             if value is not None:
@@ -133,18 +150,33 @@ class Inventory:
                 dev.first_seen_ns = ts
             return dev, False
         dev = Device(mac, ts)
-        vendor = self._vendors.lookup(mac)
-        if vendor.key is not None or vendor.manufacturer is not None:
-            dev.vendor = vendor.key
-            dev.manufacturer = vendor.manufacturer
-            dev.add_evidence("oui", f"{vendor.registry_name or vendor.manufacturer} ({vendor.source})")
-        elif vendor.source == "locally-administered":
-            dev.add_evidence("oui", "locally administered address: no vendor from the MAC")
+        self._attribute_by_oui(dev)
         self._devices[mac] = dev
         if len(self._devices) > self._max:
             self._devices.popitem(last=False)
             self.evicted += 1
         return dev, True
+
+    def _attribute_by_oui(self, dev: Device) -> None:
+        vendor = self._vendors.lookup(dev.mac)
+        if vendor.key is not None or vendor.manufacturer is not None:
+            dev.vendor = vendor.key
+            dev.manufacturer = vendor.manufacturer
+            dev.vendor_strength = STRENGTH_OUI
+            dev.add_evidence("oui", f"{vendor.registry_name or vendor.manufacturer} ({vendor.source})")
+        elif vendor.source == "locally-administered":
+            dev.add_evidence("oui", "locally administered address: no vendor from the MAC")
+
+    def reattribute(self, dev: Device, keep: set[str]) -> None:
+        """Start the device's attribution again from its MAC, keeping only the evidence sent from the
+        addresses in ``keep`` (a device found to be a router had other hosts' evidence attached)."""
+        kept = [e for e in dev.evidence if e.kind != "oui" and e.ip in keep]
+        dev.evidence = []
+        dev.vendor = dev.manufacturer = None
+        dev.vendor_strength = STRENGTH_NONE
+        dev.model = dev.firmware = dev.serial = None
+        self._attribute_by_oui(dev)
+        dev.evidence.extend(kept)
 
     def touch(self, mac: int, ts: int) -> None:
         dev = self._devices.get(mac)
@@ -153,8 +185,8 @@ class Inventory:
             self._devices.move_to_end(mac)
 
     def add_ip(self, dev: Device, ip: str) -> bool:
-        """Remember an address the device uses on the site; True if it is new."""
-        if ip in dev.ips or len(dev.ips) >= MAX_IPS or not is_local_ip(ip):
+        """Remember an address the device sends from (IPv4 or IPv6, private or public); True if new."""
+        if ip in dev.ips or len(dev.ips) >= MAX_IPS:
             return False
         dev.ips.append(ip)
         return True
@@ -171,7 +203,9 @@ class Inventory:
                 "manufacturer": d.manufacturer,
                 "watched": d.watched,
                 "announced": d.announced,
-                "evidence": [[e.kind, e.detail] for e in d.evidence],
+                "router": d.router,
+                "vendor_strength": d.vendor_strength,
+                "evidence": [[e.kind, e.detail, e.ip] for e in d.evidence],
                 "model": d.model,
                 "firmware": d.firmware,
                 "serial": d.serial,
@@ -197,7 +231,13 @@ class Inventory:
                 dev.manufacturer = item["manufacturer"] if isinstance(item["manufacturer"], str) else None
                 dev.watched = bool(item["watched"])
                 dev.announced = bool(item["announced"])
-                dev.evidence = [Evidence(str(k), str(v)) for k, v in item["evidence"]]
+                dev.router = item.get("router") is True
+                strength = item.get("vendor_strength")
+                dev.vendor_strength = strength if type(strength) is int else STRENGTH_OUI
+                dev.evidence = [
+                    Evidence(str(e[0]), str(e[1]), e[2] if len(e) > 2 and isinstance(e[2], str) else None)
+                    for e in item["evidence"][:MAX_EVIDENCE]
+                ]
                 for name in ("model", "firmware", "serial"):
                     value = item.get(name)
                     setattr(dev, name, value if isinstance(value, str) else None)

@@ -10,6 +10,7 @@ first of each incident through, in capture-time order.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,12 +19,15 @@ from monitor.analysis import Analysis
 from monitor.decode import decode
 from monitor.devices import Inventory
 from monitor.events import (
+    AddressClaim,
     Clock,
     DeviceFact,
     Event,
     FlowEnded,
+    FlowEvent,
     FlowStarted,
     ResponderSeen,
+    RouterAdvert,
     StreamTransport,
 )
 from monitor.flows import Flow, FlowConfig, FlowTable
@@ -69,7 +73,13 @@ class Events:
 # At one capture instant, the flow table's news comes first, then what devices said about themselves,
 # then what the rules judge, then first replies: a fact must be known before an event of the same
 # instant is judged.
-_ORDER: dict[type[Event], int] = {FlowStarted: 0, DeviceFact: 1, ResponderSeen: 3}
+_ORDER: dict[type[Event], int] = {
+    FlowStarted: 0,
+    AddressClaim: 1,
+    RouterAdvert: 1,
+    DeviceFact: 1,
+    ResponderSeen: 3,
+}
 _JUDGED = 2
 
 
@@ -93,20 +103,32 @@ class Engine:
         self.now_ns = 0
         self.analysis = Analysis()
         self.clouds = clouds if clouds is not None else CloudCatalogue.load()
-        self.site = Site(policy, self.inventory, self.clouds, self.config.observer, self._dispatch)
+        self.site = Site(
+            policy, self.inventory, self.clouds, self.config.observer, self._dispatch, self._schedule
+        )
         self._pending: list[Alert] = []
-        # Event type -> who handles it, in order: the site model, the media expectations, the rules.
-        self._routes: dict[type[Event], list[Judge]] = {
+        # Events to dispatch once capture time passes their ts_ns: (ts_ns, order, event).
+        self._timers: list[tuple[int, int, Event]] = []
+        self._timer_seq = 0
+        # Event type -> who handles it: first the site model and the media expectations, then the rules.
+        self._site_routes: dict[type[Event], list[Judge]] = {
             FlowStarted: [self._flow_started],
             ResponderSeen: [self._responder_seen],
             DeviceFact: [self._device_fact],
+            AddressClaim: [self._address_claim],
+            RouterAdvert: [self._router_advert],
             StreamTransport: [self._expect_media],
             FlowEnded: [self._flow_ended],
         }
+        self._rule_routes: dict[type[Event], list[Judge]] = {}
         for module in (rules or rulebook()).modules:
             instance = module(self.site)
             for kind in module.consumes:
-                self._routes.setdefault(kind, []).append(instance.judge)
+                self._rule_routes.setdefault(kind, []).append(instance.judge)
+        self._routes = {
+            kind: [*self._site_routes.get(kind, ()), *self._rule_routes.get(kind, ())]
+            for kind in {*self._site_routes, *self._rule_routes}
+        }
 
     def feed(self, batch: PacketBatch) -> Events:
         out = Events()
@@ -131,6 +153,7 @@ class Engine:
         for flow in created:
             an.on_new_flow(flow)
         an.run(batch, d, self.flows.inspect, self.flows.more)
+        an.run_link(batch, d)
         for flow in created:
             if flow.domain is None:
                 # A DNS answer earlier in this same batch.
@@ -143,12 +166,15 @@ class Engine:
             *((ts, 3, i, ResponderSeen(ts, f)) for i, (f, ts) in enumerate(self.flows.replied)),
         ]
         stream.sort(key=_first_three)
+        timers = self._timers
         for item in stream:
+            if timers and timers[0][0] < item[0]:
+                self._fire(item[0])
             self._dispatch(item[3])
         self.site.label_devices(flow for flow, _ in self.flows.inspect)
         self._touch_devices()
         self.now_ns = max(self.now_ns, int(d.ts_ns.max()))
-        self._dispatch(Clock(self.now_ns))
+        self._clock()
         ended.extend(self.flows.expire(self.now_ns))
         self._end(ended)
         out.flows.extend(ended)
@@ -158,14 +184,18 @@ class Engine:
     def tick(self, now_ns: int) -> Events:
         """Advance time without packets (a live source that is quiet)."""
         self.now_ns = max(self.now_ns, now_ns)
+        self._clock()
         out = Events(flows=self.flows.expire(self.now_ns))
         self._end(out.flows)
         self._flush_alerts(out)
         return out
 
     def finish(self) -> Events:
+        """The end of input: every flow ends, every alert held back goes out."""
         out = Events(flows=self.flows.flush(self.now_ns))
         self._end(out.flows)
+        self._fire(None)
+        self._dispatch(Clock(self.now_ns, final=True))
         self._flush_alerts(out)
         return out
 
@@ -183,8 +213,28 @@ class Engine:
 
     # ---------------------------------------------------------------- routing
 
+    def _schedule(self, event: Event) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (event.ts_ns, self._timer_seq, event))
+
+    def _fire(self, before_ns: int | None) -> None:
+        """Dispatch the scheduled events due strictly before ``before_ns`` (all of them with None): a
+        timer fires before the first event after it, so what it sees does not depend on batch sizes."""
+        timers = self._timers
+        while timers and (before_ns is None or timers[0][0] < before_ns):
+            self._dispatch(heapq.heappop(timers)[2])
+
+    def _clock(self) -> None:
+        self._fire(self.now_ns)
+        self._dispatch(Clock(self.now_ns))
+
     def _dispatch(self, event: Event) -> None:
-        for judge in self._routes.get(type(event), ()):
+        routes = self._routes
+        if isinstance(event, FlowStarted | FlowEnded | FlowEvent) and event.flow.copy:
+            # A routed copy of a conversation already judged: the site model learns from it, the rules
+            # do not judge it twice.
+            routes = self._site_routes
+        for judge in routes.get(type(event), ()):
             alerts = judge(event)
             if alerts:
                 self._pending.extend(alerts)
@@ -206,6 +256,16 @@ class Engine:
     def _responder_seen(self, event: Event) -> Sequence[Alert]:
         assert isinstance(event, ResponderSeen)
         self.site.on_responder(event.flow, event.ts_ns)
+        return ()
+
+    def _address_claim(self, event: Event) -> Sequence[Alert]:
+        assert isinstance(event, AddressClaim)
+        self.site.on_claim(event)
+        return ()
+
+    def _router_advert(self, event: Event) -> Sequence[Alert]:
+        assert isinstance(event, RouterAdvert)
+        self.site.on_router(event)
         return ()
 
     def _device_fact(self, event: Event) -> Sequence[Alert]:

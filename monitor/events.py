@@ -54,7 +54,10 @@ class FlowEnded(Event):
 
 @dataclass(frozen=True, slots=True)
 class Clock(Event):
-    """Capture time reached ``ts_ns`` (once per batch): for rules that judge flows while they run."""
+    """Capture time reached ``ts_ns`` (once per batch, and on idle ticks): for rules that judge flows while
+    they run or hold an alert back for a while. ``final``: the end of input, let everything out."""
+
+    final: bool = False
 
 
 # ------------------------------------------------------------------------------ the analyzers
@@ -76,6 +79,27 @@ class DeviceFact(Event):
     firmware: str | None = None
     serial: str | None = None
     protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressClaim(Event):
+    """A station says, on its own segment, that ``ip`` is its address: an ARP sender, an NDP neighbour
+    advertisement, a DHCP or DHCPv6 lease. ``source`` names the protocol (``arp``, ``ndp``, ``dhcp``,
+    ``dhcpv6``). What the site model trusts over the MACs of routed traffic."""
+
+    mac: int
+    ip: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouterAdvert(Event):
+    """A router made itself known: an NDP router advertisement (its MAC), a DHCP lease's router option
+    (its address, ``mac`` 0). Its MAC forwards other hosts' packets and is no device's identity."""
+
+    mac: int
+    ip: str | None
+    source: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,11 +81,11 @@ class Flow:
         "bytes_a",
         "bytes_b",
         "closed_ns",
+        "copy",
         "domain",
         "end_reason",
         "fin_a",
         "fin_b",
-        "copy_of",
         "first_flags",
         "first_ttl",
         "flags_a",
@@ -139,9 +139,9 @@ class Flow:
         # Who opened the flow when its opening was not seen (a session running before capture started):
         # True for the first sender, False for the other side, None to judge by the first packet's flags.
         self.opener: bool | None = None
-        # The flow this one repeats: the same conversation seen again on another VLAN (a routed copy on a
+        # This flow repeats another: the same conversation seen again on another VLAN (a routed copy on a
         # trunk mirror). One conversation is one flow for alerting purposes: rules judge the original.
-        self.copy_of: Flow | None = None
+        self.copy = False
         self._ends: tuple[tuple[str, int], tuple[str, int]] | None = None
 
     # Orientation helpers: "src" is the sender of the first packet seen (DESIGN 2.3).

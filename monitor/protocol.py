@@ -99,6 +99,8 @@ def _app(flow: Flow) -> FlowApp:
 
 
 Handler = Callable[["Context", "Flow", bool, bytes, int], bool]
+# A link-layer protocol's handler: (ctx, source MAC, destination MAC, payload after the ethertype, ts_ns).
+LinkHandler = Callable[["Context", int, int, bytes, int], None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +118,10 @@ class ProtocolSpec:
     udp_guess: int | None = None
     tcp_guess: int | None = None
     """Rank among the content guesses on that transport (lower is tried first); None: never guessed."""
+    ip_protocol: int | None = None
+    ip_guess: int | None = None
+    """A protocol carried by IP without ports (NDP in ICMPv6: 58), and its rank among that protocol's
+    guesses. Its handler gets the whole IP payload (the ICMP header included)."""
     control: bool = False
     """A small control protocol: once a flow has this label, every packet of it is read."""
     after_label: int | None = None
@@ -126,5 +132,17 @@ class ProtocolSpec:
     """The event types the handler reports (documentation, and checked by the tests)."""
 
     def __post_init__(self) -> None:
-        if (self.udp_guess is not None or self.tcp_guess is not None) and self.sniff is None:
+        if (self.udp_guess, self.tcp_guess, self.ip_guess) != (None, None, None) and self.sniff is None:
             raise ValueError(f"protocol {self.name}: a content guess needs a sniff function")
+        if (self.ip_guess is None) != (self.ip_protocol is None):
+            raise ValueError(f"protocol {self.name}: ip_protocol and ip_guess go together")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkSpec:
+    """A link-layer protocol that is not IP (ARP): frames of ``ethertype`` go to ``handler``."""
+
+    name: str
+    ethertype: int
+    handler: LinkHandler
+    emits: tuple[type[Event], ...] = ()

@@ -1,7 +1,8 @@
 """What camwatch knows: every protocol (``monitor/analyzers/*``) and every rule (``monitor/rules/*``).
 
 Both are found by module, so adding a protocol or a rule is adding one module: an analyzer module
-that ends with a ``PROTOCOLS`` tuple of :class:`~monitor.protocol.ProtocolSpec`, a rule module that
+that ends with a ``PROTOCOLS`` tuple of :class:`~monitor.protocol.ProtocolSpec` (or, for a link-layer
+protocol such as ARP, ``LINK_PROTOCOLS`` of :class:`~monitor.protocol.LinkSpec`), a rule module that
 declares ``RULES`` (its rules' ids, names, severities) and, when the engine judges them, a
 :class:`~monitor.rules.RuleModule` subclass naming the event types it consumes.
 """
@@ -19,7 +20,7 @@ import monitor.analyzers
 import monitor.rules
 from monitor.alerts import Rule
 from monitor.decode import PROTO_TCP, PROTO_UDP
-from monitor.protocol import ProtocolSpec
+from monitor.protocol import LinkSpec, ProtocolSpec
 from monitor.rules import RuleModule
 
 
@@ -42,9 +43,11 @@ class Protocols:
     control: frozenset[str]
     after_label: dict[str, int]
     mux_rank: dict[str, int]
+    link: dict[int, LinkSpec]
+    """Ethertype -> the link-layer protocol (not IP) read there."""
 
     @classmethod
-    def of(cls, specs: list[ProtocolSpec]) -> Protocols:
+    def of(cls, specs: list[ProtocolSpec], link: list[LinkSpec] | None = None) -> Protocols:
         by_name: dict[str, ProtocolSpec] = {}
         for spec in specs:
             if spec.name in by_name:
@@ -66,6 +69,15 @@ class Protocols:
                     ranked.append((rank, spec.name, spec.sniff))
             ranked.sort(key=lambda item: (item[0], item[1]))
             guesses[transport] = tuple((name, sniff) for _, name, sniff in ranked)
+        for ip_proto in sorted({s.ip_protocol for s in specs if s.ip_protocol is not None}):
+            over_ip = [s for s in specs if s.ip_protocol == ip_proto and s.ip_guess is not None and s.sniff]
+            over_ip.sort(key=lambda s: (s.ip_guess or 0, s.name))
+            guesses[ip_proto] = tuple((s.name, s.sniff) for s in over_ip if s.sniff is not None)
+        link_by_type: dict[int, LinkSpec] = {}
+        for lspec in link or ():
+            if lspec.ethertype in link_by_type:
+                raise ValueError(f"ethertype {lspec.ethertype:#06x} is declared twice")
+            link_by_type[lspec.ethertype] = lspec
         return cls(
             specs=by_name,
             ports=ports,
@@ -73,6 +85,7 @@ class Protocols:
             control=frozenset(s.name for s in specs if s.control),
             after_label={s.name: s.after_label for s in specs if s.after_label is not None},
             mux_rank={s.name: s.mux_rank for s in specs if s.mux_rank is not None},
+            link=link_by_type,
         )
 
 
@@ -80,10 +93,11 @@ class Protocols:
 def protocols() -> Protocols:
     """Every protocol declared by a module of ``monitor/analyzers``."""
     specs: list[ProtocolSpec] = []
+    link: list[LinkSpec] = []
     for module in _modules(monitor.analyzers):
-        declared = getattr(module, "PROTOCOLS", ())
-        specs.extend(spec for spec in declared if isinstance(spec, ProtocolSpec))
-    return Protocols.of(specs)
+        specs.extend(spec for spec in getattr(module, "PROTOCOLS", ()) if isinstance(spec, ProtocolSpec))
+        link.extend(spec for spec in getattr(module, "LINK_PROTOCOLS", ()) if isinstance(spec, LinkSpec))
+    return Protocols.of(specs, link)
 
 
 @dataclass(frozen=True, slots=True)

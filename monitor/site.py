@@ -1,27 +1,83 @@
-"""The site model: the policy, the inventory, and what the rules ask about them.
+"""The site model: the policy, the inventory, who is who on the wire, and what the rules ask about them.
 
-It keeps the inventory up to date from the events (new flows, first replies, device facts), marks
-devices watched (in a monitored network, or of a watched vendor) and reports each newly watched
-device as a :class:`~monitor.events.DeviceWatched` event. The rules ask it which side of a flow is a
-watched device, and whether an address is on the site.
+It keeps the inventory up to date from the events (new flows, first replies, device facts, address
+claims), marks devices watched (in a monitored network, or of a watched vendor) and reports each newly
+watched device as a :class:`~monitor.events.DeviceWatched` event. The rules ask it which side of a flow is
+a watched device, and whether an address is on the site.
+
+**Identity that survives routing.** On a VLAN trunk mirror a packet routed between VLANs is seen twice:
+from the sender's own MAC on its segment, and from the router's MAC on the next one (with a TTL one
+lower). A router's MAC therefore "sends" from every address it forwards, and is nobody's identity. The
+site model tells routers from hosts:
+
+- the routed copy of a conversation: the same 5-tuple started on another VLAN within a second, with a
+  lower first TTL (its sender MAC, and the original's receiver MAC, are a router's; the copy is one flow
+  with its original for the rules: :attr:`Flow.copy`);
+- a router made itself known: an NDP router advertisement, the router option of a DHCP lease;
+- one MAC sends from an address another MAC claimed on its own segment (ARP, NDP, DHCP);
+- one MAC sends from many IPv4 addresses, from site and off-site IPv4 addresses, or from IPv6 global
+  addresses of several /64 prefixes.
+
+An address then gets its MAC from the segment where the host lives (:meth:`host_mac`): the frame's MAC
+unless it is a router's, else the MAC that claimed the address, or that sent from it as a host. A device
+found to be a router keeps only the addresses and evidence that are its own.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
-from monitor.devices import Device, Inventory, is_local_ip, is_unicast_mac
-from monitor.events import DeviceFact, DeviceWatched, Event
+from monitor.devices import (
+    DISCOVERY_KINDS,
+    STRENGTH_BANNER,
+    STRENGTH_DISCOVERY,
+    Device,
+    Inventory,
+    is_local_ip,
+    is_unicast_mac,
+)
+from monitor.events import AddressClaim, DeviceFact, DeviceWatched, Event, RouterAdvert
 from monitor.flows import Flow
 from monitor.policy import SitePolicy
 from monitor.vendors.clouds import CloudCatalogue
 from monitor.vendors.fingerprints import display_name
 
+NS = 1_000_000_000
 # Bound on the per-device external traffic table (a flood of spoofed MACs must not grow it).
 MAX_EXTERNAL_DEVICES = 10_000
 MAX_PEERS = 1024
+MAX_BINDINGS = 100_000  # address -> MAC of the host that owns it
+MAX_ROUTERS = 4096
+MAX_PENDING_FACTS = 4096  # facts about addresses whose host is not known yet (sent through a router)
+# Flows started in the last COPY_WINDOW_NS, to find routed copies: a router forwards within a millisecond,
+# so a short window and a small table do; a flood of new flows only shortens what is remembered.
+MAX_RECENT_FLOWS = 4096
+COPY_WINDOW_NS = NS // 5
+# A claim (ARP, NDP, DHCP) vouches for an address this long: after it, the address may belong to another.
+CLAIM_TTL_NS = 4 * 3600 * NS
+# A host sends from a few addresses; a MAC that sends from more IPv4 addresses forwards for others.
+ROUTER_IPV4_ADDRESSES = 4
+
+# Binding sources, strongest first: a claim on the host's own segment beats what traffic suggested.
+_CLAIMED = frozenset({"arp", "ndp", "dhcp", "dhcpv6"})
+
+Tuple5 = tuple[int, str, int, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """What copy detection keeps of a recent flow (not the flow: a flood must not keep flows alive)."""
+
+    key: tuple[int, ...]
+    start_ns: int
+    src: tuple[str, int]
+    first_ttl: int
+    src_mac: int
+    dst_mac: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +85,33 @@ class Watched:
     """A watched endpoint: its inventory device, or None when it has none (no MAC on this link type)."""
 
     device: Device | None
+    mac: int
+    """The MAC the endpoint is known by (its own, never a router's), 0 if none is known."""
+
+
+@lru_cache(maxsize=65_536)
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(ip)
+
+
+def _same_subnet(a: str, b: str) -> bool:
+    """Both in one /24 (IPv4) or /64 (IPv6): the subnet a host reaches without a router, as far as the
+    addresses alone tell."""
+    x, y = _address(a), _address(b)
+    if x.version != y.version:
+        return False
+    shift = 8 if x.version == 4 else 64
+    return int(x) >> shift == int(y) >> shift and not x.is_multicast and not y.is_multicast
+
+
+def _scope(ip: str) -> str:
+    """``link`` (link-local), ``private`` (RFC 1918, CGNAT, ULA), ``multicast`` or ``public``."""
+    addr = _address(ip)
+    if addr.is_link_local:
+        return "link"
+    if addr.is_multicast:
+        return "multicast"
+    return "private" if is_local_ip(ip) else "public"
 
 
 class Site:
@@ -41,43 +124,225 @@ class Site:
         clouds: CloudCatalogue,
         observer: str,
         announce: Callable[[Event], None],
+        schedule: Callable[[Event], None] | None = None,
     ) -> None:
         self.policy = policy
         self.inventory = inventory
         self.clouds = clouds
         self.observer = observer
         self._announce = announce
+        #: Dispatch an event once capture time passes its ``ts_ns`` (a rule holding an alert back).
+        self.schedule = schedule or announce
         # Per device MAC: [bytes out, bytes in, packets out, packets in] with peers outside the site,
         # accumulated as flows end.
         self.external: dict[int, list[int]] = {}
+        self.bindings: OrderedDict[str, tuple[int, str, int]] = OrderedDict()  # ip -> (mac, source, ts)
+        self.routers: set[int] = set()
+        self.router_ips: set[str] = set()
+        self._recent: OrderedDict[Tuple5, _Started] = OrderedDict()
+        self._pending_facts: OrderedDict[str, list[DeviceFact]] = OrderedDict()
+        self.stats = SiteStats()
+
+    # ---------------------------------------------------------------- who is who
+
+    def host_mac(self, mac: int, ip: str) -> int:
+        """The MAC of the host that sent from ``ip`` in a frame from ``mac``: ``mac`` itself unless it is
+        a router's, else the address's owner on its own segment (0 when unknown)."""
+        if mac and mac not in self.routers:
+            return mac
+        bound = self.bindings.get(ip)
+        return bound[0] if bound is not None else 0
+
+    def side_mac(self, flow: Flow, sender_is_src: bool) -> int:
+        """The MAC of that side of the flow's host (see :meth:`host_mac`)."""
+        if sender_is_src:
+            return self.host_mac(flow.src_mac, flow.src[0])
+        return self.host_mac(flow.dst_mac, flow.dst[0])
+
+    def _bind(self, ip: str, mac: int, source: str, ts: int) -> None:
+        old = self.bindings.get(ip)
+        if old is not None and old[1] in _CLAIMED and source not in _CLAIMED and ts - old[2] < CLAIM_TTL_NS:
+            return  # what traffic suggests never overrides what the host said on its own segment
+        self.bindings.pop(ip, None)
+        self.bindings[ip] = (mac, source, ts)
+        if len(self.bindings) > MAX_BINDINGS:
+            self.bindings.popitem(last=False)
+        pending = self._pending_facts.pop(ip, None)
+        for fact in pending or ():
+            self._apply_fact(mac, fact)
+
+    def mark_router(self, mac: int, why: str) -> None:
+        """``mac`` forwards other hosts' packets: it keeps only its own addresses and evidence."""
+        if not is_unicast_mac(mac) or mac in self.routers:
+            return
+        if len(self.routers) >= MAX_ROUTERS:
+            self.stats.routers_dropped += 1
+            return
+        self.routers.add(mac)
+        self.stats.routers += 1
+        dev = self.inventory.get(mac)
+        if dev is None:
+            return
+        dev.router = True
+        # Its own addresses: those it claimed, and those it sent from within one subnet (a router forwards
+        # nothing there: the site gateway answering DNS from 10.20.0.1 to the cameras of 10.20.0.0/24).
+        own = {
+            ip
+            for ip in dev.ips
+            if self._claimed_by(ip) == mac or any(_same_subnet(ip, peer) for peer in dev.peers)
+        }
+        for ip in dev.ips:
+            if ip not in own and self.host_mac(0, ip) == mac:
+                del self.bindings[ip]  # learned from forwarded traffic: not its address
+        dev.ips = [ip for ip in dev.ips if ip in own]
+        self.inventory.reattribute(dev, own)
+        dev.add_evidence("router", why)
+        dev.watched = any(self.policy.is_monitored_ip(ip) for ip in dev.ips) or (
+            dev.vendor is not None and dev.vendor in self.policy.watched_vendors
+        )
 
     # ---------------------------------------------------------------- the inventory, from events
 
     def on_flow_started(self, flow: Flow) -> None:
         src_ip, _ = flow.src
         dst_ip, _ = flow.dst
-        # An address belongs to a MAC only when that MAC sent from it: the receiving side's MAC may be
-        # a router's, carrying every remote destination. The responder's address is learned when it
-        # first sends (on_responder).
-        src_dev = self.device(flow.src_mac, src_ip, flow.start_ns)
-        dst_dev = self.device(flow.dst_mac, None, flow.start_ns)
+        self._find_copy(flow)
+        # An address belongs to a MAC only when that MAC sent from it as a host: the receiving side's
+        # MAC may be a router's, carrying every remote destination. The responder's address is learned
+        # when it first sends (on_responder).
+        src_dev = self._sender(flow.src_mac, src_ip, flow.start_ns, dst_ip)
+        dst_mac = flow.dst_mac if flow.dst_mac not in self.routers else 0
+        dst_dev = self.device(dst_mac, None, flow.start_ns)
         if src_dev is not None and len(src_dev.peers) < MAX_PEERS:
             src_dev.peers.add(dst_ip)
         if dst_dev is not None and len(dst_dev.peers) < MAX_PEERS:
             dst_dev.peers.add(src_ip)
 
     def on_responder(self, flow: Flow, ts_ns: int) -> None:
-        self.device(flow.dst_mac, flow.dst[0], ts_ns)
+        self._sender(flow.dst_mac, flow.dst[0], ts_ns, flow.src[0])
+
+    def _claimed_by(self, ip: str) -> int:
+        """The MAC that claimed ``ip`` on its own segment (ARP, NDP, DHCP), 0 if none did."""
+        bound = self.bindings.get(ip)
+        return bound[0] if bound is not None and bound[1] in _CLAIMED else 0
+
+    def _sender(self, mac: int, ip: str, ts: int, peer: str) -> Device | None:
+        """``mac`` sent from ``ip`` to ``peer``: a host's address, unless the MAC forwards for others."""
+        if mac in self.routers:
+            # A router forwards nothing within one subnet: from there, the address is its own.
+            return self.device(mac, ip, ts) if _same_subnet(ip, peer) else None
+        claimed = self.bindings.get(ip)
+        if (
+            claimed is not None
+            and claimed[1] in _CLAIMED
+            and claimed[0] != mac
+            and ts - claimed[2] < CLAIM_TTL_NS
+            and is_unicast_mac(mac)
+        ):
+            # Another station claimed this address on its own segment (recently enough that the address
+            # was not handed on): this MAC forwards it.
+            self.mark_router(mac, f"sends from {ip}, which {claimed[1]} gives to another station")
+            return None
+        dev = self.device(mac, ip, ts)
+        if dev is not None and self._forwards(dev):
+            self.mark_router(mac, f"sends from {len(dev.ips)} addresses: {', '.join(dev.ips[:4])}")
+            return None
+        return dev
+
+    @staticmethod
+    def _forwards(dev: Device) -> bool:
+        v4 = [ip for ip in dev.ips if _address(ip).version == 4]
+        if len(v4) >= ROUTER_IPV4_ADDRESSES:
+            return True
+        kinds = {_scope(ip) for ip in v4}
+        if "private" in kinds and "public" in kinds:
+            return True  # a private and a public IPv4 address: a gateway with the Internet behind it
+        prefixes = {
+            int(_address(ip)) >> 64 for ip in dev.ips if _address(ip).version == 6 and _scope(ip) == "public"
+        }
+        return len(prefixes) >= 2
+
+    def _find_copy(self, flow: Flow) -> None:
+        """Is this flow a routed copy of one started just before on another VLAN?"""
+        (s_ip, s_port), (d_ip, d_port) = flow.src, flow.dst
+        key: Tuple5 = (flow.proto, s_ip, s_port, d_ip, d_port)
+        recent = self._recent
+        original = recent.get(key) or recent.get((flow.proto, d_ip, d_port, s_ip, s_port))
+        if (
+            original is not None
+            and original.key != flow.key
+            and original.start_ns >= flow.start_ns - COPY_WINDOW_NS
+        ):
+            # The first one seen is the one judged; the TTLs say which MACs forwarded it.
+            flow.copy = True
+            self.stats.copies += 1
+            if original.src == flow.src and original.first_ttl != flow.first_ttl:
+                near_ttl, far_ttl = (
+                    max(original.first_ttl, flow.first_ttl),
+                    min(original.first_ttl, flow.first_ttl),
+                )
+                if original.first_ttl > flow.first_ttl:
+                    far_src, near_dst, far_dst = flow.src_mac, original.dst_mac, flow.dst_mac
+                else:
+                    far_src, near_dst, far_dst = original.src_mac, flow.dst_mac, original.dst_mac
+                self.mark_router(far_src, f"forwarded {s_ip} -> {d_ip} (TTL {near_ttl} -> {far_ttl})")
+                if near_dst != far_dst:
+                    self.mark_router(near_dst, f"next hop of {s_ip} -> {d_ip}")
+            return
+        recent.pop(key, None)
+        recent[key] = _Started(flow.key, flow.start_ns, flow.src, flow.first_ttl, flow.src_mac, flow.dst_mac)
+        horizon = flow.start_ns - COPY_WINDOW_NS
+        while len(recent) > MAX_RECENT_FLOWS or next(iter(recent.values())).start_ns < horizon:
+            recent.popitem(last=False)
+
+    def on_claim(self, claim: AddressClaim) -> None:
+        if not is_unicast_mac(claim.mac):
+            return
+        self._bind(claim.ip, claim.mac, claim.source, claim.ts_ns)
+        if claim.ip in self.router_ips:
+            self.mark_router(claim.mac, f"router {claim.ip} ({claim.source})")
+        if claim.mac not in self.routers:
+            self.device(claim.mac, claim.ip, claim.ts_ns)
+
+    def on_router(self, advert: RouterAdvert) -> None:
+        if advert.ip is not None and len(self.router_ips) < MAX_ROUTERS:
+            self.router_ips.add(advert.ip)
+        mac = advert.mac or self._claimed_by(advert.ip or "")
+        if mac:
+            self.mark_router(
+                mac, f"router advertised by {advert.source}" + (f" ({advert.ip})" if advert.ip else "")
+            )
 
     def on_fact(self, fact: DeviceFact) -> None:
-        if not is_unicast_mac(fact.mac):
+        mac = fact.mac
+        if mac in self.routers:
+            # Sent through a router: the fact is about the host behind it.
+            mac = self.host_mac(mac, fact.ip)
+            if not mac:
+                self._park(fact)
+                return
+        self._apply_fact(mac, fact)
+
+    def _park(self, fact: DeviceFact) -> None:
+        facts = self._pending_facts.setdefault(fact.ip, [])
+        if len(facts) < 16:
+            facts.append(fact)
+        if len(self._pending_facts) > MAX_PENDING_FACTS:
+            self._pending_facts.popitem(last=False)
+            self.stats.facts_dropped += 1
+
+    def _apply_fact(self, mac: int, fact: DeviceFact) -> None:
+        if not is_unicast_mac(mac):
             return
-        dev, _ = self.inventory.observe(fact.mac, fact.ts_ns)
-        dev.add_evidence(fact.kind, fact.detail)
-        if fact.vendor and dev.vendor is None:
-            # A randomised or unknown MAC: the traffic says who made the device.
-            dev.vendor = fact.vendor
-            dev.manufacturer = display_name(fact.vendor)
+        dev, _ = self.inventory.observe(mac, fact.ts_ns)
+        dev.add_evidence(fact.kind, fact.detail, fact.ip)
+        if fact.vendor:
+            strength = STRENGTH_DISCOVERY if fact.kind in DISCOVERY_KINDS else STRENGTH_BANNER
+            if dev.vendor is None or (strength > dev.vendor_strength and fact.vendor != dev.vendor):
+                # A randomised or unknown MAC, or a stronger signal: the traffic says who made the device.
+                dev.vendor = fact.vendor
+                dev.manufacturer = display_name(fact.vendor)
+            dev.vendor_strength = max(dev.vendor_strength, strength)
         if fact.model and dev.model is None:
             dev.model = fact.model
         if fact.firmware and dev.firmware is None:
@@ -86,7 +351,7 @@ class Site:
             dev.serial = fact.serial
         if fact.protocol:
             dev.protocols.add(fact.protocol)
-        self.device(fact.mac, fact.ip if fact.ip in dev.ips else None, dev.last_seen_ns)
+        self.device(mac, fact.ip if fact.ip in dev.ips else None, fact.ts_ns)
 
     def device(self, mac: int, ip: str | None, ts: int) -> Device | None:
         """The inventory device of a station address (None for a group or zero MAC); with ``ip``, the
@@ -97,7 +362,8 @@ class Site:
         if ip is None:
             # Seen only as a receiver (or a fact without an address): judged once it sends.
             return dev
-        self.inventory.add_ip(dev, ip)
+        if self.inventory.add_ip(dev, ip) and not dev.router:
+            self._bind(ip, mac, "traffic", ts)
         if not dev.watched:
             why = ""
             if self.policy.is_monitored_ip(ip):
@@ -117,7 +383,7 @@ class Site:
             if flow.protocol is None:
                 continue
             for mac in (flow.src_mac, flow.dst_mac):
-                dev = self.inventory.get(mac) if mac else None
+                dev = self.inventory.get(mac) if mac and mac not in self.routers else None
                 if dev is not None:
                     dev.protocols.add(flow.protocol)
 
@@ -125,22 +391,22 @@ class Site:
 
     def watched(self, flow: Flow, sender_is_src: bool) -> Watched | None:
         """The watched device on that side of the flow, or None if that side is not watched."""
-        mac = flow.src_mac if sender_is_src else flow.dst_mac
         ip = (flow.src if sender_is_src else flow.dst)[0]
+        mac = self.side_mac(flow, sender_is_src)
         dev = self.inventory.get(mac) if mac else None
         if dev is not None and dev.ips and ip not in dev.ips:
-            dev = None  # the MAC is a router's: the address behind it is someone else
+            dev, mac = None, 0  # the address behind this MAC is someone else's
         if dev is not None and dev.watched:
-            return Watched(dev)
+            return Watched(dev, mac)
         if self.policy.is_watched(ip, dev.vendor if dev is not None else None):
-            return Watched(dev)
+            return Watched(dev, mac)
         return None
 
     def is_site_address(self, ip: str) -> bool:
         """On the site: a monitored network, a private or link-local address, multicast or broadcast."""
         if self.policy.is_monitored_ip(ip) or is_local_ip(ip):
             return True
-        addr = ipaddress.ip_address(ip)
+        addr = _address(ip)
         return addr.is_multicast or ip == "255.255.255.255"
 
     def leaves_site(self, ip: str, port: int, transport: str) -> bool:
@@ -158,13 +424,15 @@ class Site:
 
     def account_external(self, flow: Flow, into: dict[int, list[int]] | None = None) -> None:
         """Add the flow's counters to its site device's external traffic (``into``, default the
-        accumulated totals of ended flows)."""
+        accumulated totals of ended flows). A routed copy is not counted twice."""
+        if flow.copy:
+            return
         totals = self.external if into is None else into
         (s_ip, _), (d_ip, _) = flow.src, flow.dst
         s_site, d_site = self.is_site_address(s_ip), self.is_site_address(d_ip)
         if s_site == d_site:
             return
-        mac = flow.src_mac if s_site else flow.dst_mac
+        mac = self.side_mac(flow, s_site)
         if not mac or (mac not in totals and len(totals) >= MAX_EXTERNAL_DEVICES):
             return
         (sp, sb), (dp, db) = flow.src_counts, flow.dst_counts
@@ -174,3 +442,11 @@ class Site:
         acc[1] += in_b
         acc[2] += out_p
         acc[3] += in_p
+
+
+@dataclass(slots=True)
+class SiteStats:
+    routers: int = 0  # MACs found to forward for other hosts
+    routers_dropped: int = 0  # routers not remembered: the bound was reached
+    copies: int = 0  # flows that repeat another (routed copies on a trunk mirror)
+    facts_dropped: int = 0  # facts about unknown hosts behind a router, evicted before the host was known

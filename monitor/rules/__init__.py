@@ -50,9 +50,12 @@ class Side:
     peer_port: int
 
     @classmethod
-    def of(cls, flow: Flow, sender_is_src: bool) -> Side:
+    def of(cls, flow: Flow, sender_is_src: bool, mac: int | None = None) -> Side:
+        """That side of the flow; ``mac`` is its host's MAC when the site model resolved it (the frame's
+        MAC may be a router's)."""
         me, peer = (flow.src, flow.dst) if sender_is_src else (flow.dst, flow.src)
-        mac = flow.src_mac if sender_is_src else flow.dst_mac
+        if mac is None:
+            mac = flow.src_mac if sender_is_src else flow.dst_mac
         return cls(me[0], me[1], mac, peer[0], peer[1])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from monitor.alerts import Alert, Endpoint, Rule, incident_id
 from monitor.devices import Device
@@ -12,23 +13,45 @@ from monitor.rules import RuleModule
 DEVICE_NEW = Rule("device.new", "New device on a monitored network", 2, ("network", "host"), ("info",))
 RULES = (DEVICE_NEW,)
 
+# A new device is announced this long (capture time) after it was first watched, with what the site
+# learned of it by then: a camera's DHCP request, discovery reply or banner follows its first packet within
+# seconds, and "unknown vendor" followed a second later by the real maker helps nobody.
+GRACE_NS = 5_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceDevice(Event):
+    """Time to announce a device first watched ``GRACE_NS`` earlier."""
+
+    watched: DeviceWatched
+
 
 class NewDeviceRule(RuleModule):
     """Announces each newly watched device, unless the site's asset register lists it."""
 
-    consumes = (DeviceWatched,)
+    consumes = (DeviceWatched, AnnounceDevice)
 
     def judge(self, event: Event) -> Sequence[Alert]:
-        if not isinstance(event, DeviceWatched):
+        if isinstance(event, DeviceWatched):
+            # A device in the site's asset register is watched like any other, just not "new".
+            if not self.site.policy.is_known_device(event.device.mac):
+                self.site.schedule(AnnounceDevice(event.ts_ns + GRACE_NS, event))
             return ()
-        # A device in the site's asset register is watched like any other, just not "new".
-        if self.site.policy.is_known_device(event.device.mac):
+        if not isinstance(event, AnnounceDevice):
             return ()
-        return (new_device_alert(event.device, event.ip, event.ts_ns, self.site.observer, event.why),)
+        watched = event.watched
+        dev = watched.device
+        if dev.router and not dev.watched:
+            return ()  # it only seemed to be on a monitored network: it forwards for the devices there
+        return (
+            new_device_alert(dev, watched.ip, event.ts_ns, self.site.observer, watched.why, watched.ts_ns),
+        )
 
 
-def new_device_alert(dev: Device, ip: str | None, ts_ns: int, observer: str, why: str) -> Alert:
-    """The alert for a newly watched device; ``why`` completes "watched because ..."."""
+def new_device_alert(
+    dev: Device, ip: str | None, ts_ns: int, observer: str, why: str, first_seen_ns: int | None = None
+) -> Alert:
+    """The alert for a newly watched device, raised at ``ts_ns``; ``why`` completes "watched because ..."."""
     mac = dev.mac_str
     maker = dev.manufacturer or "unknown vendor"
     message = (
@@ -44,4 +67,5 @@ def new_device_alert(dev: Device, ip: str | None, ts_ns: int, observer: str, why
         source=Endpoint(ip, None, mac),
         device_id=mac,
         manufacturer=dev.manufacturer,
+        start_ns=first_seen_ns,
     )

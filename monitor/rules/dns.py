@@ -32,7 +32,7 @@ class DnsRules(RuleModule):
         dev = watched.device
         flow = event.flow
         out: list[Alert] = []
-        side = Side.of(flow, event.from_src)
+        side = Side.of(flow, event.from_src, watched.mac)
         name = event.name
         who = describe(dev, side.ip, side.mac)
         entry = site.clouds.match_domain(name)

@@ -26,11 +26,13 @@ class EgressRule(RuleModule):
         if not isinstance(event, FlowStarted):
             return ()
         flow = event.flow
-        if flow.opener_is_src:
-            (o_ip, o_port), (r_ip, r_port), o_mac = flow.src, flow.dst, flow.src_mac
-        else:
-            (o_ip, o_port), (r_ip, r_port), o_mac = flow.dst, flow.src, flow.dst_mac
         site = self.site
+        opener_is_src = flow.opener_is_src
+        if opener_is_src:
+            (o_ip, o_port), (r_ip, r_port) = flow.src, flow.dst
+        else:
+            (o_ip, o_port), (r_ip, r_port) = flow.dst, flow.src
+        o_mac = site.side_mac(flow, opener_is_src)
         opener = site.inventory.get(o_mac) if o_mac else None
         if not site.policy.is_watched(o_ip, opener.vendor if opener is not None else None):
             return ()

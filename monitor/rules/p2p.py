@@ -36,7 +36,7 @@ class P2pRule(RuleModule):
         if watched is None:
             return ()
         flow = event.flow
-        side = Side.of(flow, event.from_src)
+        side = Side.of(flow, event.from_src, watched.mac)
         if not site.leaves_site(side.peer_ip, side.peer_port, transport_name(flow.proto)):
             return ()
         proto = event.protocol or "p2p"

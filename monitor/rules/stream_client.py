@@ -31,7 +31,7 @@ class UnauthorizedClientRule(RuleModule):
         client = Side.of(event.flow, event.from_src)
         if site.allowed_viewer(client.ip):
             return ()
-        cam = Side.of(event.flow, not event.from_src)
+        cam = Side.of(event.flow, not event.from_src, camera.mac)
         message = (
             f"{client.ip} pulled video from {describe(camera.device, cam.ip, cam.mac)} with RTSP "
             f"{event.method} {event.url}: it is not an allowed viewer; check who this is and restrict RTSP "

@@ -92,7 +92,7 @@ class StreamEgressRule(RuleModule):
         dest = event.transport.destination
         if not dest or site.is_site_address(dest) or site.allowed_viewer(dest):
             return ()
-        cam = Side.of(event.flow, cam_is_src)
+        cam = Side.of(event.flow, cam_is_src, camera.mac)
         message = (
             f"RTSP told {describe(camera.device, cam.ip, cam.mac)} to send its video to {dest}, outside the "
             f"site: check the recorder/VMS configuration and block the camera's outbound RTP."
@@ -120,7 +120,7 @@ class StreamEgressRule(RuleModule):
         watched = site.watched(flow, sender_is_src)
         if watched is None:
             return ()
-        side = Side.of(flow, sender_is_src)
+        side = Side.of(flow, sender_is_src, watched.mac)
         transport = transport_name(flow.proto)
         if not site.leaves_site(side.peer_ip, side.peer_port, transport) and (
             # Video to an allowed viewer on site, or a configured viewer (recorder/VMS) talking RTP to a

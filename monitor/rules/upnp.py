@@ -29,7 +29,7 @@ class UpnpRule(RuleModule):
         watched = self.site.watched(event.flow, event.from_src)
         if watched is None:
             return ()
-        side = Side.of(event.flow, event.from_src)
+        side = Side.of(event.flow, event.from_src, watched.mac)
         who = describe(watched.device, side.ip, side.mac)
         identity: tuple[object, ...]
         if isinstance(event, PortMapping):

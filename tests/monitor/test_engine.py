@@ -74,8 +74,12 @@ def test_egress_to_public_address_is_one_alert_per_incident(tmp_path: Path) -> N
         )
     )
     engine, _, alerts = run_engine(write(tmp_path, pk))
-    assert rules(alerts) == ["device.new", "egress.unexpected_destination", "egress.unexpected_destination"]
-    egress = alerts[1]
+    # device.new waits 5 s of capture time for the device's attribution: after the first egress alert.
+    assert rules(alerts) == ["egress.unexpected_destination", "device.new", "egress.unexpected_destination"]
+    new = alerts[1]
+    assert new["@timestamp"] == "2023-11-14T22:13:25.000Z"  # T0 + 5 s
+    assert new["event"]["start"] == "2023-11-14T22:13:20.000Z"  # type: ignore[index]  # first seen: T0
+    egress = alerts[0]
     assert egress["source"] == {"ip": "192.168.1.64", "port": 40000, "mac": "44-19-b6-00-00-01"}
     assert egress["destination"] == {"ip": "203.0.113.7", "port": 8666}
     assert egress["network"]["transport"] == "tcp"  # type: ignore[index]
@@ -139,11 +143,11 @@ def test_hikvision_camera_outside_the_camera_network(tmp_path: Path) -> None:
     engine, _, alerts = run_engine(write(tmp_path, pk), policy=SITE_POLICY)
     got = [(a["rule"]["id"], a["source"]["ip"], a.get("destination", {}).get("ip")) for a in alerts]  # type: ignore[index, union-attr]
     assert got == [
-        ("device.new", "10.30.0.5", None),
         ("egress.unexpected_destination", "10.30.0.5", "203.0.113.50"),
         ("egress.unexpected_destination", "10.30.0.5", "10.99.0.1"),
+        ("device.new", "10.30.0.5", None),  # 5 s after it was first seen
     ]
-    assert "watch list" in alerts[0]["message"]  # type: ignore[operator]
+    assert "watch list" in alerts[2]["message"]  # type: ignore[operator]
     pc = engine.inventory.get(0x00142200_0401)
     assert pc is not None and not pc.watched and pc.manufacturer == "Dell"
 
@@ -303,7 +307,7 @@ def test_known_devices_are_watched_but_not_announced(tmp_path: Path) -> None:
     _, _, with_register = run_engine(capture, policy=listed)
     _, _, without = run_engine(capture, policy=unlisted)
     assert rules(with_register) == ["egress.unexpected_destination"]
-    assert rules(without) == ["device.new", "egress.unexpected_destination"]
+    assert rules(without) == ["egress.unexpected_destination", "device.new"]
 
 
 def test_viewer_punch_packet_is_not_the_viewers_video(tmp_path: Path) -> None:
