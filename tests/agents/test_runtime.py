@@ -186,16 +186,16 @@ def test_agent_killed_with_sigkill_loses_no_spooled_alert(tmp_path: Path) -> Non
     )
     command = [sys.executable, "-m", "agents.cli", "run", "--config", str(config)]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    spool = state / "alerts.sqlite3"
+    outbox = state / "outbox.sqlite3"
     spooled: set[str] = set()
     deadline = time.monotonic() + 30
     while len(spooled) < 27:
         assert time.monotonic() < deadline, f"only {len(spooled)} alerts spooled"
         time.sleep(0.2)
-        if spool.exists():
-            with contextlib.closing(sqlite3.connect(spool)) as db:
+        if outbox.exists():
+            with contextlib.closing(sqlite3.connect(outbox)) as db:
                 try:
-                    spooled = {row[0] for row in db.execute("SELECT event_id FROM alerts")}
+                    spooled = {row[0] for row in db.execute("SELECT key FROM outbox WHERE sink = 'mqtt'")}
                 except sqlite3.OperationalError:
                     continue
     first.send_signal(signal.SIGKILL)
