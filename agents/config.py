@@ -1212,9 +1212,9 @@ def _outputs(
 ) -> tuple[Path | None, Path | None]:
     """``flows_file`` and ``inventory_file``: files the agent writes, each a file of its own, and none of
     them (``alerts_file`` included) one of the agent's state files."""
-    flows_file = reader.path(top, "", "flows_file", "out")
-    inventory_file = reader.path(top, "", "inventory_file", "out")
     state = state_dir.resolve()
+    flows_file = _output_path(reader, top, "flows_file", state)
+    inventory_file = _output_path(reader, top, "inventory_file", state)
     taken: dict[Path, str] = {}
     for key, path in (
         ("alerts_file", alerts_file),
@@ -1234,6 +1234,17 @@ def _outputs(
             )
         taken.setdefault(resolved, key)
     return flows_file, inventory_file
+
+
+def _output_path(reader: _Reader, top: Mapping[object, object], key: str, state: Path) -> Path | None:
+    """A file the agent writes; directly in a state directory that does not exist yet is fine (the agent
+    creates it at start-up), anywhere else its directory must exist."""
+    value = top.get(key)
+    if isinstance(value, str) and value.strip() and not state.exists():
+        path = reader.base_dir / Path(value).expanduser()
+        if path.parent.resolve() == state:
+            return path
+    return reader.path(top, "", key, "out")
 
 
 def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:

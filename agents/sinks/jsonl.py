@@ -282,7 +282,7 @@ class JsonDocumentFile:
         return None
 
     def _replace(self, document: object) -> None:
-        text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+        text = json.dumps(document, indent=1) + "\n"  # as `camwatch replay --inventory` writes it
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
             with tmp.open("w", encoding="utf-8") as fh:
