@@ -125,8 +125,9 @@ class Agent:
         self.inventory_sinks: list[Sink[InventoryRecords]] = []
         self.user = "root"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._alerts: asyncio.Queue[Record] | None = None
-        self._flows: asyncio.Queue[list[Flow]] | None = None
+        # What the capture threads and the stream probe hand to the event loop; None ends the stream.
+        self._alerts: asyncio.Queue[Record | None] | None = None
+        self._flows: asyncio.Queue[list[Flow] | None] | None = None
         self._stop = threading.Event()
 
     @property
@@ -171,8 +172,8 @@ class Agent:
                             target=self._capture, args=(st,), name=f"capture-{st.name}"
                         )
                         st.thread.start()
-                    tg.create_task(self._forward_alerts(), name="alerts")
-                    tg.create_task(self._forward_flows(), name="flows")
+                    alerts = tg.create_task(self._forward_alerts(), name="alerts")
+                    flows = tg.create_task(self._forward_flows(), name="flows")
                     tg.create_task(self._ticks(stop), name="tick")
                     tg.create_task(self._save_periodically(stop), name="state")
                     if self.prober is not None:
@@ -182,7 +183,11 @@ class Agent:
                     await asyncio.to_thread(self._join_sources)
                     with self.lock:
                         self._emit(self.engine.finish())
-                    await self._drain()
+                    # Everything queued, the engine's last events included, reaches the sinks, in order.
+                    self._alerts.put_nowait(None)
+                    self._flows.put_nowait(None)
+                    await alerts
+                    await flows
                     await self._write_inventory()
                     raise _Stopped
         except* _Stopped:
@@ -442,8 +447,7 @@ class Agent:
 
     async def _forward_alerts(self) -> None:
         assert self._alerts is not None
-        while True:
-            record = await self._alerts.get()
+        while (record := await self._alerts.get()) is not None:
             await self._submit_alert(record)
 
     async def _submit_alert(self, record: Record) -> None:
@@ -455,8 +459,7 @@ class Agent:
 
     async def _forward_flows(self) -> None:
         assert self._flows is not None
-        while True:
-            flows = await self._flows.get()
+        while (flows := await self._flows.get()) is not None:
             await self._submit_flows(flows)
 
     async def _submit_flows(self, flows: list[Flow]) -> None:
@@ -466,14 +469,6 @@ class Agent:
                 await sink.submit(record)
             if n % _FLOWS_PER_YIELD == 0:
                 await asyncio.sleep(0)
-
-    async def _drain(self) -> None:
-        """Submit what is still queued (at shutdown, after the engine's last events)."""
-        assert self._alerts is not None and self._flows is not None
-        while not self._alerts.empty():
-            await self._submit_alert(self._alerts.get_nowait())
-        while not self._flows.empty():
-            await self._submit_flows(self._flows.get_nowait())
 
     async def _ticks(self, stop: asyncio.Event) -> None:
         live = self.config.capture.pcap is None

@@ -111,7 +111,8 @@ class JsonLinesFile:
         """Records written to the file."""
         self.failed = 0
         """Records lost because the file could not be written (not durable) or stored (durable)."""
-        self._fh: IO[bytes] | None = open(path, "ab")  # noqa: SIM115  (held until close)
+        # Unbuffered: a write that fails leaves nothing behind in a buffer to be written later.
+        self._fh: IO[bytes] | None = open(path, "ab", buffering=0)  # noqa: SIM115  (held until close)
         self._pending: list[bytes] = []  # without an outbox: encoded lines waiting for the writer
         # One worker thread does the file and outbox calls, in submission order, off the event loop.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"camwatch-{name}")
@@ -233,9 +234,13 @@ class JsonLinesFile:
         fh = self._fh
         if fh is None:
             raise OSError(f"{self.path} is closed")
-        # One write of whole lines, then flush: a reader following the file sees complete records.
-        fh.write(b"".join(line + b"\n" for line in lines))
-        fh.flush()
+        # Whole lines at once (O_APPEND): a reader following the file sees complete records.
+        data = memoryview(b"".join(line + b"\n" for line in lines))
+        while data:
+            done = fh.write(data)
+            if not done:
+                raise OSError(f"{self.path}: the write made no progress")
+            data = data[done:]
         if durable:  # the outbox deletes them next: they must be on disk first
             os.fsync(fh.fileno())
         self.written += len(lines)

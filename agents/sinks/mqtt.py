@@ -7,16 +7,15 @@ Topics (`<prefix>` is `camwatch` unless configured):
   each connection; `{"state":"offline","since":...,"version":...}` on a clean shutdown; the broker publishes
   the last will `{"state":"offline"}` when the connection dies without a clean disconnect.
 
-Delivery guarantee: at least once. `submit` commits the alert to the publisher's outbox channel (its spool,
-agents/sinks/outbox.py) before anything else and never waits for the network. A background task publishes
-the spool in order and deletes each alert only after its PUBACK. With aiomqtt 2.x, `await
-client.publish(..., qos=1)` returns only once paho's `on_publish` fired for that message id, and paho fires
-it for QoS 1 only when the PUBACK arrives (paho `_handle_pubackcomp` -> `_do_on_publish`; aiomqtt
-`Client.publish` waits on an event set by `_on_publish`; both read in the installed sources). After a
-reconnect everything still spooled is published again, so a consumer may see an alert twice (the PUBACK was
-lost with the connection): drop duplicates by `event.id`. A PUBACK means the broker took the message, not
-that a subscriber got it; with MQTT 3.1.1 a broker that refuses a publish (ACL) still acknowledges it, so
-the broker's ACL must allow the topics.
+Delivery guarantee: at least once. `submit` commits the alert to its outbox spool before anything else and
+never waits for the network. A background task publishes the spool in order and deletes each alert only
+after its PUBACK. With aiomqtt 2.x, `await client.publish(..., qos=1)` returns only once paho's
+`on_publish` fired for that message id, and paho fires it for QoS 1 only when the PUBACK arrives (paho
+`_handle_pubackcomp` -> `_do_on_publish`; aiomqtt `Client.publish` waits on an event set by `_on_publish`;
+both read in the installed sources). After a reconnect everything still spooled is published again, so a
+consumer may see an alert twice (the PUBACK was lost with the connection): drop duplicates by `event.id`.
+A PUBACK means the broker took the message, not that a subscriber got it; with MQTT 3.1.1 a broker that
+refuses a publish (ACL) still acknowledges it, so the broker's ACL must allow the topics.
 
 Connection handling: one aiomqtt client per connection (no session state is carried across connections:
 the spool is the session). Any MQTT error, a lost link (seen at once through the client's message
