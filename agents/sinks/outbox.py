@@ -123,11 +123,24 @@ def adopt(old: Path, new: Path) -> bool:
     """
     if new.exists() or not old.exists():
         return False
-    # The WAL first: a database renamed without its WAL would open without the commits the WAL holds.
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(f"{old}{suffix}", f"{new}{suffix}")
-    os.replace(old, new)
+    # The database with its WAL, or nothing: a database without its WAL would open without the commits
+    # the WAL holds, so a failure puts back what was renamed.
+    moved: list[tuple[str, str]] = []
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            source, target = f"{old}{suffix}", f"{new}{suffix}"
+            if suffix and not os.path.exists(source):
+                continue
+            os.replace(source, target)
+            moved.append((source, target))
+    except OSError as exc:
+        for source, target in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.replace(target, source)
+        log.error(
+            "outbox: cannot rename %s to %s (%s): what it holds waits there, undelivered", old, new, exc
+        )
+        return False
     log.info("outbox: %s is now %s", old, new)
     return True
 

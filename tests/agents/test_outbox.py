@@ -334,3 +334,25 @@ def test_enqueue_cost_with_synchronous_full(tmp_path: Path) -> None:
         assert outbox._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL, as the last put left it
     print(f"\noutbox put, synchronous=FULL, {len(payload)}-byte alert: {per_record * 1e6:.0f} us/record")
     assert per_record < 0.1  # a sanity bound only; an SD card can be far slower than a server disk
+
+
+def test_an_alert_spool_killed_with_its_commits_in_the_wal_is_adopted_with_them(tmp_path: Path) -> None:
+    old, new = tmp_path / "alerts.sqlite3", tmp_path / "outbox.sqlite3"
+    script = textwrap.dedent(f"""
+        import os, signal, sqlite3
+        db = sqlite3.connect({str(old)!r}, isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute({SPOOL_V1!r})
+        db.execute("PRAGMA user_version = 1")
+        for n in range(5):
+            db.execute("INSERT INTO alerts (event_id, topic, payload, created) VALUES (?, 't', x'00', 1.0)",
+                       (f"wal{{n}}",))
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    assert Path(f"{old}-wal").stat().st_size > 0  # the alerts are in the WAL only
+    assert adopt(old, new)
+    assert not Path(f"{old}-wal").exists()
+    with opened(new, 100, 1 << 20) as spool:
+        assert [i.key for i in spool.peek(10)] == [f"wal{n}" for n in range(5)]
