@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import aiomqtt
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.sinks.mqtt import (
     WILL_PAYLOAD,
@@ -130,6 +132,44 @@ def test_alerts_arrive_on_their_topic_with_the_exact_payload_at_qos1(
             assert m.payload == encode_alert(alert)
             assert json.loads(m.payload) == alert
             assert m.qos == 1 and not m.retain
+
+    run(scenario())
+
+
+def test_the_sinks_collector_shows_the_connection_and_the_acknowledged_alerts(
+    mosquitto: Mosquitto,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    def scrape(registry: CollectorRegistry) -> dict[str, float]:
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for sample in family.samples
+        }
+
+    async def scenario() -> None:
+        with open_spool(tmp_path / "outbox.sqlite3", 1000, 1 << 20) as spool:
+            publisher = AlertPublisher(settings(mosquitto.port), spool)
+            registry = CollectorRegistry()
+            registry.register(publisher.collector())
+            assert scrape(registry) == {
+                "camwatch_mqtt_connected": 0.0,
+                "camwatch_mqtt_published_total": 0.0,
+                "camwatch_mqtt_publish_failures_total": 0.0,
+                "camwatch_mqtt_reconnects_total": 0.0,
+            }
+            await publisher.start()
+            try:
+                for n in range(3):
+                    await publisher.submit(make_alert(f"m{n}"))
+                await until(lambda: spool.depth() == 0, 5, "the PUBACKs")
+                metrics = scrape(registry)
+                assert (
+                    metrics["camwatch_mqtt_connected"] == 1 and metrics["camwatch_mqtt_published_total"] == 3
+                )
+            finally:
+                await publisher.close()
+            assert scrape(registry)["camwatch_mqtt_connected"] == 0
 
     run(scenario())
 
