@@ -48,6 +48,7 @@ from typing import Any, Final
 from agents.probe import EXTRA_HINT, missing_modules
 from agents.probe.reports import TRANSPORTS, Thresholds
 from agents.probe.urls import CameraUrl
+from agents.state import STATE_FILES
 from monitor.policy import PolicyError, SitePolicy
 from monitor.validation import (
     TOPIC_UNSAFE_RE,
@@ -99,6 +100,7 @@ _USER_RE: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
 _TOP_KEYS: Final = (
     "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
     "state_dir", "run_as_user", "limits", "timeouts", "alerts_file", "stream_probe",
+    "flows_file", "inventory_file",
 )  # fmt: skip
 _CAPTURE_KEYS: Final = ("interfaces", "pcap", "pace", "method", "batch_size", "snaplen")
 _METRICS_KEYS: Final = ("listen", "port", "tls_cert_file", "tls_key_file", "basic_auth", "max_device_series")
@@ -137,6 +139,8 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "cameras": "put them under 'stream_probe:' as 'stream_probe.cameras'",
         "probe": "did you mean 'stream_probe'?",
         "alerts": "did you mean 'alerts_file'?",
+        "flows": "did you mean 'flows_file'?",
+        "inventory": "did you mean 'inventory_file'?",
     },
     "stream_probe": {
         "url": "put each camera under 'cameras:' (a list of name/url entries)",
@@ -376,6 +380,10 @@ class AgentConfig:
     alerts_file: Path | None = None
     #: None: no stream probe (and no need for the stream extra).
     stream_probe: StreamProbeConfig | None = None
+    #: Every ended flow's record is appended here as one JSON line (None: not written).
+    flows_file: Path | None = None
+    #: The device inventory, replaced as a whole whenever the state is saved (None: not written).
+    inventory_file: Path | None = None
     source: str = "<config>"
     #: Things that work but deserve a look (e.g. staying root); ``check-config`` shows them.
     warnings: tuple[str, ...] = ()
@@ -1043,6 +1051,53 @@ def _camera_url(reader: _Reader, path: str, url: str) -> str | None:
     return parsed.redacted
 
 
+_OUTPUT_EXAMPLES: Final = {
+    "alerts_file": "alerts.jsonl",
+    "flows_file": "flows.jsonl",
+    "inventory_file": "devices.json",
+}
+
+
+def _outputs(
+    reader: _Reader, top: Mapping[object, object], state_dir: Path, alerts_file: Path | None
+) -> tuple[Path | None, Path | None]:
+    """``flows_file`` and ``inventory_file``: files the agent writes, each a file of its own, and none of
+    them (``alerts_file`` included) one of the agent's state files."""
+    state = state_dir.resolve()
+    flows_file = _output_path(reader, top, "flows_file", state)
+    inventory_file = _output_path(reader, top, "inventory_file", state)
+    taken: dict[Path, str] = {}
+    for key, path in (
+        ("alerts_file", alerts_file),
+        ("flows_file", flows_file),
+        ("inventory_file", inventory_file),
+    ):
+        if path is None:
+            continue
+        resolved = path.resolve()
+        if resolved in taken:
+            reader.add(key, f"is the same file as {taken[resolved]}", "give each output a file of its own")
+        elif resolved.parent == state and resolved.name in STATE_FILES:
+            reader.add(
+                key,
+                f"'{resolved.name}' in state_dir is one of the agent's own state files",
+                f"name another file, e.g. {_OUTPUT_EXAMPLES[key]}",
+            )
+        taken.setdefault(resolved, key)
+    return flows_file, inventory_file
+
+
+def _output_path(reader: _Reader, top: Mapping[object, object], key: str, state: Path) -> Path | None:
+    """A file the agent writes; directly in a state directory that does not exist yet is fine (the agent
+    creates it at start-up), anywhere else its directory must exist."""
+    value = top.get(key)
+    if isinstance(value, str) and value.strip() and not state.exists():
+        path = reader.base_dir / Path(value).expanduser()
+        if path.parent.resolve() == state:
+            return path
+    return reader.path(top, "", key, "out")
+
+
 def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     if data is None:
         reader.add("", "the configuration is empty", "start it with 'site: <name>' (see examples/agent.yaml)")
@@ -1065,6 +1120,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     timeouts = _timeouts(reader, data)
     alerts_file = reader.path(data, "", "alerts_file", "out")
     stream_probe = _stream_probe(reader, data, state_dir)
+    flows_file, inventory_file = _outputs(reader, data, state_dir, alerts_file)
     if reader.problems or reader.elsewhere or site is None or gateway is None:
         return None
     return AgentConfig(
@@ -1081,6 +1137,8 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
         timeouts=timeouts,
         alerts_file=alerts_file,
         stream_probe=stream_probe,
+        flows_file=flows_file,
+        inventory_file=inventory_file,
         source=source,
         warnings=tuple(reader.warnings),
     )

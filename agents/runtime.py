@@ -1,14 +1,22 @@
-"""The gateway agent: capture sources -> engine -> sinks (MQTT with spool, Prometheus), with state on disk.
+"""The gateway agent: capture sources -> engine -> sinks, with metrics and state on disk.
 
 Threads and the event loop: each capture source is a blocking iterator of batches, run in its own
 thread together with `Engine.feed` (under one lock), so neither the kernel ring nor the engine ever
 waits for the event loop and the event loop never waits for them. The loop carries what is
-asynchronous: publishing alerts (MQTT, spool), time ticks for idle links, saving state, signals, and
-the stream probe (``stream_probe``: its probes run as child processes, agents/probe).
+asynchronous: the sinks, time ticks for idle links, saving state, signals, and the stream probe
+(``stream_probe``: its probes run as child processes, agents/probe).
 
-Every alert, the engine's and the stream probe's, takes one path (``_submit``): counted, appended
-to ``alerts_file`` when one is configured, then spooled and published over MQTT; without an ``mqtt``
-section there is no broker and no spool, and each alert is logged instead.
+Outputs are sinks (agents/sinks/base.py), in three streams:
+
+- alerts, the engine's and the stream probe's, take one path (``_submit_alert``): counted by rule
+  (``camwatch_alerts_total``), then handed to ``alerts_file`` when one is configured, then to MQTT, which
+  commits each alert to the outbox before publishing it; without an ``mqtt`` section there is no broker
+  and no outbox (nothing would ever empty it), and each alert goes to the log instead;
+- ended flows become flow records (``monitor.records.flow_record``) for ``flows_file``;
+- the inventory is written to ``inventory_file`` whenever the state is saved (every minute, and at the end).
+
+Metrics: one collector per component (the agent, the engine, the capture sources, the outbox, each sink
+with metrics, the stream probe), registered on the exporter's registry and built at scrape time.
 """
 
 from __future__ import annotations
@@ -16,28 +24,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import pwd
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from prometheus_client import CollectorRegistry
 
 from agents.capture.pcap_source import PcapFileSource
-from agents.capture.source import CaptureSource
-from agents.config import ConfigError, ConfigProblem
+from agents.capture.running import CaptureCollector, RunningSource
+from agents.collectors import AgentCollector, AlertCounts, EngineCollector
+from agents.config import AgentConfig, ConfigError, ConfigProblem
 from agents.privileges import drop_privileges
-from agents.sinks.jsonl import JsonLinesSink
-from agents.state import load_incidents, load_inventory, save_incidents, save_inventory
+from agents.sinks.base import Record, Sink
+from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile
+from agents.sinks.log import LogSink
+from agents.sinks.outbox import Outbox, adopt
+from agents.sinks.prometheus import MetricsServer
+from agents.state import (
+    LEGACY_SPOOL_FILE,
+    OUTBOX_FILE,
+    load_incidents,
+    load_inventory,
+    save_incidents,
+    save_inventory,
+)
 from monitor.engine import Engine, EngineConfig, Events
-from monitor.flows import FlowConfig
+from monitor.flows import Flow, FlowConfig
 from monitor.pcapfile import CaptureError, PacketBatch
+from monitor.records import flow_record
 from monitor.vendors.oui import VendorTable
+
+if TYPE_CHECKING:
+    from agents.probe.scheduler import StreamProber
+    from agents.sinks.mqtt import AlertPublisher, MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +71,16 @@ TICK_SECONDS = 1.0
 SAVE_SECONDS = 60.0
 RECONNECT_MAX_SECONDS = 10.0
 PACE_SLICE_NS = 200_000_000  # a capture replayed in real time is fed 200 ms of traffic at a time
+#: The MQTT sink's outbox channel (an upgraded alert spool's alerts are in it).
+MQTT_CHANNEL: Final = "mqtt"
+# Flow records converted on the event loop between two yields to the other tasks: a burst of ended
+# flows (an eviction wave) must not hold the loop for long.
+_FLOWS_PER_YIELD: Final = 1024
 
+#: The inventory as ``inventory_file`` holds it: ``Inventory.records()``, what ``replay --inventory`` writes.
+InventoryRecords = Sequence[Mapping[str, Any]]
 
-@dataclass(slots=True)
-class SourceState:
-    """A running source and its health, for the metrics."""
-
-    name: str
-    source: CaptureSource
-    packets: int = 0
-    bytes: int = 0
-    finished: bool = False
-    error: str | None = None
-    thread: threading.Thread | None = None
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -70,7 +93,7 @@ class AgentCounters:
 class Agent:
     """`camwatch run`: one site gateway."""
 
-    def __init__(self, config: Any, vendors: VendorTable | None = None) -> None:
+    def __init__(self, config: AgentConfig, vendors: VendorTable | None = None) -> None:
         self.config = config
         self.state_dir = Path(config.state_dir)
         limits = config.limits
@@ -85,22 +108,36 @@ class Agent:
         self.engine = Engine(
             config.site_policy,
             vendors or VendorTable.load(),
-            EngineConfig(
-                observer=f"{config.site}/{config.gateway}", flows=flow_cfg, max_devices=limits.max_devices
-            ),
+            EngineConfig(observer=config.observer, flows=flow_cfg, max_devices=limits.max_devices),
         )
         self.lock = threading.Lock()
-        self.sources: list[SourceState] = []
+        self.sources: list[RunningSource] = []
         self.counters = AgentCounters()
-        self.publisher: Any = None
-        self.spool: Any = None
-        self.metrics: Any = None
-        self.prober: Any = None  # agents.probe.scheduler.StreamProber with a stream_probe section
-        self.alerts_file: JsonLinesSink | None = None
+        self.alert_counts = AlertCounts()
+        self.registry = CollectorRegistry()
+        self.metrics: MetricsServer | None = None
+        self.outbox: Outbox | None = None
+        self.publisher: AlertPublisher | None = None
+        self.prober: StreamProber | None = None
+        #: Each alert goes to each of these, in order.
+        self.alert_sinks: list[Sink[Record]] = []
+        self.flow_sinks: list[Sink[Record]] = []
+        self.inventory_sinks: list[Sink[InventoryRecords]] = []
         self.user = "root"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._alerts: asyncio.Queue[dict[str, Any]] | None = None
+        # What the capture threads and the stream probe hand to the event loop; None ends the stream.
+        self._alerts: asyncio.Queue[Record | None] | None = None
+        self._flows: asyncio.Queue[list[Flow] | None] | None = None
         self._stop = threading.Event()
+
+    @property
+    def sinks(self) -> list[Sink[Any]]:
+        """Every sink, each once."""
+        seen: dict[int, Sink[Any]] = {}
+        every: list[Sink[Any]] = [*self.alert_sinks, *self.flow_sinks, *self.inventory_sinks]
+        for sink in every:
+            seen.setdefault(id(sink), sink)
+        return list(seen.values())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -110,29 +147,33 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._alerts = asyncio.Queue()
+        self._flows = asyncio.Queue()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         load_inventory(self.state_dir, self.engine.inventory)
         load_incidents(self.state_dir, self.engine.gate)
-        # Everything that needs privileges first: capture sockets, the metrics listener, secrets.
-        self._open_sources()
-        self._start_metrics()
-        settings = self._mqtt_settings()
-        self._open_alerts_file()
-        self.prober = self._make_prober()  # reads the cameras' password files
-        self.user = drop_privileges(self.config.run_as_user, self.state_dir)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                await self._start_publisher(stack, settings)
+                # Everything that needs privileges first: capture sockets, the metrics listener, secrets,
+                # the output files (they may be in root-owned places).
+                self._open_sources()
+                self._start_metrics()
+                settings = self._mqtt_settings()
+                self._open_files(stack)
+                self.prober = self._make_prober()  # reads the cameras' password files
+                self.user = drop_privileges(self.config.run_as_user, self.state_dir)
+                self._check_inventory_file()
+                await self._start_sinks(stack, settings)
                 async with asyncio.TaskGroup() as tg:
                     for st in self.sources:
                         st.thread = threading.Thread(
                             target=self._capture, args=(st,), name=f"capture-{st.name}"
                         )
                         st.thread.start()
-                    tg.create_task(self._forward_alerts(), name="alerts")
+                    alerts = tg.create_task(self._forward_alerts(), name="alerts")
+                    flows = tg.create_task(self._forward_flows(), name="flows")
                     tg.create_task(self._ticks(stop), name="tick")
                     tg.create_task(self._save_periodically(stop), name="state")
                     if self.prober is not None:
@@ -142,7 +183,12 @@ class Agent:
                     await asyncio.to_thread(self._join_sources)
                     with self.lock:
                         self._emit(self.engine.finish())
-                    await self._drain_alerts()
+                    # Everything queued, the engine's last events included, reaches the sinks, in order.
+                    self._alerts.put_nowait(None)
+                    self._flows.put_nowait(None)
+                    await alerts
+                    await flows
+                    await self._write_inventory()
                     raise _Stopped
         except* _Stopped:
             pass
@@ -151,64 +197,114 @@ class Agent:
             self._save_state()
             if self.metrics is not None:
                 self.metrics.stop()
-            if self.alerts_file is not None:
-                with contextlib.suppress(OSError):
-                    self.alerts_file.close()
-                self.alerts_file = None
             log.info("camwatch agent stopped")
 
     def _open_sources(self) -> None:
         cap = self.config.capture
         if cap.pcap is not None:
-            self.sources.append(SourceState(str(cap.pcap), PcapFileSource(cap.pcap, cap.batch_size)))
+            source = PcapFileSource(cap.pcap, cap.batch_size)
+            self.sources.append(RunningSource(str(cap.pcap), source, live=False))
             return
         from agents.capture.afpacket import open_live
 
         for iface in cap.interfaces:
-            self.sources.append(
-                SourceState(iface, open_live(iface, method=cap.method, batch_size=cap.batch_size))
-            )
+            live = open_live(iface, method=cap.method, batch_size=cap.batch_size)
+            self.sources.append(RunningSource(iface, live, live=True))
 
     def _start_metrics(self) -> None:
-        from agents.sinks.prometheus import MetricsServer
-
-        self.metrics = MetricsServer.from_config(self.config.metrics, self._metrics_snapshot)
+        """The agent's, the capture sources' and the engine's collectors, and the server (a port below
+        1024 needs privileges). The others are registered as their components start."""
+        limits = self.config.limits
+        self.registry.register(AgentCollector(self.counters.started, self.alert_counts.snapshot))
+        self.registry.register(CaptureCollector(self.sources))
+        self.registry.register(
+            EngineCollector.of_engine(
+                self.engine,
+                self.lock,
+                flows_limit=limits.max_flows,
+                devices_limit=limits.max_devices,
+                max_device_series=self.config.metrics.max_device_series,
+            )
+        )
+        self.metrics = MetricsServer.from_config(self.config.metrics, self.registry)
         self.metrics.start()
 
-    def _metrics_snapshot(self) -> Any:
-        """The engine's snapshot, with the stream probe's cameras and alerts (called from the metrics
-        server's thread: the prober's counters are replaced, never changed in place)."""
-        from agents.snapshot import snapshot_of
+    def _open_files(self, stack: contextlib.AsyncExitStack) -> None:
+        """The file outputs, opened now while privileged (each closed by ``stack``)."""
+        cfg = self.config
+        if cfg.alerts_file is not None:
+            self.alert_sinks.append(self._open_lines(stack, "alerts_file", cfg.alerts_file))
+        if cfg.flows_file is not None:
+            self.flow_sinks.append(self._open_lines(stack, "flows_file", cfg.flows_file))
+        if cfg.inventory_file is not None:
+            inventory = JsonDocumentFile("inventory_file", cfg.inventory_file)
+            stack.push_async_callback(inventory.close)
+            self.inventory_sinks.append(inventory)
 
-        snap = snapshot_of(self)
-        prober = self.prober
-        if prober is None:
-            return snap
-        alerts = dict(snap.alerts)
-        for rule, count in prober.alerts.items():
-            alerts[rule] = alerts.get(rule, 0) + count
-        return dataclasses.replace(snap, alerts=alerts, streams=prober.stats())
-
-    def _open_alerts_file(self) -> None:
-        """Open ``alerts_file`` for appending now, while privileged (it may be in a root-owned place)."""
-        path = self.config.alerts_file
-        if path is None:
-            return
+    def _open_lines(self, stack: contextlib.AsyncExitStack, key: str, path: Path) -> JsonLinesFile:
+        """A JSON-lines sink on ``path``, opened for appending now; a file that cannot be opened is a
+        configuration problem naming ``key``."""
         try:
-            self.alerts_file = JsonLinesSink(path, append=True).open()  # held for the run
+            sink = JsonLinesFile(key, path)
         except OSError as exc:
             raise ConfigError(
                 [
                     ConfigProblem(
-                        "alerts_file",
+                        key,
                         f"cannot be opened for appending ({exc.strerror or exc})",
                         f"check that {path.parent} exists and is writable",
                         source=self.config.source,
                     )
                 ]
             ) from exc
+        stack.push_async_callback(sink.close)
+        return sink
 
-    def _make_prober(self) -> Any:
+    def _check_inventory_file(self) -> None:
+        """``inventory_file`` is replaced through a temporary file beside it: once privileges are dropped,
+        its directory must still be writable."""
+        path = self.config.inventory_file
+        if path is None or os.access(path.parent, os.W_OK):
+            return
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "inventory_file",
+                    f"its directory {path.parent} is not writable by {self.user} (the file is replaced "
+                    "through a temporary file beside it)",
+                    f"give {path.parent} to {self.user}, or put the file in state_dir ({self.state_dir})",
+                    source=self.config.source,
+                )
+            ]
+        )
+
+    async def _start_sinks(self, stack: contextlib.AsyncExitStack, settings: MqttSettings | None) -> None:
+        """The MQTT sink with its outbox (or the log without a broker), then start every sink and register
+        their metrics."""
+        if settings is None:
+            # No broker: nothing would ever empty an outbox. Alerts go to the log and alerts_file.
+            where = f"the log and {self.config.alerts_file}" if self.config.alerts_file else "the log"
+            log.warning("no mqtt section: alerts go to %s only", where)
+            self.alert_sinks.append(LogSink())
+        else:
+            from agents.sinks.mqtt import AlertPublisher
+
+            limits = self.config.limits
+            path = self.state_dir / OUTBOX_FILE
+            adopt(self.state_dir / LEGACY_SPOOL_FILE, path)  # an alert spool from before the outbox
+            self.outbox = stack.enter_context(Outbox.open(path))
+            channel = self.outbox.channel(MQTT_CHANNEL, limits.spool_max_alerts, limits.spool_max_bytes)
+            self.publisher = AlertPublisher(settings, channel)
+            stack.push_async_callback(self.publisher.close)  # closed before the outbox
+            self.alert_sinks.append(self.publisher)
+            self.registry.register(self.outbox.collector())
+        for sink in self.sinks:
+            await sink.start()
+            collector = sink.collector()
+            if collector is not None:
+                self.registry.register(collector)
+
+    def _make_prober(self) -> StreamProber | None:
         cfg = self.config.stream_probe
         if cfg is None:
             return None
@@ -230,7 +326,7 @@ class Agent:
 
         self._prepare_snapshot_dir(cfg.snapshot_dir)
         try:
-            return StreamProber(
+            prober = StreamProber(
                 cfg, self.config.observer, self.state_dir, self._queue_alert, self._device_by_ip
             )
         except (OSError, ValueError) as exc:  # a password file gone or emptied since validation
@@ -244,6 +340,8 @@ class Agent:
                     )
                 ]
             ) from exc
+        self.registry.register(prober.collector())
+        return prober
 
     def _prepare_snapshot_dir(self, directory: Path) -> None:
         """A snapshot directory outside the state directory is created now and given to run_as_user
@@ -270,12 +368,10 @@ class Agent:
                     return device.mac_str, device.manufacturer
         return None
 
-    def _mqtt_settings(self) -> Any:
+    def _mqtt_settings(self) -> MqttSettings | None:
         """Broker settings, read while still privileged (the password file may be root-only)."""
         if self.config.mqtt is None:
             return None
-        import dataclasses
-
         try:
             settings = self.config.mqtt.with_password()
         except (OSError, ValueError) as exc:  # the password file gone or emptied since validation
@@ -292,27 +388,10 @@ class Agent:
         # An alarm path: after an outage, reconnect within seconds rather than a minute.
         return dataclasses.replace(settings, backoff_max=RECONNECT_MAX_SECONDS)
 
-    async def _start_publisher(self, stack: contextlib.AsyncExitStack, settings: Any) -> None:
-        from agents.sinks.mqtt import AlertPublisher
-        from agents.sinks.spool import AlertSpool
-
-        if settings is None:
-            # No broker: nothing would ever empty a spool. Alerts go to the log and alerts_file.
-            where = f"the log and {self.config.alerts_file}" if self.config.alerts_file else "the log"
-            log.warning("no mqtt section: alerts go to %s only", where)
-            return
-        limits = self.config.limits
-        self.spool = stack.enter_context(
-            AlertSpool.open(
-                self.state_dir / "alerts.sqlite3", limits.spool_max_alerts, limits.spool_max_bytes
-            )
-        )
-        self.publisher = await stack.enter_async_context(AlertPublisher(settings, self.spool))
-
     # ------------------------------------------------------------------ capture threads
 
-    def _capture(self, st: SourceState) -> None:
-        pace = getattr(self.config.capture, "pace", "fast")
+    def _capture(self, st: RunningSource) -> None:
+        pace = self.config.capture.pace
         started_wall = time.monotonic()
         first_ts: int | None = None
         try:
@@ -347,16 +426,22 @@ class Agent:
             st.finished = True
 
     def _emit(self, events: Events) -> None:
-        """Hand alerts to the event loop (called with the engine lock held, from any thread)."""
-        if not events.alerts or self._loop is None or self._alerts is None:
+        """Hand alerts and ended flows to the event loop (called with the engine lock held, from any
+        thread, so they reach it in the engine's order)."""
+        if self._alerts is None or self._flows is None:
             return
-        queue = self._alerts
         for alert in events.alerts:
-            record = alert.to_record()
-            if threading.current_thread() is threading.main_thread():
-                queue.put_nowait(record)
-            else:
-                self._loop.call_soon_threadsafe(queue.put_nowait, record)
+            self._to_loop(self._alerts, alert.to_record())
+        # Flow objects, not records: the records are made on the loop, not while the lock is held (an
+        # ended flow is out of the table, nothing changes it any more). Only when something wants them.
+        if events.flows and self.flow_sinks:
+            self._to_loop(self._flows, events.flows)
+
+    def _to_loop(self, queue: asyncio.Queue[_T], item: _T) -> None:
+        if threading.current_thread() is threading.main_thread():
+            queue.put_nowait(item)
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def _shutdown_sources(self) -> None:
         self._stop.set()
@@ -373,37 +458,28 @@ class Agent:
 
     async def _forward_alerts(self) -> None:
         assert self._alerts is not None
-        while True:
-            record = await self._alerts.get()
-            await self._submit(record)
+        while (record := await self._alerts.get()) is not None:
+            await self._submit_alert(record)
 
-    async def _submit(self, record: dict[str, Any]) -> None:
+    async def _submit_alert(self, record: Record) -> None:
+        """The one path of every alert: counted, then to each alert sink in turn."""
         self.counters.alerts_submitted += 1
-        self._append_alert(record)
-        if self.publisher is None and self.spool is None:
-            log.warning("alert %s: %s", record["rule"]["id"], record.get("message", ""))
-        if self.publisher is not None:
-            await self.publisher.submit(record)
-        elif self.spool is not None:
-            from agents.sinks.mqtt import alert_topic
+        self.alert_counts.add(str(record["rule"]["id"]))
+        for sink in self.alert_sinks:
+            await sink.submit(record)
 
-            # One fsync per alert: off the event loop.
-            topic = alert_topic(self.config, record)
-            await asyncio.to_thread(self.spool.put, topic, _encode(record), record["event"]["id"])
+    async def _forward_flows(self) -> None:
+        assert self._flows is not None
+        while (flows := await self._flows.get()) is not None:
+            await self._submit_flows(flows)
 
-    def _append_alert(self, record: dict[str, Any]) -> None:
-        """One JSON line in ``alerts_file``, flushed at once (a demo or a tail -f sees it now)."""
-        if self.alerts_file is None:
-            return
-        try:
-            self.alerts_file.write(record)
-        except OSError as exc:
-            log.error("cannot write the alert to %s: %s", self.config.alerts_file, exc)
-
-    async def _drain_alerts(self) -> None:
-        assert self._alerts is not None
-        while not self._alerts.empty():
-            await self._submit(self._alerts.get_nowait())
+    async def _submit_flows(self, flows: list[Flow]) -> None:
+        for n, flow in enumerate(flows, 1):
+            record = flow_record(flow)
+            for sink in self.flow_sinks:
+                await sink.submit(record)
+            if n % _FLOWS_PER_YIELD == 0:
+                await asyncio.sleep(0)
 
     async def _ticks(self, stop: asyncio.Event) -> None:
         live = self.config.capture.pcap is None
@@ -418,10 +494,13 @@ class Agent:
             self._emit(self.engine.tick(time.time_ns()))
 
     async def _save_periodically(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+        while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAVE_SECONDS)
+            if stop.is_set():
+                return  # the shutdown saves, after the engine's last events
             await asyncio.to_thread(self._save_state)
+            await self._write_inventory()
 
     def _save_state(self) -> None:
         try:
@@ -431,6 +510,18 @@ class Agent:
             self.counters.state_saves += 1
         except OSError as exc:
             log.error("cannot save state in %s: %s", self.state_dir, exc)
+
+    async def _write_inventory(self) -> None:
+        """The inventory to the inventory sinks (``inventory_file``)."""
+        if not self.inventory_sinks:
+            return
+        records = await asyncio.to_thread(self._inventory_records)
+        for sink in self.inventory_sinks:
+            await sink.submit(records)
+
+    def _inventory_records(self) -> InventoryRecords:
+        with self.lock:
+            return self.engine.inventory.records()
 
 
 def _time_slices(batch: PacketBatch, span_ns: int) -> Iterable[PacketBatch]:
@@ -458,7 +549,3 @@ def _time_slices(batch: PacketBatch, span_ns: int) -> Iterable[PacketBatch]:
 
 class _Stopped(Exception):
     """Ends the task group once the agent has flushed (the tasks are then cancelled)."""
-
-
-def _encode(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 INVENTORY_FILE = "inventory.json"
 INCIDENTS_FILE = "incidents.json"
+#: The outbox of the durable sinks (agents/sinks/outbox.py).
+OUTBOX_FILE = "outbox.sqlite3"
+#: The alert spool the outbox replaced; renamed to OUTBOX_FILE at start-up, its alerts kept.
+LEGACY_SPOOL_FILE = "alerts.sqlite3"
+#: Every file the agent keeps in the state directory (agents/probe/scheduler.py's STATE_FILE too).
+STATE_FILES = (INVENTORY_FILE, INCIDENTS_FILE, OUTBOX_FILE, LEGACY_SPOOL_FILE, "stream_probe.json")
 
 
 def _write_atomic(path: Path, key: str, value: object) -> Path:

@@ -227,7 +227,7 @@ def test_agent_runs_under_the_units_system_call_rules(tmp_path: Path) -> None:
     config.write_text(
         f"site: depot-7\ngateway: gw-mdwe\ncapture:\n  pcap: {pcap}\n  pace: fast\npolicy_file: {POLICY}\n"
         f"metrics:\n  listen: 127.0.0.1\n  port: {port}\nstate_dir: {state}\nrun_as_user: null\n"
-        # A broker nobody listens on: the alerts stay in the spool, where the test looks for them.
+        # A broker nobody listens on: the alerts stay in the outbox, where the test looks for them.
         f"mqtt:\n  host: 127.0.0.1\n  port: {free_port()}\n"
     )
     proc = subprocess.Popen(
@@ -247,9 +247,9 @@ def test_agent_runs_under_the_units_system_call_rules(tmp_path: Path) -> None:
             time.sleep(0.2)
             with (
                 contextlib.suppress(sqlite3.OperationalError),
-                contextlib.closing(sqlite3.connect(state / "alerts.sqlite3")) as db,
+                contextlib.closing(sqlite3.connect(state / "outbox.sqlite3")) as db,
             ):
-                alerts = db.execute("SELECT count(*) FROM alerts").fetchone()[0]
+                alerts = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             assert b"camwatch_" in resp.read()
         proc.send_signal(signal.SIGTERM)

@@ -36,9 +36,9 @@ from typing import Any, Final
 from agents.config import CameraConfig, StreamProbeConfig
 from agents.probe.capture import redact
 from agents.probe.health import IMAGE_RULES, UNAVAILABLE, CameraHealth, Change, Outcome
+from agents.probe.metrics import STREAM_PROBLEMS, StreamCollector, StreamStats
 from agents.probe.reports import CaptureReport, CaptureRequest, ImageReport, decode_json
 from agents.probe.urls import CameraUrl, with_credentials
-from agents.sinks.prometheus import STREAM_PROBLEMS, StreamStats
 from monitor.alerts import Alert, Endpoint, iso_timestamp
 from monitor.registry import RULES
 
@@ -337,8 +337,8 @@ class StreamProber:
         self.submit = submit
         self.lookup = lookup
         self.python = python
-        #: Alerts raised, by rule id (joins camwatch_alerts_total). Replaced, never changed in place:
-        #: the metrics server reads it from its own thread.
+        #: Alerts raised, by rule id (the agent counts them in camwatch_alerts_total as they reach its
+        #: alert path). Replaced, never changed in place: it may be read from another thread.
         self.alerts: Mapping[str, int] = {}
         self._cameras: dict[str, _Camera] = {}
         for cam in config.cameras:
@@ -481,6 +481,10 @@ class StreamProber:
         return target
 
     # ------------------------------------------------------------------ metrics
+
+    def collector(self) -> StreamCollector:
+        """The ``camwatch_stream_*`` metrics of every camera."""
+        return StreamCollector(self.stats)
 
     def stats(self) -> dict[str, StreamStats]:
         """Per-camera metrics as of each camera's last probe (see :class:`StreamStats`)."""

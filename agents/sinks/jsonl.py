@@ -1,16 +1,52 @@
-"""JSON-lines output (alerts and flows)."""
+"""JSON outputs in files: records as JSON lines (alerts, flows), and JSON documents replaced whole (the
+inventory).
+
+- :class:`JsonLinesSink` writes synchronously; ``camwatch replay`` uses it.
+- :class:`JsonLinesFile` is the agent's sink for ``alerts_file`` and ``flows_file``: ``submit`` queues the
+  record and a writer task appends it (in a worker thread, flushed per batch), so the event loop never
+  waits for the disk. With an outbox channel it is durable: each record is committed to the outbox first
+  and deleted once the file has it on disk (fsync), so a record submitted before a crash is written after
+  the restart (at least once: a crash between the fsync and the delete writes it twice).
+- :class:`JsonDocumentFile` is the sink for ``inventory_file``: each document submitted replaces the file
+  atomically (temporary file, fsync, rename), so a reader never sees half a document.
+
+Rotation and retention will be options of these sinks (a later issue); the writer task is where a rotated
+file would be reopened.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
+import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Final, TypeVar
+
+from agents.sinks.base import Record, encode_record
+from agents.sinks.outbox import OutboxChannel, OutboxError
+
+__all__ = ["JsonDocumentFile", "JsonLinesFile", "JsonLinesSink"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Records written (and, durable, acknowledged in the outbox) per batch.
+BATCH: Final = 512
+#: A durable file that cannot be written is retried after this long, doubling up to RETRY_MAX_SECONDS.
+RETRY_SECONDS: Final = 1.0
+RETRY_MAX_SECONDS: Final = 30.0
 
 
 class JsonLinesSink:
-    """Writes one compact JSON object per line to a file path or '-' (stdout).
+    """Writes one compact JSON object per line to a file path or '-' (stdout), synchronously.
 
     By default the file is replaced and written through a buffer (a replay's output). With ``append``
     it is appended to, never truncated, and each record is flushed as it is written, so a reader
@@ -58,3 +94,216 @@ class JsonLinesSink:
         if self.append:
             self._fh.flush()
         self.count += 1
+
+
+class JsonLinesFile:
+    """A sink appending each record to ``path`` as one JSON line; durable with an outbox ``channel``.
+
+    The file is opened for appending here (so the agent opens it while it still has its start-up
+    privileges; OSError if it cannot be) and never truncated. Records are written in the order submitted.
+    """
+
+    def __init__(self, name: str, path: Path, channel: OutboxChannel | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.channel = channel
+        self.written = 0
+        """Records written to the file."""
+        self.failed = 0
+        """Records lost because the file could not be written (not durable) or stored (durable)."""
+        # Unbuffered: a write that fails leaves nothing behind in a buffer to be written later.
+        self._fh: IO[bytes] | None = open(path, "ab", buffering=0)  # noqa: SIM115  (held until close)
+        self._pending: list[bytes] = []  # without an outbox: encoded lines waiting for the writer
+        # One worker thread does the file and outbox calls, in submission order, off the event loop.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"camwatch-{name}")
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def durable(self) -> bool:
+        """True with an outbox channel."""
+        return self.channel is not None
+
+    async def start(self) -> None:
+        """Start the writer task (records submitted before are written first)."""
+        if self._writer is not None or self._closed:
+            raise RuntimeError(f"{self.name}: a sink is started once")
+        run = self._deliver_durable if self.channel is not None else self._deliver
+        self._writer = asyncio.create_task(run(), name=f"camwatch-{self.name}-writer")
+
+    async def submit(self, record: Record) -> None:
+        """Queue the record (durable: commit it to the outbox first, in the worker thread)."""
+        if self._closed:
+            log.error("%s: record submitted after close, not written", self.name)
+            self.failed += 1
+            return
+        payload = encode_record(record)
+        if self.channel is None:
+            self._pending.append(payload)
+        else:
+            try:
+                await self._in_worker(self.channel.put, payload, key=_key(record))
+            except OutboxError as exc:
+                self.failed += 1
+                log.error("%s: record not stored in the outbox, it is lost: %s", self.name, exc)
+                return
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Write what is queued (durable: what the file accepts; the rest stays in the outbox) and close
+        the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._closing.set()
+        self._wake.set()
+        try:
+            if self._writer is not None:
+                await self._writer
+            elif self._pending:  # never started: what was submitted is still written
+                lines, self._pending = self._pending, []
+                await self._in_worker(self._write_lines, lines)
+        finally:
+            fh, self._fh = self._fh, None
+            if fh is not None:
+                with contextlib.suppress(OSError):
+                    await self._in_worker(fh.close)
+            await asyncio.to_thread(self._io.shutdown, wait=True)
+
+    def collector(self) -> None:
+        """No metrics of its own (a write error is logged)."""
+        return None
+
+    # ------------------------------------------------------------------ the writer
+
+    async def _deliver(self) -> None:
+        while True:
+            # Clear before looking: a submit after the look sets it again.
+            self._wake.clear()
+            if self._pending:
+                # Taken here, on the event loop that appends to it: never shared with the worker.
+                lines, self._pending = self._pending, []
+                await self._in_worker(self._write_lines, lines)
+                continue
+            if self._closing.is_set():
+                return
+            await self._wake.wait()
+
+    def _write_lines(self, lines: list[bytes]) -> None:
+        try:
+            self._write(lines, durable=False)
+        except OSError as exc:
+            self.failed += len(lines)
+            log.error("%s: cannot write %d records to %s: %s", self.name, len(lines), self.path, exc)
+
+    async def _deliver_durable(self) -> None:
+        channel = self.channel
+        assert channel is not None
+        delay = RETRY_SECONDS
+        while True:
+            self._wake.clear()
+            try:
+                # From the oldest every time: what was written is deleted, what was not is written again.
+                batch = await self._in_worker(channel.peek, BATCH)
+                if batch:
+                    await self._in_worker(self._write, [item.payload for item in batch], durable=True)
+                    await self._in_worker(channel.ack_many, [item.row_id for item in batch])
+                    delay = RETRY_SECONDS
+                    continue
+            except (OSError, OutboxError) as exc:
+                log.error(
+                    "%s: cannot write to %s (%s); %d records wait in the outbox",
+                    self.name,
+                    self.path,
+                    exc,
+                    channel.depth(),
+                )
+                if self._closing.is_set():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            if self._closing.is_set():
+                return
+            await self._wake.wait()
+
+    def _write(self, lines: list[bytes], *, durable: bool) -> None:
+        fh = self._fh
+        if fh is None:
+            raise OSError(f"{self.path} is closed")
+        # Whole lines at once (O_APPEND): a reader following the file sees complete records.
+        data = memoryview(b"".join(line + b"\n" for line in lines))
+        while data:
+            done = fh.write(data)
+            if not done:
+                raise OSError(f"{self.path}: the write made no progress")
+            data = data[done:]
+        if durable:  # the outbox deletes them next: they must be on disk first
+            os.fsync(fh.fileno())
+        self.written += len(lines)
+
+    async def _in_worker(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        job = asyncio.get_running_loop().run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+        # Shielded: a cancelled caller must not drop a queued outbox call (a put would lose the record).
+        return await asyncio.shield(job)
+
+
+class JsonDocumentFile:
+    """A sink writing each submitted document to ``path`` as indented JSON, replacing the file atomically.
+
+    The temporary file is created beside ``path``: its directory must be writable by the user the agent
+    runs as (the agent checks that at start-up).
+    """
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self.written = 0
+        """Documents written."""
+        self.failed = 0
+        """Documents that could not be written (logged)."""
+        self._lock = asyncio.Lock()  # one write at a time: the newest document is the one left
+
+    async def start(self) -> None:
+        """Nothing to start: each document is written when submitted."""
+
+    async def submit(self, record: object) -> None:
+        """Write the document now (in a worker thread)."""
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._replace, record)
+            except (OSError, TypeError, ValueError) as exc:
+                self.failed += 1
+                log.error("%s: cannot write %s: %s", self.name, self.path, exc)
+
+    async def close(self) -> None:
+        """Nothing to release (each write closes its file)."""
+
+    def collector(self) -> None:
+        """No metrics of its own (a write error is logged)."""
+        return None
+
+    def _replace(self, document: object) -> None:
+        text = json.dumps(document, indent=1) + "\n"  # as `camwatch replay --inventory` writes it
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self.written += 1
+
+
+def _key(record: Mapping[str, Any]) -> str:
+    """What names the record in the outbox's log lines: an alert's ``event.id``."""
+    event = record.get("event")
+    value = event.get("id") if isinstance(event, Mapping) else None
+    return str(value) if value is not None else ""

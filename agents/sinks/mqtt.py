@@ -1,4 +1,4 @@
-"""MQTT alert publisher (DESIGN 2.5): spool first, publish with QoS 1, delete on PUBACK.
+"""The MQTT sink (DESIGN 2.5): spool first, publish with QoS 1, delete on PUBACK.
 
 Topics (`<prefix>` is `camwatch` unless configured):
 - `<prefix>/<site>/<gateway>/alerts/<severity>`: one alert record (DESIGN 2.2) as compact JSON, QoS 1, not
@@ -7,7 +7,7 @@ Topics (`<prefix>` is `camwatch` unless configured):
   each connection; `{"state":"offline","since":...,"version":...}` on a clean shutdown; the broker publishes
   the last will `{"state":"offline"}` when the connection dies without a clean disconnect.
 
-Delivery guarantee: at least once. `submit` commits the alert to the `AlertSpool` before anything else and
+Delivery guarantee: at least once. `submit` commits the alert to its outbox spool before anything else and
 never waits for the network. A background task publishes the spool in order and deletes each alert only
 after its PUBACK. With aiomqtt 2.x, `await client.publish(..., qos=1)` returns only once paho's
 `on_publish` fired for that message id, and paho fires it for QoS 1 only when the PUBACK arrives (paho
@@ -27,30 +27,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiomqtt
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from agents.config import AgentConfig, MqttSettings
-from agents.sinks.spool import AlertSpool, PublisherError, SpoolError, SpoolItem
+from agents.sinks.base import Record, SinkError, encode_record
+from agents.sinks.outbox import OutboxChannel, OutboxError, OutboxItem
 from monitor import __version__
 
 __all__ = [
     "AlertPublisher",
     "BrokerError",
+    "MqttCollector",
     "MqttSettings",
     "PublishError",
     "PublisherError",
-    "SpoolError",
     "alert_topic",
     "backoff_delay",
     "encode_alert",
@@ -61,6 +65,10 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 WILL_PAYLOAD = b'{"state":"offline"}'
+
+
+class PublisherError(SinkError):
+    """Root of the MQTT publisher's errors."""
 
 
 class BrokerError(PublisherError):
@@ -86,8 +94,7 @@ def alert_topic(config: AgentConfig | MqttSettings, alert: Mapping[str, Any]) ->
 
 def encode_alert(alert: Mapping[str, Any]) -> bytes:
     """The alert record as compact UTF-8 JSON, exactly as published (same form as the JSON-lines sink)."""
-    # default=str: a stray non-JSON value (a datetime, a Path) must not cost the alert.
-    return json.dumps(alert, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    return encode_record(alert)
 
 
 def backoff_delay(
@@ -99,11 +106,17 @@ def backoff_delay(
 
 
 class AlertPublisher:
-    """Publishes spooled alerts to MQTT from a background task; use as an async context manager."""
+    """The MQTT sink: publishes the alerts of its outbox channel from a background task.
 
-    def __init__(self, settings: MqttSettings, spool: AlertSpool) -> None:
+    ``start``/``close`` (or ``async with``) run it; ``collector`` gives its ``camwatch_mqtt_*`` metrics.
+    """
+
+    name = "mqtt"
+
+    def __init__(self, settings: MqttSettings, spool: OutboxChannel) -> None:
         self.settings = settings
         self.spool = spool
+        """The publisher's outbox channel: each alert waits there until its PUBACK."""
         self.connected = False
         self.published_total = 0
         """Alerts acknowledged by the broker (PUBACK) and deleted from the spool."""
@@ -129,19 +142,36 @@ class AlertPublisher:
         self._ack_ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> AlertPublisher:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._supervisor = self._tg.create_task(self._supervise(), name="camwatch-mqtt-publisher")
+        await self.start()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._tg is not None and self._supervisor is not None
+        await self.close()
+
+    async def start(self) -> None:
+        """Start publishing in the background (what is spooled already goes first)."""
+        if self._tg is not None or self._closed:
+            raise RuntimeError("an AlertPublisher is started once")
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._supervisor = self._tg.create_task(self._supervise(), name="camwatch-mqtt-publisher")
+
+    async def close(self) -> None:
+        """Publish what is spooled (``drain_timeout``), say offline and disconnect; what is left stays
+        spooled for the next start. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._tg is None or self._supervisor is None:  # never started
+            await asyncio.to_thread(self._io.shutdown, wait=True)
+            return
         s = self.settings
         supervisor = self._supervisor
         # Shutdown in steps, each bounded: publish what is spooled (drain_timeout), then give up on what is
@@ -174,19 +204,23 @@ class AlertPublisher:
                     self.spool.depth(),
                 )
 
-    async def submit(self, alert: Mapping[str, Any]) -> None:
+    async def submit(self, alert: Record) -> None:
         """Spool the alert durably (in a worker thread) and wake the sender; never waits for the network."""
         topic = self.settings.alert_topic(alert)
         event = alert.get("event")
         event_id = str(event.get("id", "")) if isinstance(event, Mapping) else ""
         try:
-            await self._spool_io(self.spool.put, topic, encode_alert(alert), event_id)
-        except SpoolError as exc:
+            await self._spool_io(self.spool.put, encode_alert(alert), key=event_id, route=topic)
+        except OutboxError as exc:
             # Raising would stop the caller's alert loop and lose every later alert: count and say it.
             self.spool_failures_total += 1
             log.error("mqtt: alert not spooled, it is lost: %s", exc)
             return
         self._wake.set()
+
+    def collector(self) -> MqttCollector:
+        """The ``camwatch_mqtt_*`` metrics."""
+        return MqttCollector(self)
 
     # ------------------------------------------------------------------ connection loop
 
@@ -198,7 +232,7 @@ class AlertPublisher:
             failure: BaseException | None = None
             try:
                 await self._session()
-            except* (aiomqtt.MqttError, PublisherError, OSError) as group:
+            except* (aiomqtt.MqttError, SinkError, OSError) as group:
                 failure = _first_leaf(group)
             except* Exception as group:
                 # A bug must not end alert delivery for good: log it loudly and keep retrying.
@@ -212,7 +246,7 @@ class AlertPublisher:
             self._failures += 1
             self.connect_failures_total += 1
             delay = backoff_delay(self._failures, s.backoff_initial, s.backoff_max)
-            where = "" if isinstance(failure, PublisherError) and failure.broker else f" ({s.broker})"
+            where = "" if isinstance(failure, SinkError) and failure.broker else f" ({s.broker})"
             log.warning(
                 "mqtt: %s%s; retrying in %.1f s (%d alerts spooled)",
                 failure,
@@ -356,14 +390,14 @@ class AlertPublisher:
                 task.add_done_callback(inflight.discard)
                 after = item.row_id
 
-    async def _publish_one(self, client: aiomqtt.Client, item: SpoolItem, slots: asyncio.Semaphore) -> None:
+    async def _publish_one(self, client: aiomqtt.Client, item: OutboxItem, slots: asyncio.Semaphore) -> None:
         acknowledged = False
         try:
             try:
-                await client.publish(item.topic, item.payload, qos=1, retain=False)
+                await client.publish(item.route, item.payload, qos=1, retain=False)
             except aiomqtt.MqttError as exc:
                 raise PublishError(
-                    f"no PUBACK: {exc}", broker=self.settings.broker, topic=item.topic, event_id=item.event_id
+                    f"no PUBACK: {exc}", broker=self.settings.broker, topic=item.route, key=item.key
                 ) from exc
             acknowledged = True
             self.published_total += 1
@@ -375,8 +409,8 @@ class AlertPublisher:
             if not acknowledged:
                 self.publish_failures_total += 1
 
-    async def _spool_io(self, fn: Callable[..., _T], *args: Any) -> _T:
-        job = asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+    async def _spool_io(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        job = asyncio.get_running_loop().run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
         # Shielded: cancelling the caller would otherwise cancel a job still queued for the worker, and a
         # dropped ack means a duplicate, a dropped put a lost alert. The job runs to the end either way.
         return await asyncio.shield(job)
@@ -401,3 +435,38 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+class MqttCollector(Collector):
+    """``camwatch_mqtt_*``: the publisher's connection and counters, read at scrape time."""
+
+    def __init__(self, publisher: AlertPublisher) -> None:
+        self._publisher = publisher
+
+    def describe(self) -> Iterable[Metric]:
+        return _families(False, 0, 0, 0)
+
+    def collect(self) -> Iterable[Metric]:
+        p = self._publisher
+        return _families(p.connected, p.published_total, p.publish_failures_total, p.reconnects_total)
+
+
+def _families(connected: bool, published: int, failures: int, reconnects: int) -> list[Metric]:
+    return [
+        GaugeMetricFamily(
+            "camwatch_mqtt_connected", "1 if connected to the MQTT broker, else 0.", value=float(connected)
+        ),
+        CounterMetricFamily(
+            "camwatch_mqtt_published_total", "Alerts the broker acknowledged (PUBACK).", value=published
+        ),
+        CounterMetricFamily(
+            "camwatch_mqtt_publish_failures_total",
+            "Publishes that failed or were not acknowledged in time (the alert stays in the spool).",
+            value=failures,
+        ),
+        CounterMetricFamily(
+            "camwatch_mqtt_reconnects_total",
+            "Connection attempts to the broker after the first (after a loss or a failed attempt).",
+            value=reconnects,
+        ),
+    ]

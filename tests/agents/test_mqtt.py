@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import aiomqtt
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.config import AgentConfig, ConfigError
 from agents.sinks.mqtt import (
@@ -28,11 +30,11 @@ from agents.sinks.mqtt import (
     backoff_delay,
     encode_alert,
 )
-from agents.sinks.spool import AlertSpool
+from agents.sinks.outbox import OutboxChannel
 from monitor import __version__
 from tests.agents.helpers.publisher_proc import GATEWAY as PROC_GATEWAY
 from tests.agents.helpers.publisher_proc import SITE as PROC_SITE
-from tests.agents.helpers.publisher_proc import make_alert
+from tests.agents.helpers.publisher_proc import make_alert, open_spool
 from tests.agents.mosquitto import (
     AUTH_PASSWORD,
     AUTH_USER,
@@ -107,7 +109,7 @@ def test_alerts_arrive_on_their_topic_with_the_exact_payload_at_qos1(
 
     async def scenario() -> None:
         async with Subscriber(mosquitto, "camwatch/#") as sub:
-            with AlertSpool.open(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
+            with open_spool(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
                 async with AlertPublisher(settings(mosquitto.port), spool) as publisher:
                     for alert in sent:
                         await publisher.submit(alert)
@@ -132,13 +134,51 @@ def test_alerts_arrive_on_their_topic_with_the_exact_payload_at_qos1(
     run(scenario())
 
 
+def test_the_sinks_collector_shows_the_connection_and_the_acknowledged_alerts(
+    mosquitto: Mosquitto,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    def scrape(registry: CollectorRegistry) -> dict[str, float]:
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for sample in family.samples
+        }
+
+    async def scenario() -> None:
+        with open_spool(tmp_path / "outbox.sqlite3", 1000, 1 << 20) as spool:
+            publisher = AlertPublisher(settings(mosquitto.port), spool)
+            registry = CollectorRegistry()
+            registry.register(publisher.collector())
+            assert scrape(registry) == {
+                "camwatch_mqtt_connected": 0.0,
+                "camwatch_mqtt_published_total": 0.0,
+                "camwatch_mqtt_publish_failures_total": 0.0,
+                "camwatch_mqtt_reconnects_total": 0.0,
+            }
+            await publisher.start()
+            try:
+                for n in range(3):
+                    await publisher.submit(make_alert(f"m{n}"))
+                await until(lambda: spool.depth() == 0, 5, "the PUBACKs")
+                metrics = scrape(registry)
+                assert (
+                    metrics["camwatch_mqtt_connected"] == 1 and metrics["camwatch_mqtt_published_total"] == 3
+                )
+            finally:
+                await publisher.close()
+            assert scrape(registry)["camwatch_mqtt_connected"] == 0
+
+    run(scenario())
+
+
 def test_the_last_will_says_offline_when_the_connection_dies_and_nothing_is_lost(
     mosquitto: Mosquitto,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
         async with Subscriber(mosquitto, "camwatch/#") as sub, proxy_to(mosquitto) as proxy:
-            with AlertSpool.open(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
+            with open_spool(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
                 async with AlertPublisher(settings(proxy.port), spool) as publisher:
                     await publisher.submit(make_alert("before"))
                     await sub.wait_until(lambda m: "before" in event_ids(m), 10)
@@ -169,7 +209,7 @@ def test_a_clean_shutdown_publishes_what_is_spooled_then_offline(
 ) -> None:
     async def scenario() -> None:
         async with Subscriber(mosquitto, "camwatch/#") as sub:
-            with AlertSpool.open(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
+            with open_spool(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
                 async with AlertPublisher(settings(mosquitto.port), spool):
                     for n in range(200):
                         await spool_and_forget(spool, n)
@@ -180,10 +220,10 @@ def test_a_clean_shutdown_publishes_what_is_spooled_then_offline(
             doc = json.loads(status.payload)
             assert doc["state"] == "offline" and doc["version"] == __version__ and "since" in doc
 
-    async def spool_and_forget(spool: AlertSpool, n: int) -> None:
+    async def spool_and_forget(spool: OutboxChannel, n: int) -> None:
         # As the runtime does without a publisher: straight into the spool, picked up by the sender.
         alert = make_alert(f"s{n}")
-        spool.put(settings(1).alert_topic(alert), encode_alert(alert), f"s{n}")
+        spool.put(encode_alert(alert), key=f"s{n}", route=settings(1).alert_topic(alert))
 
     run(scenario())
 
@@ -197,7 +237,7 @@ def test_a_hung_broker_is_left_after_the_puback_timeout_and_alerts_follow_later(
 ) -> None:
     async def scenario() -> None:
         async with Subscriber(mosquitto, "camwatch/#") as sub, proxy_to(mosquitto) as proxy:
-            with AlertSpool.open(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
+            with open_spool(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
                 async with AlertPublisher(settings(proxy.port, timeout=1.0), spool) as publisher:
                     await until(lambda: publisher.connected, 5, "a connection")
                     proxy.stalled = True  # TCP stays up, nothing gets through: only a timeout notices
@@ -216,7 +256,7 @@ def test_shutdown_without_a_broker_is_prompt_and_keeps_the_alerts(tmp_path: Path
     port = Mosquitto(tmp_path / "never-started").port
 
     async def scenario() -> float:
-        with AlertSpool.open(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
+        with open_spool(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
             async with AlertPublisher(settings(port), spool) as publisher:
                 for n in range(10):
                     await publisher.submit(make_alert(f"kept{n}"))
@@ -227,8 +267,8 @@ def test_shutdown_without_a_broker_is_prompt_and_keeps_the_alerts(tmp_path: Path
             return elapsed
 
     assert run(scenario()) < 1.0
-    with AlertSpool.open(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
-        assert [i.event_id for i in spool.peek(100)] == [f"kept{n}" for n in range(10)]
+    with open_spool(tmp_path / "alerts.sqlite3", 1000, 1 << 20) as spool:
+        assert [i.key for i in spool.peek(100)] == [f"kept{n}" for n in range(10)]
 
 
 def test_a_30_second_broker_outage_loses_no_alert(tmp_path: Path) -> None:
@@ -244,7 +284,7 @@ def test_a_30_second_broker_outage_loses_no_alert(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with Subscriber(broker, "camwatch/#", client_id="soc-consumer", persistent=True) as sub:
-            with AlertSpool.open(tmp_path / "alerts.sqlite3", 10_000, 16 << 20) as spool:
+            with open_spool(tmp_path / "alerts.sqlite3", 10_000, 16 << 20) as spool:
                 opts = {"backoff_initial": 0.2, "backoff_max": 2.0}
                 async with AlertPublisher(settings(broker.port, **opts), spool) as publisher:
                     slowest = 0.0
@@ -338,9 +378,9 @@ def test_a_sigkilled_publisher_loses_nothing_and_its_will_says_offline(tmp_path:
     status_topic = f"camwatch/{PROC_SITE}/{PROC_GATEWAY}/status"
 
     def spool_rows() -> int:
-        db = sqlite3.connect(f"file:{state / 'alerts.sqlite3'}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{state / 'outbox.sqlite3'}?mode=ro", uri=True)
         try:
-            return int(db.execute("SELECT count(*) FROM alerts").fetchone()[0])
+            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
         finally:
             db.close()
 
@@ -369,7 +409,7 @@ def test_a_sigkilled_publisher_loses_nothing_and_its_will_says_offline(tmp_path:
         run(scenario(), timeout=60)
     finally:
         broker.stop()
-    with AlertSpool.open(state / "alerts.sqlite3", 1000, 1 << 20) as spool:
+    with open_spool(state / "outbox.sqlite3", 1000, 1 << 20) as spool:
         assert spool.depth() == 0
 
 
@@ -386,13 +426,13 @@ def test_password_authentication(
 
     async def scenario() -> None:
         async with Subscriber(mosquitto_auth, "camwatch/#", client_options=auth) as sub:
-            with AlertSpool.open(tmp_path / "bad.sqlite3", 100, 1 << 20) as spool:
+            with open_spool(tmp_path / "bad.sqlite3", 100, 1 << 20) as spool:
                 bad = settings(mosquitto_auth.port, username=AUTH_USER, password="wrong")
                 async with AlertPublisher(bad, spool) as publisher:
                     await publisher.submit(make_alert("refused"))
                     await until(lambda: publisher.connect_failures_total >= 2, 10, "refused connections")
                     assert not publisher.connected and spool.depth() == 1
-            with AlertSpool.open(tmp_path / "good.sqlite3", 100, 1 << 20) as spool:
+            with open_spool(tmp_path / "good.sqlite3", 100, 1 << 20) as spool:
                 good = settings(mosquitto_auth.port, username=AUTH_USER, password=AUTH_PASSWORD)
                 async with AlertPublisher(good, spool) as publisher:
                     await publisher.submit(make_alert("accepted"))
@@ -414,12 +454,12 @@ def test_tls_with_a_private_ca(
     async def scenario() -> None:
         async with Subscriber(mosquitto_tls, "camwatch/#", client_options=tls_client) as sub:
             # Without our CA (the system's CAs only) the broker's certificate is refused.
-            with AlertSpool.open(tmp_path / "untrusted.sqlite3", 100, 1 << 20) as spool:
+            with open_spool(tmp_path / "untrusted.sqlite3", 100, 1 << 20) as spool:
                 async with AlertPublisher(settings(mosquitto_tls.port, tls=True), spool) as publisher:
                     await publisher.submit(make_alert("untrusted"))
                     await until(lambda: publisher.connect_failures_total >= 1, 10, "a refused certificate")
                     assert not publisher.connected and spool.depth() == 1
-            with AlertSpool.open(tmp_path / "alerts.sqlite3", 100, 1 << 20) as spool:
+            with open_spool(tmp_path / "alerts.sqlite3", 100, 1 << 20) as spool:
                 s = settings(mosquitto_tls.port, host="localhost", tls=True, ca_file=str(tls_files.ca))
                 async with AlertPublisher(s, spool) as publisher:
                     await publisher.submit(make_alert("over-tls"))
@@ -442,10 +482,10 @@ def test_publish_throughput_and_order_against_the_local_broker(
 
     async def scenario() -> None:
         async with Subscriber(mosquitto, "camwatch/#") as sub:
-            with AlertSpool.open(tmp_path / "alerts.sqlite3", 10_000, 64 << 20) as spool:
+            with open_spool(tmp_path / "alerts.sqlite3", 10_000, 64 << 20) as spool:
                 for i in range(n):
                     alert = make_alert(f"t{i:05d}", severity=1 + i % 3, n=i)
-                    spool.put(s.alert_topic(alert), encode_alert(alert), f"t{i:05d}")
+                    spool.put(encode_alert(alert), key=f"t{i:05d}", route=s.alert_topic(alert))
                 start = time.monotonic()
                 async with AlertPublisher(s, spool) as publisher:
                     await until(lambda: spool.depth() == 0, 30, "the spool to drain")

@@ -1,5 +1,6 @@
-"""The Prometheus sink: the metric catalogue (checked against docs/metrics.md), the per-device series cap,
-the HTTP(S) endpoint with basic auth, and a real Prometheus scraping it (tests/agents/promserver.py)."""
+"""The metrics: every component's collector (agent, engine, capture sources, outbox, MQTT sink, stream
+probe) on a fresh registry, the catalogue checked against docs/metrics.md, the per-device series cap, the
+HTTP(S) endpoint with basic auth, and a real Prometheus scraping it (tests/agents/promserver.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,19 +29,22 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.config import BasicAuthConfig, MetricsConfig
-from agents.sinks.prometheus import (
-    AgentSnapshot,
-    CamwatchCollector,
+from agents.capture.running import CaptureCollector, RunningSource
+from agents.capture.source import CaptureStats
+from agents.collectors import (
+    AgentCollector,
     DeviceSummary,
+    EngineCollector,
+    EngineReading,
     ExternalTraffic,
-    InterfaceStats,
-    MetricsServer,
-    MqttStats,
-    SpoolStats,
-    StreamStats,
 )
+from agents.config import BasicAuthConfig, MetricsConfig
+from agents.probe.metrics import StreamCollector, StreamStats
+from agents.sinks.mqtt import AlertPublisher, MqttSettings
+from agents.sinks.outbox import Outbox
+from agents.sinks.prometheus import MetricsServer
 from lab import scenario
+from monitor.pcapfile import PacketBatch
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
 from monitor.registry import RULES
@@ -54,6 +61,7 @@ ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs" / "metrics.md"
 OPENSSL = shutil.which("openssl")
 CAMERA = "44-19-b6-00-00-01"
+START = 1_770_000_000.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,21 +75,31 @@ def documented() -> dict[str, tuple[str, frozenset[str]]]:
     return {name: (kind, frozenset(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
 
 
-def full_snapshot(**changes: object) -> AgentSnapshot:
-    """A snapshot where every family has at least one series."""
-    snap = AgentSnapshot(
-        start_time=1_770_000_000.0,
-        capture={
-            "eth1": InterfaceStats(packets=100, bytes=64_000, kernel_packets=105, kernel_drops=5),
-            "eth2": InterfaceStats(packets=7, bytes=700, kernel_packets=7, kernel_drops=0, up=False),
-        },
+class KernelCounted:
+    """A live capture source as the capture collector sees it: only its kernel counters are read."""
+
+    def __init__(self, interface: str, kernel_packets: int, kernel_drops: int) -> None:
+        self.counters = CaptureStats(interface, kernel_packets=kernel_packets, kernel_drops=kernel_drops)
+
+    def batches(self) -> Iterator[PacketBatch]:
+        return iter(())
+
+    def stats(self) -> CaptureStats:
+        return self.counters
+
+    def close(self) -> None:
+        return None
+
+
+def full_reading(**changes: object) -> EngineReading:
+    """An engine reading where every engine family has at least one series."""
+    reading = EngineReading(
         packets_truncated=1,
         packets_non_ip=2,
         packets_later_fragments=3,
         analyzer_packets={"dns": 10, "rtsp": 4},
         analyzer_parse_errors=1,
         flows_active=12,
-        flows_limit=200_000,
         flows_created=40,
         flows_ended={"idle": 20, "active_timeout": 1, "closed": 7},
         flows_evicted=0,
@@ -90,26 +108,79 @@ def full_snapshot(**changes: object) -> AgentSnapshot:
             DeviceSummary("3c-ef-8c-00-00-02", "dahua", True),
             DeviceSummary("00-11-22-33-44-55", "unknown", False),
         ),
-        devices_limit=50_000,
         external={CAMERA: ExternalTraffic(5000, 800, 40, 10)},
-        alerts={"egress.unexpected_destination": 2, "device.new": 3},
         alerts_suppressed=4,
-        mqtt=MqttStats(connected=True, published=5, publish_failures=1, reconnects=2),
-        spool=SpoolStats(alerts=1, bytes=900, dropped=0, near_full=False),
-        streams={
-            "entrance": StreamStats(
-                up=True, fps=14.9, bitrate=600_000.0, keyframe_interval=2.0, codec="h264", width=640,
-                height=360, problems={"black": False, "covered": False, "frozen": True},
-                last_probe=1_770_000_100.0, probe_duration=5.5, probes_ok=3, probes_failed=1,
+    )
+    return dataclasses.replace(reading, **changes)  # type: ignore[arg-type]
+
+
+ENTRANCE = StreamStats(
+    up=True, fps=14.9, bitrate=600_000.0, keyframe_interval=2.0, codec="h264", width=640, height=360,
+    problems={"black": False, "covered": False, "frozen": True}, last_probe=1_770_000_100.0,
+    probe_duration=5.5, probes_ok=3, probes_failed=1,
+)  # fmt: skip
+
+
+class Site:
+    """Every component the agent has metrics for, in a known state the tests change between scrapes:
+    real capture-source records, a real outbox with the MQTT sink's channel, a real (unstarted) MQTT sink."""
+
+    def __init__(self, directory: Path) -> None:
+        self.alerts: dict[str, int] = {"egress.unexpected_destination": 2, "device.new": 3}
+        self.eth1 = KernelCounted("eth1", 105, 5)
+        self.sources = [
+            RunningSource("eth1", self.eth1, live=True, packets=100, bytes=64_000),
+            RunningSource(
+                "eth2", KernelCounted("eth2", 7, 0), live=True, packets=7, bytes=700, finished=True
             ),
-        },
-    )  # fmt: skip
-    return dataclasses.replace(snap, **changes)  # type: ignore[arg-type]
+        ]
+        self.reading = full_reading()
+        self.streams = {"entrance": ENTRANCE}
+        self.outbox = Outbox.open(directory / "outbox.sqlite3")
+        self.spool = self.outbox.channel("mqtt", 100, 1 << 20)
+        self.spool.put(b"x" * 900, key="waiting", route="camwatch/depot-7/gw-1/alerts/3")
+        settings = MqttSettings(host="127.0.0.1", site="depot-7", gateway="gw-1")
+        self.publisher = AlertPublisher(settings, self.spool)
+        self.publisher.connected = True
+        self.publisher.published_total, self.publisher.publish_failures_total = 5, 1
+        self.publisher.reconnects_total = 2
+
+    def registry(self, cap: int = 500) -> CollectorRegistry:
+        """A fresh registry with every component's collector, as the agent registers them."""
+        registry = CollectorRegistry()
+        registry.register(AgentCollector(START, lambda: self.alerts))
+        registry.register(CaptureCollector(self.sources))
+        registry.register(
+            EngineCollector(
+                lambda: self.reading, flows_limit=200_000, devices_limit=50_000, max_device_series=cap
+            )
+        )
+        registry.register(self.outbox.collector())
+        registry.register(self.publisher.collector())
+        registry.register(StreamCollector(lambda: self.streams))
+        return registry
+
+    def close(self) -> None:
+        self.outbox.close()
 
 
-def registry_for(snapshot_fn: Callable[[], AgentSnapshot], cap: int = 500) -> CollectorRegistry:
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    parts = Site(tmp_path)
+    yield parts
+    parts.close()
+
+
+def minimal_registry() -> CollectorRegistry:
+    """Only the agent's own collector (for the HTTP tests)."""
     registry = CollectorRegistry()
-    registry.register(CamwatchCollector(snapshot_fn, cap))
+    registry.register(AgentCollector(START, dict))
+    return registry
+
+
+def engine_registry(read: Callable[[], EngineReading], cap: int = 500) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(read, max_device_series=cap))
     return registry
 
 
@@ -147,8 +218,8 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def server() -> Iterator[MetricsServer]:
-    srv = MetricsServer(registry_for(full_snapshot), "127.0.0.1", 0)
+def server(site: Site) -> Iterator[MetricsServer]:
+    srv = MetricsServer(site.registry(), "127.0.0.1", 0)
     srv.start()
     yield srv
     srv.stop()
@@ -175,12 +246,9 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 # The catalogue
 
 
-def test_every_documented_metric_is_exported_with_its_type_and_labels() -> None:
+def test_every_documented_metric_is_exported_with_its_type_and_labels(site: Site) -> None:
     docs = documented()
-    families = {
-        f.name: f
-        for f in text_string_to_metric_families(generate_latest(registry_for(full_snapshot)).decode())
-    }
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(site.registry()).decode())}
     exported: dict[str, tuple[str, frozenset[str]]] = {}
     for family in families.values():
         names = {s.name for s in family.samples}
@@ -195,9 +263,9 @@ def test_every_documented_metric_is_exported_with_its_type_and_labels() -> None:
     assert exported == docs
 
 
-def test_naming_rules_of_design_2_4() -> None:
-    samples = scrape(registry_for(full_snapshot))
-    families = list(text_string_to_metric_families(generate_latest(registry_for(full_snapshot)).decode()))
+def test_naming_rules_of_design_2_4(site: Site) -> None:
+    samples = scrape(site.registry())
+    families = list(text_string_to_metric_families(generate_latest(site.registry()).decode()))
     for family in families:
         assert family.name.startswith("camwatch_"), family.name
         for sample in family.samples:
@@ -215,39 +283,70 @@ def test_naming_rules_of_design_2_4() -> None:
             }
     assert samples["camwatch_build_info"][(("python", pytest.importorskip("platform").python_version()),
                                            ("version", "0.1.0"))] == 1  # fmt: skip
+    assert samples["camwatch_start_time_seconds"][()] == START
     assert samples["camwatch_capture_kernel_drops_total"][(("interface", "eth1"),)] == 5
-    assert samples["camwatch_capture_up"][(("interface", "eth2"),)] == 0
-    assert samples["camwatch_up"][()] == 1
+    assert samples["camwatch_capture_up"][(("interface", "eth2"),)] == 0  # a live source that ended
+    assert samples["camwatch_up"][()] == 1  # ... without an error
     assert samples["camwatch_devices"] == {
         (("vendor", "dahua"), ("watched", "true")): 1,
         (("vendor", "hikvision"), ("watched", "true")): 1,
         (("vendor", "unknown"), ("watched", "false")): 1,
     }
     assert samples["camwatch_flows_ended_total"][(("reason", "closed"),)] == 7
+    assert samples["camwatch_flows_limit"][()] == 200_000
+    assert samples["camwatch_alerts_suppressed_total"][()] == 4
     assert samples["camwatch_spool_bytes"][()] == 900
+    assert samples["camwatch_spool_alerts"][()] == 1
+    assert samples["camwatch_mqtt_connected"][()] == 1
+    assert samples["camwatch_mqtt_reconnects_total"][()] == 2
 
 
 def test_every_rule_has_an_alert_series_from_the_start() -> None:
-    samples = scrape(registry_for(AgentSnapshot))
-    rules = {dict(labels)["rule"]: value for labels, value in samples["camwatch_alerts_total"].items()}
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(START, dict))
+    rules = {
+        dict(labels)["rule"]: value for labels, value in scrape(registry)["camwatch_alerts_total"].items()
+    }
     assert rules == dict.fromkeys(RULES, 0.0)
     # A rule the catalogue does not know yet still shows up.
-    samples = scrape(registry_for(lambda: AgentSnapshot(alerts={"exploit.hikvision_cve_2021_36260": 1})))
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(START, lambda: {"exploit.hikvision_cve_2021_36260": 1}))
+    samples = scrape(registry)
     assert samples["camwatch_alerts_total"][(("rule", "exploit.hikvision_cve_2021_36260"),)] == 1
 
 
-def test_optional_sections_have_no_series_when_absent() -> None:
-    samples = scrape(
-        registry_for(lambda: full_snapshot(mqtt=None, spool=None, capture={"x.pcap": InterfaceStats(3, 300)}))
-    )
-    assert not [name for name in samples if name.startswith(("camwatch_mqtt_", "camwatch_spool_"))]
+def test_a_capture_file_has_no_kernel_series_and_a_failed_source_is_down() -> None:
+    replay = RunningSource("x.pcap", KernelCounted("x.pcap", 0, 0), live=False, packets=3, finished=True)
+    failed = RunningSource("eth3", KernelCounted("eth3", 9, 1), live=True, error="the interface went away")
+    registry = CollectorRegistry()
+    registry.register(CaptureCollector([replay]))
+    samples = scrape(registry)
     assert "camwatch_capture_kernel_drops_total" not in samples
     assert samples["camwatch_capture_packets_total"] == {(("interface", "x.pcap"),): 3}
+    assert samples["camwatch_capture_up"] == {(("interface", "x.pcap"),): 1}  # a file that ended is fine
+    assert samples["camwatch_up"][()] == 1
+    registry = CollectorRegistry()
+    registry.register(CaptureCollector([replay, failed]))
+    samples = scrape(registry)
+    assert samples["camwatch_up"][()] == 0
+    assert samples["camwatch_capture_up"][(("interface", "eth3"),)] == 0
+    assert samples["camwatch_capture_kernel_drops_total"] == {(("interface", "eth3"),): 1}
 
 
-def test_openmetrics_exposition_parses() -> None:
+def test_optional_components_have_no_series_when_absent() -> None:
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(START, dict))
+    registry.register(CaptureCollector([]))
+    registry.register(EngineCollector(full_reading))
+    samples = scrape(registry)
+    assert not [n for n in samples if n.startswith(("camwatch_mqtt_", "camwatch_spool_", "camwatch_stream_"))]
+    # Without configured bounds, no limit series.
+    assert "camwatch_flows_limit" not in samples and "camwatch_devices_limit" not in samples
+
+
+def test_openmetrics_exposition_parses(site: Site) -> None:
     # Prometheus asks for OpenMetrics: the info type and counter suffixes must come out right there too.
-    text = generate_openmetrics(registry_for(full_snapshot)).decode()  # type: ignore[no-untyped-call]
+    text = generate_openmetrics(site.registry()).decode()  # type: ignore[no-untyped-call]
     families = {f.name: f for f in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
     assert families["camwatch_build"].type == "info"
     assert families["camwatch_capture_bytes"].type == "counter"
@@ -255,14 +354,56 @@ def test_openmetrics_exposition_parses() -> None:
     assert families["camwatch_capture_bytes"].samples[0].name == "camwatch_capture_bytes_total"
 
 
-def test_describe_does_not_take_a_snapshot() -> None:
-    def boom() -> AgentSnapshot:
-        raise AssertionError("snapshot taken at registration")
+def test_registration_reads_no_component(site: Site) -> None:
+    """describe() names every family without collecting, and two collectors of one family clash."""
 
-    collector = CamwatchCollector(boom, 10)
-    names = {m.name for m in collector.describe()}
+    def boom() -> NoReturn:
+        raise AssertionError("a component was read at registration")
+
+    collectors: list[Any] = [
+        AgentCollector(START, boom),
+        CaptureCollector(BoomList()),
+        EngineCollector(boom),
+        StreamCollector(boom),
+        site.outbox.collector(),
+        site.publisher.collector(),
+    ]
+    registry = CollectorRegistry()
+    names: set[str] = set()
+    for collector in collectors:
+        names |= {m.name for m in collector.describe()}
+        registry.register(collector)
     assert {"camwatch_flows_active", "camwatch_mqtt_connected", "camwatch_spool_near_full"} <= names
-    CollectorRegistry().register(collector)  # registration uses describe()
+    # Every documented family (an info family's series has "_info" after its name).
+    assert {re.sub(r"_(total|info)$", "", name) for name in documented()} <= names
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        registry.register(EngineCollector(full_reading))
+
+
+class BoomList(list[RunningSource]):
+    def __iter__(self) -> Iterator[RunningSource]:
+        raise AssertionError("the capture sources were read at registration")
+
+
+class CountingLock:
+    """A lock that records how often it was taken, and whether it was held when the engine was read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+        self.held = False
+
+    def __enter__(self) -> bool:
+        self._lock.__enter__()
+        self.taken += 1
+        self.held = True
+        return True
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.held = False
+        self._lock.__exit__(et, ev, tb)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +418,7 @@ def traffic(n: int) -> dict[str, ExternalTraffic]:
 def test_device_series_are_capped_and_the_rest_summed_into_other() -> None:
     external = traffic(10)
     devices = tuple(DeviceSummary(mac, "hikvision", True) for mac in external)
-    samples = scrape(registry_for(lambda: AgentSnapshot(external=external, devices=devices), cap=3))
+    samples = scrape(engine_registry(lambda: EngineReading(external=external, devices=devices), cap=3))
     out = device_series(samples)
     top = ["02-00-00-00-00-09", "02-00-00-00-00-08", "02-00-00-00-00-07"]
     assert sorted(out) == sorted([*top, "other"])
@@ -291,14 +432,14 @@ def test_device_series_are_capped_and_the_rest_summed_into_other() -> None:
 
 
 def test_cap_zero_puts_every_device_in_other() -> None:
-    samples = scrape(registry_for(lambda: AgentSnapshot(external=traffic(5)), cap=0))
+    samples = scrape(engine_registry(lambda: EngineReading(external=traffic(5)), cap=0))
     assert device_series(samples) == {"other": 15000}
     assert samples["camwatch_device_series_dropped"][()] == 5
 
 
 def test_a_flood_of_spoofed_macs_adds_no_series_and_counters_never_go_down() -> None:
     state = {"external": traffic(3)}
-    registry = registry_for(lambda: AgentSnapshot(external=state["external"]), cap=3)
+    registry = engine_registry(lambda: EngineReading(external=state["external"]), cap=3)
     first = device_series(scrape(registry))
     assert set(first) == {*traffic(3), "other"}
     # Thousands of spoofed MACs with a packet each: the three real devices keep their series.
@@ -332,7 +473,7 @@ def test_similar_devices_do_not_swap_series_at_every_scrape() -> None:
     state = {
         "external": {"02-00-00-00-00-01": ExternalTraffic(1000), "02-00-00-00-00-02": ExternalTraffic(900)}
     }
-    registry = registry_for(lambda: AgentSnapshot(external=state["external"]), cap=1)
+    registry = engine_registry(lambda: EngineReading(external=state["external"]), cap=1)
     assert set(device_series(scrape(registry))) == {"02-00-00-00-00-01", "other"}
     state["external"] = {
         "02-00-00-00-00-01": ExternalTraffic(1000),
@@ -350,7 +491,7 @@ def test_vendor_label_values_are_bounded() -> None:
     devices = tuple(
         DeviceSummary(f"02-00-00-00-{i >> 8:02x}-{i & 255:02x}", f"vendor{i}", False) for i in range(300)
     )
-    samples = scrape(registry_for(lambda: AgentSnapshot(devices=devices)))
+    samples = scrape(engine_registry(lambda: EngineReading(devices=devices)))
     vendors = {dict(k)["vendor"] for k in samples["camwatch_devices"]}
     assert len(vendors) == 65 and "other" in vendors
     assert sum(samples["camwatch_devices"].values()) == 300
@@ -360,26 +501,35 @@ def test_vendor_label_values_are_bounded() -> None:
 # From a real engine
 
 
-def test_snapshot_from_an_engine_that_saw_the_demo_site(tmp_path: Path) -> None:
+def test_the_engine_collector_reads_an_engine_that_saw_the_demo_site_under_its_lock(tmp_path: Path) -> None:
     pcap = tmp_path / "demo.pcap"
     pcap.write_bytes(pcap_bytes(scenario.site_packets(scenario.demo_shape())))
     policy = SitePolicy.from_yaml((ROOT / "examples" / "site-policy.yaml").read_text())
     engine, _, alerts = run_engine(pcap, policy=policy)
-    snap = AgentSnapshot.from_engine(
-        engine,
-        capture={"demo.pcap": InterfaceStats(engine.stats.packets, engine.stats.bytes)},
-        start_time=1.0,
+    reading = EngineReading.of(engine)
+    assert reading.flows_created == engine.flows.stats.created > 0
+    assert len(reading.devices) == len(engine.inventory) > 0
+    assert reading.alerts_suppressed == engine.gate.suppressed
+    assert reading.external, "the demo site has cameras talking to the Internet"
+    assert all(re.fullmatch(r"([0-9a-f]{2}-){5}[0-9a-f]{2}", mac) for mac in reading.external)
+    lock = CountingLock()
+    collector = EngineCollector.of_engine(
+        engine, lock, flows_limit=1000, devices_limit=100, max_device_series=2
     )
-    assert snap.flows_created == engine.flows.stats.created > 0
-    assert len(snap.devices) == len(engine.inventory) > 0
-    assert sum(snap.alerts.values()) == len(alerts) > 0
-    assert snap.external, "the demo site has cameras talking to the Internet"
-    assert all(re.fullmatch(r"([0-9a-f]{2}-){5}[0-9a-f]{2}", mac) for mac in snap.external)
-    samples = scrape(registry_for(lambda: snap, cap=2))
-    assert samples["camwatch_capture_packets_total"][(("interface", "demo.pcap"),)] == engine.stats.packets
-    assert sum(samples["camwatch_alerts_total"].values()) == len(alerts)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert lock.taken == 0  # registering does not read the engine
+    samples = scrape(registry)
+    assert lock.taken == 1 and not lock.held  # one short hold per scrape, released
+    assert samples["camwatch_flows_total"][()] == engine.flows.stats.created
+    assert samples["camwatch_flows_limit"][()] == 1000 and samples["camwatch_devices_limit"][()] == 100
+    assert sum(samples["camwatch_analyzer_packets_total"].values()) == sum(
+        engine.analysis.stats.by_protocol.values()
+    )
     watched = sum(v for k, v in samples["camwatch_devices"].items() if dict(k)["watched"] == "true")
     assert watched == sum(1 for d in engine.inventory if d.watched) > 0
+    assert len(alerts) > 0
+    assert sum(device_series(samples).values()) == sum(t.bytes_out for t in reading.external.values())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -428,28 +578,30 @@ def test_keep_alive_serves_several_scrapes_on_one_connection(server: MetricsServ
         conn.close()
 
 
-def test_a_failing_snapshot_answers_500_and_the_server_keeps_serving() -> None:
+def test_a_failing_collector_answers_500_and_the_server_keeps_serving() -> None:
     calls = {"n": 0}
 
-    def flaky() -> AgentSnapshot:
+    def flaky() -> dict[str, int]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("engine lock timeout")
-        return AgentSnapshot()
+        return {}
 
-    with MetricsServer(registry_for(flaky), "127.0.0.1", 0) as srv:
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(START, flaky))
+    with MetricsServer(registry, "127.0.0.1", 0) as srv:
         assert get(srv.url)[0] == 500
         assert get(srv.url)[0] == 200
 
 
-def test_basic_auth(tmp_path: Path) -> None:
+def test_basic_auth(tmp_path: Path, site: Site) -> None:
     password_file = tmp_path / "password"
     password_file.write_text("s3cret: with spaces\n")
     password_file.chmod(0o600)
     config = MetricsConfig(
         listen="127.0.0.1", port=0, basic_auth=BasicAuthConfig("prometheus", password_file)
     )
-    with MetricsServer.from_config(config, full_snapshot, process_metrics=False) as srv:
+    with MetricsServer.from_config(config, site.registry(), process_metrics=False) as srv:
         status, headers, _ = get(srv.url)
         assert status == 401
         assert headers["WWW-Authenticate"].startswith('Basic realm="camwatch"')
@@ -462,17 +614,17 @@ def test_basic_auth(tmp_path: Path) -> None:
         assert status == 200 and b"camwatch_up" in body
 
 
-def test_from_config_registers_process_metrics() -> None:
+def test_from_config_registers_process_metrics(site: Site) -> None:
     config = MetricsConfig(listen="127.0.0.1", port=0)
-    with MetricsServer.from_config(config, full_snapshot) as srv:
+    with MetricsServer.from_config(config, site.registry()) as srv:
         _, _, body = get(srv.url)
     assert b"process_resident_memory_bytes" in body and b"camwatch_flows_total" in body
 
 
-def test_tls(certificate: tuple[Path, Path]) -> None:
+def test_tls(certificate: tuple[Path, Path], site: Site) -> None:
     cert, key = certificate
     with MetricsServer(
-        registry_for(full_snapshot),
+        site.registry(),
         "127.0.0.1",
         0,
         tls_cert_file=cert,
@@ -503,9 +655,7 @@ def test_a_renewed_certificate_is_picked_up(
     cert, key = tmp_path / "m.crt", tmp_path / "m.key"
     shutil.copy(certificate[0], cert)
     shutil.copy(certificate[1], key)
-    with MetricsServer(
-        registry_for(AgentSnapshot), "127.0.0.1", 0, tls_cert_file=cert, tls_key_file=key
-    ) as srv:
+    with MetricsServer(minimal_registry(), "127.0.0.1", 0, tls_cert_file=cert, tls_key_file=key) as srv:
         assert https_get(srv.url, certificate[0])[0] == 200
         assert OPENSSL is not None
         subprocess.run(
@@ -521,7 +671,7 @@ def test_a_renewed_certificate_is_picked_up(
 
 def test_connections_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("agents.sinks.prometheus._Server.max_connections", 2)
-    with MetricsServer(registry_for(AgentSnapshot), "127.0.0.1", 0) as srv:
+    with MetricsServer(minimal_registry(), "127.0.0.1", 0) as srv:
         idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
         try:
             # Wait until the server has accepted both and each holds a slot (no fixed sleep: CI is slow).
@@ -552,10 +702,10 @@ def test_start_binds_in_the_caller_and_reports_a_busy_port() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        srv = MetricsServer(registry_for(AgentSnapshot), "127.0.0.1", port)
+        srv = MetricsServer(minimal_registry(), "127.0.0.1", port)
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
             srv.start()
-    srv = MetricsServer(registry_for(AgentSnapshot), "127.0.0.1", 0)
+    srv = MetricsServer(minimal_registry(), "127.0.0.1", 0)
     srv.start()
     try:
         assert srv.port != 0
@@ -572,7 +722,7 @@ def test_ipv6_listen() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
-        with MetricsServer(registry_for(AgentSnapshot), "::1", 0) as srv:
+        with MetricsServer(minimal_registry(), "::1", 0) as srv:
             assert srv.url.startswith("http://[::1]:")
             assert get(srv.url)[0] == 200
     except OSError as exc:
@@ -586,21 +736,12 @@ def test_ipv6_listen() -> None:
 needs_prometheus = pytest.mark.skipif(prometheus_binary() is None, reason=SKIP_REASON)
 
 
-class Live:
-    """A snapshot the test changes while Prometheus scrapes it."""
-
-    def __init__(self) -> None:
-        self.snapshot = full_snapshot()
-
-    def __call__(self) -> AgentSnapshot:
-        return self.snapshot
-
-
 @needs_prometheus
-def test_real_prometheus_scrapes_the_documented_metrics_and_sees_them_move(tmp_path: Path) -> None:
-    live = Live()
+def test_real_prometheus_scrapes_the_documented_metrics_and_sees_them_move(
+    tmp_path: Path, site: Site
+) -> None:
     with (
-        MetricsServer(registry_for(live), "127.0.0.1", 0) as srv,
+        MetricsServer(site.registry(), "127.0.0.1", 0) as srv,
         running_prometheus(tmp_path / "prom", [ScrapeTarget(f"127.0.0.1:{srv.port}")]) as prom,
     ):
         eth1 = 'camwatch_capture_packets_total{job="camwatch", interface="eth1"}'
@@ -617,9 +758,9 @@ def test_real_prometheus_scrapes_the_documented_metrics_and_sees_them_move(tmp_p
         # More packets and a new alert: Prometheus sees both move.
         before = prom.value('camwatch_alerts_total{rule="stream.egress"}')
         assert before == 0
-        alerts = {**live.snapshot.alerts, "stream.egress": 1}
-        capture = {**live.snapshot.capture, "eth1": InterfaceStats(250, 160_000, 260, 10)}
-        live.snapshot = dataclasses.replace(live.snapshot, alerts=alerts, capture=capture)
+        site.alerts = {**site.alerts, "stream.egress": 1}
+        site.sources[0].packets, site.sources[0].bytes = 250, 160_000
+        site.eth1.counters = CaptureStats("eth1", kernel_packets=260, kernel_drops=10)
         prom.wait_for(eth1, lambda v: v == 250)
         prom.wait_for('camwatch_alerts_total{rule="stream.egress"}', lambda v: v == 1)
         assert prom.value('increase(camwatch_alerts_total{rule="stream.egress"}[1m])') > 0  # type: ignore[operator]
@@ -630,7 +771,7 @@ def test_real_prometheus_scrapes_the_documented_metrics_and_sees_them_move(tmp_p
 
 @needs_prometheus
 def test_real_prometheus_scrapes_over_tls_with_basic_auth(
-    tmp_path: Path, certificate: tuple[Path, Path]
+    tmp_path: Path, certificate: tuple[Path, Path], site: Site
 ) -> None:
     cert, key = certificate
     password_file = tmp_path / "scrape.password"
@@ -649,7 +790,7 @@ def test_real_prometheus_scrapes_over_tls_with_basic_auth(
     bad_password = tmp_path / "bad.password"
     bad_password.write_text("wrong\n")
     bad = dataclasses.replace(good, job="bad", basic_auth=("prometheus", bad_password))
-    with MetricsServer.from_config(config, full_snapshot) as srv:
+    with MetricsServer.from_config(config, site.registry()) as srv:
         address = f"127.0.0.1:{srv.port}"
         targets = [dataclasses.replace(good, address=address), dataclasses.replace(bad, address=address)]
         with running_prometheus(tmp_path / "prom", targets) as prom:
@@ -661,14 +802,14 @@ def test_real_prometheus_scrapes_over_tls_with_basic_auth(
 
 def test_stream_probe_series_follow_each_cameras_last_probe() -> None:
     streams = {
-        "entrance": full_snapshot().streams["entrance"],
+        "entrance": ENTRANCE,
         "yard": StreamStats(),  # configured, not probed yet
         "gate": StreamStats(
             up=False, fps=0.0, bitrate=0.0, codec="hevc", width=1920, height=1080,
             last_probe=1_770_000_200.0, probe_duration=15.0, probes_ok=2, probes_failed=5,
         ),
     }  # fmt: skip
-    samples = scrape(registry_for(lambda: full_snapshot(streams=streams)))
+    samples = scrape(stream_registry(streams))
 
     def by_camera(name: str) -> dict[str, float]:
         return {dict(labels)["camera"]: value for labels, value in samples.get(name, {}).items()}
@@ -688,5 +829,11 @@ def test_stream_probe_series_follow_each_cameras_last_probe() -> None:
         (("camera", "entrance"), ("codec", "h264"), ("height", "360"), ("width", "640")): 1.0,
         (("camera", "gate"), ("codec", "hevc"), ("height", "1080"), ("width", "1920")): 1.0,
     }
-    # Without a stream probe: no stream series at all.
-    assert not [n for n in scrape(registry_for(lambda: full_snapshot(streams={}))) if "_stream_" in n]
+    # Cameras not probed yet have only their probe counters.
+    assert set(scrape(stream_registry({"yard": StreamStats()}))) == {"camwatch_stream_probes_total"}
+
+
+def stream_registry(streams: dict[str, StreamStats]) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(StreamCollector(lambda: streams))
+    return registry

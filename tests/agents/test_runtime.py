@@ -1,10 +1,12 @@
-"""The agent end to end: a capture source, the engine, a real Mosquitto and a real Prometheus."""
+"""The agent end to end: a capture source, the engine, a real Mosquitto and a real Prometheus, and the
+agent's file outputs (flow records, the inventory)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -15,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from agents import cli
 from agents.capture.pcap_source import PcapFileSource
 from agents.config import AgentConfig
 from agents.runtime import Agent
+from agents.sinks.base import encode_record
 from lab import scenario
 from monitor.pcapwrite import pcap_bytes
-from tests.agents.mosquitto import Mosquitto, Subscriber, free_port
+from tests.agents.helpers.publisher_proc import make_alert
+from tests.agents.mosquitto import Mosquitto, Received, Subscriber, free_port
 from tests.agents.promserver import SKIP_REASON, ScrapeTarget, prometheus_binary, running_prometheus
 from tests.enginerun import vendors
 
@@ -186,16 +191,16 @@ def test_agent_killed_with_sigkill_loses_no_spooled_alert(tmp_path: Path) -> Non
     )
     command = [sys.executable, "-m", "agents.cli", "run", "--config", str(config)]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    spool = state / "alerts.sqlite3"
+    outbox = state / "outbox.sqlite3"
     spooled: set[str] = set()
     deadline = time.monotonic() + 30
     while len(spooled) < 27:
         assert time.monotonic() < deadline, f"only {len(spooled)} alerts spooled"
         time.sleep(0.2)
-        if spool.exists():
-            with contextlib.closing(sqlite3.connect(spool)) as db:
+        if outbox.exists():
+            with contextlib.closing(sqlite3.connect(outbox)) as db:
                 try:
-                    spooled = {row[0] for row in db.execute("SELECT event_id FROM alerts")}
+                    spooled = {row[0] for row in db.execute("SELECT key FROM outbox WHERE sink = 'mqtt'")}
                 except sqlite3.OperationalError:
                     continue
     first.send_signal(signal.SIGKILL)
@@ -221,3 +226,119 @@ def test_agent_killed_with_sigkill_loses_no_spooled_alert(tmp_path: Path) -> Non
 
     delivered = asyncio.run(restart())
     assert spooled <= delivered
+
+
+def test_the_agent_writes_flow_records_and_the_inventory_as_replay_does(tmp_path: Path) -> None:
+    """flows_file and inventory_file from a real run hold exactly what `camwatch replay --flows --inventory`
+    writes for the same capture and policy (the same batches: the same records in the same order)."""
+    pcap = site_capture(tmp_path / "site.pcap")
+    (tmp_path / "out").mkdir()
+    flows_file, inventory_file = tmp_path / "out" / "flows.jsonl", tmp_path / "out" / "devices.json"
+    flows_file.write_text('{"kept": "from an earlier run"}\n')
+    config = AgentConfig.from_yaml(
+        f"site: depot-7\ngateway: gw-out\ncapture: {{pcap: {pcap}, pace: fast, batch_size: 4096}}\n"
+        f"policy_file: {POLICY}\nmetrics: {{listen: 127.0.0.1, port: {free_port()}}}\nstate_dir: state\n"
+        "run_as_user: null\nflows_file: out/flows.jsonl\ninventory_file: out/devices.json\n",
+        "agent.yaml",
+        base_dir=tmp_path,
+    )
+    assert (config.flows_file, config.inventory_file) == (flows_file, inventory_file)
+    packets = sum(len(batch) for batch in PcapFileSource(pcap).batches())
+
+    async def run() -> None:
+        agent = Agent(config, vendors())
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        deadline = time.monotonic() + 30
+        while agent.engine.stats.packets < packets:
+            assert time.monotonic() < deadline and not task.done(), "the capture was not read"
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    asyncio.run(run())
+    replayed = {name: tmp_path / f"replay-{name}" for name in ("alerts.jsonl", "flows.jsonl", "devices.json")}
+    code = cli.main(
+        ["replay", str(pcap), "--policy", str(POLICY), "--batch-size", "4096",
+         "--alerts", str(replayed["alerts.jsonl"]), "--flows", str(replayed["flows.jsonl"]),
+         "--inventory", str(replayed["devices.json"])]
+    )  # fmt: skip
+    assert code == 0
+    written = flows_file.read_text(encoding="utf-8").splitlines()
+    assert written[0] == '{"kept": "from an earlier run"}'  # appended to, never truncated
+    expected = replayed["flows.jsonl"].read_text(encoding="utf-8").splitlines()
+    assert len(expected) > 20 and written[1:] == expected
+    # Flows that ended while the capture ran, and those the shutdown ended.
+    assert {"closed", "end"} <= {json.loads(line)["event"]["reason"] for line in expected}
+    assert inventory_file.read_text(encoding="utf-8") == replayed["devices.json"].read_text(encoding="utf-8")
+    assert len(json.loads(inventory_file.read_text())) >= 3
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_an_alert_spool_from_before_the_outbox_is_delivered(tmp_path: Path) -> None:
+    """Upgrading keeps what was waiting: the alerts of an old `alerts.sqlite3` spool reach the broker."""
+    pcap = site_capture(tmp_path / "site.pcap", seconds=2.0)
+    state = tmp_path / "state"
+    state.mkdir()
+    with contextlib.closing(sqlite3.connect(state / "alerts.sqlite3", isolation_level=None)) as db:
+        db.execute(
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, topic TEXT "
+            "NOT NULL, payload BLOB NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0)"
+        )
+        db.execute("PRAGMA user_version = 1")
+        for n in range(3):
+            alert = make_alert(f"spooled-{n}")
+            db.execute(
+                "INSERT INTO alerts (event_id, topic, payload, created) VALUES (?, ?, ?, 1.0)",
+                (f"spooled-{n}", "camwatch/depot-7/gw-test/alerts/3", encode_record(alert)),
+            )
+
+    wanted = {f"spooled-{n}" for n in range(3)}
+
+    def event_ids(messages: list[Received]) -> set[str]:
+        return {json.loads(r.payload)["event"]["id"] for r in messages}
+
+    async def run() -> set[str]:
+        with Mosquitto(tmp_path / "broker") as broker:
+            config = agent_config(tmp_path, pcap, broker, free_port())
+            async with Subscriber(broker, "camwatch/+/+/alerts/#") as sub:
+                done = asyncio.Event()
+
+                async def watch() -> None:
+                    await sub.wait_until(lambda m: wanted <= event_ids(m), 30)
+                    done.set()
+
+                watcher = asyncio.create_task(watch())
+                await run_until(Agent(config, vendors()), done, 30)
+                await watcher
+                return event_ids(sub.messages)
+
+    assert wanted <= asyncio.run(run())
+    assert not (state / "alerts.sqlite3").exists() and (state / "outbox.sqlite3").is_file()
+    with contextlib.closing(sqlite3.connect(state / "outbox.sqlite3")) as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0  # all acknowledged
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the agent drops privileges to 'nobody'")
+def test_an_inventory_file_the_agent_cannot_replace_after_dropping_root_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    pcap = site_capture(tmp_path / "site.pcap", seconds=1.0)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)  # root's: 'nobody' cannot create the temporary file beside the inventory
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"site: depot-7\ngateway: gw-perm\ncapture: {{pcap: {pcap}, pace: fast}}\npolicy_file: {POLICY}\n"
+        f"metrics: {{listen: 127.0.0.1, port: {free_port()}}}\nstate_dir: {tmp_path / 'state'}\n"
+        f"run_as_user: nobody\ninventory_file: {out / 'devices.json'}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "run", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"inventory_file: its directory {out} is not writable by nobody" in done.stderr
+    assert f"give {out} to nobody, or put the file in state_dir" in done.stderr

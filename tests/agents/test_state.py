@@ -62,7 +62,7 @@ def test_a_damaged_state_file_is_set_aside(tmp_path: Path) -> None:
 def test_privileges_are_dropped_and_the_state_dir_handed_over(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    (state / "alerts.sqlite3").write_bytes(b"")
+    (state / "outbox.sqlite3").write_bytes(b"")
     os.chmod(tmp_path, 0o755)
     code = (
         "import os, sys, socket\n"
@@ -82,7 +82,7 @@ def test_privileges_are_dropped_and_the_state_dir_handed_over(tmp_path: Path) ->
     import pwd
 
     nobody = pwd.getpwnam("nobody").pw_uid
-    assert (state / "alerts.sqlite3").stat().st_uid == nobody and state.stat().st_uid == nobody
+    assert (state / "outbox.sqlite3").stat().st_uid == nobody and state.stat().st_uid == nobody
 
 
 def test_ongoing_incidents_do_not_alert_again_after_a_restart(tmp_path: Path) -> None:

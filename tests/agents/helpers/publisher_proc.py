@@ -1,6 +1,6 @@
 """A publisher in its own process, for tests that kill it (`python -m tests.agents.helpers.publisher_proc`).
 
-It opens the spool in `--state-dir`, starts an `AlertPublisher` towards `127.0.0.1:--port`, submits
+It opens the outbox in `--state-dir`, starts an `AlertPublisher` towards `127.0.0.1:--port`, submits
 `--count` alerts with event ids `<--prefix>-<n>`, prints `SPOOLED <depth>` once they are all committed
 (fsync'd) to the spool, then keeps publishing until it is killed (or stops cleanly on SIGTERM/SIGINT).
 """
@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from agents.sinks.mqtt import AlertPublisher, MqttSettings
-from agents.sinks.spool import AlertSpool
+from agents.sinks.outbox import Outbox, OutboxChannel
 
 SITE = "depot-7"
 GATEWAY = "gw-kill"
+
+
+@contextlib.contextmanager
+def open_spool(path: Path, max_records: int, max_bytes: int) -> Iterator[OutboxChannel]:
+    """The MQTT sink's channel in the outbox at ``path``, as the agent opens it (closed on exit)."""
+    with Outbox.open(path) as outbox:
+        yield outbox.channel("mqtt", max_records, max_bytes)
 
 
 def make_alert(event_id: str, severity: int = 3, n: int = 0) -> dict[str, Any]:
@@ -60,7 +69,7 @@ async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with AlertSpool.open(Path(args.state_dir) / "alerts.sqlite3", 100_000, 64 << 20) as spool:
+    with open_spool(Path(args.state_dir) / "outbox.sqlite3", 100_000, 64 << 20) as spool:
         async with AlertPublisher(settings, spool) as publisher:
             for n in range(args.count):
                 await publisher.submit(make_alert(f"{args.prefix}-{n}", severity=1 + n % 5, n=n))

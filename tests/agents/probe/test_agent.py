@@ -140,7 +140,7 @@ def test_without_mqtt_every_alert_goes_to_the_alerts_file(tmp_path: Path) -> Non
     alerts = written[1:]
     assert len(alerts) == expected and len({a["event"]["id"] for a in alerts}) == expected
     assert all(a["observer"]["name"] == "depot-7/gw-file" for a in alerts)
-    # No broker, so no spool that nothing would ever empty, and no MQTT or spool series.
-    assert not (tmp_path / "state" / "alerts.sqlite3").exists()
+    # No broker, so no outbox that nothing would ever empty, and no MQTT or spool series.
+    assert not (tmp_path / "state" / "outbox.sqlite3").exists()
     assert "camwatch_mqtt_" not in metrics and "camwatch_spool_" not in metrics
     assert "camwatch_stream_" not in metrics  # no stream_probe section
