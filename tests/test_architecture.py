@@ -174,10 +174,15 @@ def test_every_event_type_is_consumed() -> None:
 
 
 def test_every_emitted_event_type_is_consumed_by_a_rule_or_the_site() -> None:
-    emitted = {kind for spec in protocols().specs.values() for kind in spec.emits}
-    consumed = {kind for module in rulebook().modules for kind in module.consumes}
-    from monitor.events import DeviceFact, StreamTransport
+    from monitor.engine import Engine
+    from monitor.events import StreamTransport
+    from monitor.policy import SitePolicy
+    from monitor.vendors.oui import VendorTable
 
-    # DeviceFact feeds the site model; StreamTransport also the RTSP media expectations.
-    assert emitted - consumed <= {DeviceFact}, sorted(t.__name__ for t in emitted - consumed)
-    assert StreamTransport in consumed
+    reg = protocols()
+    emitted = {kind for spec in reg.specs.values() for kind in spec.emits}
+    emitted |= {kind for spec in reg.link.values() for kind in spec.emits}
+    engine = Engine(SitePolicy.default(), VendorTable.load())
+    assert emitted - set(engine._routes) == set()
+    # StreamTransport feeds both the media expectations and a rule.
+    assert StreamTransport in engine._site_routes and StreamTransport in engine._rule_routes

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from monitor.analyzers import AnalyzerError
-from monitor.events import DeviceFact
+from monitor.events import AddressClaim, DeviceFact, RouterAdvert
 from monitor.protocol import Context, ProtocolSpec
 from monitor.vendors.fingerprints import SERVER_VENDORS, vendor_from
 
@@ -222,13 +222,21 @@ def looks_like(payload: bytes) -> bool:
 # ------------------------------------------------------------------------------ protocol binding
 
 HTYPE_ETHERNET = 1
+OPT_ROUTER = 3
 
 
 def handle_dhcp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     msg = parse(payload)
-    # A client's request names its MAC (chaddr), host name and vendor class. Only an Ethernet address
-    # (htype 1, hlen 6) is a MAC: another hardware type's chaddr is no inventory key.
-    if msg.op == 1 and msg.chaddr and msg.htype == HTYPE_ETHERNET and msg.hlen == 6:
+    # Only an Ethernet address (htype 1, hlen 6) is a MAC: another hardware type's chaddr is no inventory key.
+    ethernet = msg.chaddr and msg.htype == HTYPE_ETHERNET and msg.hlen == 6
+    if msg.op == 2 and ethernet and msg.message_type == "ack" and msg.yiaddr != "0.0.0.0":
+        # The lease: the client's address on its own segment, and the routers it is to use.
+        ctx.emit(AddressClaim(ts, msg.chaddr, msg.yiaddr, PROTOCOL))
+        routers = msg.option(OPT_ROUTER) or b""
+        for i in range(0, len(routers) - 3, 4):
+            ctx.emit(RouterAdvert(ts, 0, str(ipaddress.IPv4Address(routers[i : i + 4])), PROTOCOL))
+    # A client's request names its MAC (chaddr), host name and vendor class.
+    if msg.op == 1 and ethernet:
         detail = ", ".join(
             f"{k}={v}" for k, v in (("host_name", msg.host_name), ("vendor_class", msg.vendor_class)) if v
         )

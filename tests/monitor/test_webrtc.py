@@ -204,6 +204,7 @@ def test_receiving_video_from_outside_is_not_egress(tmp_path: Path) -> None:
         (ts, rewrite(f, {CAMERA: outside, CLOUD: "10.20.0.50"}, {CAMERA_MAC: "02-00-00-00-00-07",
                                                                 gateway_mac: watched_mac}))
         for ts, f in capture()
+        if f[12:14] == b"\x08\x00"  # the capture's ARP would still name the original roles
     ]  # fmt: skip
     _, flows, alerts = replay(tmp_path, packets)
     rules = {a["rule"]["id"] for a in alerts if a["source"]["ip"] == "10.20.0.50"}
