@@ -18,14 +18,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.analyzers import AnalyzerError
-from monitor.decode import PROTO_TCP, PROTO_UDP, Decoded
+from monitor.decode import PROTO_TCP, PROTO_UDP, TCP_SYN, Decoded
 from monitor.events import DeviceFact, Event
 from monitor.flows import Flow
 from monitor.pcapfile import PacketBatch
-from monitor.protocol import FlowApp
+from monitor.protocol import FlowApp, flow_state
+from monitor.reassembly import OrderStats, TcpOrder
 from monitor.registry import Protocols, protocols
 
 log = logging.getLogger(__name__)
+
+# A datagram repeated within this long is a mirror's copy (a retry by the sender comes much later).
+DUPLICATE_WINDOW_NS = 20_000_000
+
+
+class _RecentDatagrams:
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[bool, int, int], int] = {}  # (from_src, hash, length) -> last ts
 
 
 @dataclass(slots=True)
@@ -69,6 +80,7 @@ class Analysis:
         # flows a SETUP announced are labelled when they start.
         self.expected_media: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
         self.protocols = registry or protocols()
+        self.order = OrderStats()
 
     def run(
         self,
@@ -133,19 +145,53 @@ class Analysis:
             start = int(d.l4_off[pos])  # no ports: the protocol's handler gets the whole IP payload
         end = min(int(d.l3_off[pos]) + int(d.ip_len[pos]), int(batch.caplen[pos]))
         if end <= start:
+            if flow.proto == PROTO_TCP and int(d.tcp_flags[pos]) & TCP_SYN:
+                # Where the data will start: later segments are then put in order from the first.
+                l4 = int(d.l4_off[pos])
+                packet = batch.packet(pos)
+                seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
+                flow_state(flow, ("tcp", self._from_src(flow, d, pos)), TcpOrder).feed(
+                    seq, True, b"", 0, self.order
+                )
             return
         packet = batch.packet(pos)
         payload = packet[start:end]
         from_src = self._from_src(flow, d, pos)
         self.stats.packets += 1
-        self.now_ns = ts = int(d.ts_ns[pos])
-        try:
-            self._dispatch(flow, from_src, payload, ts)
-        except AnalyzerError:
-            self.stats.parse_errors += 1
-        except Exception:  # a bug in an analyzer must never stop the agent
-            self.stats.internal_errors += 1
-            log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
+        ts = int(d.ts_ns[pos])
+        if flow.proto == PROTO_TCP:
+            # Each byte once, in order: mirror copies, retransmissions and reordering must not reach a
+            # stream parser (their counters say what was dropped or skipped).
+            l4 = int(d.l4_off[pos])
+            seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
+            order = flow_state(flow, ("tcp", from_src), TcpOrder)
+            pieces = order.feed(seq, bool(int(d.tcp_flags[pos]) & TCP_SYN), payload, ts, self.order)
+        elif self._repeated(flow, from_src, payload, ts):
+            return
+        else:
+            pieces = [(payload, ts)]
+        for piece, piece_ts in pieces:
+            self.now_ns = piece_ts
+            try:
+                self._dispatch(flow, from_src, piece, piece_ts)
+            except AnalyzerError:
+                self.stats.parse_errors += 1
+            except Exception:  # a bug in an analyzer must never stop the agent
+                self.stats.internal_errors += 1
+                log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
+
+    def _repeated(self, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+        """The same datagram from the same side moments ago: a mirror's copy, not a second message."""
+        recent = flow_state(flow, "datagrams", _RecentDatagrams)
+        key = (from_src, hash(payload), len(payload))
+        last = recent.seen.get(key)
+        recent.seen[key] = ts
+        if len(recent.seen) > 8:
+            del recent.seen[next(iter(recent.seen))]
+        if last is not None and 0 <= ts - last < DUPLICATE_WINDOW_NS:
+            self.order.duplicates += 1
+            return True
+        return False
 
     @staticmethod
     def _from_src(flow: Flow, d: Decoded, pos: int) -> bool:
