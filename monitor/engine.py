@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from monitor.alerts import Alert, AlertGate
 from monitor.analysis import Analysis
-from monitor.decode import decode
+from monitor.decode import PROTO_TCP, PROTO_UDP, decode
 from monitor.devices import Inventory
 from monitor.events import (
     AddressClaim,
@@ -81,6 +81,8 @@ _ORDER: dict[type[Event], int] = {
     ResponderSeen: 3,
 }
 _JUDGED = 2
+# How much a port looks like a service's: a well-known or protocol port, an unknown one, an ephemeral one.
+_SERVICE, _UNKNOWN, _EPHEMERAL = 2, 1, 0
 
 
 class Engine:
@@ -246,12 +248,35 @@ class Engine:
     def _flow_started(self, event: Event) -> Sequence[Alert]:
         assert isinstance(event, FlowStarted)
         flow = event.flow
+        self._orient(flow)
         self.site.on_flow_started(flow)
         if flow.media_from_src is None:
             # In capture order, a SETUP earlier in this same batch counts too (the batch-start pass in
             # Analysis.on_new_flow ran before it was seen).
             self.analysis.announced_media(flow)
         return ()
+
+    def _orient(self, flow: Flow) -> None:
+        """Who opened a session whose opening was not seen (running before capture started, or a mirror
+        that lost it): the side on the service port, not whoever happened to send first."""
+        if flow.opener is not None:
+            return
+        if flow.proto == PROTO_TCP:
+            if flow.opening_seen:
+                return
+        elif flow.proto != PROTO_UDP:
+            return
+        (_, s_port), (_, d_port) = flow.src, flow.dst
+        s, d = self._service_rank(flow.proto, s_port), self._service_rank(flow.proto, d_port)
+        # A datagram's first sender normally opened its flow: only a service port answering an ephemeral
+        # one says otherwise (a DNS or NTP reply met first).
+        if s > d and (flow.proto == PROTO_TCP or (s == _SERVICE and d == _EPHEMERAL)):
+            flow.opener = False
+
+    def _service_rank(self, proto: int, port: int) -> int:
+        if port < 1024 or port in self.analysis.protocols.ports.get(proto, {}):
+            return _SERVICE
+        return _EPHEMERAL if port >= 32768 else _UNKNOWN
 
     def _responder_seen(self, event: Event) -> Sequence[Alert]:
         assert isinstance(event, ResponderSeen)

@@ -119,6 +119,13 @@ class DnsQuery(FlowEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class TlsServerName(FlowEvent):
+    """The server name a TLS (or DTLS) client asked for (SNI), sent by ``from_src``'s side."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class P2pSignal(FlowEvent):
     """A NAT-traversal or vendor P2P message: STUN/TURN, EZVIZ XML "STUN", Dahua DHGET/PTCP, CS2 PPPP.
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.reader import ByteReader
+from monitor.events import TlsServerName
 from monitor.protocol import Context, ProtocolSpec, flow_state
 from monitor.vendors.fingerprints import CERT_VENDORS, vendor_from
 
@@ -724,6 +725,7 @@ def handle_tls(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int
     for msg in parser.feed(payload):
         if isinstance(msg, ClientHello) and msg.server_name:
             flow.server_name = msg.server_name
+            ctx.emit(TlsServerName(ts, flow, from_src, msg.server_name))
         elif isinstance(msg, CertificateInfo):
             org = msg.subject.organization
             vendor = vendor_from(org, CERT_VENDORS)
@@ -740,5 +742,6 @@ PROTOCOLS = (
         sniff=looks_like,
         tcp_guess=30,
         after_label=SESSION_PACKETS,
+        emits=(TlsServerName,),
     ),
 )

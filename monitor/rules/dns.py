@@ -1,12 +1,21 @@
-"""``dns.vendor_cloud`` and ``dns.resolver_bypass``: what watched devices ask DNS, and whom."""
+"""``dns.vendor_cloud`` and ``dns.resolver_bypass``: what watched devices ask DNS, and whom.
+
+DNS in every form a camera may use counts for the bypass: UDP or TCP to a resolver that is not the site's,
+DNS over TLS (port 853), and DNS over HTTPS to a well-known public resolver, known by its TLS server name
+or its address (``monitor/vendors/data/resolvers.yaml``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from monitor.alerts import Alert, Rule
-from monitor.events import DnsQuery, Event
+from monitor.decode import PROTO_TCP, PROTO_UDP
+from monitor.events import DnsQuery, Event, FlowStarted, TlsServerName
+from monitor.flows import Flow
 from monitor.rules import RuleModule, Side, describe, side_alert
+from monitor.site import Site
+from monitor.vendors.resolvers import public_resolvers
 
 DNS_VENDOR_CLOUD = Rule(
     "dns.vendor_cloud", "Camera looked up a vendor cloud or P2P domain", 3, ("network",), ("protocol",)
@@ -16,15 +25,34 @@ DNS_RESOLVER_BYPASS = Rule(
 )
 RULES = (DNS_VENDOR_CLOUD, DNS_RESOLVER_BYPASS)
 
+DOT_PORT = 853
+HTTPS_PORT = 443
+
 
 class DnsRules(RuleModule):
-    """Judges each DNS question a watched device sends."""
+    """Judges each DNS question a watched device sends, and every encrypted DNS flow it opens."""
 
-    consumes = (DnsQuery,)
+    consumes = (DnsQuery, FlowStarted, TlsServerName)
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site)
+        self.resolvers = public_resolvers()
 
     def judge(self, event: Event) -> Sequence[Alert]:
-        if not isinstance(event, DnsQuery):
-            return ()
+        if isinstance(event, DnsQuery):
+            return self._query(event)
+        if isinstance(event, FlowStarted):
+            return self._encrypted_flow(event.flow)
+        if isinstance(event, TlsServerName):
+            provider = self.resolvers.by_name(event.name)
+            if provider is None:
+                return ()
+            return self._bypass(
+                event.flow, event.from_src, event.ts_ns, f"DNS over HTTPS ({provider}, {event.name})"
+            )
+        return ()
+
+    def _query(self, event: DnsQuery) -> Sequence[Alert]:
         site = self.site
         watched = site.watched(event.flow, event.from_src)
         if watched is None:
@@ -34,13 +62,12 @@ class DnsRules(RuleModule):
         out: list[Alert] = []
         side = Side.of(flow, event.from_src, watched.mac)
         name = event.name
-        who = describe(dev, side.ip, side.mac)
         entry = site.clouds.match_domain(name)
         if entry is not None:
+            who = describe(dev, side.ip, side.mac)
             message = (
-                f"{who} looked up {name}, a {entry.vendor} {entry.kind} endpoint: it is trying to reach "
-                f"the vendor's cloud; block the name at the site resolver and check the device's cloud/P2P "
-                f"settings."
+                f"{who} looked up {name}, a {entry.vendor} {entry.kind} endpoint: it is trying to reach the "
+                f"vendor's cloud; block the name at the site resolver and check the device's cloud/P2P settings."
             )
             out.append(
                 side_alert(
@@ -56,29 +83,55 @@ class DnsRules(RuleModule):
                     protocol="dns",
                 )
             )
-        if flow.proto in (6, 17) and side.peer_port == 53:
-            if site.policy.resolvers:
-                bypass = not site.policy.is_resolver(side.peer_ip)
-            else:
-                # No resolvers configured: a watched device asking a public resolver directly is still
-                # bypassing whatever the site runs.
-                bypass = not site.is_site_address(side.peer_ip)
-            if bypass:
-                message = (
-                    f"{who} sent DNS to {side.peer_ip}, not the site's resolver: it may have a hard-coded "
-                    f"resolver; block outbound DNS except from the site resolver."
-                )
-                out.append(
-                    side_alert(
-                        DNS_RESOLVER_BYPASS,
-                        flow,
-                        side,
-                        dev,
-                        site.observer,
-                        event.ts_ns,
-                        message,
-                        (side.peer_ip,),
-                        protocol="dns",
-                    )
-                )
+        if flow.proto in (PROTO_TCP, PROTO_UDP) and side.peer_port == 53:
+            out.extend(self._bypass(flow, event.from_src, event.ts_ns, "DNS"))
         return out
+
+    def _encrypted_flow(self, flow: Flow) -> Sequence[Alert]:
+        if flow.proto not in (PROTO_TCP, PROTO_UDP):
+            return ()
+        opener_is_src = flow.opener_is_src
+        (r_ip, r_port) = flow.dst if opener_is_src else flow.src
+        if r_port == DOT_PORT:
+            what = "DNS over TLS (port 853)"
+        elif r_port == HTTPS_PORT and (provider := self.resolvers.by_address(r_ip)) is not None:
+            what = f"DNS over HTTPS ({provider})"
+        else:
+            return ()
+        return self._bypass(flow, opener_is_src, flow.start_ns, what, protocol=None)
+
+    def _bypass(
+        self, flow: Flow, sender_is_src: bool, ts_ns: int, what: str, protocol: str | None = "dns"
+    ) -> Sequence[Alert]:
+        """``dns.resolver_bypass`` when the sender is watched and its resolver is not the site's."""
+        site = self.site
+        watched = site.watched(flow, sender_is_src)
+        if watched is None:
+            return ()
+        side = Side.of(flow, sender_is_src, watched.mac)
+        if site.policy.resolvers:
+            bypass = not site.policy.is_resolver(side.peer_ip)
+        else:
+            # No resolvers configured: a watched device asking a public resolver directly is still bypassing
+            # whatever the site runs.
+            bypass = not site.is_site_address(side.peer_ip)
+        if not bypass:
+            return ()
+        message = (
+            f"{describe(watched.device, side.ip, side.mac)} sent {what} to {side.peer_ip}, not the site's "
+            f"resolver: it may have a hard-coded resolver; block outbound DNS (ports 53 and 853, and the "
+            f"public DNS-over-HTTPS resolvers) except from the site resolver."
+        )
+        return (
+            side_alert(
+                DNS_RESOLVER_BYPASS,
+                flow,
+                side,
+                watched.device,
+                site.observer,
+                ts_ns,
+                message,
+                (side.peer_ip,),
+                protocol=protocol or flow.protocol,
+            ),
+        )
