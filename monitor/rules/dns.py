@@ -67,7 +67,8 @@ class DnsRules(RuleModule):
             who = describe(dev, side.ip, side.mac)
             message = (
                 f"{who} looked up {name}, a {entry.vendor} {entry.kind} endpoint: it is trying to reach the "
-                f"vendor's cloud; block the name at the site resolver and check the device's cloud/P2P settings."
+                f"vendor's cloud; block the name at the site resolver and check the device's cloud/P2P "
+                f"settings."
             )
             out.append(
                 side_alert(
