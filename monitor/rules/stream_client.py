@@ -1,12 +1,18 @@
-"""``stream.unauthorized_client``: who pulls video from a watched camera."""
+"""``stream.unauthorized_client``: who pulls video from a watched camera.
+
+The client sent the request, so it is the alert's ``source``; the camera is the ``destination`` and the
+``device``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monitor.alerts import Alert, Rule
+from monitor.alerts import Alert, Endpoint, Rule, incident_id
 from monitor.events import Event, StreamRequest
-from monitor.rules import RuleModule, Side, describe, side_alert
+from monitor.iana import transport_name
+from monitor.rules import RuleModule, Side, describe
+from monitor.vendors.oui import format_mac
 
 STREAM_UNAUTHORIZED = Rule(
     "stream.unauthorized_client", "Video stream requested by a client that is not an allowed viewer", 4
@@ -37,16 +43,22 @@ class UnauthorizedClientRule(RuleModule):
             f"{event.method} {event.url}: it is not an allowed viewer; check who this is and restrict RTSP "
             f"on the camera to the recorder."
         )
+        # The client sent the request: it is the alert's source, the camera its destination (and the device).
+        mac = format_mac(cam.mac) if cam.mac else None
+        flow = event.flow
         return (
-            side_alert(
-                STREAM_UNAUTHORIZED,
-                event.flow,
-                cam,
-                camera.device,
-                site.observer,
-                event.ts_ns,
-                message,
-                (client.ip,),
+            Alert(
+                rule=STREAM_UNAUTHORIZED,
+                timestamp_ns=event.ts_ns,
+                event_id=incident_id(STREAM_UNAUTHORIZED.id, site.observer, mac or cam.ip, client.ip),
+                observer=site.observer,
+                message=message,
+                source=Endpoint(client.ip, client.port),
+                destination=Endpoint(cam.ip, cam.port, mac),
+                transport=transport_name(flow.proto),
                 protocol="rtsp",
+                community_id=flow.community_id(),
+                device_id=mac,
+                manufacturer=camera.device.manufacturer if camera.device is not None else None,
             ),
         )

@@ -191,14 +191,20 @@ def test_demo_site_raises_exactly_the_expected_alerts(tmp_path: Path) -> None:
             ("egress.unexpected_destination", "114.114.114.114"),
             ("egress.unexpected_destination", "8.8.8.8"),
         },
-        cam2: {  # a stranger and an off-site client pull its video; RTP leaves the site
-            ("stream.unauthorized_client", scenario.PC_IP),
-            ("stream.unauthorized_client", personas.OFFSITE_VIEWER),
+        cam2: {  # an off-site client pulls its video: RTP leaves the site
             ("stream.egress", personas.OFFSITE_VIEWER),
             ("egress.unexpected_destination", personas.OFFSITE_VIEWER),
         },
+        # A stranger on site and the off-site client pull cam2's video: they sent the requests, so they
+        # are the alerts' source, and the camera the destination (and the device).
+        scenario.PC_IP: {("stream.unauthorized_client", cam2)},
+        personas.OFFSITE_VIEWER: {("stream.unauthorized_client", cam2)},
         scenario.STRAY_IP: {("egress.unexpected_destination", scenario.STRAY_DEST)},
     }
+    pulls = [a for a in alerts if a["rule"]["id"] == "stream.unauthorized_client"]  # type: ignore[index]
+    assert {a["device"]["id"] for a in pulls} == {"44-19-b6-00-01-02"}  # type: ignore[index]
+    assert {a["destination"]["mac"] for a in pulls} == {"44-19-b6-00-01-02"}  # type: ignore[index]
+    assert all("mac" not in a["source"] for a in pulls)  # type: ignore[operator]
     # The well-behaved devices (Axis camera, recorder) raise nothing but device.new.
     new = sorted(a["source"]["mac"] for a in alerts if a["rule"]["id"] == "device.new")  # type: ignore[index]
     assert "00-14-22-00-04-01" not in new  # the office PC is not watched
