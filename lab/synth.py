@@ -19,7 +19,8 @@ def mac_bytes(mac: str | int) -> bytes:
     return value.to_bytes(6, "big")
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
         data += b"\0"
     total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -42,7 +43,7 @@ def ipv4(
 ) -> bytes:
     s, d = ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, frag, ttl, proto, 0, s, d)
-    return hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:] + payload
+    return hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:] + payload
 
 
 def ipv6(src: str, dst: str, nh: int, payload: bytes, *, hop: int = 64) -> bytes:
@@ -50,7 +51,8 @@ def ipv6(src: str, dst: str, nh: int, payload: bytes, *, hop: int = 64) -> bytes
     return struct.pack("!IHBB16s16s", 0x60000000, len(payload), nh, hop, s, d) + payload
 
 
-def _pseudo(src: str, dst: str, proto: int, length: int) -> bytes:
+def pseudo_header(src: str, dst: str, proto: int, length: int) -> bytes:
+    """The IPv4 or IPv6 pseudo-header of an L4 checksum."""
     s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
     if len(s) == 4:
         return s + d + struct.pack("!BBH", 0, proto, length)
@@ -60,7 +62,7 @@ def _pseudo(src: str, dst: str, proto: int, length: int) -> bytes:
 def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
     length = 8 + len(payload)
     seg = struct.pack("!HHHH", sport, dport, length, 0) + payload
-    csum = _checksum(_pseudo(src, dst, 17, length) + seg) or 0xFFFF
+    csum = checksum(pseudo_header(src, dst, 17, length) + seg) or 0xFFFF
     return seg[:6] + struct.pack("!H", csum) + seg[8:]
 
 
@@ -76,13 +78,13 @@ def tcp(
     ack: int = 0,
 ) -> bytes:
     seg = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
-    csum = _checksum(_pseudo(src, dst, 6, len(seg)) + seg)
+    csum = checksum(pseudo_header(src, dst, 6, len(seg)) + seg)
     return seg[:16] + struct.pack("!H", csum) + seg[18:]
 
 
 def icmp_echo(ident: int, seq: int, payload: bytes = b"camwatch", reply: bool = False) -> bytes:
     body = struct.pack("!BBHHH", 0 if reply else 8, 0, 0, ident, seq) + payload
-    return body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    return body[:2] + struct.pack("!H", checksum(body)) + body[4:]
 
 
 def udp4_frame(
