@@ -26,6 +26,7 @@ from tests.monitor.analyzers.payloads import (
     udp_fragmented,
     udp_payloads,
 )
+from tests.monitor.analyzers.sniffing import sniffer_verdicts
 from tests.truth import arkime
 from tests.truth.ndpi import read_ndpi_out
 from tests.truth.paths import PCAPS, arkime_pairs, ndpi_pairs, zeek_log_pairs
@@ -347,6 +348,35 @@ def test_counts_that_cannot_fit() -> None:
         dns.parse(struct.pack("!HHHHHH", 1, 0, 0xFFFF, 0, 0, 0) + bytes(20))
     assert not dns.looks_like(struct.pack("!HHHHHH", 1, 0, 0xFFFF, 0, 0, 0) + bytes(20))
     assert not dns.looks_like(b"")
+
+
+def _netbios_encoded(name: bytes) -> str:
+    """RFC 1001 first-level encoding: each half-byte of the 16-byte padded name as a letter A-P."""
+    padded = name.ljust(16, b" ")
+    return "".join(chr(ord("A") + (b >> 4)) + chr(ord("A") + (b & 0xF)) for b in padded)
+
+
+def test_netbios_name_service_is_not_dns() -> None:
+    """NBNS (udp/137) shares DNS's wire format; its names are a 32-letter A-P label, which DNS never has."""
+    nb = _netbios_encoded(b"WORKGROUP")
+    assert len(nb) == 32 and set(nb) <= set("ABCDEFGHIJKLMNOP")
+    query = _header(flags=0x0110) + _name(nb) + struct.pack("!HH", 0x20, 1)  # NB query, broadcast
+    assert dns.parse(query).questions == ((nb.lower(), 0x20, 1),)  # it parses: the format is DNS's
+    assert not dns.looks_like(query)
+    answer = _header(qd=0, an=1, flags=0x8500) + _name(nb) + struct.pack("!HHIH", 0x20, 1, 300, 6) + bytes(6)
+    assert not dns.looks_like(answer)
+    # A 32-character label that is not NetBIOS-encoded is left alone (lower case, or letters past P).
+    for label in (nb.lower(), "Q" * 32, nb[:31]):
+        assert dns.looks_like(_header() + _name(label, "example") + struct.pack("!HH", 1, 1)), label
+
+
+def test_looks_like_agrees_with_ndpi_on_netbios_and_dns() -> None:
+    """On the nDPI captures it fires on every UDP flow nDPI finds DNS and on none it finds NetBIOS."""
+    verdicts = sniffer_verdicts(dns.looks_like, "UDP")
+    by_protocol = {p: [v for v in verdicts if v.flow.protocol == p] for p in ("DNS", "NetBIOS")}
+    assert len(by_protocol["DNS"]) >= 40 and len(by_protocol["NetBIOS"]) >= 12
+    assert [str(v) for v in by_protocol["DNS"] if not v.fired] == []
+    assert [str(v) for v in by_protocol["NetBIOS"] if v.fired] == []
 
 
 # --- robustness ------------------------------------------------------------------------------------
