@@ -99,3 +99,34 @@ def test_live_benchmark(tmp_path: Path) -> None:
         "ring-copy+engine",
         "recv+engine",
     }
+
+
+def test_the_replay_check_reports_a_flow_that_differs(tmp_path: Path) -> None:
+    """The correctness step compares every flow: one packet more on one side is caught and shown."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import replay  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def camwatch_record(dst_packets: int) -> str:
+        return json.dumps({
+            "source": {"ip": "10.0.0.1", "port": 5000, "packets": 1, "bytes": 60},
+            "destination": {"ip": "10.0.0.2", "port": 53, "packets": dst_packets, "bytes": 80 * dst_packets},
+            "network": {"iana_number": 17},
+            "event": {"duration": 2_000_000},
+        })  # fmt: skip
+
+    dpkt_record = json.dumps(
+        {"proto": 17, "vlan": [-1, -1], "src": ["10.0.0.1", 5000, 1, 60], "dst": ["10.0.0.2", 53, 1, 80],
+         "start": 1.0, "end": 1.002}
+    )  # fmt: skip
+    totals = {"flows": 1, "packets": 2, "bytes": 140, "flow_packets": 2, "flow_bytes": 140}
+    cw_path, dp_path = tmp_path / "cw.jsonl", tmp_path / "dp.jsonl"
+    dp_path.write_text(dpkt_record + "\n")
+    cw_path.write_text(camwatch_record(1) + "\n")
+    assert replay.compare_flow_files(totals, totals, cw_path, dp_path) == []
+    cw_path.write_text(camwatch_record(2) + "\n")
+    problems = replay.compare_flow_files(totals, totals, cw_path, dp_path)
+    assert problems[0] == "packets in flow records: camwatch 3 != dpkt peer 2"
+    assert "1 flow(s) only in camwatch, 1 only in dpkt" in problems
