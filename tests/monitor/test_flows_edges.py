@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from agents.lab.synth import TCP_ACK, TCP_FIN, TCP_SYN, tcp4_frame, udp4_frame
+from agents.lab.synth import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, tcp4_frame, udp4_frame
 from monitor.decode import decode
 from monitor.flows import Flow, FlowConfig, FlowTable
 from monitor.pcapfile import iter_batches
@@ -112,3 +112,34 @@ def test_config_errors_name_the_field(field: str, value: float, message: str) ->
     with pytest.raises(ValueError, match=message):
         FlowConfig(**{field: value})  # type: ignore[arg-type]
     FlowConfig(tcp_close_linger=0)  # no linger is allowed
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_a_syn_after_a_close_starts_a_new_connection(batch_size: int) -> None:
+    # The client reuses its port right after closing (within the linger): the closed flow ends "closed"
+    # and the SYN starts the next one; the last ACK of the close still belongs to the first.
+    close = [_tcp(0, TCP_SYN), _tcp(0.1, TCP_SYN | TCP_ACK, reply=True), _tcp(0.2, TCP_ACK)]
+    close += [_tcp(1, TCP_FIN | TCP_ACK), _tcp(1.1, TCP_FIN | TCP_ACK, reply=True), _tcp(1.2, TCP_ACK)]
+    reopen = [_tcp(2, TCP_SYN), _tcp(2.1, TCP_SYN | TCP_ACK, reply=True)]
+    assert _run(close + reopen, batch_size) == [
+        (40000, 0.0, 1.2, 6, "closed"),
+        (40000, 2.0, 2.1, 2, "live"),
+    ]
+
+
+def test_flush_gives_each_flow_the_reason_it_would_have_had() -> None:
+    # At the end of input: a UDP flow idle past its timeout ends "idle", a closed TCP flow "closed", a
+    # recent one "end", whenever the expiry scan last ran.
+    packets = [_udp(0, sport=5001)]
+    packets += [_tcp(1, TCP_SYN), _tcp(1.1, TCP_RST | TCP_ACK, reply=True)]
+    packets += [_udp(100, sport=5002)]
+    table = FlowTable(FlowConfig())
+    for batch in iter_batches(io.BytesIO(pcap_bytes(packets)), "t", 1000):
+        table.update(decode(batch))
+    ended = table.flush(T0 + 101 * NS)
+    assert sorted((f.src[1], f.end_reason) for f in ended) == [
+        (5001, "idle"),
+        (5002, "end"),
+        (40000, "closed"),
+    ]
+    assert len(table) == 0
