@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,18 @@ def cached(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
 
 def generate(out: Path, packets: int) -> dict[str, Any]:
     """Write the capture (via a temporary name, so an interrupted run leaves no valid-looking file)."""
-    params = parameters(packets)
     shape = benchmark_shape(packets)
     shape = dataclasses.replace(shape, seconds=shape.seconds + 1.0)
+    return write_capture(out, parameters(packets), site_packets(shape), packets, "the scenario")
+
+
+def write_capture(
+    out: Path, params: dict[str, Any], frames: Iterable[tuple[int, bytes]], packets: int, what: str
+) -> dict[str, Any]:
+    """Write the first `packets` (timestamp ns, frame) pairs of `frames` to `out` and its sidecar.
+
+    Streamed in chunks through a temporary name, so an interrupted run leaves no valid-looking file.
+    """
     writer = PcapWriter(1, snaplen=SNAPLEN)
     record = writer.record
     tmp = out.with_name(out.name + ".part")
@@ -80,7 +90,7 @@ def generate(out: Path, packets: int) -> dict[str, Any]:
     first_ns = last_ns = 0
     with tmp.open("wb") as f:
         f.write(writer.header())
-        stream = islice(site_packets(shape), packets)
+        stream = islice(frames, packets)
         while True:
             chunk = list(islice(stream, CHUNK))
             if not chunk:
@@ -93,7 +103,7 @@ def generate(out: Path, packets: int) -> dict[str, Any]:
             f.write(b"".join([record(ts, frame) for ts, frame in chunk]))
     if count < packets:
         tmp.unlink()
-        raise SystemExit(f"gen_site: the scenario produced only {count} packets, {packets} asked")
+        raise SystemExit(f"{Path(sys.argv[0]).name}: {what} produced only {count} packets, {packets} asked")
     os.replace(tmp, out)
     meta = {
         "params": params,

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/live.py                        # the full run, about 4 minutes
     .venv/bin/python benchmarks/live.py --seconds 3 --rates 20000,100000,300000 --engine-seconds 5
+    .venv/bin/python benchmarks/live.py --smoke                # CI: a few seconds, not a measurement
 
 1. Creates namespaces ``cw-bench-a-<pid>`` and ``cw-bench-b-<pid>`` joined by a veth pair (deleted at
    the end, also on error or Ctrl-C).
@@ -550,7 +551,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ramp", action="store_true", help="only the 50-camera engine run")
     p.add_argument("--ramps", default="source,engine", help="which ramps: source (alone), engine (with it)")
     p.add_argument("--json", type=Path, default=OUT_DIR / "live.json")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that it runs (CI): one 0.5 s step at 5,000 pps per ramp, 1 s engine runs",
+    )
     args = p.parse_args(argv)
+    if args.smoke:
+        args.rates, args.seconds, args.engine_pps, args.engine_seconds = "5000", 0.5, 5_000, 1.0
     if args.role == "_send":
         return send_main(args)
     if args.role == "_capture":

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/probe.py                       # 5 runs each, 4 s probes, 640x360@15
     .venv/bin/python benchmarks/probe.py --runs 3 --width 1280 --height 720 --fps 25
+    .venv/bin/python benchmarks/probe.py --smoke               # CI: one short probe each, not a measurement
 
 camwatch's probe (`agents.probe.scheduler.run_probe`) runs two child processes per probe: PyAV opens the
 RTSP stream, decodes for ``--duration`` seconds and samples frames; OpenCV then judges them (frozen, black,
@@ -134,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--json", type=Path, default=OUT)
+    parser.add_argument(
+        "--smoke", action="store_true", help="check that it runs (CI): 1 run of 1 s probes at 320x180@10"
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.runs, args.duration, args.width, args.height, args.fps = 1, 1.0, 320, 180, 10
     spec = VideoSpec(width=args.width, height=args.height, fps=args.fps, gop=2 * args.fps)
     tools: dict[str, Callable[[str, float], dict[str, Any]]] = {
         "camwatch probe (PyAV child + OpenCV child)": camwatch_probe,

@@ -364,7 +364,10 @@ class FlowTable:
         icmp_t, icmp_c = d.icmp_type[sel][first].tolist(), d.icmp_code[sel][first].tolist()
 
         active, linger = self._active, self._linger
-        for k in range(nkeys):
+        # Keys in order of their last packet in the batch, so that the LRU dicts stay ordered by last activity
+        # inside a batch too: eviction and expiry take the front, which must be the least recently active
+        # flow whatever the batch boundaries (hash order would make the choice depend on them).
+        for k in np.argsort(last_ts, kind="stable").tolist():
             key = keys[k]
             p = key[2]
             table = self._tcp if p == PROTO_TCP else self._other

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/demo and scripts/test: a virtual environment with camwatch installed.
 # Needs only python3 (3.11+); installs every Python dependency from the package registry.
 VENV="${CAMWATCH_VENV:-$PWD/.venv}"

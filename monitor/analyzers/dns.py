@@ -238,8 +238,16 @@ def parse(data: bytes) -> DnsMessage:
     )
 
 
+# NetBIOS name service (RFC 1002, udp/137) uses DNS's wire format, but its names are one 32-letter label:
+# the NetBIOS name in "first-level encoding", each half-byte as a letter A-P.
+_NETBIOS_LABEL_LEN = 32
+_NETBIOS_LETTERS = frozenset(b"ABCDEFGHIJKLMNOP")
+
+
 def looks_like(payload: bytes) -> bool:
-    """Cheap check: a header whose counts fit in the payload, a known opcode, and a question in a query."""
+    """Cheap check: a header whose counts fit in the payload, a known opcode, and a question in a query.
+
+    NetBIOS name service messages (a first name that is a NetBIOS-encoded label) are not DNS."""
     try:
         _ident, flags, qd, an, ns, ar = _check_counts(payload)
     except AnalyzerError:
@@ -249,8 +257,22 @@ def looks_like(payload: bytes) -> bool:
         return False
     if qd + an + ns + ar == 0:
         return False
+    if _netbios_name(payload):
+        return False
     # mDNS queries may carry known answers, so only require that a query asks something.
     return bool(flags & 0x8000) or qd >= 1
+
+
+def _netbios_name(payload: bytes) -> bool:
+    """Is the first name of the message (right after the header) a NetBIOS first-level encoded name?"""
+    start = HEADER_LEN + 1
+    label = payload[start : start + _NETBIOS_LABEL_LEN]
+    return (
+        len(payload) > HEADER_LEN
+        and payload[HEADER_LEN] == _NETBIOS_LABEL_LEN
+        and len(label) == _NETBIOS_LABEL_LEN
+        and _NETBIOS_LETTERS.issuperset(label)
+    )
 
 
 def split_tcp_messages(stream: bytes, *, partial_ok: bool = False) -> list[bytes]:

@@ -351,16 +351,56 @@ def parse(data: bytes, protocol_level: int = 0) -> MqttMessage:
 
 
 def looks_like(payload: bytes) -> bool:
-    """True for the start of a CONNECT packet naming ``MQTT`` (3.1.1, 5) or ``MQIsdp`` (3.1)."""
-    if len(payload) < 2 or payload[0] != 0x10:
+    """True for the start of a CONNECT packet naming ``MQTT`` (3.1.1, 5) or ``MQIsdp`` (3.1), or for a
+    connection met after its CONNECT (a capture that began mid-session): whole packets that fill the
+    payload exactly, one of them a PUBLISH, SUBSCRIBE or UNSUBSCRIBE that parses with a printable topic.
+    Two-byte PINGREQ/PINGRESP and four-byte acknowledgements alone say too little to name a protocol."""
+    if len(payload) < 2:
         return False
-    for i in range(1, 5):
-        if i >= len(payload):
-            return False
-        if not payload[i] & 0x80:
-            rest = payload[i + 1 :]
-            return rest.startswith((b"\x00\x04MQTT", b"\x00\x06MQIsdp"))
-    return False
+    if payload[0] == 0x10:
+        for i in range(1, 5):
+            if i >= len(payload):
+                return False
+            if not payload[i] & 0x80:
+                rest = payload[i + 1 :]
+                return rest.startswith((b"\x00\x04MQTT", b"\x00\x06MQIsdp"))
+        return False
+    return _whole_packets(payload)
+
+
+def _whole_packets(payload: bytes) -> bool:
+    telling = False
+    pos, n = 0, len(payload)
+    try:
+        while pos < n:
+            header = _fixed_header(payload, pos)
+            if header is None:
+                return False
+            ptype, flags, remaining, size = header
+            end = pos + size + remaining
+            if ptype == CONNECT or end > n:
+                return False
+            packet = _packet(ptype, flags, remaining, payload[pos + size : end], 0)
+            topics = _topics(packet)
+            if topics is not None:
+                if not all(topic and topic.isprintable() for topic in topics):
+                    return False
+                telling = True
+            pos = end
+    except AnalyzerError:
+        return False
+    return telling
+
+
+def _topics(packet: MqttMessage) -> list[str] | None:
+    """The topic names or filters of a PUBLISH, SUBSCRIBE or UNSUBSCRIBE; None for other packets."""
+    if isinstance(packet, MqttPublish):
+        return [packet.topic]
+    if isinstance(packet, MqttSubscribe):
+        return [topic for topic, _ in packet.topics]
+    if isinstance(packet, MqttUnsubscribe):
+        return list(packet.topics)
+    return None
 
 
 class MqttStreamParser:

@@ -593,9 +593,18 @@ def parse(data: bytes) -> list[TlsMessage]:
 
 
 def looks_like(payload: bytes) -> bool:
-    """True for a handshake record header (type 22, version 3.0-3.4) with a plausible length."""
-    if len(payload) < 3 or payload[0] != CONTENT_HANDSHAKE or payload[1] != 3 or payload[2] > 4:
+    """True for the start of a TLS connection: a handshake record header (type 22, version 3.0-3.4) with a
+    plausible length and a ClientHello or ServerHello after it. Also true mid-connection (a capture that
+    began after the handshake, a lone encrypted alert) for whole records of the TLS content types that
+    fill the payload exactly: a framing check random bytes and text protocols almost never pass."""
+    if len(payload) < 3 or payload[1] != 3 or payload[2] > 4:
         return False
+    if payload[0] == CONTENT_HANDSHAKE and _handshake_start(payload):
+        return True
+    return _whole_records(payload)
+
+
+def _handshake_start(payload: bytes) -> bool:
     if len(payload) >= RECORD_HEADER:
         length = int.from_bytes(payload[3:5], "big")
         if length == 0 or length > MAX_RECORD:
@@ -603,6 +612,27 @@ def looks_like(payload: bytes) -> bool:
         if len(payload) > RECORD_HEADER and payload[5] not in (HS_CLIENT_HELLO, HS_SERVER_HELLO):
             return False
     return True
+
+
+# Content types a mid-connection record may carry (heartbeat left out: no client sends it unprompted).
+_MID_STREAM_TYPES: Final = frozenset(
+    {CONTENT_CHANGE_CIPHER_SPEC, CONTENT_ALERT, CONTENT_HANDSHAKE, CONTENT_APPLICATION_DATA}
+)
+
+
+def _whole_records(payload: bytes) -> bool:
+    """One or more complete, non-empty records whose lengths add up to the payload exactly."""
+    pos, n = 0, len(payload)
+    while pos < n:
+        if n - pos < RECORD_HEADER:
+            return False
+        if payload[pos] not in _MID_STREAM_TYPES or payload[pos + 1] != 3 or payload[pos + 2] > 4:
+            return False
+        length = int.from_bytes(payload[pos + 3 : pos + 5], "big")
+        if length == 0 or length > MAX_RECORD:
+            return False
+        pos += RECORD_HEADER + length
+    return pos == n
 
 
 class TlsStreamParser:

@@ -42,8 +42,18 @@ def arkime_tests() -> list[Path]:
 
 
 def suricata_tests() -> list[Path]:
-    """Every suricata-verify `test.yaml` (none in the current copy)."""
+    """Every suricata-verify `test.yaml` (none in the current copy: see `suricata_captures`)."""
     return _files("**/test.yaml", TRUTH / "suricata-verify")
+
+
+def suricata_captures() -> list[Path]:
+    """Every suricata-verify capture: `pcaps/suricata-verify/<test dir>/<file>`."""
+    return _files("**/*.pcap", PCAPS / "suricata-verify")
+
+
+def suricata_test_of(capture: Path) -> Path:
+    """Where the `test.yaml` of a suricata-verify capture belongs: `truth/suricata-verify/<test dir>/`."""
+    return TRUTH / "suricata-verify" / capture.parent.relative_to(PCAPS / "suricata-verify") / "test.yaml"
 
 
 def zeek_logs() -> list[Path]:

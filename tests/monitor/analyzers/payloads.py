@@ -129,6 +129,16 @@ def udp_fragmented(path: Path, port: int | None = None) -> int:
     return sum(1 for raw in _packets(path, PROTO_UDP, port) if raw.fragment)
 
 
+def udp_first_fragments(path: Path, port: int | None = None) -> list[Payload]:
+    """The first fragments `udp_payloads` left out, each with the start of its datagram's payload (what
+    the fragment holds after the UDP header: enough for a DNS header, not the whole message)."""
+    return [
+        Payload(raw.ts_ns, raw.src, raw.dst, raw.sport, raw.dport, raw.packet[raw.payload_off : _ip_end(raw)])
+        for raw in _packets(path, PROTO_UDP, port)
+        if raw.fragment
+    ]
+
+
 def tcp_payloads(path: Path, port: int | None = None) -> list[Segment]:
     """TCP segments to or from `port` (empty ones included), in capture order."""
     out: list[Segment] = []

@@ -4,7 +4,8 @@ hostnames; hand-built edge cases (compression loops, forward pointers, long name
 Payloads are extracted with camwatch's own reader and decoder (`payloads.py`). Zeek's rows on port 137
 (NetBIOS name service, which Zeek logs as DNS) are not DNS wire format and are left out. Fragmented
 datagrams (zeek/ipv6-fragmented-dns.pcap, ndpi/dns_fragmented.pcap) need IP reassembly, which is not
-this analyzer's job: rows whose messages only exist reassembled are counted and skipped with that reason.
+this analyzer's job: rows whose messages only exist reassembled are counted, and asserted to be
+exactly the rows we miss.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from tests.monitor.analyzers.payloads import (
     only_analyzer_errors,
     print_table,
     tcp_streams,
+    udp_first_fragments,
     udp_fragmented,
     udp_payloads,
 )
+from tests.monitor.analyzers.sniffing import sniffer_verdicts
 from tests.truth import arkime
 from tests.truth.ndpi import read_ndpi_out
 from tests.truth.paths import PCAPS, arkime_pairs, ndpi_pairs, zeek_log_pairs
@@ -149,17 +152,35 @@ def test_dns_matches_zeek_dns_log(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_ipv6_fragmented_dns_needs_reassembly() -> None:
+    """The known divergence, asserted: the dns.log rows we miss are exactly those answered by a datagram that
+    only exists after IPv6 fragment reassembly (not the analyzer's job), and of those only the answer is
+    missing; every other row agrees. The first fragment holds the DNS header, which names the transaction."""
     pcap = PCAPS / "zeek" / "ipv6-fragmented-dns.pcap"
     log = next(t for p, t in ZEEK_DNS if p == pcap)
     seen, bad = _messages(pcap)
-    results = [_zeek_row_matches(row, seen) for row in _zeek_rows(read_zeek_log(log))]
-    assert bad == 0 and udp_fragmented(pcap, 53) > 0
-    assert any(q and a for q, a in results)  # the unfragmented query/response pairs agree
-    missing = sum(1 for q, a in results if not (q and a))
-    if missing:
-        pytest.skip(
-            f"{missing} dns.log row(s) need IPv6 fragment reassembly, which is not the analyzer's job"
+    assert bad == 0
+    fragmented = {
+        (frozenset({(f.src, f.sport), (f.dst, f.dport)}), struct.unpack_from("!H", f.payload)[0])
+        for f in udp_first_fragments(pcap, 53)
+    }
+    assert fragmented  # the capture still has a fragmented DNS datagram
+    rows = list(_zeek_rows(read_zeek_log(log)))
+    missed: list[tuple[int, bool, bool]] = []
+    need_reassembly: list[tuple[int, bool, bool]] = []
+    for n, row in enumerate(rows):
+        q, a = _zeek_row_matches(row, seen)
+        if not (q and a):
+            missed.append((n, q, a))
+        ends = frozenset(
+            {
+                (as_str(row[h]), as_int(row[p]))
+                for h, p in (("id.orig_h", "id.orig_p"), ("id.resp_h", "id.resp_p"))
+            }
         )
+        if (ends, as_int(row["trans_id"])) in fragmented and as_int(row["rcode"]) is not None:
+            need_reassembly.append((n, True, False))  # the query was seen, its answer is in the fragments
+    assert len(rows) == 3 and len(rows) > len(missed)  # some rows agree
+    assert missed == need_reassembly != []
 
 
 def _arkime_answer_matches(ans: Mapping[str, ZeekValue], records: list[dns.DnsRecord]) -> bool:
@@ -347,6 +368,35 @@ def test_counts_that_cannot_fit() -> None:
         dns.parse(struct.pack("!HHHHHH", 1, 0, 0xFFFF, 0, 0, 0) + bytes(20))
     assert not dns.looks_like(struct.pack("!HHHHHH", 1, 0, 0xFFFF, 0, 0, 0) + bytes(20))
     assert not dns.looks_like(b"")
+
+
+def _netbios_encoded(name: bytes) -> str:
+    """RFC 1001 first-level encoding: each half-byte of the 16-byte padded name as a letter A-P."""
+    padded = name.ljust(16, b" ")
+    return "".join(chr(ord("A") + (b >> 4)) + chr(ord("A") + (b & 0xF)) for b in padded)
+
+
+def test_netbios_name_service_is_not_dns() -> None:
+    """NBNS (udp/137) shares DNS's wire format; its names are a 32-letter A-P label, which DNS never has."""
+    nb = _netbios_encoded(b"WORKGROUP")
+    assert len(nb) == 32 and set(nb) <= set("ABCDEFGHIJKLMNOP")
+    query = _header(flags=0x0110) + _name(nb) + struct.pack("!HH", 0x20, 1)  # NB query, broadcast
+    assert dns.parse(query).questions == ((nb.lower(), 0x20, 1),)  # it parses: the format is DNS's
+    assert not dns.looks_like(query)
+    answer = _header(qd=0, an=1, flags=0x8500) + _name(nb) + struct.pack("!HHIH", 0x20, 1, 300, 6) + bytes(6)
+    assert not dns.looks_like(answer)
+    # A 32-character label that is not NetBIOS-encoded is left alone (lower case, or letters past P).
+    for label in (nb.lower(), "Q" * 32, nb[:31]):
+        assert dns.looks_like(_header() + _name(label, "example") + struct.pack("!HH", 1, 1)), label
+
+
+def test_looks_like_agrees_with_ndpi_on_netbios_and_dns() -> None:
+    """On the nDPI captures it fires on every UDP flow nDPI finds DNS and on none it finds NetBIOS."""
+    verdicts = sniffer_verdicts(dns.looks_like, "UDP")
+    by_protocol = {p: [v for v in verdicts if v.flow.protocol == p] for p in ("DNS", "NetBIOS")}
+    assert len(by_protocol["DNS"]) >= 40 and len(by_protocol["NetBIOS"]) >= 12
+    assert [str(v) for v in by_protocol["DNS"] if not v.fired] == []
+    assert [str(v) for v in by_protocol["NetBIOS"] if v.fired] == []
 
 
 # --- robustness ------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import pytest
 from scapy.layers.dhcp6 import (
+    DUID_EN,
+    DUID_LL,
+    DUID_LLT,
     DHCP6_RelayForward,
     DHCP6_Reply,
     DHCP6_Solicit,
@@ -16,9 +19,6 @@ from scapy.layers.dhcp6 import (
     DHCP6OptIA_NA,
     DHCP6OptIAAddress,
     DHCP6OptRelayMsg,
-    DUID_EN,
-    DUID_LL,
-    DUID_LLT,
 )
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
@@ -47,7 +47,12 @@ ROUTER_INT = 0x00005E000101
 
 def test_arp_request_and_reply() -> None:
     req = arp.ArpPacket.parse(bytes(ARP(op=1, hwsrc=CAM, psrc="10.20.0.11", pdst="10.20.0.1")))
-    assert (req.operation, req.sender_mac, req.sender_ip, req.target_ip) == (1, CAM_INT, "10.20.0.11", "10.20.0.1")
+    assert (req.operation, req.sender_mac, req.sender_ip, req.target_ip) == (
+        1,
+        CAM_INT,
+        "10.20.0.11",
+        "10.20.0.1",
+    )
     rep = arp.ArpPacket.parse(bytes(ARP(op=2, hwsrc=ROUTER, psrc="10.20.0.1", hwdst=CAM, pdst="10.20.0.11")))
     assert (rep.sender_mac, rep.sender_ip, rep.target_mac) == (ROUTER_INT, "10.20.0.1", CAM_INT)
     assert not rep.is_probe and not rep.is_announcement
@@ -90,7 +95,12 @@ def test_arp_frames_of_the_corpus() -> None:
 
 def test_neighbour_solicitation_and_advertisement() -> None:
     ns = ndp.NdpMessage.parse(bytes(ICMPv6ND_NS(tgt="fe80::1") / ICMPv6NDOptSrcLLAddr(lladdr=CAM)))
-    assert (ns.name, ns.target, ns.source_ll, ns.target_ll) == ("neighbor_solicitation", "fe80::1", CAM_INT, None)
+    assert (ns.name, ns.target, ns.source_ll, ns.target_ll) == (
+        "neighbor_solicitation",
+        "fe80::1",
+        CAM_INT,
+        None,
+    )
     na = ndp.NdpMessage.parse(bytes(ICMPv6ND_NA(tgt="2001:db8::11", R=0) / ICMPv6NDOptDstLLAddr(lladdr=CAM)))
     assert (na.target, na.target_ll, na.router) == ("2001:db8::11", CAM_INT, False)
     router_na = ndp.NdpMessage.parse(bytes(ICMPv6ND_NA(tgt="fe80::1", R=1)))
@@ -136,7 +146,9 @@ def test_dhcpv6_reply_leases_addresses_to_the_duid_mac() -> None:
 
 def test_dhcpv6_relay_messages_are_followed() -> None:
     inner = _reply(DUID_LL(lladdr=CAM), ("2001:db8::11", 60))
-    relayed = bytes(DHCP6_RelayForward(linkaddr="2001:db8::1", peeraddr="fe80::11") / DHCP6OptRelayMsg(message=inner))
+    relayed = bytes(
+        DHCP6_RelayForward(linkaddr="2001:db8::1", peeraddr="fe80::11") / DHCP6OptRelayMsg(message=inner)
+    )
     msg = dhcpv6.parse(relayed)
     assert msg.relayed and msg.client_mac == CAM_INT and msg.addresses == (("2001:db8::11", 60),)
     solicit = dhcpv6.parse(bytes(DHCP6_Solicit(trid=7) / DHCP6OptClientId(duid=DUID_LL(lladdr=CAM))))

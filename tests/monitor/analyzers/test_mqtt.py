@@ -30,6 +30,7 @@ from monitor.analyzers.mqtt import (
     parse,
 )
 from tests.monitor.analyzers.payloads import tcp_streams
+from tests.monitor.analyzers.sniffing import sniffer_verdicts
 from tests.truth.arkime import read_arkime_test
 from tests.truth.paths import arkime_pairs, pcap, zeek_log_pairs
 from tests.truth.zeek import ZeekValue, as_int, as_list, as_str, read_zeek_log
@@ -321,6 +322,38 @@ def test_looks_like() -> None:
     assert looks_like(_packet(0x10, _s(b"MQIsdp") + bytes([3, 2]) + b"\x00\x0a" + _s(b"x")))
     assert not looks_like(b"\x10\x80") and not looks_like(b"\x20\x02\x00\x00") and not looks_like(b"")
     assert not looks_like(b"\x10\x0c\x00\x04MQTX")
+
+
+def test_looks_like_mid_session() -> None:
+    """A connection captured after its CONNECT: whole packets, one of them carrying a printable topic."""
+    publish = _packet(0x32, _s(b"Bus17Cmd") + b"\x00\x02" + b'{"messageType":"UPDATE"}')
+    assert looks_like(publish) and looks_like(_packet(0x30, _s(b"cam/1/state")))  # QoS 1; QoS 0, no payload
+    assert looks_like(_packet(0x40, b"\x00\x02") + publish)  # a PUBACK and a PUBLISH in one segment
+    assert looks_like(_packet(0x82, b"\x00\x01" + _s(b"cam/+/state") + b"\x01"))  # SUBSCRIBE
+    assert looks_like(_packet(0xA2, b"\x00\x01" + _s(b"cam/1")))  # UNSUBSCRIBE
+    # Too little to name a protocol: pings, acknowledgements, a CONNACK on their own.
+    for weak in (b"\xc0\x00", b"\xd0\x00", b"\x40\x02\x00\x02", b"\x20\x02\x00\x00", b"\xc0\x00\xd0\x00"):
+        assert not looks_like(weak), weak
+    assert not looks_like(publish[:-1]) and not looks_like(publish + b"\x00")  # must fill the payload exactly
+    assert not looks_like(_packet(0x30, _s(b"") + b"x"))  # empty topic
+    assert not looks_like(_packet(0x30, _s(b"a\x00b") + b"x"))  # a control character in the topic
+    assert not looks_like(_packet(0x30, _s(b"\xff\xfe") + b"x"))  # not UTF-8
+    assert not looks_like(_packet(0x36, _s(b"a") + b"\x00\x01"))  # QoS 3
+    assert not looks_like(_packet(0x82, b"\x00\x01"))  # SUBSCRIBE without a topic filter
+    assert not looks_like(_packet(0x80, b"\x00\x01" + _s(b"a") + b"\x00"))  # SUBSCRIBE flags must be 0b0010
+    assert not looks_like(_packet(0x10, b"\x00\x04MQTX\x04\x02\x00\x3c") + publish)  # a bad CONNECT first
+    # Text protocols: the topic length would be two ASCII bytes (>= 0x2020), longer than the packet.
+    assert not looks_like(b"220 ftp.example.com FTP server ready\r\n") and not looks_like(b"2 x" * 20)
+
+
+def test_looks_like_agrees_with_ndpi_flow_by_flow() -> None:
+    """It fires on every MQTT flow nDPI found (3 of the 4 in coap_mqtt.pcap start after their CONNECT) and
+    on no TCP flow nDPI gives another protocol."""
+    verdicts = sniffer_verdicts(looks_like, "TCP")
+    mqtt_flows = [v for v in verdicts if v.flow.protocol == "MQTT"]
+    assert len(mqtt_flows) >= 4
+    assert [str(v) for v in mqtt_flows if not v.fired] == []
+    assert [str(v) for v in verdicts if v.fired and v.flow.protocol != "MQTT"] == []
 
 
 # --- malformed input: only AnalyzerError -------------------------------------------------------------------

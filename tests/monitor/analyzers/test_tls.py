@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.tls import (
+    MAX_RECORD,
     CertificateInfo,
     ClientHello,
     DistinguishedName,
@@ -32,6 +33,7 @@ from monitor.analyzers.tls import (
     version_name,
 )
 from tests.monitor.analyzers.payloads import tcp_streams
+from tests.monitor.analyzers.sniffing import sniffer_verdicts
 from tests.truth.arkime import read_arkime_test
 from tests.truth.ndpi import NdpiFlow, read_ndpi_out
 from tests.truth.paths import arkime_pairs, ndpi_pairs, pcap, zeek_log_pairs
@@ -413,6 +415,32 @@ def test_looks_like() -> None:
     assert not looks_like(b"\x16\x03\x05\x00\x10") and not looks_like(b"\x17\x03\x03\x00\x10")
     assert not looks_like(b"\x16\x03\x01\x00\x00") and not looks_like(b"\x16\x03\x01\x00\x10\x0b")
     assert not looks_like(b"") and not looks_like(b"GET / HTTP/1.1")
+
+
+def test_looks_like_mid_connection() -> None:
+    """Whole records of the TLS content types that fill the payload exactly: a capture that starts after
+    the handshake, or a connection whose only data is an encrypted alert (ndpi/tls_alert.pcap)."""
+    alert = b"\x15\x03\x03\x00\x1a" + bytes(26)
+    data = b"\x17\x03\x03\x00\x20" + bytes(32)
+    assert looks_like(alert) and looks_like(data) and looks_like(data + alert)
+    assert looks_like(b"\x14\x03\x03\x00\x01\x01" + b"\x16\x03\x03\x00\x28" + bytes(40))  # CCS, Finished
+    assert not looks_like(data[:-1]) and not looks_like(data + b"\x17")  # must fill the payload exactly
+    assert not looks_like(b"\x17\x03\x03\x00\x00") and not looks_like(b"\x17\x03\x05\x00\x01\x00")
+    assert not looks_like(b"\x18\x03\x03\x00\x03" + bytes(3))  # heartbeat: not how a connection is met
+    assert not looks_like(b"\x19\x03\x03\x00\x01\x00") and not looks_like(data + b"\x19\x03\x03\x00\x01\x00")
+    assert not looks_like(b"\x17\x02\x00\x00\x01\x00")  # SSL 2 version bytes
+    big = b"\x17\x03\x03" + (MAX_RECORD + 1).to_bytes(2, "big")
+    assert not looks_like(big + bytes(MAX_RECORD + 1))
+
+
+def test_looks_like_agrees_with_ndpi_flow_by_flow() -> None:
+    """On the nDPI captures it fires only on flows nDPI finds TLS (possibly with an application on top:
+    TLS.Ookla, TLS.Sonos), and on every flow nDPI finds TLS."""
+    verdicts = sniffer_verdicts(looks_like, "TCP")
+    assert [str(v) for v in verdicts if v.fired and v.flow.master != "TLS" and v.flow.app != "TLS"] == []
+    tls_flows = [v for v in verdicts if v.flow.protocol == "TLS"]
+    assert len(tls_flows) >= 90
+    assert [str(v) for v in tls_flows if not v.fired] == []
 
 
 # --- malformed input: only AnalyzerError ----------------------------------------------------------
