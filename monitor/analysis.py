@@ -90,7 +90,7 @@ class Analysis:
         more: Callable[[Flow, int], list[int]] | None = None,
     ) -> None:
         """Analyse the selected packets, in capture order across flows. With ``more`` (the flow table's),
-        a WebRTC flow whose budget a packet raised also gets the rest of its packets in this batch."""
+        a flow whose budget a packet raised also gets the rest of its packets in this batch."""
         self.events = []
         if not selected:
             return
@@ -100,11 +100,11 @@ class Analysis:
             self._analyse(batch, d, pos, flow)
         if more is None:
             return
-        rank = self.protocols.mux_rank
         for flow, _ in selected:
-            # Only multiplexed STUN/DTLS/SRTP flows: ICE checks and a DTLS handshake may outrun the
-            # first-batch budget before the first SRTP packet, which is what tells media from signalling.
-            while flow.protocol in rank and flow.inspect_left != 0:
+            # A packet may have raised the flow's budget (a control protocol's label: every packet; a
+            # WebRTC flow's DTLS handshake): the rest of its packets in this batch, which the flow table did
+            # not pick, are read too, so the result does not depend on where batches end.
+            while flow.inspect_left != 0:
                 app = flow.app
                 if app is not None and app.done:
                     break
@@ -136,7 +136,12 @@ class Analysis:
 
     def _analyse(self, batch: PacketBatch, d: Decoded, pos: int, flow: Flow) -> None:
         app = flow.app
-        if app is not None and app.done:
+        if app is None:
+            app = flow.app = FlowApp()
+        if app.done:
+            return
+        app.offered += 1
+        if app.limit is not None and app.offered > app.limit:
             return
         start = int(d.payload_off[pos])
         if start < 0:
@@ -228,7 +233,9 @@ class Analysis:
                 out.append(name)
         return out
 
-    def label(self, flow: Flow, proto: str) -> None:
+    def label(self, flow: Flow, proto: str, taken: int = 0) -> None:
+        """Label the flow (its first label stays) and set its budget; ``taken``: packets the flow table
+        already took that the analyzers have not been offered yet (a label given before the first one)."""
         if flow.protocol is None:
             flow.protocol = proto
             self.stats.by_protocol[proto] = self.stats.by_protocol.get(proto, 0) + 1
@@ -240,6 +247,11 @@ class Analysis:
             if more is not None:
                 # Media and encrypted sessions: a few more packets at most.
                 flow.inspect_left = min(flow.inspect_left, more) if flow.inspect_left >= 0 else more
+                app = flow.app
+                if app is None:
+                    app = flow.app = FlowApp()
+                limit = app.offered + taken + more
+                app.limit = limit if app.limit is None else min(app.limit, limit)
 
     # ---------------------------------------------------------------- Context (for the handlers)
 
@@ -314,7 +326,7 @@ class Analysis:
         """Label a new flow from what earlier packets announced (RTSP media ports, DNS names)."""
         label = self.announced_media(flow)
         if label is not None:
-            self.label(flow, label)
+            self.label(flow, label, taken=1)  # its first packet was taken when the flow was created
         name = self.resolutions.name_for(flow.dst[0], flow.start_ns)
         if name is not None:
             flow.domain = name

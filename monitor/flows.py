@@ -488,6 +488,7 @@ class FlowTable:
         pos_l = pos.tolist()
         flow = table.get(key)
         shown: tuple[Flow, list[int]] | None = None
+        unpicked: dict[Flow, list[int]] = {}
         for i, t in enumerate(ts_l):
             fl = fl_l[i]
             from_a = (sh_l[i], sl_l[i], sp_l[i]) == a_side
@@ -554,6 +555,9 @@ class FlowTable:
                 shown[1].append(pos_l[i])
                 if flow.inspect_left > 0:
                     flow.inspect_left -= 1
+            elif shown is not None and shown[0] is flow:
+                # Past the budget: kept in case a packet just selected raises it (see `more`).
+                unpicked.setdefault(flow, []).append(pos_l[i])
             if is_tcp and flow.closed_ns is None:
                 if fl & TCP_RST:
                     flow.closed_ns = t
@@ -564,6 +568,8 @@ class FlowTable:
                         flow.fin_b = True
                     if flow.fin_a and flow.fin_b:
                         flow.closed_ns = t
+        for unpicked_flow, positions in unpicked.items():
+            self._rest[unpicked_flow] = np.array(positions, dtype=np.int64)
 
     def _end(self, table: OrderedDict[FlowKey, Flow], flow: Flow, reason: str, ended: list[Flow]) -> None:
         del table[flow.key]

@@ -57,7 +57,7 @@ class Context(Protocol):
 class FlowApp:
     """The analyzers' state of one flow (``Flow.app``), created before its first packet is analysed."""
 
-    __slots__ = ("done", "failures", "states", "tried")
+    __slots__ = ("done", "failures", "limit", "offered", "states", "tried")
 
     def __init__(self) -> None:
         self.states: dict[Hashable, object] = {}
@@ -66,6 +66,11 @@ class FlowApp:
         # Set when the analyzers want no more of this flow: packets the flow table had already
         # selected in the current batch are skipped too.
         self.done = False
+        self.offered = 0  # packets of the flow offered to the analyzers so far
+        # Analyse only while offered < limit (a label that caps the budget: media, encrypted sessions).
+        # The flow table picked a batch's packets with the budget it had then; this keeps a label given
+        # in the middle of a batch from letting more (or fewer) through than one batch per packet would.
+        self.limit: int | None = None
 
 
 def flow_state(flow: Flow, key: Hashable, cls: type[T], factory: Callable[[], T] | None = None) -> T:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.reader import ByteReader
-from monitor.protocol import Context, ProtocolSpec
+from monitor.protocol import Context, ProtocolSpec, flow_state
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -494,11 +494,13 @@ class MqttStreamParser:
 def handle_mqtt(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     if flow.protocol is None and not looks_like(payload):
         raise AnalyzerError(PROTOCOL, "not an MQTT CONNECT")
-    msg = parse(payload)
-    if isinstance(msg, MqttConnect) and msg.username:
-        # EZVIZ cameras log in with their serial as the user name.
-        detail = f"client_id={msg.client_id} user={msg.username}"
-        ctx.fact(flow, from_src, "mqtt_user", detail, protocol=PROTOCOL)
+    # One parser per direction: packets split across segments, and several in one, are read whole.
+    parser = flow_state(flow, (PROTOCOL, from_src), MqttStreamParser)
+    for msg in parser.feed(payload):
+        if isinstance(msg, MqttConnect) and msg.username:
+            # EZVIZ cameras log in with their serial as the user name.
+            detail = f"client_id={msg.client_id} user={msg.username}"
+            ctx.fact(flow, from_src, "mqtt_user", detail, protocol=PROTOCOL)
     return True
 
 

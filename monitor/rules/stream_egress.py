@@ -9,6 +9,7 @@ decides, not who opened the flow: both ICE peers send checks, a viewer "punches"
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from monitor.alerts import Alert, Rule
@@ -97,19 +98,23 @@ class StreamEgressRule(RuleModule):
             f"RTSP told {describe(camera.device, cam.ip, cam.mac)} to send its video to {dest}, outside the "
             f"site: check the recorder/VMS configuration and block the camera's outbound RTP."
         )
-        return (
-            side_alert(
-                STREAM_EGRESS,
-                event.flow,
-                cam,
-                camera.device,
-                site.observer,
-                event.ts_ns,
-                message,
-                ("rtsp-destination", dest),
-                protocol="rtsp",
-            ),
+        # The video's destination is the Transport's, not the RTSP client's address.
+        rtp_port = event.transport.client_port[0] if event.transport.client_port else 0
+        to = Side(cam.ip, cam.port, cam.mac, dest, rtp_port)
+        alert = side_alert(
+            STREAM_EGRESS,
+            event.flow,
+            to,
+            camera.device,
+            site.observer,
+            event.ts_ns,
+            message,
+            ("rtsp-destination", dest),
+            protocol="rtsp",
         )
+        if not rtp_port:
+            alert = dataclasses.replace(alert, destination=dataclasses.replace(alert.destination, port=None))
+        return (alert,)
 
     def _media(
         self, flow: Flow, sender_is_src: bool, ts_ns: int, protocol: str | None = None

@@ -1,14 +1,12 @@
 """What the analyzers see of a flow must not depend on where batches end (replay reads 65,536 packets a batch;
 live capture whatever arrived since the last read).
 
-Known divergence (issue 10 report, for the dispatch rewrite): the flow table picks the packets to show the
-analyzers when it groups a batch, with the flow's budget at that moment (12 packets for a new flow). A flow
-labelled with a control protocol inside the batch gets an unlimited budget, but the rest of its packets in
-that batch were not picked and are never analysed (`FlowTable.more` is asked only for WebRTC flows). A
-camera that sends its DNS lookups from one source port (many embedded resolvers do) thus has its 7th and
-later lookups of the first batch unread: here the lookup of its vendor's P2P cloud, so `dns.vendor_cloud` is
-missed in replay and caught with small batches. The large-batch case is a strict xfail: it fails the day
-the dispatch is fixed, to be turned into a plain assertion.
+The flow table picks the packets to show the analyzers when it groups a batch, with the flow's budget at
+that moment (12 packets for a new flow). A label given inside the batch changes the budget: a control
+protocol's to every packet (the analysis then asks the flow table for the rest of the batch's packets), a
+media or encrypted session's to a few more (the analysis skips what the flow table picked beyond them).
+Before, a camera that sends its DNS lookups from one source port (many embedded resolvers do) had its 7th
+and later lookups of a replay's first batch unread: the lookup of its vendor's P2P cloud was missed.
 """
 
 from __future__ import annotations
@@ -47,22 +45,28 @@ def _lookups(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "batch_size",
-    [
-        1,
-        4,
-        pytest.param(
-            65536,
-            marks=pytest.mark.xfail(
-                strict=True, reason="a control flow's packets past its first 12 in a batch are not analysed"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("batch_size", [1, 4, 65536])
 def test_a_lookup_late_in_a_long_dns_flow_is_seen(tmp_path: Path, batch_size: int) -> None:
     _, flows, alerts = run_engine(_lookups(tmp_path), policy=POLICY, batch_size=batch_size)
     (flow,) = flows
     assert (flow.protocol, flow.packets) == ("dns", 14)
     cloud = [a for a in alerts if a["rule"]["id"] == "dns.vendor_cloud"]  # type: ignore[index]
     assert len(cloud) == 1 and CLOUD in str(cloud[0]["message"])
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "pcaps"
+
+
+@pytest.mark.parametrize(
+    "capture",
+    ["arkime/dns-wiresharkrepo.pcap", "arkime/mqtt_big.pcap", "ndpi/alexa-app.pcapng", "ndpi/sip.pcap"],
+)
+def test_what_the_analyzers_read_does_not_depend_on_batch_size(capture: str) -> None:
+    # Control flows (DNS, MQTT), capped ones (TLS) and media (RTP after SIP/SDP): the packets read, the labels
+    # and the alerts are those of one packet per batch.
+    results = []
+    for batch_size in (1, 5, 65536):
+        engine, flows, alerts = run_engine(CORPUS / capture, batch_size=batch_size)
+        labels = sorted((str(f.key), f.protocol or "") for f in flows)
+        results.append((engine.analysis.stats.packets, labels, sorted(str(a["event"]["id"]) for a in alerts)))  # type: ignore[index]
+    assert results[0] == results[1] == results[2]

@@ -79,10 +79,12 @@ def test_setup_to_an_outside_destination_is_stream_egress_naming_it(tmp_path: Pa
     # The SETUP is judged when it is seen (request and response name the same address: one incident); the
     # media flow to that address as soon as it starts, with the camera as the sender although the receiver
     # sent the first packet (the flow is inbound, so no egress.unexpected_destination).
-    assert rules == ["device.new", "device.new", "stream.egress", "stream.egress"]
-    setup, media_alert = alerts[2], alerts[3]
+    # device.new comes 5 s after each device is first watched, after the session's alerts.
+    assert rules == ["stream.egress", "stream.egress", "device.new", "device.new"]
+    setup, media_alert = alerts[0], alerts[1]
     assert f"to send its video to {outside}, outside the site" in str(setup["message"])
     assert setup["source"] == {"ip": CAM_IP, "port": 554, "mac": "44-19-b6-00-00-01"}
+    assert setup["destination"] == {"ip": outside, "port": CLIENT_PORT}  # where the video goes, not the NVR
     assert setup["network"]["protocol"] == "rtsp"  # type: ignore[index]
     assert media_alert["source"] == {"ip": CAM_IP, "port": SERVER_PORT, "mac": "44-19-b6-00-00-01"}
     assert media_alert["destination"] == {"ip": outside, "port": CLIENT_PORT}
