@@ -186,3 +186,27 @@ def test_every_emitted_event_type_is_consumed_by_a_rule_or_the_site() -> None:
     assert emitted - set(engine._routes) == set()
     # StreamTransport feeds both the media expectations and a rule.
     assert StreamTransport in engine._site_routes and StreamTransport in engine._rule_routes
+
+
+def _repository_texts() -> Iterator[tuple[Path, str]]:
+    skip = {".venv", ".git", "corpus", "out", "node_modules"}
+    for suffix in ("*.py", "*.md", "*.yml", "*.yaml", "*.sh", "*.toml"):
+        for path in ROOT.rglob(suffix):
+            if not skip.intersection(path.relative_to(ROOT).parts):
+                yield path, path.read_text(encoding="utf-8", errors="replace")
+
+
+def test_every_document_cited_is_in_the_repository() -> None:
+    import re
+
+    cited = re.compile(r"\b((?:docs|deploy|examples|dashboards)/[\w./-]+\.(?:md|ya?ml|json))\b")
+    missing = []
+    for path, text in _repository_texts():
+        if path != Path(__file__) and re.search(r"\bDESIGN(?:\.md| \d| section)", text):
+            missing.append(f"{path.relative_to(ROOT)} cites the old shared DESIGN.md")
+        for match in cited.finditer(text):
+            target = match.group(1).rstrip(".")
+            if "*" not in target and not (ROOT / target).exists():
+                missing.append(f"{path.relative_to(ROOT)} cites {target}")
+    assert (ROOT / "docs" / "design.md").is_file()
+    assert missing == []

@@ -1,7 +1,7 @@
-"""The MQTT sink (DESIGN 2.5): spool first, publish with QoS 1, delete on PUBACK.
+"""The MQTT sink (docs/design.md 4.6): spool first, publish with QoS 1, delete on PUBACK.
 
 Topics (`<prefix>` is `camwatch` unless configured):
-- `<prefix>/<site>/<gateway>/alerts/<severity>`: one alert record (DESIGN 2.2) as compact JSON, QoS 1, not
+- `<prefix>/<site>/<gateway>/alerts/<severity>`: one alert record (docs/design.md 4.2) as compact JSON, QoS 1, not
   retained; `<severity>` is the alert's numeric `event.severity` as text.
 - `<prefix>/<site>/<gateway>/status`: retained, QoS 1. `{"state":"online","since":...,"version":...}` after
   each connection; `{"state":"offline","since":...,"version":...}` on a clean shutdown; the broker publishes

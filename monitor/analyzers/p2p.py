@@ -101,7 +101,7 @@ class EzvizXmlMessage:
     """EZVIZ / Hik-Connect "XML STUN" on UDP 6002, 6003 and 31007.
 
     Known (Sean Blanchfield, "Deep Dive into the EZVIZ DB1 Doorbell with Home Assistant", 2022,
-    seanblanchfield.com/ezviz-db1-doorbell-deepdive-homeassistant; camwatch DESIGN section 3): during P2P
+    seanblanchfield.com/ezviz-db1-doorbell-deepdive-homeassistant; camwatch docs/design.md section 7): during P2P
     set-up the device sends "simple XML requests" over UDP to servers on ports 31007, 6002 and 6003 (31007
     usually on the MQTT server's address), and they reply with "short XML responses" holding the device's
     public IP address and port; requests are repeated many times. No public description of the element
@@ -213,8 +213,8 @@ def _dh_kind(path: str, serial: str | None) -> str:
 class DahuaP2pMessage:
     """Dahua / Imou Easy4IP P2P signalling: HTTP-like requests over UDP 8800 (``www.easy4ipcloud.com``).
 
-    Known (khoanguyen-3fc/dh-p2p, README and src/dh.rs; pabloromeo/dh-p2p, REVERSE_ENGINEERING.md; DESIGN
-    section 3): requests are ``DHGET``/``DHPOST`` (newer apps ``NFGET``/``NFPOST``) ``<path> HTTP/1.1`` with
+    Known (khoanguyen-3fc/dh-p2p, README and src/dh.rs; pabloromeo/dh-p2p, REVERSE_ENGINEERING.md;
+    docs/design.md section 7): requests are ``DHGET``/``DHPOST`` (newer apps ``NFGET``/``NFPOST``) ``<path> HTTP/1.1`` with
     ``CSeq``, ``Authorization: WSSE profile="UsernameToken"`` and ``X-WSSE`` headers and an optional XML
     ``<body>``; answers are ``HTTP/1.1 <code> <reason>`` with an XML body. Paths: ``/probe/p2psrv``,
     ``/online/p2psrv/{SN}``, ``/online/relay``, ``/probe/device/{SN}``, ``/info/device/{SN}``,

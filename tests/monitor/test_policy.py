@@ -21,8 +21,8 @@ from monitor.policy import (
     SitePolicy,
 )
 
-# Exactly the example of DESIGN 2.6, comments included.
-DESIGN_YAML = """\
+# Exactly the example of docs/design.md 4.7, comments included.
+POLICY_EXAMPLE = """\
 site: depot-7
 monitored:
   networks: [10.20.0.0/24]          # devices here are watched; traffic between these networks is site-internal
@@ -35,7 +35,7 @@ allow:                              # where watched devices may connect outside 
   - name: gateway services
     to: [10.20.0.1/32]
     ports: [53/udp, 123/udp]        # optional; default any port
-"""  # noqa: E501  (verbatim from DESIGN 2.6)
+"""  # noqa: E501  (verbatim from docs/design.md 4.7)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "policy.md"
 
@@ -114,11 +114,11 @@ def test_default_policy_watches_by_vendor_only() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# The DESIGN 2.6 example
+# The docs/design.md 4.7 example
 
 
 def test_design_example_loads() -> None:
-    policy = SitePolicy.from_yaml(DESIGN_YAML, "depot.yaml")
+    policy = SitePolicy.from_yaml(POLICY_EXAMPLE, "depot.yaml")
     assert policy.site == "depot-7"
     assert not policy.is_default
     assert not policy.allow_private
@@ -170,12 +170,12 @@ def test_design_example_loads() -> None:
     ],
 )
 def test_design_example_egress(ip: str, allowed: bool, reason: str | None) -> None:
-    policy = SitePolicy.from_yaml(DESIGN_YAML)
+    policy = SitePolicy.from_yaml(POLICY_EXAMPLE)
     assert policy.egress_allowed(ip, 8666, "tcp") == (allowed, reason)
 
 
 def test_design_example_roles_and_watch() -> None:
-    policy = SitePolicy.from_yaml(DESIGN_YAML)
+    policy = SitePolicy.from_yaml(POLICY_EXAMPLE)
     assert policy.is_resolver("10.20.0.1") and not policy.is_resolver("8.8.8.8")
     assert policy.is_viewer("10.20.0.2") and not policy.is_viewer("10.20.0.3")
     assert policy.is_monitored_ip("10.20.0.11") and not policy.is_monitored_ip("10.21.0.11")
@@ -289,7 +289,7 @@ def test_ipv6_monitored_network() -> None:
 
 
 def test_int_str_and_object_addresses_agree() -> None:
-    policy = SitePolicy.from_yaml(DESIGN_YAML)
+    policy = SitePolicy.from_yaml(POLICY_EXAMPLE)
     for text in ["10.20.0.11", "10.21.0.11", "239.255.255.250", "203.0.113.7", "fe80::1", "2001:db8::1"]:
         obj = ipaddress.ip_address(text)
         as_int = int(obj)
@@ -300,7 +300,7 @@ def test_int_str_and_object_addresses_agree() -> None:
 
 
 def test_int_address_defaults_to_ipv4_and_version_matters() -> None:
-    policy = SitePolicy.from_yaml(DESIGN_YAML)
+    policy = SitePolicy.from_yaml(POLICY_EXAMPLE)
     v4 = int(ipaddress.IPv4Address("10.20.0.11"))
     assert policy.is_monitored_ip(v4)
     assert not policy.is_monitored_ip(v4, 6)  # ::a14:b is not in 10.20.0.0/24
@@ -311,7 +311,7 @@ def test_numpy_style_integers_are_accepted() -> None:
         def __index__(self) -> int:
             return int(ipaddress.IPv4Address("10.20.0.11"))
 
-    assert SitePolicy.from_yaml(DESIGN_YAML).is_monitored_ip(IndexLike())  # type: ignore[arg-type]
+    assert SitePolicy.from_yaml(POLICY_EXAMPLE).is_monitored_ip(IndexLike())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -580,10 +580,10 @@ def test_yaml_quirks_are_explained() -> None:
 
 
 def test_yaml_bytes_must_be_utf8_and_flat() -> None:
-    assert SitePolicy.from_yaml(DESIGN_YAML.encode()) == SitePolicy.from_yaml(DESIGN_YAML)
+    assert SitePolicy.from_yaml(POLICY_EXAMPLE.encode()) == SitePolicy.from_yaml(POLICY_EXAMPLE)
     for data, message in [
         ("site: dépôt-7\n".encode("latin-1"), "p.yaml: line 1, column 8: is not UTF-8 text"),
-        (DESIGN_YAML.encode("utf-16"), "p.yaml: is UTF-16 text, not UTF-8; save it as UTF-8"),
+        (POLICY_EXAMPLE.encode("utf-16"), "p.yaml: is UTF-16 text, not UTF-8; save it as UTF-8"),
         (
             b"site: a\nallow: " + b"[" * 100_000 + b"]" * 100_000,
             "p.yaml: line 2, column 107: the YAML is nested",
@@ -601,7 +601,7 @@ def test_unknown_vendors_are_warnings_of_the_policy_itself() -> None:
         f"monitored.vendors: 'acme' {advice}",
         f"monitored.vendors: 'hikvison' {advice}",
     )
-    assert SitePolicy.from_yaml(DESIGN_YAML).warnings == () == SitePolicy.default().warnings
+    assert SitePolicy.from_yaml(POLICY_EXAMPLE).warnings == () == SitePolicy.default().warnings
 
 
 def test_yaml_ipv6_in_flow_lists_and_anchors() -> None:
