@@ -1,4 +1,4 @@
-"""The `camwatch` command line (docs/design.md 4.1)."""
+"""The `camwatch` command line (docs/design.md §4.1)."""
 
 from __future__ import annotations
 

@@ -239,8 +239,8 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MqttSettings:
-    """The MQTT broker alerts are published to and how (docs/design.md 4.6): the ``mqtt`` section, validated by
-    :func:`load_config`, and what the publisher (agents/sinks/mqtt.py) consumes as it is.
+    """The MQTT broker alerts are published to and how (docs/design.md §4.6): the ``mqtt`` section,
+    validated by :func:`load_config`, and what the publisher (agents/sinks/mqtt.py) consumes as it is.
 
     The defaults are here and only here (docs/config.md lists them). Direct construction (tests, tools)
     is not validated: the configuration reader is the one place that checks these values.
@@ -615,7 +615,7 @@ def _policy(
         return _inline_policy(reader, raw, site), None
     if policy_file is not None:
         return _file_policy(reader, policy_file, site), policy_file
-    # No policy: the default one (docs/design.md 4.1), named after this site for alerts and logs.
+    # No policy: the default one (docs/design.md §4.1), named after this site for alerts and logs.
     default = SitePolicy.default()
     return (dataclasses.replace(default, site=site) if site else default), None
 

@@ -1,7 +1,7 @@
 """A simulated camera: `python -m lab.camera DIR NAME` (run inside the camera's namespace).
 
 One asyncio process serves real RTSP with H.264 video (`lab.rtsp_server`) and plays its vendor
-persona (docs/design.md section 7) with real sockets:
+persona (docs/design.md §7) with real sockets:
 
 - `ezviz` (EZVIZ/Hikvision): SADP announcements; when triggered, looks up litedev.ezvizlife.com at the
   site resolver and registers on tcp/8666, asks the XML "STUN" server on udp/6002 for its public address,

@@ -1,4 +1,4 @@
-"""Payloads of the vendor personas (docs/design.md section 7): the bytes a camera puts in a datagram or a TCP stream.
+"""Payloads of the vendor personas (docs/design.md §7): the bytes a camera puts in a datagram or a TCP stream.
 
 Shared by the synthetic captures (`personas`, `scenario`: frames built around these payloads) and the
 live lab (`camera`, `services`: the same payloads sent over real sockets), so what the engine's tests

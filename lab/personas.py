@@ -1,4 +1,4 @@
-"""Vendor personas of the synthetic site: discovery, phone-home and stream handling (docs/design.md section 7).
+"""Vendor personas of the synthetic site: discovery, phone-home and stream handling (docs/design.md §7).
 
 Each function returns (timestamp, frame) pairs. The payload layouts follow the public descriptions
 the analyzers cite (SADP XML, DHIP header + JSON, EZVIZ XML over UDP, Dahua DHGET, SSDP/UPnP, RTSP).

@@ -252,7 +252,7 @@ def alert_record(
     snapshot: Path | None = None,
     duration: float = 0.0,
 ) -> dict[str, Any]:
-    """The ECS alert record (docs/design.md 4.2) of a raised stream incident, plus ``url.original`` (without
+    """The ECS alert record (docs/design.md §4.2) of a raised stream incident, plus ``url.original`` (without
     credentials), ``file.path`` (the snapshot JPEG, if any), ``event.start`` (the incident's first bad
     probe) and the measured values under ``camwatch.stream``."""
     rule = RULES[change.incident.rule_id]

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 __all__ = ["Record", "Sink", "SinkError", "encode_record"]
 
-#: An ECS record as JSON-ready data: an alert (docs/design.md 4.2) or a flow record (docs/design.md 4.3).
+#: An ECS record as JSON-ready data: an alert (docs/design.md §4.2) or a flow record (docs/design.md §4.3).
 Record = Mapping[str, Any]
 
 _R_contra = TypeVar("_R_contra", contravariant=True)

@@ -1,8 +1,8 @@
-"""The MQTT sink (docs/design.md 4.6): spool first, publish with QoS 1, delete on PUBACK.
+"""The MQTT sink (docs/design.md §4.6): spool first, publish with QoS 1, delete on PUBACK.
 
 Topics (`<prefix>` is `camwatch` unless configured):
-- `<prefix>/<site>/<gateway>/alerts/<severity>`: one alert record (docs/design.md 4.2) as compact JSON, QoS 1, not
-  retained; `<severity>` is the alert's numeric `event.severity` as text.
+- `<prefix>/<site>/<gateway>/alerts/<severity>`: one alert record (docs/design.md §4.2) as compact JSON,
+  QoS 1, not retained; `<severity>` is the alert's numeric `event.severity` as text.
 - `<prefix>/<site>/<gateway>/status`: retained, QoS 1. `{"state":"online","since":...,"version":...}` after
   each connection; `{"state":"offline","since":...,"version":...}` on a clean shutdown; the broker publishes
   the last will `{"state":"offline"}` when the connection dies without a clean disconnect.

@@ -1,4 +1,4 @@
-"""The outbox: a durable, bounded SQLite queue between the agent and its durable sinks (docs/design.md 4.6).
+"""The outbox: a durable, bounded SQLite queue between the agent and its durable sinks (docs/design.md §4.6).
 
 Any sink that must not lose a record uses it the same way: it commits the record to its *channel* (WAL,
 ``synchronous=FULL``: the commit returns after fsync) before anything tries to deliver it, and deletes it

@@ -1,4 +1,4 @@
-"""The Prometheus endpoint (docs/design.md 4.5): a small HTTP(S) server for ``/metrics`` over a registry.
+"""The Prometheus endpoint (docs/design.md §4.5): a small HTTP(S) server for ``/metrics`` over a registry.
 
 The metrics themselves are collectors, one per component of the agent, each building its families at
 scrape time (agents/collectors.py says which; docs/metrics.md lists every family). The agent registers

@@ -101,12 +101,12 @@ class EzvizXmlMessage:
     """EZVIZ / Hik-Connect "XML STUN" on UDP 6002, 6003 and 31007.
 
     Known (Sean Blanchfield, "Deep Dive into the EZVIZ DB1 Doorbell with Home Assistant", 2022,
-    seanblanchfield.com/ezviz-db1-doorbell-deepdive-homeassistant; camwatch docs/design.md section 7): during P2P
-    set-up the device sends "simple XML requests" over UDP to servers on ports 31007, 6002 and 6003 (31007
-    usually on the MQTT server's address), and they reply with "short XML responses" holding the device's
-    public IP address and port; requests are repeated many times. No public description of the element
-    names was found, so this parser only recognises an XML document in a datagram: the root element name,
-    up to 16 leaf elements (name, text, each capped) and a serial when an element or attribute with a
+    seanblanchfield.com/ezviz-db1-doorbell-deepdive-homeassistant; camwatch docs/design.md §7): during
+    P2P set-up the device sends "simple XML requests" over UDP to servers on ports 31007, 6002 and 6003
+    (31007 usually on the MQTT server's address), and they reply with "short XML responses" holding the
+    device's public IP address and port; requests are repeated many times. No public description of the
+    element names was found, so this parser only recognises an XML document in a datagram: the root element
+    name, up to 16 leaf elements (name, text, each capped) and a serial when an element or attribute with a
     serial-like name (``Serial``, ``DevSerial``, ``SubSerial``, ``SN``, ...) holds an identifier-like value.
     Use it on those ports: on other ports any XML would match.
     """
@@ -214,7 +214,8 @@ class DahuaP2pMessage:
     """Dahua / Imou Easy4IP P2P signalling: HTTP-like requests over UDP 8800 (``www.easy4ipcloud.com``).
 
     Known (khoanguyen-3fc/dh-p2p, README and src/dh.rs; pabloromeo/dh-p2p, REVERSE_ENGINEERING.md;
-    docs/design.md section 7): requests are ``DHGET``/``DHPOST`` (newer apps ``NFGET``/``NFPOST``) ``<path> HTTP/1.1`` with
+    docs/design.md §7): requests are ``DHGET``/``DHPOST`` (newer apps ``NFGET``/``NFPOST``)
+    ``<path> HTTP/1.1`` with
     ``CSeq``, ``Authorization: WSSE profile="UsernameToken"`` and ``X-WSSE`` headers and an optional XML
     ``<body>``; answers are ``HTTP/1.1 <code> <reason>`` with an XML body. Paths: ``/probe/p2psrv``,
     ``/online/p2psrv/{SN}``, ``/online/relay``, ``/probe/device/{SN}``, ``/info/device/{SN}``,

@@ -3,7 +3,8 @@
 Golden sources: Zeek `mqtt_connect.log`, `mqtt_publish.log`, `mqtt_subscribe.log` (mqtt.pcap) and Arkime
 `mqtt_big.test` (client id, version, will topic, CONNACK code, packet types, topics, QoS levels, connect
 flags). The nDPI and suricata-verify MQTT captures have no per-field truth; they must parse cleanly.
-The EZVIZ login (device serial as user name, docs/design.md section 7) is hand-built: `tests/data/fixtures/mqtt/`.
+The EZVIZ login (device serial as user name, docs/design.md §7) is hand-built:
+`tests/data/fixtures/mqtt/`.
 """
 
 from __future__ import annotations
