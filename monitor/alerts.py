@@ -63,7 +63,7 @@ class Alert:
     start_ns: int | None = None  # when what the alert is about began, if earlier than the alert
 
     def to_record(self) -> dict[str, Any]:
-        """The JSON-ready ECS record of docs/design.md 4.2."""
+        """The JSON-ready ECS record of docs/design.md §4.2."""
         rec: dict[str, Any] = {
             "@timestamp": iso_timestamp(self.timestamp_ns),
             "event": {

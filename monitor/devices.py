@@ -1,4 +1,4 @@
-"""Device inventory keyed by MAC address, with vendor attribution and its evidence (docs/design.md 4.4)."""
+"""Device inventory keyed by MAC address, with vendor attribution and its evidence (docs/design.md §4.4)."""
 
 from __future__ import annotations
 

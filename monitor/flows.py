@@ -144,7 +144,7 @@ class Flow:
         self.copy = False
         self._ends: tuple[tuple[str, int], tuple[str, int]] | None = None
 
-    # Orientation helpers: "src" is the sender of the first packet seen (docs/design.md 4.3).
+    # Orientation helpers: "src" is the sender of the first packet seen (docs/design.md §4.3).
     @property
     def proto(self) -> int:
         return self.key[2]

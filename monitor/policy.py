@@ -1,4 +1,4 @@
-"""The site policy: which devices are watched and where they may connect (docs/design.md 4.1, 4.7).
+"""The site policy: which devices are watched and where they may connect (docs/design.md §4.1, 4.7).
 
 Pure: takes a parsed mapping or YAML text, never opens files. Validation collects *every* bad field
 (with the reader of monitor/validation.py, which the agent configuration uses too) and raises one
@@ -18,9 +18,9 @@ Anything else is unexpected. The reason returned is the label of the longest mat
 the first three (ties: on-link, then monitored), else the first matching rule's name. The first three
 share one precomputed table, so a lookup costs one dict probe per distinct prefix length.
 
-Improvements over docs/design.md 4.7 (kept compatible with its YAML):
+Improvements over docs/design.md §4.7 (kept compatible with its YAML):
 
-- ``allow_private`` (new key). Without a policy file every private address is allowed (docs/design.md 4.1).
+- ``allow_private`` (new key). Without a policy file every private address is allowed (docs/design.md §4.1).
   With a policy file the site is described explicitly, so a camera talking to a private address outside
   the monitored networks *is* reported unless the policy says ``allow_private: true``.
 - ``monitored.vendors`` left out means the default watch list (:data:`DEFAULT_WATCHED_VENDORS`), so a
@@ -72,14 +72,14 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: fast path, because decoded packets already hold addresses as integers.
 IPLike: TypeAlias = int | str | IPAddress
 
-#: Canonical vendor keys known to camwatch (the keys the inventory uses, docs/design.md 4.7).
+#: Canonical vendor keys known to camwatch (the keys the inventory uses, docs/design.md §4.7).
 KNOWN_VENDOR_KEYS: Final[tuple[str, ...]] = (
     "hikvision", "dahua", "ezviz", "imou", "uniview", "xiongmai", "tiandy",
     "huawei", "axis", "hanwha", "bosch", "milesight", "reolink",
 )  # fmt: skip
 
 #: Vendors watched wherever they are when no policy says otherwise: the makers whose devices are
-#: documented to phone home to vendor clouds and P2P relays (docs/design.md section 7).
+#: documented to phone home to vendor clouds and P2P relays (docs/design.md §7).
 DEFAULT_WATCHED_VENDORS: Final[frozenset[str]] = frozenset(
     {"hikvision", "dahua", "ezviz", "imou", "uniview", "xiongmai", "tiandy"}
 )
@@ -305,7 +305,7 @@ class SitePolicy:
 
     @classmethod
     def default(cls) -> SitePolicy:
-        """The policy without a policy file (docs/design.md 4.1): watch the default vendors; private,
+        """The policy without a policy file (docs/design.md §4.1): watch the default vendors; private,
         link-local, loopback, multicast and broadcast destinations are expected, the rest is not."""
         return cls(
             site=DEFAULT_SITE, watched_vendors=DEFAULT_WATCHED_VENDORS, allow_private=True, is_default=True

@@ -1,4 +1,4 @@
-"""Flow records (docs/design.md 4.3): ECS field names, frame bytes, Community ID."""
+"""Flow records (docs/design.md §4.3): ECS field names, frame bytes, Community ID."""
 
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (cfg.capture.method, cfg.capture.pace, cfg.capture.batch_size, cfg.capture.snaplen) == (
         "auto", "realtime", 4096, 65535,
     )  # fmt: skip
-    # No policy: the default policy (docs/design.md 4.1), named after the site.
+    # No policy: the default policy (docs/design.md §4.1), named after the site.
     assert cfg.site_policy.site == "depot-7" and cfg.site_policy.is_default
     assert cfg.site_policy.allow_private and cfg.site_policy.watched_vendors == DEFAULT_WATCHED_VENDORS
 

@@ -1,5 +1,5 @@
 """The MQTT alert publisher against a real Mosquitto: topics, payloads, status and last will, outages,
-a killed agent, authentication and TLS (docs/design.md 4.6)."""
+a killed agent, authentication and TLS (docs/design.md §4.6)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from monitor.policy import (
     SitePolicy,
 )
 
-# Exactly the example of docs/design.md 4.7, comments included.
+# Exactly the example of docs/design.md §4.7, comments included.
 POLICY_EXAMPLE = """\
 site: depot-7
 monitored:
@@ -35,7 +35,7 @@ allow:                              # where watched devices may connect outside 
   - name: gateway services
     to: [10.20.0.1/32]
     ports: [53/udp, 123/udp]        # optional; default any port
-"""  # noqa: E501  (verbatim from docs/design.md 4.7)
+"""  # noqa: E501  (verbatim from docs/design.md §4.7)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "policy.md"
 
@@ -114,7 +114,7 @@ def test_default_policy_watches_by_vendor_only() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# The docs/design.md 4.7 example
+# The docs/design.md §4.7 example
 
 
 def test_design_example_loads() -> None:

@@ -53,7 +53,7 @@ refresh_tool = _load_refresh_tool()
 
 
 # ---------------------------------------------------------------------------------------------
-# The blocks docs/design.md section 7 says netaddr (IEEE MA-L of 2024-05) lacks
+# The blocks docs/design.md §7 says netaddr (IEEE MA-L of 2024-05) lacks
 # ---------------------------------------------------------------------------------------------
 
 

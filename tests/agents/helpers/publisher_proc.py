@@ -32,7 +32,7 @@ def open_spool(path: Path, max_records: int, max_bytes: int) -> Iterator[OutboxC
 
 
 def make_alert(event_id: str, severity: int = 3, n: int = 0) -> dict[str, Any]:
-    """An alert record shaped like docs/design.md 4.2."""
+    """An alert record shaped like docs/design.md §4.2."""
     return {
         "@timestamp": "2026-02-02T10:00:00.123Z",
         "event": {
