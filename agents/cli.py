@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import TextIO
 
 from agents.capture.pcap_source import PcapFileSource
-from agents.config import ConfigError, load_config
 from agents.progress import Progress
-from agents.sinks.jsonl import JsonLinesSink
+from agents.sinks.lines import JsonLinesSink
 from monitor import __version__
 from monitor.engine import Engine, EngineConfig, Events
 from monitor.flows import FlowConfig
 from monitor.pcapfile import CaptureError
-from monitor.policy import PolicyError, SitePolicy
+from monitor.policy import SitePolicy
 from monitor.records import flow_record
-from monitor.validation import top_level_keys
+from monitor.validation import ValidationError, top_level_keys
 from monitor.vendors.oui import VendorTable
 
 log = logging.getLogger("camwatch")
@@ -155,11 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_agent(args.config)
         if args.command == "lab":
             return lab_command(args, sys.stdout)
-    except ConfigError as exc:
-        print(f"camwatch: invalid configuration:\n{exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PolicyError as exc:
-        print(f"camwatch: invalid policy:\n{exc}", file=sys.stderr)
+    except ValidationError as exc:  # an agent configuration or a site policy
+        print(f"camwatch: invalid {exc.kind}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
     except CliError as exc:
         print(f"camwatch: error: {exc}", file=sys.stderr)
@@ -180,6 +176,8 @@ def _is_agent_config(path: str) -> bool:
 
 
 def check_config(path: str, out: TextIO) -> int:
+    from agents.config import load_config  # not for `replay`: its start-up stays short
+
     if _is_agent_config(path):
         config = load_config(path)  # logs its warnings
         cap = config.capture
@@ -209,6 +207,7 @@ def check_config(path: str, out: TextIO) -> int:
 def run_agent(config_path: str) -> int:
     import asyncio
 
+    from agents.config import load_config
     from agents.runtime import Agent
 
     if not Path(config_path).is_file():

@@ -191,6 +191,8 @@ class ConfigProblem(FieldProblem):
 class ConfigError(ValidationError[ConfigProblem]):
     """One or more problems in an agent configuration; ``problems`` lists them all, each naming its file."""
 
+    kind = "configuration"
+
     def __init__(self, problems: Sequence[ConfigProblem]) -> None:
         super().__init__(problems, problems[0].source if problems else "<config>")
 

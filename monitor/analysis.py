@@ -22,7 +22,7 @@ from monitor.decode import PROTO_TCP, PROTO_UDP, TCP_SYN, Decoded
 from monitor.events import DeviceFact, Event
 from monitor.flows import Flow
 from monitor.pcapfile import PacketBatch
-from monitor.protocol import FlowApp, flow_state
+from monitor.protocol import FlowApp
 from monitor.reassembly import OrderStats, TcpOrder
 from monitor.registry import Protocols, protocols
 
@@ -30,13 +30,6 @@ log = logging.getLogger(__name__)
 
 # A datagram repeated within this long is a mirror's copy (a retry by the sender comes much later).
 DUPLICATE_WINDOW_NS = 20_000_000
-
-
-class _RecentDatagrams:
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen: dict[tuple[bool, int, int], int] = {}  # (from_src, hash, length) -> last ts
 
 
 @dataclass(slots=True)
@@ -146,32 +139,30 @@ class Analysis:
         start = int(d.payload_off[pos])
         if start < 0:
             return
-        if flow.proto != PROTO_TCP and flow.proto != PROTO_UDP:
+        proto = flow.key[2]
+        if proto != PROTO_TCP and proto != PROTO_UDP:
             start = int(d.l4_off[pos])  # no ports: the protocol's handler gets the whole IP payload
         end = min(int(d.l3_off[pos]) + int(d.ip_len[pos]), int(batch.caplen[pos]))
         if end <= start:
-            if flow.proto == PROTO_TCP and int(d.tcp_flags[pos]) & TCP_SYN:
+            if proto == PROTO_TCP and int(d.tcp_flags[pos]) & TCP_SYN:
                 # Where the data will start: later segments are then put in order from the first.
                 l4 = int(d.l4_off[pos])
-                packet = batch.packet(pos)
-                seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
-                flow_state(flow, ("tcp", self._from_src(flow, d, pos)), TcpOrder).feed(
-                    seq, True, b"", 0, self.order
-                )
+                seq = int.from_bytes(batch.packet(pos)[l4 + 4 : l4 + 8], "big")
+                self._order(app, self._from_src(flow, d, pos)).feed(seq, True, b"", 0, self.order)
             return
         packet = batch.packet(pos)
         payload = packet[start:end]
         from_src = self._from_src(flow, d, pos)
         self.stats.packets += 1
         ts = int(d.ts_ns[pos])
-        if flow.proto == PROTO_TCP:
+        if proto == PROTO_TCP:
             # Each byte once, in order: mirror copies, retransmissions and reordering must not reach a
             # stream parser (their counters say what was dropped or skipped).
             l4 = int(d.l4_off[pos])
             seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
-            order = flow_state(flow, ("tcp", from_src), TcpOrder)
-            pieces = order.feed(seq, bool(int(d.tcp_flags[pos]) & TCP_SYN), payload, ts, self.order)
-        elif self._repeated(flow, from_src, payload, ts):
+            syn = bool(int(d.tcp_flags[pos]) & TCP_SYN)
+            pieces = self._order(app, from_src).feed(seq, syn, payload, ts, self.order)
+        elif self._repeated(app, from_src, payload, ts):
             return
         else:
             pieces = [(payload, ts)]
@@ -185,14 +176,27 @@ class Analysis:
                 self.stats.internal_errors += 1
                 log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
 
-    def _repeated(self, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    @staticmethod
+    def _order(app: FlowApp, from_src: bool) -> TcpOrder:
+        order = app.tcp_src if from_src else app.tcp_dst
+        if order is None:
+            order = TcpOrder()
+            if from_src:
+                app.tcp_src = order
+            else:
+                app.tcp_dst = order
+        return order
+
+    def _repeated(self, app: FlowApp, from_src: bool, payload: bytes, ts: int) -> bool:
         """The same datagram from the same side moments ago: a mirror's copy, not a second message."""
-        recent = flow_state(flow, "datagrams", _RecentDatagrams)
+        seen = app.datagrams
+        if seen is None:
+            seen = app.datagrams = {}
         key = (from_src, hash(payload), len(payload))
-        last = recent.seen.get(key)
-        recent.seen[key] = ts
-        if len(recent.seen) > 8:
-            del recent.seen[next(iter(recent.seen))]
+        last = seen.get(key)
+        seen[key] = ts
+        if len(seen) > 8:
+            del seen[next(iter(seen))]
         if last is not None and 0 <= ts - last < DUPLICATE_WINDOW_NS:
             self.order.duplicates += 1
             return True

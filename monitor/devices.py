@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from monitor.alerts import iso_timestamp
@@ -116,6 +117,7 @@ _LOCAL_NETS = tuple(
 )  # fmt: skip
 
 
+@lru_cache(maxsize=65_536)
 def is_local_ip(ip: str) -> bool:
     """An address a station can own on the site (private, shared, link-local, ULA)."""
     addr = ipaddress.ip_address(ip)

@@ -81,6 +81,7 @@ _ORDER: dict[type[Event], int] = {
     ResponderSeen: 3,
 }
 _JUDGED = 2
+_ABOUT_A_FLOW = (FlowStarted, FlowEnded, FlowEvent)
 # How much a port looks like a service's: a well-known or protocol port, an unknown one, an ephemeral one.
 _SERVICE, _UNKNOWN, _EPHEMERAL = 2, 1, 0
 
@@ -232,7 +233,7 @@ class Engine:
 
     def _dispatch(self, event: Event) -> None:
         routes = self._routes
-        if isinstance(event, FlowStarted | FlowEnded | FlowEvent) and event.flow.copy:
+        if isinstance(event, _ABOUT_A_FLOW) and event.flow.copy:
             # A routed copy of a conversation already judged: the site model learns from it, the rules
             # do not judge it twice.
             routes = self._site_routes

@@ -75,7 +75,6 @@ class Flow:
     """One bidirectional flow. Side `a` is the lower (address, port) of the key."""
 
     __slots__ = (
-        "_ends",
         "a_sent_first",
         "app",
         "bytes_a",
@@ -83,6 +82,7 @@ class Flow:
         "closed_ns",
         "copy",
         "domain",
+        "dst",
         "end_reason",
         "fin_a",
         "fin_b",
@@ -106,6 +106,7 @@ class Flow:
         "pkts_b",
         "protocol",
         "server_name",
+        "src",
         "start_ns",
     )
 
@@ -142,28 +143,14 @@ class Flow:
         # This flow repeats another: the same conversation seen again on another VLAN (a routed copy on a
         # trunk mirror). One conversation is one flow for alerting purposes: rules judge the original.
         self.copy = False
-        self._ends: tuple[tuple[str, int], tuple[str, int]] | None = None
+        # Orientation: "src" is the sender of the first packet seen (docs/design.md §4.3). Written out once:
+        # every new flow is looked at by the site model and the rules.
+        a, b = (addr_str(key[3], key[4], ip_version), key[5]), (addr_str(key[6], key[7], ip_version), key[8])
+        self.src, self.dst = (a, b) if a_sent_first else (b, a)
 
-    # Orientation helpers: "src" is the sender of the first packet seen (docs/design.md §4.3).
     @property
     def proto(self) -> int:
         return self.key[2]
-
-    def _endpoints(self) -> tuple[tuple[str, int], tuple[str, int]]:
-        ends = self._ends
-        if ends is None:
-            k, v = self.key, self.ip_version
-            a, b = (addr_str(k[3], k[4], v), k[5]), (addr_str(k[6], k[7], v), k[8])
-            ends = self._ends = (a, b) if self.a_sent_first else (b, a)
-        return ends
-
-    @property
-    def src(self) -> tuple[str, int]:
-        return self._endpoints()[0]
-
-    @property
-    def dst(self) -> tuple[str, int]:
-        return self._endpoints()[1]
 
     @property
     def src_mac(self) -> int:

@@ -124,6 +124,8 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
 class PolicyError(ValidationError[FieldProblem]):
     """One or more bad fields in a site policy; ``problems`` lists them all, in document order."""
 
+    kind = "policy"
+
     def __init__(self, problems: Sequence[FieldProblem], source: str = "<policy>") -> None:
         super().__init__(problems, source)
 

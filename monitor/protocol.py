@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 if TYPE_CHECKING:
     from monitor.events import Event
     from monitor.flows import Flow
+    from monitor.reassembly import TcpOrder
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ class Context(Protocol):
 class FlowApp:
     """The analyzers' state of one flow (``Flow.app``), created before its first packet is analysed."""
 
-    __slots__ = ("done", "failures", "limit", "offered", "states", "tried")
+    __slots__ = ("datagrams", "done", "failures", "limit", "offered", "states", "tcp_dst", "tcp_src", "tried")
 
     def __init__(self) -> None:
         self.states: dict[Hashable, object] = {}
@@ -71,6 +72,11 @@ class FlowApp:
         # The flow table picked a batch's packets with the budget it had then; this keeps a label given
         # in the middle of a batch from letting more (or fewer) through than one batch per packet would.
         self.limit: int | None = None
+        # The analysis's own per-flow state (monitor/analysis.py, monitor/reassembly.py): each TCP
+        # direction's sequencer, and the recent datagrams (mirror copies).
+        self.tcp_src: TcpOrder | None = None
+        self.tcp_dst: TcpOrder | None = None
+        self.datagrams: dict[tuple[bool, int, int], int] | None = None
 
 
 def flow_state(flow: Flow, key: Hashable, cls: type[T], factory: Callable[[], T] | None = None) -> T:

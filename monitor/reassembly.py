@@ -57,6 +57,9 @@ class TcpOrder:
             self.next = seq  # a session met in the middle starts where it is met
         if not payload:
             return []  # a SYN or a bare ACK: it only says where the data starts
+        if seq == self.next and not self._held:
+            self.next = (seq + len(payload)) % _MOD  # in order, nothing waiting: the usual case
+            return [(payload, ts)]
         ahead = seq_diff(seq, self.next)
         if ahead > 0:
             self._hold(seq, payload, ts, stats)

@@ -68,16 +68,9 @@ _CLAIMED = frozenset({"arp", "ndp", "dhcp", "dhcpv6"})
 Tuple5 = tuple[int, str, int, str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class _Started:
-    """What copy detection keeps of a recent flow (not the flow: a flood must not keep flows alive)."""
-
-    key: tuple[int, ...]
-    start_ns: int
-    src: tuple[str, int]
-    first_ttl: int
-    src_mac: int
-    dst_mac: int
+# What copy detection keeps of a recent flow (not the flow: a flood must not keep flows alive):
+# (key, start_ns, src, first_ttl, src_mac, dst_mac).
+_Started = tuple[tuple[int, ...], int, tuple[str, int], int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +134,7 @@ class Site:
         self.router_ips: set[str] = set()
         self._recent: OrderedDict[Tuple5, _Started] = OrderedDict()
         self._pending_facts: OrderedDict[str, list[DeviceFact]] = OrderedDict()
+        self._on_site: dict[str, bool] = {}
         self.stats = SiteStats()
 
     # ---------------------------------------------------------------- who is who
@@ -243,8 +237,10 @@ class Site:
             # was not handed on): this MAC forwards it.
             self.mark_router(mac, f"sends from {ip}, which {claimed[1]} gives to another station")
             return None
+        before = self.inventory.get(mac)
+        new_address = before is None or ip not in before.ips
         dev = self.device(mac, ip, ts)
-        if dev is not None and self._forwards(dev):
+        if dev is not None and new_address and len(dev.ips) > 1 and self._forwards(dev):
             self.mark_router(mac, f"sends from {len(dev.ips)} addresses: {', '.join(dev.ips[:4])}")
             return None
         return dev
@@ -264,35 +260,31 @@ class Site:
 
     def _find_copy(self, flow: Flow) -> None:
         """Is this flow a routed copy of one started just before on another VLAN?"""
-        (s_ip, s_port), (d_ip, d_port) = flow.src, flow.dst
-        key: Tuple5 = (flow.proto, s_ip, s_port, d_ip, d_port)
+        (s_ip, s_port), (d_ip, d_port) = src, _ = flow.src, flow.dst
+        proto = flow.key[2]
+        key: Tuple5 = (proto, s_ip, s_port, d_ip, d_port)
         recent = self._recent
-        original = recent.get(key) or recent.get((flow.proto, d_ip, d_port, s_ip, s_port))
-        if (
-            original is not None
-            and original.key != flow.key
-            and original.start_ns >= flow.start_ns - COPY_WINDOW_NS
-        ):
+        original = recent.get(key) or recent.get((proto, d_ip, d_port, s_ip, s_port))
+        start = flow.start_ns
+        if original is not None and original[0] != flow.key and original[1] >= start - COPY_WINDOW_NS:
             # The first one seen is the one judged; the TTLs say which MACs forwarded it.
             flow.copy = True
             self.stats.copies += 1
-            if original.src == flow.src and original.first_ttl != flow.first_ttl:
-                near_ttl, far_ttl = (
-                    max(original.first_ttl, flow.first_ttl),
-                    min(original.first_ttl, flow.first_ttl),
-                )
-                if original.first_ttl > flow.first_ttl:
-                    far_src, near_dst, far_dst = flow.src_mac, original.dst_mac, flow.dst_mac
+            o_ttl, f_ttl = original[3], flow.first_ttl
+            if original[2] == src and o_ttl != f_ttl:
+                if o_ttl > f_ttl:
+                    far_src, near_dst, far_dst = flow.src_mac, original[5], flow.dst_mac
                 else:
-                    far_src, near_dst, far_dst = original.src_mac, flow.dst_mac, original.dst_mac
-                self.mark_router(far_src, f"forwarded {s_ip} -> {d_ip} (TTL {near_ttl} -> {far_ttl})")
+                    far_src, near_dst, far_dst = original[4], flow.dst_mac, original[5]
+                why = f"forwarded {s_ip} -> {d_ip} (TTL {max(o_ttl, f_ttl)} -> {min(o_ttl, f_ttl)})"
+                self.mark_router(far_src, why)
                 if near_dst != far_dst:
                     self.mark_router(near_dst, f"next hop of {s_ip} -> {d_ip}")
             return
         recent.pop(key, None)
-        recent[key] = _Started(flow.key, flow.start_ns, flow.src, flow.first_ttl, flow.src_mac, flow.dst_mac)
-        horizon = flow.start_ns - COPY_WINDOW_NS
-        while len(recent) > MAX_RECENT_FLOWS or next(iter(recent.values())).start_ns < horizon:
+        recent[key] = (flow.key, start, src, flow.first_ttl, flow.src_mac, flow.dst_mac)
+        horizon = start - COPY_WINDOW_NS
+        while len(recent) > MAX_RECENT_FLOWS or next(iter(recent.values()))[1] < horizon:
             recent.popitem(last=False)
 
     def on_claim(self, claim: AddressClaim) -> None:
@@ -404,10 +396,18 @@ class Site:
 
     def is_site_address(self, ip: str) -> bool:
         """On the site: a monitored network, a private or link-local address, multicast or broadcast."""
-        if self.policy.is_monitored_ip(ip) or is_local_ip(ip):
-            return True
-        addr = _address(ip)
-        return addr.is_multicast or ip == "255.255.255.255"
+        known = self._on_site.get(ip)
+        if known is None:
+            known = (
+                self.policy.is_monitored_ip(ip)
+                or is_local_ip(ip)
+                or _address(ip).is_multicast
+                or ip == "255.255.255.255"
+            )
+            if len(self._on_site) >= MAX_BINDINGS:
+                self._on_site.clear()  # a bounded memo: the answers do not change, only their number
+            self._on_site[ip] = known
+        return known
 
     def leaves_site(self, ip: str, port: int, transport: str) -> bool:
         """Traffic to ip:port is not allowed by the policy (outside the site's allowlist)."""

@@ -23,7 +23,7 @@ import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, Self, TypeAlias, TypeVar
+from typing import ClassVar, Final, Generic, Self, TypeAlias, TypeVar
 
 import yaml
 import yaml.constructor
@@ -109,6 +109,8 @@ _P = TypeVar("_P", bound=FieldProblem)
 
 class ValidationError(ValueError, Generic[_P]):
     """One or more problems in one input; ``problems`` lists them all, one line each in the message."""
+
+    kind: ClassVar[str] = "input"  # what the input is, for "invalid <kind>"
 
     def __init__(self, problems: Sequence[_P], source: str = "<input>") -> None:
         if not problems:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
 
 __all__ = ["Record", "Sink", "SinkError", "encode_record"]
 

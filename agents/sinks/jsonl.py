@@ -1,7 +1,8 @@
 """JSON outputs in files: records as JSON lines (alerts, flows), and JSON documents replaced whole (the
 inventory).
 
-- :class:`JsonLinesSink` writes synchronously; ``camwatch replay`` uses it.
+- :class:`~agents.sinks.lines.JsonLinesSink` (its own module, light to import) writes synchronously;
+  ``camwatch replay`` uses it.
 - :class:`JsonLinesFile` is the agent's sink for ``alerts_file`` and ``flows_file``: ``submit`` queues the
   record and a writer task appends it (in a worker thread, flushed per batch), so the event loop never
   waits for the disk. With an outbox channel it is durable: each record is committed to the outbox first
@@ -22,17 +23,15 @@ import functools
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Final, TypeVar
 
 from agents.sinks.base import Record, encode_record
 from agents.sinks.outbox import OutboxChannel, OutboxError
 
-__all__ = ["JsonDocumentFile", "JsonLinesFile", "JsonLinesSink"]
+__all__ = ["JsonDocumentFile", "JsonLinesFile"]
 
 log = logging.getLogger(__name__)
 
@@ -43,57 +42,6 @@ BATCH: Final = 512
 #: A durable file that cannot be written is retried after this long, doubling up to RETRY_MAX_SECONDS.
 RETRY_SECONDS: Final = 1.0
 RETRY_MAX_SECONDS: Final = 30.0
-
-
-class JsonLinesSink:
-    """Writes one compact JSON object per line to a file path or '-' (stdout), synchronously.
-
-    By default the file is replaced and written through a buffer (a replay's output). With ``append``
-    it is appended to, never truncated, and each record is flushed as it is written, so a reader
-    following the file (``tail -f``, the lab demo) sees every record at once.
-    """
-
-    def __init__(self, target: str | os.PathLike[str], *, append: bool = False) -> None:
-        self.target = target
-        self.append = append
-        self._fh: IO[str] | None = None
-        self._own = False
-        self.count = 0
-
-    def open(self) -> JsonLinesSink:
-        """Open the target (OSError if it cannot be); `close` ends it. Returns the sink."""
-        if self.target == "-":
-            self._fh = sys.stdout
-        else:
-            self._fh = open(self.target, "a" if self.append else "w", encoding="utf-8")  # noqa: SIM115
-            self._own = True
-        return self
-
-    def close(self) -> None:
-        """Flush, and close the file if the sink opened it (never stdout); idempotent."""
-        fh, self._fh = self._fh, None
-        if fh is None:
-            return
-        if self._own:
-            fh.close()  # flushes first, and closes the file even when that fails
-        else:
-            fh.flush()
-
-    def __enter__(self) -> JsonLinesSink:
-        return self.open()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def write(self, record: dict[str, Any]) -> None:
-        assert self._fh is not None, "open the sink first (or use it as a context manager)"
-        # One write per line: an append-mode line reaches the file whole.
-        self._fh.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-        if self.append:
-            self._fh.flush()
-        self.count += 1
 
 
 class JsonLinesFile:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from agents.sinks.base import Record, Sink
-from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile, JsonLinesSink
+from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile
+from agents.sinks.lines import JsonLinesSink
 from agents.sinks.outbox import Outbox
 from tests.agents.helpers.publisher_proc import make_alert
 
