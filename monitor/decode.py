@@ -40,21 +40,6 @@ PROTO_UDP = 17
 PROTO_ICMPV6 = 58
 PROTO_SCTP = 132
 
-# ECS network.transport names of IP protocol numbers.
-TRANSPORTS = {
-    PROTO_TCP: "tcp",
-    PROTO_UDP: "udp",
-    PROTO_ICMP: "icmp",
-    PROTO_ICMPV6: "ipv6-icmp",
-    PROTO_SCTP: "sctp",
-}
-
-
-def transport_name(proto: int) -> str:
-    """The ECS ``network.transport`` of an IP protocol number."""
-    return TRANSPORTS.get(proto, str(proto))
-
-
 TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
@@ -104,7 +89,6 @@ class Decoded:
     icmp_type: I64
     icmp_code: I64
     ip_len: I64  # IP total length (IPv4 header field; IPv6 payload length + 40)
-    ttl: U8  # IPv4 TTL / IPv6 hop limit of the (innermost) IP header: who is closer to the sender
     ethertype: I64  # of the (innermost) payload: 0x0800/0x86DD for IP, 0x0806 ARP, ...
     l3_off: I64  # offset of the (innermost) IP header inside the packet
     l4_off: I64  # offset of the L4 header inside the packet
@@ -113,6 +97,17 @@ class Decoded:
     vlan_inner: I64
     src_mac: U64  # 0 when the link type has no MAC
     dst_mac: U64
+    data: U8  # the batch's bytes and where each packet starts, for the few fields read on demand
+    offsets: I64
+
+    def ttl(self, positions: I64) -> U8:
+        """IPv4 TTL / IPv6 hop limit of the (innermost) IP header of these IP packets: who is closer to the
+        sender (a routed copy has a lower one). Read on demand: only new flows need it."""
+        at = (
+            self.offsets[positions] + self.l3_off[positions] + np.where(self.ip_version[positions] == 4, 8, 7)
+        )
+        out: U8 = self.data[np.minimum(at, len(self.data) - 1)]
+        return out
 
 
 _MAX_TUNNELS = 2
@@ -198,7 +193,6 @@ class _L3:
         self.dst_lo = np.zeros(n, dtype=np.uint64)
         self.l4 = np.zeros(n, dtype=np.int64)
         self.ip_len = np.zeros(n, dtype=np.int64)
-        self.ttl = np.zeros(n, dtype=np.uint8)
 
     def reset(self, r: I64) -> None:
         # The outer header's length stays: Zeek-style IP bytes count the outer packet.
@@ -241,7 +235,6 @@ def _ipv4(h: U8, v4: I64, l3: I64, f: _L3) -> None:
     f.ip_version[v4] = 4
     f.proto[v4] = h[:, 9]
     f.ip_len[v4] = _be16(h[:, 2:4])
-    f.ttl[v4] = h[:, 8]
     frag = _be16(h[:, 6:8])
     f.fragment[v4] = (frag & 0x3FFF) != 0
     f.later_fragment[v4] = (frag & 0x1FFF) != 0
@@ -270,7 +263,6 @@ def _decode_l3(data: U8, offs: I64, caplen: I64, rows: I64, ethertype: I64, l3: 
         f.is_ip[v6] = True
         f.ip_version[v6] = 6
         f.ip_len[v6] = _be16(h[:, 4:6]) + 40
-        f.ttl[v6] = h[:, 7]
         a = _be64(h[:, 8:40]).reshape(-1, 4)
         f.src_hi[v6], f.src_lo[v6], f.dst_hi[v6], f.dst_lo[v6] = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
         nh = h[:, 6].astype(np.int64)
@@ -473,7 +465,6 @@ def decode(batch: PacketBatch) -> Decoded:
         icmp_type=icmp_type,
         icmp_code=icmp_code,
         ip_len=f.ip_len,
-        ttl=f.ttl,
         ethertype=ethertype,
         l3_off=l3,
         l4_off=l4,
@@ -482,4 +473,6 @@ def decode(batch: PacketBatch) -> Decoded:
         vlan_inner=vlan_inner,
         src_mac=src_mac,
         dst_mac=dst_mac,
+        data=data,
+        offsets=offs,
     )

@@ -347,7 +347,7 @@ class FlowTable:
             *((m, t) for m, t in zip(mac_b_l, sent_b, strict=True) if t >= 0 and m),
         ]
         fflags_l = flags[first].tolist()
-        fttl_l = d.ttl[sel][first].tolist()
+        first_pos = first if isinstance(sel, slice) else sel[first]
         icmp_t, icmp_c = d.icmp_type[sel][first].tolist(), d.icmp_code[sel][first].tolist()
 
         active, linger = self._active, self._linger
@@ -384,7 +384,7 @@ class FlowTable:
             if flow is None:
                 flow = Flow(key, f0, ffrom_b[k] == 0, version[k])
                 flow.first_flags = fflags_l[k]
-                flow.first_ttl = fttl_l[k]
+                flow.first_ttl = int(d.ttl(first_pos[k : k + 1])[0])
                 flow.icmp_type, flow.icmp_code = icmp_t[k], icmp_c[k]
                 table[key] = flow
                 created.append(flow)
@@ -469,7 +469,6 @@ class FlowTable:
         sh_l, sl_l, sp_l = d.src_hi[pos].tolist(), d.src_lo[pos].tolist(), d.sport[pos].tolist()
         smac_l, dmac_l = d.src_mac[pos].tolist(), d.dst_mac[pos].tolist()
         it_l, ic_l = d.icmp_type[pos].tolist(), d.icmp_code[pos].tolist()
-        ttl_l = d.ttl[pos].tolist()
         version = int(d.ip_version[pos[0]])
         is_tcp = key[2] == PROTO_TCP
         pos_l = pos.tolist()
@@ -499,7 +498,7 @@ class FlowTable:
             if flow is None:
                 flow = Flow(key, t, from_a, version)
                 flow.first_flags = fl
-                flow.first_ttl = ttl_l[i]
+                flow.first_ttl = int(d.ttl(pos[i : i + 1])[0])
                 if previous is not None and previous.end_reason == "active":
                     # The same session goes on in a new record: whoever opened it still did.
                     same = previous.a_sent_first == from_a
