@@ -140,6 +140,8 @@ def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command in ("replay", "run"):
+        _tune_gc()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="camwatch: %(levelname)s: %(message)s",
@@ -163,6 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return EXIT_USAGE
+
+
+def _tune_gc() -> None:
+    """The engine allocates many short-lived, acyclic objects (a flow and its analyzers' state per
+    conversation), freed by reference counting; the cycle collector's default rhythm (every 700
+    allocations) then costs a tenth of a many-short-flows replay. What is loaded at start-up is frozen
+    out of its scans, and it runs less often; cycles are still collected."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _is_agent_config(path: str) -> bool:
