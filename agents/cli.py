@@ -596,6 +596,8 @@ def replay(args: argparse.Namespace) -> int:
                     emit(engine.feed(batch))
             except CaptureError as exc:
                 failures.append(str(exc))
+            except BrokenPipeError:
+                raise  # stdout's reader, not the capture
             except OSError as exc:
                 failures.append(input_problem(path, "capture", exc))
         emit(engine.finish())
