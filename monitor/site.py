@@ -161,6 +161,7 @@ class Site:
         self.bindings[ip] = (mac, source, ts)
         if len(self.bindings) > MAX_BINDINGS:
             self.bindings.popitem(last=False)
+            self.stats.bindings_evicted += 1
         pending = self._pending_facts.pop(ip, None)
         for fact in pending or ():
             self._apply_fact(mac, fact)
@@ -450,3 +451,4 @@ class SiteStats:
     routers_dropped: int = 0  # routers not remembered: the bound was reached
     copies: int = 0  # flows that repeat another (routed copies on a trunk mirror)
     facts_dropped: int = 0  # facts about unknown hosts behind a router, evicted before the host was known
+    bindings_evicted: int = 0  # address bindings forgotten at the bound (MAX_BINDINGS), oldest first

@@ -495,6 +495,7 @@ class VendorTable:
         if use_netaddr:
             self._split |= _NETADDR_IAB_OUIS
         self._count = count
+        self.cache_size = cache_size
         self._by_oui = functools.lru_cache(maxsize=cache_size)(self._resolve_oui)
         self._by_prefix36 = functools.lru_cache(maxsize=cache_size)(self._resolve_prefix36)
 
