@@ -187,13 +187,13 @@ def table_report(engine: Any) -> dict[str, dict[str, int | None]]:
     (None where entries leave by time, not by eviction). Reads the engine from outside: test tooling."""
     from monitor import site as site_module
     from monitor.analysis import MAX_EXPECTED_MEDIA
-    from monitor.rules.device import MAX_WAITING, NewDeviceRule
+    from monitor.rules.device import MAX_WAITING
     from monitor.rules.stream_egress import MAX_UPSTREAM_FLOWS, StreamEgressRule
 
     site, analysis, inventory = engine.site, engine.analysis, engine.inventory
-    rules = {type(j.__self__): j.__self__ for js in engine._rule_routes.values() for j in js}
+    rules = {type(module): module for module in engine._rule_modules}
     upstream = rules.get(StreamEgressRule)
-    announcer = rules.get(NewDeviceRule)
+    evicted = engine.evictions()
     devices = list(inventory)
     vendors = inventory._vendors
 
@@ -202,29 +202,31 @@ def table_report(engine: Any) -> dict[str, dict[str, int | None]]:
 
     return {
         "flows": row(len(engine.flows), engine.config.flows.max_flows, engine.flows.stats.evicted),
-        "devices": row(len(inventory), engine.config.max_devices, inventory.evicted),
+        "devices": row(len(inventory), engine.config.max_devices, evicted["devices"]),
         "device_ips (largest)": row(max((len(d.ips) for d in devices), default=0), 16, None),
         "device_peers (largest)": row(max((len(d.peers) for d in devices), default=0), 1024, None),
         "device_evidence (largest)": row(max((len(d.evidence) for d in devices), default=0), 64, None),
         "dns_resolutions": row(
-            len(analysis.resolutions._names), analysis.resolutions._max, analysis.resolutions.evicted
+            len(analysis.resolutions._names), analysis.resolutions._max, evicted["dns_resolutions"]
         ),
-        "media_expectations": row(len(analysis.expected_media), MAX_EXPECTED_MEDIA, analysis.media_evicted),
-        "incidents": row(len(engine.gate._last), engine.gate._max, engine.gate.evicted),
+        "media_expectations": row(
+            len(analysis.expected_media), MAX_EXPECTED_MEDIA, evicted["media_expectations"]
+        ),
+        "incidents": row(len(engine.gate._last), engine.gate._max, evicted["incidents"]),
         "upstream_flows": row(
-            len(upstream._upstream) if upstream else 0,
-            MAX_UPSTREAM_FLOWS,
-            upstream.not_followed if upstream else 0,
+            len(upstream._upstream) if upstream else 0, MAX_UPSTREAM_FLOWS, evicted.get("upstream_flows", 0)
         ),
-        "external_devices": row(len(site.external), site_module.MAX_EXTERNAL_DEVICES, None),
-        "address_bindings": row(len(site.bindings), site_module.MAX_BINDINGS, site.stats.bindings_evicted),
-        "routers": row(len(site.routers), site_module.MAX_ROUTERS, site.stats.routers_dropped),
+        "external_devices": row(
+            len(site.external), site_module.MAX_EXTERNAL_DEVICES, evicted["external_traffic"]
+        ),
+        "address_bindings": row(len(site.bindings), site_module.MAX_BINDINGS, evicted["address_bindings"]),
+        "routers": row(len(site.routers), site_module.MAX_ROUTERS, evicted["routers"]),
         "router_addresses": row(len(site.router_ips), site_module.MAX_ROUTERS, None),
         "pending_facts": row(
-            len(site._pending_facts), site_module.MAX_PENDING_FACTS, site.stats.facts_dropped
+            len(site._pending_facts), site_module.MAX_PENDING_FACTS, evicted["pending_facts"]
         ),
         "recent_flows": row(len(site._recent), site_module.MAX_RECENT_FLOWS, None),
         "on_site_memo": row(len(site._on_site), site_module.MAX_BINDINGS, None),
-        "timers": row(len(engine._timers), MAX_WAITING, announcer.not_waited if announcer else 0),
+        "timers": row(len(engine._timers), MAX_WAITING, evicted.get("device_announcements", 0)),
         "vendor_cache": row(vendors.cache_usage(), 2 * vendors.cache_size, None),
     }

@@ -558,7 +558,7 @@ class HttpStreamParser:
         return out
 
     def _fail(self, exc: AnalyzerError, pending: int) -> None:
-        self.error = exc
+        self.error = exc.detached()
         self._state = _FAILED
         self.ignored_bytes += pending
         self._buf = b""

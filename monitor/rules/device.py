@@ -41,6 +41,9 @@ class NewDeviceRule(RuleModule):
         self.waiting = 0  # announcements scheduled and not yet made
         self.not_waited = 0  # devices announced at once because MAX_WAITING were waiting
 
+    def evictions(self) -> dict[str, int]:
+        return {"device_announcements": self.not_waited}
+
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, DeviceWatched):
             # A device in the site's asset register is watched like any other, just not "new".

@@ -57,6 +57,9 @@ class StreamEgressRule(RuleModule):
         self._judged_ns = 0
         self.not_followed = 0  # external flows of watched devices not followed: MAX_UPSTREAM_FLOWS were
 
+    def evictions(self) -> dict[str, int]:
+        return {"upstream_flows": self.not_followed}
+
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, FlowStarted):
             return self._started(event.flow)
