@@ -181,6 +181,14 @@ class Analysis:
                 self.stats.internal_errors += 1
                 log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
 
+    def flow_ended(self, flow: Flow) -> None:
+        """The flow left the table: what its TCP sequencers hold no longer counts against the budget."""
+        app = flow.app
+        if app is not None:
+            for order in (app.tcp_src, app.tcp_dst):
+                if order is not None:
+                    order.drop(self.order)
+
     @staticmethod
     def _order(app: FlowApp, from_src: bool) -> TcpOrder:
         order = app.tcp_src if from_src else app.tcp_dst

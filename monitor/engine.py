@@ -233,6 +233,7 @@ class Engine:
             "routers": site.routers_dropped,
             "pending_facts": site.facts_dropped,
             "external_traffic": site.external_dropped,
+            "tcp_held_segments": self.analysis.order.over_budget,
         }
         for module in self._rule_modules:
             out.update(module.evictions())
@@ -268,6 +269,7 @@ class Engine:
 
     def _end(self, ended: list[Flow]) -> None:
         for flow in ended:
+            self.analysis.flow_ended(flow)
             self._dispatch(FlowEnded(flow.last_ns, flow))
 
     def _flow_started(self, event: Event) -> Sequence[Alert]:
