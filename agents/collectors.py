@@ -158,6 +158,10 @@ class EngineReading:
     analyzer_packets: Mapping[str, int] = field(default_factory=dict)  # by protocol
     analyzer_parse_errors: int = 0
     analyzer_internal_errors: int = 0
+    analyzer_segments: Mapping[str, int] = field(default_factory=dict)  # duplicate, overlap, hole
+    flows_one_direction: int = 0
+    flow_copies: int = 0
+    routers: int = 0
     flows_active: int = 0
     flows_created: int = 0
     flows_ended: Mapping[str, int] = field(default_factory=dict)  # by FLOW_END_REASONS
@@ -181,6 +185,14 @@ class EngineReading:
             analyzer_packets=dict(an.by_protocol),
             analyzer_parse_errors=an.parse_errors,
             analyzer_internal_errors=an.internal_errors,
+            analyzer_segments={
+                "duplicate": engine.analysis.order.duplicates,
+                "overlap": engine.analysis.order.overlaps,
+                "hole": engine.analysis.order.holes,
+            },
+            flows_one_direction=st.tcp_one_direction,
+            flow_copies=engine.site.stats.copies,
+            routers=engine.site.stats.routers,
             flows_active=len(engine.flows),
             flows_created=fs.created,
             flows_ended={"idle": fs.ended_idle, "active_timeout": fs.ended_active, "closed": fs.ended_closed},
@@ -286,6 +298,30 @@ def _engine_families(
         "camwatch_analyzer_internal_errors_total",
         "Analyzer failures that are camwatch bugs (an exception caught and counted); please report them.",
         r.analyzer_internal_errors,
+    )
+    segments = CounterMetricFamily(
+        "camwatch_analyzer_segments_total",
+        "Packets the analyzers did not read as they came: duplicate (a mirror's copy or a retransmission, "
+        "dropped), overlap (trimmed to its new bytes), hole (a gap never filled, skipped).",
+        labels=("outcome",),
+    )
+    for outcome in ("duplicate", "overlap", "hole"):
+        segments.add_metric([outcome], r.analyzer_segments.get(outcome, 0))
+    yield segments
+    yield _counter(
+        "camwatch_flows_one_direction_total",
+        "TCP flows that ended with only one direction seen: the mirror is asymmetric or drops.",
+        r.flows_one_direction,
+    )
+    yield _counter(
+        "camwatch_flow_copies_total",
+        "Flows that repeat another on a second VLAN (a routed copy on a trunk mirror): judged once.",
+        r.flow_copies,
+    )
+    yield _gauge(
+        "camwatch_routers",
+        "MACs found to forward other hosts' packets (never a device's identity).",
+        r.routers,
     )
     yield _gauge("camwatch_flows_active", "Flows in the flow table now.", r.flows_active)
     if flows_limit is not None:

@@ -59,6 +59,9 @@ class EngineStats:
     later_fragments: int = 0
     truncated: int = 0
     flow_packets: int = 0
+    # TCP flows that ended with only one direction seen: an asymmetric mirror (or one that drops), where
+    # replies, handshakes and closes could not be judged.
+    tcp_one_direction: int = 0
     alerts: dict[str, int] = field(default_factory=dict)
 
 
@@ -319,7 +322,11 @@ class Engine:
 
     def _flow_ended(self, event: Event) -> Sequence[Alert]:
         assert isinstance(event, FlowEnded)
-        self.site.account_external(event.flow)
+        flow = event.flow
+        self.site.account_external(flow)
+        self.analysis.on_flow_end(flow)
+        if flow.key[2] == PROTO_TCP and not (flow.pkts_a and flow.pkts_b):
+            self.stats.tcp_one_direction += 1
         return ()
 
     def _touch_devices(self) -> None:
