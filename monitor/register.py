@@ -418,9 +418,7 @@ class _Parser:
             try:
                 return date.fromisoformat(value)
             except ValueError:
-                self.add(
-                    line, f"'{value}' is not a day of the calendar (left empty)", fix, "replace_by"
-                )
+                self.add(line, f"'{value}' is not a day of the calendar (left empty)", fix, "replace_by")
                 return None
         m = _DMY_RE.fullmatch(value)
         if m is not None:

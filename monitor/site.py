@@ -121,7 +121,7 @@ class Site:
         schedule: Callable[[Event], None] | None = None,
     ) -> None:
         self.policy = policy
-        #: The site's asset register (docs/register.md): its devices are known, a removed one seen is an alert.
+        #: The asset register (docs/register.md): its devices are known, a removed one seen is an alert.
         self.register = AssetRegister()
         self.inventory = inventory
         self.clouds = clouds

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.sinks.jsonl import JsonLinesFile
-from agents.sinks.rotating import DiskFull, Rotation, RotatingFile
+from agents.sinks.rotating import DiskFull, RotatingFile, Rotation
 from tests.agents.smalldisk import fill, small_disk
 
 
@@ -42,7 +42,7 @@ def test_a_file_is_rotated_before_it_would_pass_its_size(tmp_path: Path) -> None
     for old in rotated:
         assert old.name.startswith("flows.") and old.name.endswith(".jsonl")
         assert 2000 - 56 < old.stat().st_size <= 2000  # full, never past the size
-    # Nothing lost, nothing twice, in order across the files (a "-01" rotation in the same second sorts after).
+    # Nothing lost, nothing twice, in order across the files ("-01" in the same second sorts after).
     assert numbers([*rotated, path]) == list(range(100))
     assert f.written == 100
     assert f.disk_bytes() == sum(p.stat().st_size for p in [*rotated, path])
