@@ -70,7 +70,7 @@ class Rsyslog:
 
     def __init__(self, tls: TlsFiles) -> None:
         require_rsyslog()
-        # Its own directory under /tmp, not the test's tmp_path: pytest's is 0700 root, and rsyslog runs as nobody.
+        # A directory of its own under /tmp: pytest's tmp_path is 0700 root, and rsyslog runs as nobody.
         self.dir = Path(tempfile.mkdtemp(prefix="camwatch-rsyslog-"))
         self.out = self.dir / "out"
         self.work = self.dir / "work"
@@ -118,11 +118,11 @@ class Rsyslog:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
-                except OSError:
+                except OSError as exc:
                     if time.monotonic() > deadline:
                         raise RuntimeError(
                             f"rsyslogd is not listening: {self.log.read_text(errors='replace')}"
-                        )
+                        ) from exc
                     time.sleep(0.05)
 
     def stop(self) -> None:
