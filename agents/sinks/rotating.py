@@ -30,13 +30,14 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from agents.config import Rotation
 
 __all__ = ["DiskFull", "RotatingFile", "Rotation", "RotationCollector"]
 
@@ -51,18 +52,6 @@ _STAMP: Final = "%Y%m%dT%H%M%SZ"
 
 class DiskFull(OSError):
     """No room for a write, and no older file of the output left to delete."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rotation:
-    """When a file is rotated and how many rotated files are kept (the ``flows_rotation`` section)."""
-
-    max_size: int = 64 << 20
-    """Bytes; a write that would take the file past this rotates it first."""
-    max_files: int = 16
-    """Rotated files kept beside the current one; the oldest beyond are deleted."""
-    max_age: float | None = None
-    """Seconds; rotated files rotated longer ago are deleted (None: no age limit)."""
 
 
 class RotatingFile:

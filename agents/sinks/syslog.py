@@ -36,14 +36,15 @@ import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agents.config import SYSLOG_FACILITIES as FACILITIES
+from agents.config import SYSLOG_PROTOCOLS as PROTOCOLS
+from agents.config import SyslogSettings
 from agents.sinks.base import Record, SinkError, encode_record
 from agents.sinks.outbox import OutboxChannel, OutboxError
 from monitor import __version__
@@ -58,28 +59,13 @@ __all__ = [
     "SyslogSink",
     "format_message",
     "octet_counted",
+    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-PROTOCOLS: Final = ("udp", "tcp", "tls")
-#: RFC 5424 facility names and codes (the ones a SIEM feed uses).
-FACILITIES: Final[Mapping[str, int]] = {
-    "user": 1,
-    "daemon": 3,
-    "auth": 4,
-    "security": 13,
-    "local0": 16,
-    "local1": 17,
-    "local2": 18,
-    "local3": 19,
-    "local4": 20,
-    "local5": 21,
-    "local6": 22,
-    "local7": 23,
-}
 #: camwatch ``event.severity`` -> RFC 5424 severity (2 critical, 4 warning, 6 informational).
 SYSLOG_SEVERITY: Final[Mapping[int, int]] = {4: 2, 3: 4, 2: 6}
 _DEFAULT_SYSLOG_SEVERITY: Final = 5  # notice: an alert of a severity camwatch does not define
@@ -95,40 +81,6 @@ _NON_PRINTABLE: Final = re.compile(r"[^!-~]")  # PRINTUSASCII: %d33-126
 
 class SyslogError(SinkError):
     """The syslog receiver could not be reached or the connection failed."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SyslogSettings:
-    """Where alerts go over syslog and how (the ``syslog`` section of the agent configuration)."""
-
-    host: str
-    port: int = 0
-    """0: the transport's standard port, 514 (udp, tcp) or 6514 (tls)."""
-    protocol: str = "tcp"
-    hostname: str = "-"
-    """HOSTNAME of every message: the gateway's name."""
-    facility: str = "local0"
-    app_name: str = "camwatch"
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_insecure: bool = False
-    """Skip the host name check (the chain is still verified). Not a configuration key: tests."""
-    # Tuning of the sender, not configuration keys.
-    timeout: float = 10.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 30.0
-    drain_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.port == 0:
-            object.__setattr__(self, "port", 6514 if self.protocol == "tls" else 514)
-
-    @property
-    def receiver(self) -> str:
-        """``protocol://host:port`` for messages."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.protocol}://{host}:{self.port}"
 
 
 def format_message(alert: Mapping[str, Any], settings: SyslogSettings, procid: int | None = None) -> bytes:
@@ -186,7 +138,9 @@ class SyslogSink:
 
     name = "syslog"
 
-    def __init__(self, settings: SyslogSettings, channel: OutboxChannel) -> None:
+    def __init__(
+        self, settings: SyslogSettings, channel: OutboxChannel, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.settings = settings
         self.channel = channel
         self.connected = False
@@ -205,8 +159,8 @@ class SyslogSink:
         self._connections = 0
         self._warned_size = False
         self._closed = False
-        # Read now (the agent may still be privileged: a client key can be root-only).
-        self._tls = _tls_context(settings) if settings.protocol == "tls" else None
+        # Built by the agent while privileged (a client key can be root-only), or here.
+        self._tls = tls if tls is not None or settings.protocol != "tls" else tls_context(settings)
 
     async def start(self) -> None:
         """Start sending in the background (what waits in the outbox goes first)."""
@@ -397,7 +351,8 @@ class _DatagramErrors(asyncio.DatagramProtocol):
             self.error = exc
 
 
-def _tls_context(s: SyslogSettings) -> ssl.SSLContext:
+def tls_context(s: SyslogSettings) -> ssl.SSLContext:
+    """The client TLS context for these settings (reads the CA, certificate and key files)."""
     ctx = ssl.create_default_context(cafile=s.ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if s.cert_file is not None:
