@@ -92,6 +92,11 @@ class MqttDataLink:
         self._connections = 0
 
     @property
+    def inventory_pending(self) -> bool:
+        """An inventory waits to be published."""
+        return self._inventory is not None
+
+    @property
     def queued(self) -> int:
         """Flow records waiting for the broker."""
         return len(self._flows)
