@@ -159,14 +159,17 @@ class JsonLinesFile:
             await self._wake.wait()
 
     def _write_lines(self, lines: list[bytes]) -> None:
+        before = self.rotating.written if self.rotating is not None else 0
         try:
             self._write(lines, durable=False)
         except OSError as exc:
-            self.failed += len(lines)
             if self.rotating is not None:
-                self.rotating.note_dropped(len(lines), exc)  # counted, and logged at most once a minute
-            else:
-                log.error("%s: cannot write %d records to %s: %s", self.name, len(lines), self.path, exc)
+                lost = len(lines) - (self.rotating.written - before)
+                self.failed += lost
+                self.rotating.note_dropped(lost, exc)  # counted, and logged at most once a minute
+                return
+            self.failed += len(lines)
+            log.error("%s: cannot write %d records to %s: %s", self.name, len(lines), self.path, exc)
 
     async def _deliver_durable(self) -> None:
         channel = self.channel
@@ -202,8 +205,13 @@ class JsonLinesFile:
 
     def _write(self, lines: list[bytes], *, durable: bool) -> None:
         if self.rotating is not None:
-            self.rotating.write(lines, fsync=durable)
-            self.written += len(lines)
+            before = self.rotating.written
+            try:
+                self.rotating.write(lines, fsync=durable)
+            finally:
+                # Part of the batch may be in the file before a failure (whole lines, one rotated file
+                # after another); a durable sink then writes those again: at least once.
+                self.written += self.rotating.written - before
             return
         fh = self._fh
         if fh is None:

@@ -84,26 +84,38 @@ class RotatingFile:
     # ------------------------------------------------------------------ writing
 
     def write(self, lines: Sequence[bytes], *, fsync: bool = False) -> None:
-        """Append the lines (each without its newline), rotating first if they would not fit, deleting the
-        output's oldest files while the disk is full. :class:`DiskFull` when nothing is left to delete; any
-        other OSError as it comes. Either way nothing of ``lines`` is in the file: the caller keeps them
-        (durable) or drops them (:meth:`note_dropped`)."""
+        """Append the lines (each without its newline), rotating whenever the next one would not fit and
+        deleting the output's oldest files while the disk is full. :class:`DiskFull` when nothing is left to
+        delete; any other OSError as it comes. Either way the lines not written are not in the file (whole
+        lines only): the caller keeps them (durable) or drops them (:meth:`note_dropped`); ``written`` counts
+        those that were."""
         if self._fh is None:
             raise OSError(f"{self.path} is closed")
-        data = b"".join(line + b"\n" for line in lines)
-        if self.size > 0 and self.size + len(data) > self.rotation.max_size:
-            self._rotate_and_retain()
+        limit = self.rotation.max_size
+        start = 0
+        while start < len(lines):
+            if self.size > 0 and self.size + len(lines[start]) + 1 > limit:
+                self._rotate_and_retain()
+            # As many lines as fit in the file (at least one: a line longer than max_size gets a file alone).
+            room = limit - self.size
+            end, used = start, 0
+            while end < len(lines) and (end == start or used + len(lines[end]) + 1 <= room):
+                used += len(lines[end]) + 1
+                end += 1
+            self._write_chunk(b"".join(line + b"\n" for line in lines[start:end]), fsync)
+            self.written += end - start
+            start = end
+
+    def _write_chunk(self, data: bytes, fsync: bool) -> None:
         while True:
             try:
                 self._append(data, fsync)
+                return
             except OSError as exc:
                 if exc.errno not in _NO_SPACE:
                     raise
-                if self._free_space(exc):
-                    continue
-                raise DiskFull(exc.errno, exc.strerror) from exc
-            self.written += len(lines)
-            return
+                if not self._free_space(exc):
+                    raise DiskFull(exc.errno, exc.strerror) from exc
 
     def _append(self, data: bytes, fsync: bool) -> None:
         fh = self._fh

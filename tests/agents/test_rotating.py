@@ -134,3 +134,16 @@ def test_the_file_sink_counts_what_a_full_disk_drops(
         text = generate_latest(registry).decode()
         assert 'camwatch_output_records_dropped_total{output="flows_file",reason="disk_full"} 10.0' in text
         assert any("10 records dropped" in r.message for r in caplog.records)
+
+
+def test_a_batch_larger_than_the_disk_is_split_across_files(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", 256) as disk:
+        path = disk / "flows.jsonl"
+        f = RotatingFile(path, Rotation(max_size=32 << 10, max_files=1000), "flows_file")
+        f.write([record(n) for n in range(3000)])  # about 500 KB at once
+        f.close()
+        files = [*f.rotated_files(), path]
+        assert all(p.stat().st_size <= 32 << 10 for p in files)
+        got = numbers(files)
+        assert got == list(range(got[0], 3000)) and got[0] > 0
+        assert f.written == 3000 and f.deleted_disk_full > 0
