@@ -95,6 +95,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"agent configuration (default: {DEFAULT_CONFIG})",
     )
     _add_lab_parser(sub)
+    # `report` and `inventory export` (agents/report/commands.py).
+    from agents.report.commands import add_parsers as add_report_parsers
+
+    add_report_parsers(sub)
     return p
 
 
@@ -156,6 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_agent(args.config)
         if args.command == "lab":
             return lab_command(args, sys.stdout)
+        if args.command == "report":
+            from agents.report.commands import report
+
+            return report(args)
+        if args.command == "inventory":
+            from agents.report.commands import inventory_export
+
+            return inventory_export(args)
     except ValidationError as exc:  # an agent configuration or a site policy
         print(f"camwatch: invalid {exc.kind}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
