@@ -76,7 +76,9 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 12px; }
 th, td { border: 1px solid #e5e7eb; padding: 2px 6px; text-align: left; vertical-align: top; }
 th { background: #f3f4f6; cursor: pointer; }
 td.num { text-align: right; }
-td[data-col="mac"], td[data-col$="seen"], td[data-col^="last_"], td[data-col="replace_by"] { white-space: nowrap; }
+td[data-col="mac"], td[data-col$="seen"], td[data-col^="last_"], td[data-col="replace_by"] {
+  white-space: nowrap;
+}
 tr.overdue td { background: #fef3c7; }
 .empty { color: #6b7280; font-style: italic; }
 details summary { cursor: pointer; }
