@@ -40,6 +40,8 @@ _COUNTED: Final[Mapping[str, str]] = {
     "exploit.attempt": "exploit_attempts",
 }
 _CLOUD_RULE: Final = "dns.vendor_cloud"
+# Alerts whose source is the other party, the device the destination (docs/design.md §4.2).
+_TO_CLIENT: Final = frozenset({"stream.unauthorized_client"})
 _NUMBERS: Final = ("external_destinations", "vendor_cloud", "p2p", "upnp", "default_credentials",
                    "exploit_attempts", "alerts")  # fmt: skip
 
@@ -130,12 +132,18 @@ def _activity(inputs: Inputs, clouds: CloudCatalogue) -> dict[int, _Activity]:
         if rule == _CLOUD_RULE and dst.get("domain"):
             act.clouds.add(str(dst["domain"]).lower())
             act.last_cloud = max(act.last_cloud, when)
-        # The far side of the alert (the device is the source, or the destination of an inbound stream).
-        for end in (dst, src):
-            ip = end.get("ip")
-            if isinstance(ip, str) and _off_site(ip) and end.get("mac") != device.get("id"):
-                act.external.add(ip)
-                act.last_external = max(act.last_external, when)
+        # Where the device's traffic went: the destination when the device is the source (its own flow, its
+        # lookup, its video); the client for a stream pulled from it (the video goes there). An attacker's
+        # address is not a destination: exploit attempts have their own column.
+        me = device.get("id")
+        if rule in _TO_CLIENT:
+            far = src if src.get("mac") != me else {}
+        else:
+            far = dst if src.get("mac") in (None, me) else {}
+        ip = far.get("ip")
+        if isinstance(ip, str) and _off_site(ip):
+            act.external.add(ip)
+            act.last_external = max(act.last_external, when)
     for flow in inputs.flows:
         source: dict[str, Any] = flow["source"]
         destination: dict[str, Any] = flow["destination"]
