@@ -372,6 +372,7 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
     vendors = Counter(d.manufacturer or "unknown" for d in engine.inventory)
     by_vendor = ", ".join(f"{name} {n}" for name, n in vendors.most_common()) or "none"
     by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(st.alerts.items())) or "none"
+    by_severity = _by_severity(st.alerts)
     fs = engine.flows.stats
     rate = st.packets / seconds if seconds > 0 else 0.0
     out.write(
@@ -380,9 +381,21 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
         f"({rate:,.0f} packets/s)\n"
         f"camwatch: {fs.created:,} flows ({fs.evicted:,} evicted at the bound)\n"
         f"camwatch: {len(engine.inventory):,} devices: {by_vendor}\n"
-        f"camwatch: {sum(st.alerts.values()):,} alerts: {by_rule}"
+        f"camwatch: {sum(st.alerts.values()):,} alerts{by_severity}: {by_rule}"
         f" ({engine.gate.suppressed:,} repeats suppressed)\n"
     )
+
+
+def _by_severity(alerts: dict[str, int]) -> str:
+    """`` (2 high, 14 warning, 8 info)``: the alerts by severity, highest first (empty without alerts)."""
+    from monitor.alerts import severity_name
+    from monitor.registry import RULES
+
+    counts: Counter[int] = Counter()
+    for rule, n in alerts.items():
+        counts[RULES[rule].severity if rule in RULES else 0] += n
+    parts = [f"{n:,} {severity_name(sev)}" for sev, n in sorted(counts.items(), reverse=True) if n]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 if __name__ == "__main__":
