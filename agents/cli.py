@@ -95,6 +95,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"agent configuration (default: {DEFAULT_CONFIG})",
     )
     _add_lab_parser(sub)
+    # `report` and `inventory export` (agents/report/commands.py).
+    from agents.report.commands import add_parsers as add_report_parsers
+
+    add_report_parsers(sub)
     return p
 
 
@@ -156,6 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_agent(args.config)
         if args.command == "lab":
             return lab_command(args, sys.stdout)
+        if args.command == "report":
+            from agents.report.commands import report
+
+            return report(args)
+        if args.command == "inventory":
+            from agents.report.commands import inventory_export
+
+            return inventory_export(args)
     except ValidationError as exc:  # an agent configuration or a site policy
         print(f"camwatch: invalid {exc.kind}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -360,6 +372,7 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
     vendors = Counter(d.manufacturer or "unknown" for d in engine.inventory)
     by_vendor = ", ".join(f"{name} {n}" for name, n in vendors.most_common()) or "none"
     by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(st.alerts.items())) or "none"
+    by_severity = _by_severity(st.alerts)
     fs = engine.flows.stats
     rate = st.packets / seconds if seconds > 0 else 0.0
     out.write(
@@ -368,9 +381,21 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
         f"({rate:,.0f} packets/s)\n"
         f"camwatch: {fs.created:,} flows ({fs.evicted:,} evicted at the bound)\n"
         f"camwatch: {len(engine.inventory):,} devices: {by_vendor}\n"
-        f"camwatch: {sum(st.alerts.values()):,} alerts: {by_rule}"
+        f"camwatch: {sum(st.alerts.values()):,} alerts{by_severity}: {by_rule}"
         f" ({engine.gate.suppressed:,} repeats suppressed)\n"
     )
+
+
+def _by_severity(alerts: dict[str, int]) -> str:
+    """`` (2 high, 14 warning, 8 info)``: the alerts by severity, highest first (empty without alerts)."""
+    from monitor.alerts import severity_name
+    from monitor.registry import RULES
+
+    counts: Counter[int] = Counter()
+    for rule, n in alerts.items():
+        counts[RULES[rule].severity if rule in RULES else 0] += n
+    parts = [f"{n:,} {severity_name(sev)}" for sev, n in sorted(counts.items(), reverse=True) if n]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ LIVE_EXTERNAL_MAX_FLOWS: Final = 50_000
 MAX_VENDOR_LABELS: Final = 64
 OTHER: Final = "other"
 UNKNOWN: Final = "unknown"
+#: ``camwatch_devices{status}`` of a device the asset register does not list.
+UNREGISTERED: Final = "unregistered"
 
 # A device displaces the smallest device that has its own series only with at least this many
 # times its traffic: without hysteresis two similar devices would swap series at every scrape.
@@ -128,11 +130,13 @@ def _agent_families(start_time: float, alerts: Mapping[str, int]) -> list[Metric
 
 
 class DeviceSummary(NamedTuple):
-    """One inventory entry: ECS-formatted MAC, vendor key (``"unknown"`` when not attributed)."""
+    """One inventory entry: ECS-formatted MAC, vendor key (``"unknown"`` when not attributed), and its
+    asset register status (``"unregistered"`` when the register does not list it)."""
 
     mac: str
     vendor: str
     watched: bool
+    status: str = UNREGISTERED
 
 
 class ExternalTraffic(NamedTuple):
@@ -198,7 +202,13 @@ class EngineReading:
             flows_ended={"idle": fs.ended_idle, "active_timeout": fs.ended_active, "closed": fs.ended_closed},
             flows_evicted=fs.evicted,
             devices=tuple(
-                DeviceSummary(d.mac_str, d.vendor or UNKNOWN, bool(d.watched)) for d in engine.inventory
+                DeviceSummary(
+                    d.mac_str,
+                    d.vendor or UNKNOWN,
+                    bool(d.watched),
+                    engine.site.register.status_of(d.mac) or UNREGISTERED,
+                )
+                for d in engine.inventory
             ),
             external={
                 format_mac(mac): ExternalTraffic(*counts[:4])
@@ -350,17 +360,18 @@ def _engine_families(
 
 def _device_count_families(devices: Sequence[DeviceSummary], limit: int | None) -> Iterator[Metric]:
     vendors = _VendorLabels()
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for device in devices:
-        key = (vendors.label(device.vendor), "true" if device.watched else "false")
+        key = (vendors.label(device.vendor), "true" if device.watched else "false", device.status)
         counts[key] = counts.get(key, 0) + 1
     family = GaugeMetricFamily(
         "camwatch_devices",
-        "Devices in the inventory, by vendor and whether they are watched.",
-        labels=("vendor", "watched"),
+        "Devices in the inventory, by vendor, whether they are watched, and their asset register status "
+        "(active, scheduled, removed; unregistered when the register does not list them).",
+        labels=("vendor", "watched", "status"),
     )
-    for (vendor, watched), count in sorted(counts.items()):
-        family.add_metric([vendor, watched], count)
+    for (vendor, watched, status), count in sorted(counts.items()):
+        family.add_metric([vendor, watched, status], count)
     yield family
     if limit is not None:
         yield _gauge("camwatch_devices_limit", "The inventory's bound (limits.max_devices).", limit)

@@ -50,6 +50,7 @@ from agents.probe.reports import TRANSPORTS, Thresholds
 from agents.probe.urls import CameraUrl
 from agents.state import STATE_FILES
 from monitor.policy import PolicyError, SitePolicy
+from monitor.register import AssetRegister, RegisterError
 from monitor.validation import (
     TOPIC_UNSAFE_RE,
     Document,
@@ -73,7 +74,9 @@ __all__ = [
     "LimitsConfig",
     "MetricsConfig",
     "MqttSettings",
+    "Rotation",
     "StreamProbeConfig",
+    "SyslogSettings",
     "TimeoutsConfig",
     "load_config",
     "read_password_file",
@@ -97,17 +100,22 @@ _IFNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
 # useradd's default NAME_REGEX, plus a trailing '$' for machine accounts.
 _USER_RE: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
 
+# Flow rotation, syslog and the asset register (docs/config.md, "Outputs"): read by _exports below.
+_EXPORT_KEYS: Final = ("flows_rotation", "syslog", "asset_register")
+_ROTATION_KEYS: Final = ("max_size", "max_files", "max_age")
+_SYSLOG_KEYS: Final = ("host", "port", "protocol", "ca_file", "cert_file", "key_file", "facility")
 _TOP_KEYS: Final = (
     "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
     "state_dir", "run_as_user", "limits", "timeouts", "alerts_file", "stream_probe",
     "flows_file", "inventory_file",
+    *_EXPORT_KEYS,
 )  # fmt: skip
 _CAPTURE_KEYS: Final = ("interfaces", "pcap", "pace", "method", "batch_size", "snaplen")
 _METRICS_KEYS: Final = ("listen", "port", "tls_cert_file", "tls_key_file", "basic_auth", "max_device_series")
 _BASIC_AUTH_KEYS: Final = ("username", "password_file")
 _MQTT_KEYS: Final = (
     "host", "port", "tls", "ca_file", "cert_file", "key_file", "username", "password_file",
-    "client_id", "topic_prefix", "keepalive",
+    "client_id", "topic_prefix", "keepalive", "flows", "inventory",
 )  # fmt: skip
 _LIMITS_KEYS: Final = ("max_flows", "max_devices", "spool_max_alerts", "spool_max_bytes")
 _TIMEOUT_KEYS: Final = ("tcp_idle", "udp_idle", "other_idle", "active")
@@ -141,7 +149,13 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "alerts": "did you mean 'alerts_file'?",
         "flows": "did you mean 'flows_file'?",
         "inventory": "did you mean 'inventory_file'?",
+        "register": "did you mean 'asset_register'?",
+        "assets": "did you mean 'asset_register'?",
+        "rotation": "did you mean 'flows_rotation'?",
+        "siem": "write a 'syslog:' section (docs/siem.md)",
     },
+    "flows_rotation": {"max_file_size": "did you mean 'max_size'?", "keep": "did you mean 'max_files'?"},
+    "syslog": {"transport": "did you mean 'protocol'?", "server": "did you mean 'host'?"},
     "stream_probe": {
         "url": "put each camera under 'cameras:' (a list of name/url entries)",
         "rtsp_transport": "did you mean 'transport'?",
@@ -270,6 +284,10 @@ class MqttSettings:
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     keepalive: int = 60
     """Seconds; the broker publishes the last will after 1.5 times this without a packet."""
+    flows: bool = False
+    """Publish each flow record on ``<prefix>/<site>/<gateway>/flows`` (QoS 0; agents/sinks/mqtt_data.py)."""
+    inventory: bool = True
+    """Publish the inventory, retained, on ``<prefix>/<site>/<gateway>/inventory`` when it changes."""
     # Tuning of the publisher, not configuration keys.
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
@@ -364,6 +382,60 @@ class StreamProbeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Rotation:
+    """How a file output is rotated and how many rotated files are kept (``flows_rotation``)."""
+
+    max_size: int = 64 << 20
+    """Bytes; a write that would take the file past this rotates it first."""
+    max_files: int = 16
+    """Rotated files kept beside the current one; the oldest beyond are deleted."""
+    max_age: float | None = None
+    """Seconds; rotated files rotated longer ago are deleted (None: no age limit)."""
+
+
+SYSLOG_PROTOCOLS: Final = ("udp", "tcp", "tls")
+#: RFC 5424 facility names and codes (the ones a SIEM feed uses).
+SYSLOG_FACILITIES: Final[Mapping[str, int]] = {
+    "user": 1, "daemon": 3, "auth": 4, "security": 13, "local0": 16, "local1": 17, "local2": 18,
+    "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyslogSettings:
+    """Where alerts go over syslog and how: the ``syslog`` section, what agents/sinks/syslog.py consumes."""
+
+    host: str
+    port: int = 0
+    """0: the transport's standard port, 514 (udp, tcp) or 6514 (tls)."""
+    protocol: str = "tcp"
+    hostname: str = "-"
+    """HOSTNAME of every message: the gateway's name."""
+    facility: str = "local0"
+    app_name: str = "camwatch"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = False
+    """Skip the host name check (the chain is still verified). Not a configuration key: tests."""
+    # Tuning of the sender, not configuration keys.
+    timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    drain_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.port == 0:
+            object.__setattr__(self, "port", 6514 if self.protocol == "tls" else 514)
+
+    @property
+    def receiver(self) -> str:
+        """``protocol://host:port`` for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """A validated agent configuration. Build it with :meth:`from_yaml` or :func:`load_config`."""
 
@@ -386,6 +458,12 @@ class AgentConfig:
     flows_file: Path | None = None
     #: The device inventory, replaced as a whole whenever the state is saved (None: not written).
     inventory_file: Path | None = None
+    #: How ``flows_file`` is rotated and its old files kept (None: never rotated, ``flows_rotation: false``).
+    flows_rotation: Rotation | None = field(default_factory=lambda: Rotation())
+    #: Every alert also to this syslog receiver (None: no syslog).
+    syslog: SyslogSettings | None = None
+    #: The site's asset register, a CSV (docs/register.md); None: no register.
+    asset_register: Path | None = None
     source: str = "<config>"
     #: Things that work but deserve a look (e.g. staying root); ``check-config`` shows them.
     warnings: tuple[str, ...] = ()
@@ -854,6 +932,8 @@ def _mqtt(
         topic_prefix=prefix,
         # MQTT's keep alive is a 16-bit number of seconds; below 5 s a busy broker drops clients.
         keepalive=reader.integer(sec, "mqtt", "keepalive", d.keepalive, 5, 65535, unit=" s"),
+        flows=reader.boolean(sec, "mqtt", "flows", d.flows),
+        inventory=reader.boolean(sec, "mqtt", "inventory", d.inventory),
     )
 
 
@@ -1123,6 +1203,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     alerts_file = reader.path(data, "", "alerts_file", "out")
     stream_probe = _stream_probe(reader, data, state_dir)
     flows_file, inventory_file = _outputs(reader, data, state_dir, alerts_file)
+    flows_rotation, syslog, asset_register = _exports(reader, data, gateway, flows_file)
     if reader.problems or reader.elsewhere or site is None or gateway is None:
         return None
     return AgentConfig(
@@ -1141,6 +1222,124 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
         stream_probe=stream_probe,
         flows_file=flows_file,
         inventory_file=inventory_file,
+        flows_rotation=flows_rotation,
+        syslog=syslog,
+        asset_register=asset_register,
         source=source,
         warnings=tuple(reader.warnings),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Exports: flow rotation, syslog, the asset register (docs/config.md, "Outputs"; docs/siem.md;
+# docs/register.md)
+
+
+def _exports(
+    reader: _Reader, top: Mapping[object, object], gateway: str | None, flows_file: Path | None
+) -> tuple[Rotation | None, SyslogSettings | None, Path | None]:
+    return (
+        _flows_rotation(reader, top, flows_file),
+        _syslog(reader, top, gateway),
+        _asset_register(reader, top),
+    )
+
+
+def _flows_rotation(
+    reader: _Reader, top: Mapping[object, object], flows_file: Path | None
+) -> Rotation | None:
+    raw = top.get("flows_rotation")
+    if raw is False:
+        return None  # never rotated by camwatch (an external logrotate with copytruncate)
+    d = Rotation()
+    if raw is None:
+        return d
+    sec = reader.section(top, "", "flows_rotation", _ROTATION_KEYS)
+    if flows_file is None and isinstance(raw, Mapping):
+        reader.add(
+            "flows_rotation", "is set but flows_file is not", "set flows_file, or remove flows_rotation"
+        )
+    max_age = None
+    if sec.get("max_age") is not None:
+        max_age = reader.seconds(sec, "flows_rotation", "max_age", 30 * 86400.0, 3600, 3650 * 86400.0)
+    return Rotation(
+        max_size=reader.size(sec, "flows_rotation", "max_size", d.max_size, 64 << 10, 1 << 40),
+        max_files=reader.integer(sec, "flows_rotation", "max_files", d.max_files, 1, 100_000),
+        max_age=max_age,
+    )
+
+
+def _syslog(reader: _Reader, top: Mapping[object, object], gateway: str | None) -> SyslogSettings | None:
+    if top.get("syslog") is None:
+        return None
+    sec = reader.section(top, "", "syslog", _SYSLOG_KEYS)
+    if not sec:
+        if isinstance(top.get("syslog"), Mapping):
+            reader.add("syslog", "is empty", "give at least the receiver: syslog: {host: siem.example.net}")
+        return None
+    host = reader.text(sec, "syslog", "host", None, "siem.example.net")
+    if sec.get("host") is None:
+        reader.add("syslog.host", "is missing", "name the receiver, e.g. host: siem.example.net")
+    elif host is not None and ("://" in host or (":" in host.strip("[]") and host.count(":") == 1)):
+        reader.add(
+            "syslog.host",
+            f"'{short(host)}' is a URL or has a port",
+            "write the host name or address alone; the port goes in syslog.port, the transport in "
+            "syslog.protocol",
+        )
+    protocol = reader.choice(sec, "syslog", "protocol", "tcp", SYSLOG_PROTOCOLS)
+    ca_file = reader.path(sec, "syslog", "ca_file", "file")
+    cert_file = reader.path(sec, "syslog", "cert_file", "file")
+    key_file = reader.path(sec, "syslog", "key_file", "file", secret=True)
+    if protocol != "tls":
+        for name in ("ca_file", "cert_file", "key_file"):
+            if sec.get(name) is not None:
+                reader.add(
+                    f"syslog.{name}", f"is set but protocol is {protocol}", "set protocol: tls, or remove it"
+                )
+    _pair(
+        reader, "syslog", ("cert_file", cert_file), ("key_file", key_file), "a client certificate and its key"
+    )
+    _check_cert_pair(reader, "syslog.cert_file", cert_file, key_file)
+    if ca_file is not None and ca_file.is_file():
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            reader.add(
+                "syslog.ca_file",
+                f"holds no usable CA certificate ({short(str(exc), 80)})",
+                "give PEM certificates",
+            )
+    if protocol == "udp":
+        reader.warnings.append(
+            "syslog: over udp an alert is lost without a trace when the receiver or the network drops it; "
+            "use tcp or tls"
+        )
+    elif protocol == "tcp" and host not in ("127.0.0.1", "::1", "localhost"):
+        reader.warnings.append("syslog: alerts cross the network in clear text over tcp; use protocol: tls")
+    d = SyslogSettings(host="", protocol=protocol)
+    return SyslogSettings(
+        host=host or "",
+        port=reader.integer(sec, "syslog", "port", d.port, 1, 65535),
+        protocol=protocol,
+        hostname=gateway or "-",
+        facility=reader.choice(sec, "syslog", "facility", d.facility, tuple(SYSLOG_FACILITIES)),
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+    )
+
+
+def _asset_register(reader: _Reader, top: Mapping[object, object]) -> Path | None:
+    """The register's path; its rows are checked now, so ``check-config`` names every bad one (warnings:
+    a bad row costs only itself, the agent runs with the good ones)."""
+    path = reader.path(top, "", "asset_register", "file")
+    if path is None or not path.is_file():
+        return path
+    try:
+        register = AssetRegister.load(path)
+    except RegisterError as exc:
+        reader.add("asset_register", exc.problem, exc.fix)
+        return path
+    reader.warnings.extend(register.describe_problems())
+    return path

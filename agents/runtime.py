@@ -40,7 +40,8 @@ from prometheus_client import CollectorRegistry
 from agents.capture.pcap_source import PcapFileSource
 from agents.capture.running import CaptureCollector, RunningSource
 from agents.collectors import AgentCollector, AlertCounts, EngineCollector
-from agents.config import AgentConfig, ConfigError, ConfigProblem
+from agents.config import AgentConfig, ConfigError, ConfigProblem, Rotation
+from agents.exports import Exports
 from agents.privileges import drop_privileges
 from agents.sinks.base import Record, Sink
 from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile
@@ -105,10 +106,13 @@ class Agent:
             active_timeout=timeouts.active,
             max_flows=limits.max_flows,
         )
+        # The asset register, syslog and the MQTT data sinks (agents/exports.py).
+        self.exports = Exports(config)
         self.engine = Engine(
             config.site_policy,
             vendors or VendorTable.load(),
             EngineConfig(observer=config.observer, flows=flow_cfg, max_devices=limits.max_devices),
+            register=self.exports.register,
         )
         self.lock = threading.Lock()
         self.sources: list[RunningSource] = []
@@ -162,9 +166,11 @@ class Agent:
                 self._start_metrics()
                 settings = self._mqtt_settings()
                 self._open_files(stack)
+                self.exports.open()  # a syslog client key may be root-only
                 self.prober = self._make_prober()  # reads the cameras' password files
                 self.user = drop_privileges(self.config.run_as_user, self.state_dir)
                 self._check_inventory_file()
+                self.exports.check_after_drop(self.user)
                 await self._start_sinks(stack, settings)
                 async with asyncio.TaskGroup() as tg:
                     for st in self.sources:
@@ -176,6 +182,7 @@ class Agent:
                     flows = tg.create_task(self._forward_flows(), name="flows")
                     tg.create_task(self._ticks(stop), name="tick")
                     tg.create_task(self._save_periodically(stop), name="state")
+                    tg.create_task(self.exports.watch_register(self, stop), name="register")
                     if self.prober is not None:
                         tg.create_task(self.prober.run(stop), name="stream-probe")
                     await stop.wait()
@@ -235,17 +242,19 @@ class Agent:
         if cfg.alerts_file is not None:
             self.alert_sinks.append(self._open_lines(stack, "alerts_file", cfg.alerts_file))
         if cfg.flows_file is not None:
-            self.flow_sinks.append(self._open_lines(stack, "flows_file", cfg.flows_file))
+            self.flow_sinks.append(self._open_lines(stack, "flows_file", cfg.flows_file, cfg.flows_rotation))
         if cfg.inventory_file is not None:
             inventory = JsonDocumentFile("inventory_file", cfg.inventory_file)
             stack.push_async_callback(inventory.close)
             self.inventory_sinks.append(inventory)
 
-    def _open_lines(self, stack: contextlib.AsyncExitStack, key: str, path: Path) -> JsonLinesFile:
-        """A JSON-lines sink on ``path``, opened for appending now; a file that cannot be opened is a
-        configuration problem naming ``key``."""
+    def _open_lines(
+        self, stack: contextlib.AsyncExitStack, key: str, path: Path, rotation: Rotation | None = None
+    ) -> JsonLinesFile:
+        """A JSON-lines sink on ``path``, opened for appending now (rotated with ``rotation``); a file that
+        cannot be opened is a configuration problem naming ``key``."""
         try:
-            sink = JsonLinesFile(key, path)
+            sink = JsonLinesFile(key, path, rotation=rotation)
         except OSError as exc:
             raise ConfigError(
                 [
@@ -298,6 +307,7 @@ class Agent:
             stack.push_async_callback(self.publisher.close)  # closed before the outbox
             self.alert_sinks.append(self.publisher)
             self.registry.register(self.outbox.collector())
+        await self.exports.add_sinks(self, stack, settings)  # syslog, MQTT flows and inventory
         for sink in self.sinks:
             await sink.start()
             collector = sink.collector()
@@ -463,6 +473,7 @@ class Agent:
 
     async def _submit_alert(self, record: Record) -> None:
         """The one path of every alert: counted, then to each alert sink in turn."""
+        record = self.exports.annotate(record)  # camwatch.asset: the register's row of the device
         self.counters.alerts_submitted += 1
         self.alert_counts.add(str(record["rule"]["id"]))
         for sink in self.alert_sinks:

@@ -33,6 +33,7 @@ from monitor.events import (
 from monitor.flows import Flow, FlowConfig, FlowTable
 from monitor.pcapfile import PacketBatch
 from monitor.policy import SitePolicy
+from monitor.register import AssetRegister
 from monitor.registry import Rulebook, rulebook
 from monitor.site import Site
 from monitor.vendors.clouds import CloudCatalogue
@@ -99,6 +100,7 @@ class Engine:
         config: EngineConfig | None = None,
         clouds: CloudCatalogue | None = None,
         rules: Rulebook | None = None,
+        register: AssetRegister | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.policy = policy
@@ -112,6 +114,8 @@ class Engine:
         self.site = Site(
             policy, self.inventory, self.clouds, self.config.observer, self._dispatch, self._schedule
         )
+        if register is not None:  # the asset register: its devices are known (monitor/rules/register.py)
+            self.site.register = register
         self._pending: list[Alert] = []
         # Events to dispatch once capture time passes their ts_ns: (ts_ns, order, event).
         self._timers: list[tuple[int, int, Event]] = []

@@ -11,8 +11,9 @@ inventory).
 - :class:`JsonDocumentFile` is the sink for ``inventory_file``: each document submitted replaces the file
   atomically (temporary file, fsync, rename), so a reader never sees half a document.
 
-Rotation and retention will be options of these sinks (a later issue); the writer task is where a rotated
-file would be reopened.
+With a :class:`~agents.sinks.rotating.Rotation` (``flows_rotation``) a :class:`JsonLinesFile` writes through a
+:class:`~agents.sinks.rotating.RotatingFile`: rotated by size, old files deleted by count and age, and the
+oldest files deleted first when the disk is full; it then has metrics (``camwatch_output_*``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import IO, Any, Final, TypeVar
 
 from agents.sinks.base import Record, encode_record
 from agents.sinks.outbox import OutboxChannel, OutboxError
+from agents.sinks.rotating import RotatingFile, Rotation, RotationCollector
 
 __all__ = ["JsonDocumentFile", "JsonLinesFile"]
 
@@ -51,7 +53,13 @@ class JsonLinesFile:
     privileges; OSError if it cannot be) and never truncated. Records are written in the order submitted.
     """
 
-    def __init__(self, name: str, path: Path, channel: OutboxChannel | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        channel: OutboxChannel | None = None,
+        rotation: Rotation | None = None,
+    ) -> None:
         self.name = name
         self.path = path
         self.channel = channel
@@ -59,8 +67,14 @@ class JsonLinesFile:
         """Records written to the file."""
         self.failed = 0
         """Records lost because the file could not be written (not durable) or stored (durable)."""
+        # With a rotation, the rotating file owns the file (rotated, retained, room made on a full disk).
+        self.rotating = RotatingFile(path, rotation, name) if rotation is not None else None
         # Unbuffered: a write that fails leaves nothing behind in a buffer to be written later.
-        self._fh: IO[bytes] | None = open(path, "ab", buffering=0)  # noqa: SIM115  (held until close)
+        self._fh: IO[bytes] | None = (
+            open(path, "ab", buffering=0)  # noqa: SIM115  (held until close)
+            if self.rotating is None
+            else None
+        )
         self._pending: list[bytes] = []  # without an outbox: encoded lines waiting for the writer
         # One worker thread does the file and outbox calls, in submission order, off the event loop.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"camwatch-{name}")
@@ -78,6 +92,8 @@ class JsonLinesFile:
         """Start the writer task (records submitted before are written first)."""
         if self._writer is not None or self._closed:
             raise RuntimeError(f"{self.name}: a sink is started once")
+        if self.rotating is not None:  # files left beyond the limits by an earlier run or configuration
+            await self._in_worker(self.rotating.retain)
         run = self._deliver_durable if self.channel is not None else self._deliver
         self._writer = asyncio.create_task(run(), name=f"camwatch-{self.name}-writer")
 
@@ -118,11 +134,14 @@ class JsonLinesFile:
             if fh is not None:
                 with contextlib.suppress(OSError):
                     await self._in_worker(fh.close)
+            if self.rotating is not None:
+                with contextlib.suppress(OSError):
+                    await self._in_worker(self.rotating.close)
             await asyncio.to_thread(self._io.shutdown, wait=True)
 
-    def collector(self) -> None:
-        """No metrics of its own (a write error is logged)."""
-        return None
+    def collector(self) -> RotationCollector | None:
+        """``camwatch_output_*`` with a rotation; without, no metrics of its own (errors are logged)."""
+        return self.rotating.collector() if self.rotating is not None else None
 
     # ------------------------------------------------------------------ the writer
 
@@ -140,9 +159,15 @@ class JsonLinesFile:
             await self._wake.wait()
 
     def _write_lines(self, lines: list[bytes]) -> None:
+        before = self.rotating.written if self.rotating is not None else 0
         try:
             self._write(lines, durable=False)
         except OSError as exc:
+            if self.rotating is not None:
+                lost = len(lines) - (self.rotating.written - before)
+                self.failed += lost
+                self.rotating.note_dropped(lost, exc)  # counted, and logged at most once a minute
+                return
             self.failed += len(lines)
             log.error("%s: cannot write %d records to %s: %s", self.name, len(lines), self.path, exc)
 
@@ -179,6 +204,15 @@ class JsonLinesFile:
             await self._wake.wait()
 
     def _write(self, lines: list[bytes], *, durable: bool) -> None:
+        if self.rotating is not None:
+            before = self.rotating.written
+            try:
+                self.rotating.write(lines, fsync=durable)
+            finally:
+                # Part of the batch may be in the file before a failure (whole lines, one rotated file
+                # after another); a durable sink then writes those again: at least once.
+                self.written += self.rotating.written - before
+            return
         fh = self._fh
         if fh is None:
             raise OSError(f"{self.path} is closed")

@@ -58,6 +58,7 @@ __all__ = [
     "alert_topic",
     "backoff_delay",
     "encode_alert",
+    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ class AlertPublisher:
     async def _session(self) -> None:
         """One connection: say online, publish the spool until the link drops or shutdown, say offline."""
         s = self.settings
-        tls_context = await asyncio.to_thread(_tls_context, s) if s.tls else None
+        context = await asyncio.to_thread(tls_context, s) if s.tls else None
         client = aiomqtt.Client(
             s.host,
             s.port,
@@ -273,7 +274,7 @@ class AlertPublisher:
             keepalive=s.keepalive,
             timeout=s.timeout,
             max_inflight_messages=s.max_inflight,
-            tls_context=tls_context,
+            tls_context=context,
         )
         # aiomqtt warns above this many pending calls; our own bound is max_inflight.
         client.pending_calls_threshold = s.max_inflight + 1
@@ -416,7 +417,8 @@ class AlertPublisher:
         return await asyncio.shield(job)
 
 
-def _tls_context(s: MqttSettings) -> ssl.SSLContext:
+def tls_context(s: MqttSettings) -> ssl.SSLContext:
+    """The client TLS context for these settings (also the data link's, agents/sinks/mqtt_data.py)."""
     # Built in a worker thread: loading CA bundles and keys reads files.
     ctx = ssl.create_default_context(cafile=s.ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

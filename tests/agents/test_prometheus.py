@@ -1,6 +1,7 @@
 """The metrics: every component's collector (agent, engine, capture sources, outbox, MQTT sink, stream
-probe) on a fresh registry, the catalogue checked against docs/metrics.md, the per-device series cap, the
-HTTP(S) endpoint with basic auth, and a real Prometheus scraping it (tests/agents/promserver.py)."""
+probe, asset register, syslog sink, rotating flow file, MQTT data link) on a fresh registry, the catalogue
+checked against docs/metrics.md, the per-device series cap, the HTTP(S) endpoint with basic auth, and a
+real Prometheus scraping it (tests/agents/promserver.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -38,15 +40,20 @@ from agents.collectors import (
     EngineReading,
     ExternalTraffic,
 )
-from agents.config import BasicAuthConfig, MetricsConfig
+from agents.config import BasicAuthConfig, MetricsConfig, Rotation, SyslogSettings
+from agents.exports import RegisterCollector
 from agents.probe.metrics import StreamCollector, StreamStats
 from agents.sinks.mqtt import AlertPublisher, MqttSettings
+from agents.sinks.mqtt_data import MqttDataLink
 from agents.sinks.outbox import Outbox
 from agents.sinks.prometheus import MetricsServer
+from agents.sinks.rotating import RotatingFile
+from agents.sinks.syslog import SyslogSink
 from lab import scenario
 from monitor.pcapfile import PacketBatch
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
+from monitor.register import AssetRegister
 from monitor.registry import RULES
 from tests.agents.promserver import (
     SKIP_REASON,
@@ -104,7 +111,7 @@ def full_reading(**changes: object) -> EngineReading:
         flows_ended={"idle": 20, "active_timeout": 1, "closed": 7},
         flows_evicted=0,
         devices=(
-            DeviceSummary(CAMERA, "hikvision", True),
+            DeviceSummary(CAMERA, "hikvision", True, "scheduled"),
             DeviceSummary("3c-ef-8c-00-00-02", "dahua", True),
             DeviceSummary("00-11-22-33-44-55", "unknown", False),
         ),
@@ -144,6 +151,21 @@ class Site:
         self.publisher.connected = True
         self.publisher.published_total, self.publisher.publish_failures_total = 5, 1
         self.publisher.reconnects_total = 2
+        self.register = AssetRegister.parse(
+            "mac,name,location,status,replace_by,owner\n"
+            f"{CAMERA},Gate,North gate,scheduled,2026-03-31,Facilities\n"
+            "44-19-b6-00-00-09,Yard,Yard,removed,2026-01-31,\n"
+            "44-19-b6-00-00-0a,Door,,active,2026-02-28,\n"
+            "not-a-mac,,,,,\n"
+        )
+        self.syslog = SyslogSink(
+            SyslogSettings(host="127.0.0.1", protocol="tcp"), self.outbox.channel("syslog", 100, 1 << 20)
+        )
+        self.syslog.sent_total, self.syslog.send_failures_total = 3, 1
+        self.flows_file = RotatingFile(directory / "flows.jsonl", Rotation(max_size=1 << 20), "flows_file")
+        self.flows_file.write([b"{}"])
+        self.data = MqttDataLink(settings)
+        self.data.flows_published, self.data.inventory_published = 4, 1
 
     def registry(self, cap: int = 500) -> CollectorRegistry:
         """A fresh registry with every component's collector, as the agent registers them."""
@@ -158,9 +180,14 @@ class Site:
         registry.register(self.outbox.collector())
         registry.register(self.publisher.collector())
         registry.register(StreamCollector(lambda: self.streams))
+        registry.register(RegisterCollector(lambda: self.register, lambda: date(2026, 3, 1)))
+        registry.register(self.syslog.collector())
+        registry.register(self.flows_file.collector())
+        registry.register(self.data.collector())
         return registry
 
     def close(self) -> None:
+        self.flows_file.close()
         self.outbox.close()
 
 
@@ -288,10 +315,25 @@ def test_naming_rules_of_design_2_4(site: Site) -> None:
     assert samples["camwatch_capture_up"][(("interface", "eth2"),)] == 0  # a live source that ended
     assert samples["camwatch_up"][()] == 1  # ... without an error
     assert samples["camwatch_devices"] == {
-        (("vendor", "dahua"), ("watched", "true")): 1,
-        (("vendor", "hikvision"), ("watched", "true")): 1,
-        (("vendor", "unknown"), ("watched", "false")): 1,
+        (("status", "unregistered"), ("vendor", "dahua"), ("watched", "true")): 1,
+        (("status", "scheduled"), ("vendor", "hikvision"), ("watched", "true")): 1,
+        (("status", "unregistered"), ("vendor", "unknown"), ("watched", "false")): 1,
     }
+    # The register on 2026-03-01: the door (due 2026-02-28) is overdue, the removed yard camera is not.
+    assert samples["camwatch_replacements_overdue"][()] == 1
+    assert samples["camwatch_register_assets"] == {
+        (("status", "active"),): 1,
+        (("status", "scheduled"),): 1,
+        (("status", "removed"),): 1,
+    }
+    assert samples["camwatch_register_problems"][()] == 1
+    gate = (("location", "North gate"), ("mac", CAMERA), ("name", "Gate"), ("owner", "Facilities"),
+            ("replace_by", "2026-03-31"), ("status", "scheduled"))  # fmt: skip
+    assert samples["camwatch_asset_info"][gate] == 1
+    assert samples["camwatch_syslog_sent_total"][()] == 3
+    assert samples["camwatch_output_records_written_total"][(("output", "flows_file"),)] == 1
+    assert samples["camwatch_output_disk_bytes"][(("output", "flows_file"),)] == 3
+    assert samples["camwatch_mqtt_flows_published_total"][()] == 4
     assert samples["camwatch_flows_ended_total"][(("reason", "closed"),)] == 7
     assert samples["camwatch_flows_limit"][()] == 200_000
     assert samples["camwatch_alerts_suppressed_total"][()] == 4
@@ -367,6 +409,10 @@ def test_registration_reads_no_component(site: Site) -> None:
         StreamCollector(boom),
         site.outbox.collector(),
         site.publisher.collector(),
+        RegisterCollector(boom, boom),
+        site.syslog.collector(),
+        site.flows_file.collector(),
+        site.data.collector(),
     ]
     registry = CollectorRegistry()
     names: set[str] = set()
