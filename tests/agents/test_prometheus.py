@@ -323,8 +323,9 @@ def test_a_capture_file_has_no_kernel_series_and_a_failed_source_is_down() -> No
     samples = scrape(registry)
     assert "camwatch_capture_kernel_drops_total" not in samples
     assert samples["camwatch_capture_packets_total"] == {(("interface", "x.pcap"),): 3}
-    assert samples["camwatch_capture_up"] == {(("interface", "x.pcap"),): 1}  # a file that ended is fine
-    assert samples["camwatch_up"][()] == 1
+    assert samples["camwatch_capture_up"] == {(("interface", "x.pcap"),): 0}  # ended: not reading any more
+    assert samples["camwatch_capture_finished"] == {(("interface", "x.pcap"),): 1}
+    assert samples["camwatch_up"][()] == 1  # ... which is not a failure
     registry = CollectorRegistry()
     registry.register(CaptureCollector([replay, failed]))
     samples = scrape(registry)
