@@ -197,7 +197,7 @@ class Agent:
                 settings = self._mqtt_settings()
                 self._open_files(stack)
                 self.prober = self._make_prober()  # reads the cameras' password files
-                preload_modules()
+                preload_modules(mqtt=settings is not None)
                 self.user = drop_privileges(self.config.run_as_user, self.state_dir)
                 self._check_inventory_file()
                 await self._start_sinks(stack, settings)
@@ -706,9 +706,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def preload_modules() -> None:
-    """Import :data:`LATE_IMPORTS` now (before the privilege drop)."""
-    for name in LATE_IMPORTS:
+def preload_modules(*, mqtt: bool) -> None:
+    """Import :data:`LATE_IMPORTS` (and the MQTT sink if there is a broker) now, before the privilege drop."""
+    for name in (*LATE_IMPORTS, *(("agents.sinks.mqtt",) if mqtt else ())):
         try:
             importlib.import_module(name)
         except (

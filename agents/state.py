@@ -31,7 +31,8 @@ def _write_atomic(path: Path, key: str, value: object) -> Path:
     """Write ``{"version", "saved", key: value}`` atomically (temporary file, fsync, rename)."""
     tmp = path.with_suffix(".json.tmp")
     doc: dict[str, Any] = {"version": STATE_VERSION, "saved": time.time(), key: value}
-    with tmp.open("w", encoding="utf-8") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, separators=(",", ":"))
         fh.flush()
         os.fsync(fh.fileno())

@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,7 +61,7 @@ class JsonLinesFile:
         self.failed = 0
         """Records lost because the file could not be written (not durable) or stored (durable)."""
         # Unbuffered: a write that fails leaves nothing behind in a buffer to be written later.
-        self._fh: IO[bytes] | None = open(path, "ab", buffering=0)  # noqa: SIM115  (held until close)
+        self._fh: IO[bytes] | None = open_private(path)
         self._pending: list[bytes] = []  # without an outbox: encoded lines waiting for the writer
         # One worker thread does the file and outbox calls, in submission order, off the event loop.
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"camwatch-{name}")
@@ -238,7 +239,8 @@ class JsonDocumentFile:
         text = json.dumps(document, indent=1) + "\n"  # as `camwatch replay --inventory` writes it
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            with tmp.open("w", encoding="utf-8") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            with open(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -248,6 +250,31 @@ class JsonDocumentFile:
                 tmp.unlink()
             raise
         self.written += 1
+
+
+#: Mode of the output files the agent creates: alerts and flows name the site's devices and what they do,
+#: which is not for every local user (the file's group may be given to a log shipper).
+FILE_MODE: Final = 0o640
+
+
+def open_private(path: Path) -> IO[bytes]:
+    """``path`` opened for appending, unbuffered; created ``FILE_MODE``. An existing file that other users
+    may read (made by an earlier version, 0644) loses those permissions, with a log line."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) and mode & 0o007:
+            os.fchmod(fd, stat.S_IMODE(mode) & ~0o007)
+            log.warning(
+                "%s was readable by every local user (mode %o): now %o",
+                path,
+                stat.S_IMODE(mode),
+                mode & 0o770,
+            )
+        return open(fd, "ab", buffering=0, closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _key(record: Mapping[str, Any]) -> str:

@@ -85,7 +85,9 @@ class AgentWith(Agent):
         self.sources.append(RunningSource("flaky0", self._test_source, live=True))
 
 
-def config(tmp_path: Path, port: int, capture: str = "{interfaces: [flaky0]}", extra: str = "") -> AgentConfig:
+def config(
+    tmp_path: Path, port: int, capture: str = "{interfaces: [flaky0]}", extra: str = ""
+) -> AgentConfig:
     return AgentConfig.from_yaml(
         f"site: depot-7\ngateway: gw-flaky\ncapture: {capture}\npolicy_file: {POLICY}\n"
         f"metrics: {{listen: 127.0.0.1, port: {port}}}\nstate_dir: state\nrun_as_user: null\n"
