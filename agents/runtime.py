@@ -50,7 +50,7 @@ from agents.capture.running import (
     restart_delay,
 )
 from agents.capture.source import LiveCaptureSource
-from agents.collectors import AgentCollector, AlertCounts, EngineCollector
+from agents.collectors import AgentCollector, AlertCounts, EngineCollector, StateSaves
 from agents.config import AgentConfig, ConfigError, ConfigProblem
 from agents.privileges import drop_privileges, user_exists
 from agents.sinks.base import Record, Sink
@@ -111,6 +111,8 @@ class AgentCounters:
     started: float = field(default_factory=time.time)
     alerts_submitted: int = 0
     state_saves: int = 0
+    state_save_failures: int = 0
+    state_saved: float | None = None  # Unix time of the last successful save
 
 
 class Agent:
@@ -281,7 +283,14 @@ class Agent:
         """The agent's, the capture sources' and the engine's collectors, and the server (a port below
         1024 needs privileges). The others are registered as their components start."""
         limits = self.config.limits
-        self.registry.register(AgentCollector(self.counters.started, self.alert_counts.snapshot))
+        counters = self.counters
+        self.registry.register(
+            AgentCollector(
+                counters.started,
+                self.alert_counts.snapshot,
+                lambda: StateSaves(counters.state_save_failures, counters.state_saved),
+            )
+        )
         self.registry.register(CaptureCollector(self.sources))
         self.registry.register(
             EngineCollector.of_engine(
@@ -659,7 +668,9 @@ class Agent:
                 save_inventory(self.state_dir, self.engine.inventory)
                 save_incidents(self.state_dir, self.engine.gate)
             self.counters.state_saves += 1
-        except OSError as exc:
+            self.counters.state_saved = time.time()
+        except (OSError, ValueError) as exc:
+            self.counters.state_save_failures += 1
             log.error("cannot save state in %s: %s", self.state_dir, exc)
 
     async def _write_inventory(self) -> None:

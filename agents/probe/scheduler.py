@@ -39,6 +39,7 @@ from agents.probe.health import IMAGE_RULES, UNAVAILABLE, CameraHealth, Change, 
 from agents.probe.metrics import STREAM_PROBLEMS, StreamCollector, StreamStats
 from agents.probe.reports import CaptureReport, CaptureRequest, ImageReport, decode_json
 from agents.probe.urls import CameraUrl, with_credentials
+from agents.state import set_aside
 from monitor.alerts import Alert, Endpoint, iso_timestamp
 from monitor.registry import RULES
 
@@ -532,19 +533,20 @@ class StreamProber:
 
     def _load_state(self) -> None:
         try:
-            doc = json.loads(self.state_file.read_text(encoding="utf-8"))
+            fd = os.open(self.state_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, encoding="utf-8") as fh:
+                text = fh.read()
+            doc = json.loads(text, parse_constant=_no_constant)
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            log.error(
-                "stream probe: %s is unreadable (%s); open incidents start afresh", self.state_file, exc
-            )
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+            self._set_aside(f"unreadable ({type(exc).__name__}: {str(exc)[:200]})")
             return
         cameras = (
             doc.get("cameras") if isinstance(doc, dict) and doc.get("version") == _STATE_VERSION else None
         )
         if not isinstance(cameras, Mapping):
-            log.error("stream probe: %s has an unknown format; open incidents start afresh", self.state_file)
+            self._set_aside("of an unknown format")
             return
         for name, state in cameras.items():
             cam = self._cameras.get(name)
@@ -554,6 +556,15 @@ class StreamProber:
                 cam.health.restore(state)
             except ValueError as exc:
                 log.error("stream probe: %s: %s; its incidents start afresh", self.state_file, exc)
+
+    def _set_aside(self, why: str) -> None:
+        aside = set_aside(self.state_file)
+        where = f"moved to {aside}" if aside is not None else "left where it is"
+        log.error("stream probe: %s is %s: %s; open incidents start afresh", self.state_file, why, where)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number the probe's state holds")
 
 
 async def _resolve(host: str, port: int) -> str | None:

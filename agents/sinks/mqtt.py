@@ -367,9 +367,14 @@ class AlertPublisher:
         slots = asyncio.Semaphore(s.max_inflight)
         inflight: set[asyncio.Task[None]] = set()
         after = 0  # each connection starts from the oldest alert: whatever was not acknowledged goes again
+        epoch = self.spool.epoch
         while True:
             # Clear before looking: a submit that lands after the peek sets the event again.
             self._wake.clear()
+            if self.spool.epoch != epoch:
+                # The outbox's file is back with alerts older than the cursor: from the oldest again (those in
+                # flight may go twice; consumers drop duplicates by event.id).
+                epoch, after = self.spool.epoch, 0
             batch = await self._spool_io(self.spool.peek, s.max_inflight, after)
             if not batch:
                 if self._closing.is_set():

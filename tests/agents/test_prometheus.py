@@ -37,6 +37,7 @@ from agents.collectors import (
     EngineCollector,
     EngineReading,
     ExternalTraffic,
+    StateSaves,
 )
 from agents.config import BasicAuthConfig, MetricsConfig
 from agents.probe.metrics import StreamCollector, StreamStats
@@ -127,6 +128,7 @@ class Site:
 
     def __init__(self, directory: Path) -> None:
         self.alerts: dict[str, int] = {"egress.unexpected_destination": 2, "device.new": 3}
+        self.state = StateSaves(failures=1, last_success=START + 60)
         self.eth1 = KernelCounted("eth1", 105, 5)
         self.sources = [
             RunningSource("eth1", self.eth1, live=True, packets=100, bytes=64_000),
@@ -148,7 +150,7 @@ class Site:
     def registry(self, cap: int = 500) -> CollectorRegistry:
         """A fresh registry with every component's collector, as the agent registers them."""
         registry = CollectorRegistry()
-        registry.register(AgentCollector(START, lambda: self.alerts))
+        registry.register(AgentCollector(START, lambda: self.alerts, lambda: self.state))
         registry.register(CaptureCollector(self.sources))
         registry.register(
             EngineCollector(
@@ -362,7 +364,7 @@ def test_registration_reads_no_component(site: Site) -> None:
         raise AssertionError("a component was read at registration")
 
     collectors: list[Any] = [
-        AgentCollector(START, boom),
+        AgentCollector(START, boom, boom),
         CaptureCollector(BoomList()),
         EngineCollector(boom),
         StreamCollector(boom),
