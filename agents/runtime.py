@@ -302,6 +302,7 @@ class Agent:
             )
         )
         self.metrics = MetricsServer.from_config(self.config.metrics, self.registry)
+        self.registry.register(self.metrics.collector())
         self.metrics.start()
 
     def _open_files(self, stack: contextlib.AsyncExitStack) -> None:
