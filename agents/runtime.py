@@ -54,7 +54,7 @@ from agents.collectors import AgentCollector, AlertCounts, EngineCollector, Stat
 from agents.config import AgentConfig, ConfigError, ConfigProblem
 from agents.privileges import drop_privileges, user_exists
 from agents.sinks.base import Record, Sink
-from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile
+from agents.sinks.jsonl import FileOutputsCollector, JsonDocumentFile, JsonLinesFile
 from agents.sinks.log import LogSink
 from agents.sinks.outbox import Outbox, adopt
 from agents.sinks.prometheus import MetricsServer
@@ -379,6 +379,9 @@ class Agent:
             collector = sink.collector()
             if collector is not None:
                 self.registry.register(collector)
+        files = [sink for sink in self.sinks if isinstance(sink, JsonLinesFile)]
+        if files:
+            self.registry.register(FileOutputsCollector(files))
 
     def _make_prober(self) -> StreamProber | None:
         cfg = self.config.stream_probe

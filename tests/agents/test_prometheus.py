@@ -4,6 +4,7 @@ HTTP(S) endpoint with basic auth, and a real Prometheus scraping it (tests/agent
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -43,6 +44,7 @@ from agents.collectors import (
 )
 from agents.config import BasicAuthConfig, MetricsConfig
 from agents.probe.metrics import StreamCollector, StreamStats
+from agents.sinks.jsonl import FileOutputsCollector, JsonLinesFile
 from agents.sinks.mqtt import AlertPublisher, MqttSettings
 from agents.sinks.outbox import Outbox
 from agents.sinks.prometheus import ExporterCollector, ExporterStats, MetricsServer
@@ -141,6 +143,7 @@ class Site:
         self.reading = full_reading()
         self.streams = {"entrance": ENTRANCE}
         self.exporter = ExporterStats(open=3, auth_failures=7, throttled=2)
+        self.alerts_file = JsonLinesFile("alerts_file", directory / "alerts.jsonl")
         self.exporter.closed["header_timeout"] = 4
         self.outbox = Outbox.open(directory / "outbox.sqlite3")
         self.spool = self.outbox.channel("mqtt", 100, 1 << 20)
@@ -165,10 +168,12 @@ class Site:
         registry.register(self.publisher.collector())
         registry.register(StreamCollector(lambda: self.streams))
         registry.register(ExporterCollector(self.exporter))
+        registry.register(FileOutputsCollector([self.alerts_file]))
         return registry
 
     def close(self) -> None:
         self.outbox.close()
+        asyncio.run(self.alerts_file.close())
 
 
 @pytest.fixture
@@ -376,6 +381,7 @@ def test_registration_reads_no_component(site: Site) -> None:
         site.outbox.collector(),
         site.publisher.collector(),
         ExporterCollector(BoomStats()),
+        FileOutputsCollector(BoomFiles()),
     ]
     registry = CollectorRegistry()
     names: set[str] = set()
@@ -392,6 +398,11 @@ def test_registration_reads_no_component(site: Site) -> None:
 class BoomStats(ExporterStats):
     def __getattribute__(self, name: str) -> Any:
         raise AssertionError("the endpoint's counters were read at registration")
+
+
+class BoomFiles(list[JsonLinesFile]):
+    def __iter__(self) -> Iterator[JsonLinesFile]:
+        raise AssertionError("the output files were read at registration")
 
 
 class BoomList(list[RunningSource]):
