@@ -416,6 +416,7 @@ class _Exporter:
         self._waiting: dict[int, _Conn] = {}  # by file descriptor: the connections the selector reads
         self._clients: Counter[str] = Counter()  # open connections per client address
         self._answering: set[_Conn] = set()
+        self._next_expiry = 0.0
         self._returned: queue.SimpleQueue[tuple[_Conn, bool]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -641,6 +642,9 @@ class _Exporter:
 
     def _expire(self) -> None:
         now = time.monotonic()
+        if now < self._next_expiry:  # a busy loop wakes often; deadlines are seconds apart
+            return
+        self._next_expiry = now + 0.1
         for conn in [c for c in self._waiting.values() if c.deadline <= now]:
             if not conn.served:  # a kept-alive connection that goes quiet is routine, not trouble
                 self.stats.closed["header_timeout"] += 1
