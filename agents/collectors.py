@@ -43,6 +43,7 @@ __all__ = [
     "EngineCollector",
     "EngineReading",
     "ExternalTraffic",
+    "StateSaves",
 ]
 
 #: Flow end reasons exported as ``camwatch_flows_ended_total{reason}`` (evictions have their own counter).
@@ -84,32 +85,64 @@ class AlertCounts:
             return dict(self._counts)
 
 
+class StateSaves(NamedTuple):
+    """How saving the state directory goes: failed saves, and the time of the last one that worked."""
+
+    failures: int = 0
+    last_success: float | None = None
+
+
 class AgentCollector(Collector):
-    """``camwatch_build_info``, ``camwatch_start_time_seconds`` and ``camwatch_alerts_total``.
+    """``camwatch_build_info``, ``camwatch_start_time_seconds``, ``camwatch_alerts_total`` and, with
+    ``state``, ``camwatch_state_*``.
 
     Every alert takes the agent's one alert path, the engine's and the stream probe's alike, and is
     counted there: ``alerts`` returns those counts by rule id.
     """
 
-    def __init__(self, start_time: float, alerts: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        start_time: float,
+        alerts: Callable[[], Mapping[str, int]],
+        state: Callable[[], StateSaves] | None = None,
+    ) -> None:
         self._start_time = start_time
         self._alerts = alerts
+        self._state = state
 
     def describe(self) -> Iterable[Metric]:
-        return _agent_families(self._start_time, {})
+        return _agent_families(self._start_time, {}, StateSaves(0, 0.0) if self._state else None)
 
     def collect(self) -> Iterable[Metric]:
-        return _agent_families(self._start_time, self._alerts())
+        return _agent_families(self._start_time, self._alerts(), self._state() if self._state else None)
 
 
-def _agent_families(start_time: float, alerts: Mapping[str, int]) -> list[Metric]:
+def _agent_families(start_time: float, alerts: Mapping[str, int], state: StateSaves | None) -> list[Metric]:
     by_rule = CounterMetricFamily(
         "camwatch_alerts_total", "Alerts raised (after duplicate suppression), by rule.", labels=("rule",)
     )
     # Every known rule is present from the start, so increase() sees the first alert of each.
     for rule in sorted({*RULES, *alerts}):
         by_rule.add_metric([rule], alerts.get(rule, 0))
+    families: list[Metric] = []
+    if state is not None:
+        families.append(
+            CounterMetricFamily(
+                "camwatch_state_save_failures",
+                "Saves of the state directory that failed (disk full, permissions); logged at ERROR.",
+                value=state.failures,
+            )
+        )
+        if state.last_success is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "camwatch_state_last_save_timestamp_seconds",
+                    "When the state (inventory, incidents) was last saved, in Unix time.",
+                    value=state.last_success,
+                )
+            )
     return [
+        *families,
         InfoMetricFamily(
             "camwatch_build",
             "camwatch version and the Python running it.",

@@ -961,8 +961,8 @@ def _run_as_user(reader: _Reader, top: Mapping[object, object]) -> str | None:
             pwd.getpwnam(user)
         except KeyError:
             reader.warnings.append(
-                f"run_as_user '{user}' does not exist on this host; create it (useradd --system {user}) "
-                "before starting the agent"
+                f"run_as_user '{user}' does not exist on this host: the agent refuses to start as root until "
+                f"it does; create it (useradd --system {user})"
             )
     return user
 

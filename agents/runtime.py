@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import logging
 import os
 import pwd
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -38,13 +39,23 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from prometheus_client import CollectorRegistry
 
 from agents.capture.pcap_source import PcapFileSource
-from agents.capture.running import CaptureCollector, RunningSource
-from agents.collectors import AgentCollector, AlertCounts, EngineCollector
+from agents.capture.running import (
+    RESTART_INITIAL_SECONDS,
+    RESTART_MAX_SECONDS,
+    STABLE_SECONDS,
+    CaptureCollector,
+    Outage,
+    RunningSource,
+    failure_alert,
+    restart_delay,
+)
+from agents.capture.source import LiveCaptureSource
+from agents.collectors import AgentCollector, AlertCounts, EngineCollector, StateSaves
 from agents.config import AgentConfig, ConfigError, ConfigProblem, Rotation
 from agents.exports import Exports
-from agents.privileges import drop_privileges
+from agents.privileges import drop_privileges, user_exists
 from agents.sinks.base import Record, Sink
-from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile
+from agents.sinks.jsonl import FileOutputsCollector, JsonDocumentFile, JsonLinesFile
 from agents.sinks.log import LogSink
 from agents.sinks.outbox import Outbox, adopt
 from agents.sinks.prometheus import MetricsServer
@@ -68,6 +79,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Files the agent creates are at most rw-r----- (directories rwxr-x---): alerts and flows name the site's
+#: devices, and none of it is for other local users.
+AGENT_UMASK: Final = 0o027
+#: Modules the agent imports only later (an asyncio worker thread, a host name's IDNA encoding, the
+#: OpenMetrics format, gzip), imported before the privilege drop: an installation that only root may read
+#: would otherwise fail at the first scrape or the first connection to the broker.
+LATE_IMPORTS: Final = (
+    "concurrent.futures.thread",
+    "encodings.idna",
+    "gzip",
+    "prometheus_client.openmetrics.exposition",
+)
 TICK_SECONDS = 1.0
 SAVE_SECONDS = 60.0
 RECONNECT_MAX_SECONDS = 10.0
@@ -89,6 +112,8 @@ class AgentCounters:
     started: float = field(default_factory=time.time)
     alerts_submitted: int = 0
     state_saves: int = 0
+    state_save_failures: int = 0
+    state_saved: float | None = None  # Unix time of the last successful save
 
 
 class Agent:
@@ -155,19 +180,31 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        self._check_user()
+        # Nothing the agent creates is for other local users: alerts, flows, the inventory, the outbox.
+        umask = os.umask(AGENT_UMASK)
+        try:
+            await self._run(stop)
+        finally:
+            os.umask(umask)
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        assert self._alerts is not None and self._flows is not None
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         load_inventory(self.state_dir, self.engine.inventory)
         load_incidents(self.state_dir, self.engine.gate)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                # Everything that needs privileges first: capture sockets, the metrics listener, secrets,
-                # the output files (they may be in root-owned places).
+                # Everything that needs privileges first: capture sockets and files, the metrics listener,
+                # secrets, the output files (they may be in root-owned places), and the modules imported
+                # late (the installation may be unreadable to run_as_user).
                 self._open_sources()
                 self._start_metrics()
                 settings = self._mqtt_settings()
                 self._open_files(stack)
                 self.exports.open()  # a syslog client key may be root-only
                 self.prober = self._make_prober()  # reads the cameras' password files
+                preload_modules(mqtt=settings is not None)
                 self.user = drop_privileges(self.config.run_as_user, self.state_dir)
                 self._check_inventory_file()
                 self.exports.check_after_drop(self.user)
@@ -206,10 +243,41 @@ class Agent:
                 self.metrics.stop()
             log.info("camwatch agent stopped")
 
+    def _check_user(self) -> None:
+        """Started as root, ``run_as_user`` must exist: the agent does not start rather than keep root."""
+        user = self.config.run_as_user
+        if os.geteuid() != 0 or user is None or user_exists(user):
+            return
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "run_as_user",
+                    f"user '{user}' does not exist on this host, and the agent started as root does not keep "
+                    "root",
+                    f"create it (useradd --system {user}), or set run_as_user: null when the service manager "
+                    "already runs the agent unprivileged",
+                    source=self.config.source,
+                )
+            ]
+        )
+
     def _open_sources(self) -> None:
         cap = self.config.capture
         if cap.pcap is not None:
             source = PcapFileSource(cap.pcap, cap.batch_size)
+            try:
+                source.open()  # now, while privileged: a root-only file is still read after the drop
+            except OSError as exc:
+                raise ConfigError(
+                    [
+                        ConfigProblem(
+                            "capture.pcap",
+                            f"cannot be opened ({exc.strerror or exc})",
+                            "check that the file exists and is readable by the user starting the agent",
+                            source=self.config.source,
+                        )
+                    ]
+                ) from exc
             self.sources.append(RunningSource(str(cap.pcap), source, live=False))
             return
         from agents.capture.afpacket import open_live
@@ -222,7 +290,14 @@ class Agent:
         """The agent's, the capture sources' and the engine's collectors, and the server (a port below
         1024 needs privileges). The others are registered as their components start."""
         limits = self.config.limits
-        self.registry.register(AgentCollector(self.counters.started, self.alert_counts.snapshot))
+        counters = self.counters
+        self.registry.register(
+            AgentCollector(
+                counters.started,
+                self.alert_counts.snapshot,
+                lambda: StateSaves(counters.state_save_failures, counters.state_saved),
+            )
+        )
         self.registry.register(CaptureCollector(self.sources))
         self.registry.register(
             EngineCollector.of_engine(
@@ -234,6 +309,7 @@ class Agent:
             )
         )
         self.metrics = MetricsServer.from_config(self.config.metrics, self.registry)
+        self.registry.register(self.metrics.collector())
         self.metrics.start()
 
     def _open_files(self, stack: contextlib.AsyncExitStack) -> None:
@@ -313,6 +389,9 @@ class Agent:
             collector = sink.collector()
             if collector is not None:
                 self.registry.register(collector)
+        files = [sink for sink in self.sinks if isinstance(sink, JsonLinesFile)]
+        if files:
+            self.registry.register(FileOutputsCollector(files))
 
     def _make_prober(self) -> StreamProber | None:
         cfg = self.config.stream_probe
@@ -401,39 +480,124 @@ class Agent:
     # ------------------------------------------------------------------ capture threads
 
     def _capture(self, st: RunningSource) -> None:
-        pace = self.config.capture.pace
-        started_wall = time.monotonic()
-        first_ts: int | None = None
-        try:
-            for batch in st.source.batches():
+        """Read ``st`` and feed the engine until the agent stops; a failure is restarted (running.py)."""
+        pace = _Pacer(self.config.capture.pace == "realtime" and not st.live, self._stop)
+        batches: Iterator[PacketBatch] | None = None
+        st.running_since = time.monotonic()
+        while not self._stop.is_set():
+            failure: BaseException | str
+            try:
+                if batches is None:
+                    batches = iter(st.source.batches())
+                batch = next(batches)
+            except StopIteration:
+                batches = None
                 if self._stop.is_set():
                     break
-                if len(batch) == 0:
+                if not st.live:
+                    self._end_of_input(st)
+                    return
+                failure = "the capture source ended by itself"
+            except Exception as exc:  # the source failed: a live one is read again, from a fresh iterator
+                batches = None
+                if not st.live:  # a file is not read twice (its packets would be counted twice)
+                    self._file_failed(st, exc)
+                    return
+                failure = exc
+            else:
+                try:
+                    self._feed(st, batch, pace)
+                except Exception as exc:  # the engine raised: this batch is lost, the source reads on
+                    failure = exc
+                else:
+                    self._running(st)
                     continue
-                pieces = [batch]
-                if pace == "realtime" and isinstance(st.source, PcapFileSource):
-                    first_ts = first_ts if first_ts is not None else int(batch.ts_ns[0])
-                    pieces = list(_time_slices(batch, PACE_SLICE_NS))
-                for piece in pieces:
-                    if len(pieces) > 1 and first_ts is not None:
-                        due = started_wall + (int(piece.ts_ns[-1]) - first_ts) / 1e9
-                        while not self._stop.is_set() and time.monotonic() < due:
-                            time.sleep(min(0.1, max(due - time.monotonic(), 0.0)))
-                    if self._stop.is_set():
-                        break
-                    with self.lock:
-                        events = self.engine.feed(piece)
-                        st.packets += len(piece)
-                        st.bytes += int(piece.wirelen.sum())
-                        self._emit(events)
-        except CaptureError as exc:
-            st.error = str(exc)
-            log.error("capture %s: %s", st.name, exc)
-        except Exception as exc:  # the agent keeps serving metrics and alerts from other sources
-            st.error = f"{type(exc).__name__}: {exc}"
-            log.exception("capture %s failed", st.name)
-        finally:
-            st.finished = True
+            if not self._restart(st, failure, reopen=batches is None):
+                break
+
+    def _feed(self, st: RunningSource, batch: PacketBatch, pace: _Pacer) -> None:
+        if len(batch) == 0:
+            return
+        for piece in pace.pieces(batch):
+            if self._stop.is_set():
+                return
+            with self.lock:
+                events = self.engine.feed(piece)
+                st.packets += len(piece)
+                st.bytes += int(piece.wirelen.sum())
+                self._emit(events)
+
+    def _running(self, st: RunningSource) -> None:
+        """A batch was read and fed: the source is up; an outage is over once it has read for a while."""
+        if st.error is not None:
+            st.error = None
+            log.warning("capture %s: reading again after %d restart(s)", st.name, st.restarts)
+        if st.outage is not None and time.monotonic() - st.running_since >= STABLE_SECONDS:
+            st.outage = None
+
+    def _restart(self, st: RunningSource, failure: BaseException | str, *, reopen: bool) -> bool:
+        """Say that ``st`` failed (one log line, the metric, one alert per outage), wait the backoff and
+        restart it; False if the agent stops meanwhile."""
+        error = failure if isinstance(failure, str) else _describe(failure)
+        new = st.outage is None
+        if st.outage is None:
+            st.outage = Outage(time.time_ns())
+        st.outage.failures += 1
+        st.error = error
+        delay = restart_delay(st.outage.failures, RESTART_INITIAL_SECONDS, RESTART_MAX_SECONDS)
+        where = "the capture source" if reopen else "the engine, on a batch of"
+        log.error(
+            "capture %s failed in %s it (%s): restarting it in %.1f s (restart %d); its traffic is not "
+            "watched meanwhile",
+            st.name,
+            where,
+            error,
+            delay,
+            st.restarts + 1,
+        )
+        if isinstance(failure, BaseException):
+            log.debug("capture %s: the failure", st.name, exc_info=failure)
+        if new:
+            self._to_loop_alert(failure_alert(st, self.config.observer, error, delay))
+        if self._stop.wait(delay):
+            return False
+        st.restarts += 1
+        st.running_since = time.monotonic()
+        if reopen and isinstance(st.source, LiveCaptureSource):
+            try:  # the interface may have gone and come back with another index
+                st.source.bind(st.name)
+            except OSError as exc:
+                log.debug("capture %s: rebinding failed: %s", st.name, exc)
+        return True
+
+    def _file_failed(self, st: RunningSource, exc: BaseException) -> None:
+        """A capture file that cannot be read on: what was read stays, its flows end as at its end."""
+        st.error = _describe(exc)
+        st.outage = Outage(time.time_ns(), 1)
+        log.error("capture %s: %s: the rest of the file is not read", st.name, st.error)
+        if not isinstance(exc, CaptureError):
+            log.debug("capture %s: the failure", st.name, exc_info=exc)
+        self._to_loop_alert(failure_alert(st, self.config.observer, st.error, None))
+        self._end_of_input(st)
+
+    def _end_of_input(self, st: RunningSource) -> None:
+        """A capture file at its end: its flows end (reason ``end``) and are written, its held-back alerts
+        go out, and the source says it is finished; the agent keeps serving until it is stopped."""
+        others_live = any(o.live and o is not st for o in self.sources)
+        if not others_live:
+            with self.lock:
+                self._emit(self.engine.finish())
+        st.finished = True
+        log.info(
+            "capture %s: end of the file after %d packets; its flows are ended and written (the agent "
+            "keeps running until stopped)",
+            st.name,
+            st.packets,
+        )
+
+    def _to_loop_alert(self, record: Record) -> None:
+        if self._alerts is not None:
+            self._to_loop(self._alerts, record)
 
     def _emit(self, events: Events) -> None:
         """Hand alerts and ended flows to the event loop (called with the engine lock held, from any
@@ -519,7 +683,9 @@ class Agent:
                 save_inventory(self.state_dir, self.engine.inventory)
                 save_incidents(self.state_dir, self.engine.gate)
             self.counters.state_saves += 1
-        except OSError as exc:
+            self.counters.state_saved = time.time()
+        except (OSError, ValueError) as exc:
+            self.counters.state_save_failures += 1
             log.error("cannot save state in %s: %s", self.state_dir, exc)
 
     async def _write_inventory(self) -> None:
@@ -533,6 +699,48 @@ class Agent:
     def _inventory_records(self) -> InventoryRecords:
         with self.lock:
             return self.engine.inventory.records()
+
+
+class _Pacer:
+    """Cuts a capture file's batches into 200 ms slices fed at the pace they were captured (``pace:
+    realtime``); hands batches through unchanged otherwise."""
+
+    def __init__(self, realtime: bool, stop: threading.Event) -> None:
+        self.realtime = realtime
+        self.stop = stop
+        self.started = time.monotonic()
+        self.first_ts: int | None = None
+
+    def pieces(self, batch: PacketBatch) -> Iterator[PacketBatch]:
+        if not self.realtime:
+            yield batch
+            return
+        if self.first_ts is None:
+            self.first_ts = int(batch.ts_ns[0])
+        for piece in _time_slices(batch, PACE_SLICE_NS):
+            due = self.started + (int(piece.ts_ns[-1]) - self.first_ts) / 1e9
+            while not self.stop.is_set() and time.monotonic() < due:
+                time.sleep(min(0.1, max(due - time.monotonic(), 0.0)))
+            yield piece
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a failure: a CaptureError's own message, else the exception's type and message."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, CaptureError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def preload_modules(*, mqtt: bool) -> None:
+    """Import :data:`LATE_IMPORTS` (and the MQTT sink if there is a broker) now, before the privilege drop."""
+    for name in (*LATE_IMPORTS, *(("agents.sinks.mqtt",) if mqtt else ())):
+        try:
+            importlib.import_module(name)
+        except (
+            ImportError
+        ) as exc:  # an optional part missing: it fails where it is used, with its own message
+            log.debug("preloading %s: %s", name, exc)
 
 
 def _time_slices(batch: PacketBatch, span_ns: int) -> Iterable[PacketBatch]:

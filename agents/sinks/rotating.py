@@ -38,6 +38,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from agents.config import Rotation
+from agents.sinks.private import open_private
 
 __all__ = ["DiskFull", "RotatingFile", "Rotation", "RotationCollector"]
 
@@ -72,7 +73,7 @@ class RotatingFile:
         self._last_drop_log = -_DROP_LOG_SECONDS
         self._lock = threading.Lock()  # guards _rotated_bytes against a scrape reading it
         # Opened now (the agent may still be privileged); unbuffered: a failed write leaves nothing behind.
-        self._fh: IO[bytes] | None = open(path, "ab", buffering=0)  # noqa: SIM115  (held until close)
+        self._fh: IO[bytes] | None = open_private(path)  # held until close; 0640
         self.size = os.fstat(self._fh.fileno()).st_size
         stem, suffix = _split(path.name)
         self._pattern = re.compile(
@@ -251,7 +252,7 @@ class RotatingFile:
         target = self._rotated_name(time.time())
         os.rename(self.path, target)
         try:
-            new = open(self.path, "ab", buffering=0)  # noqa: SIM115  (held until the next rotation)
+            new = open_private(self.path)  # held until the next rotation
         except OSError:
             os.rename(target, self.path)  # put it back: the records go on in the same file
             raise
