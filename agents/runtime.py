@@ -41,6 +41,7 @@ from agents.capture.pcap_source import PcapFileSource
 from agents.capture.running import CaptureCollector, RunningSource
 from agents.collectors import AgentCollector, AlertCounts, EngineCollector
 from agents.config import AgentConfig, ConfigError, ConfigProblem
+from agents.learn.mode import LearningMode, is_learning_record
 from agents.privileges import drop_privileges
 from agents.sinks.base import Record, Sink
 from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile
@@ -105,10 +106,14 @@ class Agent:
             active_timeout=timeouts.active,
             max_flows=limits.max_flows,
         )
+        # Learning mode (agents/learn/mode.py): a recorder beside the rules, and alerts of learning devices
+        # marked as not paging. None without a `learning:` section.
+        self.learning = LearningMode(config.learning, self.state_dir) if config.learning is not None else None
         self.engine = Engine(
             config.site_policy,
             vendors or VendorTable.load(),
             EngineConfig(observer=config.observer, flows=flow_cfg, max_devices=limits.max_devices),
+            rules=self.learning.rulebook() if self.learning is not None else None,
         )
         self.lock = threading.Lock()
         self.sources: list[RunningSource] = []
@@ -154,6 +159,8 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         load_inventory(self.state_dir, self.engine.inventory)
         load_incidents(self.state_dir, self.engine.gate)
+        if self.learning is not None:  # learning mode
+            self.learning.load()
         try:
             async with contextlib.AsyncExitStack() as stack:
                 # Everything that needs privileges first: capture sockets, the metrics listener, secrets,
@@ -226,6 +233,8 @@ class Agent:
                 max_device_series=self.config.metrics.max_device_series,
             )
         )
+        if self.learning is not None:  # learning mode
+            self.registry.register(self.learning.collector())
         self.metrics = MetricsServer.from_config(self.config.metrics, self.registry)
         self.metrics.start()
 
@@ -431,7 +440,10 @@ class Agent:
         if self._alerts is None or self._flows is None:
             return
         for alert in events.alerts:
-            self._to_loop(self._alerts, alert.to_record())
+            record = alert.to_record()
+            if self.learning is not None:  # learning mode: flags noted, a learning device's alert marked
+                self.learning.on_alert(alert, record, self.engine)
+            self._to_loop(self._alerts, record)
         # Flow objects, not records: the records are made on the loop, not while the lock is held (an
         # ended flow is out of the table, nothing changes it any more). Only when something wants them.
         if events.flows and self.flow_sinks:
@@ -464,7 +476,8 @@ class Agent:
     async def _submit_alert(self, record: Record) -> None:
         """The one path of every alert: counted, then to each alert sink in turn."""
         self.counters.alerts_submitted += 1
-        self.alert_counts.add(str(record["rule"]["id"]))
+        if not is_learning_record(record):  # learning mode: counted in camwatch_learning_alerts_total instead
+            self.alert_counts.add(str(record["rule"]["id"]))
         for sink in self.alert_sinks:
             await sink.submit(record)
 
@@ -507,6 +520,8 @@ class Agent:
             with self.lock:
                 save_inventory(self.state_dir, self.engine.inventory)
                 save_incidents(self.state_dir, self.engine.gate)
+                if self.learning is not None:  # learning mode: relearn requests, then learning.json
+                    self.learning.save(self.engine.now_ns)
             self.counters.state_saves += 1
         except OSError as exc:
             log.error("cannot save state in %s: %s", self.state_dir, exc)
