@@ -521,7 +521,7 @@ class Agent:
                 save_inventory(self.state_dir, self.engine.inventory)
                 save_incidents(self.state_dir, self.engine.gate)
                 if self.learning is not None:  # learning mode: relearn requests, then learning.json
-                    self.learning.save(self.engine.now_ns)
+                    self.learning.save()
             self.counters.state_saves += 1
         except OSError as exc:
             log.error("cannot save state in %s: %s", self.state_dir, exc)

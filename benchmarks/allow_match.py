@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.rules, args.lookups, args.flows, args.runs = 2_000, 2_000, 200, 1
     load_before = os.getloadavg()
-    policy = SitePolicy(site="bench", monitored_networks=(ipaddress.ip_network("10.20.0.0/24"),),
-                        allow=make_rules(args.rules))  # fmt: skip
+    policy = SitePolicy(
+        site="bench", monitored_networks=(ipaddress.ip_network("10.20.0.0/24"),), allow=make_rules(args.rules)
+    )
     peer = _OldScan(policy)
     pairs = lookups(args.lookups, args.rules)
     # Correctness first: the same answer for every lookup.
@@ -226,10 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     print("| matcher | lookups/s | µs per lookup | replay packets/s | replay s |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['tool']} | {row['lookups_per_s']:,.0f} | {row['lookup_us']:,.2f} | "
-              f"{row['replay_packets_per_s']:,.0f} | {row['replay_s']:.3f} |")  # fmt: skip
-    print(f"\nindex vs scan: {speedup:,.0f}x lookups, "
-          f"{rows[0]['replay_packets_per_s'] / rows[1]['replay_packets_per_s']:,.0f}x replay")  # fmt: skip
+        print(
+            f"| {row['tool']} | {row['lookups_per_s']:,.0f} | {row['lookup_us']:,.2f} | "
+            f"{row['replay_packets_per_s']:,.0f} | {row['replay_s']:.3f} |"
+        )
+    print(
+        f"\nindex vs scan: {speedup:,.0f}x lookups, "
+        f"{rows[0]['replay_packets_per_s'] / rows[1]['replay_packets_per_s']:,.0f}x replay"
+    )
     report: dict[str, Any] = {
         "smoke": args.smoke,
         "rules": args.rules,

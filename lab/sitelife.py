@@ -154,9 +154,16 @@ class _Builder:
     ) -> Frames:
         txid = self.txid()
         return personas.udp_pair(
-            t, cam.mac, GW_MAC, cam.ip, GW_IP, sport, 53,
-            payloads.dns_query(txid, question), dns_response(txid, question, records),
-        )  # fmt: skip
+            t,
+            cam.mac,
+            GW_MAC,
+            cam.ip,
+            GW_IP,
+            sport,
+            53,
+            payloads.dns_query(txid, question),
+            dns_response(txid, question, records),
+        )
 
     def tls(self, t: int, cam: Camera, sport: int, ip: str, port: int, server_name: str) -> Frames:
         hello = tls_client_hello(server_name)
@@ -210,9 +217,15 @@ def behaviours(
             frames = b.lookup(t, cam, _sport(cam, k, 5), EZVIZ_NAME, [a_record(EZVIZ_NAME, EZVIZ_IP, 600)])
             hello = b"POST /api/device/register HTTP/1.1\r\nHost: litedev.ezvizlife.com\r\n\r\n"
             frames += personas.tcp_exchange(
-                t + 20 * MS, cam.mac, GW_MAC, cam.ip, EZVIZ_IP, _sport(cam, k, 6), 8666,
+                t + 20 * MS,
+                cam.mac,
+                GW_MAC,
+                cam.ip,
+                EZVIZ_IP,
+                _sport(cam, k, 6),
+                8666,
                 [(hello, b"HTTP/1.1 200 OK\r\n\r\n")],
-            )  # fmt: skip
+            )
             return frames
 
         out.append((phase + 200 * NS, 600 * NS, ezviz))
@@ -223,9 +236,19 @@ def behaviours(
                 t, cam, _sport(cam, k, 7), EASY4IP_NAME, [a_record(EASY4IP_NAME, EASY4IP_IP, 600)]
             )
             frames.append(
-                (t + 20 * MS, synth.udp4_frame(cam.mac, GW_MAC, cam.ip, EASY4IP_IP, _sport(cam, k, 8), 8800,
-                                               payloads.dhget("/probe/p2psrv", k + 1)))
-            )  # fmt: skip
+                (
+                    t + 20 * MS,
+                    synth.udp4_frame(
+                        cam.mac,
+                        GW_MAC,
+                        cam.ip,
+                        EASY4IP_IP,
+                        _sport(cam, k, 8),
+                        8800,
+                        payloads.dhget("/probe/p2psrv", k + 1),
+                    ),
+                )
+            )
             return frames
 
         out.append((phase + 210 * NS, 600 * NS, easy4ip))
@@ -289,9 +312,11 @@ def one_off(shape: LifeShape, cam: Camera, b: _Builder) -> Frames:
         for i in range(300):
             target = f"198.18.{i // 200}.{i % 200 + 1}"
             frames.append(
-                (start + i * 10 * MS,
-                 synth.tcp4_frame(cam.mac, GW_MAC, cam.ip, target, 30000 + i, 23, flags=synth.TCP_SYN))
-            )  # fmt: skip
+                (
+                    start + i * 10 * MS,
+                    synth.tcp4_frame(cam.mac, GW_MAC, cam.ip, target, 30000 + i, 23, flags=synth.TCP_SYN),
+                )
+            )
     if shape.new_behaviours and cam.vendor == "hikvision" and cam.n == 1:
         t = shape.start_ns + 400 * NS
         search = payloads.igd_search()
@@ -300,9 +325,15 @@ def one_off(shape: LifeShape, cam: Camera, b: _Builder) -> Frames:
         )
         soap = payloads.add_port_mapping(GW_IP, cam.ip)
         frames += personas.tcp_exchange(
-            t + 100 * MS, cam.mac, GW_MAC, cam.ip, GW_IP, 40300, 49152,
+            t + 100 * MS,
+            cam.mac,
+            GW_MAC,
+            cam.ip,
+            GW_IP,
+            40300,
+            49152,
             [(soap, b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 0\r\n\r\n")],
-        )  # fmt: skip
+        )
     return frames
 
 

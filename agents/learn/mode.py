@@ -97,6 +97,8 @@ class LearningMode:
         self.window_start_ns: int | None = None
         self.devices: dict[str, DeviceLearning] = {}
         self._finished: set[str] = set()
+        #: Devices asked to learn again: their new period starts at their next traffic (capture time).
+        self.relearn_pending: set[str] = set()
 
     @property
     def window_end_ns(self) -> int | None:
@@ -110,9 +112,10 @@ class LearningMode:
 
     def state(self, device: str, ts_ns: int) -> tuple[str, int | None]:
         """``(LEARNING, until_ns)`` or ``(ENFORCING, None)`` for a device at ``ts_ns``; a device not seen
-        before is given its state now."""
+        before (or asked to learn again) is given its state now."""
         if not self.config.enabled:
             return ENFORCING, None
+        forget = False
         with self._lock:
             self.now_ns = max(self.now_ns, ts_ns)
             if self.window_start_ns is None:
@@ -122,7 +125,14 @@ class LearningMode:
                     iso_timestamp(ts_ns + self.period_ns),
                 )
             dev = self.devices.get(device)
-            if dev is None:
+            if device in self.relearn_pending:
+                self.relearn_pending.discard(device)
+                dev = self.devices[device] = DeviceLearning(ts_ns, ts_ns + self.period_ns)
+                self._finished.discard(device)
+                forget = True
+            elif dev is None:
+                if len(self.devices) >= MAX_DEVICES:
+                    return ENFORCING, None
                 end = self.window_start_ns + self.period_ns
                 if ts_ns < end:
                     until = end
@@ -130,21 +140,28 @@ class LearningMode:
                     until = ts_ns + self.period_ns
                 else:
                     until = ts_ns  # enforcing from the start
-                if len(self.devices) >= MAX_DEVICES:
-                    return ENFORCING, None
                 dev = self.devices[device] = DeviceLearning(ts_ns, until)
-            if ts_ns < dev.until_ns:
-                return LEARNING, dev.until_ns
-            if device not in self._finished and dev.until_ns > dev.since_ns:
+            learning = ts_ns < dev.until_ns
+            finished = not learning and device not in self._finished and dev.until_ns > dev.since_ns
+            if finished:
                 self._finished.add(device)
-                log.info(
-                    "learning: %s finished learning (%s); its alerts page from now on. Review the proposal: "
-                    "camwatch learn --from-state %s --policy POLICY --out LEARNED.yaml",
-                    device,
-                    iso_timestamp(dev.until_ns),
-                    self.state_dir,
-                )
-            return ENFORCING, None
+        if forget:
+            forgotten = self.observations.forget_device(device)
+            log.info(
+                "learning: %s learns again until %s (%d earlier observations forgotten)",
+                device,
+                iso_timestamp(dev.until_ns),
+                forgotten,
+            )
+        if finished:
+            log.info(
+                "learning: %s finished learning (%s); its alerts page from now on. Review the proposal: "
+                "camwatch learn --from-state %s --policy POLICY --out LEARNED.yaml",
+                device,
+                iso_timestamp(dev.until_ns),
+                self.state_dir,
+            )
+        return (LEARNING, dev.until_ns) if learning else (ENFORCING, None)
 
     def learns(self, device: str, ts_ns: int) -> bool:
         return self.state(device, ts_ns)[0] == LEARNING
@@ -176,19 +193,13 @@ class LearningMode:
             self.alerts[alert.rule.id] = self.alerts.get(alert.rule.id, 0) + 1
         return True
 
-    def relearn(self, devices: Iterable[str], now_ns: int) -> None:
-        """These devices learn again from ``now_ns`` for a period; what they learned before is forgotten."""
-        for device in devices:
-            forgotten = self.observations.forget_device(device)
-            with self._lock:
-                self.devices[device] = DeviceLearning(now_ns, now_ns + self.period_ns)
-                self._finished.discard(device)
-            log.info(
-                "learning: %s learns again until %s (%d earlier observations forgotten)",
-                device,
-                iso_timestamp(now_ns + self.period_ns),
-                forgotten,
-            )
+    def relearn(self, devices: Iterable[str]) -> None:
+        """These devices learn again for a period from their next traffic; what they learned before is
+        forgotten then."""
+        with self._lock:
+            for device in devices:
+                self.relearn_pending.add(device)
+                log.info("learning: %s will learn again from its next traffic", device)
 
     # ------------------------------------------------------------------ the state file
 
@@ -213,6 +224,7 @@ class LearningMode:
             len(self.observations.usages),
             path,
         )
+        self.take_requests()
 
     def _restore(self, doc: dict[str, Any]) -> None:
         start = doc.get("window_start_ns")
@@ -223,23 +235,30 @@ class LearningMode:
             devices[str(device)] = DeviceLearning(int(since), int(until))
         observations = Observations.from_json(doc.get("observations"), self.config.max_observations)
         observations.accept = self.learns
+        self.relearn_pending = {str(d) for d in doc.get("relearn", [])}
         self.window_start_ns = start
         self.devices = dict(list(devices.items())[:MAX_DEVICES])
         self.observations = observations
 
-    def save(self, now_ns: int) -> None:
-        """Take the relearn requests, then write ``learning.json`` (call with the engine lock held)."""
+    def take_requests(self) -> None:
+        """Take the relearn requests ``camwatch learn --relearn`` left in the state directory."""
         requests = take_relearn_requests(self.state_dir)
         if requests:
-            self.relearn(requests, now_ns or time.time_ns())
+            self.relearn(requests)
+
+    def save(self) -> None:
+        """Take the relearn requests, then write ``learning.json`` (call with the engine lock held)."""
+        self.take_requests()
         with self._lock:
             devices = {d: [s.since_ns, s.until_ns] for d, s in self.devices.items()}
+            pending = sorted(self.relearn_pending)
         write_learning(
             self.state_dir,
             {
                 "window_start_ns": self.window_start_ns,
                 "period_s": self.config.period,
                 "devices": devices,
+                "relearn": pending,
                 "observations": self.observations.to_json(),
             },
         )

@@ -106,11 +106,18 @@ def _learned_uses(proposal: Proposal, group: str) -> list[_Use]:
         if rule.group != group:
             continue
         for d in rule.destinations:
-            peer = _Peer("dnsname", d.peer) if d.kind == NAME else _Peer("network", d.peer)
-            if d.ports is None:
-                uses.append(_Use(peer, "any", None, "from-device"))
+            if d.kind != NAME:
+                peers = [_Peer("network", d.peer)]
+            elif d.peer.startswith("*."):
+                # MUD names hosts (inet:host), not patterns: the names the wildcard stands for.
+                peers = [_Peer("dnsname", name) for name in d.members]
             else:
-                uses += [_Use(peer, t, p, "from-device") for p, t in sorted(d.ports)]
+                peers = [_Peer("dnsname", d.peer)]
+            for peer in peers:
+                if d.ports is None:
+                    uses.append(_Use(peer, "any", None, "from-device"))
+                else:
+                    uses += [_Use(peer, t, p, "from-device") for p, t in sorted(d.ports)]
     return uses
 
 

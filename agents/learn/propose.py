@@ -140,7 +140,7 @@ class _Agg:
     first_ns: int = 0
     last_ns: int = 0
     devices: set[str] = field(default_factory=set)
-    members: int = 1  # wildcards: how many names, addresses or ports they stand for
+    members: tuple[str, ...] = ()  # a wildcard: the names or addresses it stands for
     note: str = ""
 
     def take(self, other: _Agg | Usage, device: str | None = None) -> None:
@@ -171,6 +171,8 @@ class Destination:
     last_ns: int
     devices: tuple[str, ...]
     note: str = ""
+    #: A wildcard: the names (or addresses) seen that it stands for.
+    members: tuple[str, ...] = ()
 
     def comment(self) -> str:
         n = len(self.devices)
@@ -416,6 +418,7 @@ def _combine(a: Destination, b: Destination) -> Destination:
         max(a.last_ns, b.last_ns),
         tuple(sorted(set(a.devices) | set(b.devices))),
         a.note or b.note,
+        tuple(sorted(set(a.members) | set(b.members))),
     )
 
 
@@ -467,7 +470,8 @@ def _enough(members: Sequence[_Agg], s: LearnSettings, answered: bool = False) -
 
 def _merged(kind: str, peer: str, members: Sequence[_Agg], note: str) -> _Agg:
     first = members[0]
-    agg = _Agg(kind, peer, first.port, first.transport, members=len(members), note=note)
+    stands_for = tuple(sorted({p for m in members for p in (m.members or (m.peer,))}))
+    agg = _Agg(kind, peer, first.port, first.transport, members=stands_for, note=note)
     for member in members:
         agg.take(member)
     return agg
@@ -551,6 +555,7 @@ def _destinations(aggs: Iterable[_Agg]) -> list[Destination]:
         for m in members:
             devices |= m.devices
         notes = "; ".join(dict.fromkeys(m.note for m in members if m.note))
+        stands_for = tuple(sorted({p for m in members for p in m.members}))
         out.append(
             Destination(
                 kind,
@@ -561,6 +566,7 @@ def _destinations(aggs: Iterable[_Agg]) -> list[Destination]:
                 max(m.last_ns for m in members),
                 tuple(sorted(devices)),
                 notes,
+                stands_for,
             )
         )
     return sorted(out, key=_dest_order)

@@ -33,9 +33,20 @@ _NETWORKS = [
 ]
 _ADDRESSES = [
     ipaddress.ip_address(a)
-    for a in ("203.0.113.4", "203.0.113.5", "203.0.113.9", "203.0.113.200", "203.0.7.1", "198.51.100.1",
-              "192.0.2.1", "2001:db8::4", "2001:db8::5", "2001:db8:1::1", "2a00::1")
-]  # fmt: skip
+    for a in (
+        "203.0.113.4",
+        "203.0.113.5",
+        "203.0.113.9",
+        "203.0.113.200",
+        "203.0.7.1",
+        "198.51.100.1",
+        "192.0.2.1",
+        "2001:db8::4",
+        "2001:db8::5",
+        "2001:db8:1::1",
+        "2a00::1",
+    )
+]
 _PATTERNS = [
     "a.example.com",
     "*.example.com",
@@ -107,8 +118,13 @@ def test_the_index_answers_like_a_scan_in_policy_order(
     assert policy.egress_allowed(int(addr), port, transport, addr.version, names) == expected
     # Each rule alone agrees with the reference too.
     for rule in policy.allow:
-        alone = _reference(_policy([(list(rule.networks), list(rule.names), rule.ports)]), addr, port,
-                           transport.lower(), names)[0]  # fmt: skip
+        alone = _reference(
+            _policy([(list(rule.networks), list(rule.names), rule.ports)]),
+            addr,
+            port,
+            transport.lower(),
+            names,
+        )[0]
         assert rule.allows(addr, port, transport, names=names) == alone
     # Could a name allow this port at all? Only if some name rule lists it (or any port).
     key_ports = [r.ports for r in policy.allow if r.names]

@@ -46,9 +46,16 @@ def lookup(
     t: int, cam: tuple[str, str], name: str, records: list[tuple[str, int, int, bytes]], sport: int
 ) -> Frames:
     return personas.udp_pair(
-        t, cam[0], GW_MAC, cam[1], GW_IP, sport, 53, dns_query(sport & 0xFFFF, name),
+        t,
+        cam[0],
+        GW_MAC,
+        cam[1],
+        GW_IP,
+        sport,
+        53,
+        dns_query(sport & 0xFFFF, name),
         dns_response(sport & 0xFFFF, name, records),
-    )  # fmt: skip
+    )
 
 
 def vms_answer(address: str = VMS_IP, ttl: int = 60) -> list[tuple[str, int, int, bytes]]:
@@ -145,8 +152,10 @@ def test_a_flow_waits_for_its_server_name_only_when_a_name_could_allow_it() -> N
     ping = synth.udp4_frame(CAM2[0], GW_MAC, CAM2[1], GW_IP, 40000, 53, dns_query(1, "x.example.com"))
     # 443/tcp: a name rule lists it, so the flow waits 3 s for a ClientHello that never comes.
     assert feed([(T0, syn), (T0 + 2 * NS, ping), (T0 + 4 * NS, ping)]) == [
-        [], [], ["egress.unexpected_destination"],
-    ]  # fmt: skip
+        [],
+        [],
+        ["egress.unexpected_destination"],
+    ]
     # 8443/tcp: no name rule lists it: judged on its first packet, as without name rules.
     syn8443 = synth.tcp4_frame(CAM1[0], GW_MAC, CAM1[1], "198.51.100.6", 41000, 8443, flags=synth.TCP_SYN)
     assert feed([(T0, syn8443)]) == [["egress.unexpected_destination"]]
