@@ -27,8 +27,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,7 +45,7 @@ from agents.learn.state import (
     write_learning,
 )
 from monitor.alerts import Alert, iso_timestamp
-from monitor.registry import Rulebook
+from monitor.registry import RULES, Rulebook
 from monitor.vendors.oui import parse_mac
 
 if TYPE_CHECKING:
@@ -53,7 +53,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENFORCING", "LEARNING", "LEARNING_SEVERITY", "LearningMode", "is_learning_record"]
+__all__ = [
+    "ENFORCING",
+    "LEARNING",
+    "LEARNING_SEVERITY",
+    "LearningCollector",
+    "LearningMode",
+    "LearningReading",
+    "is_learning_record",
+]
 
 LEARNING: Final = "learning"
 ENFORCING: Final = "enforcing"
@@ -265,51 +273,71 @@ class LearningMode:
 
     # ------------------------------------------------------------------ metrics
 
-    def collector(self) -> Collector:
-        return _LearningCollector(self)
+    def collector(self) -> LearningCollector:
+        return LearningCollector(self.reading)
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, int], int, int]:
-        """(devices by state, learning alerts by rule, observations kept, observations dropped)."""
+    def reading(self) -> LearningReading:
+        """What the collector shows (called by scrapes, from their own thread)."""
         with self._lock:
             now = self.now_ns
             states = {LEARNING: 0, ENFORCING: 0}
             for dev in self.devices.values():
                 states[LEARNING if now < dev.until_ns else ENFORCING] += 1
             alerts = dict(self.alerts)
-        return states, alerts, len(self.observations.usages), self.observations.dropped
+        return LearningReading(states, alerts, len(self.observations.usages), self.observations.dropped)
 
 
-class _LearningCollector(Collector):
+@dataclass(frozen=True, slots=True)
+class LearningReading:
+    """The learning mode's numbers at one scrape."""
+
+    devices: Mapping[str, int] = field(default_factory=dict)
+    alerts: Mapping[str, int] = field(default_factory=dict)
+    observations: int = 0
+    dropped: int = 0
+
+
+class LearningCollector(Collector):
     """``camwatch_learning_devices{state}``, ``camwatch_learning_alerts_total{rule}``,
-    ``camwatch_learning_observations`` and ``camwatch_learning_observations_dropped_total``."""
+    ``camwatch_learning_observations`` and ``camwatch_learning_observations_dropped_total``
+    (docs/metrics.md)."""
 
-    def __init__(self, mode: LearningMode) -> None:
-        self._mode = mode
-
-    def collect(self) -> Iterable[Metric]:
-        states, alerts, kept, dropped = self._mode.snapshot()
-        devices = GaugeMetricFamily(
-            "camwatch_learning_devices", "Devices by learning state (learning, enforcing)", labels=["state"]
-        )
-        for state, n in sorted(states.items()):
-            devices.add_metric([state], n)
-        yield devices
-        counted = CounterMetricFamily(
-            "camwatch_learning_alerts",
-            "Alerts raised while their device learned (severity 1, not paging), by rule",
-            labels=["rule"],
-        )
-        for rule, n in sorted(alerts.items()):
-            counted.add_metric([rule], n)
-        yield counted
-        yield GaugeMetricFamily(
-            "camwatch_learning_observations", "Observations kept for camwatch learn --from-state", value=kept
-        )
-        yield CounterMetricFamily(
-            "camwatch_learning_observations_dropped",
-            "Observations not kept: the bound learning.max_observations was reached",
-            value=dropped,
-        )
+    def __init__(self, read: Callable[[], LearningReading]) -> None:
+        self._read = read
 
     def describe(self) -> Iterable[Metric]:
-        return []
+        """The families without reading the learning mode (the registry finds name clashes with it)."""
+        return _families(LearningReading())
+
+    def collect(self) -> Iterable[Metric]:
+        return _families(self._read())
+
+
+def _families(reading: LearningReading) -> list[Metric]:
+    devices = GaugeMetricFamily(
+        "camwatch_learning_devices", "Devices by learning state (learning, enforcing).", labels=["state"]
+    )
+    for state in (ENFORCING, LEARNING):
+        devices.add_metric([state], reading.devices.get(state, 0))
+    alerts = CounterMetricFamily(
+        "camwatch_learning_alerts",
+        "Alerts raised while their device learned (severity 1, not paging), by rule.",
+        labels=["rule"],
+    )
+    # Every known rule from the start, as camwatch_alerts_total (increase() sees the first one).
+    for rule in sorted({*RULES, *reading.alerts}):
+        alerts.add_metric([rule], reading.alerts.get(rule, 0))
+    return [
+        devices,
+        alerts,
+        GaugeMetricFamily(
+            "camwatch_learning_observations",
+            "Observations kept for camwatch learn --from-state.",
+            value=reading.observations,
+        ),
+        CounterMetricFamily(
+            "camwatch_learning_observations_dropped",
+            "Observations not kept: learning.max_observations was reached.",
+            value=reading.dropped,
+        ),
+    ]

@@ -39,6 +39,7 @@ from agents.collectors import (
     ExternalTraffic,
 )
 from agents.config import BasicAuthConfig, MetricsConfig
+from agents.learn.mode import LearningCollector, LearningReading
 from agents.probe.metrics import StreamCollector, StreamStats
 from agents.sinks.mqtt import AlertPublisher, MqttSettings
 from agents.sinks.outbox import Outbox
@@ -136,6 +137,7 @@ class Site:
         ]
         self.reading = full_reading()
         self.streams = {"entrance": ENTRANCE}
+        self.learning = LearningReading({"learning": 3, "enforcing": 2}, {"dns.vendor_cloud": 1}, 12, 0)
         self.outbox = Outbox.open(directory / "outbox.sqlite3")
         self.spool = self.outbox.channel("mqtt", 100, 1 << 20)
         self.spool.put(b"x" * 900, key="waiting", route="camwatch/depot-7/gw-1/alerts/3")
@@ -158,6 +160,7 @@ class Site:
         registry.register(self.outbox.collector())
         registry.register(self.publisher.collector())
         registry.register(StreamCollector(lambda: self.streams))
+        registry.register(LearningCollector(lambda: self.learning))  # only with a learning: section
         return registry
 
     def close(self) -> None:
@@ -365,6 +368,7 @@ def test_registration_reads_no_component(site: Site) -> None:
         CaptureCollector(BoomList()),
         EngineCollector(boom),
         StreamCollector(boom),
+        LearningCollector(boom),
         site.outbox.collector(),
         site.publisher.collector(),
     ]
