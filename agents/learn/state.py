@@ -97,9 +97,21 @@ def request_relearn(state_dir: Path, macs: list[str]) -> list[str]:
         raise LearningStateError(f"{state_dir}: no such state directory (the agent's state_dir)")
     wanted = [format_mac(parse_mac(mac)) for mac in macs]
     folder = state_dir / RELEARN_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise LearningStateError(f"{folder}: is not a directory; remove it and ask again")
     folder.mkdir(mode=0o750, exist_ok=True)
+    owner = state_dir.stat()
     for mac in wanted:
-        (folder / mac).write_text(json.dumps({"mac": mac, "requested": time.time()}) + "\n", encoding="utf-8")
+        path = folder / mac
+        # Never through a link: the service user owns this directory (root must not write where it points).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"mac": mac, "requested": time.time()}) + "\n")
+        if os.geteuid() == 0:
+            # Written by root for the agent, which runs as the state directory's owner and deletes it.
+            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+    if os.geteuid() == 0:
+        os.chown(folder, owner.st_uid, owner.st_gid, follow_symlinks=False)
     return wanted
 
 
@@ -116,6 +128,8 @@ def take_relearn_requests(state_dir: Path) -> list[str]:
             mac = format_mac(parse_mac(entry.name))
         except ValueError:
             continue  # not a request: left alone
+        if not entry.is_file() or entry.is_symlink():
+            continue
         try:
             entry.unlink()
         except OSError:

@@ -254,3 +254,33 @@ def test_learning_defaults(tmp_path: Path) -> None:
     assert AgentConfig.from_yaml(text, "a.yaml", base_dir=tmp_path).learning == LearningConfig()
     text = text.replace("learning: {}\n", "")
     assert AgentConfig.from_yaml(text, "a.yaml", base_dir=tmp_path).learning is None
+
+
+def test_relearn_requests_belong_to_the_agent_and_never_follow_links(tmp_path: Path) -> None:
+    import os
+
+    from agents.learn.state import LearningStateError, take_relearn_requests
+
+    state = tmp_path / "state"
+    state.mkdir()
+    if os.geteuid() == 0:
+        os.chown(state, 65534, 65534)  # the service user owns its state directory
+    (made,) = request_relearn(state, ["4419.b601.0000"])
+    assert made == "44-19-b6-01-00-00"
+    if os.geteuid() == 0:  # written by root for the agent, which deletes it
+        assert (state / RELEARN_DIR / made).stat().st_uid == 65534
+        assert (state / RELEARN_DIR).stat().st_uid == 65534
+    (state / RELEARN_DIR / "not-a-mac").write_text("x", encoding="utf-8")
+    assert take_relearn_requests(state) == [made]
+    assert sorted(p.name for p in (state / RELEARN_DIR).iterdir()) == ["not-a-mac"]
+    # A link planted in place of the directory is refused, not followed.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (state / RELEARN_DIR / "not-a-mac").unlink()
+    (state / RELEARN_DIR).rmdir()
+    (state / RELEARN_DIR).symlink_to(elsewhere)
+    with pytest.raises(LearningStateError, match="not a directory"):
+        request_relearn(state, ["44:19:b6:01:00:00"])
+    assert list(elsewhere.iterdir()) == []
+    with pytest.raises(ValueError, match="not a MAC"):
+        request_relearn(tmp_path, ["camera-1"])
