@@ -6,7 +6,11 @@ builder; the engine test checks who received the answer.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 
 from lab import synth
@@ -105,3 +109,43 @@ def test_the_engine_reports_the_answer_to_the_device_that_asked() -> None:
     # The resolver sent it: the camera (the flow's source, which asked) received it.
     assert not event.from_src and event.flow.src[0] == cam[1]
     assert event.addresses == (ResolvedAddress("192.0.2.10", 600, ("time.example.org",)),)
+
+
+_names = st.sampled_from(["a.example.com", "b.example.com", "c.example.net", "x.example.org"])
+_records = st.lists(
+    st.one_of(
+        st.builds(lambda o, t, ttl: cname_record(o, t, ttl), _names, _names, st.integers(0, 2**31 - 1)),
+        st.builds(
+            lambda o, last, ttl: a_record(o, f"192.0.2.{last}", ttl),
+            _names,
+            st.integers(0, 255),
+            st.integers(0, 2**31 - 1),
+        ),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=300)
+@given(_names, _records)
+def test_every_reported_address_lies_on_the_questions_chain(
+    question: str, records: list[tuple[str, int, int, bytes]]
+) -> None:
+    msg = dns.parse(dns_response(1, question, records))
+    cnames: dict[str, str] = {}
+    cname_ttls: dict[str, int] = {}
+    for r in msg.answers:
+        if r.rtype == dns.TYPE_CNAME and r.name not in cnames:
+            cnames[r.name], cname_ttls[r.name] = r.value, r.ttl
+    for resolved in dns.resolved_addresses(msg):
+        chain = resolved.names
+        assert chain[0] == question and len(set(chain)) == len(chain)
+        # Each step is an alias the answer gave (the first one given for that name).
+        assert all(cnames.get(a) == b for a, b in itertools.pairwise(chain))
+        owners = {r.name for r in msg.answers if r.rtype == dns.TYPE_A and r.value == resolved.address}
+        assert chain[-1] in owners
+        # The TTL is no longer than any alias on the way, nor than the address record.
+        assert all(resolved.ttl <= cname_ttls[a] for a in chain[:-1])
+        assert resolved.ttl <= max(
+            r.ttl for r in msg.answers if r.rtype == dns.TYPE_A and r.name == chain[-1]
+        )
