@@ -1,6 +1,6 @@
 """Allow matching with many overlapping rules: the policy's index against the old scan, in one run.
 
-    .venv/bin/python benchmarks/allow_match.py                 # 100,000 rules, 10,000 lookups, 3 runs each
+    .venv/bin/python benchmarks/allow_match.py                 # 100,000 rules, 2,000 lookups, 3 runs
     .venv/bin/python benchmarks/allow_match.py --rules 10000 --lookups 50000
     .venv/bin/python benchmarks/allow_match.py --smoke          # CI: 2,000 rules, checks everything runs
 
@@ -161,8 +161,8 @@ def time_replay(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="allow matching: the index against the old scan")
     p.add_argument("--rules", type=int, default=100_000)
-    p.add_argument("--lookups", type=int, default=10_000)
-    p.add_argument("--flows", type=int, default=2_000, help="new flows in the replay capture (default 2000)")
+    p.add_argument("--lookups", type=int, default=2_000)
+    p.add_argument("--flows", type=int, default=500, help="new flows in the replay capture (default 500)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="2,000 rules, 2,000 lookups, 200 flows, 1 run")
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "out" / "allow_match.json")
