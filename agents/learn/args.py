@@ -34,7 +34,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="where the MUD files will be served (default: https://camwatch.invalid/mud/)",
     )
     p.add_argument(
-        "--min-flows", type=int, default=3, help="flows a destination needs to be learned (default 3)"
+        "--min-flows",
+        type=int,
+        default=3,
+        metavar="N",
+        help="flows a destination needs to be learned (default 3)",
     )
     p.add_argument(
         "--min-span",
@@ -45,10 +49,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--max-rules",
         type=int,
+        metavar="N",
         default=1000,
         help="most destinations a proposal may hold; more is refused (default 1000)",
     )
-    p.add_argument("--gateway", default="learn", help="gateway name in the alerts' observer.name")
+    p.add_argument(
+        "--gateway", default="learn", metavar="NAME", help="gateway name in the alerts' observer.name"
+    )
     p.add_argument(
         "--relearn",
         nargs="+",

@@ -90,6 +90,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise LearnError("give either capture files or --from-state DIR (one source)")
     if args.min_flows < 1 or args.max_rules < 1:
         raise LearnError("--min-flows and --max-rules must be at least 1")
+    if args.mud and not args.mud_url.startswith("https://"):
+        raise LearnError(f"--mud-url {args.mud_url!r}: a MUD URL is an https:// URL (RFC 8520)")
     settings = LearnSettings(
         min_flows=args.min_flows, min_span_s=_duration(args.min_span), max_destinations=args.max_rules
     )

@@ -182,6 +182,7 @@ def test_too_many_destinations_are_refused_and_nothing_is_written(
         (["--min-span", "soon"], "--min-span 'soon'"),
         (["--min-flows", "0"], "at least 1"),
         (["--out", "/nonexistent/dir/x.yaml"], "does not exist"),
+        (["--mud", "m", "--mud-url", "http://mud.example.com/"], "https://"),
     ],
 )
 def test_bad_arguments_are_one_line(
