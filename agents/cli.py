@@ -87,6 +87,11 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate an agent configuration or a site policy file")
     c.add_argument("file", metavar="FILE")
 
+    # `camwatch learn` (docs/learning.md): its arguments and its work live in agents/learn/command.py.
+    from agents.learn.args import add_parser as add_learn_parser
+
+    add_learn_parser(sub)
+
     a = sub.add_parser("run", help="run the gateway agent (live capture, metrics, MQTT alerts)")
     a.add_argument(
         "--config",
@@ -168,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agents.report.commands import inventory_export
 
             return inventory_export(args)
+        if args.command == "learn":
+            return learn_command(args, sys.stdout)
     except ValidationError as exc:  # an agent configuration or a site policy
         print(f"camwatch: invalid {exc.kind}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -243,6 +250,16 @@ def run_agent(config_path: str) -> int:
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     asyncio.run(Agent(config).run())
     return EXIT_OK
+
+
+def learn_command(args: argparse.Namespace, out: TextIO) -> int:
+    """`camwatch learn`: agents/learn/command.py does the work; its errors are one line here."""
+    from agents.learn.command import LearnError, run
+
+    try:
+        return run(args, out)
+    except LearnError as exc:
+        raise CliError(str(exc), exc.code) from exc
 
 
 EXIT_LAB_DOWN = 3  # `lab status`: no lab (as `systemctl status` says a unit is not running)

@@ -71,6 +71,7 @@ __all__ = [
     "CaptureConfig",
     "ConfigError",
     "ConfigProblem",
+    "LearningConfig",
     "LimitsConfig",
     "MetricsConfig",
     "MqttSettings",
@@ -108,7 +109,7 @@ _TOP_KEYS: Final = (
     "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
     "state_dir", "run_as_user", "limits", "timeouts", "alerts_file", "stream_probe",
     "flows_file", "inventory_file",
-    *_EXPORT_KEYS,
+    *_EXPORT_KEYS, "learning",
 )  # fmt: skip
 _CAPTURE_KEYS: Final = ("interfaces", "pcap", "pace", "method", "batch_size", "snaplen")
 _METRICS_KEYS: Final = ("listen", "port", "tls_cert_file", "tls_key_file", "basic_auth", "max_device_series")
@@ -125,6 +126,8 @@ _PROBE_KEYS: Final = (
 )  # fmt: skip
 _THRESHOLD_KEYS: Final = ("black_luma", "frozen_difference", "covered_detail")
 _CAMERA_KEYS: Final = ("name", "url", "username", "password_file", "transport")
+_LEARNING_KEYS: Final = ("enabled", "period", "new_devices", "max_observations")
+LEARNING_NEW_DEVICES: Final = ("enforce", "learn")
 # A camera name is a Prometheus label value and a directory name for its snapshots.
 _CAMERA_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -436,6 +439,18 @@ class SyslogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LearningConfig:
+    """The learning mode (``learning:``, docs/learning.md): devices learn for ``period`` seconds, their
+    alerts marked as learning (severity 1, not paging), then enforce. ``new_devices``: what a device
+    first seen after the site's learning window does, ``enforce`` at once or ``learn`` for a period."""
+
+    enabled: bool = True
+    period: float = 7 * 86400.0
+    new_devices: str = "enforce"
+    max_observations: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """A validated agent configuration. Build it with :meth:`from_yaml` or :func:`load_config`."""
 
@@ -464,6 +479,8 @@ class AgentConfig:
     syslog: SyslogSettings | None = None
     #: The site's asset register, a CSV (docs/register.md); None: no register.
     asset_register: Path | None = None
+    #: The learning mode (None: no ``learning`` section, every device enforces).
+    learning: LearningConfig | None = None
     source: str = "<config>"
     #: Things that work but deserve a look (e.g. staying root); ``check-config`` shows them.
     warnings: tuple[str, ...] = ()
@@ -1133,6 +1150,25 @@ def _camera_url(reader: _Reader, path: str, url: str) -> str | None:
     return parsed.redacted
 
 
+def _learning(reader: _Reader, top: Mapping[object, object]) -> LearningConfig | None:
+    """The ``learning`` section (docs/config.md, docs/learning.md)."""
+    if top.get("learning") is None:
+        return None
+    sec = reader.section(top, "", "learning", _LEARNING_KEYS)
+    if not isinstance(top.get("learning"), Mapping):
+        return None
+    d = LearningConfig()
+    return LearningConfig(
+        enabled=reader.boolean(sec, "learning", "enabled", d.enabled),
+        # Below an hour a device has not shown its daily habits (NTP, firmware checks, the cloud VMS).
+        period=reader.seconds(sec, "learning", "period", d.period, 3600, 90 * 86400),
+        new_devices=reader.choice(sec, "learning", "new_devices", d.new_devices, LEARNING_NEW_DEVICES),
+        max_observations=reader.integer(
+            sec, "learning", "max_observations", d.max_observations, 1000, 10_000_000
+        ),
+    )
+
+
 _OUTPUT_EXAMPLES: Final = {
     "alerts_file": "alerts.jsonl",
     "flows_file": "flows.jsonl",
@@ -1204,6 +1240,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     stream_probe = _stream_probe(reader, data, state_dir)
     flows_file, inventory_file = _outputs(reader, data, state_dir, alerts_file)
     flows_rotation, syslog, asset_register = _exports(reader, data, gateway, flows_file)
+    learning = _learning(reader, data)
     if reader.problems or reader.elsewhere or site is None or gateway is None:
         return None
     return AgentConfig(
@@ -1225,6 +1262,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
         flows_rotation=flows_rotation,
         syslog=syslog,
         asset_register=asset_register,
+        learning=learning,
         source=source,
         warnings=tuple(reader.warnings),
     )

@@ -53,6 +53,7 @@ from agents.capture.source import LiveCaptureSource
 from agents.collectors import AgentCollector, AlertCounts, EngineCollector, StateSaves
 from agents.config import AgentConfig, ConfigError, ConfigProblem, Rotation
 from agents.exports import Exports
+from agents.learn.mode import LearningMode, is_learning_record
 from agents.privileges import drop_privileges, user_exists
 from agents.sinks.base import Record, Sink
 from agents.sinks.jsonl import FileOutputsCollector, JsonDocumentFile, JsonLinesFile
@@ -133,11 +134,15 @@ class Agent:
         )
         # The asset register, syslog and the MQTT data sinks (agents/exports.py).
         self.exports = Exports(config)
+        # Learning mode (agents/learn/mode.py): a recorder beside the rules, and alerts of learning devices
+        # marked as not paging. None without a `learning:` section.
+        self.learning = LearningMode(config.learning, self.state_dir) if config.learning is not None else None
         self.engine = Engine(
             config.site_policy,
             vendors or VendorTable.load(),
             EngineConfig(observer=config.observer, flows=flow_cfg, max_devices=limits.max_devices),
             register=self.exports.register,
+            rules=self.learning.rulebook() if self.learning is not None else None,
         )
         self.lock = threading.Lock()
         self.sources: list[RunningSource] = []
@@ -193,6 +198,8 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         load_inventory(self.state_dir, self.engine.inventory)
         load_incidents(self.state_dir, self.engine.gate)
+        if self.learning is not None:  # learning mode
+            self.learning.load()
         try:
             async with contextlib.AsyncExitStack() as stack:
                 # Everything that needs privileges first: capture sockets and files, the metrics listener,
@@ -308,6 +315,8 @@ class Agent:
                 max_device_series=self.config.metrics.max_device_series,
             )
         )
+        if self.learning is not None:  # learning mode
+            self.registry.register(self.learning.collector())
         self.metrics = MetricsServer.from_config(self.config.metrics, self.registry)
         self.registry.register(self.metrics.collector())
         self.metrics.start()
@@ -605,7 +614,10 @@ class Agent:
         if self._alerts is None or self._flows is None:
             return
         for alert in events.alerts:
-            self._to_loop(self._alerts, alert.to_record())
+            record = alert.to_record()
+            if self.learning is not None:  # learning mode: flags noted, a learning device's alert marked
+                self.learning.on_alert(alert, record, self.engine)
+            self._to_loop(self._alerts, record)
         # Flow objects, not records: the records are made on the loop, not while the lock is held (an
         # ended flow is out of the table, nothing changes it any more). Only when something wants them.
         if events.flows and self.flow_sinks:
@@ -639,7 +651,8 @@ class Agent:
         """The one path of every alert: counted, then to each alert sink in turn."""
         record = self.exports.annotate(record)  # camwatch.asset: the register's row of the device
         self.counters.alerts_submitted += 1
-        self.alert_counts.add(str(record["rule"]["id"]))
+        if not is_learning_record(record):  # learning mode: counted in camwatch_learning_alerts_total instead
+            self.alert_counts.add(str(record["rule"]["id"]))
         for sink in self.alert_sinks:
             await sink.submit(record)
 
@@ -682,6 +695,8 @@ class Agent:
             with self.lock:
                 save_inventory(self.state_dir, self.engine.inventory)
                 save_incidents(self.state_dir, self.engine.gate)
+                if self.learning is not None:  # learning mode: relearn requests, then learning.json
+                    self.learning.save()
             self.counters.state_saves += 1
             self.counters.state_saved = time.time()
         except (OSError, ValueError) as exc:

@@ -46,6 +46,7 @@ from agents.collectors import (
 )
 from agents.config import BasicAuthConfig, MetricsConfig, Rotation, SyslogSettings
 from agents.exports import RegisterCollector
+from agents.learn.mode import LearningCollector, LearningReading
 from agents.probe.metrics import StreamCollector, StreamStats
 from agents.sinks.jsonl import FileOutputsCollector, JsonLinesFile
 from agents.sinks.mqtt import AlertPublisher, MqttSettings
@@ -152,6 +153,7 @@ class Site:
         self.exporter = ExporterStats(open=3, auth_failures=7, throttled=2)
         self.alerts_file = JsonLinesFile("alerts_file", directory / "alerts.jsonl")
         self.exporter.closed["header_timeout"] = 4
+        self.learning = LearningReading({"learning": 3, "enforcing": 2}, {"dns.vendor_cloud": 1}, 12, 0)
         self.outbox = Outbox.open(directory / "outbox.sqlite3")
         self.spool = self.outbox.channel("mqtt", 100, 1 << 20)
         self.spool.put(b"x" * 900, key="waiting", route="camwatch/depot-7/gw-1/alerts/3")
@@ -195,6 +197,7 @@ class Site:
         registry.register(self.data.collector())
         registry.register(ExporterCollector(self.exporter))
         registry.register(FileOutputsCollector([self.alerts_file]))
+        registry.register(LearningCollector(lambda: self.learning))  # only with a learning: section
         return registry
 
     def close(self) -> None:
@@ -420,6 +423,7 @@ def test_registration_reads_no_component(site: Site) -> None:
         CaptureCollector(BoomList()),
         EngineCollector(boom),
         StreamCollector(boom),
+        LearningCollector(boom),
         site.outbox.collector(),
         site.publisher.collector(),
         RegisterCollector(boom, boom),
