@@ -95,7 +95,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"agent configuration (default: {DEFAULT_CONFIG})",
     )
     _add_lab_parser(sub)
+    _add_contain_parser(sub)
     return p
+
+
+def _add_contain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # `camwatch contain` (agents/contain/cli.py): its module imports only argparse at start-up.
+    from agents.contain.cli import add_parser
+
+    add_parser(sub)
 
 
 def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -156,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_agent(args.config)
         if args.command == "lab":
             return lab_command(args, sys.stdout)
+        if args.command == "contain":
+            from agents.contain.cli import contain_command
+
+            return contain_command(args, sys.stdout)
     except ValidationError as exc:  # an agent configuration or a site policy
         print(f"camwatch: invalid {exc.kind}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Sourced by scripts/test: the system packages the tests talk to for real (MQTT broker, Prometheus,
-# Alertmanager, network namespaces, openssl, shellcheck). Installed with apt when missing; needs root (CI
-# runs as root). With CAMWATCH_REQUIRE_ENV=1 (CI) a package that cannot be installed is an error here,
-# not skipped tests later.
+# Alertmanager, network namespaces, nftables for containment, openssl, shellcheck). Installed with apt
+# when missing; needs root (CI runs as root). With CAMWATCH_REQUIRE_ENV=1 (CI) a package that cannot be
+# installed is an error here, not skipped tests later.
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v prometheus >/dev/null || need+=(prometheus)
@@ -10,6 +10,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
 command -v amtool >/dev/null || need+=(prometheus-alertmanager)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${need[*]}"
