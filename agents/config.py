@@ -1229,7 +1229,8 @@ def _containment(
     if raw_durations is not None:
         items = reader.as_list(raw_durations, f"{qpath}.durations", "[1h, 6h, 1d]") or []
         for index, item in enumerate(items):
-            value = reader.seconds({"d": item}, f"{qpath}.durations[{index}]", "d", 0.0, 60, 30 * 86400)
+            key = f"durations[{index}]"
+            value = reader.seconds({key: item}, qpath, key, 0.0, 60, 30 * 86400)
             if value:
                 durations.append(value)
         if not items:

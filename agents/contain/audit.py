@@ -41,8 +41,10 @@ MAX_LINE: Final = 64 * 1024
 
 
 def _iso(ts: float, ms: bool = True) -> str:
-    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds" if ms else "seconds")
-    return text.replace("+00:00", "Z")
+    # From whole milliseconds, rounded: what is written reads back as the same number.
+    millis = round(ts * 1000)
+    text = datetime.fromtimestamp(millis // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{millis % 1000:03d}Z" if ms else f"{text}Z"
 
 
 def _parse_iso(text: str) -> float:
@@ -173,8 +175,8 @@ class AuditLog:
         return record
 
     def new(self, action: str, outcome: str, actor: str, reason: str, **fields: Any) -> AuditRecord:
-        """Build and append a record stamped now."""
-        return self.write(AuditRecord(time.time(), action, outcome, actor, reason, **fields))
+        """Build and append a record stamped now (to the millisecond, as written)."""
+        return self.write(AuditRecord(round(time.time(), 3), action, outcome, actor, reason, **fields))
 
 
 def read_audit(path: Path, offset: int = 0) -> tuple[list[tuple[int, AuditRecord | None, bytes]], int]:

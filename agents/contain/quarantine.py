@@ -106,9 +106,10 @@ class QuarantineEntry:
                 raise ValueError(f"{key}: {value!r} is not valid")
             return value
 
+        device = get("device", str)
         addresses = tuple(ipaddress.ip_address(str(a)) for a in get("addresses", list))
         return cls(
-            device=get("device", str),
+            device=device,
             addresses=addresses,
             since=float(get("since", (int, float))),
             until=float(get("until", (int, float))),
