@@ -13,9 +13,10 @@ from agents.contain.files import ContainmentFiles
 
 def test_a_record_round_trips_through_its_line() -> None:
     record = AuditRecord(
-        1_770_000_000.5, "quarantine", "applied", "agent", "automatic: alert p2p.nat_traversal", mode="enforce",
-        rule="p2p.nat_traversal", incident="abc", device="44-19-b6-00-00-01", addresses=("10.20.0.11",),
-        expires=1_770_003_600.0, level=1, plan="0123456789abcdef", observer="depot-7/gw-1",
+        1_770_000_000.5, "quarantine", "applied", "agent", "automatic: alert p2p.nat_traversal",
+        mode="enforce", rule="p2p.nat_traversal", incident="abc", device="44-19-b6-00-00-01",
+        addresses=("10.20.0.11",), expires=1_770_003_600.0, level=1, plan="0123456789abcdef",
+        observer="depot-7/gw-1",
     )  # fmt: skip
     obj = json.loads(record.line())
     assert obj["@timestamp"] == "2026-02-02T02:40:00.500Z" and obj["expires"] == "2026-02-02T03:40:00Z"

@@ -75,15 +75,18 @@ def test_an_unquoted_off_is_off_and_a_typo_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "field", "text"),
     [
-        ("containment: {never_block: [10.20.0.5/24]}", "containment.never_block[0]", "did you mean 10.20.0.0/24?"),
+        ("containment: {never_block: [10.20.0.5/24]}", "containment.never_block[0]",
+         "did you mean 10.20.0.0/24?"),
         ("containment: {never_block: [recorder]}", "containment.never_block[0]", "not an IP address"),
         ("containment: {never_block: 10.20.0.5}", "containment.never_block", "write a list: [10.20.0.5]"),
-        ("containment: {quarantine: {auto_rules: [p2p.nat_travresal]}}", "containment.quarantine.auto_rules[0]",
-         "did you mean 'p2p.nat_traversal'?"),
+        ("containment: {quarantine: {auto_rules: [p2p.nat_travresal]}}",
+         "containment.quarantine.auto_rules[0]", "did you mean 'p2p.nat_traversal'?"),
         ("containment: {quarantine: {durations: []}}", "containment.quarantine.durations", "at least one"),
-        ("containment: {quarantine: {durations: [5s]}}", "containment.quarantine.durations[0]", "out of range"),
+        ("containment: {quarantine: {durations: [5s]}}", "containment.quarantine.durations[0]",
+         "out of range"),
         ("containment: {quarantine: {max_devices: 0}}", "containment.quarantine.max_devices", "out of range"),
-        ("containment: {auto_rules: [stream.egress]}", "containment.auto_rules", "put it under 'quarantine:'"),
+        ("containment: {auto_rules: [stream.egress]}", "containment.auto_rules",
+         "put it under 'quarantine:'"),
         ("containment: {whitelist: [10.20.0.5]}", "containment.whitelist", "did you mean 'never_block'?"),
     ],
 )  # fmt: skip

@@ -15,8 +15,6 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
 from agents.contain.audit import AuditLog, last_records
 from agents.contain.control import Controller
 from agents.contain.files import ContainmentFiles
@@ -103,7 +101,7 @@ def test_flows_pass_or_drop_exactly_as_the_policy_says(site: Site, tmp_path: Pat
              if got[c] != c[5]]  # fmt: skip
     assert wrong == []
     # The plan's own judgement (dry-run counting) agrees with the kernel on every case.
-    for who, src, dst, port, transport, passes, _ in CASES:
+    for _who, src, dst, port, transport, passes, _ in CASES:
         assert PLAN.judge(ip(src), ip(dst), transport, port).allowed == passes, (src, dst, port)
     state = site.nft().table()
     assert state is not None and state.digest == PLAN.digest and state.site == "cwtest"

@@ -78,7 +78,8 @@ def test_the_fixed_ranges_are_the_policys() -> None:
         ("198.51.100.200", 443, "tcp"), ("198.51.100.200", 443, "udp"), ("198.51.100.200", 80, "tcp"),
         ("192.0.2.9", 1, "udp"), ("239.255.255.250", 1900, "udp"), ("255.255.255.255", 67, "udp"),
         ("169.254.1.1", 80, "tcp"), ("127.0.0.1", 80, "tcp"), ("2001:db8::1", 443, "tcp"),
-        ("2001:db9::1", 443, "tcp"), ("fe80::1", 80, "tcp"), ("ff02::fb", 5353, "udp"), ("fd20::9", 554, "tcp"),
+        ("2001:db9::1", 443, "tcp"), ("fe80::1", 80, "tcp"), ("ff02::fb", 5353, "udp"),
+        ("fd20::9", 554, "tcp"),
     ],
 )  # fmt: skip
 def test_a_watched_device_may_reach_what_the_policy_allows(address: str, port: int, transport: str) -> None:
