@@ -188,7 +188,10 @@ class QuarantineBook:
 
     def find(self, device: str) -> QuarantineEntry | None:
         """The active entry for a MAC (any separator, any case) or one of its addresses."""
-        wanted = device.strip().lower().replace(":", "-")
+        text = device.strip()
+        if text in self.active:  # as the book names it (a MAC, or ip:<address>)
+            return self.active[text]
+        wanted = text.lower().replace(":", "-")
         if wanted in self.active:
             return self.active[wanted]
         try:

@@ -84,6 +84,8 @@ def test_find_release_and_expire() -> None:
     quarantine(book, "44-19-b6-00-00-01", "10.20.0.11", 0)
     assert book.find("44:19:B6:00:00:01") is book.find("10.20.0.11") is not None
     assert book.find("10.20.0.99") is None and book.find("not a device") is None
+    quarantine(book, "ip:10.20.0.50", "10.20.0.50", 0)  # a device known by its address only
+    assert book.release("ip:10.20.0.50") is not None and book.find("10.20.0.50") is None
     assert [str(t.address) for t in book.timed(10)] == ["10.20.0.11"] and book.timed(10)[
         0
     ].remaining == HOUR - 10
