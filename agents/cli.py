@@ -135,6 +135,11 @@ def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how often the agent's stream probe opens each camera (default: 30)",
     )
+    up.add_argument(
+        "--contain",
+        choices=("dry-run", "enforce"),
+        help="run the agent with containment in this mode (implies --agent; docs/containment.md)",
+    )
     up.add_argument("--json", action="store_true", help="print the status as JSON")
     common(lab_sub.add_parser("down", help="stop every lab process and delete the namespaces"))
     status = common(lab_sub.add_parser("status", help="what runs; exit 0 ok, 1 broken, 3 down"))
@@ -282,6 +287,7 @@ def lab_command(args: argparse.Namespace, out: TextIO) -> int:
                 mqtt=mqtt,
                 probe=not args.no_probe,
                 probe_interval=args.probe_interval,
+                contain=args.contain,
             )
             out.write((json.dumps(status.to_json(), indent=1) if args.json else status.text()) + "\n")
             return EXIT_OK
