@@ -277,13 +277,23 @@ class AgentContainment:
             return
         lost = self.mode == "enforce" and (state is None or state.digest != self.applied)
         changed = plan.digest != self.applied
-        if not (force or changed or lost):
+        missing: list[str] = []
+        if self.mode == "enforce" and state is not None and not lost:
+            # Quarantined addresses the kernel lost (the table loaded again by hand from `render`): the
+            # book says they are quarantined, so they go back in with their remaining time.
+            self._refresh_quarantined()
+            kernel = {e.address for e in state.elements("quarantine")}
+            missing = sorted(map(str, self._quarantined - kernel))
+        if not (force or changed or lost or missing):
             self.plan = plan
             self.stats.loaded = self.mode == "enforce"
             return
         why = reason
         if policy_note:
             why = f"{reason}: {policy_note}"
+        elif missing and not changed:
+            why = f"{reason}: quarantined addresses missing from the kernel ({', '.join(missing[:5])})"
+            log.warning("containment: %s; loading the ruleset again", why)
         elif lost and not changed and self.applied is not None:
             gone = "deleted" if state is None else "replaced"
             why = f"{reason}: camwatch's table was {gone} outside camwatch"

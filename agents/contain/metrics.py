@@ -133,7 +133,8 @@ class ContainmentCollector(Collector):
         self.stats = stats
 
     def describe(self) -> Iterable[Metric]:
-        return []  # built at scrape time only (no duplicate check against other collectors needed)
+        """The families (the registry uses them to find name clashes)."""
+        return self.collect()
 
     def collect(self) -> Iterable[Metric]:
         s = self.stats.snapshot()

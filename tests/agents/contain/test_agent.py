@@ -31,6 +31,7 @@ from scapy.layers.l2 import Ether
 from agents.config import AgentConfig
 from agents.contain.agent import AgentContainment, containment_topic
 from agents.contain.audit import last_records, read_audit
+from agents.contain.render import render_ruleset
 from monitor.engine import Engine
 from monitor.flows import Flow
 from tests.agents.contain.conftest import needs_nft
@@ -225,6 +226,15 @@ def test_a_critical_alert_quarantines_its_device(site: Site, tmp_path: Path) -> 
     assert 110 < record.expires - record.ts <= 120
     asyncio.run(containment.on_alert(alert("p2p.nat_traversal")))  # a repeat: refused, time not extended
     assert last_records(containment.files.audit, 1)[0].outcome == "refused"
+    # The ruleset loaded again by hand from `render` has no quarantine: the next check puts it back.
+    assert containment.plan is not None
+    site.nft().load(render_ruleset(containment.plan))
+    assert site.tcp("cam", CAM1, VMS, 9000)
+    containment._check("periodic check")
+    assert (
+        "quarantined addresses missing from the kernel" in last_records(containment.files.audit, 1)[0].reason
+    )
+    assert not site.tcp("cam", CAM1, VMS, 9000)
     containment._tick()
     metrics = scrape(containment)
     assert metrics["camwatch_containment_quarantined_devices"] == 1
