@@ -178,8 +178,12 @@ class AgentContainment:
                     "enforcing: remove it with `camwatch contain remove`",
                     state.digest,
                 )
-        with self._mutex:
-            self._check(reason="agent start", force=True)
+        try:
+            with self._mutex:
+                self._check(reason="agent start", force=True)
+        except (OSError, LockTimeout, NftError) as exc:  # monitoring starts anyway; the task tries again
+            log.error("containment: the first apply did not happen: %s", exc)
+            self.stats.count_apply("failed", self.clock())
         self._next_check = self.clock() + self.settings.check_interval
 
     def attach_publisher(self, publisher: Publisher | None) -> None:
@@ -214,7 +218,12 @@ class AgentContainment:
         rule_id = rule.get("id") if isinstance(rule, Mapping) else None
         if not isinstance(rule_id, str) or rule_id not in self.settings.quarantine.auto_rules:
             return
-        result = await asyncio.to_thread(self._auto_quarantine, rule_id, record)
+        try:
+            result = await asyncio.to_thread(self._auto_quarantine, rule_id, record)
+        except Exception:  # the alert path must go on whatever happens here
+            log.exception("containment: automatic quarantine for %s failed", rule_id)
+            self.stats.count_auto_quarantine("failed")
+            return
         self.stats.count_auto_quarantine(result.outcome)
 
     # -- the task ---------------------------------------------------------------------------------
@@ -232,6 +241,8 @@ class AgentContainment:
                 await asyncio.to_thread(self._tick)
             except (OSError, LockTimeout, NftError) as exc:  # a bad moment: the next tick tries again
                 log.error("containment: %s", exc)
+            except Exception:  # a bug here must not stop the agent's monitoring: logged, tried again
+                log.exception("containment: unexpected error")
             await self._publish_audit()
         await asyncio.to_thread(self._judge_flows)
 
@@ -547,14 +558,22 @@ class AgentContainment:
         if self._publisher is None or self._topic is None:
             return
         offset = _read_offset(self.files.published)
-        lines, _ = await asyncio.to_thread(read_audit, self.files.audit, offset)
+        try:
+            lines, _ = await asyncio.to_thread(read_audit, self.files.audit, offset)
+        except OSError as exc:
+            log.error("containment: cannot read the audit log %s: %s", self.files.audit, exc)
+            return
         for end, record, raw in lines:
             if record is not None:
                 payload = record.to_json()
             else:
                 payload = {"unreadable": raw.decode("utf-8", "replace")}
             await self._publisher.submit_to(self._topic, payload, key=f"audit-{end}")
-            _write_offset(self.files.published, end)
+            try:
+                _write_offset(self.files.published, end)
+            except OSError as exc:  # they go out again next time: at least once, as the alerts
+                log.error("containment: cannot note what was published in %s: %s", self.files.published, exc)
+                return
         if lines:
             self.files.hand_over(self.files.published)
 

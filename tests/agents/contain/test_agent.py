@@ -9,6 +9,7 @@ frames built here (what a capture of the camera side of the gateway would see).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -31,11 +32,13 @@ from scapy.layers.l2 import Ether
 from agents.config import AgentConfig
 from agents.contain.agent import AgentContainment, containment_topic
 from agents.contain.audit import last_records, read_audit
+from agents.contain.nft import Nft
+from agents.contain.plan import NameAllow
 from agents.contain.render import render_ruleset
 from monitor.engine import Engine
 from monitor.flows import Flow
 from tests.agents.contain.conftest import needs_nft
-from tests.agents.contain.gateway_site import CAM1, CLOUD, POLICY, REC, VMS, Site
+from tests.agents.contain.gateway_site import API, CAM1, CLOUD, POLICY, REC, VMS, Site
 from tests.agents.mosquitto import MOSQUITTO, Mosquitto, Subscriber
 from tests.enginerun import run_frames
 
@@ -240,6 +243,51 @@ def test_a_critical_alert_quarantines_its_device(site: Site, tmp_path: Path) -> 
     assert metrics["camwatch_containment_quarantined_devices"] == 1
     assert metrics['camwatch_containment_auto_quarantines_total{outcome="applied"}'] == 1
     assert metrics['camwatch_containment_auto_quarantines_total{outcome="refused"}'] == 1
+
+
+def test_a_name_rule_allows_what_dns_answered_for_its_ttl_across_reloads_and_restarts(
+    site: Site, tmp_path: Path
+) -> None:
+    # The policy takes no names yet (the learning issue adds them): the plan gets a name rule directly.
+    clean(site)
+    config = make_config(tmp_path, "enforce", name_grace=0)
+    engine, _ = engine_and_flows(config)
+    containment = agent(site, config, engine)
+    containment.start()
+    assert containment.plan is not None
+    rule = NameAllow("api by name", ("*.api.example",), frozenset({(8444, "tcp")}))
+    containment.plan = dataclasses.replace(containment.plan, names=(rule,))
+    assert not site.tcp("cam", CAM1, API, 8444)
+    containment.learn("cdn.example", API, 300)  # no rule matches
+    containment.learn("eu.api.example.", API, 300)
+    containment._tick()
+    assert site.tcp("cam", CAM1, API, 8444) and not site.tcp("cam", CAM1, API, 8443 + 2)
+    assert scrape(containment)["camwatch_containment_name_addresses"] == 1
+    state = site.nft().table()
+    assert state is not None
+    (element,) = state.elements("names_ports")
+    assert (str(element.address), element.transport, element.port) == (API, "tcp", 8444)
+    assert element.expires is not None and 250 < element.expires <= 300
+    # A reload carries it; so does a restart of the agent (read back from the kernel).
+    containment._check("reload", force=True)  # the table is replaced: the element goes into the new one
+    assert last_records(containment.files.audit, 1)[0].reason == "reload"
+    assert site.tcp("cam", CAM1, API, 8444)
+    again = agent(site, config, engine)
+    again.start()
+    assert site.tcp("cam", CAM1, API, 8444) and again.stats.learned == 0  # counted at its first tick
+    again._tick()
+    assert again.stats.learned == 1
+
+
+def test_a_quarantine_nft_refuses_is_audited_and_the_alert_path_goes_on(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "enforce", quarantine={"auto_rules": ["p2p.nat_traversal"]})
+    engine, _ = engine_and_flows(config)
+    broken = Nft(("ip", "netns", "exec", "cw-no-such-namespace", "nft"))
+    containment = AgentContainment(config, engine, threading.Lock(), nft=broken)
+    asyncio.run(containment.on_alert(alert("p2p.nat_traversal")))
+    (record,) = last_records(containment.files.audit, 5)
+    assert (record.action, record.outcome) == ("quarantine", "failed") and "nft failed" in record.reason
+    assert scrape(containment)['camwatch_containment_auto_quarantines_total{outcome="failed"}'] == 1
 
 
 def test_it_follows_the_policy_file_and_restores_its_table_but_not_after_a_remove(
