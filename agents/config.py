@@ -26,6 +26,10 @@ Decisions worth knowing:
   a configuration that asks for a probe without PyAV/OpenCV fails ``check-config`` with the fix, not
   the agent with an ImportError. Camera URLs with credentials in them are refused like inline
   passwords: ``username`` and ``password_file`` go beside the URL.
+- ``containment`` (:class:`ContainmentConfig`, docs/containment.md) in ``enforce`` mode with a
+  ``run_as_user`` is refused: the privilege drop would take away the CAP_NET_ADMIN every later apply and
+  quarantine needs. Its never-block hosts are checked against the policy here, so ``check-config``
+  reports a host containment would cut off.
 """
 
 from __future__ import annotations
