@@ -104,7 +104,15 @@ def _build_parser() -> argparse.ArgumentParser:
     from agents.report.commands import add_parsers as add_report_parsers
 
     add_report_parsers(sub)
+    _add_contain_parser(sub)
     return p
+
+
+def _add_contain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # `camwatch contain` (agents/contain/cli.py): its module imports only argparse at start-up.
+    from agents.contain.cli import add_parser
+
+    add_parser(sub)
 
 
 def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -135,6 +143,11 @@ def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=30.0,
         metavar="SECONDS",
         help="how often the agent's stream probe opens each camera (default: 30)",
+    )
+    up.add_argument(
+        "--contain",
+        choices=("dry-run", "enforce"),
+        help="run the agent with containment in this mode (implies --agent; docs/containment.md)",
     )
     up.add_argument("--json", action="store_true", help="print the status as JSON")
     common(lab_sub.add_parser("down", help="stop every lab process and delete the namespaces"))
@@ -175,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return inventory_export(args)
         if args.command == "learn":
             return learn_command(args, sys.stdout)
+        if args.command == "contain":
+            from agents.contain.cli import contain_command
+
+            return contain_command(args, sys.stdout)
     except ValidationError as exc:  # an agent configuration or a site policy
         print(f"camwatch: invalid {exc.kind}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -299,6 +316,7 @@ def lab_command(args: argparse.Namespace, out: TextIO) -> int:
                 mqtt=mqtt,
                 probe=not args.no_probe,
                 probe_interval=args.probe_interval,
+                contain=args.contain,
             )
             out.write((json.dumps(status.to_json(), indent=1) if args.json else status.text()) + "\n")
             return EXIT_OK

@@ -26,11 +26,16 @@ Decisions worth knowing:
   a configuration that asks for a probe without PyAV/OpenCV fails ``check-config`` with the fix, not
   the agent with an ImportError. Camera URLs with credentials in them are refused like inline
   passwords: ``username`` and ``password_file`` go beside the URL.
+- ``containment`` (:class:`ContainmentConfig`, docs/containment.md) in ``enforce`` mode with a
+  ``run_as_user`` is refused: the privilege drop would take away the CAP_NET_ADMIN every later apply and
+  quarantine needs. Its never-block hosts are checked against the policy here, so ``check-config``
+  reports a host containment would cut off.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import logging
 import math
@@ -45,12 +50,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from agents.contain.plan import ContainmentError, ContainmentPlan, parse_address_or_network
+from agents.contain.quarantine import QuarantineSettings
 from agents.probe import EXTRA_HINT, missing_modules
 from agents.probe.reports import TRANSPORTS, Thresholds
 from agents.probe.urls import CameraUrl
 from agents.state import STATE_FILES
-from monitor.policy import PolicyError, SitePolicy
+from monitor.policy import IPNetwork, PolicyError, SitePolicy
 from monitor.register import AssetRegister, RegisterError
+from monitor.registry import RULES
 from monitor.validation import (
     TOPIC_UNSAFE_RE,
     Document,
@@ -71,6 +79,7 @@ __all__ = [
     "CaptureConfig",
     "ConfigError",
     "ConfigProblem",
+    "ContainmentConfig",
     "LearningConfig",
     "LimitsConfig",
     "MetricsConfig",
@@ -109,7 +118,7 @@ _TOP_KEYS: Final = (
     "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
     "state_dir", "run_as_user", "limits", "timeouts", "alerts_file", "stream_probe",
     "flows_file", "inventory_file",
-    *_EXPORT_KEYS, "learning",
+    *_EXPORT_KEYS, "learning", "containment",
 )  # fmt: skip
 _CAPTURE_KEYS: Final = ("interfaces", "pcap", "pace", "method", "batch_size", "snaplen")
 _METRICS_KEYS: Final = ("listen", "port", "tls_cert_file", "tls_key_file", "basic_auth", "max_device_series")
@@ -128,6 +137,9 @@ _THRESHOLD_KEYS: Final = ("black_luma", "frozen_difference", "covered_detail")
 _CAMERA_KEYS: Final = ("name", "url", "username", "password_file", "transport")
 _LEARNING_KEYS: Final = ("enabled", "period", "new_devices", "max_observations")
 LEARNING_NEW_DEVICES: Final = ("enforce", "learn")
+_CONTAINMENT_KEYS: Final = ("mode", "never_block", "check_interval", "audit_file", "name_grace", "quarantine")
+_QUARANTINE_KEYS: Final = ("auto_rules", "durations", "window", "max_devices")
+CONTAINMENT_MODES: Final = ("off", "dry-run", "enforce")
 # A camera name is a Prometheus label value and a directory name for its snapshots.
 _CAMERA_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -176,6 +188,18 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "password_file": "put it under 'basic_auth:' as 'metrics.basic_auth.password_file'",
     },
     "mqtt": {"broker": "did you mean 'host'?", "user": "did you mean 'username'?"},
+    "containment": {
+        "auto_rules": "put it under 'quarantine:' as 'containment.quarantine.auto_rules'",
+        "durations": "put it under 'quarantine:' as 'containment.quarantine.durations'",
+        "max_devices": "put it under 'quarantine:' as 'containment.quarantine.max_devices'",
+        "whitelist": "did you mean 'never_block'?",
+        "allowlist": "did you mean 'never_block'?",
+        "exempt": "did you mean 'never_block'?",
+    },
+    "containment.quarantine": {
+        "rules": "did you mean 'auto_rules'?",
+        "duration": "did you mean 'durations'?",
+    },
 }
 
 _PASSWORD_FIX: Final = (
@@ -451,6 +475,29 @@ class LearningConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainmentConfig:
+    """The ``containment`` section: enforcing the site policy on a forwarding gateway with nftables
+    (docs/containment.md). ``mode`` is ``off`` (the default), ``dry-run`` (count and log what would be
+    blocked, change nothing) or ``enforce``."""
+
+    mode: str = "off"
+    #: Never blocked, in addition to the policy's viewers and resolvers (always on the list).
+    never_block: tuple[IPNetwork, ...] = ()
+    #: How often the agent looks for a changed policy file or newly watched devices (and re-applies).
+    check_interval: float = 10.0
+    #: The audit log (None: ``<state_dir>/containment/audit.jsonl``).
+    audit_file: Path | None = None
+    #: How long past a DNS answer's TTL an address learned for a name rule stays allowed.
+    name_grace: float = 300.0
+    quarantine: QuarantineSettings = field(default_factory=QuarantineSettings)
+
+    @property
+    def active(self) -> bool:
+        """dry-run or enforce."""
+        return self.mode != "off"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """A validated agent configuration. Build it with :meth:`from_yaml` or :func:`load_config`."""
 
@@ -481,6 +528,7 @@ class AgentConfig:
     asset_register: Path | None = None
     #: The learning mode (None: no ``learning`` section, every device enforces).
     learning: LearningConfig | None = None
+    containment: ContainmentConfig = field(default_factory=ContainmentConfig)
     source: str = "<config>"
     #: Things that work but deserve a look (e.g. staying root); ``check-config`` shows them.
     warnings: tuple[str, ...] = ()
@@ -1241,6 +1289,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     flows_file, inventory_file = _outputs(reader, data, state_dir, alerts_file)
     flows_rotation, syslog, asset_register = _exports(reader, data, gateway, flows_file)
     learning = _learning(reader, data)
+    containment = _containment(reader, data, policy, run_as_user)
     if reader.problems or reader.elsewhere or site is None or gateway is None:
         return None
     return AgentConfig(
@@ -1263,6 +1312,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
         syslog=syslog,
         asset_register=asset_register,
         learning=learning,
+        containment=containment,
         source=source,
         warnings=tuple(reader.warnings),
     )
@@ -1381,3 +1431,102 @@ def _asset_register(reader: _Reader, top: Mapping[object, object]) -> Path | Non
         return path
     reader.warnings.extend(register.describe_problems())
     return path
+
+
+# Containment (docs/containment.md)
+
+
+def _containment(
+    reader: _Reader, top: Mapping[object, object], policy: SitePolicy, run_as_user: str | None
+) -> ContainmentConfig:
+    sec = reader.section(top, "", "containment", _CONTAINMENT_KEYS)
+    d = ContainmentConfig()
+    path = "containment"
+    raw_mode = sec.get("mode")
+    # YAML 1.1 reads an unquoted `off` as false: that is what people write, and it means off.
+    mode = "off" if raw_mode is False else reader.choice(sec, path, "mode", d.mode, CONTAINMENT_MODES)
+    never_block: list[IPNetwork] = []
+    raw = sec.get("never_block")
+    if raw is not None:
+        for index, item in enumerate(
+            reader.as_list(raw, "containment.never_block", "[10.20.0.2, 10.9.0.0/28]") or []
+        ):
+            try:
+                never_block.append(
+                    parse_address_or_network(str(item)) if isinstance(item, str) else _not_address(item)
+                )
+            except ValueError as exc:
+                reader.add(
+                    f"containment.never_block[{index}]",
+                    str(exc),
+                    "write an address (10.20.0.2) or a network (10.20.0.0/28)",
+                )
+    qsec = reader.section(sec, path, "quarantine", _QUARANTINE_KEYS)
+    qd = QuarantineSettings()
+    qpath = "containment.quarantine"
+    durations: list[float] = []
+    raw_durations = qsec.get("durations")
+    if raw_durations is not None:
+        items = reader.as_list(raw_durations, f"{qpath}.durations", "[1h, 6h, 1d]") or []
+        for index, item in enumerate(items):
+            key = f"durations[{index}]"
+            value = reader.seconds({key: item}, qpath, key, 0.0, 60, 30 * 86400)
+            if value:
+                durations.append(value)
+        if not items:
+            reader.add(f"{qpath}.durations", "is empty", "list at least one duration, e.g. [1h, 6h, 1d]")
+    auto: list[str] = []
+    raw_rules = qsec.get("auto_rules")
+    if raw_rules is not None:
+        for index, item in enumerate(
+            reader.as_list(raw_rules, f"{qpath}.auto_rules", "[p2p.nat_traversal]") or []
+        ):
+            if isinstance(item, str) and item in RULES:
+                auto.append(item)
+            else:
+                close = difflib.get_close_matches(str(item), list(RULES), n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                reader.add(
+                    f"{qpath}.auto_rules[{index}]",
+                    f"{describe(item)} is not a camwatch rule id",
+                    f"{hint}use rule ids of docs/design.md §4.2, e.g. p2p.nat_traversal",
+                )
+    quarantine = QuarantineSettings(
+        durations=tuple(durations) or qd.durations,
+        window=reader.seconds(qsec, qpath, "window", qd.window, 3600, 365 * 86400),
+        max_devices=reader.integer(qsec, qpath, "max_devices", qd.max_devices, 1, 10_000),
+        auto_rules=frozenset(auto),
+    )
+    config = ContainmentConfig(
+        mode=mode,
+        never_block=tuple(never_block),
+        check_interval=reader.seconds(sec, path, "check_interval", d.check_interval, 1, 3600),
+        audit_file=reader.path(sec, path, "audit_file", "out"),
+        name_grace=reader.seconds(sec, path, "name_grace", d.name_grace, 0, 86400),
+        quarantine=quarantine,
+    )
+    if not config.active:
+        return config
+    if auto and mode == "dry-run":
+        reader.warnings.append(
+            "containment.quarantine.auto_rules: in dry-run mode the quarantines are only logged and audited"
+        )
+    try:
+        ContainmentPlan.build(policy, never_block=never_block)
+    except ContainmentError as exc:
+        for problem in exc.problems:
+            what, _, fix = problem.partition("; ")
+            reader.add("containment.never_block", what, fix or "see docs/containment.md")
+    if mode == "enforce" and run_as_user is not None:
+        reader.add(
+            "containment.mode",
+            "enforce needs CAP_NET_ADMIN for the whole run (reloads, quarantines), and run_as_user drops it "
+            "after start-up",
+            "set run_as_user: null and start the agent as root, or as a service user with "
+            'AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN (docs/containment.md, "Privileges")',
+        )
+    return config
+
+
+def _not_address(item: object) -> IPNetwork:
+    raise ValueError(f"{describe(item)} is not an IP address or network")

@@ -75,6 +75,7 @@ from monitor.records import flow_record
 from monitor.vendors.oui import VendorTable
 
 if TYPE_CHECKING:
+    from agents.contain.agent import AgentContainment
     from agents.probe.scheduler import StreamProber
     from agents.sinks.mqtt import AlertPublisher, MqttSettings
 
@@ -153,6 +154,8 @@ class Agent:
         self.outbox: Outbox | None = None
         self.publisher: AlertPublisher | None = None
         self.prober: StreamProber | None = None
+        #: Containment (agents/contain): None until run() starts it.
+        self.containment: AgentContainment | None = None
         #: Each alert goes to each of these, in order.
         self.alert_sinks: list[Sink[Record]] = []
         self.flow_sinks: list[Sink[Record]] = []
@@ -202,9 +205,11 @@ class Agent:
             self.learning.load()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                # Everything that needs privileges first: capture sockets and files, the metrics listener,
+                # Everything that needs privileges first: containment (its first apply; enforce mode
+                # without CAP_NET_ADMIN stops here), capture sockets and files, the metrics listener,
                 # secrets, the output files (they may be in root-owned places), and the modules imported
                 # late (the installation may be unreadable to run_as_user).
+                self._start_containment()
                 self._open_sources()
                 self._start_metrics()
                 settings = self._mqtt_settings()
@@ -216,6 +221,8 @@ class Agent:
                 self._check_inventory_file()
                 self.exports.check_after_drop(self.user)
                 await self._start_sinks(stack, settings)
+                if self.containment is not None:
+                    self.containment.attach_publisher(self.publisher)
                 async with asyncio.TaskGroup() as tg:
                     for st in self.sources:
                         st.thread = threading.Thread(
@@ -229,6 +236,8 @@ class Agent:
                     tg.create_task(self.exports.watch_register(self, stop), name="register")
                     if self.prober is not None:
                         tg.create_task(self.prober.run(stop), name="stream-probe")
+                    if self.containment is not None:
+                        tg.create_task(self.containment.run(stop), name="containment")
                     await stop.wait()
                     self._shutdown_sources()
                     await asyncio.to_thread(self._join_sources)
@@ -267,6 +276,15 @@ class Agent:
                 )
             ]
         )
+
+    def _start_containment(self) -> None:
+        """Containment (agents/contain, docs/containment.md): its start-up checks and first apply, while
+        privileged; its metrics. Mode off only warns about a table left loaded."""
+        from agents.contain.agent import AgentContainment
+
+        self.containment = AgentContainment(self.config, self.engine, self.lock)
+        self.containment.start()
+        self.registry.register(self.containment.collector())
 
     def _open_sources(self) -> None:
         cap = self.config.capture
@@ -613,6 +631,8 @@ class Agent:
         thread, so they reach it in the engine's order)."""
         if self._alerts is None or self._flows is None:
             return
+        if self.containment is not None and events.flows:
+            self.containment.observe(events.flows)  # only queued: judged on containment's task
         for alert in events.alerts:
             record = alert.to_record()
             if self.learning is not None:  # learning mode: flags noted, a learning device's alert marked
@@ -655,6 +675,8 @@ class Agent:
             self.alert_counts.add(str(record["rule"]["id"]))
         for sink in self.alert_sinks:
             await sink.submit(record)
+        if self.containment is not None:
+            await self.containment.on_alert(record)  # automatic quarantine (opt-in, by rule id)
 
     async def _forward_flows(self) -> None:
         assert self._flows is not None

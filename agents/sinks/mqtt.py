@@ -226,6 +226,18 @@ class AlertPublisher:
             return
         self._wake.set()
 
+    async def submit_to(self, topic: str, record: Mapping[str, Any], key: str = "") -> None:
+        """Spool a record for another topic of this gateway (containment's audit records,
+        ``<prefix>/<site>/<gateway>/containment``) and wake the sender: same outbox, same order, same
+        delivery as the alerts."""
+        try:
+            await self._spool_io(self.spool.put, encode_record(record), key=key, route=topic)
+        except OutboxError as exc:
+            self.spool_failures_total += 1
+            log.error("mqtt: record for %s not spooled, it is lost: %s", topic, exc)
+            return
+        self._wake.set()
+
     def collector(self) -> MqttCollector:
         """The ``camwatch_mqtt_*`` metrics."""
         return MqttCollector(self)
