@@ -52,6 +52,7 @@ from agents.capture.running import (
 from agents.capture.source import LiveCaptureSource
 from agents.collectors import AgentCollector, AlertCounts, EngineCollector, StateSaves
 from agents.config import AgentConfig, ConfigError, ConfigProblem, Rotation
+from agents.contain.answers import with_answers
 from agents.exports import Exports
 from agents.learn.mode import LearningMode, is_learning_record
 from agents.privileges import drop_privileges, user_exists
@@ -72,6 +73,7 @@ from monitor.engine import Engine, EngineConfig, Events
 from monitor.flows import Flow, FlowConfig
 from monitor.pcapfile import CaptureError, PacketBatch
 from monitor.records import flow_record
+from monitor.registry import Rulebook, rulebook
 from monitor.vendors.oui import VendorTable
 
 if TYPE_CHECKING:
@@ -143,7 +145,7 @@ class Agent:
             vendors or VendorTable.load(),
             EngineConfig(observer=config.observer, flows=flow_cfg, max_devices=limits.max_devices),
             register=self.exports.register,
-            rules=self.learning.rulebook() if self.learning is not None else None,
+            rules=self._rulebook(config),
         )
         self.lock = threading.Lock()
         self.sources: list[RunningSource] = []
@@ -276,6 +278,18 @@ class Agent:
                 )
             ]
         )
+
+    def _rulebook(self, config: AgentConfig) -> Rulebook:
+        """The engine's rules: the learning mode's recorder beside them, and with containment on, the DNS
+        answers of watched devices handed to its name rules."""
+        book = self.learning.rulebook() if self.learning is not None else rulebook()
+        if config.containment.active:
+            book = with_answers(book, self._learn_answer)
+        return book
+
+    def _learn_answer(self, name: str, address: str, ttl: float) -> None:
+        if self.containment is not None:  # set at start-up, before the first packet
+            self.containment.learn(name, address, ttl)
 
     def _start_containment(self) -> None:
         """Containment (agents/contain, docs/containment.md): its start-up checks and first apply, while

@@ -20,7 +20,8 @@ device and destination once an hour.
 
 Name-based allow rules: :meth:`learn` is the hook for the DNS answers the engine captures, (name, address,
 TTL); it queues them and the task adds each address that a name rule matches to the rule's set for the
-TTL plus ``name_grace``. The engine does not hand DNS answers to the agent yet (docs/containment.md).
+TTL plus ``name_grace``. The engine's rulebook hands it the answers watched devices receive
+(agents/contain/answers.py).
 """
 
 from __future__ import annotations

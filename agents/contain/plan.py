@@ -427,9 +427,8 @@ def _with_warnings(plan: ContainmentPlan, warnings: list[str]) -> ContainmentPla
 
 
 def _policy_names(policy: SitePolicy) -> tuple[NameAllow, ...]:
-    """The policy's name-based allow rules. The policy takes addresses only today; the learning issue
-    (docs/containment.md, "Name-based allow rules") adds names to allow rules: an allow rule with a
-    ``names`` attribute becomes a :class:`NameAllow` here without any other change."""
+    """The policy's name-based allow rules: each allow rule with names (docs/containment.md, "Name-based
+    allow rules") becomes a :class:`NameAllow`."""
     rules: list[NameAllow] = []
     for rule in policy.allow:
         names = getattr(rule, "names", None)

@@ -248,7 +248,7 @@ def test_a_critical_alert_quarantines_its_device(site: Site, tmp_path: Path) -> 
 def test_a_name_rule_allows_what_dns_answered_for_its_ttl_across_reloads_and_restarts(
     site: Site, tmp_path: Path
 ) -> None:
-    # The policy takes no names yet (the learning issue adds them): the plan gets a name rule directly.
+    # The plan gets a name rule directly (policies with names: test_plan.py; answers: test_answers.py).
     clean(site)
     config = make_config(tmp_path, "enforce", name_grace=0)
     engine, _ = engine_and_flows(config)

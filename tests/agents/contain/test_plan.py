@@ -172,19 +172,22 @@ def test_name_rules_match_exact_names_and_strictly_below_a_wildcard() -> None:
 
 
 def test_name_rules_come_from_allow_rules_with_names() -> None:
-    # The learning issue adds `names` to allow rules; until then an allow rule has none.
     assert ContainmentPlan.build(POLICY).names == ()
-
-    class NamedRule:
-        name, networks, ports, names = "cdn", (), None, ("*.Example.com.",)
-
-    class Policy:
-        site, monitored_networks, allow_private, resolvers, viewers = "s", (), False, frozenset(), frozenset()
-        watched_vendors = frozenset({"hikvision"})
-        allow = (NamedRule(),)
-
-    plan = ContainmentPlan.build(Policy())  # type: ignore[arg-type]
-    assert plan.names == (NameAllow("cdn", ("*.example.com",), None),)
+    policy = SitePolicy.from_yaml(
+        """
+site: s
+monitored: {vendors: [hikvision]}
+allow:
+  - {name: cdn, to: ["*.Example.com.", 192.0.2.0/24]}
+  - {name: vms, to: [vms.cloud.example], ports: [443/tcp]}
+"""
+    )
+    plan = ContainmentPlan.build(policy)
+    assert plan.names == (
+        NameAllow("cdn", ("*.example.com",), None),
+        NameAllow("vms", ("vms.cloud.example",), frozenset({(443, "tcp")})),
+    )
+    assert plan.allow_any == (net("192.0.2.0/24"),)  # the rule's networks stay address rules
 
 
 def test_inventory_records_in_both_forms() -> None:
