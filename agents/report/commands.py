@@ -156,6 +156,8 @@ def _gather(args: argparse.Namespace, *, with_alerts: bool) -> Inputs:
     from agents.report.inputs import (
         InputError,
         Inputs,
+        apply_containment,
+        containment_states,
         read_alerts,
         read_flows,
         read_inventory,
@@ -170,6 +172,7 @@ def _gather(args: argparse.Namespace, *, with_alerts: bool) -> Inputs:
     flows = [Path(p) for p in (getattr(args, "flows", None) or ())]
     register = Path(args.register) if args.register else None
     site = args.site or ""
+    containment: dict[str, str] | None = None
     if args.config:
         from agents.config import ConfigError, load_config
 
@@ -190,11 +193,18 @@ def _gather(args: argparse.Namespace, *, with_alerts: bool) -> Inputs:
         if not flows and config.flows_file is not None:
             flows = rotated(config.flows_file)
         register = register or config.asset_register
+        if config.containment.active:
+            from agents.contain.files import ContainmentFiles
+
+            book = ContainmentFiles.at(config.state_dir, config.containment.audit_file).book
+            containment = containment_states(config.containment.mode, book, datetime.now(UTC).timestamp())
     if inventory is None:
         raise _Usage("give --inventory FILE (and --alerts FILE), or --config FILE of an agent")
     if with_alerts and not alerts and not args.config:
         raise _Usage("give --alerts FILE (the alerts of the same site and period as the inventory)")
     inputs.devices = read_inventory(inventory)
+    if containment is not None:
+        apply_containment(inputs.devices, containment)
     inputs.sources["inventory"] = str(inventory)
     if alerts:
         inputs.alerts, skipped = read_alerts(alerts)

@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -243,3 +244,47 @@ def _kind(value: object) -> str:
     if value is None:
         return "null"
     return {dict: "an object", list: "a list", str: "text", bool: "a boolean"}.get(type(value), "a number")
+
+
+# ---------------------------------------------------------------------- containment
+
+
+def containment_states(mode: str, book_path: Path, now: float) -> dict[str, str]:
+    """What containment does to each device, for the ledger's ``containment`` column: ``quarantined until
+    <UTC time> (<rule or actor>)`` for a device in the quarantine book (``<state_dir>/containment/
+    quarantine.json``), keyed ``mac:<48-bit MAC in hex>`` and ``ip:<address>``, and the mode (``enforce`` or
+    ``dry-run``) under ``"*"`` for every other watched device. Read only: a damaged book is a warning, never
+    moved aside (that is the agent's business)."""
+    from agents.contain.quarantine import QuarantineBook
+
+    states: dict[str, str] = {"*": mode}
+    try:
+        book = QuarantineBook.parse(json.loads(book_path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return states
+    except (OSError, ValueError) as exc:
+        log.warning("%s: the quarantine book cannot be read (%s): quarantines are not shown", book_path, exc)
+        return states
+    for entry in book.active.values():
+        if entry.until <= now:
+            continue  # expired; the agent lifts it at its next check
+        until = datetime.fromtimestamp(entry.until, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        state = f"quarantined until {until} ({f'rule {entry.rule}' if entry.rule else entry.actor})"
+        mac = parse_mac(entry.device) if not entry.device.startswith("ip:") else None
+        if mac is not None:
+            states[f"mac:{mac:x}"] = state
+        for address in entry.addresses:
+            states[f"ip:{address}"] = state
+    return states
+
+
+def apply_containment(devices: Sequence[dict[str, Any]], states: Mapping[str, str]) -> None:
+    """Give each watched device record its ``containment`` state from :func:`containment_states`."""
+    for record in devices:
+        if not record.get("watched") or "containment" in record:
+            continue
+        mac = parse_mac(str(record.get("mac", "")))
+        raw = record.get("ips") or []
+        keys = [f"mac:{mac:x}"] if mac is not None else []
+        keys += [f"ip:{ip}" for ip in ([raw] if isinstance(raw, str) else raw)]
+        record["containment"] = next((states[k] for k in keys if k in states), states["*"])

@@ -6,11 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from agents import cli
+from agents.contain.files import ContainmentFiles
+from agents.contain.quarantine import QuarantineBook, QuarantineEntry
 from lab import scenario
 from monitor.pcapwrite import pcap_bytes
 
@@ -92,6 +96,36 @@ def test_the_report_from_an_agents_configuration(replayed: Path, tmp_path: Path)
     assert (
         cli.main(["report", "--config", str(tmp_path / "agent.yaml"), "--out", str(out)]) == 1
     )  # no state yet
+
+
+def test_the_ledger_shows_containment_from_the_agents_state(replayed: Path, tmp_path: Path) -> None:
+    """With a containment section: quarantined devices with their end and why, the others in the mode."""
+    (tmp_path / "alerts.jsonl").write_text((replayed / "alerts.jsonl").read_text())
+    (tmp_path / "devices.json").write_text((replayed / "inventory.json").read_text())
+    (tmp_path / "agent.yaml").write_text(
+        f"site: depot-7\ncapture: {{interfaces: [eth1]}}\nstate_dir: {tmp_path / 'state'}\n"
+        "run_as_user: null\nalerts_file: alerts.jsonl\ninventory_file: devices.json\n"
+        f"policy_file: {POLICY}\ncontainment: {{mode: dry-run}}\n"
+    )
+    now = time.time()
+    book = QuarantineBook()
+    for n, (until, rule) in enumerate([(now + 3600, "p2p.nat_traversal"), (now - 60, "stream.egress")], 1):
+        device = scenario.hik_mac(n).replace(":", "-")
+        book.active[device] = QuarantineEntry(device, (), now - 600, until, "agent", "test", rule)
+    path = ContainmentFiles.at(tmp_path / "state").book
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(book.to_json()))
+    out = tmp_path / "out"
+    assert cli.main(["report", "--config", str(tmp_path / "agent.yaml"), "--out", str(out)]) == 0
+    rows = ledger(out)
+    until = datetime.fromtimestamp(now + 3600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert rows["44-19-b6-00-01-01"]["containment"] == f"quarantined until {until} (rule p2p.nat_traversal)"
+    assert rows["44-19-b6-00-01-02"]["containment"] == "dry-run"  # its quarantine has ended
+    assert f"quarantined until {until}" in (out / "index.html").read_text()
+    # A damaged book costs the quarantines on the page, not the report; the file is left where it is.
+    path.write_text("{")
+    assert cli.main(["report", "--config", str(tmp_path / "agent.yaml"), "--out", str(out)]) == 0
+    assert ledger(out)["44-19-b6-00-01-01"]["containment"] == "dry-run" and path.read_text() == "{"
 
 
 @pytest.mark.parametrize(
