@@ -784,8 +784,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def preload_modules(*, mqtt: bool) -> None:
-    """Import :data:`LATE_IMPORTS` (and the MQTT sink if there is a broker) now, before the privilege drop."""
-    for name in (*LATE_IMPORTS, *(("agents.sinks.mqtt",) if mqtt else ())):
+    """Import :data:`LATE_IMPORTS` (and the MQTT sinks if there is a broker: alerts, and the data link of
+    flows and the inventory) now, before the privilege drop."""
+    for name in (*LATE_IMPORTS, *(("agents.sinks.mqtt", "agents.sinks.mqtt_data") if mqtt else ())):
         try:
             importlib.import_module(name)
         except (
