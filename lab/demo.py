@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lab import scenario
+from monitor.alerts import SEVERITY_NAMES
+from monitor.alerts import severity_name as severity_word
 from monitor.pcapwrite import PcapWriter
-
-# event.severity (docs/design.md §4.2) as the person on call reads it.
-SEVERITY_NAMES = {2: "info", 3: "warning", 4: "high"}
 
 # Brands sold under another maker's hardware: a camera of the brand carries the maker's MAC blocks and
 # firmware, so camwatch names the maker (docs/design.md §7). Brand key -> (brand, maker, why).
@@ -40,7 +39,7 @@ OEM_BRANDS = {
 def severity_name(alert: Mapping[str, Any]) -> str:
     """``high``, ``warning`` or ``info`` from the alert's ``event.severity``."""
     severity = alert.get("event", {}).get("severity")
-    return SEVERITY_NAMES.get(severity, str(severity)) if isinstance(severity, int) else "?"
+    return severity_word(severity) if isinstance(severity, int) else "?"
 
 
 def alert_line(alert: Mapping[str, Any]) -> str:

@@ -11,6 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 NS = 1_000_000_000
+#: ``event.severity`` and what it means (docs/design.md §4.2); MQTT topics end in the number.
+SEVERITY_NAMES = {2: "info", 3: "warning", 4: "high"}
+
+
+def severity_name(severity: object) -> str:
+    """The word for an ``event.severity`` (``info``, ``warning``, ``high``), or the value as text."""
+    return SEVERITY_NAMES.get(severity, str(severity)) if isinstance(severity, int) else str(severity)
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,13 +181,16 @@ class Analysis:
                 self.stats.internal_errors += 1
                 log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
 
-    def flow_ended(self, flow: Flow) -> None:
-        """The flow left the table: what its TCP sequencers hold no longer counts against the budget."""
+    def on_flow_end(self, flow: Flow) -> None:
+        """A flow ended: segments still waiting behind a hole will never be read (a mirror that lost one),
+        and what its TCP sequencers held no longer counts against the budget of held bytes."""
         app = flow.app
-        if app is not None:
-            for order in (app.tcp_src, app.tcp_dst):
-                if order is not None:
-                    order.drop(self.order)
+        if app is None:
+            return
+        for order in (app.tcp_src, app.tcp_dst):
+            if order is not None and order.waiting:
+                self.order.holes += 1
+                order.drop(self.order)
 
     @staticmethod
     def _order(app: FlowApp, from_src: bool) -> TcpOrder:

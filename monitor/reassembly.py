@@ -130,6 +130,11 @@ class TcpOrder:
         self.next = self._held[0][0]
         return self._drain(stats)
 
+    @property
+    def waiting(self) -> bool:
+        """Segments wait behind a hole."""
+        return bool(self._held)
+
     def drop(self, stats: OrderStats) -> None:
         """Forget what is held (the flow ended): it no longer counts against MAX_HELD_TOTAL."""
         stats.held_bytes -= self._held_bytes

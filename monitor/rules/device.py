@@ -47,7 +47,8 @@ class NewDeviceRule(RuleModule):
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, DeviceWatched):
             # A device in the site's asset register is watched like any other, just not "new".
-            if self.site.policy.is_known_device(event.device.mac):
+            mac = event.device.mac
+            if self.site.policy.is_known_device(mac) or mac in self.site.register:
                 return ()
             if self.waiting < MAX_WAITING:
                 self.waiting += 1
