@@ -915,25 +915,46 @@ def _check_secret_file(reader: _Reader, path: str, file: Path | None) -> None:
         reader.add(path, f"{file} is empty (or its first line is)", "write the password on its first line")
 
 
+def _server_section(
+    reader: _Reader,
+    top: Mapping[object, object],
+    key: str,
+    keys: tuple[str, ...],
+    server: tuple[str, str],
+    more: str,
+) -> tuple[Mapping[object, object], str | None] | None:
+    """The ``key`` section of a client of one server (``mqtt``, ``syslog``) and its ``host``, checked alike:
+    an empty section, a missing host, a URL or a port in the host. None without the section. ``server`` is
+    what the server is called and an example host; ``more`` says where the rest of an URL goes."""
+    if top.get(key) is None:
+        return None
+    sec = reader.section(top, "", key, keys)
+    what, example = server
+    if not sec:
+        if isinstance(top.get(key), Mapping):
+            reader.add(key, "is empty", f"give at least the {what}: {key}: {{host: {example}}}")
+        return None
+    host = reader.text(sec, key, "host", None, example)
+    if sec.get("host") is None:
+        reader.add(f"{key}.host", "is missing", f"name the {what}, e.g. host: {example}")
+    elif host is not None and ("://" in host or (":" in host.strip("[]") and host.count(":") == 1)):
+        reader.add(
+            f"{key}.host",
+            f"'{short(host)}' is a URL or has a port",
+            f"write the host name or address alone; the port goes in {key}.port, {more}",
+        )
+    return sec, host
+
+
 def _mqtt(
     reader: _Reader, top: Mapping[object, object], site: str | None, gateway: str | None
 ) -> MqttSettings | None:
-    if top.get("mqtt") is None:
+    found = _server_section(
+        reader, top, "mqtt", _MQTT_KEYS, ("broker", "broker.example.net"), "TLS in mqtt.tls"
+    )
+    if found is None:
         return None
-    sec = reader.section(top, "", "mqtt", _MQTT_KEYS)
-    if not sec:
-        if isinstance(top.get("mqtt"), Mapping):
-            reader.add("mqtt", "is empty", "give at least the broker: mqtt: {host: broker.example}")
-        return None
-    host = reader.text(sec, "mqtt", "host", None, "broker.example.net")
-    if sec.get("host") is None:
-        reader.add("mqtt.host", "is missing", "name the broker, e.g. host: broker.example.net")
-    elif host is not None and ("://" in host or (":" in host.strip("[]") and host.count(":") == 1)):
-        reader.add(
-            "mqtt.host",
-            f"'{short(host)}' is a URL or has a port",
-            "write the host name or address alone; the port goes in mqtt.port, TLS in mqtt.tls",
-        )
+    sec, host = found
     tls = reader.boolean(sec, "mqtt", "tls", False)
     ca_file = reader.path(sec, "mqtt", "ca_file", "file")
     cert_file = reader.path(sec, "mqtt", "cert_file", "file")
@@ -1358,23 +1379,17 @@ def _flows_rotation(
 
 
 def _syslog(reader: _Reader, top: Mapping[object, object], gateway: str | None) -> SyslogSettings | None:
-    if top.get("syslog") is None:
+    found = _server_section(
+        reader,
+        top,
+        "syslog",
+        _SYSLOG_KEYS,
+        ("receiver", "siem.example.net"),
+        "the transport in syslog.protocol",
+    )
+    if found is None:
         return None
-    sec = reader.section(top, "", "syslog", _SYSLOG_KEYS)
-    if not sec:
-        if isinstance(top.get("syslog"), Mapping):
-            reader.add("syslog", "is empty", "give at least the receiver: syslog: {host: siem.example.net}")
-        return None
-    host = reader.text(sec, "syslog", "host", None, "siem.example.net")
-    if sec.get("host") is None:
-        reader.add("syslog.host", "is missing", "name the receiver, e.g. host: siem.example.net")
-    elif host is not None and ("://" in host or (":" in host.strip("[]") and host.count(":") == 1)):
-        reader.add(
-            "syslog.host",
-            f"'{short(host)}' is a URL or has a port",
-            "write the host name or address alone; the port goes in syslog.port, the transport in "
-            "syslog.protocol",
-        )
+    sec, host = found
     protocol = reader.choice(sec, "syslog", "protocol", "tcp", SYSLOG_PROTOCOLS)
     ca_file = reader.path(sec, "syslog", "ca_file", "file")
     cert_file = reader.path(sec, "syslog", "cert_file", "file")

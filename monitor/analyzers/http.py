@@ -566,7 +566,7 @@ class HttpStreamParser:
         return out
 
     def _fail(self, exc: AnalyzerError, pending: int) -> None:
-        self.error = exc.detached()
+        self.error = exc.detached()  # no frames: they held the batch, and this parser in a cycle
         self._state = _FAILED
         self.ignored_bytes += pending
         self._buf = b""
