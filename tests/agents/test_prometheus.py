@@ -39,11 +39,14 @@ from agents.collectors import (
     ExternalTraffic,
 )
 from agents.config import BasicAuthConfig, MetricsConfig
+from agents.incidents import IncidentCollector
 from agents.probe.metrics import StreamCollector, StreamStats
+from agents.sinks.evidence import EvidenceSink, RingReading
 from agents.sinks.mqtt import AlertPublisher, MqttSettings
 from agents.sinks.outbox import Outbox
 from agents.sinks.prometheus import MetricsServer
 from lab import scenario
+from monitor.alerts import Incidents
 from monitor.pcapfile import PacketBatch
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
@@ -126,6 +129,7 @@ class Site:
     real capture-source records, a real outbox with the MQTT sink's channel, a real (unstarted) MQTT sink."""
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.alerts: dict[str, int] = {"egress.unexpected_destination": 2, "device.new": 3}
         self.eth1 = KernelCounted("eth1", 105, 5)
         self.sources = [
@@ -144,6 +148,9 @@ class Site:
         self.publisher.connected = True
         self.publisher.published_total, self.publisher.publish_failures_total = 5, 1
         self.publisher.reconnects_total = 2
+        self.incidents = Incidents()
+        self.incidents.folded = {"egress.unexpected_destination": 4}
+        self.evidence = EvidenceSink(directory / "evidence", rings=lambda: RingReading(9, 4096, 2, 1))
 
     def registry(self, cap: int = 500) -> CollectorRegistry:
         """A fresh registry with every component's collector, as the agent registers them."""
@@ -158,6 +165,8 @@ class Site:
         registry.register(self.outbox.collector())
         registry.register(self.publisher.collector())
         registry.register(StreamCollector(lambda: self.streams))
+        registry.register(IncidentCollector(self.incidents))
+        registry.register(self.evidence.collector())
         return registry
 
     def close(self) -> None:
@@ -367,6 +376,8 @@ def test_registration_reads_no_component(site: Site) -> None:
         StreamCollector(boom),
         site.outbox.collector(),
         site.publisher.collector(),
+        IncidentCollector(site.incidents),
+        EvidenceSink(site.directory / "evidence2", rings=boom).collector(),
     ]
     registry = CollectorRegistry()
     names: set[str] = set()
