@@ -5,16 +5,24 @@ a file; then a real agent run over a capture with an attack, writing the files i
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from agents.config import AgentConfig
+from agents.runtime import Agent
 from agents.sinks.evidence import EvidenceSink, RingReading, pcapng_evidence
 from lab import attacks, personas
 from monitor.evidence import Evidence, Packet
 from monitor.pcapfile import CaptureParser
+from monitor.pcapwrite import pcap_bytes
+from tests.agents.mosquitto import free_port
+from tests.enginerun import vendors
 
+ROOT = Path(__file__).parents[2]
+POLICY = ROOT / "examples" / "site-policy.yaml"
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
 FRAMES = personas.tcp_exchange(
@@ -143,3 +151,63 @@ def test_the_collector(tmp_path: Path) -> None:
         'camwatch_evidence_files_deleted_total{reason="age"} 0.0',
     ):
         assert line in text, line
+
+
+def test_a_real_agent_writes_the_files_its_alerts_name(tmp_path: Path) -> None:
+    """A capture with a Hikvision exploit and a Mirai scan, replayed by the agent: every alert of severity 4+
+    names a pcapng that exists and holds the packets; the alerts file (a later sink) already has the path."""
+    frames = list(FRAMES)
+    put = attacks.http_request("PUT", "/SDK/webLanguage", "10.20.0.11", body=attacks.weblanguage_body("id"))
+    frames += personas.tcp_exchange(
+        T0 + NS,
+        "02:00:00:00:00:09",
+        "44:19:b6:00:00:11",
+        "198.51.100.66",
+        "10.20.0.11",
+        40001,
+        80,
+        [(put, attacks.http_response(500))],
+    )
+    frames += [
+        (
+            T0 + 2 * NS + i * 10_000_000,
+            attacks.mirai_syn(
+                "44:19:b6:00:00:11", "02:00:00:00:00:09", "10.20.0.11", f"203.0.113.{i + 1}", 41000 + i
+            ),
+        )
+        for i in range(40)
+    ]
+    frames += [(T0 + 30 * NS, FRAMES[0][1])]  # time passes: the scan's check and the holds are due
+    pcap = tmp_path / "attack.pcap"
+    pcap.write_bytes(pcap_bytes(sorted(frames)))
+    config = AgentConfig.from_yaml(
+        f"site: depot-7\ngateway: gw-ev\ncapture: {{pcap: {pcap}, pace: fast}}\npolicy_file: {POLICY}\n"
+        f"metrics: {{listen: 127.0.0.1, port: {free_port()}}}\nstate_dir: state\nrun_as_user: null\n"
+        "alerts_file: alerts.jsonl\nevidence: {max_files: 50}\n",
+        "agent.yaml",
+        base_dir=tmp_path,
+    )
+    assert config.evidence is not None and config.evidence.dir == tmp_path / "state" / "evidence"
+
+    async def run() -> None:
+        agent = Agent(config, vendors())
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        deadline = time.monotonic() + 30
+        while agent.engine.stats.packets < len(frames):
+            assert time.monotonic() < deadline and not task.done(), "the capture was not read"
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+    asyncio.run(run())
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    severe = [a for a in alerts if a["event"]["severity"] >= 4]
+    assert {a["rule"]["id"] for a in severe} == {"exploit.attempt", "device.scanning"}
+    for a in severe:
+        path = Path(a["file"]["path"])
+        assert path.is_file() and path.parent == tmp_path / "state" / "evidence"
+        assert len(read_back(path)) >= 3
+    assert all("file" not in a for a in alerts if a["event"]["severity"] < 4)
+    scan = next(a for a in severe if a["rule"]["id"] == "device.scanning")
+    assert len(read_back(Path(scan["file"]["path"]))) >= 16  # a sample of the scan's SYNs
