@@ -228,6 +228,15 @@ class AppResponse(FlowEvent):
     body: bytes = field(default=b"", repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class TelnetSession(FlowEvent):
+    """A telnet server answered on ``flow``: ``from_src``'s side sent option negotiation or text first
+    (the server). ``banner`` is the start of what it printed (printable text only); what the client
+    types is never read."""
+
+    banner: str
+
+
 # ------------------------------------------------------------------------------ the site model
 
 
