@@ -12,7 +12,9 @@ Two kinds of grouping, both in capture time:
   id (``camwatch.incident.id``, derived from the device and the incident's first alert, never from time).
   A device gets at most ``CAP_PER_RULE`` alerts of one rule and ``CAP_PER_DEVICE`` in all per
   ``CAP_WINDOW_S``; the rest are folded into the incident (counted, ``camwatch.incident.folded`` in the
-  next alert that goes out, and in the engine's statistics). Critical alerts (severity 5) are never folded.
+  next alert that goes out, and in the engine's statistics). Critical alerts (severity 5) are never folded
+  and do not count against the device's cap: an attack's exploit alerts must not crowd out the password
+  guessing or the factory-password login that follows them.
 """
 
 from __future__ import annotations
@@ -309,7 +311,8 @@ class Incidents:
             self.folded[rule] = self.folded.get(rule, 0) + 1
             return None
         inc.by_rule[rule] = same + 1
-        inc.in_window += 1
+        if alert.rule.severity < CRITICAL:  # always sent, so never in the way of the others
+            inc.in_window += 1
         inc.alerts += 1
         if alert.rule.absorbs:
             inc.absorbed = inc.absorbed | frozenset(alert.rule.absorbs)

@@ -93,6 +93,17 @@ def test_caps_fold_a_storm_and_count_it() -> None:
     assert later is not None and later.incident is not None and later.incident.id == dns.incident.id
 
 
+def test_critical_alerts_do_not_use_up_the_device_s_cap() -> None:
+    """An attack's exploit alerts (critical, several) leave room for what follows them (the lab's DVR: four
+    exploits, a scan, then password guessing)."""
+    book = Incidents()
+    exploits = [book.group(alert(EXPLOIT, T0 + i, f"e{i}")) for i in range(2 * CAP_PER_DEVICE)]
+    assert all(e is not None for e in exploits)
+    rules = [Rule(f"r.{i}", "r", 4) for i in range(CAP_PER_DEVICE + 2)]
+    high = [book.group(alert(r, T0 + 100, "z")) for r in rules]
+    assert sum(h is not None for h in high) == CAP_PER_DEVICE and book.folded == {"r.10": 1, "r.11": 1}
+
+
 def test_a_scan_absorbs_the_device_s_egress_alerts() -> None:
     book = Incidents()
     assert book.group(alert(EGRESS, T0, "203.0.113.1")) is not None
