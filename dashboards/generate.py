@@ -260,7 +260,8 @@ def site_view() -> db.Dashboard:
                 "Alerts folded into incidents by rule",
                 "short",
                 query(f"sum by (rule) (increase(camwatch_alerts_folded_total{{{SEL}}}[{RI}]))", "{{rule}}"),
-                desc="Past a device's caps (3 of one rule, 10 in all per 10 min) or absorbed by a scan.",
+                desc="Past a device's caps (3 of one rule per 10 min; past 10 in all, repeats of a rule) or "
+                "absorbed by a scan.",
             )
         )
         .with_panel(

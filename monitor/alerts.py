@@ -10,11 +10,11 @@ Two kinds of grouping, both in capture time:
   ``INCIDENT_IDLE_S`` after the previous one): the phone-home of one camera (its DNS lookup, its
   connection, its P2P), an attack and what the device did next. Every member alert carries the incident's
   id (``camwatch.incident.id``, derived from the device and the incident's first alert, never from time).
-  A device gets at most ``CAP_PER_RULE`` alerts of one rule and ``CAP_PER_DEVICE`` in all per
-  ``CAP_WINDOW_S``; the rest are folded into the incident (counted, ``camwatch.incident.folded`` in the
-  next alert that goes out, and in the engine's statistics). Critical alerts (severity 5) are never folded
-  and do not count against the device's cap: an attack's exploit alerts must not crowd out the password
-  guessing or the factory-password login that follows them.
+  A device gets at most ``CAP_PER_RULE`` alerts of one rule per ``CAP_WINDOW_S`` and, past
+  ``CAP_PER_DEVICE`` in all, only the first alert of each rule; the rest are folded into the incident
+  (counted, ``camwatch.incident.folded`` in the next alert that goes out, and in the engine's statistics).
+  Critical alerts (severity 5) are never folded and do not count against the device's cap: an attack's
+  exploit alerts must not crowd out the password guessing or the factory-password login that follows.
 """
 
 from __future__ import annotations
@@ -304,8 +304,10 @@ class Incidents:
             inc.window_start, inc.in_window, inc.by_rule = ts, 0, {}
         rule = alert.rule.id
         same = inc.by_rule.get(rule, 0)
+        # The device cap folds repeats only: the first alert of a rule in the window always goes out (a new
+        # kind of trouble with the device is news; the catalogue of rules bounds how many there can be).
         if alert.rule.severity < CRITICAL and (
-            same >= self._per_rule or inc.in_window >= self._per_device or rule in inc.absorbed
+            same >= self._per_rule or (same and inc.in_window >= self._per_device) or rule in inc.absorbed
         ):
             inc.folded += 1
             self.folded[rule] = self.folded.get(rule, 0) + 1

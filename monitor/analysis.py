@@ -77,6 +77,8 @@ class Analysis:
         self.order = OrderStats()
         # Evidence for alerts (issue 12): each analysed flow's recent packets, within global bounds.
         self.evidence = EvidenceRecorder()
+        self._wirelen: list[int] = []
+        self._linktype: list[int] = []
 
     def run(
         self,
@@ -90,6 +92,10 @@ class Analysis:
         self.events = []
         if not selected:
             return
+        # Evidence reads two columns per analysed packet: as lists, once per batch (a numpy scalar each
+        # time costs more than the whole list for the short-flows benchmark).
+        self._wirelen = batch.wirelen.tolist()
+        self._linktype = batch.linktype.tolist()
         work = [(pos, flow) for flow, positions in selected for pos in positions]
         work.sort(key=lambda item: item[0])
         for pos, flow in work:
@@ -156,12 +162,7 @@ class Analysis:
                 self._order(app, from_src).feed(seq, True, b"", 0, self.order)
                 # Evidence (issue 12): the handshake is kept with the flow's first packets.
                 self.evidence.record(
-                    app,
-                    int(d.ts_ns[pos]),
-                    packet,
-                    from_src,
-                    int(batch.wirelen[pos]),
-                    int(batch.linktype[pos]),
+                    app, int(d.ts_ns[pos]), packet, from_src, self._wirelen[pos], self._linktype[pos]
                 )
             return
         packet = batch.packet(pos)
@@ -170,7 +171,7 @@ class Analysis:
         self.stats.packets += 1
         ts = int(d.ts_ns[pos])
         # Evidence (issue 12): the packets the analyzers read, in a small ring per flow (monitor/evidence.py).
-        self.evidence.record(app, ts, packet, from_src, int(batch.wirelen[pos]), int(batch.linktype[pos]))
+        self.evidence.record(app, ts, packet, from_src, self._wirelen[pos], self._linktype[pos])
         if proto == PROTO_TCP:
             # Each byte once, in order: mirror copies, retransmissions and reordering must not reach a
             # stream parser (their counters say what was dropped or skipped).

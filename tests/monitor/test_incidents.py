@@ -81,10 +81,13 @@ def test_caps_fold_a_storm_and_count_it() -> None:
     # Another rule still gets through, and says how much was folded so far.
     dns = book.group(alert(DNS, T0 + 100, "a"))
     assert dns is not None and dns.incident is not None and dns.incident.folded == 50 - CAP_PER_RULE
-    # The device cap holds across rules.
+    # The device cap holds across rules: past it, only a rule's first alert goes out, repeats are folded.
     rules = [Rule(f"r.{i}", "r", 3) for i in range(20)]
-    more = [book.group(alert(r, T0 + 200, "z")) for r in rules]
-    assert sum(m is not None for m in more) == CAP_PER_DEVICE - CAP_PER_RULE - 1
+    first = [book.group(alert(r, T0 + 200, "z")) for r in rules]
+    again = [book.group(alert(r, T0 + 201, "y")) for r in rules]
+    assert all(f is not None for f in first)
+    assert sum(a is not None for a in again) == max(CAP_PER_DEVICE - CAP_PER_RULE - 1 - len(rules), 0)
+    assert book.folded["r.0"] == 1 and sum(book.folded.values()) == 50 - CAP_PER_RULE + len(rules)
     # Critical alerts are never folded.
     exploit = book.group(alert(EXPLOIT, T0 + 300, "e"))
     assert exploit is not None and exploit.incident is not None
@@ -99,9 +102,8 @@ def test_critical_alerts_do_not_use_up_the_device_s_cap() -> None:
     book = Incidents()
     exploits = [book.group(alert(EXPLOIT, T0 + i, f"e{i}")) for i in range(2 * CAP_PER_DEVICE)]
     assert all(e is not None for e in exploits)
-    rules = [Rule(f"r.{i}", "r", 4) for i in range(CAP_PER_DEVICE + 2)]
-    high = [book.group(alert(r, T0 + 100, "z")) for r in rules]
-    assert sum(h is not None for h in high) == CAP_PER_DEVICE and book.folded == {"r.10": 1, "r.11": 1}
+    high = [book.group(alert(Rule("r.x", "r", 4), T0 + 100 + i, f"z{i}")) for i in range(CAP_PER_RULE)]
+    assert all(h is not None for h in high) and book.folded == {}
 
 
 def test_a_scan_absorbs_the_device_s_egress_alerts() -> None:
