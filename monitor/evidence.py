@@ -13,10 +13,10 @@ a tuple and a list append.
 
 **What an alert takes.** :func:`snapshot` copies a flow's ring up to the alert's time (the packets that
 triggered it, the flow's first packets), and :func:`redact` blanks credentials in them first, byte for
-byte so that sequence numbers still add up: ``Authorization``/``Cookie`` header values, passwords in
-URLs, JSON and SOAP, what a client types on telnet and the debug console. The engine attaches evidence
-to the alerts of severity 4 and above that it routes from a flow event (:func:`attach`); rules that
-judge several flows (a scan) build theirs from a sample (:func:`combine`).
+byte so that sequence numbers still add up: ``Authorization``/``Cookie`` header values, passwords
+(and ``auth=`` tokens) in URLs, JSON and SOAP, what a client types on telnet and the debug console. The
+engine attaches evidence to the alerts of severity 4 and above that it routes from a flow event
+(:func:`attach`); rules that judge several flows (a scan) build theirs from a sample (:func:`combine`).
 """
 
 from __future__ import annotations
@@ -261,6 +261,8 @@ _SECRET_PATTERNS: Final = (
     re.compile(rb"(?i)\b[a-z][a-z0-9+.-]{1,10}://([^/@\s\"'<>]*)@"),
     # ?password=secret, /user=admin&password=secret
     re.compile(rb"(?i)(?:^|[/?&;\s])(?:password|passwd|pwd|pass)=([^&;/?#\s\"'<>]*)"),
+    # ?auth=<Base64 of user:password> (Hikvision ISAPI credentials in the URL; CVE-2017-7921's token)
+    re.compile(rb"(?i)[?&;]auth=([^&;/?#\s\"'<>]*)"),
 )
 
 

@@ -105,7 +105,9 @@ def test_credentials_are_blanked_byte_for_byte() -> None:
     )
     soap = f'<wsse:Password Type="#PasswordText">{secret}</wsse:Password>'.encode()
     url = f"DESCRIBE rtsp://admin:{secret}@10.0.0.64/stream RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode()
-    items = [(T0 + i, _tcp(p), True, len(_tcp(p)), 1) for i, p in enumerate((request, soap, url))]
+    token = base64.b64encode(f"admin:{secret}".encode()).decode()
+    isapi = attacks.http_request("GET", f"/ISAPI/System/deviceInfo?auth={token}", "cam")
+    items = [(T0 + i, _tcp(p), True, len(_tcp(p)), 1) for i, p in enumerate((request, soap, url, isapi))]
     flow = make_flow("10.0.0.9", 40000, "10.0.0.64", 80)
     frames = redact(items, flow)
     encoded = base64.b64encode(f"admin:{secret}".encode())
@@ -115,6 +117,7 @@ def test_credentials_are_blanked_byte_for_byte() -> None:
     assert (
         b"Authorization: ****" in frames[0] and b"POST /cgi-bin/login?user=admin&password=****" in frames[0]
     )
+    assert b"GET /ISAPI/System/deviceInfo?auth=****" in frames[3]
 
 
 def test_a_header_cut_by_a_segment_boundary_is_blanked_on() -> None:
