@@ -87,6 +87,11 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate an agent configuration or a site policy file")
     c.add_argument("file", metavar="FILE")
 
+    # `camwatch learn` (docs/learning.md): its arguments and its work live in agents/learn/command.py.
+    from agents.learn.args import add_parser as add_learn_parser
+
+    add_learn_parser(sub)
+
     a = sub.add_parser("run", help="run the gateway agent (live capture, metrics, MQTT alerts)")
     a.add_argument(
         "--config",
@@ -95,7 +100,19 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"agent configuration (default: {DEFAULT_CONFIG})",
     )
     _add_lab_parser(sub)
+    # `report` and `inventory export` (agents/report/commands.py).
+    from agents.report.commands import add_parsers as add_report_parsers
+
+    add_report_parsers(sub)
+    _add_contain_parser(sub)
     return p
+
+
+def _add_contain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # `camwatch contain` (agents/contain/cli.py): its module imports only argparse at start-up.
+    from agents.contain.cli import add_parser
+
+    add_parser(sub)
 
 
 def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -127,6 +144,11 @@ def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how often the agent's stream probe opens each camera (default: 30)",
     )
+    up.add_argument(
+        "--contain",
+        choices=("dry-run", "enforce"),
+        help="run the agent with containment in this mode (implies --agent; docs/containment.md)",
+    )
     up.add_argument("--json", action="store_true", help="print the status as JSON")
     common(lab_sub.add_parser("down", help="stop every lab process and delete the namespaces"))
     status = common(lab_sub.add_parser("status", help="what runs; exit 0 ok, 1 broken, 3 down"))
@@ -156,6 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_agent(args.config)
         if args.command == "lab":
             return lab_command(args, sys.stdout)
+        if args.command == "report":
+            from agents.report.commands import report
+
+            return report(args)
+        if args.command == "inventory":
+            from agents.report.commands import inventory_export
+
+            return inventory_export(args)
+        if args.command == "learn":
+            return learn_command(args, sys.stdout)
+        if args.command == "contain":
+            from agents.contain.cli import contain_command
+
+            return contain_command(args, sys.stdout)
     except ValidationError as exc:  # an agent configuration or a site policy
         print(f"camwatch: invalid {exc.kind}:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -233,6 +269,16 @@ def run_agent(config_path: str) -> int:
     return EXIT_OK
 
 
+def learn_command(args: argparse.Namespace, out: TextIO) -> int:
+    """`camwatch learn`: agents/learn/command.py does the work; its errors are one line here."""
+    from agents.learn.command import LearnError, run
+
+    try:
+        return run(args, out)
+    except LearnError as exc:
+        raise CliError(str(exc), exc.code) from exc
+
+
 EXIT_LAB_DOWN = 3  # `lab status`: no lab (as `systemctl status` says a unit is not running)
 
 
@@ -270,6 +316,7 @@ def lab_command(args: argparse.Namespace, out: TextIO) -> int:
                 mqtt=mqtt,
                 probe=not args.no_probe,
                 probe_interval=args.probe_interval,
+                contain=args.contain,
             )
             out.write((json.dumps(status.to_json(), indent=1) if args.json else status.text()) + "\n")
             return EXIT_OK
@@ -360,6 +407,7 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
     vendors = Counter(d.manufacturer or "unknown" for d in engine.inventory)
     by_vendor = ", ".join(f"{name} {n}" for name, n in vendors.most_common()) or "none"
     by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(st.alerts.items())) or "none"
+    by_severity = _by_severity(st.alerts)
     fs = engine.flows.stats
     rate = st.packets / seconds if seconds > 0 else 0.0
     out.write(
@@ -368,9 +416,21 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
         f"({rate:,.0f} packets/s)\n"
         f"camwatch: {fs.created:,} flows ({fs.evicted:,} evicted at the bound)\n"
         f"camwatch: {len(engine.inventory):,} devices: {by_vendor}\n"
-        f"camwatch: {sum(st.alerts.values()):,} alerts: {by_rule}"
+        f"camwatch: {sum(st.alerts.values()):,} alerts{by_severity}: {by_rule}"
         f" ({engine.gate.suppressed:,} repeats suppressed)\n"
     )
+
+
+def _by_severity(alerts: dict[str, int]) -> str:
+    """`` (2 high, 14 warning, 8 info)``: the alerts by severity, highest first (empty without alerts)."""
+    from monitor.alerts import severity_name
+    from monitor.registry import RULES
+
+    counts: Counter[int] = Counter()
+    for rule, n in alerts.items():
+        counts[RULES[rule].severity if rule in RULES else 0] += n
+    parts = [f"{n:,} {severity_name(sev)}" for sev, n in sorted(counts.items(), reverse=True) if n]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ __all__ = [
     "EngineCollector",
     "EngineReading",
     "ExternalTraffic",
+    "StateSaves",
 ]
 
 #: Flow end reasons exported as ``camwatch_flows_ended_total{reason}`` (evictions have their own counter).
@@ -55,6 +56,8 @@ LIVE_EXTERNAL_MAX_FLOWS: Final = 50_000
 MAX_VENDOR_LABELS: Final = 64
 OTHER: Final = "other"
 UNKNOWN: Final = "unknown"
+#: ``camwatch_devices{status}`` of a device the asset register does not list.
+UNREGISTERED: Final = "unregistered"
 
 # A device displaces the smallest device that has its own series only with at least this many
 # times its traffic: without hysteresis two similar devices would swap series at every scrape.
@@ -82,32 +85,64 @@ class AlertCounts:
             return dict(self._counts)
 
 
+class StateSaves(NamedTuple):
+    """How saving the state directory goes: failed saves, and the time of the last one that worked."""
+
+    failures: int = 0
+    last_success: float | None = None
+
+
 class AgentCollector(Collector):
-    """``camwatch_build_info``, ``camwatch_start_time_seconds`` and ``camwatch_alerts_total``.
+    """``camwatch_build_info``, ``camwatch_start_time_seconds``, ``camwatch_alerts_total`` and, with
+    ``state``, ``camwatch_state_*``.
 
     Every alert takes the agent's one alert path, the engine's and the stream probe's alike, and is
     counted there: ``alerts`` returns those counts by rule id.
     """
 
-    def __init__(self, start_time: float, alerts: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        start_time: float,
+        alerts: Callable[[], Mapping[str, int]],
+        state: Callable[[], StateSaves] | None = None,
+    ) -> None:
         self._start_time = start_time
         self._alerts = alerts
+        self._state = state
 
     def describe(self) -> Iterable[Metric]:
-        return _agent_families(self._start_time, {})
+        return _agent_families(self._start_time, {}, StateSaves(0, 0.0) if self._state else None)
 
     def collect(self) -> Iterable[Metric]:
-        return _agent_families(self._start_time, self._alerts())
+        return _agent_families(self._start_time, self._alerts(), self._state() if self._state else None)
 
 
-def _agent_families(start_time: float, alerts: Mapping[str, int]) -> list[Metric]:
+def _agent_families(start_time: float, alerts: Mapping[str, int], state: StateSaves | None) -> list[Metric]:
     by_rule = CounterMetricFamily(
         "camwatch_alerts_total", "Alerts raised (after duplicate suppression), by rule.", labels=("rule",)
     )
     # Every known rule is present from the start, so increase() sees the first alert of each.
     for rule in sorted({*RULES, *alerts}):
         by_rule.add_metric([rule], alerts.get(rule, 0))
+    families: list[Metric] = []
+    if state is not None:
+        families.append(
+            CounterMetricFamily(
+                "camwatch_state_save_failures",
+                "Saves of the state directory that failed (disk full, permissions); logged at ERROR.",
+                value=state.failures,
+            )
+        )
+        if state.last_success is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "camwatch_state_last_save_timestamp_seconds",
+                    "When the state (inventory, incidents) was last saved, in Unix time.",
+                    value=state.last_success,
+                )
+            )
     return [
+        *families,
         InfoMetricFamily(
             "camwatch_build",
             "camwatch version and the Python running it.",
@@ -128,11 +163,13 @@ def _agent_families(start_time: float, alerts: Mapping[str, int]) -> list[Metric
 
 
 class DeviceSummary(NamedTuple):
-    """One inventory entry: ECS-formatted MAC, vendor key (``"unknown"`` when not attributed)."""
+    """One inventory entry: ECS-formatted MAC, vendor key (``"unknown"`` when not attributed), and its
+    asset register status (``"unregistered"`` when the register does not list it)."""
 
     mac: str
     vendor: str
     watched: bool
+    status: str = UNREGISTERED
 
 
 class ExternalTraffic(NamedTuple):
@@ -158,6 +195,10 @@ class EngineReading:
     analyzer_packets: Mapping[str, int] = field(default_factory=dict)  # by protocol
     analyzer_parse_errors: int = 0
     analyzer_internal_errors: int = 0
+    analyzer_segments: Mapping[str, int] = field(default_factory=dict)  # duplicate, overlap, hole
+    flows_one_direction: int = 0
+    flow_copies: int = 0
+    routers: int = 0
     flows_active: int = 0
     flows_created: int = 0
     flows_ended: Mapping[str, int] = field(default_factory=dict)  # by FLOW_END_REASONS
@@ -181,12 +222,26 @@ class EngineReading:
             analyzer_packets=dict(an.by_protocol),
             analyzer_parse_errors=an.parse_errors,
             analyzer_internal_errors=an.internal_errors,
+            analyzer_segments={
+                "duplicate": engine.analysis.order.duplicates,
+                "overlap": engine.analysis.order.overlaps,
+                "hole": engine.analysis.order.holes,
+            },
+            flows_one_direction=st.tcp_one_direction,
+            flow_copies=engine.site.stats.copies,
+            routers=engine.site.stats.routers,
             flows_active=len(engine.flows),
             flows_created=fs.created,
             flows_ended={"idle": fs.ended_idle, "active_timeout": fs.ended_active, "closed": fs.ended_closed},
             flows_evicted=fs.evicted,
             devices=tuple(
-                DeviceSummary(d.mac_str, d.vendor or UNKNOWN, bool(d.watched)) for d in engine.inventory
+                DeviceSummary(
+                    d.mac_str,
+                    d.vendor or UNKNOWN,
+                    bool(d.watched),
+                    engine.site.register.status_of(d.mac) or UNREGISTERED,
+                )
+                for d in engine.inventory
             ),
             external={
                 format_mac(mac): ExternalTraffic(*counts[:4])
@@ -287,6 +342,30 @@ def _engine_families(
         "Analyzer failures that are camwatch bugs (an exception caught and counted); please report them.",
         r.analyzer_internal_errors,
     )
+    segments = CounterMetricFamily(
+        "camwatch_analyzer_segments_total",
+        "Packets the analyzers did not read as they came: duplicate (a mirror's copy or a retransmission, "
+        "dropped), overlap (trimmed to its new bytes), hole (a gap never filled, skipped).",
+        labels=("outcome",),
+    )
+    for outcome in ("duplicate", "overlap", "hole"):
+        segments.add_metric([outcome], r.analyzer_segments.get(outcome, 0))
+    yield segments
+    yield _counter(
+        "camwatch_flows_one_direction_total",
+        "TCP flows that ended with only one direction seen: the mirror is asymmetric or drops.",
+        r.flows_one_direction,
+    )
+    yield _counter(
+        "camwatch_flow_copies_total",
+        "Flows that repeat another on a second VLAN (a routed copy on a trunk mirror): judged once.",
+        r.flow_copies,
+    )
+    yield _gauge(
+        "camwatch_routers",
+        "MACs found to forward other hosts' packets (never a device's identity).",
+        r.routers,
+    )
     yield _gauge("camwatch_flows_active", "Flows in the flow table now.", r.flows_active)
     if flows_limit is not None:
         yield _gauge("camwatch_flows_limit", "The flow table's bound (limits.max_flows).", flows_limit)
@@ -314,17 +393,18 @@ def _engine_families(
 
 def _device_count_families(devices: Sequence[DeviceSummary], limit: int | None) -> Iterator[Metric]:
     vendors = _VendorLabels()
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for device in devices:
-        key = (vendors.label(device.vendor), "true" if device.watched else "false")
+        key = (vendors.label(device.vendor), "true" if device.watched else "false", device.status)
         counts[key] = counts.get(key, 0) + 1
     family = GaugeMetricFamily(
         "camwatch_devices",
-        "Devices in the inventory, by vendor and whether they are watched.",
-        labels=("vendor", "watched"),
+        "Devices in the inventory, by vendor, whether they are watched, and their asset register status "
+        "(active, scheduled, removed; unregistered when the register does not list them).",
+        labels=("vendor", "watched", "status"),
     )
-    for (vendor, watched), count in sorted(counts.items()):
-        family.add_metric([vendor, watched], count)
+    for (vendor, watched, status), count in sorted(counts.items()):
+        family.add_metric([vendor, watched, status], count)
     yield family
     if limit is not None:
         yield _gauge("camwatch_devices_limit", "The inventory's bound (limits.max_devices).", limit)

@@ -26,11 +26,16 @@ Decisions worth knowing:
   a configuration that asks for a probe without PyAV/OpenCV fails ``check-config`` with the fix, not
   the agent with an ImportError. Camera URLs with credentials in them are refused like inline
   passwords: ``username`` and ``password_file`` go beside the URL.
+- ``containment`` (:class:`ContainmentConfig`, docs/containment.md) in ``enforce`` mode with a
+  ``run_as_user`` is refused: the privilege drop would take away the CAP_NET_ADMIN every later apply and
+  quarantine needs. Its never-block hosts are checked against the policy here, so ``check-config``
+  reports a host containment would cut off.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import logging
 import math
@@ -45,11 +50,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from agents.contain.plan import ContainmentError, ContainmentPlan, parse_address_or_network
+from agents.contain.quarantine import QuarantineSettings
 from agents.probe import EXTRA_HINT, missing_modules
 from agents.probe.reports import TRANSPORTS, Thresholds
 from agents.probe.urls import CameraUrl
 from agents.state import STATE_FILES
-from monitor.policy import PolicyError, SitePolicy
+from monitor.policy import IPNetwork, PolicyError, SitePolicy
+from monitor.register import AssetRegister, RegisterError
+from monitor.registry import RULES
 from monitor.validation import (
     TOPIC_UNSAFE_RE,
     Document,
@@ -70,10 +79,14 @@ __all__ = [
     "CaptureConfig",
     "ConfigError",
     "ConfigProblem",
+    "ContainmentConfig",
+    "LearningConfig",
     "LimitsConfig",
     "MetricsConfig",
     "MqttSettings",
+    "Rotation",
     "StreamProbeConfig",
+    "SyslogSettings",
     "TimeoutsConfig",
     "load_config",
     "read_password_file",
@@ -97,17 +110,22 @@ _IFNAME_RE: Final = re.compile(r"[A-Za-z0-9_.@-]{1,15}")
 # useradd's default NAME_REGEX, plus a trailing '$' for machine accounts.
 _USER_RE: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
 
+# Flow rotation, syslog and the asset register (docs/config.md, "Outputs"): read by _exports below.
+_EXPORT_KEYS: Final = ("flows_rotation", "syslog", "asset_register")
+_ROTATION_KEYS: Final = ("max_size", "max_files", "max_age")
+_SYSLOG_KEYS: Final = ("host", "port", "protocol", "ca_file", "cert_file", "key_file", "facility")
 _TOP_KEYS: Final = (
     "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
     "state_dir", "run_as_user", "limits", "timeouts", "alerts_file", "stream_probe",
     "flows_file", "inventory_file", "evidence",
+    *_EXPORT_KEYS, "learning", "containment",
 )  # fmt: skip
 _CAPTURE_KEYS: Final = ("interfaces", "pcap", "pace", "method", "batch_size", "snaplen")
 _METRICS_KEYS: Final = ("listen", "port", "tls_cert_file", "tls_key_file", "basic_auth", "max_device_series")
 _BASIC_AUTH_KEYS: Final = ("username", "password_file")
 _MQTT_KEYS: Final = (
     "host", "port", "tls", "ca_file", "cert_file", "key_file", "username", "password_file",
-    "client_id", "topic_prefix", "keepalive",
+    "client_id", "topic_prefix", "keepalive", "flows", "inventory",
 )  # fmt: skip
 _LIMITS_KEYS: Final = ("max_flows", "max_devices", "spool_max_alerts", "spool_max_bytes")
 _TIMEOUT_KEYS: Final = ("tcp_idle", "udp_idle", "other_idle", "active")
@@ -118,6 +136,11 @@ _PROBE_KEYS: Final = (
 _THRESHOLD_KEYS: Final = ("black_luma", "frozen_difference", "covered_detail")
 _EVIDENCE_KEYS: Final = ("enabled", "dir", "max_bytes", "max_files", "max_age", "max_file_bytes")
 _CAMERA_KEYS: Final = ("name", "url", "username", "password_file", "transport")
+_LEARNING_KEYS: Final = ("enabled", "period", "new_devices", "max_observations")
+LEARNING_NEW_DEVICES: Final = ("enforce", "learn")
+_CONTAINMENT_KEYS: Final = ("mode", "never_block", "check_interval", "audit_file", "name_grace", "quarantine")
+_QUARANTINE_KEYS: Final = ("auto_rules", "durations", "window", "max_devices")
+CONTAINMENT_MODES: Final = ("off", "dry-run", "enforce")
 # A camera name is a Prometheus label value and a directory name for its snapshots.
 _CAMERA_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -142,7 +165,13 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "alerts": "did you mean 'alerts_file'?",
         "flows": "did you mean 'flows_file'?",
         "inventory": "did you mean 'inventory_file'?",
+        "register": "did you mean 'asset_register'?",
+        "assets": "did you mean 'asset_register'?",
+        "rotation": "did you mean 'flows_rotation'?",
+        "siem": "write a 'syslog:' section (docs/siem.md)",
     },
+    "flows_rotation": {"max_file_size": "did you mean 'max_size'?", "keep": "did you mean 'max_files'?"},
+    "syslog": {"transport": "did you mean 'protocol'?", "server": "did you mean 'host'?"},
     "stream_probe": {
         "url": "put each camera under 'cameras:' (a list of name/url entries)",
         "rtsp_transport": "did you mean 'transport'?",
@@ -160,6 +189,18 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "password_file": "put it under 'basic_auth:' as 'metrics.basic_auth.password_file'",
     },
     "mqtt": {"broker": "did you mean 'host'?", "user": "did you mean 'username'?"},
+    "containment": {
+        "auto_rules": "put it under 'quarantine:' as 'containment.quarantine.auto_rules'",
+        "durations": "put it under 'quarantine:' as 'containment.quarantine.durations'",
+        "max_devices": "put it under 'quarantine:' as 'containment.quarantine.max_devices'",
+        "whitelist": "did you mean 'never_block'?",
+        "allowlist": "did you mean 'never_block'?",
+        "exempt": "did you mean 'never_block'?",
+    },
+    "containment.quarantine": {
+        "rules": "did you mean 'auto_rules'?",
+        "duration": "did you mean 'durations'?",
+    },
 }
 
 _PASSWORD_FIX: Final = (
@@ -271,6 +312,10 @@ class MqttSettings:
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     keepalive: int = 60
     """Seconds; the broker publishes the last will after 1.5 times this without a packet."""
+    flows: bool = False
+    """Publish each flow record on ``<prefix>/<site>/<gateway>/flows`` (QoS 0; agents/sinks/mqtt_data.py)."""
+    inventory: bool = True
+    """Publish the inventory, retained, on ``<prefix>/<site>/<gateway>/inventory`` when it changes."""
     # Tuning of the publisher, not configuration keys.
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
@@ -376,6 +421,95 @@ class EvidenceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Rotation:
+    """How a file output is rotated and how many rotated files are kept (``flows_rotation``)."""
+
+    max_size: int = 64 << 20
+    """Bytes; a write that would take the file past this rotates it first."""
+    max_files: int = 16
+    """Rotated files kept beside the current one; the oldest beyond are deleted."""
+    max_age: float | None = None
+    """Seconds; rotated files rotated longer ago are deleted (None: no age limit)."""
+
+
+SYSLOG_PROTOCOLS: Final = ("udp", "tcp", "tls")
+#: RFC 5424 facility names and codes (the ones a SIEM feed uses).
+SYSLOG_FACILITIES: Final[Mapping[str, int]] = {
+    "user": 1, "daemon": 3, "auth": 4, "security": 13, "local0": 16, "local1": 17, "local2": 18,
+    "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyslogSettings:
+    """Where alerts go over syslog and how: the ``syslog`` section, what agents/sinks/syslog.py consumes."""
+
+    host: str
+    port: int = 0
+    """0: the transport's standard port, 514 (udp, tcp) or 6514 (tls)."""
+    protocol: str = "tcp"
+    hostname: str = "-"
+    """HOSTNAME of every message: the gateway's name."""
+    facility: str = "local0"
+    app_name: str = "camwatch"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = False
+    """Skip the host name check (the chain is still verified). Not a configuration key: tests."""
+    # Tuning of the sender, not configuration keys.
+    timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    drain_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.port == 0:
+            object.__setattr__(self, "port", 6514 if self.protocol == "tls" else 514)
+
+    @property
+    def receiver(self) -> str:
+        """``protocol://host:port`` for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LearningConfig:
+    """The learning mode (``learning:``, docs/learning.md): devices learn for ``period`` seconds, their
+    alerts marked as learning (severity 1, not paging), then enforce. ``new_devices``: what a device
+    first seen after the site's learning window does, ``enforce`` at once or ``learn`` for a period."""
+
+    enabled: bool = True
+    period: float = 7 * 86400.0
+    new_devices: str = "enforce"
+    max_observations: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ContainmentConfig:
+    """The ``containment`` section: enforcing the site policy on a forwarding gateway with nftables
+    (docs/containment.md). ``mode`` is ``off`` (the default), ``dry-run`` (count and log what would be
+    blocked, change nothing) or ``enforce``."""
+
+    mode: str = "off"
+    #: Never blocked, in addition to the policy's viewers and resolvers (always on the list).
+    never_block: tuple[IPNetwork, ...] = ()
+    #: How often the agent looks for a changed policy file or newly watched devices (and re-applies).
+    check_interval: float = 10.0
+    #: The audit log (None: ``<state_dir>/containment/audit.jsonl``).
+    audit_file: Path | None = None
+    #: How long past a DNS answer's TTL an address learned for a name rule stays allowed.
+    name_grace: float = 300.0
+    quarantine: QuarantineSettings = field(default_factory=QuarantineSettings)
+
+    @property
+    def active(self) -> bool:
+        """dry-run or enforce."""
+        return self.mode != "off"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """A validated agent configuration. Build it with :meth:`from_yaml` or :func:`load_config`."""
 
@@ -400,6 +534,15 @@ class AgentConfig:
     inventory_file: Path | None = None
     #: Evidence pcaps of alerts (None: ``evidence: {enabled: false}``).
     evidence: EvidenceConfig | None = None
+    #: How ``flows_file`` is rotated and its old files kept (None: never rotated, ``flows_rotation: false``).
+    flows_rotation: Rotation | None = field(default_factory=lambda: Rotation())
+    #: Every alert also to this syslog receiver (None: no syslog).
+    syslog: SyslogSettings | None = None
+    #: The site's asset register, a CSV (docs/register.md); None: no register.
+    asset_register: Path | None = None
+    #: The learning mode (None: no ``learning`` section, every device enforces).
+    learning: LearningConfig | None = None
+    containment: ContainmentConfig = field(default_factory=ContainmentConfig)
     source: str = "<config>"
     #: Things that work but deserve a look (e.g. staying root); ``check-config`` shows them.
     warnings: tuple[str, ...] = ()
@@ -786,25 +929,46 @@ def _check_secret_file(reader: _Reader, path: str, file: Path | None) -> None:
         reader.add(path, f"{file} is empty (or its first line is)", "write the password on its first line")
 
 
+def _server_section(
+    reader: _Reader,
+    top: Mapping[object, object],
+    key: str,
+    keys: tuple[str, ...],
+    server: tuple[str, str],
+    more: str,
+) -> tuple[Mapping[object, object], str | None] | None:
+    """The ``key`` section of a client of one server (``mqtt``, ``syslog``) and its ``host``, checked alike:
+    an empty section, a missing host, a URL or a port in the host. None without the section. ``server`` is
+    what the server is called and an example host; ``more`` says where the rest of an URL goes."""
+    if top.get(key) is None:
+        return None
+    sec = reader.section(top, "", key, keys)
+    what, example = server
+    if not sec:
+        if isinstance(top.get(key), Mapping):
+            reader.add(key, "is empty", f"give at least the {what}: {key}: {{host: {example}}}")
+        return None
+    host = reader.text(sec, key, "host", None, example)
+    if sec.get("host") is None:
+        reader.add(f"{key}.host", "is missing", f"name the {what}, e.g. host: {example}")
+    elif host is not None and ("://" in host or (":" in host.strip("[]") and host.count(":") == 1)):
+        reader.add(
+            f"{key}.host",
+            f"'{short(host)}' is a URL or has a port",
+            f"write the host name or address alone; the port goes in {key}.port, {more}",
+        )
+    return sec, host
+
+
 def _mqtt(
     reader: _Reader, top: Mapping[object, object], site: str | None, gateway: str | None
 ) -> MqttSettings | None:
-    if top.get("mqtt") is None:
+    found = _server_section(
+        reader, top, "mqtt", _MQTT_KEYS, ("broker", "broker.example.net"), "TLS in mqtt.tls"
+    )
+    if found is None:
         return None
-    sec = reader.section(top, "", "mqtt", _MQTT_KEYS)
-    if not sec:
-        if isinstance(top.get("mqtt"), Mapping):
-            reader.add("mqtt", "is empty", "give at least the broker: mqtt: {host: broker.example}")
-        return None
-    host = reader.text(sec, "mqtt", "host", None, "broker.example.net")
-    if sec.get("host") is None:
-        reader.add("mqtt.host", "is missing", "name the broker, e.g. host: broker.example.net")
-    elif host is not None and ("://" in host or (":" in host.strip("[]") and host.count(":") == 1)):
-        reader.add(
-            "mqtt.host",
-            f"'{short(host)}' is a URL or has a port",
-            "write the host name or address alone; the port goes in mqtt.port, TLS in mqtt.tls",
-        )
+    sec, host = found
     tls = reader.boolean(sec, "mqtt", "tls", False)
     ca_file = reader.path(sec, "mqtt", "ca_file", "file")
     cert_file = reader.path(sec, "mqtt", "cert_file", "file")
@@ -868,6 +1032,8 @@ def _mqtt(
         topic_prefix=prefix,
         # MQTT's keep alive is a 16-bit number of seconds; below 5 s a busy broker drops clients.
         keepalive=reader.integer(sec, "mqtt", "keepalive", d.keepalive, 5, 65535, unit=" s"),
+        flows=reader.boolean(sec, "mqtt", "flows", d.flows),
+        inventory=reader.boolean(sec, "mqtt", "inventory", d.inventory),
     )
 
 
@@ -895,8 +1061,8 @@ def _run_as_user(reader: _Reader, top: Mapping[object, object]) -> str | None:
             pwd.getpwnam(user)
         except KeyError:
             reader.warnings.append(
-                f"run_as_user '{user}' does not exist on this host; create it (useradd --system {user}) "
-                "before starting the agent"
+                f"run_as_user '{user}' does not exist on this host: the agent refuses to start as root until "
+                f"it does; create it (useradd --system {user})"
             )
     return user
 
@@ -1083,6 +1249,25 @@ def _camera_url(reader: _Reader, path: str, url: str) -> str | None:
     return parsed.redacted
 
 
+def _learning(reader: _Reader, top: Mapping[object, object]) -> LearningConfig | None:
+    """The ``learning`` section (docs/config.md, docs/learning.md)."""
+    if top.get("learning") is None:
+        return None
+    sec = reader.section(top, "", "learning", _LEARNING_KEYS)
+    if not isinstance(top.get("learning"), Mapping):
+        return None
+    d = LearningConfig()
+    return LearningConfig(
+        enabled=reader.boolean(sec, "learning", "enabled", d.enabled),
+        # Below an hour a device has not shown its daily habits (NTP, firmware checks, the cloud VMS).
+        period=reader.seconds(sec, "learning", "period", d.period, 3600, 90 * 86400),
+        new_devices=reader.choice(sec, "learning", "new_devices", d.new_devices, LEARNING_NEW_DEVICES),
+        max_observations=reader.integer(
+            sec, "learning", "max_observations", d.max_observations, 1000, 10_000_000
+        ),
+    )
+
+
 _OUTPUT_EXAMPLES: Final = {
     "alerts_file": "alerts.jsonl",
     "flows_file": "flows.jsonl",
@@ -1154,6 +1339,9 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     stream_probe = _stream_probe(reader, data, state_dir)
     flows_file, inventory_file = _outputs(reader, data, state_dir, alerts_file)
     evidence = _evidence(reader, data, state_dir)
+    flows_rotation, syslog, asset_register = _exports(reader, data, gateway, flows_file)
+    learning = _learning(reader, data)
+    containment = _containment(reader, data, policy, run_as_user)
     if reader.problems or reader.elsewhere or site is None or gateway is None:
         return None
     return AgentConfig(
@@ -1173,6 +1361,219 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
         flows_file=flows_file,
         inventory_file=inventory_file,
         evidence=evidence,
+        flows_rotation=flows_rotation,
+        syslog=syslog,
+        asset_register=asset_register,
+        learning=learning,
+        containment=containment,
         source=source,
         warnings=tuple(reader.warnings),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Exports: flow rotation, syslog, the asset register (docs/config.md, "Outputs"; docs/siem.md;
+# docs/register.md)
+
+
+def _exports(
+    reader: _Reader, top: Mapping[object, object], gateway: str | None, flows_file: Path | None
+) -> tuple[Rotation | None, SyslogSettings | None, Path | None]:
+    return (
+        _flows_rotation(reader, top, flows_file),
+        _syslog(reader, top, gateway),
+        _asset_register(reader, top),
+    )
+
+
+def _flows_rotation(
+    reader: _Reader, top: Mapping[object, object], flows_file: Path | None
+) -> Rotation | None:
+    raw = top.get("flows_rotation")
+    if raw is False:
+        return None  # never rotated by camwatch (an external logrotate with copytruncate)
+    d = Rotation()
+    if raw is None:
+        return d
+    sec = reader.section(top, "", "flows_rotation", _ROTATION_KEYS)
+    if flows_file is None and isinstance(raw, Mapping):
+        reader.add(
+            "flows_rotation", "is set but flows_file is not", "set flows_file, or remove flows_rotation"
+        )
+    max_age = None
+    if sec.get("max_age") is not None:
+        max_age = reader.seconds(sec, "flows_rotation", "max_age", 30 * 86400.0, 3600, 3650 * 86400.0)
+    return Rotation(
+        max_size=reader.size(sec, "flows_rotation", "max_size", d.max_size, 64 << 10, 1 << 40),
+        max_files=reader.integer(sec, "flows_rotation", "max_files", d.max_files, 1, 100_000),
+        max_age=max_age,
+    )
+
+
+def _syslog(reader: _Reader, top: Mapping[object, object], gateway: str | None) -> SyslogSettings | None:
+    found = _server_section(
+        reader,
+        top,
+        "syslog",
+        _SYSLOG_KEYS,
+        ("receiver", "siem.example.net"),
+        "the transport in syslog.protocol",
+    )
+    if found is None:
+        return None
+    sec, host = found
+    protocol = reader.choice(sec, "syslog", "protocol", "tcp", SYSLOG_PROTOCOLS)
+    ca_file = reader.path(sec, "syslog", "ca_file", "file")
+    cert_file = reader.path(sec, "syslog", "cert_file", "file")
+    key_file = reader.path(sec, "syslog", "key_file", "file", secret=True)
+    if protocol != "tls":
+        for name in ("ca_file", "cert_file", "key_file"):
+            if sec.get(name) is not None:
+                reader.add(
+                    f"syslog.{name}", f"is set but protocol is {protocol}", "set protocol: tls, or remove it"
+                )
+    _pair(
+        reader, "syslog", ("cert_file", cert_file), ("key_file", key_file), "a client certificate and its key"
+    )
+    _check_cert_pair(reader, "syslog.cert_file", cert_file, key_file)
+    if ca_file is not None and ca_file.is_file():
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            reader.add(
+                "syslog.ca_file",
+                f"holds no usable CA certificate ({short(str(exc), 80)})",
+                "give PEM certificates",
+            )
+    if protocol == "udp":
+        reader.warnings.append(
+            "syslog: over udp an alert is lost without a trace when the receiver or the network drops it; "
+            "use tcp or tls"
+        )
+    elif protocol == "tcp" and host not in ("127.0.0.1", "::1", "localhost"):
+        reader.warnings.append("syslog: alerts cross the network in clear text over tcp; use protocol: tls")
+    d = SyslogSettings(host="", protocol=protocol)
+    return SyslogSettings(
+        host=host or "",
+        port=reader.integer(sec, "syslog", "port", d.port, 1, 65535),
+        protocol=protocol,
+        hostname=gateway or "-",
+        facility=reader.choice(sec, "syslog", "facility", d.facility, tuple(SYSLOG_FACILITIES)),
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+    )
+
+
+def _asset_register(reader: _Reader, top: Mapping[object, object]) -> Path | None:
+    """The register's path; its rows are checked now, so ``check-config`` names every bad one (warnings:
+    a bad row costs only itself, the agent runs with the good ones)."""
+    path = reader.path(top, "", "asset_register", "file")
+    if path is None or not path.is_file():
+        return path
+    try:
+        register = AssetRegister.load(path)
+    except RegisterError as exc:
+        reader.add("asset_register", exc.problem, exc.fix)
+        return path
+    reader.warnings.extend(register.describe_problems())
+    return path
+
+
+# Containment (docs/containment.md)
+
+
+def _containment(
+    reader: _Reader, top: Mapping[object, object], policy: SitePolicy, run_as_user: str | None
+) -> ContainmentConfig:
+    sec = reader.section(top, "", "containment", _CONTAINMENT_KEYS)
+    d = ContainmentConfig()
+    path = "containment"
+    raw_mode = sec.get("mode")
+    # YAML 1.1 reads an unquoted `off` as false: that is what people write, and it means off.
+    mode = "off" if raw_mode is False else reader.choice(sec, path, "mode", d.mode, CONTAINMENT_MODES)
+    never_block: list[IPNetwork] = []
+    raw = sec.get("never_block")
+    if raw is not None:
+        for index, item in enumerate(
+            reader.as_list(raw, "containment.never_block", "[10.20.0.2, 10.9.0.0/28]") or []
+        ):
+            try:
+                never_block.append(
+                    parse_address_or_network(str(item)) if isinstance(item, str) else _not_address(item)
+                )
+            except ValueError as exc:
+                reader.add(
+                    f"containment.never_block[{index}]",
+                    str(exc),
+                    "write an address (10.20.0.2) or a network (10.20.0.0/28)",
+                )
+    qsec = reader.section(sec, path, "quarantine", _QUARANTINE_KEYS)
+    qd = QuarantineSettings()
+    qpath = "containment.quarantine"
+    durations: list[float] = []
+    raw_durations = qsec.get("durations")
+    if raw_durations is not None:
+        items = reader.as_list(raw_durations, f"{qpath}.durations", "[1h, 6h, 1d]") or []
+        for index, item in enumerate(items):
+            key = f"durations[{index}]"
+            value = reader.seconds({key: item}, qpath, key, 0.0, 60, 30 * 86400)
+            if value:
+                durations.append(value)
+        if not items:
+            reader.add(f"{qpath}.durations", "is empty", "list at least one duration, e.g. [1h, 6h, 1d]")
+    auto: list[str] = []
+    raw_rules = qsec.get("auto_rules")
+    if raw_rules is not None:
+        for index, item in enumerate(
+            reader.as_list(raw_rules, f"{qpath}.auto_rules", "[p2p.nat_traversal]") or []
+        ):
+            if isinstance(item, str) and item in RULES:
+                auto.append(item)
+            else:
+                close = difflib.get_close_matches(str(item), list(RULES), n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                reader.add(
+                    f"{qpath}.auto_rules[{index}]",
+                    f"{describe(item)} is not a camwatch rule id",
+                    f"{hint}use rule ids of docs/design.md §4.2, e.g. p2p.nat_traversal",
+                )
+    quarantine = QuarantineSettings(
+        durations=tuple(durations) or qd.durations,
+        window=reader.seconds(qsec, qpath, "window", qd.window, 3600, 365 * 86400),
+        max_devices=reader.integer(qsec, qpath, "max_devices", qd.max_devices, 1, 10_000),
+        auto_rules=frozenset(auto),
+    )
+    config = ContainmentConfig(
+        mode=mode,
+        never_block=tuple(never_block),
+        check_interval=reader.seconds(sec, path, "check_interval", d.check_interval, 1, 3600),
+        audit_file=reader.path(sec, path, "audit_file", "out"),
+        name_grace=reader.seconds(sec, path, "name_grace", d.name_grace, 0, 86400),
+        quarantine=quarantine,
+    )
+    if not config.active:
+        return config
+    if auto and mode == "dry-run":
+        reader.warnings.append(
+            "containment.quarantine.auto_rules: in dry-run mode the quarantines are only logged and audited"
+        )
+    try:
+        ContainmentPlan.build(policy, never_block=never_block)
+    except ContainmentError as exc:
+        for problem in exc.problems:
+            what, _, fix = problem.partition("; ")
+            reader.add("containment.never_block", what, fix or "see docs/containment.md")
+    if mode == "enforce" and run_as_user is not None:
+        reader.add(
+            "containment.mode",
+            "enforce needs CAP_NET_ADMIN for the whole run (reloads, quarantines), and run_as_user drops it "
+            "after start-up",
+            "set run_as_user: null and start the agent as root, or as a service user with "
+            'AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN (docs/containment.md, "Privileges")',
+        )
+    return config
+
+
+def _not_address(item: object) -> IPNetwork:
+    raise ValueError(f"{describe(item)} is not an IP address or network")

@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import logging
 import os
 import pwd
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -38,14 +39,27 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from prometheus_client import CollectorRegistry
 
 from agents.capture.pcap_source import PcapFileSource
-from agents.capture.running import CaptureCollector, RunningSource
-from agents.collectors import AgentCollector, AlertCounts, EngineCollector
-from agents.config import AgentConfig, ConfigError, ConfigProblem
+from agents.capture.running import (
+    RESTART_INITIAL_SECONDS,
+    RESTART_MAX_SECONDS,
+    STABLE_SECONDS,
+    CaptureCollector,
+    Outage,
+    RunningSource,
+    failure_alert,
+    restart_delay,
+)
+from agents.capture.source import LiveCaptureSource
+from agents.collectors import AgentCollector, AlertCounts, EngineCollector, StateSaves
+from agents.config import AgentConfig, ConfigError, ConfigProblem, Rotation
+from agents.contain.answers import with_answers
+from agents.exports import Exports
 from agents.incidents import IncidentCollector
-from agents.privileges import drop_privileges
+from agents.learn.mode import LearningMode, is_learning_record
+from agents.privileges import drop_privileges, user_exists
 from agents.sinks.base import Record, Sink
 from agents.sinks.evidence import EvidenceSink, RingReading
-from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile
+from agents.sinks.jsonl import FileOutputsCollector, JsonDocumentFile, JsonLinesFile
 from agents.sinks.log import LogSink
 from agents.sinks.outbox import Outbox, adopt
 from agents.sinks.prometheus import MetricsServer
@@ -61,14 +75,28 @@ from monitor.engine import Engine, EngineConfig, Events
 from monitor.flows import Flow, FlowConfig
 from monitor.pcapfile import CaptureError, PacketBatch
 from monitor.records import flow_record
+from monitor.registry import Rulebook, rulebook
 from monitor.vendors.oui import VendorTable
 
 if TYPE_CHECKING:
+    from agents.contain.agent import AgentContainment
     from agents.probe.scheduler import StreamProber
     from agents.sinks.mqtt import AlertPublisher, MqttSettings
 
 log = logging.getLogger(__name__)
 
+#: Files the agent creates are at most rw-r----- (directories rwxr-x---): alerts and flows name the site's
+#: devices, and none of it is for other local users.
+AGENT_UMASK: Final = 0o027
+#: Modules the agent imports only later (an asyncio worker thread, a host name's IDNA encoding, the
+#: OpenMetrics format, gzip), imported before the privilege drop: an installation that only root may read
+#: would otherwise fail at the first scrape or the first connection to the broker.
+LATE_IMPORTS: Final = (
+    "concurrent.futures.thread",
+    "encodings.idna",
+    "gzip",
+    "prometheus_client.openmetrics.exposition",
+)
 TICK_SECONDS = 1.0
 SAVE_SECONDS = 60.0
 RECONNECT_MAX_SECONDS = 10.0
@@ -90,6 +118,8 @@ class AgentCounters:
     started: float = field(default_factory=time.time)
     alerts_submitted: int = 0
     state_saves: int = 0
+    state_save_failures: int = 0
+    state_saved: float | None = None  # Unix time of the last successful save
 
 
 class Agent:
@@ -107,10 +137,17 @@ class Agent:
             active_timeout=timeouts.active,
             max_flows=limits.max_flows,
         )
+        # The asset register, syslog and the MQTT data sinks (agents/exports.py).
+        self.exports = Exports(config)
+        # Learning mode (agents/learn/mode.py): a recorder beside the rules, and alerts of learning devices
+        # marked as not paging. None without a `learning:` section.
+        self.learning = LearningMode(config.learning, self.state_dir) if config.learning is not None else None
         self.engine = Engine(
             config.site_policy,
             vendors or VendorTable.load(),
             EngineConfig(observer=config.observer, flows=flow_cfg, max_devices=limits.max_devices),
+            register=self.exports.register,
+            rules=self._rulebook(config),
         )
         self.lock = threading.Lock()
         self.sources: list[RunningSource] = []
@@ -122,6 +159,8 @@ class Agent:
         self.publisher: AlertPublisher | None = None
         self.prober: StreamProber | None = None
         self.evidence: EvidenceSink | None = None  # evidence pcaps (see "evidence pcaps" below)
+        #: Containment (agents/contain): None until run() starts it.
+        self.containment: AgentContainment | None = None
         #: Each alert goes to each of these, in order.
         self.alert_sinks: list[Sink[Record]] = []
         self.flow_sinks: list[Sink[Record]] = []
@@ -154,21 +193,41 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        self._check_user()
+        # Nothing the agent creates is for other local users: alerts, flows, the inventory, the outbox.
+        umask = os.umask(AGENT_UMASK)
+        try:
+            await self._run(stop)
+        finally:
+            os.umask(umask)
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        assert self._alerts is not None and self._flows is not None
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         load_inventory(self.state_dir, self.engine.inventory)
         load_incidents(self.state_dir, self.engine.gate)
+        if self.learning is not None:  # learning mode
+            self.learning.load()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                # Everything that needs privileges first: capture sockets, the metrics listener, secrets,
-                # the output files (they may be in root-owned places).
+                # Everything that needs privileges first: containment (its first apply; enforce mode
+                # without CAP_NET_ADMIN stops here), capture sockets and files, the metrics listener,
+                # secrets, the output files (they may be in root-owned places), and the modules imported
+                # late (the installation may be unreadable to run_as_user).
+                self._start_containment()
                 self._open_sources()
                 self._start_metrics()
                 settings = self._mqtt_settings()
                 self._open_files(stack)
+                self.exports.open()  # a syslog client key may be root-only
                 self.prober = self._make_prober()  # reads the cameras' password files
+                preload_modules(mqtt=settings is not None)
                 self.user = drop_privileges(self.config.run_as_user, self.state_dir)
                 self._check_inventory_file()
+                self.exports.check_after_drop(self.user)
                 await self._start_sinks(stack, settings)
+                if self.containment is not None:
+                    self.containment.attach_publisher(self.publisher)
                 async with asyncio.TaskGroup() as tg:
                     for st in self.sources:
                         st.thread = threading.Thread(
@@ -179,8 +238,11 @@ class Agent:
                     flows = tg.create_task(self._forward_flows(), name="flows")
                     tg.create_task(self._ticks(stop), name="tick")
                     tg.create_task(self._save_periodically(stop), name="state")
+                    tg.create_task(self.exports.watch_register(self, stop), name="register")
                     if self.prober is not None:
                         tg.create_task(self.prober.run(stop), name="stream-probe")
+                    if self.containment is not None:
+                        tg.create_task(self.containment.run(stop), name="containment")
                     await stop.wait()
                     self._shutdown_sources()
                     await asyncio.to_thread(self._join_sources)
@@ -202,10 +264,62 @@ class Agent:
                 self.metrics.stop()
             log.info("camwatch agent stopped")
 
+    def _check_user(self) -> None:
+        """Started as root, ``run_as_user`` must exist: the agent does not start rather than keep root."""
+        user = self.config.run_as_user
+        if os.geteuid() != 0 or user is None or user_exists(user):
+            return
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "run_as_user",
+                    f"user '{user}' does not exist on this host, and the agent started as root does not keep "
+                    "root",
+                    f"create it (useradd --system {user}), or set run_as_user: null when the service manager "
+                    "already runs the agent unprivileged",
+                    source=self.config.source,
+                )
+            ]
+        )
+
+    def _rulebook(self, config: AgentConfig) -> Rulebook:
+        """The engine's rules: the learning mode's recorder beside them, and with containment on, the DNS
+        answers of watched devices handed to its name rules."""
+        book = self.learning.rulebook() if self.learning is not None else rulebook()
+        if config.containment.active:
+            book = with_answers(book, self._learn_answer)
+        return book
+
+    def _learn_answer(self, name: str, address: str, ttl: float) -> None:
+        if self.containment is not None:  # set at start-up, before the first packet
+            self.containment.learn(name, address, ttl)
+
+    def _start_containment(self) -> None:
+        """Containment (agents/contain, docs/containment.md): its start-up checks and first apply, while
+        privileged; its metrics. Mode off only warns about a table left loaded."""
+        from agents.contain.agent import AgentContainment
+
+        self.containment = AgentContainment(self.config, self.engine, self.lock)
+        self.containment.start()
+        self.registry.register(self.containment.collector())
+
     def _open_sources(self) -> None:
         cap = self.config.capture
         if cap.pcap is not None:
             source = PcapFileSource(cap.pcap, cap.batch_size)
+            try:
+                source.open()  # now, while privileged: a root-only file is still read after the drop
+            except OSError as exc:
+                raise ConfigError(
+                    [
+                        ConfigProblem(
+                            "capture.pcap",
+                            f"cannot be opened ({exc.strerror or exc})",
+                            "check that the file exists and is readable by the user starting the agent",
+                            source=self.config.source,
+                        )
+                    ]
+                ) from exc
             self.sources.append(RunningSource(str(cap.pcap), source, live=False))
             return
         from agents.capture.afpacket import open_live
@@ -218,7 +332,14 @@ class Agent:
         """The agent's, the capture sources' and the engine's collectors, and the server (a port below
         1024 needs privileges). The others are registered as their components start."""
         limits = self.config.limits
-        self.registry.register(AgentCollector(self.counters.started, self.alert_counts.snapshot))
+        counters = self.counters
+        self.registry.register(
+            AgentCollector(
+                counters.started,
+                self.alert_counts.snapshot,
+                lambda: StateSaves(counters.state_save_failures, counters.state_saved),
+            )
+        )
         self.registry.register(CaptureCollector(self.sources))
         self.registry.register(
             EngineCollector.of_engine(
@@ -230,7 +351,10 @@ class Agent:
             )
         )
         self.registry.register(IncidentCollector.of_engine(self.engine, self.lock))
+        if self.learning is not None:  # learning mode
+            self.registry.register(self.learning.collector())
         self.metrics = MetricsServer.from_config(self.config.metrics, self.registry)
+        self.registry.register(self.metrics.collector())
         self.metrics.start()
 
     def _open_files(self, stack: contextlib.AsyncExitStack) -> None:
@@ -240,17 +364,19 @@ class Agent:
         if cfg.alerts_file is not None:
             self.alert_sinks.append(self._open_lines(stack, "alerts_file", cfg.alerts_file))
         if cfg.flows_file is not None:
-            self.flow_sinks.append(self._open_lines(stack, "flows_file", cfg.flows_file))
+            self.flow_sinks.append(self._open_lines(stack, "flows_file", cfg.flows_file, cfg.flows_rotation))
         if cfg.inventory_file is not None:
             inventory = JsonDocumentFile("inventory_file", cfg.inventory_file)
             stack.push_async_callback(inventory.close)
             self.inventory_sinks.append(inventory)
 
-    def _open_lines(self, stack: contextlib.AsyncExitStack, key: str, path: Path) -> JsonLinesFile:
-        """A JSON-lines sink on ``path``, opened for appending now; a file that cannot be opened is a
-        configuration problem naming ``key``."""
+    def _open_lines(
+        self, stack: contextlib.AsyncExitStack, key: str, path: Path, rotation: Rotation | None = None
+    ) -> JsonLinesFile:
+        """A JSON-lines sink on ``path``, opened for appending now (rotated with ``rotation``); a file that
+        cannot be opened is a configuration problem naming ``key``."""
         try:
-            sink = JsonLinesFile(key, path)
+            sink = JsonLinesFile(key, path, rotation=rotation)
         except OSError as exc:
             raise ConfigError(
                 [
@@ -303,11 +429,15 @@ class Agent:
             stack.push_async_callback(self.publisher.close)  # closed before the outbox
             self.alert_sinks.append(self.publisher)
             self.registry.register(self.outbox.collector())
+        await self.exports.add_sinks(self, stack, settings)  # syslog, MQTT flows and inventory
         for sink in self.sinks:
             await sink.start()
             collector = sink.collector()
             if collector is not None:
                 self.registry.register(collector)
+        files = [sink for sink in self.sinks if isinstance(sink, JsonLinesFile)]
+        if files:
+            self.registry.register(FileOutputsCollector(files))
 
     def _make_prober(self) -> StreamProber | None:
         cfg = self.config.stream_probe
@@ -435,49 +565,138 @@ class Agent:
     # ------------------------------------------------------------------ capture threads
 
     def _capture(self, st: RunningSource) -> None:
-        pace = self.config.capture.pace
-        started_wall = time.monotonic()
-        first_ts: int | None = None
-        try:
-            for batch in st.source.batches():
+        """Read ``st`` and feed the engine until the agent stops; a failure is restarted (running.py)."""
+        pace = _Pacer(self.config.capture.pace == "realtime" and not st.live, self._stop)
+        batches: Iterator[PacketBatch] | None = None
+        st.running_since = time.monotonic()
+        while not self._stop.is_set():
+            failure: BaseException | str
+            try:
+                if batches is None:
+                    batches = iter(st.source.batches())
+                batch = next(batches)
+            except StopIteration:
+                batches = None
                 if self._stop.is_set():
                     break
-                if len(batch) == 0:
+                if not st.live:
+                    self._end_of_input(st)
+                    return
+                failure = "the capture source ended by itself"
+            except Exception as exc:  # the source failed: a live one is read again, from a fresh iterator
+                batches = None
+                if not st.live:  # a file is not read twice (its packets would be counted twice)
+                    self._file_failed(st, exc)
+                    return
+                failure = exc
+            else:
+                try:
+                    self._feed(st, batch, pace)
+                except Exception as exc:  # the engine raised: this batch is lost, the source reads on
+                    failure = exc
+                else:
+                    self._running(st)
                     continue
-                pieces = [batch]
-                if pace == "realtime" and isinstance(st.source, PcapFileSource):
-                    first_ts = first_ts if first_ts is not None else int(batch.ts_ns[0])
-                    pieces = list(_time_slices(batch, PACE_SLICE_NS))
-                for piece in pieces:
-                    if len(pieces) > 1 and first_ts is not None:
-                        due = started_wall + (int(piece.ts_ns[-1]) - first_ts) / 1e9
-                        while not self._stop.is_set() and time.monotonic() < due:
-                            time.sleep(min(0.1, max(due - time.monotonic(), 0.0)))
-                    if self._stop.is_set():
-                        break
-                    with self.lock:
-                        events = self.engine.feed(piece)
-                        st.packets += len(piece)
-                        st.bytes += int(piece.wirelen.sum())
-                        self._emit(events)
-        except CaptureError as exc:
-            st.error = str(exc)
-            log.error("capture %s: %s", st.name, exc)
-        except Exception as exc:  # the agent keeps serving metrics and alerts from other sources
-            st.error = f"{type(exc).__name__}: {exc}"
-            log.exception("capture %s failed", st.name)
-        finally:
-            st.finished = True
+            if not self._restart(st, failure, reopen=batches is None):
+                break
+
+    def _feed(self, st: RunningSource, batch: PacketBatch, pace: _Pacer) -> None:
+        if len(batch) == 0:
+            return
+        for piece in pace.pieces(batch):
+            if self._stop.is_set():
+                return
+            with self.lock:
+                events = self.engine.feed(piece)
+                st.packets += len(piece)
+                st.bytes += int(piece.wirelen.sum())
+                self._emit(events)
+
+    def _running(self, st: RunningSource) -> None:
+        """A batch was read and fed: the source is up; an outage is over once it has read for a while."""
+        if st.error is not None:
+            st.error = None
+            log.warning("capture %s: reading again after %d restart(s)", st.name, st.restarts)
+        if st.outage is not None and time.monotonic() - st.running_since >= STABLE_SECONDS:
+            st.outage = None
+
+    def _restart(self, st: RunningSource, failure: BaseException | str, *, reopen: bool) -> bool:
+        """Say that ``st`` failed (one log line, the metric, one alert per outage), wait the backoff and
+        restart it; False if the agent stops meanwhile."""
+        error = failure if isinstance(failure, str) else _describe(failure)
+        new = st.outage is None
+        if st.outage is None:
+            st.outage = Outage(time.time_ns())
+        st.outage.failures += 1
+        st.error = error
+        delay = restart_delay(st.outage.failures, RESTART_INITIAL_SECONDS, RESTART_MAX_SECONDS)
+        where = "the capture source" if reopen else "the engine, on a batch of"
+        log.error(
+            "capture %s failed in %s it (%s): restarting it in %.1f s (restart %d); its traffic is not "
+            "watched meanwhile",
+            st.name,
+            where,
+            error,
+            delay,
+            st.restarts + 1,
+        )
+        if isinstance(failure, BaseException):
+            log.debug("capture %s: the failure", st.name, exc_info=failure)
+        if new:
+            self._to_loop_alert(failure_alert(st, self.config.observer, error, delay))
+        if self._stop.wait(delay):
+            return False
+        st.restarts += 1
+        st.running_since = time.monotonic()
+        if reopen and isinstance(st.source, LiveCaptureSource):
+            try:  # the interface may have gone and come back with another index
+                st.source.bind(st.name)
+            except OSError as exc:
+                log.debug("capture %s: rebinding failed: %s", st.name, exc)
+        return True
+
+    def _file_failed(self, st: RunningSource, exc: BaseException) -> None:
+        """A capture file that cannot be read on: what was read stays, its flows end as at its end."""
+        st.error = _describe(exc)
+        st.outage = Outage(time.time_ns(), 1)
+        log.error("capture %s: %s: the rest of the file is not read", st.name, st.error)
+        if not isinstance(exc, CaptureError):
+            log.debug("capture %s: the failure", st.name, exc_info=exc)
+        self._to_loop_alert(failure_alert(st, self.config.observer, st.error, None))
+        self._end_of_input(st)
+
+    def _end_of_input(self, st: RunningSource) -> None:
+        """A capture file at its end: its flows end (reason ``end``) and are written, its held-back alerts
+        go out, and the source says it is finished; the agent keeps serving until it is stopped."""
+        others_live = any(o.live and o is not st for o in self.sources)
+        if not others_live:
+            with self.lock:
+                self._emit(self.engine.finish())
+        st.finished = True
+        log.info(
+            "capture %s: end of the file after %d packets; its flows are ended and written (the agent "
+            "keeps running until stopped)",
+            st.name,
+            st.packets,
+        )
+
+    def _to_loop_alert(self, record: Record) -> None:
+        if self._alerts is not None:
+            self._to_loop(self._alerts, record)
 
     def _emit(self, events: Events) -> None:
         """Hand alerts and ended flows to the event loop (called with the engine lock held, from any
         thread, so they reach it in the engine's order)."""
         if self._alerts is None or self._flows is None:
             return
+        if self.containment is not None and events.flows:
+            self.containment.observe(events.flows)  # only queued: judged on containment's task
         for alert in events.alerts:
             record = alert.to_record()
             if self.evidence is not None:
                 self.evidence.attach(record, alert.evidence)  # names the pcap in file.path
+            if self.learning is not None:  # learning mode: flags noted, a learning device's alert marked
+                self.learning.on_alert(alert, record, self.engine)
             self._to_loop(self._alerts, record)
         # Flow objects, not records: the records are made on the loop, not while the lock is held (an
         # ended flow is out of the table, nothing changes it any more). Only when something wants them.
@@ -510,10 +729,14 @@ class Agent:
 
     async def _submit_alert(self, record: Record) -> None:
         """The one path of every alert: counted, then to each alert sink in turn."""
+        record = self.exports.annotate(record)  # camwatch.asset: the register's row of the device
         self.counters.alerts_submitted += 1
-        self.alert_counts.add(str(record["rule"]["id"]))
+        if not is_learning_record(record):  # learning mode: counted in camwatch_learning_alerts_total instead
+            self.alert_counts.add(str(record["rule"]["id"]))
         for sink in self.alert_sinks:
             await sink.submit(record)
+        if self.containment is not None:
+            await self.containment.on_alert(record)  # automatic quarantine (opt-in, by rule id)
 
     async def _forward_flows(self) -> None:
         assert self._flows is not None
@@ -554,8 +777,12 @@ class Agent:
             with self.lock:
                 save_inventory(self.state_dir, self.engine.inventory)
                 save_incidents(self.state_dir, self.engine.gate)
+                if self.learning is not None:  # learning mode: relearn requests, then learning.json
+                    self.learning.save()
             self.counters.state_saves += 1
-        except OSError as exc:
+            self.counters.state_saved = time.time()
+        except (OSError, ValueError) as exc:
+            self.counters.state_save_failures += 1
             log.error("cannot save state in %s: %s", self.state_dir, exc)
 
     async def _write_inventory(self) -> None:
@@ -569,6 +796,49 @@ class Agent:
     def _inventory_records(self) -> InventoryRecords:
         with self.lock:
             return self.engine.inventory.records()
+
+
+class _Pacer:
+    """Cuts a capture file's batches into 200 ms slices fed at the pace they were captured (``pace:
+    realtime``); hands batches through unchanged otherwise."""
+
+    def __init__(self, realtime: bool, stop: threading.Event) -> None:
+        self.realtime = realtime
+        self.stop = stop
+        self.started = time.monotonic()
+        self.first_ts: int | None = None
+
+    def pieces(self, batch: PacketBatch) -> Iterator[PacketBatch]:
+        if not self.realtime:
+            yield batch
+            return
+        if self.first_ts is None:
+            self.first_ts = int(batch.ts_ns[0])
+        for piece in _time_slices(batch, PACE_SLICE_NS):
+            due = self.started + (int(piece.ts_ns[-1]) - self.first_ts) / 1e9
+            while not self.stop.is_set() and time.monotonic() < due:
+                time.sleep(min(0.1, max(due - time.monotonic(), 0.0)))
+            yield piece
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a failure: a CaptureError's own message, else the exception's type and message."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, CaptureError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def preload_modules(*, mqtt: bool) -> None:
+    """Import :data:`LATE_IMPORTS` (and the MQTT sinks if there is a broker: alerts, and the data link of
+    flows and the inventory) now, before the privilege drop."""
+    for name in (*LATE_IMPORTS, *(("agents.sinks.mqtt", "agents.sinks.mqtt_data") if mqtt else ())):
+        try:
+            importlib.import_module(name)
+        except (
+            ImportError
+        ) as exc:  # an optional part missing: it fails where it is used, with its own message
+            log.debug("preloading %s: %s", name, exc)
 
 
 def _time_slices(batch: PacketBatch, span_ns: int) -> Iterable[PacketBatch]:

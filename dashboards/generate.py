@@ -485,11 +485,121 @@ def agent_health() -> db.Dashboard:
     return d
 
 
+def removal_programme() -> db.Dashboard:
+    """The removal programme: the asset register against what is on the network, fleet and site."""
+    d = base(
+        "camwatch-removal",
+        "camwatch / Removal programme",
+        "Cameras to remove: the asset register (status, replace_by) against what each gateway sees.",
+    )
+    d = d.variables([*site_gateway_variables()])
+    # Every gateway of a site reads the site's register: max by site, not sum, so none is counted twice.
+    listed = f"max by (site, status) (camwatch_register_assets{{{SITE_SEL}}})"
+    in_service = f'{SITE_SEL}, status=~"active|scheduled"'
+    overdue = f"max by (site) (camwatch_replacements_overdue{{{SITE_SEL}}})"
+    asset = f"max by (site, mac, name, location) (camwatch_asset_info{{{SITE_SEL}}})"
+    d = (
+        d.with_row(db.Row("Fleet"))
+        .with_panel(
+            stat_panel(
+                "Listed, still in service",
+                query(f"sum(max by (site, status) (camwatch_register_assets{{{in_service}}}))"),
+                desc="Devices of the asset registers not marked removed.",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Overdue replacements",
+                query(f"sum({overdue})"),
+                desc="Listed devices not removed after their replace_by date.",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Removed devices seen (24 h)",
+                query(f'sum(increase(camwatch_alerts_total{{{SEL}, rule="device.removed_seen"}}[24h]))'),
+                desc="device.removed_seen: a device the register lists as removed sent traffic.",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Watched, not in the register",
+                query(f'sum(camwatch_devices{{{SEL}, watched="true", status="unregistered"}})'),
+                desc="Watched devices the asset register does not list: add them, or find out what they are.",
+            )
+        )
+        .with_panel(
+            ts(
+                "Watched devices on the network by register status",
+                "short",
+                query(f'sum by (status) (camwatch_devices{{{SEL}, watched="true"}})', "{{status}}"),
+            )
+        )
+        .with_panel(ts("Overdue replacements per site", "short", query(overdue, "{{site}}")))
+        .with_panel(
+            table_panel(
+                "Asset registers by site and status",
+                query(listed, instant=True),
+                w=12,
+                desc="Rows of each site's register by status, seen on the network or not.",
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Overdue per site",
+                query(f"{overdue} > 0", instant=True),
+                w=12,
+                desc="Sites with replacements past their date; camwatch report lists the devices.",
+            )
+        )
+        .with_row(db.Row("Site"))
+        .with_panel(
+            table_panel(
+                "Listed devices",
+                query(
+                    f"max by (site, mac, name, location, status, replace_by, owner) "
+                    f"(camwatch_asset_info{{{SITE_SEL}}})",
+                    instant=True,
+                ),
+                desc="The asset register as the agents read it.",
+            )
+        )
+        .with_panel(
+            ts(
+                "Off-site traffic of listed devices",
+                "bps",
+                query(
+                    f"sum by (site, name, location) (sum by (site, mac) "
+                    f'(rate(camwatch_device_external_bytes_total{{{SEL}, mac!="other"}}[{RI}])) '
+                    f"* on (site, mac) group_left (name, location) {asset}) * 8",
+                    "{{site}} {{name}} ({{location}})",
+                ),
+                desc="A listed camera talking to the Internet, by its register name and location.",
+                w=24,
+            )
+        )
+        .with_panel(
+            ts(
+                "Removed devices seen",
+                "short",
+                query(
+                    "sum by (site, gateway) "
+                    f'(increase(camwatch_alerts_total{{{SEL}, rule="device.removed_seen"}}[{RI}]))',
+                    "{{site}} {{gateway}}",
+                ),
+                w=24,
+            )
+        )
+    )
+    return d
+
+
 DASHBOARDS: dict[str, Callable[[], db.Dashboard]] = {
     "fleet-overview": fleet_overview,
     "site": site_view,
     "device": device_view,
     "agent-health": agent_health,
+    "removal-programme": removal_programme,
 }
 
 

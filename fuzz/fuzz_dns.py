@@ -23,6 +23,9 @@ def parse(data: bytes) -> None:
             if not isinstance(rec.value, str) or any(not isinstance(t, str) for t in rec.txt):
                 raise AssertionError(f"record value of the wrong type: {rec!r}")
         _ = msg.truncated
+        for resolved in dns.resolved_addresses(msg):  # the binding's DnsAnswer content
+            if not resolved.names or resolved.names[0] != msg.questions[0][0]:
+                raise AssertionError(f"an answer off the question's chain: {resolved!r}")
     with contextlib.suppress(AnalyzerError):
         parts = dns.split_tcp_messages(data)
         if sum(len(p) + 2 for p in parts) != len(data):

@@ -22,6 +22,9 @@ def parse(data: bytes) -> None:
     """Exercise every entry point on one input; raise on a real bug."""
     is_rtp = rtp.looks_like_rtp(data)
     rtp.looks_like_rtcp(data)
+    rtp.looks_like_rtcp_framed(data)  # RFC 4571 over TCP: never raises
+    if rtp.looks_like_rtp_framed(data):
+        rtp.RtpHeader.parse(rtp.framed(data)[0])  # what the sniffer accepts, the parser reads
     try:
         rtp.RtpHeader.parse(data)
     except AnalyzerError:

@@ -13,7 +13,7 @@ import sys
 import zlib
 from pathlib import Path
 
-from monitor.analyzers import AnalyzerError, stun
+from monitor.analyzers import AnalyzerError, stun, webrtc
 
 NAME = "stun"
 _CORPUS = Path(__file__).parents[1] / "tests" / "data" / "corpus" / "pcaps"
@@ -24,6 +24,7 @@ def parse(data: bytes) -> None:
     """Exercise every entry point on one input; raise on a real bug."""
     stun.looks_like(data)
     stun.looks_like_channel_data(data)
+    webrtc.looks_like_stun_tcp(data)  # STUN over TCP, plain or RFC 4571-framed: never raises
     with contextlib.suppress(AnalyzerError):
         msg = stun.parse(data)
         if isinstance(msg, stun.StunMessage):

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from lab.lab import METRICS_PORT, Lab, LabError
 from lab.netns import in_namespace
+from monitor.alerts import severity_name
 
 FROZEN_CAMERA = "cam2"
 PROBE_INTERVAL = 5.0
@@ -57,7 +58,8 @@ def device_hex(alert: dict[str, object]) -> str:
 
 def show(out: TextIO, alert: dict[str, object]) -> None:
     rule = alert["rule"]["id"]  # type: ignore[index]
-    out.write(f"  ALERT {rule:30} {alert['message']}\n")
+    severity = severity_name(alert["event"]["severity"])  # type: ignore[index]
+    out.write(f"  ALERT {severity:7} {rule:30} {alert['message']}\n")
     out.flush()
 
 

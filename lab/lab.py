@@ -2,6 +2,7 @@
 
     lab = Lab("cwlab", Path("/run/camwatch-lab"))
     lab.up(trigger_every=None, agent=False, mqtt=None)   # namespaces, processes, lab.json, configs
+    lab.up(contain="enforce")                            # the agent enforces the policy (nftables)
     lab.trigger(["cam1"])                                # misbehave now (events.jsonl says what and when)
     lab.set_pattern("cam3", "black")                     # the camera's video pattern
     lab.status()                                         # LabStatus: .ok, .problems, .to_json()
@@ -80,6 +81,10 @@ METRICS_PORT: Final = 10108
 READY_TIMEOUT: Final = 60.0
 DEFAULT_VIDEO: Final = VideoFormat()  # 480x270 at 10 fps, 400 kbit/s: three cameras fit a 2-core gateway
 STOP_GRACE: Final = 5.0
+#: `lab up --contain MODE`: the agent's containment mode (docs/containment.md), which implies `--agent`.
+CONTAIN_MODES: Final = ("dry-run", "enforce")
+#: How often the lab agent looks at its plan and reads the kernel's counters (the default is 10 s).
+CONTAIN_CHECK: Final = "5s"
 
 
 class LabError(Exception):
@@ -143,6 +148,7 @@ class LabStatus:
     addresses: dict[str, str] = field(default_factory=dict)
     agent_command: str = ""
     problems: tuple[str, ...] = ()
+    containment: str = "off"
 
     @property
     def up(self) -> bool:
@@ -174,6 +180,7 @@ class LabStatus:
             "cameras": list(self.cameras),
             "addresses": self.addresses,
             "agent_command": self.agent_command,
+            "containment": self.containment,
             "problems": list(self.problems),
         }
 
@@ -198,6 +205,11 @@ class LabStatus:
             lines.append(f"  {role}: {addr}")
         if self.agent_command:
             lines.append(f"run the agent: {self.agent_command}")
+        if self.containment != "off":
+            lines.append(
+                f"containment: {self.containment} (the agent's; `camwatch contain status` in the gateway "
+                "namespace says more)"
+            )
         lines += [f"problem: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -298,9 +310,15 @@ class Lab:
         }
 
     def agent_document(
-        self, desc: LabDescription, mqtt: tuple[str, int] | None, probe: bool, probe_interval: float = 30.0
+        self,
+        desc: LabDescription,
+        mqtt: tuple[str, int] | None,
+        probe: bool,
+        probe_interval: float = 30.0,
+        contain: str | None = None,
     ) -> dict[str, object]:
-        """The agent configuration (docs/config.md) for the gateway namespace."""
+        """The agent configuration (docs/config.md) for the gateway namespace; with ``contain``, its
+        containment section (the gateway forwards every lab network, so it can enforce)."""
         doc: dict[str, object] = {
             "site": "lab",
             "gateway": desc.gateway.namespace,
@@ -319,10 +337,23 @@ class Lab:
                 "duration": "4s",
                 "cameras": [{"name": c.name, "url": c.url} for c in desc.cameras],
             }
+        if contain is not None:
+            doc["containment"] = {
+                "mode": contain,
+                # The gateway (its resolver, NTP and UPnP answer the cameras); the recorder is a viewer, and
+                # the policy's viewers and resolvers are never blocked anyway.
+                "never_block": [desc.gateway.bridge_ip],
+                "check_interval": CONTAIN_CHECK,
+            }
         return doc
 
     def _write_files(
-        self, desc: LabDescription, mqtt: tuple[str, int] | None, probe: bool, probe_interval: float = 30.0
+        self,
+        desc: LabDescription,
+        mqtt: tuple[str, int] | None,
+        probe: bool,
+        probe_interval: float = 30.0,
+        contain: str | None = None,
     ) -> None:
         p = self.paths
         for d in (p.root, p.run_dir, p.control_dir):
@@ -330,7 +361,7 @@ class Lab:
         desc.dump(p.lab_json)
         header = "# Written by `camwatch lab up`; rewritten by the next `lab up`.\n"
         write_atomic(p.policy, header + yaml.safe_dump(self.policy_document(desc, probe), sort_keys=False))
-        agent_doc = self.agent_document(desc, mqtt, probe, probe_interval)
+        agent_doc = self.agent_document(desc, mqtt, probe, probe_interval, contain)
         write_atomic(p.agent_config, header + yaml.safe_dump(agent_doc, sort_keys=False))
         for name in (*desc.camera_names, OFFICE, ATTACKER):
             Control().dump(p.control(name))
@@ -455,12 +486,22 @@ class Lab:
         probe_interval: float = 30.0,
         video: VideoFormat = DEFAULT_VIDEO,
         timeout: float = READY_TIMEOUT,
+        contain: str | None = None,
     ) -> LabStatus:
         """Build the lab and start its processes; returns the status once every part answers.
+
+        ``contain`` (``dry-run`` or ``enforce``) runs the agent with containment: the phone-home of the
+        EZVIZ and Dahua personas is then dropped at the gateway (enforce), while the recorder keeps pulling.
 
         LabError if the lab (this prefix) is already up, or if a part fails to start (the lab is then
         taken down again; the logs stay in the directory).
         """
+        if contain is not None:
+            if contain not in CONTAIN_MODES:
+                raise LabError(f"--contain {contain}: use one of {', '.join(CONTAIN_MODES)}")
+            agent = True  # containment runs in the agent
+            if shutil.which("nft") is None and not os.access("/usr/sbin/nft", os.X_OK):
+                raise LabError("--contain needs nftables' `nft` command (apt-get install nftables)")
         # The lab's own packages win the merge: a missing PyAV is the lab extra's to bring.
         packages = {
             **(AGENT_PACKAGES if agent else {}),
@@ -484,7 +525,7 @@ class Lab:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._clean_previous_run(desc)
-            self._write_files(desc, mqtt, probe, probe_interval)
+            self._write_files(desc, mqtt, probe, probe_interval, contain)
         except OSError as exc:
             raise LabError(f"cannot write the lab files in {self.directory}: {exc.strerror or exc}") from None
         procs = self._processes(desc, agent)
@@ -622,6 +663,11 @@ class Lab:
             f"stun {svc.stun_server}; live view {svc.signalling_url}",
         }
         command = f"ip netns exec {desc.gateway.namespace} camwatch run --config {self.paths.agent_config}"
+        containment = "off"
+        if self.paths.pid(AGENT).exists():
+            with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+                doc = yaml.safe_load(self.paths.agent_config.read_text())
+                containment = str(doc.get("containment", {}).get("mode", "off"))
         return LabStatus(
             self.prefix,
             str(self.directory),
@@ -631,6 +677,7 @@ class Lab:
             addresses,
             command,
             tuple(problems),
+            containment,
         )
 
     def restart(self, name: str, timeout: float = 30.0) -> None:

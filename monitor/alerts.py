@@ -29,6 +29,14 @@ if TYPE_CHECKING:
     from monitor.evidence import Evidence
 
 NS = 1_000_000_000
+#: ``event.severity`` and what it means (docs/design.md §4.2); MQTT topics end in the number.
+SEVERITY_NAMES = {2: "info", 3: "warning", 4: "high", 5: "critical"}
+
+
+def severity_name(severity: object) -> str:
+    """The word for an ``event.severity`` (``info`` ... ``critical``), or the value as text."""
+    return SEVERITY_NAMES.get(severity, str(severity)) if isinstance(severity, int) else str(severity)
+
 
 #: Severities (``event.severity``): 2 info, 3 warning, 4 high, 5 critical.
 INFO, WARNING, HIGH, CRITICAL = 2, 3, 4, 5

@@ -193,6 +193,15 @@ class Analysis:
                 self.stats.internal_errors += 1
                 log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
 
+    def on_flow_end(self, flow: Flow) -> None:
+        """A flow ended: segments still waiting behind a hole will never be read (a mirror that lost one)."""
+        app = flow.app
+        if app is None:
+            return
+        for order in (app.tcp_src, app.tcp_dst):
+            if order is not None and order.waiting:
+                self.order.holes += 1
+
     @staticmethod
     def _order(app: FlowApp, from_src: bool) -> TcpOrder:
         order = app.tcp_src if from_src else app.tcp_dst

@@ -34,6 +34,7 @@ from monitor.evidence import attach as attach_evidence
 from monitor.flows import Flow, FlowConfig, FlowTable
 from monitor.pcapfile import PacketBatch
 from monitor.policy import SitePolicy
+from monitor.register import AssetRegister
 from monitor.registry import Rulebook, rulebook
 from monitor.site import Site
 from monitor.vendors.clouds import CloudCatalogue
@@ -60,6 +61,9 @@ class EngineStats:
     later_fragments: int = 0
     truncated: int = 0
     flow_packets: int = 0
+    # TCP flows that ended with only one direction seen: an asymmetric mirror (or one that drops), where
+    # replies, handshakes and closes could not be judged.
+    tcp_one_direction: int = 0
     alerts: dict[str, int] = field(default_factory=dict)
 
 
@@ -97,6 +101,7 @@ class Engine:
         config: EngineConfig | None = None,
         clouds: CloudCatalogue | None = None,
         rules: Rulebook | None = None,
+        register: AssetRegister | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self.policy = policy
@@ -112,6 +117,8 @@ class Engine:
         self.site = Site(
             policy, self.inventory, self.clouds, self.config.observer, self._dispatch, self._schedule
         )
+        if register is not None:  # the asset register: its devices are known (monitor/rules/register.py)
+            self.site.register = register
         self._pending: list[Alert] = []
         # Events to dispatch once capture time passes their ts_ns: (ts_ns, order, event).
         self._timers: list[tuple[int, int, Event]] = []
@@ -323,7 +330,11 @@ class Engine:
 
     def _flow_ended(self, event: Event) -> Sequence[Alert]:
         assert isinstance(event, FlowEnded)
-        self.site.account_external(event.flow)
+        flow = event.flow
+        self.site.account_external(flow)
+        self.analysis.on_flow_end(flow)
+        if flow.key[2] == PROTO_TCP and not (flow.pkts_a and flow.pkts_b):
+            self.stats.tcp_one_direction += 1
         return ()
 
     def _touch_devices(self) -> None:

@@ -7,7 +7,8 @@ model first, then the rules: see ``monitor/registry.py``), so a rule never depen
 boundaries or on the order the analyzers ran in.
 
 Only events that somebody consumes exist here: an analyzer that learns something nobody acts on
-keeps it to itself (or sets it on the flow, as the TLS SNI and the DNS names are).
+keeps it to itself (or sets it on the flow, as the TLS SNI and the DNS names are). Added for the
+name-based allow rules: :class:`DnsAnswer` (what a device resolved, with TTLs).
 """
 
 from __future__ import annotations
@@ -117,6 +118,25 @@ class DnsQuery(FlowEvent):
 
     name: str
     qtype: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedAddress:
+    """One address a DNS answer gave: ``names`` runs from the asked name through its aliases (CNAME) to
+    the address record's owner; ``ttl`` (seconds) is the smallest TTL along that chain."""
+
+    address: str
+    ttl: int
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer(FlowEvent):
+    """A DNS response with addresses for the question ``name``, sent by ``from_src``'s side: the other
+    side (the asker) received it. Only records on the chain from the question are in ``addresses``."""
+
+    name: str
+    addresses: tuple[ResolvedAddress, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,8 @@ class ProtocolSpec:
     """Ports the protocol is expected on: tried first, before any content guess."""
     sniff: Callable[[bytes], bool] | None = None
     """A cheap content check that never raises, for the protocol on a port it does not usually use."""
+    tcp_sniff: Callable[[bytes], bool] | None = None
+    """The check for TCP when the protocol looks different there (RFC 4571 framing); default ``sniff``."""
     udp_guess: int | None = None
     tcp_guess: int | None = None
     """Rank among the content guesses on that transport (lower is tried first); None: never guessed."""
@@ -143,7 +145,9 @@ class ProtocolSpec:
     """The event types the handler reports (documentation, and checked by the tests)."""
 
     def __post_init__(self) -> None:
-        if (self.udp_guess, self.tcp_guess, self.ip_guess) != (None, None, None) and self.sniff is None:
+        if (self.udp_guess, self.ip_guess) != (None, None) and self.sniff is None:
+            raise ValueError(f"protocol {self.name}: a content guess needs a sniff function")
+        if self.tcp_guess is not None and self.sniff is None and self.tcp_sniff is None:
             raise ValueError(f"protocol {self.name}: a content guess needs a sniff function")
         if (self.ip_guess is None) != (self.ip_protocol is None):
             raise ValueError(f"protocol {self.name}: ip_protocol and ip_guess go together")

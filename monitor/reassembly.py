@@ -121,6 +121,11 @@ class TcpOrder:
         self.next = self._held[0][0]
         return self._drain(stats)
 
+    @property
+    def waiting(self) -> bool:
+        """Segments wait behind a hole."""
+        return bool(self._held)
+
     def flush(self, stats: OrderStats) -> list[tuple[bytes, int]]:
         """Whatever waits behind a hole, delivered anyway (the analyzers stop reading this flow)."""
         if not self._held:

@@ -65,8 +65,9 @@ class Protocols:
                 for port in getattr(spec, port_attr):
                     table[port] = (*table.get(port, ()), spec.name)
                 rank = getattr(spec, guess_attr)
-                if rank is not None and spec.sniff is not None:
-                    ranked.append((rank, spec.name, spec.sniff))
+                sniff = (spec.tcp_sniff or spec.sniff) if transport == PROTO_TCP else spec.sniff
+                if rank is not None and sniff is not None:
+                    ranked.append((rank, spec.name, sniff))
             ranked.sort(key=lambda item: (item[0], item[1]))
             guesses[transport] = tuple((name, sniff) for _, name, sniff in ranked)
         for ip_proto in sorted({s.ip_protocol for s in specs if s.ip_protocol is not None}):

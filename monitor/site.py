@@ -43,6 +43,7 @@ from monitor.devices import (
 from monitor.events import AddressClaim, DeviceFact, DeviceWatched, Event, RouterAdvert
 from monitor.flows import Flow
 from monitor.policy import SitePolicy
+from monitor.register import AssetRegister
 from monitor.vendors.clouds import CloudCatalogue
 from monitor.vendors.fingerprints import display_name
 
@@ -120,6 +121,8 @@ class Site:
         schedule: Callable[[Event], None] | None = None,
     ) -> None:
         self.policy = policy
+        #: The asset register (docs/register.md): its devices are known, a removed one seen is an alert.
+        self.register = AssetRegister()
         self.inventory = inventory
         self.clouds = clouds
         self.observer = observer

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Sourced by scripts/test: the system packages the tests talk to for real (MQTT broker, Prometheus,
-# Alertmanager, network namespaces, openssl, shellcheck). Installed with apt when missing; needs root (CI
+# Alertmanager, network namespaces, openssl, shellcheck, nftables for containment, rsyslog with its TLS driver for the syslog sink,
+# chromium to render the phase-out report headless). Installed with apt when missing; needs root (CI
 # runs as root). With CAMWATCH_REQUIRE_ENV=1 (CI) a package that cannot be installed is an error here,
 # not skipped tests later.
 need=()
@@ -10,6 +11,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
 command -v amtool >/dev/null || need+=(prometheus-alertmanager)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || need+=(rsyslog-gnutls)
+command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "== installing ${need[*]}"

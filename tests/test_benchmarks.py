@@ -130,3 +130,17 @@ def test_the_replay_check_reports_a_flow_that_differs(tmp_path: Path) -> None:
     problems = replay.compare_flow_files(totals, totals, cw_path, dp_path)
     assert problems[0] == "packets in flow records: camwatch 3 != dpkt peer 2"
     assert "1 flow(s) only in camwatch, 1 only in dpkt" in problems
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(), reason="mosquitto is not installed")
+def test_flow_outputs_benchmark(tmp_path: Path) -> None:
+    out = _smoke("flow_outputs.py", "--out-dir", str(tmp_path), timeout=300).stdout
+    report = json.loads((tmp_path / "flow_outputs.json").read_text(encoding="utf-8"))
+    assert report["smoke"] is True and report["mqtt"] is True
+    runs = {r["name"]: r for r in report["runs"]}
+    with_outputs, without = runs["short: flows_file + mqtt.flows"], runs["short: no flow output"]
+    assert with_outputs["records"] > 500 and without["records"] == 0
+    assert runs["plain json.dumps + write (peer)"]["records"] == with_outputs["records"]
+    # The camera day: every camera's flows of the hour, in records and bytes on disk.
+    assert report["per_camera_day"]["records"] > 100 and report["per_camera_day"]["bytes"] > 0
+    assert "Per camera per day:" in out and "| day: flows_file + mqtt.flows |" in out

@@ -101,6 +101,15 @@ def demo_config(
     gateway: str = GATEWAY,
     probe: str = "",
 ) -> AgentConfig:
+    # The removal programme's panels need a register: the demo's first camera is due (overdue), the second
+    # listed as removed (it is seen: device.removed_seen), one spare never seen.
+    register = tmp_path / "register.csv"
+    register.write_text(
+        "mac,name,location,owner,status,replace_by\n"
+        f"{scenario.hik_mac(1)},Gate,North gate,Facilities,scheduled,2020-06-30\n"
+        f"{scenario.hik_mac(2)},Yard,Yard east,Facilities,removed,2020-01-31\n"
+        "44:19:b6:00:09:09,Spare,Store,,active,\n"
+    )
     text = f"""
 site: {SITE}
 gateway: {gateway}
@@ -115,6 +124,7 @@ mqtt:
   port: {broker.port}
 state_dir: {tmp_path / gateway / "state"}
 run_as_user: null
+asset_register: {register}
 {probe}"""
     return AgentConfig.from_yaml(text, "agent.yaml", base_dir=tmp_path)
 

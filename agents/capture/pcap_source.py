@@ -7,6 +7,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from agents.capture.source import CaptureStats
 from monitor.pcapfile import CaptureError, CaptureParser, PacketBatch
@@ -39,6 +40,14 @@ class PcapFileSource:
         self._packets = 0
         self._bytes = 0
         self._closed = False
+        self._stream: BinaryIO | None = None
+
+    def open(self) -> PcapFileSource:
+        """Open the file now (OSError if it cannot be): the agent opens it while it still has its start-up
+        privileges, so a root-only capture file is read after the drop. Returns the source."""
+        if self._stream is None:
+            self._stream = self.path.open("rb", buffering=0)
+        return self
 
     def stats(self) -> CaptureStats:
         """Packets and bytes handed out so far (a file has no kernel counters)."""
@@ -47,10 +56,16 @@ class PcapFileSource:
     def close(self) -> None:
         """Stop at the next batch boundary (idempotent; safe from another thread)."""
         self._closed = True
+        # Only a file opened but never read is closed here: batches() took it otherwise, and closes it.
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
     def batches(self, progress: ProgressFn | None = None) -> Iterator[PacketBatch]:
         parser = CaptureParser(str(self.path), self.batch_size, split_at_feeds=True)
-        with self.path.open("rb", buffering=0) as stream:
+        # The file opened by open(), else now; either way it is closed at the end.
+        stream, self._stream = self._stream or self.path.open("rb", buffering=0), None
+        with stream:
             st = os.fstat(stream.fileno())
             size = st.st_size
             chunks = self._mapped(stream.fileno(), size) if stat.S_ISREG(st.st_mode) else self._read(stream)

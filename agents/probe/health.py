@@ -128,7 +128,7 @@ class CameraHealth:
             if rule not in known or not isinstance(value, Mapping):
                 raise ValueError(f"camera {self.camera}: unknown or malformed incident {rule!r}")
             event_id, since = value.get("event_id"), value.get("since_ns")
-            if not isinstance(event_id, str) or not isinstance(since, int) or isinstance(since, bool):
+            if type(since) is not int or not 0 <= since < 1 << 63 or not isinstance(event_id, str):
                 raise ValueError(f"camera {self.camera}: incident {rule} needs event_id and since_ns")
             open_[rule] = Incident(rule, event_id, since)
         for rule, value in raw_streaks.items():
@@ -136,7 +136,7 @@ class CameraHealth:
                 rule not in known
                 or not isinstance(value, list)
                 or len(value) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+                or not all(type(v) is int and 0 <= v < 1 << 63 for v in value)
             ):
                 raise ValueError(f"camera {self.camera}: malformed streak {rule!r}")
             streaks[rule] = (value[0], value[1])

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from agents.probe.health import IMAGE_RULES, UNAVAILABLE, CameraHealth, Change, 
 from agents.probe.metrics import STREAM_PROBLEMS, StreamCollector, StreamStats
 from agents.probe.reports import CaptureReport, CaptureRequest, ImageReport, decode_json
 from agents.probe.urls import CameraUrl, with_credentials
+from agents.state import set_aside
 from monitor.alerts import Alert, Endpoint, iso_timestamp
 from monitor.registry import RULES
 
@@ -59,6 +60,9 @@ _STATE_VERSION: Final = 1
 #: A device in the inventory: (ECS MAC, manufacturer display name or None).
 DeviceLookup = Callable[[str], tuple[str, str | None] | None]
 _STDERR_TAIL: Final = 300  # characters of a failed child's stderr kept in the error
+#: Signals that stop a child from outside (the probe itself only ever sends SIGKILL, at its deadline): a
+#: capture ended by one of them says nothing about the camera.
+_STOPPED_FROM_OUTSIDE: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,9 @@ class ProbeResult:
     image: ImageReport | None = None
     image_error: str | None = None
     snapshot: Path | None = None  # the JPEG the image step wrote (inside the work directory)
+    interrupted: str | None = None
+    """Why the probe concluded nothing about the camera: its capture process was stopped by someone else
+    (SIGTERM, SIGINT or SIGHUP: a shutdown, a service manager, an operator), not by the camera."""
 
     @property
     def up(self) -> bool:
@@ -175,6 +182,9 @@ async def run_probe(
         )
     except OSError as exc:
         return result(CaptureReport(ok=False, error=f"cannot start the capture process: {exc}"))
+    if code < 0 and -code in _STOPPED_FROM_OUTSIDE:
+        reason = f"the capture process was stopped from outside ({signal.Signals(-code).name})"
+        return result(CaptureReport(ok=False, error=reason), interrupted=reason)
     try:
         capture = CaptureReport.parse(decode_json(out, "capture report"))
     except ValueError as exc:
@@ -391,14 +401,28 @@ class StreamProber:
 
     async def probe(self, name: str, stop: asyncio.Event | None = None) -> ProbeResult | None:
         """Probe camera ``name`` now (waiting for a free slot), then update its metrics and incidents
-        and submit the alerts raised. None when ``stop`` was set while waiting for the slot."""
+        and submit the alerts raised. None when ``stop`` was set before the probe concluded: the agent's
+        shutdown stops the probe (its children are killed) and a probe that ends then concludes nothing
+        about the camera (its children may have been stopped with the agent)."""
         cam = self._cameras[name]
         async with self._slots:
             if stop is not None and stop.is_set():
                 return None
             work = Path(tempfile.mkdtemp(prefix=f"camwatch-probe-{name}-"))
             try:
-                result = await run_probe(cam.config, cam.full_url, self.config, work, python=self.python)
+                result = await _unless_stopped(
+                    run_probe(cam.config, cam.full_url, self.config, work, python=self.python), stop
+                )
+                if result is None or (stop is not None and stop.is_set()):
+                    log.debug("stream probe %s: stopped with the agent, nothing concluded", name)
+                    return None
+                if result.interrupted is not None:
+                    log.warning(
+                        "stream probe %s: %s, not by the camera: this probe concludes nothing",
+                        name,
+                        result.interrupted,
+                    )
+                    return result
                 await self._handle(cam, result)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -532,19 +556,20 @@ class StreamProber:
 
     def _load_state(self) -> None:
         try:
-            doc = json.loads(self.state_file.read_text(encoding="utf-8"))
+            fd = os.open(self.state_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, encoding="utf-8") as fh:
+                text = fh.read()
+            doc = json.loads(text, parse_constant=_no_constant)
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            log.error(
-                "stream probe: %s is unreadable (%s); open incidents start afresh", self.state_file, exc
-            )
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+            self._set_aside(f"unreadable ({type(exc).__name__}: {str(exc)[:200]})")
             return
         cameras = (
             doc.get("cameras") if isinstance(doc, dict) and doc.get("version") == _STATE_VERSION else None
         )
         if not isinstance(cameras, Mapping):
-            log.error("stream probe: %s has an unknown format; open incidents start afresh", self.state_file)
+            self._set_aside("of an unknown format")
             return
         for name, state in cameras.items():
             cam = self._cameras.get(name)
@@ -554,6 +579,34 @@ class StreamProber:
                 cam.health.restore(state)
             except ValueError as exc:
                 log.error("stream probe: %s: %s; its incidents start afresh", self.state_file, exc)
+
+    def _set_aside(self, why: str) -> None:
+        aside = set_aside(self.state_file)
+        where = f"moved to {aside}" if aside is not None else "left where it is"
+        log.error("stream probe: %s is %s: %s; open incidents start afresh", self.state_file, why, where)
+
+
+async def _unless_stopped(
+    job: Coroutine[Any, Any, ProbeResult], stop: asyncio.Event | None
+) -> ProbeResult | None:
+    """Run ``job``; if ``stop`` is set first, cancel it (which kills its children) and return None."""
+    task = asyncio.ensure_future(job)
+    if stop is None:
+        return await task
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():  # stopped, or this coroutine itself was cancelled: the children go too
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return task.result() if not task.cancelled() else None
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number the probe's state holds")
 
 
 async def _resolve(host: str, port: int) -> str | None:

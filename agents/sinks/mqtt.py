@@ -20,7 +20,9 @@ refuses a publish (ACL) still acknowledges it, so the broker's ACL must allow th
 Connection handling: one aiomqtt client per connection (no session state is carried across connections:
 the spool is the session). Any MQTT error, a lost link (seen at once through the client's message
 iterator, rather than after a publish timeout) or a missing PUBACK within `timeout` ends the connection;
-the publisher reconnects after a capped exponential backoff with full jitter.
+the publisher reconnects after a capped exponential backoff with full jitter. An outage is said once (the
+first failed attempt, at WARNING; a reminder every 5 minutes while it lasts; each attempt at DEBUG) and its
+end once (the connection, at WARNING, with how long it lasted); ``camwatch_mqtt_connected`` says it too.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "alert_topic",
     "backoff_delay",
     "encode_alert",
+    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,9 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 WILL_PAYLOAD = b'{"state":"offline"}'
+#: While the broker cannot be reached: the first failed attempt is logged at WARNING, then one reminder this
+#: often (each attempt at DEBUG), and the connection that ends the outage at WARNING.
+OUTAGE_REMINDER_SECONDS = 300.0
 
 
 class PublisherError(SinkError):
@@ -137,6 +143,8 @@ class AlertPublisher:
         self._closing = asyncio.Event()
         self._abandon = asyncio.Event()
         self._failures = 0
+        self._outage_since: float | None = None  # monotonic: the first failed attempt of the current outage
+        self._outage_said = 0.0
         self._connections = 0
         self._acked: list[int] = []
         self._ack_ready = asyncio.Event()
@@ -218,6 +226,18 @@ class AlertPublisher:
             return
         self._wake.set()
 
+    async def submit_to(self, topic: str, record: Mapping[str, Any], key: str = "") -> None:
+        """Spool a record for another topic of this gateway (containment's audit records,
+        ``<prefix>/<site>/<gateway>/containment``) and wake the sender: same outbox, same order, same
+        delivery as the alerts."""
+        try:
+            await self._spool_io(self.spool.put, encode_record(record), key=key, route=topic)
+        except OutboxError as exc:
+            self.spool_failures_total += 1
+            log.error("mqtt: record for %s not spooled, it is lost: %s", topic, exc)
+            return
+        self._wake.set()
+
     def collector(self) -> MqttCollector:
         """The ``camwatch_mqtt_*`` metrics."""
         return MqttCollector(self)
@@ -247,12 +267,24 @@ class AlertPublisher:
             self.connect_failures_total += 1
             delay = backoff_delay(self._failures, s.backoff_initial, s.backoff_max)
             where = "" if isinstance(failure, SinkError) and failure.broker else f" ({s.broker})"
-            log.warning(
-                "mqtt: %s%s; retrying in %.1f s (%d alerts spooled)",
+            now = time.monotonic()
+            if self._outage_since is None:
+                self._outage_since = self._outage_said = now
+                level = logging.WARNING  # the outage starts: said once
+            elif now - self._outage_said >= OUTAGE_REMINDER_SECONDS:
+                self._outage_said = now
+                level = logging.WARNING  # a reminder while it lasts
+            else:
+                level = logging.DEBUG  # each further attempt
+            log.log(
+                level,
+                "mqtt: %s%s; retrying in %.1f s (%d alerts spooled; %d attempt(s) failed in %.0f s)",
                 failure,
                 where,
                 delay,
                 self.spool.depth(),
+                self._failures,
+                now - self._outage_since,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), delay)
@@ -260,7 +292,7 @@ class AlertPublisher:
     async def _session(self) -> None:
         """One connection: say online, publish the spool until the link drops or shutdown, say offline."""
         s = self.settings
-        tls_context = await asyncio.to_thread(_tls_context, s) if s.tls else None
+        context = await asyncio.to_thread(tls_context, s) if s.tls else None
         client = aiomqtt.Client(
             s.host,
             s.port,
@@ -273,7 +305,7 @@ class AlertPublisher:
             keepalive=s.keepalive,
             timeout=s.timeout,
             max_inflight_messages=s.max_inflight,
-            tls_context=tls_context,
+            tls_context=context,
         )
         # aiomqtt warns above this many pending calls; our own bound is max_inflight.
         client.pending_calls_threshold = s.max_inflight + 1
@@ -315,11 +347,17 @@ class AlertPublisher:
         self.connected = True
         self.last_connect_ts = time.time()
         s = self.settings
-        log.info(
-            "mqtt: connected to %s%s as %s; %d alerts spooled",
+        outage = ""
+        if self._outage_since is not None:
+            outage = f" after {time.monotonic() - self._outage_since:.0f} s without a broker"
+            self._outage_since = None
+        log.log(
+            logging.WARNING if outage else logging.INFO,
+            "mqtt: connected to %s%s as %s%s; %d alerts spooled",
             s.broker,
             " (TLS)" if s.tls else "",
             s.identifier,
+            outage,
             self.spool.depth(),
         )
 
@@ -367,9 +405,14 @@ class AlertPublisher:
         slots = asyncio.Semaphore(s.max_inflight)
         inflight: set[asyncio.Task[None]] = set()
         after = 0  # each connection starts from the oldest alert: whatever was not acknowledged goes again
+        epoch = self.spool.epoch
         while True:
             # Clear before looking: a submit that lands after the peek sets the event again.
             self._wake.clear()
+            if self.spool.epoch != epoch:
+                # The outbox's file is back with alerts older than the cursor: from the oldest again (those in
+                # flight may go twice; consumers drop duplicates by event.id).
+                epoch, after = self.spool.epoch, 0
             batch = await self._spool_io(self.spool.peek, s.max_inflight, after)
             if not batch:
                 if self._closing.is_set():
@@ -416,7 +459,8 @@ class AlertPublisher:
         return await asyncio.shield(job)
 
 
-def _tls_context(s: MqttSettings) -> ssl.SSLContext:
+def tls_context(s: MqttSettings) -> ssl.SSLContext:
+    """The client TLS context for these settings (also the data link's, agents/sinks/mqtt_data.py)."""
     # Built in a worker thread: loading CA bundles and keys reads files.
     ctx = ssl.create_default_context(cafile=s.ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -16,11 +16,15 @@ Bounds and what gives when they are hit (per channel):
 - ``near_full`` turns true at 80 % of either bound; each transition into that state logs a WARNING.
 
 Failure policy (the agent never crashes because of its outbox):
-- a file SQLite cannot read (not a database, failed integrity check, unknown schema) is moved aside as
+- a file SQLite cannot read (not a database, failed integrity check, an unknown schema version, or tables
+  that are not the outbox's: another program's database, a damaged upgrade) is moved aside as
   ``outbox.sqlite3.corrupt-<unix time>`` (with its ``-wal``), logged at ERROR, and a fresh outbox is created;
 - an outbox that cannot be written at all (read-only or full file system, permissions) falls back to an
-  in-memory database with an ERROR log: records are still delivered, but not durable until restart
-  (``durable`` is false). The rows on disk are left untouched and delivered after the next start.
+  in-memory database with an ERROR log: records are still delivered, but not durable (``durable`` is false,
+  ``camwatch_spool_durable`` 0). Every :data:`FILE_RETRY_SECONDS` (at the next operation after that) the
+  file is tried again; once it works, the records waiting in memory are moved into it, the ones left on disk
+  are delivered again too (``epoch`` changes: a sink walking the channel starts from its oldest record), and a
+  WARNING says the outbox is durable again.
 
 Thread safety: every method takes the outbox's lock, so a sink may run them in a worker thread (the MQTT
 publisher does: a put with its fsync took 0.2-0.5 ms at the median and up to 7 ms on the development VM's
@@ -61,6 +65,10 @@ NEAR_FULL_RATIO: Final = 0.8
 DEFAULT_DROP_LOG_EVERY: Final = 100
 #: The channel a version 1 spool's rows belong to.
 LEGACY_CHANNEL: Final = "mqtt"
+# Ids of an outbox that started in memory begin here, far above what any file reaches (one per record).
+_MEMORY_FIRST_ID = 1 << 40
+#: While in memory, the file is tried again this often.
+FILE_RETRY_SECONDS: Final = 30.0
 _BUSY_TIMEOUT_S = 5.0
 # The WAL is reused after each checkpoint; this caps what it keeps on disk after a burst.
 _JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
@@ -86,6 +94,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 """,
     "CREATE INDEX IF NOT EXISTS outbox_by_sink ON outbox (sink, id)",
 )
+# The tables (and their columns, in order) of each schema version: anything else is not an outbox.
+_TABLES: Final[dict[int, dict[str, tuple[str, ...]]]] = {
+    0: {},
+    1: {"alerts": ("id", "event_id", "topic", "payload", "created", "attempts")},
+    SCHEMA_VERSION: {"outbox": ("id", "sink", "key", "route", "payload", "created", "attempts")},
+}
 # Version 1 -> 2: the alert spool's table becomes the outbox, its rows the MQTT channel's. ALTER TABLE
 # RENAME also renames the table's sqlite_sequence entry, so ids keep increasing.
 _UPGRADE_1 = (
@@ -156,6 +170,9 @@ class Outbox:
         self._durable = False
         self._last_id = 0
         self._channels: dict[str, OutboxChannel] = {}
+        self._retry_at = 0.0  # in memory: when to try the file again (monotonic)
+        self.epoch = 0
+        """Changes when records that a sink may have walked past come back (the file usable again)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -239,6 +256,8 @@ class Outbox:
         with self._lock:
             if self._conn is None:
                 raise OutboxError(f"outbox is closed ({what})", path=str(self.path))
+            if not self._durable and time.monotonic() >= self._retry_at:
+                self._reattach()
             try:
                 return op(self._conn)
             except sqlite3.Error as exc:
@@ -338,8 +357,9 @@ class Outbox:
             if problems != ["ok"]:
                 raise _Unusable(f"integrity check failed: {'; '.join(map(str, problems[:3]))}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in _TABLES:
                 raise _Unusable(f"unknown outbox schema version {version}")
+            _check_tables(conn, version)
             self._init_schema(conn, version)
         except BaseException:
             conn.close()
@@ -349,6 +369,10 @@ class Outbox:
         return conn
 
     def _open_memory(self) -> sqlite3.Connection:
+        if self._last_id == 0:
+            # The file was never read (unusable from the start): memory ids must still come after every id
+            # it holds, for the day its rows and these meet in it again.
+            self._last_id = _MEMORY_FIRST_ID
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._init_schema(conn, 0)
         self._durable = False
@@ -391,12 +415,61 @@ class Outbox:
 
     def _fall_back_to_memory(self, reason: str) -> None:
         log.error(
-            "outbox %s cannot be used (%s): keeping records in memory until restart; they are still "
-            "delivered but are lost if the agent stops before their sink has them",
+            "outbox %s cannot be used (%s): keeping records in memory, trying the file again every %g s; "
+            "they are still delivered but are lost if the agent stops before their sink has them",
             self.path,
             reason,
+            FILE_RETRY_SECONDS,
         )
         self._conn = self._open_memory()
+        self._retry_at = time.monotonic() + FILE_RETRY_SECONDS
+
+    def _still_in_memory(self, memory: sqlite3.Connection, exc: BaseException) -> None:
+        self._durable = False
+        self._load_counters(memory)  # opening the file read its counters
+        log.debug("outbox %s still cannot be used: %s", self.path, exc)
+
+    def _reattach(self) -> None:
+        """In memory: try the file again; if it works, move what waits in memory into it and use it."""
+        self._retry_at = time.monotonic() + FILE_RETRY_SECONDS
+        memory = self._conn
+        assert memory is not None
+        try:
+            try:
+                conn = self._open_file()
+            except _Unusable as exc:  # damaged while in memory: aside, and a fresh one
+                self._move_aside(str(exc))
+                conn = self._open_file()
+        except (sqlite3.Error, OSError, _Unusable) as exc:
+            self._still_in_memory(memory, exc)
+            return
+        try:
+            rows = memory.execute(
+                "SELECT id, sink, key, route, payload, created, attempts FROM outbox ORDER BY id"
+            ).fetchall()
+            # Memory ids continue after every id the file has had: they never collide with its rows.
+            with self._transaction(conn, durable=True):
+                conn.executemany(
+                    "INSERT INTO outbox (id, sink, key, route, payload, created, attempts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as exc:  # still full, most likely: stay in memory
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            self._still_in_memory(memory, exc)
+            return
+        with contextlib.suppress(sqlite3.Error):
+            memory.close()
+        self._conn = conn
+        self._durable = True
+        self._load_counters(conn)
+        self.epoch += 1
+        log.warning(
+            "outbox %s can be used again: the %d record(s) kept in memory are in it, it is durable again",
+            self.path,
+            len(rows),
+        )
 
     def _move_aside(self, reason: str) -> None:
         stamp = int(time.time())
@@ -462,6 +535,11 @@ class OutboxChannel:
     def durable(self) -> bool:
         """False when the outbox fell back to memory because its file could not be used."""
         return self.outbox.durable
+
+    @property
+    def epoch(self) -> int:
+        """Changes when records a sink may have walked past are back (see :attr:`Outbox.epoch`)."""
+        return self.outbox.epoch
 
     # ------------------------------------------------------------------ queue operations
 
@@ -646,7 +724,7 @@ class OutboxCollector(Collector):
         self._outbox = outbox
 
     def describe(self) -> Iterable[Metric]:
-        return _families(0, 0, 0, False)
+        return _families(0, 0, 0, False, True)
 
     def collect(self) -> Iterable[Metric]:
         channels = self._outbox.channels
@@ -655,11 +733,18 @@ class OutboxCollector(Collector):
             sum(c.bytes() for c in channels),
             sum(c.dropped for c in channels),
             any(c.near_full for c in channels),
+            self._outbox.durable,
         )
 
 
-def _families(depth: int, size: int, dropped: int, near_full: bool) -> list[Metric]:
+def _families(depth: int, size: int, dropped: int, near_full: bool, durable: bool) -> list[Metric]:
     return [
+        GaugeMetricFamily(
+            "camwatch_spool_durable",
+            "1 when the spool is on disk; 0 when its file cannot be used and alerts are kept in memory "
+            "(lost if the agent stops first; the file is tried again every 30 s).",
+            value=float(durable),
+        ),
         GaugeMetricFamily(
             "camwatch_spool_alerts", "Alerts in the spool waiting for the broker.", value=depth
         ),
@@ -675,6 +760,23 @@ def _families(depth: int, size: int, dropped: int, near_full: bool) -> list[Metr
             value=float(near_full),
         ),
     ]
+
+
+def _check_tables(conn: sqlite3.Connection, version: int) -> None:
+    """_Unusable unless the file has exactly the tables (and columns) of ``version``."""
+    expected = _TABLES[version]
+    tables = {
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not str(row[0]).startswith("sqlite_")
+    }
+    if tables != set(expected):
+        found = ", ".join(sorted(tables)[:5]) or "none"
+        raise _Unusable(f"not an outbox of schema version {version} (its tables: {found})")
+    for table, columns in expected.items():
+        found_columns = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+        if found_columns != columns:
+            raise _Unusable(f"table {table} has the columns ({', '.join(found_columns)}), not an outbox's")
 
 
 def _is_corrupt(exc: BaseException) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from monitor.analyzers import AnalyzerError
-from monitor.events import DnsQuery
+from monitor.events import DnsAnswer, DnsQuery, ResolvedAddress
 from monitor.protocol import Context, ProtocolSpec
 
 if TYPE_CHECKING:
@@ -302,6 +302,37 @@ def split_tcp_messages(stream: bytes, *, partial_ok: bool = False) -> list[bytes
 
 # ------------------------------------------------------------------------------ protocol binding
 
+# Aliases followed from the question to an address record: more than this is a loop or a lie.
+_MAX_CHAIN = 16
+
+
+def resolved_addresses(msg: DnsMessage) -> tuple[ResolvedAddress, ...]:
+    """The A/AAAA answers of a response on the chain from its (first) question through its CNAMEs, each
+    with the names of that chain and its smallest TTL. Records for other names (out of the question's
+    chain: unsolicited, or a poisoning attempt) are left out: they explain nothing the device asked."""
+    if not msg.questions or msg.rcode != 0:
+        return ()
+    aliases: dict[str, tuple[str, int]] = {}
+    for rec in msg.answers:
+        if rec.rtype == TYPE_CNAME:
+            aliases.setdefault(rec.name, (rec.value, rec.ttl))
+    # The chain: each name reached from the question, with the smallest TTL on the way to it.
+    chain = [msg.questions[0][0]]
+    ttls = [1 << 31]
+    while len(chain) <= _MAX_CHAIN:
+        step = aliases.get(chain[-1])
+        if step is None or step[0] in chain:
+            break
+        chain.append(step[0])
+        ttls.append(min(ttls[-1], step[1]))
+    where = {name: i for i, name in enumerate(chain)}
+    out: list[ResolvedAddress] = []
+    for rec in msg.answers:
+        i = where.get(rec.name)
+        if i is not None and rec.rtype in (TYPE_A, TYPE_AAAA) and rec.value:
+            out.append(ResolvedAddress(rec.value, min(ttls[i], rec.ttl), tuple(chain[: i + 1])))
+    return tuple(out)
+
 
 def handle_dns(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     if flow.proto == 6:
@@ -320,6 +351,10 @@ def handle_dns(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int
                 # Resolve the chain back to the asked name: the flow that follows goes to the address,
                 # but the person on call knows the name that was asked.
                 ctx.resolved(rec.value, msg.questions[0][0] if msg.questions else rec.name, ts)
+        addresses = resolved_addresses(msg)
+        if addresses:
+            # Who received it matters (the name-based allow rules): the answer is the asker's.
+            ctx.emit(DnsAnswer(ts, flow, from_src, msg.questions[0][0], addresses))
     return True
 
 
@@ -338,7 +373,7 @@ PROTOCOLS = (
         sniff=looks_like,
         udp_guess=30,
         control=True,
-        emits=(DnsQuery,),
+        emits=(DnsQuery, DnsAnswer),
     ),
     ProtocolSpec(name="mdns", handler=handle_local, udp_ports=(5353,), control=True),
     ProtocolSpec(name="llmnr", handler=handle_local, udp_ports=(5355,), control=True),

@@ -510,10 +510,18 @@ def parse_from_head(head: MessageHead) -> HttpRequest | HttpResponse:
 
 
 def looks_like(payload: bytes) -> bool:
-    """True when ``payload`` starts with a request line of a usual method or an ``HTTP/1.x`` status line."""
+    """True when ``payload`` starts with a request line of a usual method or an ``HTTP/1.x`` status line.
+
+    A complete request line must end in ``HTTP/1.0`` or ``HTTP/1.1``: RTSP shares the methods (OPTIONS,
+    GET...) and is recognised by its own version on any port, HTTP's included."""
     if payload.startswith(b"HTTP/1.") and len(payload) >= 9:
         return payload[7:8].isdigit() and payload[8:9] == b" "
-    return payload.startswith(_LOOKS_LIKE_REQUEST)
+    if not payload.startswith(_LOOKS_LIKE_REQUEST):
+        return False
+    eol = payload.find(b"\n", 0, MAX_HEAD)
+    if eol < 0:
+        return True  # a request line longer than this segment: its method says enough
+    return payload[:eol].rstrip(b"\r").endswith((b" HTTP/1.1", b" HTTP/1.0"))
 
 
 # Stream parser states.
@@ -598,7 +606,7 @@ class HttpStreamParser:
         return out
 
     def _fail(self, exc: AnalyzerError, pending: int) -> None:
-        self.error = exc
+        self.error = exc.with_traceback(None)  # no frames kept: they would hold this parser in a cycle
         self._state = _FAILED
         self.ignored_bytes += pending
         self._buf = b""

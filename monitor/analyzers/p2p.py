@@ -617,7 +617,10 @@ def _handler(*parsers: _Parser) -> Handler:
             ctx.emit(P2pSignal(ts, flow, from_src, msg.protocol, msg.vendor, msg.kind, msg.serial))
             return True
         assert error is not None  # at least one parser
-        raise error
+        try:
+            raise error
+        finally:
+            error = None  # the frame must not hold the exception that holds the frame (a cycle per packet)
 
     return handle
 

@@ -592,22 +592,62 @@ class RtpStreamTracker:
         return False
 
 
+# ------------------------------------------------------------------------------ RFC 4571 framing
+
+
+def framed(payload: bytes) -> list[bytes]:
+    """The packets of a TCP segment framed as RFC 4571 says (each after a 2-byte length), if the lengths
+    tile the segment exactly (a segment that starts mid-frame is not read); otherwise []."""
+    out: list[bytes] = []
+    pos, n = 0, len(payload)
+    while pos + 2 <= n:
+        size = (payload[pos] << 8) | payload[pos + 1]
+        if size == 0 or pos + 2 + size > n:
+            return []
+        out.append(payload[pos + 2 : pos + 2 + size])
+        pos += 2 + size
+    return out if pos == n else []
+
+
+def looks_like_rtp_framed(payload: bytes) -> bool:
+    """RTP over TCP (RFC 4571: ICE-TCP, some cameras' media channels): framed packets, the first RTP."""
+    packets = framed(payload)
+    return bool(packets) and looks_like_rtp(packets[0])
+
+
+def looks_like_rtcp_framed(payload: bytes) -> bool:
+    """RTCP over TCP (RFC 4571)."""
+    packets = framed(payload)
+    return bool(packets) and looks_like_rtcp(packets[0])
+
+
 # ------------------------------------------------------------------------------ protocol binding
 
 # Media: once labelled, a few more packets at most (video costs only counters).
 MEDIA_PACKETS = 4
 
 
+def _first_packet(flow: Flow, payload: bytes) -> bytes:
+    """The datagram, or over TCP the first RFC 4571-framed packet of the segment."""
+    if flow.proto != 6:
+        return payload
+    packets = framed(payload)
+    if not packets:
+        raise _fail("TCP segment not framed as RFC 4571 says")
+    return packets[0]
+
+
 def handle_rtp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    RtpHeader.parse(payload)
-    if not looks_like_rtp(payload):
+    packet = _first_packet(flow, payload)
+    RtpHeader.parse(packet)
+    if not looks_like_rtp(packet):
         raise _fail("not a plausible RTP header")
     ctx.emit(MediaSeen(ts, flow, from_src, "rtp"))
     return True
 
 
 def handle_rtcp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    RtcpCompound.parse(payload)
+    RtcpCompound.parse(_first_packet(flow, payload))
     return True
 
 
@@ -616,14 +656,18 @@ PROTOCOLS = (
         name="rtcp",
         handler=handle_rtcp,
         sniff=looks_like_rtcp,
+        tcp_sniff=looks_like_rtcp_framed,
         udp_guess=40,
+        tcp_guess=60,
         after_label=MEDIA_PACKETS,
     ),
     ProtocolSpec(
         name="rtp",
         handler=handle_rtp,
         sniff=looks_like_rtp,
+        tcp_sniff=looks_like_rtp_framed,
         udp_guess=50,
+        tcp_guess=70,
         after_label=MEDIA_PACKETS,
         emits=(MediaSeen,),
     ),

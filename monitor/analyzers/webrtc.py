@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from monitor.analyzers import AnalyzerError, dtls, srtp, stun, tls
+from monitor.analyzers import AnalyzerError, dtls, rtp, srtp, stun, tls
+from monitor.decode import PROTO_TCP
 from monitor.events import MediaSeen, P2pSignal
 from monitor.protocol import Context, ProtocolSpec, flow_state, peek_state, stop_inspecting
 from monitor.vendors.fingerprints import CERT_VENDORS, vendor_from
@@ -72,9 +73,32 @@ def _muxed(flow: Flow) -> bool:
 
 
 def handle_stun(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.proto == PROTO_TCP:
+        return _stun_tcp(ctx, flow, from_src, payload, ts)
     if _muxed(flow):
         return _mux(ctx, flow, from_src, payload, ts)
     return _stun(ctx, flow, from_src, payload, ts)
+
+
+def looks_like_stun_tcp(payload: bytes) -> bool:
+    """STUN over TCP: a message as is (RFC 8489), or framed by a 2-byte length (RFC 4571, ICE-TCP)."""
+    if stun.looks_like(payload[: 20 + ((payload[2] << 8) | payload[3])] if len(payload) >= 4 else b""):
+        return True
+    packets = rtp.framed(payload)
+    return bool(packets) and stun.looks_like(packets[0])
+
+
+def _stun_tcp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    """STUN on a TCP connection; one P2P signal per segment (each of its messages is one exchange)."""
+    packets = rtp.framed(payload)
+    message = packets[0] if packets and stun.looks_like(packets[0]) else payload
+    messages, _ = stun.split_stream(message)
+    if not messages:
+        raise AnalyzerError("stun", "no complete STUN message in the segment")
+    first = messages[0]
+    kind = "turn" if isinstance(first, stun.ChannelData) or first.method != 1 else "stun"
+    ctx.emit(P2pSignal(ts, flow, from_src, "stun", None, kind, None))
+    return True
 
 
 def handle_dtls(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
@@ -162,7 +186,9 @@ PROTOCOLS = (
         udp_ports=(3478, 3479, 19302),
         tcp_ports=(3478,),
         sniff=stun.looks_like,
+        tcp_sniff=looks_like_stun_tcp,
         udp_guess=10,
+        tcp_guess=50,
         control=True,
         mux_rank=0,
         emits=(P2pSignal, MediaSeen),

@@ -34,7 +34,8 @@ class NewDeviceRule(RuleModule):
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, DeviceWatched):
             # A device in the site's asset register is watched like any other, just not "new".
-            if not self.site.policy.is_known_device(event.device.mac):
+            mac = event.device.mac
+            if not (self.site.policy.is_known_device(mac) or mac in self.site.register):
                 self.site.schedule(AnnounceDevice(event.ts_ns + GRACE_NS, event))
             return ()
         if not isinstance(event, AnnounceDevice):

@@ -4,6 +4,7 @@ the agent's JsonLinesFile sink (alone, or durable through the outbox) and JsonDo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from agents.sinks.jsonl import JsonDocumentFile, JsonLinesFile
 from agents.sinks.lines import JsonLinesSink
 from agents.sinks.outbox import Outbox
 from tests.agents.helpers.publisher_proc import make_alert
+from tests.agents.smalldisk import SKIP_REASON, can_mount, fill, small_disk
 
 ROOT = Path(__file__).parents[2]
 DEV_FULL = Path("/dev/full")  # accepts the open, fails every write with ENOSPC
@@ -201,3 +203,39 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.skipif(not can_mount(), reason=SKIP_REASON)
+def test_a_lines_file_on_a_full_disk_keeps_its_records_and_writes_them_when_there_is_room(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agents.sinks.jsonl.RETRY_SECONDS", 0.05)
+    records = [{"n": n, "text": "x" * 80} for n in range(60)]
+
+    async def scenario(disk: Path) -> tuple[int, int, int]:
+        sink = JsonLinesFile("alerts_file", disk / "alerts.jsonl")
+        await sink.start()
+        filler = fill(disk)
+        for record in records:
+            await sink.submit(record)
+        while sink.waiting == 0 or not any("cannot write" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.01)  # the writer tried, and the disk said no
+        waiting = sink.waiting
+        filler.unlink()  # room again: the records that waited are written, in order
+        while sink.waiting:
+            await asyncio.sleep(0.01)
+        await sink.close()
+        return waiting, sink.written, sink.failed
+
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        waiting, written, failed = asyncio.run(scenario(disk))
+        lines = (disk / "alerts.jsonl").read_bytes().split(b"\n")
+    assert waiting > 0 and failed == 0 and written == len(records)
+    parsed = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            parsed.append(json.loads(line))
+    assert parsed == records  # each record once and whole, in order (a line cut by the full disk is its own)
+    errors = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(errors) == 1 and "No space left on device" in errors[0]
+    assert any("writing to" in r.getMessage() and "again" in r.getMessage() for r in caplog.records)

@@ -242,6 +242,65 @@ def test_an_outbox_that_cannot_be_written_falls_back_to_memory(
     assert records(caplog, logging.ERROR, "keeping records in memory")
 
 
+def test_the_file_is_tried_again_and_what_waited_in_memory_moves_into_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agents.sinks.outbox.FILE_RETRY_SECONDS", 0.0)  # at the next operation
+    state = tmp_path / "state"
+    with opened(state / "outbox.sqlite3", 100, 1 << 20) as spool:  # on disk, with a record left there
+        spool.put(b"on-disk", key="old", route="t")
+    (state / "outbox.sqlite3").rename(tmp_path / "kept.sqlite3")
+    state.rmdir()
+    state.write_text("a file where the state directory should be")
+    with opened(state / "outbox.sqlite3", 100, 1 << 20) as spool:
+        assert not spool.durable
+        epoch = spool.epoch
+        spool.put(b"in-memory", key="mem1", route="t")
+        delivered = spool.peek(10)
+        assert [i.key for i in delivered] == ["mem1"]
+        assert not spool.durable  # still blocked: it stays in memory, quietly
+        # The file system is fixed (here: the directory and the old file come back).
+        state.unlink()
+        state.mkdir()
+        (tmp_path / "kept.sqlite3").rename(state / "outbox.sqlite3")
+        spool.put(b"in-memory-2", key="mem2", route="t")  # the next operation tries the file
+        assert spool.durable and spool.epoch == epoch + 1
+        assert [i.key for i in spool.peek(10)] == ["old", "mem1", "mem2"]  # nothing lost, in order
+        assert spool.depth() == 3
+    with opened(state / "outbox.sqlite3", 100, 1 << 20) as spool:  # and it is all on disk
+        assert [i.key for i in spool.peek(10)] == ["old", "mem1", "mem2"]
+    (again,) = records(caplog, logging.WARNING, "can be used again")
+    assert "the 1 record(s) kept in memory" in again.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("version", "tables"),
+    [
+        (0, ["CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)"]),  # another program's database
+        (2, ["CREATE TABLE outbox (id INTEGER PRIMARY KEY, body BLOB)"]),  # a foreign layout, right version
+        (1, ["CREATE TABLE alerts (id INTEGER PRIMARY KEY, data BLOB)"]),  # a broken alert spool
+        (2, [SPOOL_V1]),  # a spool marked with the outbox's version
+    ],
+)
+def test_a_file_with_a_foreign_schema_is_moved_aside_not_kept_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, version: int, tables: list[str]
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for statement in tables:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {version}")
+    with opened(path, 100, 1 << 20) as spool:
+        assert spool.durable  # a fresh outbox on disk, not alerts in memory for ever
+        spool.put(b"x", key="e", route="t")
+    with opened(path, 100, 1 << 20) as spool:
+        assert [i.key for i in spool.peek(10)] == ["e"]
+    assert len(list(tmp_path.glob("outbox.sqlite3.corrupt-*"))) == 1
+    (error,) = records(caplog, logging.ERROR, "moved to")
+    assert "not an outbox" in error.getMessage() or "columns" in error.getMessage()
+    assert not records(caplog, logging.ERROR, "keeping records in memory")
+
+
 def test_bad_bounds_are_refused(tmp_path: Path) -> None:
     with (
         Outbox.open(tmp_path / "outbox.sqlite3") as outbox,
@@ -291,6 +350,7 @@ def test_the_collector_sums_the_channels_and_never_touches_the_database(tmp_path
         registry = CollectorRegistry()
         registry.register(outbox.collector())  # registered before any channel: describe() needs none
         assert scrape(registry) == {
+            "camwatch_spool_durable": 1.0,
             "camwatch_spool_alerts": 0.0,
             "camwatch_spool_bytes": 0.0,
             "camwatch_spool_dropped_total": 0.0,
@@ -302,6 +362,7 @@ def test_the_collector_sums_the_channels_and_never_touches_the_database(tmp_path
             mqtt.put(b"12345", key=f"m{n}")
         other.put(b"abc", key="o")
         expected = {
+            "camwatch_spool_durable": 1.0,
             "camwatch_spool_alerts": 5.0,
             "camwatch_spool_bytes": 23.0,
             "camwatch_spool_dropped_total": 2.0,

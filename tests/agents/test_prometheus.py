@@ -1,13 +1,17 @@
 """The metrics: every component's collector (agent, engine, capture sources, outbox, MQTT sink, stream
-probe) on a fresh registry, the catalogue checked against docs/metrics.md, the per-device series cap, the
-HTTP(S) endpoint with basic auth, and a real Prometheus scraping it (tests/agents/promserver.py)."""
+probe, asset register, syslog sink, rotating flow file, MQTT data link) on a fresh registry, the catalogue
+checked against docs/metrics.md, the per-device series cap, the HTTP(S) endpoint with basic auth, and a
+real Prometheus scraping it (tests/agents/promserver.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import gzip
 import http.client
+import logging
 import os
 import re
 import shutil
@@ -19,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -37,19 +42,27 @@ from agents.collectors import (
     EngineCollector,
     EngineReading,
     ExternalTraffic,
+    StateSaves,
 )
-from agents.config import BasicAuthConfig, MetricsConfig
+from agents.config import BasicAuthConfig, MetricsConfig, Rotation, SyslogSettings
+from agents.exports import RegisterCollector
 from agents.incidents import IncidentCollector
+from agents.learn.mode import LearningCollector, LearningReading
 from agents.probe.metrics import StreamCollector, StreamStats
 from agents.sinks.evidence import EvidenceSink, RingReading
+from agents.sinks.jsonl import FileOutputsCollector, JsonLinesFile
 from agents.sinks.mqtt import AlertPublisher, MqttSettings
+from agents.sinks.mqtt_data import MqttDataLink
 from agents.sinks.outbox import Outbox
-from agents.sinks.prometheus import MetricsServer
+from agents.sinks.prometheus import ExporterCollector, ExporterStats, MetricsServer
+from agents.sinks.rotating import RotatingFile
+from agents.sinks.syslog import SyslogSink
 from lab import scenario
 from monitor.alerts import Incidents
 from monitor.pcapfile import PacketBatch
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
+from monitor.register import AssetRegister
 from monitor.registry import RULES
 from tests.agents.promserver import (
     SKIP_REASON,
@@ -107,7 +120,7 @@ def full_reading(**changes: object) -> EngineReading:
         flows_ended={"idle": 20, "active_timeout": 1, "closed": 7},
         flows_evicted=0,
         devices=(
-            DeviceSummary(CAMERA, "hikvision", True),
+            DeviceSummary(CAMERA, "hikvision", True, "scheduled"),
             DeviceSummary("3c-ef-8c-00-00-02", "dahua", True),
             DeviceSummary("00-11-22-33-44-55", "unknown", False),
         ),
@@ -131,6 +144,7 @@ class Site:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.alerts: dict[str, int] = {"egress.unexpected_destination": 2, "device.new": 3}
+        self.state = StateSaves(failures=1, last_success=START + 60)
         self.eth1 = KernelCounted("eth1", 105, 5)
         self.sources = [
             RunningSource("eth1", self.eth1, live=True, packets=100, bytes=64_000),
@@ -140,6 +154,10 @@ class Site:
         ]
         self.reading = full_reading()
         self.streams = {"entrance": ENTRANCE}
+        self.exporter = ExporterStats(open=3, auth_failures=7, throttled=2)
+        self.alerts_file = JsonLinesFile("alerts_file", directory / "alerts.jsonl")
+        self.exporter.closed["header_timeout"] = 4
+        self.learning = LearningReading({"learning": 3, "enforcing": 2}, {"dns.vendor_cloud": 1}, 12, 0)
         self.outbox = Outbox.open(directory / "outbox.sqlite3")
         self.spool = self.outbox.channel("mqtt", 100, 1 << 20)
         self.spool.put(b"x" * 900, key="waiting", route="camwatch/depot-7/gw-1/alerts/3")
@@ -151,11 +169,26 @@ class Site:
         self.incidents = Incidents()
         self.incidents.folded = {"egress.unexpected_destination": 4}
         self.evidence = EvidenceSink(directory / "evidence", rings=lambda: RingReading(9, 4096, 2, 1))
+        self.register = AssetRegister.parse(
+            "mac,name,location,status,replace_by,owner\n"
+            f"{CAMERA},Gate,North gate,scheduled,2026-03-31,Facilities\n"
+            "44-19-b6-00-00-09,Yard,Yard,removed,2026-01-31,\n"
+            "44-19-b6-00-00-0a,Door,,active,2026-02-28,\n"
+            "not-a-mac,,,,,\n"
+        )
+        self.syslog = SyslogSink(
+            SyslogSettings(host="127.0.0.1", protocol="tcp"), self.outbox.channel("syslog", 100, 1 << 20)
+        )
+        self.syslog.sent_total, self.syslog.send_failures_total = 3, 1
+        self.flows_file = RotatingFile(directory / "flows.jsonl", Rotation(max_size=1 << 20), "flows_file")
+        self.flows_file.write([b"{}"])
+        self.data = MqttDataLink(settings)
+        self.data.flows_published, self.data.inventory_published = 4, 1
 
     def registry(self, cap: int = 500) -> CollectorRegistry:
         """A fresh registry with every component's collector, as the agent registers them."""
         registry = CollectorRegistry()
-        registry.register(AgentCollector(START, lambda: self.alerts))
+        registry.register(AgentCollector(START, lambda: self.alerts, lambda: self.state))
         registry.register(CaptureCollector(self.sources))
         registry.register(
             EngineCollector(
@@ -167,10 +200,19 @@ class Site:
         registry.register(StreamCollector(lambda: self.streams))
         registry.register(IncidentCollector(self.incidents))
         registry.register(self.evidence.collector())
+        registry.register(RegisterCollector(lambda: self.register, lambda: date(2026, 3, 1)))
+        registry.register(self.syslog.collector())
+        registry.register(self.flows_file.collector())
+        registry.register(self.data.collector())
+        registry.register(ExporterCollector(self.exporter))
+        registry.register(FileOutputsCollector([self.alerts_file]))
+        registry.register(LearningCollector(lambda: self.learning))  # only with a learning: section
         return registry
 
     def close(self) -> None:
+        self.flows_file.close()
         self.outbox.close()
+        asyncio.run(self.alerts_file.close())
 
 
 @pytest.fixture
@@ -297,10 +339,25 @@ def test_naming_rules_of_design_2_4(site: Site) -> None:
     assert samples["camwatch_capture_up"][(("interface", "eth2"),)] == 0  # a live source that ended
     assert samples["camwatch_up"][()] == 1  # ... without an error
     assert samples["camwatch_devices"] == {
-        (("vendor", "dahua"), ("watched", "true")): 1,
-        (("vendor", "hikvision"), ("watched", "true")): 1,
-        (("vendor", "unknown"), ("watched", "false")): 1,
+        (("status", "unregistered"), ("vendor", "dahua"), ("watched", "true")): 1,
+        (("status", "scheduled"), ("vendor", "hikvision"), ("watched", "true")): 1,
+        (("status", "unregistered"), ("vendor", "unknown"), ("watched", "false")): 1,
     }
+    # The register on 2026-03-01: the door (due 2026-02-28) is overdue, the removed yard camera is not.
+    assert samples["camwatch_replacements_overdue"][()] == 1
+    assert samples["camwatch_register_assets"] == {
+        (("status", "active"),): 1,
+        (("status", "scheduled"),): 1,
+        (("status", "removed"),): 1,
+    }
+    assert samples["camwatch_register_problems"][()] == 1
+    gate = (("location", "North gate"), ("mac", CAMERA), ("name", "Gate"), ("owner", "Facilities"),
+            ("replace_by", "2026-03-31"), ("status", "scheduled"))  # fmt: skip
+    assert samples["camwatch_asset_info"][gate] == 1
+    assert samples["camwatch_syslog_sent_total"][()] == 3
+    assert samples["camwatch_output_records_written_total"][(("output", "flows_file"),)] == 1
+    assert samples["camwatch_output_disk_bytes"][(("output", "flows_file"),)] == 3
+    assert samples["camwatch_mqtt_flows_published_total"][()] == 4
     assert samples["camwatch_flows_ended_total"][(("reason", "closed"),)] == 7
     assert samples["camwatch_flows_limit"][()] == 200_000
     assert samples["camwatch_alerts_suppressed_total"][()] == 4
@@ -332,8 +389,9 @@ def test_a_capture_file_has_no_kernel_series_and_a_failed_source_is_down() -> No
     samples = scrape(registry)
     assert "camwatch_capture_kernel_drops_total" not in samples
     assert samples["camwatch_capture_packets_total"] == {(("interface", "x.pcap"),): 3}
-    assert samples["camwatch_capture_up"] == {(("interface", "x.pcap"),): 1}  # a file that ended is fine
-    assert samples["camwatch_up"][()] == 1
+    assert samples["camwatch_capture_up"] == {(("interface", "x.pcap"),): 0}  # ended: not reading any more
+    assert samples["camwatch_capture_finished"] == {(("interface", "x.pcap"),): 1}
+    assert samples["camwatch_up"][()] == 1  # ... which is not a failure
     registry = CollectorRegistry()
     registry.register(CaptureCollector([replay, failed]))
     samples = scrape(registry)
@@ -370,14 +428,21 @@ def test_registration_reads_no_component(site: Site) -> None:
         raise AssertionError("a component was read at registration")
 
     collectors: list[Any] = [
-        AgentCollector(START, boom),
+        AgentCollector(START, boom, boom),
         CaptureCollector(BoomList()),
         EngineCollector(boom),
         StreamCollector(boom),
+        LearningCollector(boom),
         site.outbox.collector(),
         site.publisher.collector(),
         IncidentCollector(site.incidents),
         EvidenceSink(site.directory / "evidence2", rings=boom).collector(),
+        RegisterCollector(boom, boom),
+        site.syslog.collector(),
+        site.flows_file.collector(),
+        site.data.collector(),
+        ExporterCollector(BoomStats()),
+        FileOutputsCollector(BoomFiles()),
     ]
     registry = CollectorRegistry()
     names: set[str] = set()
@@ -389,6 +454,16 @@ def test_registration_reads_no_component(site: Site) -> None:
     assert {re.sub(r"_(total|info)$", "", name) for name in documented()} <= names
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         registry.register(EngineCollector(full_reading))
+
+
+class BoomStats(ExporterStats):
+    def __getattribute__(self, name: str) -> Any:
+        raise AssertionError("the endpoint's counters were read at registration")
+
+
+class BoomFiles(list[JsonLinesFile]):
+    def __iter__(self) -> Iterator[JsonLinesFile]:
+        raise AssertionError("the output files were read at registration")
 
 
 class BoomList(list[RunningSource]):
@@ -680,32 +755,177 @@ def test_a_renewed_certificate_is_picked_up(
             https_get(srv.url, certificate[0])
 
 
-def test_connections_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agents.sinks.prometheus._Server.max_connections", 2)
+def connect_from(address: str, port: int) -> socket.socket:
+    """A TCP connection to the endpoint from ``address`` (any 127.x.y.z is this host's)."""
+    sock = socket.socket()
+    sock.bind((address, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def closed_total(srv: MetricsServer, reason: str) -> int:
+    return srv.stats.closed[reason]
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+class Trickler(threading.Thread):
+    """A client that never finishes its request head: a header line now and then, and a new connection
+    as soon as the server closes one (as the attack of issue 16 did, every 10 s; here every 0.2 s)."""
+
+    def __init__(self, address: str, port: int, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.address, self.port, self.stop_event = address, port, stop
+        self.connections = 0
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                with connect_from(self.address, self.port) as sock:
+                    self.connections += 1
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+                    while not self.stop_event.wait(0.2):
+                        sock.sendall(b"X-Slow: 1\r\n")
+            except OSError:  # closed by the server: connect again
+                continue
+
+
+def test_slow_and_idle_connections_never_starve_the_scrapes() -> None:
+    """40 connections trickling a header line (from one address and from 20) and 500 idle ones (from one
+    address and from 400): every scrape is answered, and the endpoint says what it closed."""
+    stop = threading.Event()
+    idle: list[socket.socket] = []
     with MetricsServer(minimal_registry(), "127.0.0.1", 0) as srv:
-        idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+        tricklers = [Trickler("127.0.0.1", srv.port, stop) for _ in range(20)]
+        tricklers += [Trickler(f"127.2.0.{n + 1}", srv.port, stop) for n in range(20)]
         try:
-            # Wait until the server has accepted both and each holds a slot (no fixed sleep: CI is slow).
-            deadline = time.monotonic() + 10
-            while srv._server is not None and srv._server._slots._value > 0:
-                assert time.monotonic() < deadline, "the idle connections were never accepted"
-                time.sleep(0.02)
-            with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
-                urllib.request.urlopen(srv.url, timeout=5).read()
+            for t in tricklers:
+                t.start()
+            idle += [connect_from("127.0.0.1", srv.port) for _ in range(100)]
+            idle += [connect_from(f"127.1.{n // 200}.{n % 200 + 1}", srv.port) for n in range(400)]
+            codes = []
+            for _ in range(30):
+                with urllib.request.urlopen(srv.url, timeout=10) as resp:
+                    codes.append(resp.status)
+            assert codes == [200] * 30
+            # A scrape from an address that also holds idle connections gets through too.
+            with urllib.request.urlopen(srv.url, timeout=10) as resp:
+                assert resp.status == 200
         finally:
+            stop.set()
             for sock in idle:
                 sock.close()
-        # The slots come back once those clients are gone (until their handlers notice, a new
-        # connection may still be turned away: retry).
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if get(srv.url)[0] == 200:
-                    break
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError):
-                pass
-            assert time.monotonic() < deadline, "the connection slots never came back"
-            time.sleep(0.05)
+        # At most 256 open at once (16 from one address): of the 570 accepted (500 idle, 40 tricklers, 30
+        # scrapes), the others were closed to make room (or at their deadline, on a slow machine).
+        samples = scrape_registry(srv)
+        closed = samples["camwatch_metrics_connections_closed_total"]
+        assert closed[(("reason", "evicted"),)] + closed[(("reason", "header_timeout"),)] >= 570 - 256
+        assert closed[(("reason", "full"),)] == 0  # nobody was refused: waiting connections made room
+
+
+def scrape_registry(srv: MetricsServer) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    registry = CollectorRegistry()
+    registry.register(srv.collector())
+    return scrape(registry)
+
+
+def test_a_connection_that_never_completes_its_request_is_closed_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("agents.sinks.prometheus.HEAD_TIMEOUT", 0.3)
+    with MetricsServer(minimal_registry(), "127.0.0.1", 0) as srv, caplog.at_level(logging.WARNING):
+        with socket.create_connection(("127.0.0.1", srv.port)) as silent:
+            silent.settimeout(30)
+            assert silent.recv(100) == b""  # closed by the server, nothing sent
+        with socket.create_connection(("127.0.0.1", srv.port)) as slow:
+            slow.settimeout(30)
+            slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+            assert slow.recv(100) == b""
+        assert srv.stats.closed["header_timeout"] == 2
+        assert get(srv.url)[0] == 200
+    lines = [r.getMessage() for r in caplog.records if "without a complete request" in r.getMessage()]
+    assert len(lines) == 1  # one line a minute at most, however many
+
+
+def test_one_client_gets_a_bounded_number_of_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.sinks.prometheus.MAX_PER_CLIENT", 3)
+    with MetricsServer(minimal_registry(), "127.0.0.1", 0) as srv:
+        held = [connect_from("127.3.0.1", srv.port) for _ in range(3)]
+        try:
+            wait_until(lambda: srv.stats.open == 3, "the connections were never accepted")
+            # A fourth from that client: it replaces the client's oldest waiting connection.
+            extra = connect_from("127.3.0.1", srv.port)
+            held.append(extra)
+            wait_until(lambda: srv.stats.closed["evicted"] == 1, "no connection was replaced")
+            held[0].settimeout(30)
+            assert held[0].recv(100) == b""  # the oldest was closed
+            assert srv.stats.open == 3
+            # While the client's connections are all being answered it gets no more (not testable without
+            # a client that stalls mid-answer); another client is not affected at all.
+            assert get(srv.url)[0] == 200
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_when_full_the_oldest_unanswered_connection_makes_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.sinks.prometheus.MAX_CONNECTIONS", 4)
+    with MetricsServer(minimal_registry(), "127.0.0.1", 0) as srv:
+        kept = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)  # answered once, kept alive
+        kept.request("GET", "/metrics")
+        assert kept.getresponse().read()
+        idle = [connect_from(f"127.4.0.{n + 1}", srv.port) for n in range(3)]
+        try:
+            wait_until(lambda: srv.stats.open == 4, "not all accepted")
+            assert get(srv.url)[0] == 200  # a new connection: the oldest one never answered made room
+            assert srv.stats.closed["evicted"] == 1
+            idle[0].settimeout(30)
+            assert idle[0].recv(100) == b""
+            kept.request("GET", "/metrics")  # the answered connection is still there
+            assert kept.getresponse().status == 200
+        finally:
+            kept.close()
+            for sock in idle:
+                sock.close()
+
+
+def test_wrong_passwords_are_throttled_per_client(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text("right\n")
+    config = MetricsConfig(listen="127.0.0.1", port=0, basic_auth=BasicAuthConfig("prom", password_file))
+    with (
+        MetricsServer.from_config(config, minimal_registry(), process_metrics=False) as srv,
+        caplog.at_level(logging.WARNING),
+    ):
+        attacker = [request_from("127.5.0.1", srv.port, basic("prom", f"guess{n}")) for n in range(50)]
+        assert attacker[:5] == [401] * 5  # a few tries, then no more password checks from that address
+        assert attacker[5:] == [429] * 45
+        assert request_from("127.5.0.1", srv.port, basic("prom", "right")) == 429  # not even the right one
+        assert request_from("127.5.0.2", srv.port, basic("prom", "right")) == 200  # others are not affected
+        assert request_from("127.5.0.2", srv.port, {}) == 401  # no credentials: not a guess, not counted
+        assert request_from("127.5.0.2", srv.port, basic("prom", "right")) == 200
+        samples = scrape_registry(srv)
+    assert samples["camwatch_metrics_auth_failures_total"][()] == 6
+    assert samples["camwatch_metrics_requests_throttled_total"][()] == 46
+    (line,) = [r.getMessage() for r in caplog.records if "wrong passwords from" in r.getMessage()]
+    assert "127.5.0.1" in line and "429" in line
+
+
+def request_from(address: str, port: int, headers: dict[str, str]) -> int:
+    with contextlib.closing(
+        http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(address, 0))
+    ) as conn:
+        conn.request("GET", "/metrics", headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+        return response.status
 
 
 def test_start_binds_in_the_caller_and_reports_a_busy_port() -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -301,3 +302,69 @@ def test_the_schedule_spreads_cameras_and_respects_concurrency(tmp_path: Path) -
         assert after.finished - after.duration >= before.finished - 0.05, (before, after)
     # Camera a went first (offset 0), camera b half an interval later, in the slot a left.
     assert results[0].camera == "a" and alerts == []
+
+
+async def _capture_child(task: asyncio.Task[Any]) -> int:
+    """The pid of the probe's capture process, once it runs."""
+    while not (found := children("agents.probe.capture")):
+        assert not task.done(), task
+        await asyncio.sleep(0.02)
+    return found[0]
+
+
+def test_a_capture_stopped_from_outside_is_not_a_camera_failure(tmp_path: Path) -> None:
+    """A healthy camera whose probe is killed with SIGTERM by someone else (a shutdown that signals every
+    process, `camwatch lab down`, an operator): no stream.unavailable, and the probe counts for nothing."""
+    alerts: list[dict[str, Any]] = []
+
+    async def scenario() -> tuple[Any, Any, StreamProber]:
+        async with RtspCameraServer(
+            VideoSpec(width=160, height=96, fps=10, gop=10), host="127.0.0.1", port=0
+        ) as cam:
+            camera = CameraConfig("yard", cam.url("127.0.0.1"))
+            prober = StreamProber(
+                settings(tmp_path, [camera], duration=20.0, timeout=40.0), OBSERVER, tmp_path, alerts.append
+            )
+            task = asyncio.create_task(prober.probe("yard"))
+            os.kill(await _capture_child(task), signal.SIGTERM)
+            stopped = await task
+            prober.config = settings(tmp_path, [camera], duration=0.5)
+            after = await prober.probe("yard")  # the next probe, undisturbed: the camera is fine
+            return stopped, after, prober
+
+    stopped, after, prober = run(scenario)
+    assert stopped.interrupted == "the capture process was stopped from outside (SIGTERM)"
+    assert after.up and after.interrupted is None
+    assert alerts == []
+    stats = prober.stats()["yard"]
+    assert (stats.probes_ok, stats.probes_failed, stats.up) == (1, 0, True)
+
+
+@pytest.mark.parametrize("children_signalled", [False, True])
+def test_the_agents_shutdown_ends_a_probe_without_a_verdict(tmp_path: Path, children_signalled: bool) -> None:
+    """The agent stops while a probe runs (its child also gets SIGTERM when the whole namespace or cgroup
+    is signalled): the probe is stopped, its child killed, and nothing is concluded about the camera."""
+    alerts: list[dict[str, Any]] = []
+
+    async def scenario() -> StreamProber:
+        async with RtspCameraServer(
+            VideoSpec(width=160, height=96, fps=10, gop=10), host="127.0.0.1", port=0
+        ) as cam:
+            camera = CameraConfig("yard", cam.url("127.0.0.1"))
+            prober = StreamProber(
+                settings(tmp_path, [camera], duration=20.0, timeout=40.0), OBSERVER, tmp_path, alerts.append
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(prober.run(stop))
+            child = await _capture_child(task)
+            if children_signalled:
+                os.kill(child, signal.SIGTERM)
+            stop.set()
+            await asyncio.wait_for(task, 10)  # well before the 20 s the probe would take
+            return prober
+
+    prober = run(scenario)
+    assert alerts == []
+    assert children("agents.probe.capture") == []
+    stats = prober.stats()["yard"]
+    assert (stats.probes_ok, stats.probes_failed, stats.up) == (0, 0, None)

@@ -1,0 +1,1 @@
+"""Tests of agents/learn: camwatch learn, the proposal, MUD files, the agent's learning mode."""
