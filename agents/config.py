@@ -117,7 +117,7 @@ _SYSLOG_KEYS: Final = ("host", "port", "protocol", "ca_file", "cert_file", "key_
 _TOP_KEYS: Final = (
     "site", "gateway", "capture", "policy", "policy_file", "metrics", "mqtt",
     "state_dir", "run_as_user", "limits", "timeouts", "alerts_file", "stream_probe",
-    "flows_file", "inventory_file",
+    "flows_file", "inventory_file", "evidence",
     *_EXPORT_KEYS, "learning", "containment",
 )  # fmt: skip
 _CAPTURE_KEYS: Final = ("interfaces", "pcap", "pace", "method", "batch_size", "snaplen")
@@ -134,6 +134,7 @@ _PROBE_KEYS: Final = (
     "snapshot_keep", "thresholds", "cameras",
 )  # fmt: skip
 _THRESHOLD_KEYS: Final = ("black_luma", "frozen_difference", "covered_detail")
+_EVIDENCE_KEYS: Final = ("enabled", "dir", "max_bytes", "max_files", "max_age", "max_file_bytes")
 _CAMERA_KEYS: Final = ("name", "url", "username", "password_file", "transport")
 _LEARNING_KEYS: Final = ("enabled", "period", "new_devices", "max_observations")
 LEARNING_NEW_DEVICES: Final = ("enforce", "learn")
@@ -409,6 +410,17 @@ class StreamProbeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EvidenceConfig:
+    """Evidence pcaps of alerts (agents/sinks/evidence.py): where, and how much is kept."""
+
+    dir: Path
+    max_bytes: int = 256 << 20
+    max_files: int = 10_000
+    max_age: float = 30 * 86400.0
+    max_file_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
 class Rotation:
     """How a file output is rotated and how many rotated files are kept (``flows_rotation``)."""
 
@@ -520,6 +532,8 @@ class AgentConfig:
     flows_file: Path | None = None
     #: The device inventory, replaced as a whole whenever the state is saved (None: not written).
     inventory_file: Path | None = None
+    #: Evidence pcaps of alerts (None: ``evidence: {enabled: false}``).
+    evidence: EvidenceConfig | None = None
     #: How ``flows_file`` is rotated and its old files kept (None: never rotated, ``flows_rotation: false``).
     flows_rotation: Rotation | None = field(default_factory=lambda: Rotation())
     #: Every alert also to this syslog receiver (None: no syslog).
@@ -1144,6 +1158,22 @@ def _stream_probe(reader: _Reader, top: Mapping[object, object], state_dir: Path
     )
 
 
+def _evidence(reader: _Reader, top: Mapping[object, object], state_dir: Path) -> EvidenceConfig | None:
+    """The ``evidence`` section: on by default, in ``state_dir/evidence``."""
+    sec = reader.section(top, "", "evidence", _EVIDENCE_KEYS)
+    path = "evidence"
+    if not reader.boolean(sec, path, "enabled", True):
+        return None
+    d = EvidenceConfig(dir=state_dir / "evidence")
+    return EvidenceConfig(
+        dir=reader.path(sec, path, "dir", "dir") or d.dir,
+        max_bytes=reader.size(sec, path, "max_bytes", d.max_bytes, 1 << 20, 1 << 40),
+        max_files=reader.integer(sec, path, "max_files", d.max_files, 1, 10_000_000),
+        max_age=reader.seconds(sec, path, "max_age", d.max_age, 3600, 3650 * 86400.0),
+        max_file_bytes=reader.size(sec, path, "max_file_bytes", d.max_file_bytes, 1 << 16, 64 << 20),
+    )
+
+
 def _cameras(reader: _Reader, sec: Mapping[object, object]) -> list[CameraConfig]:
     raw = sec.get("cameras")
     example = "cameras: [{name: entrance, url: rtsp://10.20.0.11:554/stream1}]"
@@ -1308,6 +1338,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
     alerts_file = reader.path(data, "", "alerts_file", "out")
     stream_probe = _stream_probe(reader, data, state_dir)
     flows_file, inventory_file = _outputs(reader, data, state_dir, alerts_file)
+    evidence = _evidence(reader, data, state_dir)
     flows_rotation, syslog, asset_register = _exports(reader, data, gateway, flows_file)
     learning = _learning(reader, data)
     containment = _containment(reader, data, policy, run_as_user)
@@ -1329,6 +1360,7 @@ def _build(data: object, reader: _Reader, source: str) -> AgentConfig | None:
         stream_probe=stream_probe,
         flows_file=flows_file,
         inventory_file=inventory_file,
+        evidence=evidence,
         flows_rotation=flows_rotation,
         syslog=syslog,
         asset_register=asset_register,

@@ -54,9 +54,11 @@ from agents.collectors import AgentCollector, AlertCounts, EngineCollector, Stat
 from agents.config import AgentConfig, ConfigError, ConfigProblem, Rotation
 from agents.contain.answers import with_answers
 from agents.exports import Exports
+from agents.incidents import IncidentCollector
 from agents.learn.mode import LearningMode, is_learning_record
 from agents.privileges import drop_privileges, user_exists
 from agents.sinks.base import Record, Sink
+from agents.sinks.evidence import EvidenceSink, RingReading
 from agents.sinks.jsonl import FileOutputsCollector, JsonDocumentFile, JsonLinesFile
 from agents.sinks.log import LogSink
 from agents.sinks.outbox import Outbox, adopt
@@ -158,6 +160,7 @@ class Agent:
         self.outbox: Outbox | None = None
         self.publisher: AlertPublisher | None = None
         self.prober: StreamProber | None = None
+        self.evidence: EvidenceSink | None = None  # evidence pcaps (see "evidence pcaps" below)
         #: Containment (agents/contain): None until run() starts it.
         self.containment: AgentContainment | None = None
         #: Each alert goes to each of these, in order.
@@ -349,6 +352,7 @@ class Agent:
                 max_device_series=self.config.metrics.max_device_series,
             )
         )
+        self.registry.register(IncidentCollector.of_engine(self.engine, self.lock))
         if self.learning is not None:  # learning mode
             self.registry.register(self.learning.collector())
         self.metrics = MetricsServer.from_config(self.config.metrics, self.registry)
@@ -358,6 +362,7 @@ class Agent:
     def _open_files(self, stack: contextlib.AsyncExitStack) -> None:
         """The file outputs, opened now while privileged (each closed by ``stack``)."""
         cfg = self.config
+        self._open_evidence()
         if cfg.alerts_file is not None:
             self.alert_sinks.append(self._open_lines(stack, "alerts_file", cfg.alerts_file))
         if cfg.flows_file is not None:
@@ -520,6 +525,45 @@ class Agent:
         # An alarm path: after an outage, reconnect within seconds rather than a minute.
         return dataclasses.replace(settings, backoff_max=RECONNECT_MAX_SECONDS)
 
+    # ------------------------------------------------------------------ evidence pcaps (issue 12)
+
+    def _open_evidence(self) -> None:
+        """The evidence sink, first of the alert sinks: each alert's pcap is written (and named in its
+        ``file.path``) before any other sink sees the alert. Its directory is made now, while privileged."""
+        cfg = self.config.evidence
+        if cfg is None:
+            return
+        try:
+            self.evidence = EvidenceSink(
+                cfg.dir,
+                max_bytes=cfg.max_bytes,
+                max_files=cfg.max_files,
+                max_age_s=cfg.max_age,
+                max_file_bytes=cfg.max_file_bytes,
+                rings=self._evidence_rings,
+            )
+            if not cfg.dir.is_relative_to(self.state_dir) and self.config.run_as_user and os.geteuid() == 0:
+                entry = pwd.getpwnam(self.config.run_as_user)
+                os.chown(cfg.dir, entry.pw_uid, entry.pw_gid)
+        except (OSError, KeyError) as exc:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "evidence.dir",
+                        f"cannot be created or used ({exc})",
+                        f"check that {cfg.dir.parent} exists and is writable, or turn evidence off "
+                        "(evidence: {enabled: false})",
+                        source=self.config.source,
+                    )
+                ]
+            ) from exc
+        self.alert_sinks.insert(0, self.evidence)
+
+    def _evidence_rings(self) -> RingReading:
+        with self.lock:
+            st = self.engine.analysis.evidence.stats
+            return RingReading(st.packets, st.bytes, self.engine.analysis.evidence.rings, st.forgotten)
+
     # ------------------------------------------------------------------ capture threads
 
     def _capture(self, st: RunningSource) -> None:
@@ -651,6 +695,8 @@ class Agent:
             self.containment.observe(events.flows)  # only queued: judged on containment's task
         for alert in events.alerts:
             record = alert.to_record()
+            if self.evidence is not None:
+                self.evidence.attach(record, alert.evidence)  # names the pcap in file.path
             if self.learning is not None:  # learning mode: flags noted, a learning device's alert marked
                 self.learning.on_alert(alert, record, self.engine)
             self._to_loop(self._alerts, record)

@@ -60,12 +60,14 @@ def one(kind: str, n: int) -> dict[str, Any]:
     during = _rss_kib()
     report = floods.table_report(engine)  # before finish(): the tables as the flood left them
     alerts += len(engine.finish().alerts)
+    folded = sum(engine.gate.incidents.folded.values())  # raised, folded into their device's incident
     return {
         "flood": kind,
         "n": n,
         "packets": packets,
         "seconds": round(time.perf_counter() - start, 1),
         "alerts": alerts,
+        "alerts_folded": folded,
         "tables": report,
         "evictions": engine.evictions(),
         "rss_baseline_kib": baseline,

@@ -320,7 +320,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"check that everything runs (CI): {SMOKE_PACKETS:,} packets, 1 run; not a measurement",
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CAMWATCH",
+        help="another camwatch console script (an older checkout's .venv/bin/camwatch), timed in the same "
+        "rounds as a peer: its ratio to this camwatch and to the dpkt loop",
+    )
     args = p.parse_args(argv)
+    if args.baseline is not None and not args.baseline.is_file():
+        p.error(f"--baseline {args.baseline}: no such file (give another checkout's .venv/bin/camwatch)")
     packets = args.packets or (SMOKE_PACKETS if args.smoke else 1_000_000)
     runs = args.runs or (1 if args.smoke else 5)
     scapy_limit = args.scapy_limit or (1_000 if args.smoke else 50_000)
@@ -341,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     sections: dict[str, dict[str, Any]] = {}
     texts = []
     for kind in kinds:
-        section, text = bench_capture(kind, packets, runs, scapy_limit, args.out_dir, camwatch_bin)
+        section, text = bench_capture(
+            kind, packets, runs, scapy_limit, args.out_dir, camwatch_bin, args.baseline
+        )
         sections[kind] = section
         texts.append(text)
     load_after = os.getloadavg()
@@ -352,7 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Whole-process wall time (spawn to exit), median of {runs} runs, tools interleaved."
     )
     ratios = ", ".join(f"{kind} {sections[kind]['camwatch_vs_dpkt_loop']:.2f}x" for kind in kinds)
-    print(head + "\n\n" + "\n\n".join(texts) + f"\n\ncamwatch replay --flows vs the dpkt loop: {ratios}")
+    tail = f"\n\ncamwatch replay --flows vs the dpkt loop: {ratios}"
+    if args.baseline is not None:
+        tail += "\ncamwatch replay --flows vs the baseline (time ratio, < 1 is faster): " + ", ".join(
+            f"{kind} {sections[kind]['camwatch_vs_baseline']:.3f}" for kind in kinds
+        )
+    print(head + "\n\n" + "\n\n".join(texts) + tail)
 
     json_path.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -369,7 +385,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench_capture(
-    kind: str, packets: int, runs: int, scapy_limit: int, out_dir: Path, camwatch_bin: Path
+    kind: str,
+    packets: int,
+    runs: int,
+    scapy_limit: int,
+    out_dir: Path,
+    camwatch_bin: Path,
+    baseline_bin: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Generate (or reuse) one capture, verify, time every tool on it; its JSON section and its text."""
     py = sys.executable
@@ -406,6 +428,15 @@ def bench_capture(
         Tool("startup only: camwatch --version", [str(camwatch_bin), "--version"], 0,
              "interpreter start and camwatch's imports, no packets", reference=True),
     ]  # fmt: skip
+    baseline = None
+    if baseline_bin is not None:
+        baseline = Tool(
+            "baseline camwatch replay --flows /dev/null",
+            [str(baseline_bin), "replay", str(pcap), "--flows", os.devnull, "--alerts", os.devnull],
+            n,
+            f"the same command with {baseline_bin}",
+        )
+        tools.insert(1, baseline)
     notes = []
     tcpdump = shutil.which("tcpdump")
     if tcpdump:
@@ -419,7 +450,7 @@ def bench_capture(
         order = tools if i % 2 == 0 else tools[::-1]
         for t in order:
             run = checked(t.name, measure(t.argv))
-            if t is cw_flows or t is cw_plain:
+            if t is cw_flows or t is cw_plain or t is baseline:
                 summary = camwatch_summary(run.stderr)
                 if summary["packets"] != n:
                     raise SystemExit(
@@ -440,6 +471,12 @@ def bench_capture(
         f"scapy decoded only the first {scapy_n:,} packets (a subset); its loop alone ran at "
         f"{scapy_n / scapy_loop:,.0f} packets/s (whole process: {scapy_n / scapy_wall:,.0f})"
     )
+    vs_baseline = None
+    if baseline is not None:
+        vs_baseline = statistics.median(r.wall_s for r in cw_flows.runs) / statistics.median(
+            r.wall_s for r in baseline.runs
+        )
+        notes.append(f"this camwatch took {vs_baseline:.3f}x the baseline's time (median against median)")
     table = markdown(rows)
     text = (
         f"Capture `{kind}` ({what}): {pcap.name}, {n:,} packets, {capture['frame_bytes']:,} frame bytes, "
@@ -454,6 +491,7 @@ def bench_capture(
         "verification": verification,
         "results": rows,
         "camwatch_vs_dpkt_loop": rows[0]["vs_dpkt_loop"],
+        "camwatch_vs_baseline": vs_baseline,
         "notes": notes,
         "markdown": table,
     }

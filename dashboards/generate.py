@@ -31,6 +31,8 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 SEL = 'job="camwatch", site=~"$site", gateway=~"$gateway"'
 SITE_SEL = 'job="camwatch", site=~"$site"'
 RI = "$__rate_interval"
+# The rules about attacks on cameras and compromised cameras (docs/design.md §4.2).
+ATTACK_RULES = 'rule=~"exploit[.]attempt|auth[.].*|device[.]scanning|device[.]telnet"'
 
 Panel = Any  # one of the SDK's panel builders (timeseries.Panel, stat.Panel, table.Panel)
 
@@ -124,6 +126,21 @@ def fleet_overview() -> db.Dashboard:
                 "Alerts by rule",
                 "short",
                 query(f"sum by (rule) (increase(camwatch_alerts_total{{{SEL}}}[{RI}]))", "{{rule}}"),
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Attack alerts (24h)",
+                query(f"sum(increase(camwatch_alerts_total{{{SEL}, {ATTACK_RULES}}}[24h])) or vector(0)"),
+                desc="Exploit attempts, password guessing, factory passwords, scanning, telnet on cameras.",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Alerts folded into incidents (24h)",
+                query(f"sum(increase(camwatch_alerts_folded_total{{{SEL}}}[24h])) or vector(0)"),
+                desc="Alerts not sent because their device's incident already said it (caps, a scan's own "
+                "connections): the MQTT alerts carry camwatch.incident.folded.",
             )
         )
         .with_panel(
@@ -221,6 +238,45 @@ def site_view() -> db.Dashboard:
                     f'sum by (rule) (increase(camwatch_alerts_total{{{SEL}, rule=~"stream[.].*"}}[{RI}]))',
                     "{{rule}}",
                 ),
+            )
+        )
+        .with_row(db.Row("Attacks and compromised cameras"))
+        .with_panel(
+            ts(
+                "Attack and compromise alerts by rule",
+                "short",
+                query(
+                    f"sum by (rule) (increase(camwatch_alerts_total{{{SEL}, {ATTACK_RULES}}}[{RI}]))",
+                    "{{rule}}",
+                ),
+                desc="exploit.attempt, auth.bruteforce, auth.default_credentials, device.scanning, "
+                "device.telnet: the MQTT alerts name the device, the attacker and the vulnerability; "
+                "file.path "
+                "is the pcap.",
+            )
+        )
+        .with_panel(
+            ts(
+                "Alerts folded into incidents by rule",
+                "short",
+                query(f"sum by (rule) (increase(camwatch_alerts_folded_total{{{SEL}}}[{RI}]))", "{{rule}}"),
+                desc="Past a device's caps (3 of one rule per 10 min; past 10 in all, repeats of a rule) or "
+                "absorbed by a scan.",
+            )
+        )
+        .with_panel(
+            ts(
+                "Incidents opened",
+                "short",
+                query(f"sum(increase(camwatch_incidents_total{{{SEL}}}[{RI}]))", "incidents"),
+            )
+        )
+        .with_panel(
+            ts(
+                "Evidence pcaps written",
+                "short",
+                query(f"sum(increase(camwatch_evidence_files_written_total{{{SEL}}}[{RI}]))", "written"),
+                query(f"sum(increase(camwatch_evidence_write_errors_total{{{SEL}}}[{RI}]))", "errors", "B"),
             )
         )
         .with_row(db.Row("Camera traffic"))
@@ -395,6 +451,26 @@ def agent_health() -> db.Dashboard:
         .with_row(db.Row("Alert delivery"))
         .with_panel(ts("Spool depth", "short", query(f"camwatch_spool_alerts{{{SEL}}}", lg)))
         .with_panel(ts("MQTT connected", "short", query(f"camwatch_mqtt_connected{{{SEL}}}", lg)))
+        .with_row(db.Row("Evidence"))
+        .with_panel(
+            ts(
+                "Evidence directory",
+                "bytes",
+                query(f"camwatch_evidence_bytes{{{SEL}}}", lg + " files"),
+                query(f"camwatch_evidence_ring_bytes{{{SEL}}}", lg + " rings in memory", "B"),
+                desc="The pcaps kept (evidence.max_bytes) and the engine's per-flow packet rings (16 MiB).",
+            )
+        )
+        .with_panel(
+            ts(
+                "Evidence files deleted",
+                "short",
+                query(
+                    f"sum by ({by}, reason) (increase(camwatch_evidence_files_deleted_total{{{SEL}}}[{RI}]))",
+                    lg + " {{reason}}",
+                ),
+            )
+        )
         .with_row(db.Row("Flow table"))
         .with_panel(
             ts(

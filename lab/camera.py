@@ -11,6 +11,11 @@ persona (docs/design.md §7) with real sockets:
   udp/8800.
 - `axis` (well behaved): WS-Discovery Hello; when triggered, an NTP exchange with the gateway and a Hello:
   the control case, which must raise no alert.
+- `xiongmai` (an infected white-label DVR): serves its web interface (tcp/80, factory password admin with
+  an empty password), Xiongmai's telnet enabler (tcp/9530: ``OpenTelnet:OpenOnce`` starts a telnet server on
+  tcp/23) and, when triggered, scans like Mirai: TCP SYNs from a raw socket whose sequence number is the
+  destination address, to addresses of 203.0.113.0/24 that do not exist, on tcp/23 and 2323. The lab's
+  attacker (``lab.attacker``) attacks it.
 
 After start a camera stays quiet (discovery and RTSP only) until triggered through its control file
 (`DIR/control/NAME.json`, polled every `POLL_SECONDS`), or every `trigger_every` seconds if lab.json says
@@ -23,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import ipaddress
 import json
 import logging
 import random
@@ -36,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from lab import payloads
+from lab import payloads, synth
 from lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
 from lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths, write_atomic
 from monitor.analyzers import AnalyzerError
@@ -73,6 +80,11 @@ BEHAVIOURS: Final[dict[str, tuple[str, ...]]] = {
     "dahua.phone_home": ("dns.vendor_cloud", "p2p.nat_traversal", "egress.unexpected_destination"),
     "axis.routine": (),
     "office.unauthorized_pull": ("stream.unauthorized_client",),
+    # A Mirai scan is one device.scanning alert; the few egress alerts before it is recognised stay (at most
+    # three: the rest are folded into its incident).
+    "xiongmai.scanning": ("device.scanning", "egress.unexpected_destination"),
+    "attacker.exploits": ("exploit.attempt", "device.telnet"),
+    "attacker.password_guessing": ("auth.bruteforce", "auth.default_credentials"),
 }
 
 
@@ -205,6 +217,9 @@ class Persona:
 
     async def misbehave(self) -> None:
         """One round of the persona's misbehaviours."""
+
+    async def serve(self) -> None:
+        """Services of the persona's own, beside RTSP (run for the camera's life); none by default."""
 
     async def behaviour(self, name: str, action: Callable[[dict[str, object]], Awaitable[None]]) -> None:
         """Run one behaviour and record it in events.jsonl (with the error, if it failed)."""
@@ -388,10 +403,134 @@ def _ntp_now() -> bytes:
     return (int(t) + 2_208_988_800).to_bytes(4, "big") + int((t % 1) * 2**32).to_bytes(4, "big")
 
 
+# The infected DVR's web interface: it accepts its factory login (admin, empty password) and refuses the rest.
+_XM_SERVER: Final = "uc-httpd 1.0.0"
+_XM_FACTORY_LOGIN: Final = "Basic " + base64.b64encode(b"admin:").decode()
+_XM_BANNER: Final = (
+    bytes([0xFF, 0xFD, 0x01, 0xFF, 0xFD, 0x1F, 0xFF, 0xFB, 0x01, 0xFF, 0xFB, 0x03]) + b"\r\nLocalHost login: "
+)
+SCAN_TARGETS: Final = 60
+SCAN_INTERVAL: Final = 0.02
+
+
+def xm_answer(request: bytes) -> bytes:
+    """What the DVR's web interface answers to one request (its head and body)."""
+    head = request.partition(b"\r\n\r\n")[0].decode("latin-1")
+    line = head.split("\r\n", 1)[0]
+    auth = re.search(r"(?im)^authorization:[ \t]*(.*)$", head)
+    if auth is not None:
+        if auth.group(1).strip() == _XM_FACTORY_LOGIN:
+            return _http(200, b"<html><title>NETSurveillance WEB</title></html>")
+        return _http(401, b"", 'WWW-Authenticate: Basic realm="NETSurveillance"\r\n')
+    if line.startswith("POST /RPC2_Login"):
+        return _http(200, b'{"error":{"code":268632071,"message":"Login failed"},"result":false}')
+    if line.startswith("PUT /SDK/"):
+        return _http(404, b"")
+    return _http(401, b"", 'WWW-Authenticate: Basic realm="NETSurveillance"\r\n')
+
+
+def _http(status: int, body: bytes, extra: str = "") -> bytes:
+    reason = {200: "OK", 401: "Unauthorized", 404: "Not Found"}[status]
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nServer: {_XM_SERVER}\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n{extra}\r\n"
+    ).encode() + body
+
+
+class XiongmaiPersona(Persona):
+    """An infected Xiongmai DVR: a web interface with its factory password, the tcp/9530 telnet enabler
+    (old firmware: no challenge), and a Mirai-style scan when triggered."""
+
+    telnet: asyncio.Server | None = None
+
+    async def serve(self) -> None:
+        web = await asyncio.start_server(self._web, "0.0.0.0", 80)
+        enabler = await asyncio.start_server(self._enabler, "0.0.0.0", 9530)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for server in (web, enabler, self.telnet):
+                if server is not None:
+                    server.close()
+
+    async def _web(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                data = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", data)
+                if length is not None:
+                    data += await reader.readexactly(int(length.group(1)))
+            writer.write(xm_answer(data))
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            log.debug("%s web: %s", self.cam.name, exc)
+        finally:
+            writer.close()
+
+    async def _enabler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                data = await reader.read(256)
+            if b"OpenTelnet:OpenOnce" in data:
+                if self.telnet is None:
+                    self.telnet = await asyncio.start_server(self._telnet, "0.0.0.0", 23)
+                    log.info("%s: telnet enabled by %s", self.cam.name, writer.get_extra_info("peername"))
+                writer.write(payloads_enabler("Open:OK"))
+                await writer.drain()
+        except (OSError, TimeoutError) as exc:
+            log.debug("%s enabler: %s", self.cam.name, exc)
+        finally:
+            writer.close()
+
+    async def _telnet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(_XM_BANNER)
+            await writer.drain()
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                await reader.readline()
+                writer.write(b"Password: ")
+                await writer.drain()
+                await reader.readline()
+            writer.write(b"\r\nLogin incorrect\r\n")
+            await writer.drain()
+        except (OSError, TimeoutError) as exc:
+            log.debug("%s telnet: %s", self.cam.name, exc)
+        finally:
+            writer.close()
+
+    async def misbehave(self) -> None:
+        await self.behaviour("xiongmai.scanning", self.scan)
+
+    async def scan(self, detail: dict[str, object]) -> None:
+        """Mirai's way: SYNs from a raw socket, sequence number = destination address, nothing kept."""
+        targets = [f"203.0.113.{100 + i}" for i in range(SCAN_TARGETS)]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        sock.setblocking(False)
+        sent = 0
+        try:
+            for i, dst in enumerate(targets):
+                port = 2323 if i % 10 == 9 else 23
+                seq = int(ipaddress.IPv4Address(dst))
+                segment = synth.tcp(self.cam.ip, dst, 40000 + i, port, flags=synth.TCP_SYN, seq=seq)
+                sock.sendto(segment, (dst, 0))
+                sent += 1
+                await asyncio.sleep(SCAN_INTERVAL)
+        finally:
+            sock.close()
+        detail.update(destinations=sent, ports=[23, 2323], signature="seq = destination address")
+
+
+def payloads_enabler(text: str) -> bytes:
+    """A telnet-enabler message (the length byte, the text, a NUL)."""
+    data = text.encode() + b"\x00"
+    return bytes([len(data) + 1]) + data
+
+
 PERSONA_CLASSES: Final[dict[str, type[Persona]]] = {
     "ezviz": EzvizPersona,
     "dahua": DahuaPersona,
     "axis": AxisPersona,
+    "xiongmai": XiongmaiPersona,
 }
 
 
@@ -435,6 +574,7 @@ class CameraProcess:
                     tg.create_task(self._follow_control(), name=f"{cam.name}-control"),
                     tg.create_task(self._announce(), name=f"{cam.name}-announce"),
                     tg.create_task(self._misbehave(), name=f"{cam.name}-misbehave"),
+                    tg.create_task(self.persona.serve(), name=f"{cam.name}-services"),
                 ]
                 if self.desc.trigger_every:
                     tasks.append(

@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX: Final = "cwlab"
 DEFAULT_DIR: Final = Path("/run/camwatch-lab")
 OFFICE: Final = "office"
+ATTACKER: Final = "attacker"
 AGENT: Final = "agent"
 METRICS_PORT: Final = 10108
 READY_TIMEOUT: Final = 60.0
@@ -369,7 +370,7 @@ class Lab:
         write_atomic(p.policy, header + yaml.safe_dump(self.policy_document(desc, probe), sort_keys=False))
         agent_doc = self.agent_document(desc, mqtt, probe, probe_interval, contain)
         write_atomic(p.agent_config, header + yaml.safe_dump(agent_doc, sort_keys=False))
-        for name in (*desc.camera_names, OFFICE):
+        for name in (*desc.camera_names, OFFICE, ATTACKER):
             Control().dump(p.control(name))
 
     def _clean_previous_run(self, desc: LabDescription) -> None:
@@ -392,6 +393,7 @@ class Lab:
             *(_Process(c.name, c.namespace, (*py, "lab.camera", d, c.name)) for c in desc.cameras),
             _Process("rec", desc.recorder.namespace, (*py, "lab.recorder", d)),
             _Process(OFFICE, desc.office.namespace, (*py, "lab.office", d)),
+            _Process(ATTACKER, desc.internet.namespace, (*py, "lab.attacker", d)),
         ]
         if agent:
             procs.append(
@@ -713,12 +715,12 @@ class Lab:
         self._wait_ready(desc, [procs[name]], timeout)
 
     def trigger(self, names: Iterable[str] = ()) -> dict[str, int]:
-        """Make the named cameras (and/or `office`) misbehave once; all of them when none is named.
+        """Make the named cameras (and/or `office`, `attacker`) misbehave once; all when none is named.
 
         Returns each one's trigger count. The events appear in events.jsonl as the behaviours run.
         """
         desc = self.description()
-        known = (*desc.camera_names, OFFICE)
+        known = (*desc.camera_names, OFFICE, ATTACKER)
         wanted = list(names) or list(known)
         unknown = [n for n in wanted if n not in known]
         if unknown:

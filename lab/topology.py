@@ -5,7 +5,8 @@ One gateway namespace joins three networks, as on a real site::
     <p>-cam1 10.77.0.11 ─┐                         ┌─ office0 10.78.0.1/24 ── <p>-office 10.78.0.10
     <p>-cam2 10.77.0.12 ─┼─ br-cam 10.77.0.1/24 ─ <p>-gw
     <p>-cam3 10.77.0.13 ─┤   (the agent captures    └─ inet0 203.0.113.1/24 ── <p>-inet 203.0.113.10
-    <p>-rec  10.77.0.2  ─┘    here)                                           (+ .20 .30 .40: clouds)
+    <p>-cam4 10.77.0.14 ─┤    here)                                           (+ .20 .30 .40: clouds,
+    <p>-rec  10.77.0.2  ─┘                                                       .66: the attacker)
 
 The gateway routes (IP forwarding, no NAT: every lab address is routable in the lab), so a camera's
 traffic to the "internet" crosses `br-cam`, where the agent sees it. IPv6 is off in every namespace
@@ -46,7 +47,7 @@ __all__ = [
 
 SCHEMA_VERSION: Final = 1
 PATTERNS: Final = ("normal", "frozen", "black", "covered")
-PERSONAS: Final = ("ezviz", "dahua", "axis")
+PERSONAS: Final = ("ezviz", "dahua", "axis", "xiongmai")
 TRANSPORTS: Final = ("udp", "tcp")
 _PREFIX_RE: Final = re.compile(r"[a-z][a-z0-9]{0,11}")
 _NAME_RE: Final = re.compile(r"[a-z][a-z0-9]{0,15}")
@@ -267,6 +268,7 @@ class Services:
     stun_port: int
     signalling_port: int
     names: tuple[tuple[str, str], ...]  # (lower-case name, IPv4 address)
+    attacker: str = "203.0.113.66"  # the attacker's address on the "internet" (lab/attacker.py)
 
     @property
     def signalling_url(self) -> str:
@@ -302,6 +304,7 @@ class Services:
             stun_port=f.integer("stun_port", 1, 65535),
             signalling_port=f.integer("signalling_port", 1, 65535),
             names=tuple(names),
+            attacker=f.ip("attacker"),
         )
 
     def to_json(self) -> dict[str, object]:
@@ -440,7 +443,8 @@ def default_description(
     trigger_every: float | None = None,
     video: VideoFormat = VideoFormat(),
 ) -> LabDescription:
-    """The standard lab: an EZVIZ/Hikvision, a Dahua and a well-behaved Axis camera (see module doc)."""
+    """The standard lab: an EZVIZ/Hikvision, a Dahua, a well-behaved Axis camera and an infected Xiongmai
+    DVR (see module doc)."""
     check_prefix(prefix)
     cam = "10.77.0"
     cameras = (
@@ -480,6 +484,19 @@ def default_description(
             model="P3265-LV",
             serial="ACCC8E770013",
             firmware="10.12.165",
+            transport="tcp",
+            video=video,
+        ),
+        Camera(
+            name="cam4",
+            namespace=f"{prefix}-cam4",
+            persona="xiongmai",
+            ip=f"{cam}.14",
+            mac="02:12:41:77:00:14",  # a white-label Xiongmai board: locally administered MAC
+            banner="H264DVR 1.0",
+            model="AHB7008T-LM",
+            serial="a1b2c3d4e5f60714",
+            firmware="V4.02.R11.A6380134.10008.131600.00000",
             transport="tcp",
             video=video,
         ),
@@ -536,7 +553,7 @@ def default_description(
             "02:77:00:00:00:0a",
             24,
             "203.0.113.1",
-            extra_ips=("203.0.113.20", "203.0.113.30", "203.0.113.40"),
+            extra_ips=("203.0.113.20", "203.0.113.30", "203.0.113.40", services.attacker),
         ),
         services=services,
         trigger_every=trigger_every,

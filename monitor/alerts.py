@@ -1,23 +1,53 @@
-"""Alert records (ECS; docs/design.md, "Alert record"), stable incident ids, and duplicate suppression.
+"""Alert records (ECS; docs/design.md, "Alert record"), stable ids, duplicate suppression, incidents.
 
 The rules themselves are declared by their modules under ``monitor/rules/``.
+
+Two kinds of grouping, both in capture time:
+
+- an **alert's** ``event.id`` is its identity (``incident_id``: the rule, the observer and what the
+  alert is about); the gate lets the first through and suppresses repeats for ``realert_after_s``;
+- an **incident** groups the alerts about one device that follow each other (each less than
+  ``INCIDENT_IDLE_S`` after the previous one): the phone-home of one camera (its DNS lookup, its
+  connection, its P2P), an attack and what the device did next. Every member alert carries the incident's
+  id (``camwatch.incident.id``, derived from the device and the incident's first alert, never from time).
+  A device gets at most ``CAP_PER_RULE`` alerts of one rule per ``CAP_WINDOW_S`` and, past
+  ``CAP_PER_DEVICE`` in all, only the first alert of each rule; the rest are folded into the incident
+  (counted, ``camwatch.incident.folded`` in the next alert that goes out, and in the engine's statistics).
+  Critical alerts (severity 5) are never folded and do not count against the device's cap: an attack's
+  exploit alerts must not crowd out the password guessing or the factory-password login that follows.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from monitor.evidence import Evidence
 
 NS = 1_000_000_000
 #: ``event.severity`` and what it means (docs/design.md §4.2); MQTT topics end in the number.
-SEVERITY_NAMES = {2: "info", 3: "warning", 4: "high"}
+SEVERITY_NAMES = {2: "info", 3: "warning", 4: "high", 5: "critical"}
 
 
 def severity_name(severity: object) -> str:
-    """The word for an ``event.severity`` (``info``, ``warning``, ``high``), or the value as text."""
+    """The word for an ``event.severity`` (``info`` ... ``critical``), or the value as text."""
     return SEVERITY_NAMES.get(severity, str(severity)) if isinstance(severity, int) else str(severity)
+
+
+#: Severities (``event.severity``): 2 info, 3 warning, 4 high, 5 critical.
+INFO, WARNING, HIGH, CRITICAL = 2, 3, 4, 5
+#: An incident ends when its device raised nothing for this long (capture time).
+INCIDENT_IDLE_S: Final = 3600.0
+#: Per device and window: alerts of one rule, and alerts in all, before the rest are folded.
+CAP_WINDOW_S: Final = 600.0
+CAP_PER_RULE: Final = 3
+CAP_PER_DEVICE: Final = 10
+#: Devices whose incidents are followed at once (the least recently active is forgotten).
+MAX_INCIDENT_DEVICES: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +59,9 @@ class Rule:
     severity: int
     category: tuple[str, ...] = ("network",)
     type: tuple[str, ...] = ("connection",)
+    #: Rules whose alerts about the same device are folded into this rule's incident once it has raised
+    #: (a scan's own connections are not one egress alert each).
+    absorbs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +101,19 @@ class Alert:
     device_id: str | None = None
     manufacturer: str | None = None
     start_ns: int | None = None  # when what the alert is about began, if earlier than the alert
+    #: More ECS fields by dotted name (``vulnerability.id``, ``event.outcome``, ``camwatch.scan``...).
+    fields: tuple[tuple[str, Any], ...] = ()
+    #: The watched device's address, when the alert's ``device`` is not its ``source`` or has no MAC.
+    device_ip: str | None = None
+    #: Set by the gate: the incident this alert belongs to.
+    incident: Incident | None = None
+    #: The packets behind the alert (monitor/evidence.py); never in the record: a sink writes them out.
+    evidence: Evidence | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def device_key(self) -> str | None:
+        """What identifies the alert's device for incidents: its MAC, else its address."""
+        return self.device_id or self.device_ip
 
     def to_record(self) -> dict[str, Any]:
         """The JSON-ready ECS record of docs/design.md §4.2."""
@@ -104,7 +150,41 @@ class Alert:
             rec["device"] = {"manufacturer": self.manufacturer, "id": self.device_id}
         rec["observer"] = {"name": self.observer}
         rec["message"] = self.message
+        for name, value in self.fields:
+            _put(rec, name, list(value) if isinstance(value, tuple) else value)
+        if self.incident is not None:
+            _put(rec, "camwatch.incident", self.incident.to_ecs())
         return rec
+
+
+def _put(rec: dict[str, Any], dotted: str, value: Any) -> None:
+    """``rec["a"]["b"] = value`` for ``a.b`` (intermediate objects created)."""
+    *parents, leaf = dotted.split(".")
+    node = rec
+    for name in parents:
+        child = node.get(name)
+        if not isinstance(child, dict):
+            child = node[name] = {}
+        node = child
+    node[leaf] = value
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """The incident an alert belongs to, as far as it went when the alert was raised."""
+
+    id: str
+    start_ns: int
+    alerts: int  # member alerts let through so far, this one included
+    folded: int  # member alerts folded in (not sent) so far
+
+    def to_ecs(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "start": iso_timestamp(self.start_ns),
+            "alerts": self.alerts,
+            "folded": self.folded,
+        }
 
 
 def incident_id(rule_id: str, observer: str, *parts: object) -> str:
@@ -120,7 +200,8 @@ def iso_timestamp(ts_ns: int) -> str:
 
 
 class AlertGate:
-    """Lets the first alert of an incident through, then suppresses repeats for a while.
+    """Lets the first alert of an incident through, then suppresses repeats for a while; groups what
+    passes into incidents and caps a device's alerts (:meth:`let_through`).
 
     Time is the capture time carried by the alerts, so a replay is deterministic.
     """
@@ -131,6 +212,13 @@ class AlertGate:
         self._last: dict[str, int] = {}
         self.suppressed = 0
         self.evicted = 0  # incidents forgotten at the bound (a repeat of one would alert again)
+        self.incidents = Incidents()
+
+    def let_through(self, alert: Alert) -> Alert | None:
+        """The alert as it goes out (with its incident), or None when it is a repeat or folded."""
+        if not self.admit(alert):
+            return None
+        return self.incidents.group(alert)
 
     def admit(self, alert: Alert) -> bool:
         last = self._last.get(alert.event_id)
@@ -169,3 +257,75 @@ class AlertGate:
         while len(self._last) > self._max:
             del self._last[next(iter(self._last))]
         return restored
+
+
+@dataclass(slots=True)
+class _DeviceIncident:
+    id: str
+    start_ns: int
+    last_ns: int
+    alerts: int = 0
+    folded: int = 0
+    window_start: int = 0
+    in_window: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)
+    absorbed: frozenset[str] = frozenset()
+
+
+class Incidents:
+    """Groups the alerts of each device into incidents and folds what exceeds the caps (module docs)."""
+
+    def __init__(
+        self,
+        idle_s: float = INCIDENT_IDLE_S,
+        window_s: float = CAP_WINDOW_S,
+        per_rule: int = CAP_PER_RULE,
+        per_device: int = CAP_PER_DEVICE,
+        max_devices: int = MAX_INCIDENT_DEVICES,
+    ) -> None:
+        self._idle = int(idle_s * NS)
+        self._window = int(window_s * NS)
+        self._per_rule = per_rule
+        self._per_device = per_device
+        self._max = max_devices
+        self._open: OrderedDict[str, _DeviceIncident] = OrderedDict()
+        #: Alerts folded, by rule id (``camwatch_alerts_folded_total``).
+        self.folded: dict[str, int] = {}
+        self.opened = 0
+
+    def group(self, alert: Alert) -> Alert | None:
+        """The alert with its incident, or None when it is folded into it."""
+        key = alert.device_key
+        if key is None:
+            return alert
+        ts = alert.timestamp_ns
+        inc = self._open.get(key)
+        if inc is None or ts - inc.last_ns > self._idle:
+            inc = _DeviceIncident(
+                incident_id("incident", alert.observer, key, alert.event_id), ts, ts, window_start=ts
+            )
+            self.opened += 1
+        self._open.pop(key, None)
+        self._open[key] = inc
+        if len(self._open) > self._max:
+            self._open.popitem(last=False)
+        inc.last_ns = max(inc.last_ns, ts)
+        if ts - inc.window_start >= self._window:
+            inc.window_start, inc.in_window, inc.by_rule = ts, 0, {}
+        rule = alert.rule.id
+        same = inc.by_rule.get(rule, 0)
+        # The device cap folds repeats only: the first alert of a rule in the window always goes out (a new
+        # kind of trouble with the device is news; the catalogue of rules bounds how many there can be).
+        if alert.rule.severity < CRITICAL and (
+            same >= self._per_rule or (same and inc.in_window >= self._per_device) or rule in inc.absorbed
+        ):
+            inc.folded += 1
+            self.folded[rule] = self.folded.get(rule, 0) + 1
+            return None
+        inc.by_rule[rule] = same + 1
+        if alert.rule.severity < CRITICAL:  # always sent, so never in the way of the others
+            inc.in_window += 1
+        inc.alerts += 1
+        if alert.rule.absorbs:
+            inc.absorbed = inc.absorbed | frozenset(alert.rule.absorbs)
+        return replace(alert, incident=Incident(inc.id, inc.start_ns, inc.alerts, inc.folded))

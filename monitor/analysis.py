@@ -20,6 +20,7 @@ import numpy as np
 from monitor.analyzers import AnalyzerError
 from monitor.decode import PROTO_TCP, PROTO_UDP, TCP_SYN, Decoded
 from monitor.events import DeviceFact, Event
+from monitor.evidence import EvidenceRecorder
 from monitor.flows import Flow
 from monitor.pcapfile import PacketBatch
 from monitor.protocol import FlowApp
@@ -79,6 +80,10 @@ class Analysis:
         self.media_evicted = 0  # expectations forgotten at the bound (MAX_EXPECTED_MEDIA)
         self.protocols = registry or protocols()
         self.order = OrderStats()
+        # Evidence for alerts (issue 12): each analysed flow's recent packets, within global bounds.
+        self.evidence = EvidenceRecorder()
+        self._wirelen: list[int] = []
+        self._linktype: list[int] = []
 
     def run(
         self,
@@ -92,6 +97,10 @@ class Analysis:
         self.events = []
         if not selected:
             return
+        # Evidence reads two columns per analysed packet: as lists, once per batch (a numpy scalar each
+        # time costs more than the whole list for the short-flows benchmark).
+        self._wirelen = batch.wirelen.tolist()
+        self._linktype = batch.linktype.tolist()
         work = [(pos, flow) for flow, positions in selected for pos in positions]
         work.sort(key=lambda item: item[0])
         for pos, flow in work:
@@ -152,14 +161,22 @@ class Analysis:
             if proto == PROTO_TCP and int(d.tcp_flags[pos]) & TCP_SYN:
                 # Where the data will start: later segments are then put in order from the first.
                 l4 = int(d.l4_off[pos])
-                seq = int.from_bytes(batch.packet(pos)[l4 + 4 : l4 + 8], "big")
-                self._order(app, self._from_src(flow, d, pos)).feed(seq, True, b"", 0, self.order)
+                packet = batch.packet(pos)
+                seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
+                from_src = self._from_src(flow, d, pos)
+                self._order(app, from_src).feed(seq, True, b"", 0, self.order)
+                # Evidence (issue 12): the handshake is kept with the flow's first packets.
+                self.evidence.record(
+                    app, int(d.ts_ns[pos]), packet, from_src, self._wirelen[pos], self._linktype[pos]
+                )
             return
         packet = batch.packet(pos)
         payload = packet[start:end]
         from_src = self._from_src(flow, d, pos)
         self.stats.packets += 1
         ts = int(d.ts_ns[pos])
+        # Evidence (issue 12): the packets the analyzers read, in a small ring per flow (monitor/evidence.py).
+        self.evidence.record(app, ts, packet, from_src, self._wirelen[pos], self._linktype[pos])
         if proto == PROTO_TCP:
             # Each byte once, in order: mirror copies, retransmissions and reordering must not reach a
             # stream parser (their counters say what was dropped or skipped).

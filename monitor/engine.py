@@ -31,6 +31,7 @@ from monitor.events import (
     RouterAdvert,
     StreamTransport,
 )
+from monitor.evidence import attach as attach_evidence
 from monitor.flows import Flow, FlowConfig, FlowTable
 from monitor.pcapfile import PacketBatch
 from monitor.policy import SitePolicy
@@ -114,6 +115,8 @@ class Engine:
         self.stats = EngineStats()
         self.now_ns = 0
         self.analysis = Analysis()
+        # Evidence rings (issue 12): no more than there are live flows, whatever the byte budget.
+        self.analysis.evidence.max_rings = min(self.analysis.evidence.max_rings, self.config.flows.max_flows)
         self.clouds = clouds if clouds is not None else CloudCatalogue.load()
         self.site = Site(
             policy, self.inventory, self.clouds, self.config.observer, self._dispatch, self._schedule
@@ -272,7 +275,8 @@ class Engine:
         for judge in routes.get(type(event), ()):
             alerts = judge(event)
             if alerts:
-                self._pending.extend(alerts)
+                # Evidence (issue 12): the alerts of severity 4+ take the packets of the event's flow.
+                self._pending.extend(attach_evidence(alerts, event))
 
     def _end(self, ended: list[Flow]) -> None:
         for flow in ended:
@@ -370,8 +374,10 @@ class Engine:
         pending, self._pending = self._pending, []
         pending.sort(key=_alert_time)
         for alert in pending:
-            if self.gate.admit(alert):
-                out.alerts.append(alert)
+            # Repeats are suppressed; what passes joins its device's incident, or is folded into it.
+            passed = self.gate.let_through(alert)
+            if passed is not None:
+                out.alerts.append(passed)
                 self.stats.alerts[alert.rule.id] = self.stats.alerts.get(alert.rule.id, 0) + 1
 
 

@@ -13,10 +13,11 @@ name-based allow rules: :class:`DnsAnswer` (what a device resolved, with TTLs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from monitor.analyzers.logins import Login
     from monitor.analyzers.rtsp import Transport
     from monitor.devices import Device
     from monitor.flows import Flow
@@ -199,6 +200,61 @@ class MediaSeen(FlowEvent):
     """The first media packet (RTP, or SRTP after DTLS) one side of the flow sent."""
 
     protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppRequest(FlowEvent):
+    """A request of a request-response protocol sent by ``from_src``'s side, as the exploit and login
+    rules read it: HTTP (``/RPC2_Login`` and ONVIF SOAP included), RTSP, Dahua's DHIP/DVRIP JSON on
+    tcp/37777, Xiongmai's telnet enabler (tcp/9530) and debug console (tcp/9527).
+
+    ``seq`` numbers the requests of one connection (0 first); the answer names its request. ``target``
+    is redacted (no user information, password parameters masked). ``login`` is what credentials the
+    request carried, reduced by the analyzer (scheme, account, whether it is a vendor's factory
+    password): never the password itself. ``params`` holds the few scalar fields the matchers read (a
+    Dahua login's ``clientType``...), secrets left out. ``body`` is the start of the request body (at
+    most a few kB; never in a record or a log line: it may hold secrets)."""
+
+    protocol: str
+    method: str
+    target: str
+    seq: int
+    login: Login | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    body: bytes = field(default=b"", repr=False)
+
+    def param(self, name: str) -> str | None:
+        """The value of ``params[name]``, or None."""
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AppResponse(FlowEvent):
+    """The answer to ``request`` (None when the request was not seen), sent by ``from_src``'s side.
+
+    ``status`` is the HTTP or RTSP status code (None for protocols without one). ``auth`` is the
+    analyzer's reading of what the answer says about a login: ``success``, ``failure`` (credentials
+    were tried and refused), ``challenge`` (a first 401 asking for credentials, a Digest nonce gone
+    stale, the first step of a Dahua login) or None (no login involved). ``body`` is the start of the
+    answer's body (repr=False, as for requests)."""
+
+    protocol: str
+    status: int | None
+    request: AppRequest | None
+    auth: str | None = None
+    body: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TelnetSession(FlowEvent):
+    """A telnet server answered on ``flow``: ``from_src``'s side sent option negotiation or text first
+    (the server). ``banner`` is the start of what it printed (printable text only); what the client
+    types is never read."""
+
+    banner: str
 
 
 # ------------------------------------------------------------------------------ the site model

@@ -32,7 +32,9 @@ def _smoke(script: str, *args: str, timeout: float) -> subprocess.CompletedProce
 
 
 def test_replay_benchmark(tmp_path: Path) -> None:
-    out = _smoke("replay.py", "--out-dir", str(tmp_path), timeout=600).stdout
+    # The installed camwatch as its own baseline: the comparison of two checkouts runs end to end.
+    baseline = Path(sys.executable).parent / "camwatch"
+    out = _smoke("replay.py", "--out-dir", str(tmp_path), "--baseline", str(baseline), timeout=600).stdout
     report = json.loads((tmp_path / "replay.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["runs"] == 1
     assert list(report["captures"]) == ["site", "short-flows"]
@@ -43,11 +45,13 @@ def test_replay_benchmark(tmp_path: Path) -> None:
         assert verification["per_flow_match"] and verification["packets"] == 20_000
         flows[kind] = verification["flows"]
         tools = [row["tool"] for row in section["results"]]
-        assert tools[:3] == [
+        assert tools[:4] == [
             "camwatch replay --flows /dev/null",
+            "baseline camwatch replay --flows /dev/null",
             "dpkt loop (flow table)",
             "camwatch replay (no --flows)",
         ]
+        assert section["camwatch_vs_baseline"] > 0
         assert section["camwatch_vs_dpkt_loop"] == section["results"][0]["vs_dpkt_loop"] > 0
         assert all(row["median_s"] > 0 for row in section["results"])
     # The two captures are the two ends: a few long flows, and a flow every few packets.

@@ -5,7 +5,8 @@ Wire format, one message per alert::
     <PRI>1 TIMESTAMP HOSTNAME camwatch PROCID MSGID [origin software="camwatch" swVersion="..."] {...}
 
 - ``PRI`` is ``facility * 8 + severity``; the alert's ``event.severity`` maps to syslog severities as
-  :data:`SYSLOG_SEVERITY` says (4 high -> 2 critical, 3 warning -> 4 warning, 2 info -> 6 informational);
+  :data:`SYSLOG_SEVERITY` says (5 critical -> 1 alert, 4 high -> 2 critical, 3 warning -> 4 warning, 2 info ->
+  6 informational);
 - ``TIMESTAMP`` is the alert's ``@timestamp`` (when it happened, not when it was sent: a spooled alert
   keeps its time), ``HOSTNAME`` the gateway, ``MSGID`` the ``rule.id``, so a receiver can route on them
   without parsing the JSON;
@@ -66,8 +67,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: camwatch ``event.severity`` -> RFC 5424 severity (2 critical, 4 warning, 6 informational).
-SYSLOG_SEVERITY: Final[Mapping[int, int]] = {4: 2, 3: 4, 2: 6}
+#: camwatch ``event.severity`` -> RFC 5424 severity (1 alert, 2 critical, 4 warning, 6 informational).
+SYSLOG_SEVERITY: Final[Mapping[int, int]] = {5: 1, 4: 2, 3: 4, 2: 6}
 _DEFAULT_SYSLOG_SEVERITY: Final = 5  # notice: an alert of a severity camwatch does not define
 #: The channel of the outbox the sink keeps its alerts in.
 CHANNEL: Final = "syslog"

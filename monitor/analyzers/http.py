@@ -18,11 +18,23 @@ targets are masked (:func:`redact_url`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
-from monitor.events import PortMapping
+from monitor.analyzers.logins import (
+    FAILURE,
+    SUCCESS,
+    Login,
+    from_authorization,
+    from_ws_security,
+    http_outcome,
+    rpc_login,
+    rpc_outcome,
+    soap_fault_is_auth,
+)
+from monitor.events import AppRequest, AppResponse, PortMapping
 from monitor.protocol import Context, ProtocolSpec, flow_state
 from monitor.vendors.fingerprints import REALM_VENDORS, SERVER_VENDORS, vendor_from
 
@@ -367,6 +379,11 @@ class HttpRequest:
     authorization_scheme: str | None
     head_length: int
     complete: bool
+    login: Login | None = None
+    """The credentials the request carried, reduced (monitor/analyzers/logins.py): never the password."""
+    content_type: str | None = None
+    body: bytes = field(default=b"", repr=False)
+    """The start of the body, when the stream parser keeps bodies (``keep_body``)."""
 
     @classmethod
     def parse(cls, data: bytes) -> HttpRequest:
@@ -391,6 +408,8 @@ class HttpRequest:
             authorization_scheme=authorization_scheme(h.get("authorization")),
             head_length=head.length,
             complete=head.complete,
+            login=from_authorization(h.get("authorization")),
+            content_type=h.get("content-type"),
         )
 
 
@@ -408,11 +427,19 @@ class HttpResponse:
     chunked: bool
     head_length: int
     complete: bool
+    content_type: str | None = None
+    body: bytes = field(default=b"", repr=False)
+    """The start of the body, when the stream parser keeps bodies (``keep_body``)."""
 
     @property
     def realm(self) -> str | None:
         """The realm of the first challenge that has one."""
         return first_realm(self.challenges)
+
+    @property
+    def stale(self) -> bool:
+        """A Digest challenge saying the client's nonce went stale (a new nonce, not a refusal)."""
+        return any(v.lower() == "true" for c in self.challenges for n, v in c.params if n == "stale")
 
     @classmethod
     def parse(cls, data: bytes) -> HttpResponse:
@@ -435,6 +462,7 @@ class HttpResponse:
             chunked=_is_chunked(h),
             head_length=head.length,
             complete=head.complete,
+            content_type=h.get("content-type"),
         )
 
 
@@ -509,22 +537,32 @@ _FAILED: Final = 6
 class HttpStreamParser:
     """Follows one direction of an HTTP/1.x connection and returns each message head as it completes.
 
-    Sans-I/O: feed it the direction's TCP payloads in order. Bodies are skipped, never buffered
-    (``Content-Length`` and chunked framing are followed); at most ``max_buffer`` bytes of an
-    unfinished head or chunk line are kept. A response without a length runs to the end of the
-    connection, and so does anything after a ``101`` or a failure: the parser then only counts bytes.
-    It cannot know that a response answers a HEAD request; call :meth:`expect_no_body` before feeding
-    such a response when the caller tracks requests.
+    Sans-I/O: feed it the direction's TCP payloads in order. Bodies are skipped (``Content-Length`` and
+    chunked framing are followed); at most ``max_buffer`` bytes of an unfinished head or chunk line are
+    kept. A response without a length runs to the end of the connection, and so does anything after a
+    ``101`` or a failure: the parser then only counts bytes. It cannot know that a response answers a
+    HEAD request; call :meth:`expect_no_body` before feeding such a response when the caller tracks
+    requests.
+
+    With ``keep_body`` the start of each body (that many bytes at most, chunks decoded) comes with its
+    message (``body``): a message with a body is then returned once that much of it arrived or the body
+    ended, a response without a length at once with what the same segment holds of it.
     """
 
-    def __init__(self, max_buffer: int = MAX_HEAD) -> None:
+    def __init__(self, max_buffer: int = MAX_HEAD, keep_body: int = 0) -> None:
         if max_buffer < 64:
             raise ValueError("max_buffer must be >= 64")
+        if keep_body < 0:
+            raise ValueError("keep_body must be >= 0")
         self.max_buffer = max_buffer
+        self.keep_body = keep_body
         self._buf = b""
         self._state = _HEAD
         self._remaining = 0
         self._no_body_next = 0
+        # The message whose body start is being collected, and what was collected (keep_body only).
+        self._held: HttpRequest | HttpResponse | None = None
+        self._body = bytearray()
         self.error: AnalyzerError | None = None
         self.messages = 0
         self.body_bytes = 0
@@ -537,8 +575,8 @@ class HttpStreamParser:
 
     @property
     def buffered(self) -> int:
-        """Bytes held for the next segment (never more than ``max_buffer``)."""
-        return len(self._buf)
+        """Bytes held for the next segment (never more than ``max_buffer`` plus ``keep_body``)."""
+        return len(self._buf) + len(self._body)
 
     def expect_no_body(self) -> None:
         """The next response answers a HEAD request: it has no body whatever its length says."""
@@ -555,11 +593,13 @@ class HttpStreamParser:
         try:
             pos = self._run(data, out)
         except AnalyzerError as exc:
+            self._release(out)  # what was collected of a body before the garbage still counts
             self._fail(exc, len(data))
             return out
         rest = len(data) - pos
         if rest > self.max_buffer:
             what = "header block" if self._state == _HEAD else "chunk line"
+            self._release(out)
             self._fail(AnalyzerError(PROTOCOL, f"{what} longer than {self.max_buffer} bytes"), rest)
         elif rest:
             self._buf = data[pos:]
@@ -571,6 +611,24 @@ class HttpStreamParser:
         self.ignored_bytes += pending
         self._buf = b""
 
+    def _collect(self, data: bytes, start: int, count: int, out: list[HttpRequest | HttpResponse]) -> None:
+        """Body bytes ``data[start:start + count]`` of the held message; release it once it has enough."""
+        want = self.keep_body - len(self._body)
+        if want > 0 and count > 0:
+            self._body += data[start : start + min(count, want)]
+        if len(self._body) >= self.keep_body:
+            self._release(out)
+
+    def _release(self, out: list[HttpRequest | HttpResponse]) -> None:
+        held = self._held
+        if held is not None:
+            # The held head is this parser's alone until released: its body is set in place, which costs
+            # a tenth of dataclasses.replace on every answer with a body.
+            object.__setattr__(held, "body", bytes(self._body))
+            out.append(held)
+            self._held = None
+            self._body = bytearray()
+
     def _run(self, data: bytes, out: list[HttpRequest | HttpResponse]) -> int:
         pos = 0
         n = len(data)
@@ -578,11 +636,19 @@ class HttpStreamParser:
             state = self._state
             if state in (_BODY, _CHUNK_DATA):
                 take = min(self._remaining, n - pos)
+                if self._held is not None:
+                    # Chunk data is followed by its CRLF, which is not body.
+                    data_left = self._remaining - 2 if state == _CHUNK_DATA else self._remaining
+                    self._collect(data, pos, min(take, max(data_left, 0)), out)
                 pos += take
                 self._remaining -= take
                 self.body_bytes += take
                 if self._remaining == 0:
-                    self._state = _HEAD if state == _BODY else _CHUNK_SIZE
+                    if state == _BODY:
+                        self._state = _HEAD
+                        self._release(out)
+                    else:
+                        self._state = _CHUNK_SIZE
             elif state == _HEAD:
                 if data[pos] in b"\r\n":
                     # Stray CRLFs between messages (after a POST body) are to be ignored (RFC 9112 2.2).
@@ -596,10 +662,13 @@ class HttpStreamParser:
                 if not head.complete:
                     return pos
                 msg = parse_from_head(head)
-                out.append(msg)
                 self.messages += 1
                 pos += head.length
-                self._after_head(msg)
+                self._after_head(msg, out)
+                if self._state == _OPAQUE and self._held is not None:
+                    # A body without a length: what this segment holds of it is all that will come.
+                    self._collect(data, pos, n - pos, out)
+                    self._release(out)
             elif state == _CHUNK_SIZE:
                 eol = data.find(b"\n", pos, pos + _MAX_CHUNK_LINE)
                 if eol < 0:
@@ -613,6 +682,7 @@ class HttpStreamParser:
                 size = int(size_text, 16)
                 if size == 0:
                     self._state = _TRAILERS
+                    self._release(out)
                 else:
                     self._state = _CHUNK_DATA
                     self._remaining = size + 2  # the data and its CRLF
@@ -630,38 +700,128 @@ class HttpStreamParser:
                 return n
         return pos
 
-    def _after_head(self, msg: HttpRequest | HttpResponse) -> None:
+    def _after_head(self, msg: HttpRequest | HttpResponse, out: list[HttpRequest | HttpResponse]) -> None:
+        body = self._framing(msg)
+        if body and self.keep_body:
+            self._held = msg  # returned with the start of its body
+            self._body = bytearray()
+        else:
+            out.append(msg)
+
+    def _framing(self, msg: HttpRequest | HttpResponse) -> bool:
+        """Set the state for what follows the head; True when a body follows."""
         if isinstance(msg, HttpResponse):
             if msg.status < 200 and msg.status != 101:
-                return  # an interim response: the final one follows
+                return False  # an interim response: the final one follows
             if msg.status == 101:
                 self._state = _OPAQUE
-                return
+                return False
             if self._no_body_next:
                 self._no_body_next -= 1
-                return
+                return False
             if msg.status in (204, 304):
-                return
+                return False
         if msg.chunked:
             self._state = _CHUNK_SIZE
-        elif msg.content_length:
+            return True
+        if msg.content_length:
             self._state = _BODY
             self._remaining = msg.content_length
-        elif msg.content_length is None and isinstance(msg, HttpResponse):
+            return True
+        if msg.content_length is None and isinstance(msg, HttpResponse):
             self._state = _OPAQUE  # no framing: the body runs until the connection closes
+            return True
+        return False
 
 
 # ------------------------------------------------------------------------------ protocol binding
 
+#: Bytes of each request body the binding keeps for the exploit and login matchers (a SOAP header with its
+#: WS-Security token, a JSON login, an injected command), and of each answer (a JSON result, a SOAP fault,
+#: command output): an answer is held until that much of its body came, so less is asked of it.
+KEEP_BODY: Final = 4096
+KEEP_ANSWER: Final = 1024
+#: Requests of one connection waiting for their answers (pipelining); more are paired with nothing.
+MAX_PENDING: Final = 16
+#: Packets more the analyzers read of a connection after each login attempt or refusal (up to
+#: ``MAX_EXTENSIONS`` times), so password guessing on one kept-alive connection is seen past the first
+#: packets of the flow. Added to the budget, never set: the packets read do not depend on batch sizes.
+LOGIN_EXTRA_PACKETS: Final = 6
+MAX_EXTENSIONS: Final = 64
+
+
+class _Exchanges:
+    """Per connection: the requests waiting for their answers, the request count, budget extensions."""
+
+    __slots__ = ("extensions", "pending", "seq")
+
+    def __init__(self) -> None:
+        self.pending: deque[AppRequest] = deque(maxlen=MAX_PENDING)
+        self.seq = 0
+        self.extensions = 0
+
+    def extend(self, flow: Flow) -> None:
+        if self.extensions < MAX_EXTENSIONS and flow.inspect_left >= 0:
+            self.extensions += 1
+            flow.inspect_left += LOGIN_EXTRA_PACKETS
+
+
+def _client_parser() -> HttpStreamParser:
+    return HttpStreamParser(keep_body=KEEP_BODY)
+
+
+def _server_parser() -> HttpStreamParser:
+    return HttpStreamParser(keep_body=KEEP_ANSWER)
+
+
+def _request_event(msg: HttpRequest, flow: Flow, from_src: bool, ts: int, seq: int) -> AppRequest:
+    """The request as the rules read it: its login (header, WS-Security token or Dahua JSON login)."""
+    login = msg.login
+    params: tuple[tuple[str, str], ...] = ()
+    body = msg.body
+    if body:
+        if b"UsernameToken" in body and login is None:
+            login = from_ws_security(body)
+        elif msg.method == "POST" and (
+            msg.target.startswith("/RPC2_Login") or b'"global.login"' in body[:256]
+        ):
+            rpc = rpc_login(body)
+            if rpc is not None:
+                params, rpc_user = rpc
+                login = login or rpc_user
+    return AppRequest(ts, flow, from_src, PROTOCOL, msg.method, msg.target, seq, login, params, body)
+
+
+def _outcome(request: AppRequest | None, msg: HttpResponse) -> str | None:
+    """What the answer says about the request's login."""
+    login = request.login if request is not None else None
+    if request is not None and request.param("method") is not None and msg.status == 200:
+        return rpc_outcome(msg.body)
+    if login is not None and login.scheme == "WS-UsernameToken" and msg.status not in (401, 407):
+        if soap_fault_is_auth(msg.body):
+            return FAILURE
+        return SUCCESS if msg.status == 200 else None
+    return http_outcome(login, msg.status, msg.stale)
+
 
 def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    parser = flow_state(flow, (PROTOCOL, from_src), HttpStreamParser)
+    client = from_src == flow.opener_is_src
+    parser = flow_state(
+        flow, (PROTOCOL, from_src), HttpStreamParser, _client_parser if client else _server_parser
+    )
     if flow.protocol is None and not looks_like(payload):
         raise AnalyzerError(PROTOCOL, "not an HTTP message start")
+    exchanges = flow_state(flow, PROTOCOL, _Exchanges)
     for msg in parser.feed(payload):
         if isinstance(msg, HttpRequest):
             if msg.soap_action and "portmapping" in msg.soap_action.lower():
                 ctx.emit(PortMapping(ts, flow, from_src, msg.soap_action))
+            request = _request_event(msg, flow, from_src, ts, exchanges.seq)
+            exchanges.seq += 1
+            exchanges.pending.append(request)
+            ctx.emit(request)
+            if request.login is not None:
+                exchanges.extend(flow)
             continue
         if msg.server:
             vendor = vendor_from(msg.server, SERVER_VENDORS)
@@ -670,6 +830,15 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
             realm_vendor = vendor_from(ch.realm, REALM_VENDORS)
             if ch.realm and realm_vendor:
                 ctx.fact(flow, from_src, "realm", ch.realm, vendor=realm_vendor, protocol=PROTOCOL)
+        if msg.status < 200:
+            continue  # an interim answer: the final one answers the request
+        pending = exchanges.pending
+        # Answers come in request order (RFC 9112 9.3.2); one from the requests' own side pairs with nothing.
+        asked = pending.popleft() if pending and pending[0].from_src != from_src else None
+        auth = _outcome(asked, msg)
+        ctx.emit(AppResponse(ts, flow, from_src, PROTOCOL, msg.status, asked, auth, msg.body))
+        if auth == FAILURE or msg.status == 401:
+            exchanges.extend(flow)
     return True
 
 
@@ -680,6 +849,6 @@ PROTOCOLS = (
         tcp_ports=(80, 8080, 8000, 8666, 49152),
         sniff=looks_like,
         tcp_guess=10,
-        emits=(PortMapping,),
+        emits=(PortMapping, AppRequest, AppResponse),
     ),
 )

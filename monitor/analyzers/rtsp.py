@@ -14,6 +14,7 @@ removed from URLs and password parameters in them (Xiongmai's ``/user=admin&pass
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -32,7 +33,8 @@ from monitor.analyzers.http import (
     safe_headers,
     split_head,
 )
-from monitor.events import StreamRequest, StreamTransport
+from monitor.analyzers.logins import Login, from_authorization, http_outcome
+from monitor.events import AppRequest, AppResponse, StreamRequest, StreamTransport
 from monitor.protocol import Context, ProtocolSpec, flow_state
 from monitor.vendors.fingerprints import REALM_VENDORS, SERVER_VENDORS, vendor_from
 
@@ -422,6 +424,8 @@ class RtspRequest:
     content_length: int | None
     head_length: int
     complete: bool
+    login: Login | None = None
+    """The credentials the request carried, reduced (monitor/analyzers/logins.py): never the password."""
 
     @classmethod
     def parse(cls, data: bytes) -> RtspRequest:
@@ -446,6 +450,7 @@ class RtspRequest:
             content_length=_content_length(h),
             head_length=head.length,
             complete=head.complete,
+            login=from_authorization(h.get("authorization")),
         )
 
 
@@ -718,11 +723,34 @@ def _control_parser() -> RtspStreamParser:
     return RtspStreamParser(report_frames=False)
 
 
+class _Requests:
+    """The requests of a connection waiting for their answers, and how many there were (for AppRequest)."""
+
+    __slots__ = ("pending", "seq")
+
+    def __init__(self) -> None:
+        self.pending: deque[AppRequest] = deque(maxlen=16)
+        self.seq = 0
+
+
 def handle_rtsp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     if flow.protocol is None and not looks_like(payload):
         raise AnalyzerError(PROTOCOL, "not an RTSP message start")
     parser = flow_state(flow, (PROTOCOL, from_src), RtspStreamParser, _control_parser)
+    requests = flow_state(flow, PROTOCOL, _Requests)
     for msg in parser.feed(payload):
+        if isinstance(msg, RtspResponse):
+            # Logins and their answers, for the auth.* rules (a 401 before Digest succeeds is a challenge).
+            pending = requests.pending
+            asked = pending.popleft() if pending and pending[0].from_src != from_src else None
+            stale = any(v.lower() == "true" for c in msg.challenges for n, v in c.params if n == "stale")
+            auth = http_outcome(asked.login if asked is not None else None, msg.status, stale)
+            ctx.emit(AppResponse(ts, flow, from_src, PROTOCOL, msg.status, asked, auth))
+        elif isinstance(msg, RtspRequest):
+            asked = AppRequest(ts, flow, from_src, PROTOCOL, msg.method, msg.url, requests.seq, msg.login)
+            requests.seq += 1
+            requests.pending.append(asked)
+            ctx.emit(asked)
         if isinstance(msg, RtspRequest):
             ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url))
             for t in msg.transports:
@@ -748,6 +776,6 @@ PROTOCOLS = (
         sniff=looks_like,
         tcp_guess=20,
         control=True,
-        emits=(StreamRequest, StreamTransport),
+        emits=(StreamRequest, StreamTransport, AppRequest, AppResponse),
     ),
 )

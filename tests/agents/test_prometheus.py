@@ -46,8 +46,10 @@ from agents.collectors import (
 )
 from agents.config import BasicAuthConfig, MetricsConfig, Rotation, SyslogSettings
 from agents.exports import RegisterCollector
+from agents.incidents import IncidentCollector
 from agents.learn.mode import LearningCollector, LearningReading
 from agents.probe.metrics import StreamCollector, StreamStats
+from agents.sinks.evidence import EvidenceSink, RingReading
 from agents.sinks.jsonl import FileOutputsCollector, JsonLinesFile
 from agents.sinks.mqtt import AlertPublisher, MqttSettings
 from agents.sinks.mqtt_data import MqttDataLink
@@ -56,6 +58,7 @@ from agents.sinks.prometheus import ExporterCollector, ExporterStats, MetricsSer
 from agents.sinks.rotating import RotatingFile
 from agents.sinks.syslog import SyslogSink
 from lab import scenario
+from monitor.alerts import Incidents
 from monitor.pcapfile import PacketBatch
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
@@ -140,6 +143,7 @@ class Site:
     real capture-source records, a real outbox with the MQTT sink's channel, a real (unstarted) MQTT sink."""
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.alerts: dict[str, int] = {"egress.unexpected_destination": 2, "device.new": 3}
         self.state = StateSaves(failures=1, last_success=START + 60)
         self.eth1 = KernelCounted("eth1", 105, 5)
@@ -163,6 +167,9 @@ class Site:
         self.publisher.connected = True
         self.publisher.published_total, self.publisher.publish_failures_total = 5, 1
         self.publisher.reconnects_total = 2
+        self.incidents = Incidents()
+        self.incidents.folded = {"egress.unexpected_destination": 4}
+        self.evidence = EvidenceSink(directory / "evidence", rings=lambda: RingReading(9, 4096, 2, 1))
         self.register = AssetRegister.parse(
             "mac,name,location,status,replace_by,owner\n"
             f"{CAMERA},Gate,North gate,scheduled,2026-03-31,Facilities\n"
@@ -192,6 +199,8 @@ class Site:
         registry.register(self.outbox.collector())
         registry.register(self.publisher.collector())
         registry.register(StreamCollector(lambda: self.streams))
+        registry.register(IncidentCollector(self.incidents))
+        registry.register(self.evidence.collector())
         registry.register(RegisterCollector(lambda: self.register, lambda: date(2026, 3, 1)))
         registry.register(self.syslog.collector())
         registry.register(self.flows_file.collector())
@@ -427,6 +436,8 @@ def test_registration_reads_no_component(site: Site) -> None:
         LearningCollector(boom),
         site.outbox.collector(),
         site.publisher.collector(),
+        IncidentCollector(site.incidents),
+        EvidenceSink(site.directory / "evidence2", rings=boom).collector(),
         RegisterCollector(boom, boom),
         site.syslog.collector(),
         site.flows_file.collector(),

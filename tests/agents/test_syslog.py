@@ -55,6 +55,8 @@ def test_the_message_is_rfc5424_with_the_alert_json() -> None:
     assert not body.startswith(b"\xef\xbb\xbf")
     assert format_message(alert(1, severity=2), s, 1).startswith(b"<166>1 ")  # info -> informational (6)
     assert format_message(alert(1, severity=3), s, 1).startswith(b"<164>1 ")  # warning -> warning (4)
+    critical = alert(1, severity=5, rule="exploit.attempt")
+    assert format_message(critical, s, 1).startswith(b"<161>1 ")  # critical -> alert (1)
     no_time = {**alert(1), "@timestamp": "yesterday"}  # not an RFC 3339 time: the time of sending instead
     assert format_message(no_time, s, 1).split(b" ")[1].endswith(b"Z")
     assert octet_counted(b"<14>1 x") == b"7 <14>1 x"

@@ -67,7 +67,7 @@ print(json.dumps(out))
 def test_lab_json_round_trips_and_errors_name_the_field() -> None:
     desc = default_description("cwx", "/tmp/cwx", trigger_every=30.0)
     assert LabDescription.parse(json.loads(json.dumps(desc.to_json()))) == desc
-    assert len(desc.namespaces) == 7 and all(ns.startswith("cwx-") for ns in desc.namespaces)
+    assert len(desc.namespaces) == 8 and all(ns.startswith("cwx-") for ns in desc.namespaces)
     assert all(
         len(name) <= 15 for name in ("br-cam", "office0", "inet0", *(f"p-{c}" for c in desc.camera_names))
     )
@@ -78,9 +78,9 @@ def test_lab_json_round_trips_and_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match=r"cameras\[1\]\.ip: '10.77.0.300' is not an IPv4 address"):
         LabDescription.parse(doc)
     cams[1]["ip"] = "10.77.0.12"
-    cams[0]["persona"] = "xiongmai"
+    cams[0]["persona"] = "uniview"
     with pytest.raises(
-        ValueError, match=r"cameras\[0\]\.persona: 'xiongmai' is not one of ezviz, dahua, axis"
+        ValueError, match=r"cameras\[0\]\.persona: 'uniview' is not one of ezviz, dahua, axis, xiongmai"
     ):
         LabDescription.parse(doc)
     del cams[0]["persona"]
@@ -205,13 +205,15 @@ def decode(ns: str, *targets: str) -> list[dict[str, object]]:
 def test_status_reports_a_healthy_lab(lab: Lab) -> None:
     status = lab.status()
     assert status.ok, status.problems
-    assert sorted(p.name for p in status.processes) == ["cam1", "cam2", "cam3", "gw", "inet", "office", "rec"]
+    assert sorted(p.name for p in status.processes) == [
+        "attacker", "cam1", "cam2", "cam3", "cam4", "gw", "inet", "office", "rec"
+    ]  # fmt: skip
     assert all(p.alive and p.ready for p in status.processes)
     proc = camwatch("lab", "status", "--json", *lab_args(lab))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["state"] == "ok" and report["problems"] == []
-    assert [c["rtsp"] for c in report["cameras"]] == ["ok", "ok", "ok"]
+    assert [c["rtsp"] for c in report["cameras"]] == ["ok", "ok", "ok", "ok"]
     assert f"ip netns exec {PREFIX}-gw camwatch run --config" in report["agent_command"]
 
 
@@ -240,17 +242,17 @@ def test_recorder_pulls_every_camera_continuously(lab: Lab) -> None:
 
     deadline = time.monotonic() + 20
     first: dict[str, int] = {}
-    while time.monotonic() < deadline and len(first) < 3:
+    while time.monotonic() < deadline and len(first) < 4:
         first = packets()
         time.sleep(0.2)
-    assert sorted(first) == ["cam1", "cam2", "cam3"]
+    assert sorted(first) == ["cam1", "cam2", "cam3", "cam4"]
     later = first
     while time.monotonic() < deadline and not all(later[n] > first[n] for n in first):
         time.sleep(0.5)
         later = packets()
     assert all(later[n] > first[n] for n in first), (first, later)
     transports = {c["name"]: c["recorder_transport"] for c in lab.status().cameras}
-    assert transports == {"cam1": "udp", "cam2": "tcp", "cam3": "tcp"}
+    assert transports == {"cam1": "udp", "cam2": "tcp", "cam3": "tcp", "cam4": "tcp"}
 
 
 def test_recorder_reconnects_when_a_camera_restarts(lab: Lab) -> None:
@@ -391,9 +393,10 @@ def test_trigger_logs_events_and_camwatch_raises_exactly_the_expected_alerts(
     desc = lab.description()
     capture = Capture(desc.gateway.namespace, desc.gateway.bridge)
     started = time.time()
-    assert lab.trigger() == {"cam1": 1, "cam2": 1, "cam3": 1, "office": 1}
+    assert lab.trigger() == {"cam1": 1, "cam2": 1, "cam3": 1, "cam4": 1, "office": 1, "attacker": 1}
     expected = {"ezviz.phone_home", "ezviz.xml_stun", "ezviz.upnp", "ezviz.live_view", "dahua.phone_home",
-                "axis.routine", "office.unauthorized_pull"}  # fmt: skip
+                "axis.routine", "office.unauthorized_pull", "xiongmai.scanning", "attacker.exploits",
+                "attacker.password_guessing"}  # fmt: skip
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline and {e.behaviour for e in lab.events()} < expected:
         time.sleep(0.3)

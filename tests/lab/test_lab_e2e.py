@@ -6,10 +6,16 @@ bridge and publishes to a broker in the same namespace. After a trigger, each pe
 raise the rules it lists (events.jsonl) within 10 seconds, over MQTT, naming the right device; the
 well-behaved camera raises nothing. The stream probe reports what the cameras serve and catches a camera
 switched to a frozen or black picture. Root only.
+
+Issue 12: an attacker on the "internet" exploits and password-guesses an infected Xiongmai DVR (cam4), which
+scans like Mirai; their alerts arrive over MQTT with the vulnerability, the outcome, the counts, one incident
+id, and evidence pcaps without the passwords.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -19,6 +25,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,6 +37,9 @@ from tests.agents.netns import inside, skip_reason
 
 ROOT = Path(__file__).parents[2]
 ARRIVAL_LIMIT = 10.0  # seconds from a misbehaviour to its alerts (issue 6)
+# Rules that hold their alert back on purpose (docs/design.md §4.2): password guessing is reported 10 s after
+# the burst crossed its threshold, with its count; the limit counts from the behaviour's start.
+HELD = {"auth.bruteforce": 10.0}
 LabRun = tuple[Lab, NamespaceSubscriber, Path]  # what the lab_run fixture yields
 
 
@@ -142,7 +152,8 @@ def test_each_misbehaviour_raises_its_alerts_within_10_seconds(lab_run: LabRun) 
     lab.trigger()
     # Every behaviour logs its line when it is done (the live view streams for ~15 s).
     behaviours = {"ezviz.phone_home", "ezviz.xml_stun", "ezviz.upnp", "ezviz.live_view", "dahua.phone_home",
-                  "axis.routine", "office.unauthorized_pull"}  # fmt: skip
+                  "axis.routine", "office.unauthorized_pull", "xiongmai.scanning", "attacker.exploits",
+                  "attacker.password_guessing"}  # fmt: skip
     deadline = time.monotonic() + 45
     while {e.behaviour for e in lab.events()} < behaviours:
         assert time.monotonic() < deadline, sorted(e.behaviour for e in lab.events())
@@ -150,7 +161,13 @@ def test_each_misbehaviour_raises_its_alerts_within_10_seconds(lab_run: LabRun) 
     events = lab.events()
     failures = [f"{e.behaviour}: {e.detail['error']}" for e in events if "error" in e.detail]
     assert failures == [], failures
-    time.sleep(1.0)  # let the last alerts of the last behaviour travel
+    # Let the last alerts of the last behaviour travel (password guessing's is held 10 s after its burst).
+    deadline = time.monotonic() + ARRIVAL_LIMIT + HELD["auth.bruteforce"]
+    while time.monotonic() < deadline and not any(
+        a["rule"]["id"] == "auth.bruteforce" for _, a in sub.arrivals()
+    ):  # type: ignore[index]
+        time.sleep(0.5)
+    time.sleep(1.0)
 
     alerts = sub.arrivals()[before:]
     for event in events:
@@ -162,7 +179,8 @@ def test_each_misbehaviour_raises_its_alerts_within_10_seconds(lab_run: LabRun) 
             assert arrivals or earlier, f"{event.behaviour} ({event.camera}) raised no {rule}"
             first = min(arrivals or earlier)
             if arrivals:
-                assert first - event.ts <= ARRIVAL_LIMIT, (event.behaviour, rule, first - event.ts)
+                limit = ARRIVAL_LIMIT + HELD.get(rule, 0.0)
+                assert first - event.ts <= limit, (event.behaviour, rule, first - event.ts)
 
     # Each camera raised only rules its behaviours list (no false positives on the lab's devices).
     for cam in desc.cameras:
@@ -233,3 +251,86 @@ def test_stream_probe_catches_a_frozen_and_a_black_camera(lab_run: LabRun) -> No
     finally:
         lab.set_pattern(frozen.name, "normal")
         lab.set_pattern(black.name, "normal")
+
+
+def _attack_alerts(lab: Lab, sub: NamespaceSubscriber) -> list[dict[str, object]]:
+    """The alerts about the infected DVR, once its scan and the attacker's behaviours are done."""
+    wanted = {"xiongmai.scanning", "attacker.exploits", "attacker.password_guessing"}
+    if not wanted <= {e.behaviour for e in lab.events()}:
+        lab.trigger(["cam4", "attacker"])
+    deadline = time.monotonic() + 60
+    rules = {
+        "exploit.attempt",
+        "device.telnet",
+        "auth.bruteforce",
+        "auth.default_credentials",
+        "device.scanning",
+    }
+    dvr = lab.description().camera("cam4")
+    while True:
+        mine = [a for _, a in sub.arrivals() if involves(a, dvr.ip, dvr.mac)]
+        if rules <= {str(a["rule"]["id"]) for a in mine} and wanted <= {e.behaviour for e in lab.events()}:  # type: ignore[index]
+            time.sleep(1.0)  # the last exploit alerts of the round
+            return [a for _, a in sub.arrivals() if involves(a, dvr.ip, dvr.mac)]
+        assert time.monotonic() < deadline, sorted({str(a["rule"]["id"]) for a in mine})  # type: ignore[index]
+        time.sleep(0.5)
+
+
+def test_attacks_on_the_dvr_arrive_over_mqtt_as_one_incident(lab_run: LabRun) -> None:
+    lab, sub, _ = lab_run
+    desc = lab.description()
+    dvr = desc.camera("cam4")
+    attacker = desc.services.attacker
+    alerts = _attack_alerts(lab, sub)
+    by_rule: dict[str, list[dict[str, Any]]] = {}
+    for a in alerts:
+        by_rule.setdefault(str(a["rule"]["id"]), []).append(a)  # type: ignore[index]
+
+    exploits = {a["camwatch"]["exploit"]["matcher"]: a for a in by_rule["exploit.attempt"]}
+    assert set(exploits) >= {"hikvision-weblanguage", "hikvision-auth-param", "dahua-netkeyboard",
+                             "xiongmai-telnet-enabler"}, sorted(exploits)  # fmt: skip
+    cves = {a.get("vulnerability", {}).get("id") for a in by_rule["exploit.attempt"]}
+    assert {"CVE-2021-36260", "CVE-2017-7921", "CVE-2021-33044"} <= cves
+    assert exploits["xiongmai-telnet-enabler"]["event"]["outcome"] == "success"  # the DVR answered Open:OK
+    assert exploits["hikvision-weblanguage"]["event"]["outcome"] == "failure"  # 404: not this vendor
+    for a in by_rule["exploit.attempt"]:
+        assert (
+            a["event"]["severity"] == 5
+            and a["source"]["ip"] == attacker
+            and a["device"]["id"] == dvr.mac.replace(":", "-")
+        )
+
+    (telnet,) = by_rule["device.telnet"]
+    assert telnet["network"]["direction"] == "inbound" and telnet["destination"]["port"] == 23
+    assert "login" in telnet["camwatch"]["telnet"]["banner"]
+
+    (guessing,) = by_rule["auth.bruteforce"]
+    assert guessing["camwatch"]["bruteforce"]["failures"] >= 10 and guessing["source"]["ip"] == attacker
+    assert guessing["event"]["outcome"] == "success"  # the factory password then worked
+
+    (default,) = by_rule["auth.default_credentials"]
+    assert (
+        default["camwatch"]["default_credential"]["id"] == "xiongmai-admin"
+        and default["user"]["name"] == "admin"
+    )
+    assert default["event"]["outcome"] == "success"
+
+    (scan,) = by_rule["device.scanning"]
+    assert scan["event"]["severity"] == 5 and scan["source"]["ip"] == dvr.ip
+    assert scan["camwatch"]["scan"]["mirai"] >= 3 and scan["camwatch"]["scan"]["telnet"] >= 3
+    assert len(by_rule.get("egress.unexpected_destination", [])) <= 3  # the rest folded into the scan
+
+    # One incident: every alert about the DVR carries the same id.
+    assert len({a["camwatch"]["incident"]["id"] for a in alerts}) == 1, [
+        a["camwatch"]["incident"] for a in alerts
+    ]
+
+    # Evidence: the pcaps the alerts name exist and hold no password or Authorization value.
+    secrets = [base64.b64encode(f"admin:guess{i:02d}".encode()) for i in range(15)]
+    secrets += [base64.b64encode(b"admin:"), b"xc3511", b"Not Used"]
+    for a in [*by_rule["exploit.attempt"], guessing, default, scan, telnet]:
+        path = Path(a["file"]["path"])
+        data = path.read_bytes()
+        assert data[:4] == b"\x0a\x0d\x0d\x0a" and len(data) > 200, path  # pcapng
+        assert not [s for s in secrets if s in data], (a["rule"]["id"], path)
+    assert all(s.decode("latin-1") not in json.dumps(alerts) for s in secrets)

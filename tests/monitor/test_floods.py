@@ -40,10 +40,12 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
 
 
 def flood(engine: Engine, kind: str, n: int) -> Counter[str]:
+    """The alerts raised, by rule: those that went out and those folded into their device's incident."""
     rules: Counter[str] = Counter()
     for batch in floods.as_batches(floods.FLOODS[kind](n), 512):
         rules.update(a.rule.id for a in engine.feed(batch).alerts)
     rules.update(a.rule.id for a in engine.finish().alerts)
+    rules.update(engine.gate.incidents.folded)
     return rules
 
 
@@ -95,8 +97,9 @@ def test_distinct_rtsp_clients(engine: Engine) -> None:
     n = 1500
     alerts = flood(engine, "rtsp", n)
     report = within_bounds(engine)
-    # One unauthorized client each; the gate forgot the oldest incidents beyond its bound, and counted them.
-    assert alerts["stream.unauthorized_client"] == n
+    # One unauthorized client each at least (DESCRIBE and SETUP raise the same incident: its repeat alerts
+    # again only when the gate forgot it at its bound); the gate counted what it forgot.
+    assert n <= alerts["stream.unauthorized_client"] <= 2 * n
     assert report["incidents"]["size"] == BOUND and report["incidents"]["evicted"] >= n - BOUND
     # Each SETUP announces two client ports (RTP and RTCP).
     media = report["media_expectations"]

@@ -86,6 +86,9 @@ def test_after_learning_normal_life_is_quiet_and_the_phone_home_and_new_behaviou
         ("upnp.port_mapping", hik1, "239.255.255.250", 1900),
         ("upnp.port_mapping", hik1, sitelife.GW_IP, 49152),
         *new_port,
+        # The camera that scanned while the site learned (device.scanning flags it as a whole: nothing of it
+        # is learned, it is not a known device) is announced when it shows up again.
+        ("device.new", hik1, None, None),
     }
     # The same capture with the base policy alone: the normal life would alert (so the quiet is learned).
     _, _, base_alerts = run_engine(site / "later.pcap", policy=SitePolicy.from_yaml(sitelife.LIFE_POLICY))
@@ -130,10 +133,12 @@ def test_the_learned_policy_is_complete_commented_and_passes_check_config(
                 and "flows, first seen" in lines[i - 1]
                 and "last seen" in lines[i - 1]
             )
-    # Every camera and the recorder are known devices now.
+    # Every camera and the recorder are known devices now, but the camera that scanned: device.scanning
+    # flagged it as a whole, so nothing of it is learned.
     cams = sitelife.cameras(LifeShape())
+    scanner = next(c for c in cams if c.vendor == "hikvision" and c.n == 1)
     macs = {int(c.mac.replace(":", ""), 16) for c in cams} | {int(sitelife.REC_MAC.replace(":", ""), 16)}
-    assert macs <= policy.known_devices
+    assert macs - policy.known_devices == {int(scanner.mac.replace(":", ""), 16)}
 
 
 def test_findings_are_printed_and_their_alerts_written(site: Path, learned: tuple[Path, str]) -> None:
@@ -145,7 +150,8 @@ def test_findings_are_printed_and_their_alerts_written(site: Path, learned: tupl
         json.loads(line) for line in (site / "findings.jsonl").read_text(encoding="utf-8").splitlines()
     ]
     rules = {r["rule"]["id"] for r in records}
-    assert rules == {"dns.vendor_cloud", "p2p.nat_traversal"}
+    assert rules == {"dns.vendor_cloud", "p2p.nat_traversal", "device.scanning"}
+    assert "44-19-b6-01-00-01" in report and "flagged by device.scanning" in report
 
 
 def test_a_bad_base_policy_is_named_and_nothing_is_written(
