@@ -16,6 +16,7 @@ from fuzz.common import feed_in_pieces
 from lab import attacks
 from monitor.analyzers import AnalyzerError, dvrip, http, logins, telnet, xmdebug
 from monitor.events import AppRequest, AppResponse
+from monitor.flows import Flow
 from monitor.rules import exploit
 
 NAME = "attacks"
@@ -44,6 +45,9 @@ class _Ctx:
 
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         pass
+
+    def watched(self, flow: Flow) -> bool:
+        return True  # every flow: the handlers report all they read
 
 
 def parse(data: bytes) -> None:

@@ -82,6 +82,12 @@ class Analysis:
         self.order = OrderStats()
         # Evidence for alerts (issue 12): each analysed flow's recent packets, within global bounds.
         self.evidence = EvidenceRecorder()
+        # Whether a flow has a watched device on either side (the engine's site model answers; alone,
+        # every flow counts as watched). Decided at a flow's first analysed packet: the flows of
+        # unwatched hosts (most of a busy network) keep no evidence and report no requests.
+        self.involves_watched: Callable[[Flow], bool] = _every_flow
+        # A vendor a device fact names is watched (a banner can make a flow's device watched).
+        self.vendor_watched: Callable[[str], bool] = _every_vendor
         self._wirelen: list[int] = []
         self._linktype: list[int] = []
 
@@ -150,6 +156,9 @@ class Analysis:
         app.offered += 1
         if app.limit is not None and app.offered > app.limit:
             return
+        keep = app.watched
+        if keep is None:
+            keep = app.watched = self.involves_watched(flow)
         start = int(d.payload_off[pos])
         if start < 0:
             return
@@ -165,18 +174,18 @@ class Analysis:
                 seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
                 from_src = self._from_src(flow, d, pos)
                 self._order(app, from_src).feed(seq, True, b"", 0, self.order)
-                # Evidence (issue 12): the handshake is kept with the flow's first packets.
-                self.evidence.record(
-                    app, int(d.ts_ns[pos]), packet, from_src, self._wirelen[pos], self._linktype[pos]
-                )
+                if keep:  # evidence (issue 12): the handshake is kept with the flow's first packets
+                    self.evidence.record(
+                        app, int(d.ts_ns[pos]), packet, from_src, self._wirelen[pos], self._linktype[pos]
+                    )
             return
         packet = batch.packet(pos)
         payload = packet[start:end]
         from_src = self._from_src(flow, d, pos)
         self.stats.packets += 1
         ts = int(d.ts_ns[pos])
-        # Evidence (issue 12): the packets the analyzers read, in a small ring per flow (monitor/evidence.py).
-        self.evidence.record(app, ts, packet, from_src, self._wirelen[pos], self._linktype[pos])
+        if keep:  # evidence (issue 12): the packets the analyzers read, a small ring per flow (evidence.py)
+            self.evidence.record(app, ts, packet, from_src, self._wirelen[pos], self._linktype[pos])
         if proto == PROTO_TCP:
             # Each byte once, in order: mirror copies, retransmissions and reordering must not reach a
             # stream parser (their counters say what was dropped or skipped).
@@ -295,6 +304,10 @@ class Analysis:
     def emit(self, event: Event) -> None:
         self.events.append(event)
 
+    def watched(self, flow: Flow) -> bool:
+        app = flow.app
+        return app is None or app.watched is not False
+
     def fact(
         self,
         flow: Flow,
@@ -310,6 +323,9 @@ class Analysis:
     ) -> None:
         ip, _ = flow.src if from_src else flow.dst
         mac = flow.src_mac if from_src else flow.dst_mac
+        app = flow.app
+        if vendor is not None and app is not None and app.watched is False and self.vendor_watched(vendor):
+            app.watched = True  # a banner named a watched vendor: from now on this flow is watched
         self.events.append(
             DeviceFact(
                 self.now_ns,
@@ -368,3 +384,11 @@ class Analysis:
         name = self.resolutions.name_for(flow.dst[0], flow.start_ns)
         if name is not None:
             flow.domain = name
+
+
+def _every_flow(flow: Flow) -> bool:
+    return True
+
+
+def _every_vendor(vendor: str) -> bool:
+    return True

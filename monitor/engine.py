@@ -123,6 +123,10 @@ class Engine:
         )
         if register is not None:  # the asset register: its devices are known (monitor/rules/register.py)
             self.site.register = register
+        self._vendors = vendors
+        self._oui_memo: dict[int, bool] = {}
+        self.analysis.involves_watched = self._involves_watched
+        self.analysis.vendor_watched = self._vendor_watched
         self._pending: list[Alert] = []
         # Events to dispatch once capture time passes their ts_ns: (ts_ns, order, event).
         self._timers: list[tuple[int, int, Event]] = []
@@ -148,6 +152,37 @@ class Engine:
             kind: [*self._site_routes.get(kind, ()), *self._rule_routes.get(kind, ())]
             for kind in {*self._site_routes, *self._rule_routes}
         }
+
+    def _involves_watched(self, flow: Flow) -> bool:
+        """A watched device on either side of the flow (a superset of what ``Site.watched`` says, cheapest
+        checks first): a monitored address, a known device that is watched or of a watched vendor, or,
+        for a host the site model has not met yet (its first packets are in this batch), its MAC's vendor."""
+        site = self.site
+        if site.is_monitored(flow.src[0]) or site.is_monitored(flow.dst[0]):
+            return True
+        watched_vendors = self.policy.watched_vendors
+        inventory = self.inventory
+        for mac in (site.side_mac(flow, True), site.side_mac(flow, False)):
+            dev = inventory.get(mac) if mac else None
+            if dev is not None and (dev.watched or dev.vendor in watched_vendors):
+                return True
+        if not watched_vendors:
+            return False
+        return self._watched_oui(flow.src_mac) or self._watched_oui(flow.dst_mac)
+
+    def _watched_oui(self, mac: int) -> bool:
+        """The MAC's registered vendor is watched (memoised per MAC, bounded: the answer never changes)."""
+        memo = self._oui_memo
+        known = memo.get(mac)
+        if known is None:
+            known = bool(mac) and self._vendors.lookup(mac).key in self.policy.watched_vendors
+            if len(memo) >= 65536:
+                memo.clear()
+            memo[mac] = known
+        return known
+
+    def _vendor_watched(self, vendor: str) -> bool:
+        return vendor in self.policy.watched_vendors
 
     def feed(self, batch: PacketBatch) -> Events:
         out = Events()

@@ -54,11 +54,19 @@ class Context(Protocol):
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         """A DNS answer: ``ip`` was the answer to a question about ``name``."""
 
+    def watched(self, flow: Flow) -> bool:
+        """Whether a watched device is on either side of the flow: the requests, answers and logins that
+        only the rules about watched devices read (``AppRequest``, ``AppResponse``) are reported for such
+        flows only."""
+
 
 class FlowApp:
     """The analyzers' state of one flow (``Flow.app``), created before its first packet is analysed."""
 
-    __slots__ = ("datagrams", "done", "failures", "limit", "offered", "states", "tcp_dst", "tcp_src", "tried")
+    __slots__ = (
+        "datagrams", "done", "failures", "limit", "offered", "states", "tcp_dst", "tcp_src", "tried",
+        "watched",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.states: dict[Hashable, object] = {}
@@ -77,6 +85,9 @@ class FlowApp:
         self.tcp_src: TcpOrder | None = None
         self.tcp_dst: TcpOrder | None = None
         self.datagrams: dict[tuple[bool, int, int], int] | None = None
+        # Whether a watched device is on either side (decided at the first analysed packet, see
+        # Analysis.involves_watched): only such flows keep evidence and report logins and requests.
+        self.watched: bool | None = None
 
 
 def flow_state(flow: Flow, key: Hashable, cls: type[T], factory: Callable[[], T] | None = None) -> T:

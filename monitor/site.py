@@ -138,6 +138,7 @@ class Site:
         self._recent: OrderedDict[Tuple5, _Started] = OrderedDict()
         self._pending_facts: OrderedDict[str, list[DeviceFact]] = OrderedDict()
         self._on_site: dict[str, bool] = {}
+        self._monitored: dict[str, bool] = {}  # ip -> in a monitored network (asked per flow by many rules)
         self.stats = SiteStats()
 
     # ---------------------------------------------------------------- who is who
@@ -394,9 +395,19 @@ class Site:
             dev, mac = None, 0  # the address behind this MAC is someone else's
         if dev is not None and dev.watched:
             return Watched(dev, mac)
-        if self.policy.is_watched(ip, dev.vendor if dev is not None else None):
+        if (dev is not None and dev.vendor in self.policy.watched_vendors) or self.is_monitored(ip):
             return Watched(dev, mac)
         return None
+
+    def is_monitored(self, ip: str) -> bool:
+        """In one of the policy's monitored networks (memoised: the rules ask it for every new flow)."""
+        known = self._monitored.get(ip)
+        if known is None:
+            known = self.policy.is_monitored_ip(ip)
+            if len(self._monitored) >= MAX_BINDINGS:
+                self._monitored.clear()  # bounded; the answers never change
+            self._monitored[ip] = known
+        return known
 
     def is_site_address(self, ip: str) -> bool:
         """On the site: a monitored network, a private or link-local address, multicast or broadcast."""

@@ -152,8 +152,11 @@ def handle_dvrip(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: i
     ):
         raise AnalyzerError(PROTOCOL, "not a DHIP or DVRIP frame")
     parser = flow_state(flow, (PROTOCOL, from_src), DvripStreamParser)
+    frames = parser.feed(payload)
+    if not ctx.watched(flow):
+        return True  # logins are read for the rules about watched devices only
     logins = flow_state(flow, PROTOCOL, _Logins)
-    for frame in parser.feed(payload):
+    for frame in frames:
         if not frame.body:
             continue
         # The side that opened the connection asks; the device answers.

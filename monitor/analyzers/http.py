@@ -806,16 +806,25 @@ def _outcome(request: AppRequest | None, msg: HttpResponse) -> str | None:
 
 def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     client = from_src == flow.opener_is_src
+    watched = ctx.watched(flow)
     parser = flow_state(
-        flow, (PROTOCOL, from_src), HttpStreamParser, _client_parser if client else _server_parser
+        flow,
+        (PROTOCOL, from_src),
+        HttpStreamParser,
+        (_client_parser if client else _server_parser) if watched else HttpStreamParser,
     )
     if flow.protocol is None and not looks_like(payload):
         raise AnalyzerError(PROTOCOL, "not an HTTP message start")
-    exchanges = flow_state(flow, PROTOCOL, _Exchanges)
+    # Requests and answers as events (logins, exploit shapes) only where a watched device is on the flow:
+    # the rules that read them are about watched devices, and the rest of a busy network's HTTP is most
+    # of what the analyzers see.
+    exchanges = flow_state(flow, PROTOCOL, _Exchanges) if watched else None
     for msg in parser.feed(payload):
         if isinstance(msg, HttpRequest):
             if msg.soap_action and "portmapping" in msg.soap_action.lower():
                 ctx.emit(PortMapping(ts, flow, from_src, msg.soap_action))
+            if exchanges is None:
+                continue
             request = _request_event(msg, flow, from_src, ts, exchanges.seq)
             exchanges.seq += 1
             exchanges.pending.append(request)
@@ -830,7 +839,7 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
             realm_vendor = vendor_from(ch.realm, REALM_VENDORS)
             if ch.realm and realm_vendor:
                 ctx.fact(flow, from_src, "realm", ch.realm, vendor=realm_vendor, protocol=PROTOCOL)
-        if msg.status < 200:
+        if msg.status < 200 or exchanges is None:
             continue  # an interim answer: the final one answers the request
         pending = exchanges.pending
         # Answers come in request order (RFC 9112 9.3.2); one from the requests' own side pairs with nothing.

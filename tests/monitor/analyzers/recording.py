@@ -34,6 +34,9 @@ class RecordingContext:
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         pass
 
+    def watched(self, flow: Flow) -> bool:
+        return True  # every flow: the handlers report all they read
+
     def of(self, kind: type[Event]) -> list[Event]:
         return [e for e in self.events if isinstance(e, kind)]
 
