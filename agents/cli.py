@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
+import os
+import stat
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import IO, NoReturn, TextIO, cast
 
 from agents.capture.pcap_source import PcapFileSource
 from agents.progress import Progress
@@ -21,7 +25,7 @@ from monitor.flows import FlowConfig
 from monitor.pcapfile import CaptureError
 from monitor.policy import SitePolicy
 from monitor.records import flow_record
-from monitor.validation import ValidationError, top_level_keys
+from monitor.validation import TOPIC_UNSAFE_RE, ValidationError, short, top_level_keys
 from monitor.vendors.oui import VendorTable
 
 log = logging.getLogger("camwatch")
@@ -29,6 +33,10 @@ log = logging.getLogger("camwatch")
 EXIT_OK = 0
 EXIT_INPUT = 1  # some input could not be read (everything readable was processed)
 EXIT_USAGE = 2  # bad arguments or configuration: nothing was processed
+EXIT_INTERNAL = 70  # a bug in camwatch (EX_SOFTWARE): one line, the traceback with -v
+EXIT_PIPE = 141  # stdout's reader went away (128 + SIGPIPE, as a shell reports it)
+MAX_FLOWS_LIMIT = 50_000_000  # the agent configuration's bound on limits.max_flows
+MAX_BATCH = 1 << 20
 DEFAULT_CONFIG = "/etc/camwatch/agent.yaml"
 # Top-level keys that make a YAML file an agent configuration rather than a site policy.
 AGENT_KEYS = frozenset(
@@ -55,13 +63,178 @@ class CliError(Exception):
         self.code = code
 
 
+# --------------------------------------------------------------------------------------------------
+# Files named on the command line: every problem is one line saying what, where and the fix.
+
+_INPUT_FIX = {
+    "capture": "name the capture files in it, e.g. {path}/*.pcap",
+    "site policy": "name the policy file in it, e.g. {path}/site-policy.yaml",
+    "configuration": "name the configuration file in it, e.g. {path}/agent.yaml",
+    "configuration or policy": "name a file in it, e.g. {path}/agent.yaml",
+}
+
+
+def input_problem(path: str, what: str, exc: OSError) -> str:
+    """One line for a file that cannot be read: which file, what is wrong, what to do."""
+    code = exc.errno
+    if code == errno.ENOENT:
+        return f"{path}: no such {what} file; check the path"
+    if code == errno.EISDIR:
+        return f"{path}: is a directory, not a {what} file; " + _INPUT_FIX[what].format(path=path.rstrip("/"))
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"{path}: permission denied reading the {what} file; run camwatch as a user who may read it, "
+            "or change its permissions"
+        )
+    if code == errno.ENOTDIR:
+        return f"{path}: a part of the path is a file, not a directory; check the path"
+    if code == errno.ELOOP:
+        return f"{path}: too many symbolic links; check the path"
+    return f"{path}: cannot read the {what} file: {exc.strerror or exc}"
+
+
+def check_input(path: str, what: str) -> None:
+    """CliError (one line) unless `path` can be opened for reading and is not a directory."""
+    try:
+        # O_NONBLOCK: a named pipe opens at once (a capture may come through one).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise CliError(
+            input_problem(path, what, exc), EXIT_INPUT if what == "capture" else EXIT_USAGE
+        ) from None
+    try:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+    if is_dir:
+        raise CliError(
+            input_problem(path, what, IsADirectoryError(errno.EISDIR, "Is a directory")),
+            EXIT_INPUT if what == "capture" else EXIT_USAGE,
+        )
+
+
+def read_input(path: str, what: str) -> bytes:
+    """The bytes of a file named on the command line; CliError (one line) if it cannot be read."""
+    check_input(path, what)
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(input_problem(path, what, exc)) from None
+
+
+def output_problem(option: str, path: str, exc: OSError) -> str:
+    """One line for an output file that cannot be written: the option, the file, what to do."""
+    code = exc.errno
+    where = f"{option} {path}"
+    if code == errno.ENOENT:
+        parent = os.path.dirname(path) or "."
+        return f"{where}: the directory {parent} does not exist; create it first or write somewhere else"
+    if code == errno.EISDIR:
+        return f"{where}: is a directory; name a file in it, e.g. {path.rstrip('/')}/{_OUTPUT_NAMES[option]}"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"{where}: permission denied; write somewhere you may, or change the permissions"
+    if code == errno.ENOTDIR:
+        return f"{where}: a part of the path is a file, not a directory; check the path"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}: no space left on the device; free some space or write somewhere else"
+    if code == errno.EROFS:
+        return f"{where}: the file system is read-only; write somewhere else"
+    return f"{where}: cannot write: {exc.strerror or exc}"
+
+
+_OUTPUT_NAMES = {"--alerts": "alerts.jsonl", "--flows": "flows.jsonl", "--inventory": "inventory.json"}
+
+
+@contextlib.contextmanager
+def writing(option: str, path: str, code: int) -> Iterator[None]:
+    """Turn an OSError of output `option` into a one-line CliError (a closed stdout pipe excepted)."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: main() ends quietly
+    except OSError as exc:
+        raise CliError(output_problem(option, path, exc), code) from None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+# --------------------------------------------------------------------------------------------------
+# Arguments
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what is wrong and where to read the usage (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def _count(name: str, low: int, high: int, example: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.replace("_", ""))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{short(text)!r} is not a whole number; write e.g. {name} {example}"
+            ) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{value} is out of range; write a number from {low:,} to {high:,}, e.g. {name} {example}"
+            )
+        return value
+
+    return parse
+
+
+def _seconds(name: str, example: float) -> Callable[[str], float]:
+    """An argparse type: a duration in seconds, finite and above zero."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < 1e9:  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(
+                f"{short(text)!r} is not a number of seconds above 0; write e.g. {name} {example:g}"
+            )
+        return value
+
+    return parse
+
+
+def _mqtt_address(text: str) -> tuple[str, int]:
+    """An argparse type: HOST:PORT."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{short(text)!r}: write HOST:PORT, e.g. --mqtt 10.77.0.1:1883")
+    return host, int(port)
+
+
+def _gateway_name(text: str) -> str:
+    """An argparse type: a gateway name as the agent configuration accepts it (one MQTT topic level)."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; write a name, e.g. --gateway gw-1")
+    if TOPIC_UNSAFE_RE.search(text):
+        suggestion = TOPIC_UNSAFE_RE.sub("-", text.strip()).strip("-") or "gw-1"
+        raise argparse.ArgumentTypeError(
+            f"'{short(text)}' contains '/', '+', '#', whitespace or control characters; use letters, "
+            f"digits, '-', '_' or '.', e.g. --gateway {short(suggestion)}"
+        )
+    return text
+
+
 def load_policy(path: str | None) -> SitePolicy:
     if path is None:
         return SitePolicy.default()
-    try:
-        data = Path(path).read_bytes()  # decoded by the policy: text that is not UTF-8 is a PolicyError
-    except OSError as exc:
-        raise CliError(f"{path}: cannot read policy: {exc.strerror or exc}") from exc
+    data = read_input(path, "site policy")  # decoded by the policy: text that is not UTF-8 is a PolicyError
     policy = SitePolicy.from_yaml(data, source=path)
     for warning in policy.warnings:  # as load_config logs an agent configuration's warnings
         log.warning("%s: %s", path, warning)
@@ -69,42 +242,83 @@ def load_policy(path: str | None) -> SitePolicy:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="camwatch", description="Edge monitor for CCTV camera traffic.")
+    p = _Parser(prog="camwatch", description="Edge monitor for CCTV camera traffic.")
     p.add_argument("--version", action="version", version=f"camwatch {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    # -v is also read after the command (`camwatch replay x.pcap -v`); SUPPRESS keeps the one given first.
+    verbose = _Parser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages to stderr"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("replay", help="run the engine over capture files")
+    r = sub.add_parser(
+        "replay",
+        parents=[verbose],
+        help="run the engine over capture files",
+        description="Run the engine over pcap and pcapng captures: alerts as JSON lines (stdout unless "
+        "--alerts), a summary on stderr. Exit 0 done, 1 a capture could not be read (everything before the "
+        "fault was processed) or an output could not be written, 2 bad arguments or policy.",
+    )
     r.add_argument("pcaps", nargs="+", metavar="PCAP", help="pcap or pcapng files, processed in order")
     r.add_argument("--policy", metavar="FILE", help="site policy YAML (default: the built-in default policy)")
     r.add_argument("--alerts", metavar="FILE", default="-", help="alerts as JSON lines (default: stdout)")
     r.add_argument("--flows", metavar="FILE", help="write flow records as JSON lines")
     r.add_argument("--inventory", metavar="FILE", help="write the device inventory as a JSON array")
-    r.add_argument("--gateway", default="replay", help="gateway name in observer.name (default: replay)")
-    r.add_argument("--max-flows", type=int, default=200_000, help="bound on live flows (default: 200000)")
-    r.add_argument("--batch-size", type=int, default=65536, help=argparse.SUPPRESS)
+    r.add_argument(
+        "--gateway",
+        type=_gateway_name,
+        default="replay",
+        metavar="NAME",
+        help="gateway name in the alerts' observer.name, <site>/<NAME> (default: replay)",
+    )
+    r.add_argument(
+        "--max-flows",
+        type=_count("--max-flows", 1, MAX_FLOWS_LIMIT, 200_000),
+        default=200_000,
+        metavar="N",
+        help="bound on live flows; beyond it the least recently active is evicted (default: 200000)",
+    )
+    r.add_argument(
+        "--batch-size",
+        type=_count("--batch-size", 1, MAX_BATCH, 65536),
+        default=65536,
+        help=argparse.SUPPRESS,
+    )
 
-    c = sub.add_parser("check-config", help="validate an agent configuration or a site policy file")
-    c.add_argument("file", metavar="FILE")
+    c = sub.add_parser(
+        "check-config",
+        parents=[verbose],
+        help="validate an agent configuration or a site policy file",
+        description="Validate FILE, an agent configuration (the file `camwatch run --config` reads, with a "
+        "capture section) or a site policy (the file `replay --policy` and policy_file read): every problem "
+        "is named with its line and fix. Exit 0 valid, 2 invalid.",
+    )
+    c.add_argument("file", metavar="FILE", help="an agent configuration or a site policy (YAML)")
 
+    # The commands whose parsers live with them take the plain type; the parsers they add are _Parser
+    # instances all the same (one-line errors).
+    plain_sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub)
     # `camwatch learn` (docs/learning.md): its arguments and its work live in agents/learn/command.py.
     from agents.learn.args import add_parser as add_learn_parser
 
-    add_learn_parser(sub)
+    add_learn_parser(plain_sub)
 
-    a = sub.add_parser("run", help="run the gateway agent (live capture, metrics, MQTT alerts)")
+    a = sub.add_parser(
+        "run", parents=[verbose], help="run the gateway agent (live capture, metrics, MQTT alerts)"
+    )
     a.add_argument(
         "--config",
         metavar="FILE",
         default=DEFAULT_CONFIG,
         help=f"agent configuration (default: {DEFAULT_CONFIG})",
     )
-    _add_lab_parser(sub)
+    _add_lab_parser(sub, verbose)
     # `report` and `inventory export` (agents/report/commands.py).
     from agents.report.commands import add_parsers as add_report_parsers
 
-    add_report_parsers(sub)
-    _add_contain_parser(sub)
+    add_report_parsers(plain_sub)
+    _add_contain_parser(plain_sub)
     return p
 
 
@@ -115,9 +329,11 @@ def _add_contain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     add_parser(sub)
 
 
-def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_lab_parser(sub: argparse._SubParsersAction[_Parser], verbose: _Parser) -> None:
     lab = sub.add_parser(
-        "lab", help="the camera lab: simulated cameras in network namespaces (root; camwatch[lab])"
+        "lab",
+        parents=[verbose],
+        help="the camera lab: simulated cameras in network namespaces (root; camwatch[lab])",
     )
     lab_sub = lab.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
 
@@ -126,20 +342,28 @@ def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--dir", default="/run/camwatch-lab", help="lab directory (default: /run/camwatch-lab)"
         )
         parser.add_argument("--prefix", default="cwlab", help="namespace name prefix (default: cwlab)")
+        parser.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
+        )
         return parser
 
     up = common(lab_sub.add_parser("up", help="build the lab and start its cameras and services"))
     up.add_argument(
-        "--trigger-every", type=float, metavar="SECONDS", help="repeat every persona's misbehaviour (demo)"
+        "--trigger-every",
+        type=_seconds("--trigger-every", 30),
+        metavar="SECONDS",
+        help="repeat every persona's misbehaviour (demo)",
     )
     up.add_argument("--agent", action="store_true", help="also run the agent in the gateway namespace")
-    up.add_argument("--mqtt", metavar="HOST:PORT", help="MQTT broker for the agent's alerts")
+    up.add_argument(
+        "--mqtt", type=_mqtt_address, metavar="HOST:PORT", help="MQTT broker for the agent's alerts"
+    )
     up.add_argument(
         "--no-probe", action="store_true", help="leave the stream_probe section out of agent.yaml"
     )
     up.add_argument(
         "--probe-interval",
-        type=float,
+        type=_seconds("--probe-interval", 30),
         default=30.0,
         metavar="SECONDS",
         help="how often the agent's stream probe opens each camera (default: 30)",
@@ -161,6 +385,8 @@ def _add_lab_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `camwatch` command. Whatever the input, the user reads one line per problem, never a traceback
+    (a bug in camwatch says so in one line; `-v` shows its traceback)."""
     args = _build_parser().parse_args(argv)
     if args.command in ("replay", "run"):
         _tune_gc()
@@ -193,13 +419,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return contain_command(args, sys.stdout)
     except ValidationError as exc:  # an agent configuration or a site policy
-        print(f"camwatch: invalid {exc.kind}:\n{exc}", file=sys.stderr)
+        # One problem is one line; several are listed under a heading, one line each.
+        sep = " " if len(exc.problems) == 1 else "\n"
+        print(f"camwatch: invalid {exc.kind}:{sep}{exc}", file=sys.stderr)
         return EXIT_USAGE
     except CliError as exc:
         print(f"camwatch: error: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `camwatch replay x.pcap | head`: the reader had enough. Later writes (and the interpreter's
+        # final flush) would raise again: stdout goes to /dev/null.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+    except Exception as exc:  # a bug: the user still gets one line, and -v the traceback
+        log.debug("internal error", exc_info=True)
+        text = " ".join(str(exc).split())[:300]
+        print(
+            f"camwatch: internal error: {type(exc).__name__}: {text} (a bug in camwatch; run the same "
+            "command with -v for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     return EXIT_USAGE
 
 
@@ -214,11 +457,7 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def _is_agent_config(path: str) -> bool:
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return False  # let the policy loader report it precisely
+def _is_agent_config(data: bytes) -> bool:
     # Keys are found even in a file that does not parse, so its syntax error is reported as the
     # agent configuration's, not as an invalid policy.
     return bool(AGENT_KEYS & top_level_keys(data))
@@ -227,7 +466,7 @@ def _is_agent_config(path: str) -> bool:
 def check_config(path: str, out: TextIO) -> int:
     from agents.config import load_config  # not for `replay`: its start-up stays short
 
-    if _is_agent_config(path):
+    if _is_agent_config(read_input(path, "configuration or policy")):
         config = load_config(path)  # logs its warnings
         cap = config.capture
         source = f"pcap {cap.pcap}" if cap.pcap is not None else f"interfaces {', '.join(cap.interfaces)}"
@@ -257,16 +496,41 @@ def run_agent(config_path: str) -> int:
     import asyncio
 
     from agents.config import load_config
+    from agents.privileges import PrivilegeError
     from agents.runtime import Agent
 
-    if not Path(config_path).is_file():
-        raise CliError(
-            f"{config_path}: no such configuration file (see docs/config.md and examples/agent.yaml)"
-        )
+    check_input(config_path, "configuration")
     config = load_config(config_path)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    asyncio.run(Agent(config).run())
+    try:
+        asyncio.run(Agent(config).run())
+    except PrivilegeError as exc:
+        raise CliError(f"{config_path}: {exc}", EXIT_INPUT) from None
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        log.debug("the agent stopped", exc_info=True)
+        raise CliError(agent_problem(config_path, exc), EXIT_INPUT) from None
     return EXIT_OK
+
+
+def agent_problem(config_path: str, exc: OSError) -> str:
+    """One line for a system error that stopped the agent: what failed and which setting to look at."""
+    from agents.capture.afpacket import CaptureOpenError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, CaptureOpenError):
+        return (
+            f"{text}; check capture.interfaces in {config_path} (`ip -br link` lists this host's interfaces)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return f"{text}; another process listens on that address: change metrics.port in {config_path}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"{text}; run the agent as root or with the capabilities docs/deployment.md lists, and check "
+            f"the paths in {config_path}"
+        )
+    return f"the agent stopped: {text}"
 
 
 def learn_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -280,13 +544,6 @@ def learn_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 EXIT_LAB_DOWN = 3  # `lab status`: no lab (as `systemctl status` says a unit is not running)
-
-
-def _mqtt_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise CliError(f"--mqtt {text!r}: write HOST:PORT, e.g. 10.77.0.1:1883")
-    return host, int(port)
 
 
 def lab_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -309,11 +566,10 @@ def lab_command(args: argparse.Namespace, out: TextIO) -> int:
     try:
         lab = Lab(args.prefix, args.dir)
         if args.lab_command == "up":
-            mqtt = _mqtt_address(args.mqtt) if args.mqtt else None
             status = lab.up(
                 trigger_every=args.trigger_every,
                 agent=args.agent,
-                mqtt=mqtt,
+                mqtt=args.mqtt,
                 probe=not args.no_probe,
                 probe_interval=args.probe_interval,
                 contain=args.contain,
@@ -345,8 +601,8 @@ def lab_command(args: argparse.Namespace, out: TextIO) -> int:
 def replay(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     for path in args.pcaps:
-        if not Path(path).is_file():
-            raise CliError(f"{path}: no such capture file", EXIT_INPUT)
+        check_input(path, "capture")
+    _check_outputs(args)
     config = EngineConfig(
         observer=f"{policy.site}/{args.gateway}", flows=FlowConfig(max_flows=args.max_flows)
     )
@@ -354,17 +610,30 @@ def replay(args: argparse.Namespace) -> int:
     progress = Progress()
     started = time.monotonic()
     failures: list[str] = []
-    with (
-        JsonLinesSink(args.alerts) as alerts,
-        JsonLinesSink(args.flows) if args.flows else _NullSink() as flows,
-    ):
+    with contextlib.ExitStack() as stack:
+        # Every output is opened before the first packet: a bad path costs nothing but one line.
+        alerts = JsonLinesSink(args.alerts)
+        with writing("--alerts", args.alerts, EXIT_USAGE):
+            stack.enter_context(alerts)
+        flows: JsonLinesSink | _NullSink = _NullSink()
+        if args.flows:
+            flows = JsonLinesSink(args.flows)
+            with writing("--flows", args.flows, EXIT_USAGE):
+                stack.enter_context(flows)
+        inventory: IO[str] | None = None
+        if args.inventory:
+            with writing("--inventory", args.inventory, EXIT_USAGE):
+                inventory = stack.enter_context(open(args.inventory, "w", encoding="utf-8"))
 
         def emit(ev: Events) -> None:
-            for alert in ev.alerts:
-                alerts.write(alert.to_record())
-            if args.flows:
-                for flow in ev.flows:
-                    flows.write(flow_record(flow))
+            if ev.alerts:
+                with writing("--alerts", args.alerts, EXIT_INPUT):
+                    for alert in ev.alerts:
+                        alerts.write(alert.to_record())
+            if args.flows and ev.flows:
+                with writing("--flows", args.flows, EXIT_INPUT):
+                    for flow in ev.flows:
+                        flows.write(flow_record(flow))
 
         for path in args.pcaps:
             source = PcapFileSource(path, args.batch_size)
@@ -377,28 +646,58 @@ def replay(args: argparse.Namespace) -> int:
                     emit(engine.feed(batch))
             except CaptureError as exc:
                 failures.append(str(exc))
+            except BrokenPipeError:
+                raise  # stdout's reader, not the capture
             except OSError as exc:
-                failures.append(f"{path}: cannot read: {exc.strerror or exc}")
+                failures.append(input_problem(path, "capture", exc))
         emit(engine.finish())
-    progress.clear()
-    if args.inventory:
-        Path(args.inventory).write_text(
-            json.dumps(engine.inventory.records(), indent=1) + "\n", encoding="utf-8"
-        )
-    _summary(engine, time.monotonic() - started, sys.stderr)
+        progress.clear()
+        if inventory is not None:
+            with writing("--inventory", args.inventory, EXIT_INPUT):
+                inventory.write(json.dumps(engine.inventory.records(), indent=1) + "\n")
+        # Closing flushes: a full disk shows here, named after its option.
+        for option, target, closing in (
+            ("--inventory", args.inventory, inventory),
+            ("--flows", args.flows, flows),
+            ("--alerts", args.alerts, alerts),
+        ):
+            if closing is not None:
+                with writing(option, target, EXIT_INPUT):
+                    closing.close()
+    if engine.stats.packets or not failures:  # a capture that gave nothing has only its error to say
+        _summary(engine, time.monotonic() - started, sys.stderr)
     for failure in failures:
         print(f"camwatch: error: {failure}", file=sys.stderr)
     return EXIT_INPUT if failures else EXIT_OK
 
 
-class _NullSink:
-    def __enter__(self) -> _NullSink:
-        return self
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output that is also an input (it would be emptied before it is read) or another output.
+    A character device (/dev/null) may take several outputs: nothing is emptied or overwritten there."""
+    outputs = [(o, p) for o, p in (("--alerts", args.alerts), ("--flows", args.flows), ("--inventory",
+               args.inventory)) if p and p != "-" and not _is_char_device(p)]  # fmt: skip
+    inputs = [("capture", p) for p in args.pcaps] + ([("--policy", args.policy)] if args.policy else [])
+    for i, (option, path) in enumerate(outputs):
+        for what, other in inputs + outputs[:i]:
+            if _same_file(path, other):
+                name = "a capture to read" if what == "capture" else f"the {what} file"
+                raise CliError(f"{option} {path}: is also {name}; write each output to a file of its own")
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+
+def _is_char_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+class _NullSink:
+    """Where flow records go without --flows."""
 
     def write(self, record: object) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
 

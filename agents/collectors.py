@@ -206,6 +206,7 @@ class EngineReading:
     devices: Sequence[DeviceSummary] = ()
     external: Mapping[str, ExternalTraffic] = field(default_factory=dict)  # by device MAC
     alerts_suppressed: int = 0
+    evictions: Mapping[str, int] = field(default_factory=dict)  # by bounded table (Engine.evictions)
 
     @classmethod
     def of(cls, engine: Engine, *, live_external: bool = True) -> EngineReading:
@@ -248,6 +249,7 @@ class EngineReading:
                 for mac, counts in engine.external_traffic(live=live_external).items()
             },
             alerts_suppressed=engine.gate.suppressed,
+            evictions=engine.evictions(),
         )
 
 
@@ -389,6 +391,14 @@ def _engine_families(
         "Repeats of an already reported incident that were not raised again.",
         r.alerts_suppressed,
     )
+    evictions = CounterMetricFamily(
+        "camwatch_table_evictions_total",
+        "Entries a bounded engine table forgot or refused at its bound, by table (docs/design.md §6).",
+        labels=("table",),
+    )
+    for table, count in sorted(r.evictions.items()):
+        evictions.add_metric([table], count)
+    yield evictions
 
 
 def _device_count_families(devices: Sequence[DeviceSummary], limit: int | None) -> Iterator[Metric]:

@@ -89,12 +89,14 @@ log = logging.getLogger(__name__)
 #: devices, and none of it is for other local users.
 AGENT_UMASK: Final = 0o027
 #: Modules the agent imports only later (an asyncio worker thread, a host name's IDNA encoding, the
-#: OpenMetrics format, gzip), imported before the privilege drop: an installation that only root may read
-#: would otherwise fail at the first scrape or the first connection to the broker.
+#: OpenMetrics format, gzip, netaddr for the first MAC outside camwatch's vendor table), imported before
+#: the privilege drop: an installation that only root may read would otherwise fail at the first scrape,
+#: the first connection to the broker or the first unknown vendor.
 LATE_IMPORTS: Final = (
     "concurrent.futures.thread",
     "encodings.idna",
     "gzip",
+    "netaddr",
     "prometheus_client.openmetrics.exposition",
 )
 TICK_SECONDS = 1.0

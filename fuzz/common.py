@@ -12,6 +12,11 @@ Engines:
   ranges, truncation, splicing, dictionary tokens); inputs that parse are added back to the pool so the
   search goes deeper than the seeds. Deterministic for a given ``seed``.
 
+Memory: a campaign that runs out of memory (libFuzzer's ``-rss_limit_mb``) is a failure, reported with the
+inputs run until then, never as "0 inputs, 0 failures"; and resident memory is sampled as inputs run: growth
+beyond ``leak_threshold`` bytes per input over the second half of a campaign (after its tables have filled)
+is reported as a leak, whatever the engine.
+
 Each ``fuzz/fuzz_<module>.py`` exposes ``NAME``, ``parse(data)`` and ``seeds()``; run one with
 ``python -m fuzz.fuzz_<module> [runs] [--engine E]`` and all with ``python -m fuzz.run_all`` (from the
 repository root; ``python fuzz/run_all.py`` works too).
@@ -47,6 +52,12 @@ from monitor.analyzers import AnalyzerError  # noqa: E402  (needs the path set a
 ParseFn = Callable[[bytes], object]
 
 DEFAULT_RUNS = 200_000
+DEFAULT_RSS_LIMIT_MB = 2048
+# Resident memory may grow while a campaign's state fills its bounded tables; over the second half of a
+# campaign, more than this many bytes per input is a leak (the engine fuzzer under atheris grew 6.3 kB).
+DEFAULT_LEAK_THRESHOLD = 1024
+# Leaks smaller than this in total are noise (allocator arenas, a cache reaching its bound).
+_LEAK_MIN_BYTES = 16 << 20
 _MAX_EXAMPLE = 4096  # bytes of a failing input kept in the report
 _INTERESTING = (0x00, 0x01, 0x7F, 0x80, 0xFF, 0x3F, 0x40, 0xC0, 0x20, 0x0A, 0x0D, 0x3C, 0x3E, 0x22)
 _TOKENS = (
@@ -92,7 +103,7 @@ class Failure:
 
 @dataclass
 class FuzzResult:
-    """What a campaign did. `failures` is empty when every input passed."""
+    """What a campaign did. `failures` is empty when every input passed and memory stayed flat."""
 
     name: str
     engine: str
@@ -100,11 +111,18 @@ class FuzzResult:
     seconds: float
     failures: list[Failure] = field(default_factory=list)
     note: str = ""
+    # (inputs run, resident memory in KiB) as the campaign went: how memory grew
+    rss: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """No failure and the campaign ran to the end."""
         return not self.failures and not self.note
+
+    def growth_per_input(self) -> float | None:
+        """Bytes of resident memory gained per input over the second half of the campaign (None: too few
+        samples to say)."""
+        return growth_per_input(self.rss)
 
     def __str__(self) -> str:
         rate = self.inputs / self.seconds if self.seconds else 0.0
@@ -113,9 +131,62 @@ class FuzzResult:
             f"{len(self.failures)} distinct failure(s)"
         )
         lines = [head] + [f"  - {f}" for f in self.failures]
+        growth = self.growth_per_input()
+        if self.rss:
+            first, last = self.rss[0][1] / 1024, self.rss[-1][1] / 1024
+            per = f", {growth:+.0f} B/input over the second half" if growth is not None else ""
+            lines.append(f"  memory: {first:.0f} MiB -> {last:.0f} MiB resident{per}")
         if self.note:
             lines.append(f"  note: {self.note}")
         return "\n".join(lines)
+
+
+def _halfway(samples: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+    """The sample nearest half the inputs, before the last one (samples: inputs, KiB)."""
+    if len(samples) < 2 or samples[-1][0] <= 0:
+        return None
+    end = samples[-1][0]
+    mid = min(samples[:-1], key=lambda s: abs(s[0] - end // 2))
+    return mid if mid[0] < end else None
+
+
+def growth_per_input(samples: Sequence[tuple[int, int]]) -> float | None:
+    """Bytes per input from about half the inputs to the last sample (samples: inputs, KiB); None: too few."""
+    mid = _halfway(samples)
+    if mid is None:
+        return None
+    end_inputs, end_kib = samples[-1]
+    return (end_kib - mid[1]) * 1024 / (end_inputs - mid[0])
+
+
+def leak_failure(samples: Sequence[tuple[int, int]], threshold: float) -> Failure | None:
+    """A "leak" failure when memory grew more than `threshold` bytes per input over the second half (and
+    by more than noise in total), else None."""
+    per = growth_per_input(samples)
+    if per is None or per <= threshold:
+        return None
+    end_inputs, end_kib = samples[-1]
+    mid_inputs, mid_kib = _halfway(samples) or samples[0]
+    if (end_kib - mid_kib) * 1024 < _LEAK_MIN_BYTES:
+        return None
+    return Failure(
+        "leak",
+        f"resident memory grew {per:.0f} bytes per input from input {mid_inputs} to {end_inputs} "
+        f"({mid_kib // 1024} MiB -> {end_kib // 1024} MiB; more than {threshold:.0f} B/input)",
+        "memory",
+        b"",
+    )
+
+
+def rss_kib() -> int:
+    """This process's resident memory now (KiB); its peak where /proc is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 class _Recorder:
@@ -194,11 +265,15 @@ class Mutator:
         return self.mutate(self.rng.choice(self.pool))
 
 
-def _run_mutate(name: str, parse_fn: ParseFn, seeds: Sequence[bytes], runs: int, seed: int) -> FuzzResult:
+def _run_mutate(
+    name: str, parse_fn: ParseFn, seeds: Sequence[bytes], runs: int, seed: int, leak_threshold: float
+) -> FuzzResult:
     rec = _Recorder()
     mut = Mutator(seeds, random.Random(seed))
     start = time.perf_counter()
     done = 0
+    every = max(1, runs // 20)  # twenty memory samples a campaign
+    samples: list[tuple[int, int]] = []
     for data in mut.pool[:runs]:  # the seeds themselves first
         rec.check(parse_fn, data)
         done += 1
@@ -207,23 +282,101 @@ def _run_mutate(name: str, parse_fn: ParseFn, seeds: Sequence[bytes], runs: int,
         if rec.check(parse_fn, data) and len(mut.pool) < 2000 and data not in mut.pool:
             mut.pool.append(data)  # accepted inputs are the best starting points for deeper mutations
         done += 1
-    return FuzzResult(name, "mutate", done, time.perf_counter() - start, list(rec.failures.values()))
+        if done % every == 0:
+            samples.append((done, rss_kib()))
+    failures = list(rec.failures.values())
+    leak = leak_failure(samples, leak_threshold)
+    if leak is not None:
+        failures.append(leak)
+    return FuzzResult(name, "mutate", done, time.perf_counter() - start, failures, rss=samples)
 
 
-def _instrument(atheris: Any, prefixes: tuple[str, ...]) -> None:
+# Modules whose functions compare whole numpy arrays (`lengths >= 20`, `ethertype == ETH_IPV4`): atheris's
+# comparison hook keeps a reference to every comparison result that is not a bool, so an instrumented array
+# comparison leaks its result array, once per call (atheris 2.3; one leaked block per call in a three-line
+# reproduction). Instrumenting these made the engine fuzzer grow 6.3 kB per input up to libFuzzer's 2 GB
+# limit, while the same inputs replayed without atheris stay flat (docs/design.md §6). Their branches are
+# over whole batches, not per packet, so coverage loses little.
+NOT_INSTRUMENTED = ("monitor.decode", "monitor.flows", "monitor.pcapfile")
+
+
+def _instrument(atheris: Any, prefixes: tuple[str, ...], exclude: tuple[str, ...] = NOT_INSTRUMENTED) -> int:
+    """Instrument the functions of modules starting with `prefixes` (but not `exclude`); returns how many."""
     # atheris.instrument_all() rewrites every loaded function (numpy, hypothesis...): over a minute of
     # start-up and a slower loop. Coverage only matters in our code: the analyzers and the fuzz target.
+    count = 0
     for obj in gc.get_objects():
-        if isinstance(obj, types.FunctionType) and str(getattr(obj, "__module__", "")).startswith(prefixes):
+        if not isinstance(obj, types.FunctionType):
+            continue
+        module = str(getattr(obj, "__module__", ""))
+        if module.startswith(prefixes) and not module.startswith(exclude):
             with contextlib.suppress(Exception):
                 atheris.instrument_func(obj)
+                count += 1
+    return count
 
 
 _DONE_RE = re.compile(rb"Done (\d+) runs in (\d+) second")
+# libFuzzer's status lines: "#65536\tpulse  cov: 1208 ft: 2290 corp: 248/31Kb ... rss: 490Mb"
+_STATUS_RE = re.compile(rb"^#(\d+)\s.*?\brss: (\d+)Mb", re.MULTILINE)
+_OOM_RE = re.compile(rb"ERROR: libFuzzer: out-of-memory \((?:used|malloc)[^)]*\)")
+# Artifacts libFuzzer writes for a stopping input, by file-name prefix, and what each means.
+_ARTIFACTS = (
+    ("crash-", "crash"),
+    ("timeout-", "timeout"),
+    ("oom-", "out-of-memory"),
+    ("leak-", "leak"),
+)
+
+
+def atheris_result(
+    name: str, work: Path, log: bytes, code: int, seconds: float, leak_threshold: float
+) -> FuzzResult:
+    """Read what a libFuzzer run left: its log, its exit code and the artifacts in `work`."""
+    failures: list[Failure] = []
+    fail_log = work / "failures.jsonl"
+    if fail_log.exists():
+        for line in fail_log.read_text().splitlines():
+            d = json.loads(line)
+            failures.append(
+                Failure(d["type"], d["message"], d["where"], bytes.fromhex(d["example"]), d["count"])
+            )
+    samples = [(int(n), int(mb) * 1024) for n, mb in _STATUS_RE.findall(log)]
+    done = _DONE_RE.search(log)
+    # Inputs run: libFuzzer's own count at the end, or its last status line when it stopped early.
+    inputs = int(done.group(1)) if done else (samples[-1][0] if samples else 0)
+    tail = log.decode("utf-8", "replace").strip().splitlines()[-6:]
+    note = ""
+    if code != 0 or done is None:
+        note = f"libFuzzer exited with {code} after {inputs} inputs: " + " | ".join(tail)
+        for prefix, kind in _ARTIFACTS:
+            for artifact in sorted(work.glob(f"{prefix}*")):
+                what = " | ".join(tail)[-300:]
+                if kind == "out-of-memory" and (oom := _OOM_RE.search(log)) is not None:
+                    what = oom.group(0).decode("utf-8", "replace")
+                failures.append(Failure(kind, what, artifact.name, artifact.read_bytes()[:_MAX_EXAMPLE]))
+        if not any(f.where.startswith(tuple(p for p, _ in _ARTIFACTS)) for f in failures):
+            # Killed from outside, or libFuzzer stopped without an artifact (an OOM it only logged).
+            oom = _OOM_RE.search(log)
+            kind = "out-of-memory" if oom else "aborted"
+            failures.append(
+                Failure(kind, (oom.group(0).decode() if oom else " | ".join(tail))[-300:], "?", b"")
+            )
+    leak = leak_failure(samples, leak_threshold)
+    if leak is not None:
+        failures.append(leak)
+    return FuzzResult(name, "atheris", inputs, seconds, failures, note, samples)
 
 
 def _run_atheris(
-    name: str, parse_fn: ParseFn, seeds: Sequence[bytes], runs: int, seed: int, timeout_s: int
+    name: str,
+    parse_fn: ParseFn,
+    seeds: Sequence[bytes],
+    runs: int,
+    seed: int,
+    timeout_s: int,
+    rss_limit_mb: int,
+    leak_threshold: float,
 ) -> FuzzResult:
     with tempfile.TemporaryDirectory(prefix=f"fuzz-{name}-") as tmp:
         work = Path(tmp)
@@ -240,7 +393,7 @@ def _run_atheris(
             f"-seed={seed or 1}",
             f"-max_len={max_len}",
             f"-timeout={timeout_s}",
-            "-rss_limit_mb=2048",
+            f"-rss_limit_mb={rss_limit_mb}",
             f"-artifact_prefix={work}/",
             str(corpus),
         ]
@@ -285,26 +438,7 @@ def _run_atheris(
         _, status = os.waitpid(pid, 0)
         seconds = time.perf_counter() - start
         log = out_log.read_bytes() if out_log.exists() else b""
-        failures: list[Failure] = []
-        if fail_log.exists():
-            for line in fail_log.read_text().splitlines():
-                d = json.loads(line)
-                failures.append(
-                    Failure(d["type"], d["message"], d["where"], bytes.fromhex(d["example"]), d["count"])
-                )
-        m = _DONE_RE.search(log)
-        inputs = int(m.group(1)) if m else 0
-        note = ""
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0 or m is None:
-            crash = next(work.glob("crash-*"), None) or next(work.glob("timeout-*"), None)
-            tail = log.decode("utf-8", "replace").strip().splitlines()[-6:]
-            note = f"libFuzzer exited with {code}: " + " | ".join(tail)
-            if crash is not None:
-                failures.append(
-                    Failure("crash/timeout", " | ".join(tail)[-300:], crash.name, crash.read_bytes())
-                )
-        return FuzzResult(name, "atheris", inputs, seconds, failures, note)
+        return atheris_result(name, work, log, os.waitstatus_to_exitcode(status), seconds, leak_threshold)
 
 
 def have_atheris() -> bool:
@@ -325,14 +459,17 @@ def run_fuzz(
     engine: str = "auto",
     seed: int = 0,
     timeout_s: int = 10,
+    rss_limit_mb: int = DEFAULT_RSS_LIMIT_MB,
+    leak_threshold: float = DEFAULT_LEAK_THRESHOLD,
 ) -> FuzzResult:
-    """Fuzz `parse_fn` with `runs` inputs grown from `seeds`; only AnalyzerError may escape it."""
+    """Fuzz `parse_fn` with `runs` inputs grown from `seeds`; only AnalyzerError may escape it, and memory
+    must not grow more than `leak_threshold` bytes per input over the second half."""
     if engine == "auto":
         engine = "atheris" if have_atheris() else "mutate"
     if engine == "atheris":
-        return _run_atheris(name, parse_fn, seeds, runs, seed, timeout_s)
+        return _run_atheris(name, parse_fn, seeds, runs, seed, timeout_s, rss_limit_mb, leak_threshold)
     if engine == "mutate":
-        return _run_mutate(name, parse_fn, seeds, runs, seed)
+        return _run_mutate(name, parse_fn, seeds, runs, seed, leak_threshold)
     raise ValueError(f"unknown fuzz engine {engine!r} (auto, atheris, mutate)")
 
 
@@ -375,6 +512,18 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--engine", choices=("auto", "atheris", "mutate"), default="auto")
     ap.add_argument("--seed", type=int, default=0, help="random seed (0: libFuzzer picks one for atheris)")
     ap.add_argument("--timeout", type=int, default=10, help="seconds one input may take (atheris)")
+    ap.add_argument(
+        "--rss-limit-mb",
+        type=int,
+        default=DEFAULT_RSS_LIMIT_MB,
+        help=f"libFuzzer's memory limit; beyond it the campaign fails (default {DEFAULT_RSS_LIMIT_MB})",
+    )
+    ap.add_argument(
+        "--leak-threshold",
+        type=float,
+        default=DEFAULT_LEAK_THRESHOLD,
+        help=f"bytes of growth per input that make a leak (default {DEFAULT_LEAK_THRESHOLD})",
+    )
     return ap
 
 
@@ -387,7 +536,15 @@ def main(
     runs = args.runs_pos if args.runs_pos is not None else args.runs
     with contextlib.suppress(BrokenPipeError):
         result = run_fuzz(
-            name, parse_fn, seeds(), runs, engine=args.engine, seed=args.seed, timeout_s=args.timeout
+            name,
+            parse_fn,
+            seeds(),
+            runs,
+            engine=args.engine,
+            seed=args.seed,
+            timeout_s=args.timeout,
+            rss_limit_mb=args.rss_limit_mb,
+            leak_threshold=args.leak_threshold,
         )
         print(result)
         return 0 if result.ok else 1

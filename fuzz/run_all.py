@@ -16,7 +16,14 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from fuzz.common import DEFAULT_RUNS, FuzzResult, quiet_corpus_warnings, run_fuzz  # noqa: E402  (needs the path set above)
+from fuzz.common import (  # noqa: E402  (needs the path set above)
+    DEFAULT_LEAK_THRESHOLD,
+    DEFAULT_RSS_LIMIT_MB,
+    DEFAULT_RUNS,
+    FuzzResult,
+    quiet_corpus_warnings,
+    run_fuzz,
+)
 
 
 def campaigns() -> list[ModuleType]:
@@ -37,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", choices=("auto", "atheris", "mutate"), default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=10, help="seconds one input may take (atheris)")
+    ap.add_argument("--rss-limit-mb", type=int, default=DEFAULT_RSS_LIMIT_MB, help="libFuzzer's memory limit")
+    ap.add_argument(
+        "--leak-threshold",
+        type=float,
+        default=DEFAULT_LEAK_THRESHOLD,
+        help="bytes per input that make a leak",
+    )
     ap.add_argument("--only", default="", help="comma-separated NAMEs to run")
     args = ap.parse_args(argv)
     quiet_corpus_warnings()
@@ -53,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
             engine=args.engine,
             seed=args.seed,
             timeout_s=args.timeout,
+            rss_limit_mb=args.rss_limit_mb,
+            leak_threshold=args.leak_threshold,
         )
         print(result, flush=True)
         results.append(result)
-    print(f"\n{'campaign':<10} {'engine':<8} {'inputs':>9} {'seconds':>8} {'failures':>8}")
+    print(f"\n{'campaign':<10} {'engine':<8} {'inputs':>9} {'seconds':>8} {'failures':>8} {'B/input':>8}")
     for r in results:
-        print(f"{r.name:<10} {r.engine:<8} {r.inputs:>9} {r.seconds:>8.1f} {len(r.failures):>8}")
+        growth = r.growth_per_input()
+        per = f"{growth:>8.0f}" if growth is not None else f"{'-':>8}"
+        print(f"{r.name:<10} {r.engine:<8} {r.inputs:>9} {r.seconds:>8.1f} {len(r.failures):>8} {per}")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from lab.demo import OEM_BRANDS, alert_line
 from lab.lab import METRICS_PORT, Lab, LabError
 from lab.netns import in_namespace
-from monitor.alerts import severity_name
 
 FROZEN_CAMERA = "cam2"
 PROBE_INTERVAL = 5.0
@@ -57,10 +57,19 @@ def device_hex(alert: dict[str, object]) -> str:
 
 
 def show(out: TextIO, alert: dict[str, object]) -> None:
-    rule = alert["rule"]["id"]  # type: ignore[index]
-    severity = severity_name(alert["event"]["severity"])  # type: ignore[index]
-    out.write(f"  ALERT {severity:7} {rule:30} {alert['message']}\n")
+    out.write(f"  ALERT {alert_line(alert)}\n")
     out.flush()
+
+
+def camera_line(name: str, persona: str, ip: str, alerts: list[dict[str, object]]) -> str:
+    """Which rules a camera raised, and why alerts name another maker than its persona's brand (OEM)."""
+    rules = sorted({str(a["rule"]["id"]) for a in alerts})  # type: ignore[index]
+    makers = {str(d.get("manufacturer")) for a in alerts if isinstance(d := a.get("device"), dict)}
+    line = f"  {name} ({persona} persona, {ip}): {', '.join(rules) or 'nothing'}"
+    brand = OEM_BRANDS.get(persona)
+    if brand is not None and brand[1] in makers:
+        line += f"\n      alerts call it a {brand[1]} device: {brand[2]}"
+    return line
 
 
 def follow(out: TextIO, follower: AlertFollower, done: Callable[[], bool], timeout: float) -> bool:
@@ -89,7 +98,9 @@ def stream_metrics(lab: Lab) -> list[str]:
 def run(lab: Lab, out: TextIO) -> int:
     out.write(f"Bringing the camera lab up in {lab.directory} (namespaces {lab.prefix}-*)...\n")
     status = lab.up(agent=True, probe_interval=PROBE_INTERVAL)
-    out.write(status.text() + "\n\n")
+    out.write(status.text() + "\n")
+    out.write("The agent captures in the gateway namespace; its alerts appear below as they arrive "
+              "(time, severity high/warning/info, rule, message).\n\n")  # fmt: skip
     follower = AlertFollower(lab.paths.alerts)
     desc = lab.description()
     time.sleep(2.0)  # the agent's first capture batches and the recorder's sessions settle
@@ -119,8 +130,8 @@ def run(lab: Lab, out: TextIO) -> int:
         out.write(f"  {line}\n")
     out.write("\nAlerts by camera:\n")
     for cam in desc.cameras:
-        mine = sorted({str(a["rule"]["id"]) for a in follower.alerts if device_hex(a) == hexdigits(cam.mac)})  # type: ignore[index]
-        out.write(f"  {cam.name} ({cam.persona}, {cam.ip}): {', '.join(mine) or 'nothing'}\n")
+        mine = [a for a in follower.alerts if device_hex(a) == hexdigits(cam.mac)]
+        out.write(camera_line(cam.name, cam.persona, cam.ip, mine) + "\n")
     out.write(f"\nFiles: {lab.paths.alerts} (alerts), {lab.paths.events} (what the personas did), "
               f"{lab.paths.agent_config}, {lab.paths.policy}\n")  # fmt: skip
     return 0 if frozen else 1

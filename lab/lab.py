@@ -196,15 +196,22 @@ class LabStatus:
             ready = "" if p.ready or not p.alive else " (not ready)"
             lines.append(f"  {p.name:<7} {what}{ready} pid {p.pid or '-'} in {p.namespace}; log {p.log}")
         for cam in self.cameras:
+            frames = cam.get("recorder_packets")
+            # Right after `lab up` the recorder is still connecting: say so rather than print a bare 0.
+            pulled = (
+                f"the recorder pulled {frames:,} video frames"
+                if isinstance(frames, int) and frames
+                else "the recorder has not pulled video yet (it connects within seconds)"
+            )
             lines.append(
                 f"  {cam['name']:<7} {cam['persona']:<6} {cam['ip']:<12} {cam['mac']}  {cam['url']}  "
-                f"rtsp {cam['rtsp']}; pattern {cam.get('pattern')}; "
-                f"recorder packets {cam.get('recorder_packets')}"
+                f"rtsp {cam['rtsp']}; pattern {cam.get('pattern')}; {pulled}"
             )
         for role, addr in self.addresses.items():
             lines.append(f"  {role}: {addr}")
-        if self.agent_command:
-            lines.append(f"run the agent: {self.agent_command}")
+        # The agent's own line is above when the lab started it (`lab up --agent`): no advice to start it.
+        if self.agent_command and not any(p.name == AGENT for p in self.processes):
+            lines.append(f"to run the agent on this lab: {self.agent_command}")
         if self.containment != "off":
             lines.append(
                 f"containment: {self.containment} (the agent's; `camwatch contain status` in the gateway "

@@ -211,6 +211,7 @@ class AlertGate:
         self._max = max_tracked
         self._last: dict[str, int] = {}
         self.suppressed = 0
+        self.evicted = 0  # incidents forgotten at the bound (a repeat of one would alert again)
         self.incidents = Incidents()
 
     def let_through(self, alert: Alert) -> Alert | None:
@@ -227,6 +228,7 @@ class AlertGate:
         if last is None and len(self._last) >= self._max:
             # Forget the oldest incident (dicts keep insertion order) to stay bounded.
             del self._last[next(iter(self._last))]
+            self.evicted += 1
         self._last.pop(alert.event_id, None)
         self._last[alert.event_id] = alert.timestamp_ns
         return True

@@ -29,6 +29,8 @@ from monitor.registry import Protocols, protocols
 
 log = logging.getLogger(__name__)
 
+# RTP/RTCP endpoints announced by RTSP SETUPs and not yet seen (the oldest are forgotten first).
+MAX_EXPECTED_MEDIA = 4096
 # A datagram repeated within this long is a mirror's copy (a retry by the sender comes much later).
 DUPLICATE_WINDOW_NS = 20_000_000
 
@@ -47,12 +49,14 @@ class Resolutions:
     def __init__(self, max_entries: int = 100_000) -> None:
         self._max = max_entries
         self._names: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self.evicted = 0  # the oldest answers forgotten at the bound
 
     def add(self, ip: str, name: str, ts_ns: int) -> None:
         self._names.pop(ip, None)
         self._names[ip] = (name, ts_ns)
         if len(self._names) > self._max:
             self._names.popitem(last=False)
+            self.evicted += 1
 
     def name_for(self, ip: str, before_ns: int | None = None) -> str | None:
         hit = self._names.get(ip)
@@ -73,6 +77,7 @@ class Analysis:
         # RTSP-negotiated media endpoints: (ip, port) -> (label, camera ip), so the RTP/RTCP
         # flows a SETUP announced are labelled when they start.
         self.expected_media: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
+        self.media_evicted = 0  # expectations forgotten at the bound (MAX_EXPECTED_MEDIA)
         self.protocols = registry or protocols()
         self.order = OrderStats()
         # Evidence for alerts (issue 12): each analysed flow's recent packets, within global bounds.
@@ -203,13 +208,15 @@ class Analysis:
                 log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
 
     def on_flow_end(self, flow: Flow) -> None:
-        """A flow ended: segments still waiting behind a hole will never be read (a mirror that lost one)."""
+        """A flow ended: segments still waiting behind a hole will never be read (a mirror that lost one),
+        and what its TCP sequencers held no longer counts against the budget of held bytes."""
         app = flow.app
         if app is None:
             return
         for order in (app.tcp_src, app.tcp_dst):
             if order is not None and order.waiting:
                 self.order.holes += 1
+                order.drop(self.order)
 
     @staticmethod
     def _order(app: FlowApp, from_src: bool) -> TcpOrder:
@@ -353,8 +360,9 @@ class Analysis:
     def expect_media(self, ip: str, port: int, label: str, camera_ip: str) -> None:
         self.expected_media.pop((ip, port), None)
         self.expected_media[(ip, port)] = (label, camera_ip)
-        if len(self.expected_media) > 4096:
+        if len(self.expected_media) > MAX_EXPECTED_MEDIA:
             self.expected_media.popitem(last=False)
+            self.media_evicted += 1
 
     def announced_media(self, flow: Flow) -> str | None:
         """The label an RTSP SETUP announced for this UDP flow (rtp/rtcp), or None. Also notes which side is

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from monitor.alerts import Alert, AlertGate
 from monitor.analysis import Analysis
@@ -39,6 +40,9 @@ from monitor.registry import Rulebook, rulebook
 from monitor.site import Site
 from monitor.vendors.clouds import CloudCatalogue
 from monitor.vendors.oui import VendorTable
+
+if TYPE_CHECKING:
+    from monitor.rules import RuleModule
 
 Judge = Callable[[Event], Sequence[Alert]]
 
@@ -138,8 +142,10 @@ class Engine:
             FlowEnded: [self._flow_ended],
         }
         self._rule_routes: dict[type[Event], list[Judge]] = {}
+        self._rule_modules: list[RuleModule] = []
         for module in (rules or rulebook()).modules:
             instance = module(self.site)
+            self._rule_modules.append(instance)
             for kind in module.consumes:
                 self._rule_routes.setdefault(kind, []).append(instance.judge)
         self._routes = {
@@ -258,6 +264,25 @@ class Engine:
             for flow in self.flows.flows():
                 self.site.account_external(flow, totals)
         return totals
+
+    def evictions(self) -> dict[str, int]:
+        """What each bounded table forgot or refused at its bound since the start, by table (the flow
+        table's own count is ``flows.stats.evicted``). docs/design.md §6 lists the bounds."""
+        site = self.site.stats
+        out = {
+            "devices": self.inventory.evicted,
+            "dns_resolutions": self.analysis.resolutions.evicted,
+            "media_expectations": self.analysis.media_evicted,
+            "incidents": self.gate.evicted,
+            "address_bindings": site.bindings_evicted,
+            "routers": site.routers_dropped,
+            "pending_facts": site.facts_dropped,
+            "external_traffic": site.external_dropped,
+            "tcp_held_segments": self.analysis.order.over_budget,
+        }
+        for module in self._rule_modules:
+            out.update(module.evictions())
+        return out
 
     # ---------------------------------------------------------------- routing
 

@@ -19,6 +19,7 @@ Performance notes (the record walk is the only per-packet Python code):
 
 from __future__ import annotations
 
+import functools
 import logging
 import mmap
 import struct
@@ -79,6 +80,9 @@ _EPB: Final = 6
 _BOM_LE: Final = b"\x4d\x3c\x2b\x1a"
 _BOM_BE: Final = b"\x1a\x2b\x3c\x4d"
 _EPB_HEADER_LEN: Final = 28  # type, length, interface, ts high, ts low, caplen, original length
+# Runs of fewer EPBs are read in plain Python: below this numpy's cost per call outweighs its per-packet gain.
+_SHORT_RUN: Final = 16
+_IDB_MEMO: Final = 256  # distinct interface descriptions remembered
 _OPT_ENDOFOPT: Final = 0
 _OPT_IF_TSRESOL: Final = 9
 _OPT_IF_TSOFFSET: Final = 14
@@ -292,6 +296,9 @@ class CaptureParser:
         self._ifaces: list[_Interface] = []
         self._if_linktypes: _UInt16Array = np.zeros(0, dtype=np.uint16)
         self._if_max_raw: _UInt64Array = np.zeros(0, dtype=np.uint64)
+        # Interface blocks already read, by byte order and content: a writer that repeats the same
+        # description before every packet costs one dict lookup per block, not a parse (bounded).
+        self._idb_memo: dict[tuple[str, bytes], _Interface] = {}
         self._set_ng_order("<")
 
     @property
@@ -620,6 +627,7 @@ class CaptureParser:
         self._ng_i64 = struct.Struct(order + "q").unpack_from
         self._ng_idb = struct.Struct(order + "8xH2xI").unpack_from
         self._ng_pb = struct.Struct(order + "8xHHIIII").unpack_from
+        self._ng_epb = struct.Struct(order + "4xIIIIII").unpack_from
 
     def _clear_interfaces(self) -> None:
         self._ifaces = []
@@ -657,7 +665,14 @@ class CaptureParser:
                 pass
             if pos > end:
                 pos = run.pop()  # the last EPB is incomplete
-            if run:
+            if 0 < len(run) < _SHORT_RUN:
+                # A few EPBs between other blocks (an interface block before each packet): numpy's fixed
+                # cost per call would dominate, so they are read one by one, as the slow path does.
+                fault = self._epb_scalar(buf, run, slow)
+                if fault is not None:
+                    pos = fault.pos
+                    break
+            elif run:
                 seg, fault = self._epb_run(buf, run)
                 if seg is not None:
                     parts.append(seg)
@@ -745,6 +760,28 @@ class CaptureParser:
         )
         return seg, fault
 
+    def _epb_scalar(
+        self, buf: bytes, run: list[int], slow: list[tuple[int, int, int, int, int]]
+    ) -> _Fault | None:
+        """:meth:`_epb_run` for a short run, in plain Python: the same checks, conversions and faults."""
+        unpack, u32, ifaces = self._ng_epb, self._ng_u32, self._ifaces
+        for pos in run:
+            blen, ifid, tsh, tsl, caplen, orig = unpack(buf, pos)
+            if (
+                blen & 3
+                or blen > MAX_BLOCK
+                or caplen > blen - 32
+                or ifid >= len(ifaces)
+                or u32(buf, pos + blen - 4)[0] != blen
+            ):
+                return _Fault(pos, self._epb_fault_reason(buf, pos))
+            iface = ifaces[ifid]
+            raw = (tsh << 32) | tsl
+            if raw > iface.max_raw:
+                self._note_clamped(1, pos)
+            slow.append((pos + _EPB_HEADER_LEN, caplen, orig, iface.to_ns(raw), iface.linktype))
+        return None
+
     def _epb_fault_reason(self, buf: bytes, pos: int) -> str:
         _, blen = self._ng_hdr(buf, pos)
         reason = self._block_length_problem(buf, pos, blen)
@@ -813,7 +850,14 @@ class CaptureParser:
                 raise _Fault(pos, f"unsupported pcapng version {major}.{minor}")
             self._clear_interfaces()  # a new section starts with no interfaces
         elif btype == _IDB:
-            self._add_interface(self._parse_idb(buf, pos, blen))
+            key = (self._order, bytes(buf[pos:nxt]))
+            iface = self._idb_memo.get(key)
+            if iface is None:
+                iface = self._parse_idb(buf, pos, blen)
+                if len(self._idb_memo) >= _IDB_MEMO:
+                    self._idb_memo.clear()
+                self._idb_memo[key] = iface
+            self._add_interface(iface)
         elif btype == _EPB:
             if blen < 32:
                 raise _Fault(pos, f"enhanced packet block too short ({blen} bytes)")
@@ -874,7 +918,11 @@ class CaptureParser:
         # keep ns arithmetic inside int64 whatever the offset (real offsets are a few decades at most)
         if abs(tsoffset) * _NS > 1 << 62:
             raise _Fault(pos, f"interface description block: if_tsoffset {tsoffset} out of range")
-        return _Interface.build(linktype, snaplen, tsresol, tsoffset)
+        return _interface(linktype, snaplen, tsresol, tsoffset)
+
+
+# Interfaces are immutable: the same description (many files repeat a few) is built once.
+_interface = functools.lru_cache(maxsize=1024)(_Interface.build)
 
 
 def iter_batches(

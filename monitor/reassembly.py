@@ -22,6 +22,10 @@ _MOD = 1 << 32
 _HALF = 1 << 31
 MAX_HELD_SEGMENTS = 16
 MAX_HELD_BYTES = 64 * 1024
+# Bytes held behind holes by all the flows that share one OrderStats (one engine): a flood of flows that
+# each leave a hole would otherwise hold up to the per-direction room in every live flow (200,000 flows:
+# gigabytes). Beyond it the hole that makes a flow hold more is skipped at once, and counted.
+MAX_HELD_TOTAL = 16 * 1024 * 1024
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -35,6 +39,8 @@ class OrderStats:
     duplicates: int = 0  # segments or datagrams seen before (mirror copies, retransmissions)
     overlaps: int = 0  # segments that repeated part of what was delivered (trimmed)
     holes: int = 0  # gaps never filled (lost by the mirror): bytes the analyzers did not see
+    held_bytes: int = 0  # bytes held behind holes now, by every flow (bounded by MAX_HELD_TOTAL)
+    over_budget: int = 0  # holes skipped at once because MAX_HELD_TOTAL bytes were held
 
 
 class TcpOrder:
@@ -63,11 +69,12 @@ class TcpOrder:
         ahead = seq_diff(seq, self.next)
         if ahead > 0:
             self._hold(seq, payload, ts, stats)
-            return (
-                self._release(stats)
-                if len(self._held) > MAX_HELD_SEGMENTS or self._held_bytes > MAX_HELD_BYTES
-                else []
-            )
+            if len(self._held) > MAX_HELD_SEGMENTS or self._held_bytes > MAX_HELD_BYTES:
+                return self._release(stats)
+            if stats.held_bytes > MAX_HELD_TOTAL:
+                stats.over_budget += 1
+                return self._release(stats)
+            return []
         out: list[tuple[bytes, int]] = []
         if -ahead >= len(payload):
             stats.duplicates += 1
@@ -93,6 +100,7 @@ class TcpOrder:
         else:
             held.append((seq, payload, ts))
         self._held_bytes += len(payload)
+        stats.held_bytes += len(payload)
 
     def _drain(self, stats: OrderStats) -> list[tuple[bytes, int]]:
         """Held segments that follow what was delivered."""
@@ -105,6 +113,7 @@ class TcpOrder:
                 break
             held.pop(0)
             self._held_bytes -= len(payload)
+            stats.held_bytes -= len(payload)
             if -ahead >= len(payload):
                 stats.duplicates += 1
                 continue
@@ -125,6 +134,12 @@ class TcpOrder:
     def waiting(self) -> bool:
         """Segments wait behind a hole."""
         return bool(self._held)
+
+    def drop(self, stats: OrderStats) -> None:
+        """Forget what is held (the flow ended): it no longer counts against MAX_HELD_TOTAL."""
+        stats.held_bytes -= self._held_bytes
+        self._held_bytes = 0
+        self._held = []
 
     def flush(self, stats: OrderStats) -> list[tuple[bytes, int]]:
         """Whatever waits behind a hole, delivered anyway (the analyzers stop reading this flow)."""

@@ -165,6 +165,7 @@ class Site:
         self.bindings[ip] = (mac, source, ts)
         if len(self.bindings) > MAX_BINDINGS:
             self.bindings.popitem(last=False)
+            self.stats.bindings_evicted += 1
         pending = self._pending_facts.pop(ip, None)
         for fact in pending or ():
             self._apply_fact(mac, fact)
@@ -447,7 +448,11 @@ class Site:
         if s_site == d_site:
             return
         mac = self.side_mac(flow, s_site)
-        if not mac or (mac not in totals and len(totals) >= MAX_EXTERNAL_DEVICES):
+        if not mac:
+            return
+        if mac not in totals and len(totals) >= MAX_EXTERNAL_DEVICES:
+            if into is None:
+                self.stats.external_dropped += 1
             return
         (sp, sb), (dp, db) = flow.src_counts, flow.dst_counts
         out_b, out_p, in_b, in_p = (sb, sp, db, dp) if s_site else (db, dp, sb, sp)
@@ -464,3 +469,5 @@ class SiteStats:
     routers_dropped: int = 0  # routers not remembered: the bound was reached
     copies: int = 0  # flows that repeat another (routed copies on a trunk mirror)
     facts_dropped: int = 0  # facts about unknown hosts behind a router, evicted before the host was known
+    bindings_evicted: int = 0  # address bindings forgotten at the bound (MAX_BINDINGS), oldest first
+    external_dropped: int = 0  # ended flows of a device not summed: MAX_EXTERNAL_DEVICES were summed already

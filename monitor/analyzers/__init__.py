@@ -20,3 +20,14 @@ class AnalyzerError(ValueError):
         super().__init__(f"{protocol}: {reason}")
         self.protocol = protocol
         self.reason = reason
+
+    def detached(self) -> AnalyzerError:
+        """This error without its traceback and chained errors, to keep on a flow's parser state.
+
+        A caught exception's traceback holds the frames it went through, and with them the whole packet
+        batch and its decoded columns: an error kept for a flow's life kept its batch alive that long
+        (benchmarks/mutated.py found it: the engine grew without bound under malformed HTTP).
+        """
+        self.__traceback__ = None
+        self.__context__ = self.__cause__ = None
+        return self

@@ -606,7 +606,7 @@ class HttpStreamParser:
         return out
 
     def _fail(self, exc: AnalyzerError, pending: int) -> None:
-        self.error = exc.with_traceback(None)  # no frames kept: they would hold this parser in a cycle
+        self.error = exc.detached()  # no frames: they held the batch, and this parser in a cycle
         self._state = _FAILED
         self.ignored_bytes += pending
         self._buf = b""

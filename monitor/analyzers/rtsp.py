@@ -611,7 +611,7 @@ class RtspStreamParser:
         try:
             pos = self._run(data, out)
         except AnalyzerError as exc:
-            self.error = exc.with_traceback(None)  # no frames kept: they would hold this parser in a cycle
+            self.error = exc.detached()  # no frames: they held the batch, and this parser in a cycle
             self._state = _FAILED
             self.ignored_bytes += len(data)
             self._head = None
@@ -692,7 +692,7 @@ class RtspStreamParser:
             out.append(_from_head(head, body))
         except AnalyzerError as exc:
             self.bad_messages += 1
-            self.last_message_error = exc.with_traceback(None)  # no frames: no cycle
+            self.last_message_error = exc.detached()  # no frames: no batch held, no cycle
             return
         self.messages += 1
 

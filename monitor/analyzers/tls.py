@@ -687,7 +687,7 @@ class TlsStreamParser:
         try:
             self._run(data, out)
         except AnalyzerError as exc:
-            self.error = exc.with_traceback(None)  # no frames kept: they would hold this parser in a cycle
+            self.error = exc.detached()  # no frames: they held the batch, and this parser in a cycle
             self.ignored_bytes += len(data)
             self._stop()
         return out

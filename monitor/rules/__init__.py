@@ -38,6 +38,10 @@ class RuleModule:
         """The alerts this event raises (the engine's gate drops repeats of an incident)."""
         raise NotImplementedError
 
+    def evictions(self) -> dict[str, int]:
+        """What this module's bounded tables refused or forgot, by table (docs/design.md §6)."""
+        return {}
+
 
 @dataclass(frozen=True, slots=True)
 class Side:

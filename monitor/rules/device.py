@@ -9,6 +9,7 @@ from monitor.alerts import Alert, Endpoint, Rule, incident_id
 from monitor.devices import Device
 from monitor.events import DeviceWatched, Event
 from monitor.rules import RuleModule
+from monitor.site import Site
 
 DEVICE_NEW = Rule("device.new", "New device on a monitored network", 2, ("network", "host"), ("info",))
 RULES = (DEVICE_NEW,)
@@ -17,6 +18,10 @@ RULES = (DEVICE_NEW,)
 # learned of it by then: a camera's DHCP request, discovery reply or banner follows its first packet within
 # seconds, and "unknown vendor" followed a second later by the real maker helps nobody.
 GRACE_NS = 5_000_000_000
+# Announcements waiting for their grace period, at most: a flood of spoofed MACs of a watched vendor (a
+# mirror port can show a million a second) would otherwise hold one timer, and its evicted device, per MAC.
+# Beyond it a new device is announced at once, with what is known of it then.
+MAX_WAITING = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,22 +36,36 @@ class NewDeviceRule(RuleModule):
 
     consumes = (DeviceWatched, AnnounceDevice)
 
+    def __init__(self, site: Site) -> None:
+        super().__init__(site)
+        self.waiting = 0  # announcements scheduled and not yet made
+        self.not_waited = 0  # devices announced at once because MAX_WAITING were waiting
+
+    def evictions(self) -> dict[str, int]:
+        return {"device_announcements": self.not_waited}
+
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, DeviceWatched):
             # A device in the site's asset register is watched like any other, just not "new".
             mac = event.device.mac
-            if not (self.site.policy.is_known_device(mac) or mac in self.site.register):
+            if self.site.policy.is_known_device(mac) or mac in self.site.register:
+                return ()
+            if self.waiting < MAX_WAITING:
+                self.waiting += 1
                 self.site.schedule(AnnounceDevice(event.ts_ns + GRACE_NS, event))
-            return ()
+                return ()
+            self.not_waited += 1
+            return self._announce(event, event.ts_ns)
         if not isinstance(event, AnnounceDevice):
             return ()
-        watched = event.watched
+        self.waiting -= 1
+        return self._announce(event.watched, event.ts_ns)
+
+    def _announce(self, watched: DeviceWatched, ts_ns: int) -> Sequence[Alert]:
         dev = watched.device
         if dev.router and not dev.watched:
             return ()  # it only seemed to be on a monitored network: it forwards for the devices there
-        return (
-            new_device_alert(dev, watched.ip, event.ts_ns, self.site.observer, watched.why, watched.ts_ns),
-        )
+        return (new_device_alert(dev, watched.ip, ts_ns, self.site.observer, watched.why, watched.ts_ns),)
 
 
 def new_device_alert(

@@ -15,6 +15,7 @@ from monitor.events import DnsQuery, Event, FlowStarted, TlsServerName
 from monitor.flows import Flow
 from monitor.rules import RuleModule, Side, describe, side_alert
 from monitor.site import Site
+from monitor.vendors.fingerprints import display_name
 from monitor.vendors.resolvers import public_resolvers
 
 DNS_VENDOR_CLOUD = Rule(
@@ -24,6 +25,17 @@ DNS_RESOLVER_BYPASS = Rule(
     "dns.resolver_bypass", "Camera used a DNS resolver that is not the site's", 3, ("network",), ("protocol",)
 )
 RULES = (DNS_VENDOR_CLOUD, DNS_RESOLVER_BYPASS)
+
+# How a message names each kind of the vendor-cloud catalogue ("an endpoint of the EZVIZ cloud").
+_KIND_NAMES = {
+    "cloud": "cloud",
+    "api": "cloud API",
+    "p2p": "P2P service",
+    "relay": "relay service",
+    "ntp": "time service",
+    "update": "update service",
+    "telemetry": "telemetry service",
+}
 
 DOT_PORT = 853
 HTTPS_PORT = 443
@@ -66,7 +78,8 @@ class DnsRules(RuleModule):
         if entry is not None:
             who = describe(dev, side.ip, side.mac)
             message = (
-                f"{who} looked up {name}, a {entry.vendor} {entry.kind} endpoint: it is trying to reach the "
+                f"{who} looked up {name}, an endpoint of the {display_name(entry.vendor)} "
+                f"{_KIND_NAMES.get(entry.kind, entry.kind)}: it is trying to reach the "
                 f"vendor's cloud; block the name at the site resolver and check the device's cloud/P2P "
                 f"settings."
             )

@@ -103,6 +103,13 @@ class EgressRule(RuleModule):
         )
         # Flows waiting for their TLS server name -> the server name seen so far.
         self._waiting: dict[Flow, str | None] = {}
+        self.not_waited = 0  # flows judged at once because MAX_WAITING were waiting for their name
+
+    def evictions(self) -> dict[str, int]:
+        return {
+            "resolved_names": self.names.evicted if self.names is not None else 0,
+            "name_waits": self.not_waited,
+        }
 
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, FlowStarted):
@@ -133,15 +140,15 @@ class EgressRule(RuleModule):
                 and policy.egress_allowed(opened.dst_ip, opened.dst_port, opened.transport, names=names)[0]
             ):
                 return ()
-            if (
-                flow.proto in (PROTO_TCP, PROTO_UDP)
-                and policy.names_may_allow(opened.dst_port, opened.transport)
-                and len(self._waiting) < MAX_WAITING
+            if flow.proto in (PROTO_TCP, PROTO_UDP) and policy.names_may_allow(
+                opened.dst_port, opened.transport
             ):
-                # Only its TLS server name could still allow it: wait for the ClientHello.
-                self._waiting[flow] = None
-                site.schedule(NameWaitOver(flow.start_ns + NAME_WAIT_NS, flow))
-                return ()
+                if len(self._waiting) < MAX_WAITING:
+                    # Only its TLS server name could still allow it: wait for the ClientHello.
+                    self._waiting[flow] = None
+                    site.schedule(NameWaitOver(flow.start_ns + NAME_WAIT_NS, flow))
+                    return ()
+                self.not_waited += 1
         return (egress_alert(site, opened),)
 
     def _answer(self, event: DnsAnswer) -> None:

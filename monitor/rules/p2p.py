@@ -8,18 +8,19 @@ from monitor.alerts import Alert, Rule
 from monitor.events import Event, P2pSignal
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
+from monitor.vendors.fingerprints import display_name
 
 P2P_NAT_TRAVERSAL = Rule("p2p.nat_traversal", "Camera started P2P / NAT traversal to outside the site", 4)
 RULES = (P2P_NAT_TRAVERSAL,)
 
-# What the person on call reads for each protocol label (the label itself stays in network.protocol).
-_NAMES = {
-    "stun": "STUN/ICE",
-    "turn": "TURN",
-    "ezviz_xml": 'EZVIZ XML "STUN"',
-    "dahua_dhget": "Dahua Easy4IP (DHGET)",
-    "dahua_ptcp": "Dahua PTCP",
-    "cs2_pppp": "CS2 PPPP",
+# What the person on call reads for each vendor protocol (the label itself stays in network.protocol), and
+# whose service it talks to. A vendor protocol is the vendor's P2P service by construction; STUN/TURN is not:
+# it is any ICE exchange (a WebRTC live view with a browser or a cloud peer, a STUN server), worded apart.
+_VENDOR_PROTOCOLS = {
+    "ezviz_xml": ('EZVIZ XML "STUN"', "EZVIZ's P2P service"),
+    "dahua_dhget": ("Dahua Easy4IP (DHGET)", "Dahua's Easy4IP P2P service"),
+    "dahua_ptcp": ("Dahua PTCP", "Dahua's Easy4IP P2P service"),
+    "cs2_pppp": ("CS2 PPPP", "the CS2 Network P2P service (used by many white-label cameras)"),
 }
 
 
@@ -40,15 +41,6 @@ class P2pRule(RuleModule):
         if not site.leaves_site(side.peer_ip, side.peer_port, transport_name(flow.proto)):
             return ()
         proto = event.protocol or "p2p"
-        vendor = event.vendor
-        what = _NAMES.get(proto) or (f"{vendor} {proto}" if vendor else proto)
-        serial = event.serial
-        message = (
-            f"{describe(watched.device, side.ip, side.mac)} is doing {what} NAT traversal with {side.peer_ip}"
-            + (f" (device serial {serial})" if serial else "")
-            + ": it can be reached from the Internet through the vendor's P2P service; disable P2P/cloud on "
-            "the device and block the P2P servers at the firewall."
-        )
         return (
             side_alert(
                 P2P_NAT_TRAVERSAL,
@@ -57,8 +49,33 @@ class P2pRule(RuleModule):
                 watched.device,
                 site.observer,
                 event.ts_ns,
-                message,
+                p2p_message(event, describe(watched.device, side.ip, side.mac), side.peer_ip),
                 (proto, side.peer_ip),
                 protocol=proto,
             ),
         )
+
+
+def p2p_message(event: P2pSignal, who: str, peer: str) -> str:
+    """The alert's sentence: what the device does with whom, what it means, what to do."""
+    serial = f" (device serial {event.serial})" if event.serial else ""
+    if event.protocol == "stun":
+        if event.message == "turn":
+            what = f"is relaying traffic through the TURN server {peer}{serial}"
+        else:
+            what = f"is doing STUN/ICE NAT traversal with {peer}{serial}"
+        return (
+            f"{who} {what}: it is opening a path through the site's NAT for a peer-to-peer session (a WebRTC "
+            "live view, a cloud app), so a peer on the Internet can reach it; disable remote/cloud access on "
+            "the device and block STUN/TURN to the Internet at the firewall."
+        )
+    known = _VENDOR_PROTOCOLS.get(event.protocol)
+    if known is not None:
+        name, service = known
+    else:
+        vendor = display_name(event.vendor) if event.vendor else "the vendor"
+        name, service = (f"{vendor} {event.protocol}", f"{vendor}'s P2P service")
+    return (
+        f"{who} is doing {name} NAT traversal with {peer}{serial}: it can be reached from the Internet "
+        f"through {service}; disable P2P/cloud on the device and block the P2P servers at the firewall."
+    )

@@ -55,6 +55,10 @@ class StreamEgressRule(RuleModule):
         # id(flow) -> (flow, the site side is the source). Small: dropped once judged or ended.
         self._upstream: dict[int, tuple[Flow, bool]] = {}
         self._judged_ns = 0
+        self.not_followed = 0  # external flows of watched devices not followed: MAX_UPSTREAM_FLOWS were
+
+    def evictions(self) -> dict[str, int]:
+        return {"upstream_flows": self.not_followed}
 
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, FlowStarted):
@@ -72,12 +76,11 @@ class StreamEgressRule(RuleModule):
     def _started(self, flow: Flow) -> Sequence[Alert]:
         site = self.site
         s_site = site.is_site_address(flow.src[0])
-        if (
-            s_site != site.is_site_address(flow.dst[0])
-            and len(self._upstream) < MAX_UPSTREAM_FLOWS
-            and site.watched(flow, s_site) is not None
-        ):
-            self._upstream[id(flow)] = (flow, s_site)
+        if s_site != site.is_site_address(flow.dst[0]) and site.watched(flow, s_site) is not None:
+            if len(self._upstream) < MAX_UPSTREAM_FLOWS:
+                self._upstream[id(flow)] = (flow, s_site)
+            else:
+                self.not_followed += 1
         if flow.protocol == "rtp":  # announced by an RTSP SETUP: the camera is the media's sender
             camera_is_src = flow.media_from_src
             return self._media(flow, True if camera_is_src is None else camera_is_src, flow.start_ns)

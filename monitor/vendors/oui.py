@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.resources
+import importlib.util
 import io
 import logging
 import re
@@ -36,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
-
-import netaddr
 
 __all__ = [
     "CAMERA_KEYS",
@@ -402,8 +401,10 @@ def write_rows(rows: Iterable[TableRow], path: str | Path, comments: Iterable[st
 # --------------------------------------------------------------------------------------------------
 
 # netaddr's IAB data covers the two legacy IAB parents (00:50:C2 and 40:D8:55) at 36 bits; it has no
-# MA-M or MA-S data, and answers "IEEE Registration Authority" for those parent blocks.
-_NETADDR_IAB_OUIS: Final = frozenset(getattr(netaddr.eui.IAB, "IAB_EUI_VALUES", (0x0050C2, 0x40D855)))
+# MA-M or MA-S data, and answers "IEEE Registration Authority" for those parent blocks. Written out (as
+# netaddr.eui.IAB.IAB_EUI_VALUES, which tests/monitor/test_vendors.py holds it to) so that start-up does not
+# import netaddr (8 ms): it is imported on the first lookup that needs its API.
+_NETADDR_IAB_OUIS: Final = frozenset((0x0050C2, 0x40D855))
 
 
 @functools.cache
@@ -414,10 +415,14 @@ def _netaddr_oui_files() -> tuple[bytes, Path] | None:
     85 ms, a tenth of a million-packet replay); a substring search in the raw index answers the
     few lookups a site needs in microseconds. Falls back to netaddr's API if the files move.
     """
+    # Found without importing netaddr (its package's location is enough).
+    spec = importlib.util.find_spec("netaddr")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations))) / "eui"
     try:
-        base = Path(importlib.resources.files("netaddr.eui"))  # type: ignore[arg-type]
         raw = (base / "oui.idx").read_bytes()
-    except (OSError, TypeError, ModuleNotFoundError):
+    except OSError:
         return None
     txt = base / "oui.txt"
     return (b"\n" + raw, txt) if txt.is_file() else None
@@ -439,6 +444,8 @@ def _netaddr_oui_org(oui: int) -> str | None:
         if b"(hex)" in head:
             org = head.split(b"(hex)", 1)[1].strip().decode("utf-8", "replace")
             return org or None
+    import netaddr  # lazily: most lookups never need it
+
     try:
         org = netaddr.OUI(oui).registration().org
     except netaddr.NotRegisteredError:
@@ -447,6 +454,8 @@ def _netaddr_oui_org(oui: int) -> str | None:
 
 
 def _netaddr_iab_org(prefix36: int) -> str | None:
+    import netaddr  # lazily: most lookups never need it
+
     try:
         org = netaddr.IAB(prefix36).registration().org
     except (netaddr.NotRegisteredError, ValueError):
@@ -495,6 +504,7 @@ class VendorTable:
         if use_netaddr:
             self._split |= _NETADDR_IAB_OUIS
         self._count = count
+        self.cache_size = cache_size
         self._by_oui = functools.lru_cache(maxsize=cache_size)(self._resolve_oui)
         self._by_prefix36 = functools.lru_cache(maxsize=cache_size)(self._resolve_prefix36)
 

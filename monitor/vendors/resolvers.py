@@ -55,4 +55,4 @@ class PublicResolvers:
 def public_resolvers() -> PublicResolvers:
     """The shipped table."""
     text = resources.files("monitor.vendors").joinpath("data/resolvers.yaml").read_text(encoding="utf-8")
-    return PublicResolvers.from_mapping(yaml.safe_load(text))
+    return PublicResolvers.from_mapping(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))

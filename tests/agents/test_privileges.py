@@ -127,11 +127,13 @@ def test_a_missing_run_as_user_is_one_line_and_nothing_starts(shared: Path) -> N
     )
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
-    # The configuration's warning (check-config says it too), then the one line that says why it stops.
-    warning, heading, problem = res.stderr.splitlines()
+    # The configuration's warning (check-config says it too), then the one line that says why it stops
+    # (one problem is one line, heading included).
+    warning, problem = res.stderr.splitlines()
     assert warning.startswith("camwatch: WARNING:") and "refuses to start" in warning
-    assert heading == "camwatch: invalid configuration:"
-    assert problem.startswith(f"{config}: run_as_user: user 'camwatch-no-such-user' does not exist")
+    assert problem.startswith(
+        f"camwatch: invalid configuration: {config}: run_as_user: user 'camwatch-no-such-user' does not exist"
+    )
     assert "useradd --system camwatch-no-such-user" in problem and "run_as_user: null" in problem
     assert not (shared / "state").exists()  # refused before anything was opened or created
 

@@ -126,6 +126,7 @@ def full_reading(**changes: object) -> EngineReading:
         ),
         external={CAMERA: ExternalTraffic(5000, 800, 40, 10)},
         alerts_suppressed=4,
+        evictions={"incidents": 2, "dns_resolutions": 0},
     )
     return dataclasses.replace(reading, **changes)  # type: ignore[arg-type]
 
@@ -616,6 +617,11 @@ def test_the_engine_collector_reads_an_engine_that_saw_the_demo_site_under_its_l
     assert watched == sum(1 for d in engine.inventory if d.watched) > 0
     assert len(alerts) > 0
     assert sum(device_series(samples).values()) == sum(t.bytes_out for t in reading.external.values())
+    # Every bounded table has its eviction series from the start (tests/monitor/test_floods.py fills them).
+    assert samples["camwatch_table_evictions_total"] == {
+        (("table", t),): n for t, n in engine.evictions().items()
+    }
+    assert {"devices", "dns_resolutions", "incidents", "upstream_flows"} <= set(engine.evictions())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -178,3 +178,21 @@ def test_without_name_rules_nothing_changes() -> None:
     assert not policy.has_name_rules
     frames = lookup(T0, CAM1, VMS, vms_answer(), 40000) + https(T0 + NS, CAM1, VMS_IP, 41000, VMS)
     assert egress(run(frames, policy)) == [(CAM1[1], VMS_IP, 443)]
+
+
+def test_flows_beyond_the_name_wait_bound_are_judged_at_once_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 5 connections to 443/tcp of an address no answer explained, none sending a ClientHello: only their
+    # server name could allow them. 2 may wait for it; the other 3 are judged at once, and counted.
+    from monitor.rules import egress as egress_rule
+
+    monkeypatch.setattr(egress_rule, "MAX_WAITING", 2)
+    frames: Frames = []
+    for i in range(5):
+        frames += https(T0 + i * MS, CAM1, f"198.51.100.{i + 1}", 40_000 + i, None)
+    engine, _, alerts = run_frames(frames, policy=POLICY)
+    # All unexpected in the end (the waiting ones after their wait); past 3 the device's incident folds them.
+    raised = len(egress(alerts)) + engine.gate.incidents.folded.get("egress.unexpected_destination", 0)
+    assert raised == 5
+    assert engine.evictions()["name_waits"] == 3 and engine.evictions()["resolved_names"] == 0

@@ -369,3 +369,36 @@ def test_viewer_back_channel_to_a_site_camera_is_not_egress(tmp_path: Path) -> N
     policy = SitePolicy.from_yaml("site: s\nmonitored: {networks: [10.20.0.0/24]}\nviewers: [10.20.0.2]\n")
     _, _, alerts = run_engine(write(tmp_path, pk), policy=policy)
     assert rules(alerts) == ["device.new"]
+
+
+@pytest.mark.parametrize(
+    ("port", "payload"),
+    [
+        (80, b"GET / HTTP/1.1\r\nHost: x\r\nCache-Control: a\x01b\r\n\r\n"),  # a control character
+        (554, b"DESCRIBE rtsp://x/ RTSP/1.0\r\nCSeq: \x00\x00\r\n\r\n"),
+        (443, b"\x16\x03\x01\x00\x04\x02\x00\x00\x00"),  # a ServerHello cut short
+    ],
+)
+def test_a_parse_error_kept_on_a_flow_does_not_keep_its_batch(port: int, payload: bytes) -> None:
+    # A stream parser keeps its flow's error; with the traceback, the error held the frames it went through
+    # and with them the batch and its decoded columns for the flow's whole life (benchmarks/mutated.py:
+    # gigabytes under malformed traffic). The flow is still live here: only the batch must be gone.
+    import gc
+    import weakref
+
+    from lab.floods import as_batches, tcp_frame
+
+    engine = Engine(SitePolicy.default(), vendors())
+    cam, peer = 0x0A140040, 0xC0A80102
+    frames = [
+        (T0, tcp_frame(0x020000000002, 0x4419B6000001, peer, cam, 40000, port, 0x02, 1, 0, b"")),
+        (T0 + 1000, tcp_frame(0x4419B6000001, 0x020000000002, cam, peer, port, 40000, 0x12, 9, 2, b"")),
+        (T0 + 2000, tcp_frame(0x020000000002, 0x4419B6000001, peer, cam, 40000, port, 0x18, 2, 10, payload)),
+    ]
+    (batch,) = as_batches(frames)
+    data = weakref.ref(batch.data)
+    engine.feed(batch)
+    assert len(engine.flows) == 1
+    del batch
+    gc.collect()
+    assert data() is None

@@ -251,6 +251,15 @@ def test_netaddr_iab_blocks(table: VendorTable) -> None:
     assert table.lookup("00:50:C2:F7:11:23").manufacturer == "RF Code"
 
 
+def test_the_iab_parents_written_out_are_netaddrs() -> None:
+    # monitor/vendors/oui.py writes them out so that start-up need not import netaddr.
+    import netaddr.eui
+
+    from monitor.vendors import oui
+
+    assert frozenset(netaddr.eui.IAB.IAB_EUI_VALUES) == oui._NETADDR_IAB_OUIS
+
+
 def test_table_without_netaddr(tmp_path: Path) -> None:
     table = VendorTable.load(
         str(_write_table(tmp_path / "t.csv", "80:48:9F,24,hikvision,Hikvision,MA-L,t,")), use_netaddr=False

@@ -1,0 +1,106 @@
+"""Floods at CI size (lab/floods.py; benchmarks/floods.py runs them at full size): every table stays within
+its bound, what it evicted is counted, and nothing the site should hear of is lost to a bound.
+
+The bounds are lowered here (the same code paths, a few thousand packets instead of millions).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lab import floods
+from monitor import analysis, site
+from monitor.alerts import AlertGate
+from monitor.analysis import Resolutions
+from monitor.engine import Engine, EngineConfig
+from monitor.flows import FlowConfig
+from monitor.policy import SitePolicy
+from monitor.rules import device, stream_egress
+from monitor.vendors.oui import VendorTable
+
+POLICY = SitePolicy.from_yaml(
+    (Path(__file__).parents[2] / "examples" / "site-policy.yaml").read_bytes(), source="site-policy.yaml"
+)
+BOUND = 1000
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
+    monkeypatch.setattr(site, "MAX_BINDINGS", BOUND)
+    monkeypatch.setattr(analysis, "MAX_EXPECTED_MEDIA", 100)
+    monkeypatch.setattr(device, "MAX_WAITING", 100)
+    monkeypatch.setattr(stream_egress, "MAX_UPSTREAM_FLOWS", 100)
+    eng = Engine(POLICY, VendorTable.load(), EngineConfig(flows=FlowConfig(max_flows=BOUND), max_devices=500))
+    eng.analysis.resolutions = Resolutions(BOUND)
+    eng.gate = AlertGate(max_tracked=BOUND)
+    return eng
+
+
+def flood(engine: Engine, kind: str, n: int) -> Counter[str]:
+    """The alerts raised, by rule: those that went out and those folded into their device's incident."""
+    rules: Counter[str] = Counter()
+    for batch in floods.as_batches(floods.FLOODS[kind](n), 512):
+        rules.update(a.rule.id for a in engine.feed(batch).alerts)
+    rules.update(a.rule.id for a in engine.finish().alerts)
+    rules.update(engine.gate.incidents.folded)
+    return rules
+
+
+def within_bounds(engine: Engine) -> dict[str, dict[str, int | None]]:
+    report = floods.table_report(engine)
+    over = {
+        name: row
+        for name, row in report.items()
+        if row["bound"] is not None and (row["size"] or 0) > row["bound"]
+    }
+    assert not over, over
+    return report
+
+
+def test_distinct_flows(engine: Engine) -> None:
+    alerts = flood(engine, "flows", 5000)
+    # finish() ended every flow; the bound held while they came.
+    assert engine.flows.stats.created == 5000 and engine.flows.stats.evicted == 5000 - BOUND
+    report = within_bounds(engine)
+    # Each of the 313 destinations (16 flows each) is one egress incident: all raised, none forgotten here.
+    assert alerts["egress.unexpected_destination"] == 313 and report["incidents"]["evicted"] == 0
+    upstream = report["upstream_flows"]
+    # Followed while the bound allowed (a slot frees when a flow ends), counted beyond it.
+    assert 0 < (upstream["evicted"] or 0) <= 5000 - 100
+
+
+def test_distinct_macs(engine: Engine) -> None:
+    n = 3000
+    alerts = flood(engine, "macs", n)
+    report = within_bounds(engine)
+    # The hosts and the gateway they talk to (seen again after its own eviction): 500 kept, every other
+    # one evicted and counted.
+    assert report["devices"]["size"] == 500 and report["devices"]["evicted"] >= n + 1 - 500
+    assert report["address_bindings"]["evicted"] == n - BOUND
+    # Every new device is announced once, none lost: 100 after their grace period, the rest at once.
+    assert alerts["device.new"] == n and report["timers"]["evicted"] == n - 100
+
+
+def test_distinct_dns_names(engine: Engine) -> None:
+    flood(engine, "dns", 3000)
+    report = within_bounds(engine)
+    assert report["dns_resolutions"]["size"] == BOUND and report["dns_resolutions"]["evicted"] == 3000 - BOUND
+    # The newest answers are the ones kept.
+    assert engine.analysis.resolutions.name_for("198.18.11.183") == "n2999.flood.example"
+    assert engine.analysis.resolutions.name_for("198.18.0.0") is None
+
+
+def test_distinct_rtsp_clients(engine: Engine) -> None:
+    n = 1500
+    alerts = flood(engine, "rtsp", n)
+    report = within_bounds(engine)
+    # One unauthorized client each at least (DESCRIBE and SETUP raise the same incident: its repeat alerts
+    # again only when the gate forgot it at its bound); the gate counted what it forgot.
+    assert n <= alerts["stream.unauthorized_client"] <= 2 * n
+    assert report["incidents"]["size"] == BOUND and report["incidents"]["evicted"] >= n - BOUND
+    # Each SETUP announces two client ports (RTP and RTCP).
+    media = report["media_expectations"]
+    assert media["size"] == 100 and media["evicted"] == 2 * n - 100
