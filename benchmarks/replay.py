@@ -321,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"check that everything runs (CI): {SMOKE_PACKETS:,} packets, 1 run; not a measurement",
     )
     p.add_argument(
+        "--camwatch",
+        type=Path,
+        metavar="CAMWATCH",
+        help="the camwatch console script to measure (default: the one beside this interpreter)",
+    )
+    p.add_argument(
         "--baseline",
         type=Path,
         metavar="CAMWATCH",
@@ -337,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--runs, --packets and --scapy-limit must be >= 1")
     json_path = args.json or args.out_dir / "replay.json"
 
-    camwatch_bin = BIN / "camwatch"
+    camwatch_bin = args.camwatch or BIN / "camwatch"
+    if args.camwatch is not None and not camwatch_bin.is_file():
+        p.error(f"--camwatch {camwatch_bin}: no such file")
     if not camwatch_bin.exists():
         found = shutil.which("camwatch")
         if found is None:
