@@ -960,6 +960,33 @@ def _server_section(
     return sec, host
 
 
+def _tls_files(
+    reader: _Reader, sec: Mapping[object, object], key: str, off: tuple[str, str] | None
+) -> tuple[Path | None, Path | None, Path | None]:
+    """A client's ``ca_file``, ``cert_file`` and ``key_file`` in section ``key``, checked alike (a client
+    certificate comes with its key and they match; the CA file holds a certificate). ``off``: TLS is not
+    in use, and a file given anyway is a problem with this text and fix."""
+    ca_file = reader.path(sec, key, "ca_file", "file")
+    cert_file = reader.path(sec, key, "cert_file", "file")
+    key_file = reader.path(sec, key, "key_file", "file", secret=True)
+    if off is not None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            if sec.get(name) is not None:
+                reader.add(f"{key}.{name}", *off)
+    _pair(reader, key, ("cert_file", cert_file), ("key_file", key_file), "a client certificate and its key")
+    _check_cert_pair(reader, f"{key}.cert_file", cert_file, key_file)
+    if ca_file is not None and ca_file.is_file():
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            reader.add(
+                f"{key}.ca_file",
+                f"holds no usable CA certificate ({short(str(exc), 80)})",
+                "give PEM certificates",
+            )
+    return ca_file, cert_file, key_file
+
+
 def _mqtt(
     reader: _Reader, top: Mapping[object, object], site: str | None, gateway: str | None
 ) -> MqttSettings | None:
@@ -970,26 +997,9 @@ def _mqtt(
         return None
     sec, host = found
     tls = reader.boolean(sec, "mqtt", "tls", False)
-    ca_file = reader.path(sec, "mqtt", "ca_file", "file")
-    cert_file = reader.path(sec, "mqtt", "cert_file", "file")
-    key_file = reader.path(sec, "mqtt", "key_file", "file", secret=True)
-    if not tls:
-        for name in ("ca_file", "cert_file", "key_file"):
-            if sec.get(name) is not None:
-                reader.add(f"mqtt.{name}", "is set but tls is false", "set tls: true, or remove it")
-    _pair(
-        reader, "mqtt", ("cert_file", cert_file), ("key_file", key_file), "a client certificate and its key"
+    ca_file, cert_file, key_file = _tls_files(
+        reader, sec, "mqtt", None if tls else ("is set but tls is false", "set tls: true, or remove it")
     )
-    _check_cert_pair(reader, "mqtt.cert_file", cert_file, key_file)
-    if ca_file is not None and ca_file.is_file():
-        try:
-            ssl.create_default_context().load_verify_locations(cafile=ca_file)
-        except (ssl.SSLError, OSError) as exc:
-            reader.add(
-                "mqtt.ca_file",
-                f"holds no usable CA certificate ({short(str(exc), 80)})",
-                "give PEM certificates",
-            )
     username = reader.text(sec, "mqtt", "username", None, "camwatch-depot-7")
     password_file = reader.path(sec, "mqtt", "password_file", "file", secret=True)
     _check_secret_file(reader, "mqtt.password_file", password_file)
@@ -1423,28 +1433,8 @@ def _syslog(reader: _Reader, top: Mapping[object, object], gateway: str | None) 
         return None
     sec, host = found
     protocol = reader.choice(sec, "syslog", "protocol", "tcp", SYSLOG_PROTOCOLS)
-    ca_file = reader.path(sec, "syslog", "ca_file", "file")
-    cert_file = reader.path(sec, "syslog", "cert_file", "file")
-    key_file = reader.path(sec, "syslog", "key_file", "file", secret=True)
-    if protocol != "tls":
-        for name in ("ca_file", "cert_file", "key_file"):
-            if sec.get(name) is not None:
-                reader.add(
-                    f"syslog.{name}", f"is set but protocol is {protocol}", "set protocol: tls, or remove it"
-                )
-    _pair(
-        reader, "syslog", ("cert_file", cert_file), ("key_file", key_file), "a client certificate and its key"
-    )
-    _check_cert_pair(reader, "syslog.cert_file", cert_file, key_file)
-    if ca_file is not None and ca_file.is_file():
-        try:
-            ssl.create_default_context().load_verify_locations(cafile=ca_file)
-        except (ssl.SSLError, OSError) as exc:
-            reader.add(
-                "syslog.ca_file",
-                f"holds no usable CA certificate ({short(str(exc), 80)})",
-                "give PEM certificates",
-            )
+    off = (f"is set but protocol is {protocol}", "set protocol: tls, or remove it")
+    ca_file, cert_file, key_file = _tls_files(reader, sec, "syslog", None if protocol == "tls" else off)
     if protocol == "udp":
         reader.warnings.append(
             "syslog: over udp an alert is lost without a trace when the receiver or the network drops it; "

@@ -25,8 +25,8 @@ from typing import Final
 
 from lab import attacks
 from lab.camera import BEHAVIOURS, POLL_SECONDS
-from lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
-from lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths
+from lab.process import act_on_triggers, lab_arguments, run_main
+from lab.topology import Camera, LabDescription, LabEvent, LabPaths
 
 __all__ = ["GUESSES", "NAME", "exchange", "main"]
 
@@ -146,58 +146,14 @@ async def run(directory: Path) -> None:
     paths = LabPaths(directory)
     desc = LabDescription.load(paths.lab_json)
     attacker = Attacker(desc, paths)  # fails now, not at the first trigger, if the lab has no target
-    control_path = paths.control(NAME)
-    try:
-        seen = Control.load(control_path).trigger
-    except ValueError as exc:
-        log.warning("ignoring the control file: %s", exc)
-        seen = 0
-    wake = asyncio.Event()
-    pending = 0
-
-    async def follow_control() -> None:
-        nonlocal seen, pending
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
-            try:
-                control = Control.load(control_path)
-            except ValueError as exc:
-                log.warning("ignoring the control file: %s", exc)
-                continue
-            if control.trigger > seen:
-                pending += control.trigger - seen
-                seen = control.trigger
-                wake.set()
-
-    async def auto_trigger(every: float) -> None:
-        nonlocal pending
-        while True:
-            await asyncio.sleep(every)
-            pending += 1
-            wake.set()
 
     async def act() -> None:
-        nonlocal pending
-        while True:
-            await wake.wait()
-            wake.clear()
-            if pending:
-                pending = 0
-                await attacker.behaviour("attacker.exploits", attacker.exploits)
-                await asyncio.sleep(BETWEEN)
-                await attacker.behaviour("attacker.password_guessing", attacker.password_guessing)
+        await attacker.behaviour("attacker.exploits", attacker.exploits)
+        await asyncio.sleep(BETWEEN)
+        await attacker.behaviour("attacker.password_guessing", attacker.password_guessing)
 
-    async with asyncio.TaskGroup() as tg:
-        tasks = [
-            tg.create_task(follow_control(), name="attacker-control"),
-            tg.create_task(act(), name="attacker-act"),
-        ]
-        if desc.trigger_every:
-            tasks.append(tg.create_task(auto_trigger(desc.trigger_every), name="attacker-auto"))
-        mark_ready(paths, NAME, {"source": attacker.source, "target": attacker.target.name})
-        await wait_for_stop()
-        for task in tasks:
-            task.cancel()
+    ready: dict[str, object] = {"source": attacker.source, "target": attacker.target.name}
+    await act_on_triggers(paths, NAME, act, desc.trigger_every, ready, POLL_SECONDS)
     log.info("attacker stopped")
 
 

@@ -20,9 +20,9 @@ from typing import Final
 import av.logging
 
 from lab.camera import BEHAVIOURS, POLL_SECONDS
-from lab.process import lab_arguments, mark_ready, run_main, wait_for_stop
+from lab.process import act_on_triggers, lab_arguments, run_main
 from lab.recorder import open_stream
-from lab.topology import Camera, Control, LabDescription, LabEvent, LabPaths
+from lab.topology import Camera, LabDescription, LabEvent, LabPaths
 
 __all__ = ["PULL_SECONDS", "main", "pull"]
 
@@ -76,56 +76,11 @@ async def run(directory: Path) -> None:
     paths = LabPaths(directory)
     desc = LabDescription.load(paths.lab_json)
     desc.camera(desc.office_pulls)  # fail now, not at the first trigger
-    control_path = paths.control(NAME)
-    try:
-        seen = Control.load(control_path).trigger
-    except ValueError as exc:
-        log.warning("ignoring the control file: %s", exc)
-        seen = 0
-    wake = asyncio.Event()
-    pending = 0
-
-    async def follow_control() -> None:
-        nonlocal seen, pending
-        while True:
-            await asyncio.sleep(POLL_SECONDS)
-            try:
-                control = Control.load(control_path)
-            except ValueError as exc:
-                log.warning("ignoring the control file: %s", exc)
-                continue
-            if control.trigger > seen:
-                pending += control.trigger - seen
-                seen = control.trigger
-                wake.set()
-
-    async def auto_trigger(every: float) -> None:
-        nonlocal pending
-        while True:
-            await asyncio.sleep(every)
-            pending += 1
-            wake.set()
 
     async def act() -> None:
-        nonlocal pending
-        while True:
-            await wake.wait()
-            wake.clear()
-            if pending:
-                pending = 0
-                await unauthorized_pull(desc, paths)
+        await unauthorized_pull(desc, paths)
 
-    async with asyncio.TaskGroup() as tg:
-        tasks = [
-            tg.create_task(follow_control(), name="office-control"),
-            tg.create_task(act(), name="office-act"),
-        ]
-        if desc.trigger_every:
-            tasks.append(tg.create_task(auto_trigger(desc.trigger_every), name="office-auto"))
-        mark_ready(paths, NAME, {"pulls": desc.office_pulls})
-        await wait_for_stop()
-        for task in tasks:
-            task.cancel()
+    await act_on_triggers(paths, NAME, act, desc.trigger_every, {"pulls": desc.office_pulls}, POLL_SECONDS)
     log.info("office stopped")
 
 

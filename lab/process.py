@@ -14,13 +14,15 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from lab.topology import LabPaths, write_atomic
+from lab.topology import Control, LabPaths, write_atomic
 
-__all__ = ["lab_arguments", "mark_ready", "run_main", "setup_logging", "wait_for_stop"]
+log = logging.getLogger(__name__)
+
+__all__ = ["act_on_triggers", "lab_arguments", "mark_ready", "run_main", "setup_logging", "wait_for_stop"]
 
 
 def setup_logging(process: str, verbose: bool = False) -> None:
@@ -84,3 +86,65 @@ def run_main(
         log.error("%s", exc)
         return 1
     return 0
+
+
+async def act_on_triggers(
+    paths: LabPaths,
+    process: str,
+    act: Callable[[], Awaitable[None]],
+    every: float | None,
+    ready: dict[str, object],
+    poll_seconds: float = 0.2,
+) -> None:
+    """A persona's life: run ``act`` once per trigger (``lab trigger``, or every ``every`` seconds), triggers
+    that arrive while it acts coalescing into one more run; ready once started, until SIGTERM."""
+    control_path = paths.control(process)
+    try:
+        seen = Control.load(control_path).trigger
+    except ValueError as exc:
+        log.warning("ignoring the control file: %s", exc)
+        seen = 0
+    wake = asyncio.Event()
+    pending = 0
+
+    async def follow_control() -> None:
+        nonlocal seen, pending
+        while True:
+            await asyncio.sleep(poll_seconds)
+            try:
+                control = Control.load(control_path)
+            except ValueError as exc:
+                log.warning("ignoring the control file: %s", exc)
+                continue
+            if control.trigger > seen:
+                pending += control.trigger - seen
+                seen = control.trigger
+                wake.set()
+
+    async def auto_trigger(period: float) -> None:
+        nonlocal pending
+        while True:
+            await asyncio.sleep(period)
+            pending += 1
+            wake.set()
+
+    async def acting() -> None:
+        nonlocal pending
+        while True:
+            await wake.wait()
+            wake.clear()
+            if pending:
+                pending = 0
+                await act()
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [
+            tg.create_task(follow_control(), name=f"{process}-control"),
+            tg.create_task(acting(), name=f"{process}-act"),
+        ]
+        if every:
+            tasks.append(tg.create_task(auto_trigger(every), name=f"{process}-auto"))
+        mark_ready(paths, process, ready)
+        await wait_for_stop()
+        for task in tasks:
+            task.cancel()

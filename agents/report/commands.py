@@ -73,18 +73,12 @@ def _day(text: str) -> date:
 def report(args: argparse.Namespace, err: TextIO | None = None) -> int:
     """``camwatch report``: write DIR/ledger.csv and DIR/index.html."""
     from agents.report.html import render
-    from agents.report.inputs import InputError
     from agents.report.ledger import build, to_csv
 
     err = err or sys.stderr
-    try:
-        inputs = _gather(args, with_alerts=True)
-    except _Usage as exc:
-        err.write(f"camwatch: error: {exc}\n")
-        return EXIT_USAGE
-    except InputError as exc:
-        err.write(f"camwatch: error: {exc}\n")
-        return EXIT_INPUT
+    inputs = _gather_or_say(args, err, with_alerts=True)
+    if isinstance(inputs, int):
+        return inputs
     as_of = args.as_of or datetime.now(UTC).date()
     ledger = build(inputs, as_of)
     out = Path(args.out)
@@ -111,17 +105,11 @@ def report(args: argparse.Namespace, err: TextIO | None = None) -> int:
 def inventory_export(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``camwatch inventory export``."""
     from agents.report.export import select, to_csv, to_json, to_netbox
-    from agents.report.inputs import InputError
 
     err = err or sys.stderr
-    try:
-        inputs = _gather(args, with_alerts=False)
-    except _Usage as exc:
-        err.write(f"camwatch: error: {exc}\n")
-        return EXIT_USAGE
-    except InputError as exc:
-        err.write(f"camwatch: error: {exc}\n")
-        return EXIT_INPUT
+    inputs = _gather_or_say(args, err, with_alerts=False)
+    if isinstance(inputs, int):
+        return inputs
     devices = select(inputs.devices, inputs.register, args.all)
     if args.format == "netbox":
         site = args.netbox_site or inputs.site
@@ -150,6 +138,20 @@ def inventory_export(args: argparse.Namespace, out: TextIO | None = None, err: T
 
 class _Usage(Exception):
     """Arguments that do not make a report."""
+
+
+def _gather_or_say(args: argparse.Namespace, err: TextIO, *, with_alerts: bool) -> Inputs | int:
+    """The inputs, or the exit code after saying in one line what is wrong with them."""
+    from agents.report.inputs import InputError
+
+    try:
+        return _gather(args, with_alerts=with_alerts)
+    except _Usage as exc:
+        err.write(f"camwatch: error: {exc}\n")
+        return EXIT_USAGE
+    except InputError as exc:
+        err.write(f"camwatch: error: {exc}\n")
+        return EXIT_INPUT
 
 
 def _gather(args: argparse.Namespace, *, with_alerts: bool) -> Inputs:
