@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -375,7 +375,7 @@ class Analysis:
 _Row = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int]
 
 
-def _rows(batch: PacketBatch, d: Decoded, positions: list[int]) -> list[_Row]:
+def _rows(batch: PacketBatch, d: Decoded, positions: list[int]) -> Iterator[_Row]:
     """The columns of these packets as Python ints, gathered once per batch: reading numpy scalars one by
     one (a dozen per analysed packet) cost more than the gather of every column for the short-flows
     benchmark, and a gather of only the analysed rows costs nothing for long flows."""
@@ -384,7 +384,9 @@ def _rows(batch: PacketBatch, d: Decoded, positions: list[int]) -> list[_Row]:
         d.ts_ns, d.payload_off, d.l3_off, d.l4_off, d.ip_len, d.tcp_flags, d.src_hi, d.src_lo, d.sport,
         batch.offsets, batch.caplen, batch.wirelen, batch.linktype,
     )  # fmt: skip
-    return list(zip(*(column[idx].tolist() for column in columns), strict=True))
+    # An iterator: zip hands out one tuple at a time (and reuses it), where a list of them put a batch's
+    # worth of tuples in the cycle collector's youngest generation.
+    return zip(*(column[idx].tolist() for column in columns), strict=True)
 
 
 def _every_flow(flow: Flow) -> bool:

@@ -18,7 +18,6 @@ targets are masked (:func:`redact_url`).
 from __future__ import annotations
 
 import re
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -771,7 +770,9 @@ class _Exchanges:
     __slots__ = ("extensions", "pending", "seq")
 
     def __init__(self) -> None:
-        self.pending: deque[AppRequest] = deque(maxlen=MAX_PENDING)
+        # A list, not a deque(maxlen=...): a deque takes 600 bytes before its first item, and every HTTP
+        # flow of a watched device has one (with 16 at most, popping the first is as cheap).
+        self.pending: list[AppRequest] = []
         self.seq = 0
         self.extensions = 0
 
@@ -842,6 +843,8 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
                 continue
             request = _request_event(msg, flow, from_src, ts, exchanges.seq)
             exchanges.seq += 1
+            if len(exchanges.pending) >= MAX_PENDING:
+                del exchanges.pending[0]  # the oldest unanswered request pairs with nothing
             exchanges.pending.append(request)
             ctx.emit(request)
             if request.login is not None:
@@ -858,7 +861,7 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
             continue  # an interim answer: the final one answers the request
         pending = exchanges.pending
         # Answers come in request order (RFC 9112 9.3.2); one from the requests' own side pairs with nothing.
-        asked = pending.popleft() if pending and pending[0].from_src != from_src else None
+        asked = pending.pop(0) if pending and pending[0].from_src != from_src else None
         auth = _outcome(asked, msg)
         ctx.emit(AppResponse(ts, flow, from_src, PROTOCOL, msg.status, asked, auth, msg.body))
         if auth == FAILURE or msg.status == 401:
