@@ -563,6 +563,12 @@ class HttpStreamParser:
     ended, a response without a length at once with what the same segment holds of it.
     """
 
+    # One per direction of every HTTP connection: slots keep each at a third of a dict-backed object.
+    __slots__ = (
+        "_body", "_buf", "_held", "_no_body_next", "_remaining", "_state", "body_bytes", "error",
+        "ignored_bytes", "keep_body", "max_buffer", "messages",
+    )  # fmt: skip
+
     def __init__(self, max_buffer: int = MAX_HEAD, keep_body: int = 0) -> None:
         if max_buffer < 64:
             raise ValueError("max_buffer must be >= 64")
