@@ -112,7 +112,7 @@ class PacketRing:
         return [*self.first, *(self.recent or ())]
 
     def clear(self) -> None:
-        self.first = []
+        self.first.clear()  # (the snapshots and readers copy it: no one holds this list)
         self.recent = None
         self.size = RING_OVERHEAD
 

@@ -100,36 +100,40 @@ class Headers:
     """Header fields in wire order with names as sent; lookups ignore case."""
 
     fields: tuple[tuple[str, str], ...] = ()
-    # Lowercased name -> values in wire order, built once: a message is asked for a dozen fields, and
-    # lowercasing every name at every lookup was a tenth of the HTTP analyzer's time.
-    _by_name: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False, hash=False)
+    names: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """The fields' names lowercased, in the same order (:func:`split_head` gives them; made when not)."""
 
     def __post_init__(self) -> None:
-        by_name: dict[str, tuple[str, ...]] = {}
-        for name, value in self.fields:
-            key = name.lower()
-            had = by_name.get(key)
-            by_name[key] = (value,) if had is None else (*had, value)
-        object.__setattr__(self, "_by_name", by_name)
+        # Lookups search the lowercased names in C (a message has a handful of fields): lowercasing every
+        # name at every lookup, or building a dict per message, cost more than the lookups themselves.
+        if len(self.names) != len(self.fields):
+            object.__setattr__(self, "names", tuple(name.lower() for name, _ in self.fields))
 
     def get(self, name: str) -> str | None:
         """Value of the first field called ``name``, or None."""
-        values = self._by_name.get(name.lower())
-        return values[0] if values else None
+        key = name.lower()
+        names = self.names
+        if key not in names:
+            return None
+        return self.fields[names.index(key)][1]
 
     def get_all(self, name: str) -> tuple[str, ...]:
         """Values of every field called ``name``, in order."""
-        return self._by_name.get(name.lower(), ())
+        key = name.lower()
+        names = self.names
+        if key not in names:
+            return ()
+        return tuple(value for lowered, (_, value) in zip(names, self.fields, strict=True) if lowered == key)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._by_name
+        return isinstance(name, str) and name.lower() in self.names
 
     def __len__(self) -> int:
         return len(self.fields)
 
     def has_any(self, lowered: frozenset[str]) -> bool:
         """Whether any field is called one of the (lowercase) names."""
-        return not lowered.isdisjoint(self._by_name)
+        return not lowered.isdisjoint(self.names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,15 +189,16 @@ def split_head(data: bytes, protocol: str = PROTOCOL, max_head: int = MAX_HEAD) 
     if not start_line:
         raise AnalyzerError(protocol, "empty start line")
     fields: list[tuple[str, str]] = []
+    names: list[str] = []
     pos = eol + 1
     while True:
         eol = _line_end(data, pos, limit)
         if eol < 0:
-            return MessageHead(start_line, Headers(tuple(fields)), pos, False)
+            return MessageHead(start_line, Headers(tuple(fields), tuple(names)), pos, False)
         line = data[pos:eol].removesuffix(b"\r")
         pos = eol + 1
         if not line:
-            return MessageHead(start_line, Headers(tuple(fields)), pos, True)
+            return MessageHead(start_line, Headers(tuple(fields), tuple(names)), pos, True)
         if line[0] in b" \t":
             # obs-fold: a continuation of the previous field's value (RFC 9112 5.2).
             if not fields:
@@ -212,7 +217,9 @@ def split_head(data: bytes, protocol: str = PROTOCOL, max_head: int = MAX_HEAD) 
             raise AnalyzerError(protocol, f"control character in the value of {name_b[:40]!r}")
         if len(fields) >= MAX_FIELDS:
             raise AnalyzerError(protocol, f"more than {MAX_FIELDS} header fields")
-        fields.append((name_b.decode("ascii"), value_b.decode("latin-1")))
+        name = name_b.decode("ascii")
+        fields.append((name, value_b.decode("latin-1")))
+        names.append(name.lower())
 
 
 def _skip_spaces(text: str, pos: int) -> int:
@@ -362,7 +369,10 @@ def _unquote(value: str | None) -> str | None:
 
 def challenges_of(headers: Headers) -> tuple[Challenge, ...]:
     """The challenges of every ``WWW-Authenticate`` field, in order."""
-    return tuple(c for v in headers.get_all("www-authenticate") for c in parse_challenges(v))
+    values = headers.get_all("www-authenticate")
+    if not values:
+        return ()
+    return tuple(c for v in values for c in parse_challenges(v))
 
 
 def first_realm(challenges: tuple[Challenge, ...]) -> str | None:
