@@ -14,19 +14,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, NoReturn, TextIO, cast
+from typing import IO, TYPE_CHECKING, NoReturn, TextIO, cast
 
-from agents.capture.pcap_source import PcapFileSource
-from agents.progress import Progress
-from agents.sinks.lines import JsonLinesSink
 from monitor import __version__
-from monitor.engine import Engine, EngineConfig, Events
-from monitor.flows import FlowConfig
-from monitor.pcapfile import CaptureError
 from monitor.policy import SitePolicy
-from monitor.records import flow_record
 from monitor.validation import TOPIC_UNSAFE_RE, ValidationError, short, top_level_keys
-from monitor.vendors.oui import VendorTable
+
+if TYPE_CHECKING:
+    from monitor.engine import Engine
 
 log = logging.getLogger("camwatch")
 
@@ -602,6 +597,17 @@ def lab_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
+    # The engine (and numpy under it) is imported by the commands that run it, not by `--version`, `--help`
+    # or `check-config`.
+    from agents.capture.pcap_source import PcapFileSource
+    from agents.progress import Progress
+    from agents.sinks.lines import JsonLinesSink
+    from monitor.engine import Engine, EngineConfig, Events
+    from monitor.flows import FlowConfig
+    from monitor.pcapfile import CaptureError
+    from monitor.records import flow_record
+    from monitor.vendors.oui import VendorTable
+
     policy = load_policy(args.policy)
     for path in args.pcaps:
         check_input(path, "capture")

@@ -200,3 +200,22 @@ def test_undecodable_or_absurd_files_are_one_line_errors(tmp_path: Path, data: b
         load_policy(str(path))
     assert str(policy_info.value).startswith(f"{path}: ") and reason in str(policy_info.value)
     assert len(str(policy_info.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv", [["--version"], ["--help"], ["replay", "--help"], ["check-config", "--help"]]
+)
+def test_commands_that_run_no_engine_do_not_import_it(argv: list[str]) -> None:
+    """`--version`, `--help` and friends answer without importing the engine and numpy (a fifth of a second
+    on a gateway): the engine is imported by the commands that run it."""
+    probe = (
+        "import sys\n"
+        "from agents.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('numpy', 'monitor.engine', 'monitor.analysis') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

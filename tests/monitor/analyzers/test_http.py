@@ -18,6 +18,7 @@ from monitor.analyzers import AnalyzerError
 from monitor.analyzers.http import (
     MAX_HEAD,
     Challenge,
+    Headers,
     HttpRequest,
     HttpResponse,
     HttpStreamParser,
@@ -25,6 +26,7 @@ from monitor.analyzers.http import (
     parse,
     parse_challenges,
     redact_url,
+    safe_headers,
     split_head,
 )
 from tests.monitor.analyzers.payloads import tcp_streams
@@ -274,6 +276,37 @@ def test_headers_case_insensitive_lf_and_folding() -> None:
     assert isinstance(msg, HttpRequest)
     assert msg.host == "cam.local" and msg.user_agent == "a b" and msg.complete
     assert msg.headers.get("x") == "1" and msg.headers.get_all("X") == ("1",)
+
+
+def test_header_lookups_built_by_the_splitter_and_by_hand_agree() -> None:
+    """The lowercased names the splitter hands over, and those made for headers built by hand (or filtered),
+    give the same answers: first value, every value in wire order, absent names."""
+    head = split_head(b"HTTP/1.1 401 No\r\nSet-Cookie: a=1\r\nVia: x\r\nVIA: y\r\nServer: s\r\n\r\n")
+    by_hand = Headers(head.headers.fields)
+    for h in (head.headers, by_hand):
+        assert h.names == ("set-cookie", "via", "via", "server")
+        assert h.get("via") == "x" and h.get_all("Via") == ("x", "y") and h.get_all("www-authenticate") == ()
+        assert h.get("absent") is None and "SERVER" in h and "absent" not in h
+        assert h.has_any(frozenset({"set-cookie"})) and not h.has_any(frozenset({"cookie"}))
+    safe = safe_headers(head.headers)
+    assert safe.fields == (("Via", "x"), ("VIA", "y"), ("Server", "s"))
+    assert safe.names == ("via", "via", "server")
+    plain = split_head(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").headers
+    assert safe_headers(plain) is plain  # nothing to drop: no copy
+    assert by_hand == head.headers  # the names are not part of equality
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("/ISAPI/System/deviceInfo", "/ISAPI/System/deviceInfo"),  # neither '@' nor '=': returned as is
+        ("/cgi?password=x&ch=1", "/cgi?password=***&ch=1"),
+        ("rtsp://admin:pw@10.0.0.1/ch1", "rtsp://10.0.0.1/ch1"),
+        ("/a@b/c", "/a@b/c"),  # an '@' without a scheme is not userinfo
+    ],
+)
+def test_redact_url_with_and_without_the_fast_path(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
 
 
 def test_conflicting_content_length_is_malformed() -> None:

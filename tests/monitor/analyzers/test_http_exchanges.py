@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from lab import attacks
-from monitor.analyzers.http import KEEP_BODY, LOGIN_EXTRA_PACKETS, HttpRequest, HttpStreamParser, handle_http
+from monitor.analyzers.http import (
+    KEEP_BODY,
+    LOGIN_EXTRA_PACKETS,
+    MAX_PENDING,
+    HttpRequest,
+    HttpStreamParser,
+    handle_http,
+)
 from monitor.analyzers.logins import CHALLENGE, FAILURE, SUCCESS
 from monitor.events import AppRequest, AppResponse
 from tests.monitor.analyzers.payloads import tcp_streams
@@ -183,3 +190,18 @@ def test_pairing_survives_any_segmentation(size: int) -> None:
     ctx = run(handle_http, flow, segments, "http")
     got = [(r.request.target if r.request else None, r.status, r.auth, r.body) for r in ctx.of(AppResponse)]  # type: ignore[attr-defined]
     assert got == [("/a", 401, FAILURE, b"no"), ("/b", 200, None, b"ok")]
+
+
+def test_unanswered_requests_are_bounded_and_answers_pair_in_order() -> None:
+    """Pipelined requests wait for their answers (at most MAX_PENDING: the oldest pair with nothing), and
+    answers pair with the requests in order."""
+    host = "10.0.0.64"
+    flow = make_flow("10.0.0.9", 40000, host, 80)
+    count = MAX_PENDING + 3
+    pipelined = b"".join(attacks.http_request("GET", f"/r{i}", host) for i in range(count))
+    answers = b"".join(attacks.http_response(200, b"") for _ in range(3))
+    ctx = run(handle_http, flow, [(True, pipelined), (False, answers)], "http")
+    reqs, resps = ctx.of(AppRequest), ctx.of(AppResponse)
+    assert len(reqs) == count and len(resps) == 3
+    paired = [r.request.target for r in resps if isinstance(r, AppResponse) and r.request is not None]
+    assert paired == ["/r3", "/r4", "/r5"]  # /r0../r2 were dropped at the bound
