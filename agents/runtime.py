@@ -352,7 +352,8 @@ class Agent:
                 max_device_series=self.config.metrics.max_device_series,
             )
         )
-        self.registry.register(IncidentCollector.of_engine(self.engine, self.lock))
+        quiet = self.learning.learning_now if self.learning is not None else None
+        self.registry.register(IncidentCollector.of_engine(self.engine, self.lock, quiet))
         if self.learning is not None:  # learning mode
             self.registry.register(self.learning.collector())
         self.metrics = MetricsServer.from_config(self.config.metrics, self.registry)

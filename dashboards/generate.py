@@ -272,6 +272,15 @@ def site_view() -> db.Dashboard:
             )
         )
         .with_panel(
+            table_panel(
+                "Open incidents",
+                query(f"max by (device, incident) (camwatch_incident_severity{{{SEL}}})", "", instant=True),
+                desc="One row per open incident (its last alert less than an hour ago): the device, the id "
+                "its alerts carry (camwatch.incident.id: search the MQTT, syslog or file records for it) "
+                "and the highest severity sent. Devices still learning are not listed.",
+            )
+        )
+        .with_panel(
             ts(
                 "Evidence pcaps written",
                 "short",

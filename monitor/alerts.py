@@ -270,6 +270,20 @@ class _DeviceIncident:
     in_window: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
     absorbed: frozenset[str] = frozenset()
+    severity: int = 0  # the highest of its alerts' that were sent
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIncident:
+    """An incident still open (its last alert less than the idle time ago): what the metrics show of it."""
+
+    device: str
+    id: str
+    start_ns: int
+    last_ns: int
+    alerts: int
+    folded: int
+    severity: int
 
 
 class Incidents:
@@ -292,6 +306,7 @@ class Incidents:
         #: Alerts folded, by rule id (``camwatch_alerts_folded_total``).
         self.folded: dict[str, int] = {}
         self.opened = 0
+        self.latest_ns = 0  # the newest alert's time: the book's clock (capture time, not the wall's)
 
     def group(self, alert: Alert) -> Alert | None:
         """The alert with its incident, or None when it is folded into it."""
@@ -299,6 +314,7 @@ class Incidents:
         if key is None:
             return alert
         ts = alert.timestamp_ns
+        self.latest_ns = max(self.latest_ns, ts)
         inc = self._open.get(key)
         if inc is None or ts - inc.last_ns > self._idle:
             inc = _DeviceIncident(
@@ -326,6 +342,17 @@ class Incidents:
         if alert.rule.severity < CRITICAL:  # always sent, so never in the way of the others
             inc.in_window += 1
         inc.alerts += 1
+        inc.severity = max(inc.severity, alert.rule.severity)
         if alert.rule.absorbs:
             inc.absorbed = inc.absorbed | frozenset(alert.rule.absorbs)
         return replace(alert, incident=Incident(inc.id, inc.start_ns, inc.alerts, inc.folded))
+
+    def still_open(self) -> list[OpenIncident]:
+        """The incidents whose last alert is less than the idle time older than the newest alert, oldest
+        first (at most ``max_devices``: one per device)."""
+        horizon = self.latest_ns - self._idle
+        return [
+            OpenIncident(key, inc.id, inc.start_ns, inc.last_ns, inc.alerts, inc.folded, inc.severity)
+            for key, inc in self._open.items()
+            if inc.last_ns >= horizon and inc.alerts
+        ]

@@ -75,6 +75,8 @@ def test_config_is_valid() -> None:
         (WEBHOOK, {"alertname": "CamwatchSpoolBacklog", "severity": "warning"}),
         (WEBHOOK, {"alertname": "CamwatchMqttDisconnected", "severity": "warning"}),
         (WEBHOOK, {"alertname": "SomethingWithoutSeverity"}),  # the fallback still reaches people
+        # One ticket per incident, not a page (the rule alerts page).
+        (WEBHOOK, {"alertname": "CameraIncident", "severity": "critical", "incident": "9f3c"}),
     ],
     ids=lambda v: v["alertname"] if isinstance(v, dict) else None,
 )

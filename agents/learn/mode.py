@@ -171,6 +171,12 @@ class LearningMode:
             )
         return (LEARNING, dev.until_ns) if learning else (ENFORCING, None)
 
+    def learning_now(self, device: str) -> bool:
+        """Whether the device learns at the newest time seen (read only: for the metrics)."""
+        with self._lock:
+            dev = self.devices.get(device)
+            return dev is not None and self.now_ns < dev.until_ns
+
     def learns(self, device: str, ts_ns: int) -> bool:
         return self.state(device, ts_ns)[0] == LEARNING
 

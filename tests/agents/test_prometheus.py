@@ -58,7 +58,7 @@ from agents.sinks.prometheus import ExporterCollector, ExporterStats, MetricsSer
 from agents.sinks.rotating import RotatingFile
 from agents.sinks.syslog import SyslogSink
 from lab import scenario
-from monitor.alerts import Incidents
+from monitor.alerts import NS, Alert, Endpoint, Incidents, Rule
 from monitor.pcapfile import PacketBatch
 from monitor.pcapwrite import pcap_bytes
 from monitor.policy import SitePolicy
@@ -74,10 +74,19 @@ from tests.agents.promserver import (
 from tests.enginerun import run_engine
 
 ROOT = Path(__file__).parents[2]
+EXPLOIT = Rule("exploit.attempt", "exploit", 5)
+
 DOCS = ROOT / "docs" / "metrics.md"
 OPENSSL = shutil.which("openssl")
 CAMERA = "44-19-b6-00-00-01"
 START = 1_770_000_000.0
+
+
+def exploit_alert(mac: str) -> Alert:
+    """An alert about the device ``mac`` (its incident opens with it)."""
+    return Alert(
+        EXPLOIT, 1_700_000_000 * NS, f"e{mac}", "depot-7/gw-1", "m", Endpoint("10.0.0.5"), device_id=mac
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,6 +177,7 @@ class Site:
         self.publisher.published_total, self.publisher.publish_failures_total = 5, 1
         self.publisher.reconnects_total = 2
         self.incidents = Incidents()
+        self.incidents.group(exploit_alert(CAMERA))
         self.incidents.folded = {"egress.unexpected_destination": 4}
         self.evidence = EvidenceSink(directory / "evidence", rings=lambda: RingReading(9, 4096, 2, 1))
         self.register = AssetRegister.parse(
@@ -1081,3 +1091,20 @@ def stream_registry(streams: dict[str, StreamStats]) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(StreamCollector(lambda: streams))
     return registry
+
+
+def test_open_incidents_are_series_by_device_and_incident_except_for_learning_devices() -> None:
+    """One series per open incident, labelled with the id its alerts carry (what Alertmanager groups on);
+    a device that learns has none (its alerts do not page)."""
+    book = Incidents()
+    recorder = "3c-ef-8c-00-00-02"
+    sent = [book.group(exploit_alert(mac)) for mac in (CAMERA, recorder)]
+    ids = {a.device_id: a.incident.id for a in sent if a is not None and a.incident is not None}
+    quiet_camera: Callable[[str], bool] = {CAMERA}.__contains__
+    for quiet, expected in ((None, {CAMERA, recorder}), (quiet_camera, {recorder})):
+        registry = CollectorRegistry()
+        registry.register(IncidentCollector(book, quiet=quiet))
+        samples = scrape(registry)
+        want = {(("device", d), ("incident", ids[d])) for d in expected}
+        assert samples["camwatch_incident_severity"] == dict.fromkeys(want, 5.0)
+        assert samples["camwatch_incident_alerts"] == dict.fromkeys(want, 1.0)

@@ -118,6 +118,23 @@ def test_a_scan_absorbs_the_device_s_egress_alerts() -> None:
     assert other is not None
 
 
+def test_open_incidents_are_those_with_an_alert_in_the_last_idle_time_with_their_highest_severity() -> None:
+    book = Incidents()
+    first = book.group(alert(DNS, T0, "x"))
+    book.group(alert(EXPLOIT, T0 + NS, "y"))
+    for i in range(10):  # folded past the caps: not counted as sent
+        book.group(alert(EGRESS, T0 + 2 * NS + i, f"203.0.113.{i}"))
+    other = book.group(alert(EGRESS, T0 + 3 * NS, "z", device="3c-ef-8c-00-00-02"))
+    assert first is not None and first.incident is not None and other is not None
+    (cam, recorder) = book.still_open()
+    assert (cam.device, cam.id, cam.severity) == ("44-19-b6-00-00-01", first.incident.id, CRITICAL)
+    assert (cam.alerts, cam.folded) == (2 + CAP_PER_RULE, 10 - CAP_PER_RULE)
+    assert (recorder.device, recorder.severity, recorder.alerts) == ("3c-ef-8c-00-00-02", 3, 1)
+    # An hour later the camera's incident is over, and only the recorder's new one is open.
+    book.group(alert(DNS, T0 + 3 * NS + 3600 * NS, "w", device="3c-ef-8c-00-00-02"))
+    assert [i.device for i in book.still_open()] == ["3c-ef-8c-00-00-02"]
+
+
 def test_alerts_without_a_device_pass_without_an_incident() -> None:
     passed = Incidents().group(alert(DNS, T0, "x", device=None))
     assert passed is not None and passed.incident is None and "camwatch" not in passed.to_record()
