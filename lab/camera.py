@@ -55,6 +55,7 @@ __all__ = [
     "CameraProcess",
     "Persona",
     "http_exchange",
+    "http_status",
     "main",
     "resolve",
     "udp_exchange",
@@ -173,10 +174,14 @@ async def resolve(resolver: str, name: str, timeout: float = REPLY_TIMEOUT, port
     return next((r.value for r in msg.answers if r.rtype == dns_analyzer.TYPE_A), None)
 
 
-async def http_exchange(host: str, port: int, request: bytes, timeout: float = 5.0) -> bytes:
-    """Send one request on a new TCP connection and read the reply until the server closes."""
+async def http_exchange(
+    host: str, port: int, request: bytes, timeout: float = 5.0, *, source: str | None = None
+) -> bytes:
+    """Send one request on a new TCP connection (from the address ``source`` when given) and read the reply
+    until the server closes."""
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port)
+        local = (source, 0) if source is not None else None
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         try:
             writer.write(request)
             await writer.drain()
@@ -190,7 +195,8 @@ async def http_exchange(host: str, port: int, request: bytes, timeout: float = 5
     return reply
 
 
-def _status(reply: bytes) -> int | None:
+def http_status(reply: bytes) -> int | None:
+    """The status code of an HTTP/1.x reply, or None when it is not one."""
     m = re.match(rb"HTTP/1\.[01] (\d{3})", reply)
     return int(m.group(1)) if m else None
 
@@ -276,7 +282,7 @@ class EzvizPersona(Persona):
             raise ValueError(f"{name} did not resolve at {self.desc.services.resolver}")
         port = self.desc.services.ezviz_port
         reply = await http_exchange(address, port, payloads.ezviz_register(name, self.short_serial))
-        detail.update(port=port, status=_status(reply))
+        detail.update(port=port, status=http_status(reply))
         with contextlib.suppress(ValueError, IndexError):
             body = json.loads(reply.partition(b"\r\n\r\n")[2])
             detail["stun"] = f"{body['stun']['address']}:{body['stun']['port']}"
@@ -316,7 +322,7 @@ class EzvizPersona(Persona):
         reply = await http_exchange(
             host, port, payloads.add_port_mapping(host, self.cam.ip, port=port, path=path)
         )
-        detail.update(igd=f"{host}:{port}", control=path, status=_status(reply))
+        detail.update(igd=f"{host}:{port}", control=path, status=http_status(reply))
 
     async def live_view(self, detail: dict[str, object]) -> None:
         from lab.video import VideoSpec

@@ -4,26 +4,13 @@ and writes its report. Nothing here looks at a time (measurements are run by han
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "benchmarks"
-
-
-def _smoke(script: str, *args: str, timeout: float = 600) -> str:
-    res = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res.stdout
+from tests.benchsmoke import smoke
 
 
 def test_pcapng_interfaces(tmp_path: Path) -> None:
-    out = _smoke("pcapng_interfaces.py", "--out-dir", str(tmp_path))
+    out = smoke("pcapng_interfaces.py", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "pcapng_interfaces.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and set(report["captures"]) == {"repeated", "named"}
     for section in report["captures"].values():
@@ -39,7 +26,7 @@ def test_pcapng_interfaces(tmp_path: Path) -> None:
 
 
 def test_floods(tmp_path: Path) -> None:
-    out = _smoke("floods.py", "--out-dir", str(tmp_path))
+    out = smoke("floods.py", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "floods.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["problems"] == []
     floods = {r["flood"]: r for r in report["results"]}
@@ -56,7 +43,7 @@ def test_floods(tmp_path: Path) -> None:
 
 
 def test_mutated(tmp_path: Path) -> None:
-    out = _smoke("mutated.py", "--out-dir", str(tmp_path))
+    out = smoke("mutated.py", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "mutated.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["packets"] == 20_000
     assert report["uncaught_exceptions"] == 0 and report["analyzer_internal_errors"] == 0
@@ -65,7 +52,7 @@ def test_mutated(tmp_path: Path) -> None:
 
 
 def test_startup(tmp_path: Path) -> None:
-    out = _smoke("startup.py", "--out-dir", str(tmp_path))
+    out = smoke("startup.py", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "startup.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["runs"] == 2
     rows = {r["command"]: r for r in report["results"]}

@@ -16,25 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.agents.netns import skip_reason
-
-BENCH = Path(__file__).parents[1] / "benchmarks"
-
-
-def _smoke(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res
+from tests.benchsmoke import BENCH, smoke
 
 
 def test_replay_benchmark(tmp_path: Path) -> None:
     # The installed camwatch as its own baseline: the comparison of two checkouts runs end to end.
     baseline = Path(sys.executable).parent / "camwatch"
-    out = _smoke("replay.py", "--out-dir", str(tmp_path), "--baseline", str(baseline), timeout=600).stdout
+    out = smoke("replay.py", "--out-dir", str(tmp_path), "--baseline", str(baseline), timeout=600)
     report = json.loads((tmp_path / "replay.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["runs"] == 1
     assert list(report["captures"]) == ["site", "short-flows"]
@@ -79,7 +67,7 @@ def test_short_flow_capture_is_deterministic(tmp_path: Path) -> None:
 def test_probe_benchmark(tmp_path: Path) -> None:
     pytest.importorskip("av", reason="the stream extra (PyAV) is not installed")
     pytest.importorskip("cv2", reason="the stream extra (opencv-python-headless) is not installed")
-    out = _smoke("probe.py", "--json", str(tmp_path / "probe.json"), timeout=300).stdout
+    out = smoke("probe.py", "--json", str(tmp_path / "probe.json"), timeout=300)
     assert "| camwatch probe (PyAV child + OpenCV child) |" in out and "| peer: one PyAV child" in out
     runs = json.loads((tmp_path / "probe.json").read_text(encoding="utf-8"))["runs"]
     assert [len(r) for r in runs.values()] == [1, 1]
@@ -90,7 +78,7 @@ def test_live_benchmark(tmp_path: Path) -> None:
     reason = skip_reason()
     if reason is not None:
         pytest.skip(reason)
-    out = _smoke("live.py", "--json", str(tmp_path / "live.json"), timeout=300).stdout
+    out = smoke("live.py", "--json", str(tmp_path / "live.json"), timeout=300)
     assert "decision: " in out
     doc = json.loads((tmp_path / "live.json").read_text(encoding="utf-8"))
     assert set(doc["engine_runs"]) == {"ring", "ring-copy", "recv"}
@@ -138,7 +126,7 @@ def test_the_replay_check_reports_a_flow_that_differs(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(), reason="mosquitto is not installed")
 def test_flow_outputs_benchmark(tmp_path: Path) -> None:
-    out = _smoke("flow_outputs.py", "--out-dir", str(tmp_path), timeout=300).stdout
+    out = smoke("flow_outputs.py", "--out-dir", str(tmp_path), timeout=300)
     report = json.loads((tmp_path / "flow_outputs.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["mqtt"] is True
     runs = {r["name"]: r for r in report["runs"]}

@@ -5,23 +5,13 @@ writes its policy) and reports. Nothing here looks at a time."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "benchmarks"
-
-
-def _smoke(script: str, *args: str) -> str:
-    res = subprocess.run(
-        [sys.executable, str(BENCH / script), "--smoke", *args], capture_output=True, text=True, timeout=600
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res.stdout
+from tests.benchsmoke import smoke
 
 
 def test_allow_matching_benchmark(tmp_path: Path) -> None:
-    out = _smoke("allow_match.py", "--json", str(tmp_path / "allow.json"))
+    out = smoke("allow_match.py", "--json", str(tmp_path / "allow.json"))
     report = json.loads((tmp_path / "allow.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["rules"] == 2000
     assert [row["tool"] for row in report["results"]] == [
@@ -34,7 +24,7 @@ def test_allow_matching_benchmark(tmp_path: Path) -> None:
 
 
 def test_learn_day_benchmark(tmp_path: Path) -> None:
-    out = _smoke("learn_day.py", "--out-dir", str(tmp_path))
+    out = smoke("learn_day.py", "--out-dir", str(tmp_path))
     report = json.loads((tmp_path / "learn_day.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["capture"]["packets"] > 1000
     assert [row["tool"] for row in report["results"]] == [
