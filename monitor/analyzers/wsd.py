@@ -292,7 +292,8 @@ def handle_wsd(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int
             maker, model = item.manufacturer, item.model
             if maker or model:
                 vendor = vendor_from(" ".join(filter(None, (maker, model, item.name))), MAKER_VENDORS)
-                detail = f"manufacturer={maker} model={model}"
+                # A field the device left out is left out here too (no "manufacturer=None" in a report).
+                detail = " ".join(f"{k}={v}" for k, v in (("manufacturer", maker), ("model", model)) if v)
                 ctx.fact(flow, from_src, "wsd", detail, vendor=vendor, model=model, protocol="wsd")
     return True
 

@@ -127,3 +127,20 @@ def test_mutations_raise_only_analyzer_error(data: bytes, where: int, patch: byt
 def test_random_bytes_raise_only_analyzer_error(data: bytes) -> None:
     only_analyzer_errors(wsd.parse, data)
     assert isinstance(wsd.looks_like(data), bool)
+
+
+def test_evidence_leaves_out_what_the_device_did_not_say() -> None:
+    # A Hikvision ProbeMatch names a model (hardware scope) but no manufacturer: the inventory's evidence,
+    # shown in reports and exports, says what was said and nothing else (no "manufacturer=None").
+    from lab.synth import udp4_frame
+    from tests.enginerun import run_frames
+
+    frame = udp4_frame(
+        "44:47:cc:00:00:01", "01:00:5e:7f:ff:fa", "192.168.1.64", "239.255.255.250", 3702, 3702,
+        _fixture("probematches_hikvision.xml"),
+    )  # fmt: skip
+    engine, _, _ = run_frames([(1_767_225_600 * 10**9, frame)])
+    dev = engine.inventory.get(0x4447CC000001)
+    assert dev is not None
+    wsd_details = [e["detail"] for e in dev.to_record()["evidence"] if e["kind"] == "wsd"]
+    assert wsd_details == ["model=DS-2CD2143G2-I"]
