@@ -5,7 +5,7 @@
 
 Every query uses only the metrics of docs/metrics.md (plus ``up`` and ``process_*``); ``site`` and ``gateway``
 are Prometheus scrape-target labels, the job is ``camwatch``. The datasource uid is fixed
-(:data:`DATASOURCE_UID`) and provisioned by ``dashboards/provisioning/datasources.yaml``.
+(:data:`DATASOURCE_UID`) and provisioned by ``dashboards/provisioning/datasources/camwatch.yaml``.
 """
 
 from __future__ import annotations

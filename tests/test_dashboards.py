@@ -73,7 +73,7 @@ def test_committed_json_is_current() -> None:
 
 def test_every_dashboard_uses_the_provisioned_datasource() -> None:
     gen = generator()
-    provisioning = (ROOT / "dashboards" / "provisioning" / "datasources.yaml").read_text()
+    provisioning = (ROOT / "dashboards" / "provisioning" / "datasources" / "camwatch.yaml").read_text()
     assert f"uid: {gen.DATASOURCE_UID}" in provisioning
     for path in sorted((ROOT / "dashboards" / "json").glob("*.json")):
         assert list(gen.iter_exprs(json.loads(path.read_text()))), path.name

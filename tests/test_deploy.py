@@ -351,10 +351,10 @@ def test_compose_stack_is_well_formed() -> None:
                 continue
             path = (COMPOSE.parent / source).resolve()
             mounted[target] = str(path.relative_to(ROOT))
-            if path != ROOT / "dashboards" / "provisioning":  # written later, by the dashboards work
-                assert path.exists(), (name, volume)
+            assert path.exists(), (name, volume)
     assert mounted["/etc/prometheus/rules/camwatch-rules.yml"] == "deploy/prometheus/camwatch-rules.yml"
     assert mounted["/etc/alertmanager/alertmanager.yml"] == "deploy/alertmanager/alertmanager.yml"
+    # Grafana's provisioning layout, dashboard path and data source: tests/test_compose_grafana.py.
     assert mounted["/etc/grafana/provisioning"] == "dashboards/provisioning"
     ports = {name: [str(p) for p in s.get("ports", [])] for name, s in services.items()}
     assert "1883:1883" in ports["mosquitto"] and "9090:9090" in ports["prometheus"]
