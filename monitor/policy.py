@@ -85,6 +85,15 @@ KNOWN_VENDOR_KEYS: Final[tuple[str, ...]] = (
     "huawei", "axis", "hanwha", "bosch", "milesight", "reolink",
 )  # fmt: skip
 
+#: OEM brands that sell another maker's cameras under their own name (docs/design.md §7): their devices
+#: carry the maker's MACs and firmware, so the inventory names the maker. Key -> (brand, maker's key).
+OEM_BRANDS: Final[Mapping[str, tuple[str, str]]] = {
+    "lts": ("LTS", "hikvision"),
+    "annke": ("Annke", "hikvision"),
+    "lorex": ("Lorex", "dahua"),
+    "amcrest": ("Amcrest", "dahua"),
+}
+
 #: Vendors watched wherever they are when no policy says otherwise: the makers whose devices are
 #: documented to phone home to vendor clouds and P2P relays (docs/design.md §7).
 DEFAULT_WATCHED_VENDORS: Final[frozenset[str]] = frozenset(
@@ -487,8 +496,7 @@ class SitePolicy:
         """Things that are valid but deserve a look, each ``<field>: <what>; <advice>``: vendor keys
         camwatch does not know, which are most likely typos. Every loader shows them the same way."""
         return tuple(
-            f"monitored.vendors: '{key}' is not a vendor camwatch knows; check the spelling "
-            "(it matches no device yet)"
+            f"monitored.vendors: '{key}' is not a vendor camwatch knows; {_unknown_vendor_advice(key)}"
             for key in sorted(self.unknown_vendors)
         )
 
@@ -742,6 +750,21 @@ def _parse_port(value: object, path: str, reader: Reader) -> list[tuple[int, str
     if problems:
         return []
     return [(port, proto)] if proto is not None else [(port, t) for t in _TRANSPORTS]
+
+
+def _unknown_vendor_advice(key: str) -> str:
+    """The fix for a watched vendor key camwatch does not know: an OEM brand's maker, the closest known key,
+    or a look at the spelling."""
+    if key in OEM_BRANDS:
+        brand, maker = OEM_BRANDS[key]
+        return (
+            f"{brand} cameras are usually made by {maker.capitalize()} and carry its MACs, so camwatch "
+            f"names them '{maker}': watch '{maker}' (as written it matches no device)"
+        )
+    close = difflib.get_close_matches(key, KNOWN_VENDOR_KEYS, n=1, cutoff=0.75)
+    if close:
+        return f"did you mean '{close[0]}'? (as written it matches no device)"
+    return "check the spelling (it matches no device yet)"
 
 
 def _parse_vendor(value: object, path: str, reader: Reader) -> str | None:

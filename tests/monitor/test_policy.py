@@ -618,11 +618,17 @@ def test_yaml_bytes_must_be_utf8_and_flat() -> None:
 
 
 def test_unknown_vendors_are_warnings_of_the_policy_itself() -> None:
-    policy = SitePolicy.from_yaml("site: a\nmonitored: {vendors: [hikvison, dahua, acme]}\n")
-    advice = "is not a vendor camwatch knows; check the spelling (it matches no device yet)"
+    policy = SitePolicy.from_yaml("site: a\nmonitored: {vendors: [hikvison, dahua, acme, lorex, lts]}\n")
+    unknown = "monitored.vendors: '{}' is not a vendor camwatch knows; "
     assert policy.warnings == (
-        f"monitored.vendors: 'acme' {advice}",
-        f"monitored.vendors: 'hikvison' {advice}",
+        unknown.format("acme") + "check the spelling (it matches no device yet)",
+        # One letter off a known key: the key it most likely is.
+        unknown.format("hikvison") + "did you mean 'hikvision'? (as written it matches no device)",
+        # An OEM brand: its cameras are the maker's, and the inventory names the maker.
+        unknown.format("lorex") + "Lorex cameras are usually made by Dahua and carry its MACs, so camwatch "
+        "names them 'dahua': watch 'dahua' (as written it matches no device)",
+        unknown.format("lts") + "LTS cameras are usually made by Hikvision and carry its MACs, so camwatch "
+        "names them 'hikvision': watch 'hikvision' (as written it matches no device)",
     )
     assert SitePolicy.from_yaml(POLICY_EXAMPLE).warnings == () == SitePolicy.default().warnings
 
