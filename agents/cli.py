@@ -33,21 +33,6 @@ EXIT_PIPE = 141  # stdout's reader went away (128 + SIGPIPE, as a shell reports 
 MAX_FLOWS_LIMIT = 50_000_000  # the agent configuration's bound on limits.max_flows
 MAX_BATCH = 1 << 20
 DEFAULT_CONFIG = "/etc/camwatch/agent.yaml"
-# Top-level keys that make a YAML file an agent configuration rather than a site policy.
-AGENT_KEYS = frozenset(
-    {
-        "capture",
-        "metrics",
-        "mqtt",
-        "state_dir",
-        "run_as_user",
-        "limits",
-        "timeouts",
-        "policy",
-        "policy_file",
-        "gateway",
-    }
-)
 
 
 class CliError(Exception):
@@ -314,7 +299,46 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_report_parsers(plain_sub)
     _add_contain_parser(plain_sub)
+    _verbose_everywhere(p)
     return p
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """The parser's commands, (name, parser), one level down."""
+    for action in parser._actions:  # argparse has no public walk of its subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`-v` after any command, however deep (`camwatch report ... -v`, `camwatch contain status -v`), as
+    the README says; a parser that has it already keeps its own."""
+    for _, sub in _subparsers(parser):
+        if "-v" not in sub._option_string_actions:
+            sub.add_argument(
+                "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
+            )
+        _verbose_everywhere(sub)
+
+
+def _misplaced_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The error for a command's option written before the command (`camwatch --policy p replay x`),
+    which argparse would report as an invalid command; None when there is no such option."""
+    commands = dict(_subparsers(parser))
+    for i, arg in enumerate(argv):
+        if arg in commands:
+            return None
+        if not arg.startswith("-") or arg == "-" or arg in parser._option_string_actions:
+            continue
+        option = arg.split("=", 1)[0]
+        later = [a for a in argv[i + 1 :] if a in commands]
+        if later and option in commands[later[0]]._option_string_actions:
+            return (
+                f"{option} is an option of '{later[0]}', not of camwatch itself; put it after the command: "
+                f"camwatch {later[0]} ... {option} ..."
+            )
+        return None
+    return None
 
 
 def _add_contain_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -382,7 +406,12 @@ def _add_lab_parser(sub: argparse._SubParsersAction[_Parser], verbose: _Parser) 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `camwatch` command. Whatever the input, the user reads one line per problem, never a traceback
     (a bug in camwatch says so in one line; `-v` shows its traceback)."""
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    misplaced = _misplaced_option(parser, sys.argv[1:] if argv is None else argv)
+    if misplaced is not None:
+        print(f"camwatch: error: {misplaced}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     if args.command in ("replay", "run"):
         _tune_gc()
     logging.basicConfig(
@@ -457,8 +486,11 @@ def _tune_gc() -> None:
 
 def _is_agent_config(data: bytes) -> bool:
     # Keys are found even in a file that does not parse, so its syntax error is reported as the
-    # agent configuration's, not as an invalid policy.
-    return bool(AGENT_KEYS & top_level_keys(data))
+    # agent configuration's, not as an invalid policy. A key of an agent section written at the top
+    # (`interfaces:`) counts too: the agent's validator says where it belongs.
+    from agents.config import AGENT_WORDS
+
+    return bool(AGENT_WORDS & top_level_keys(data))
 
 
 def check_config(path: str, out: TextIO) -> int:
@@ -479,13 +511,17 @@ def check_config(path: str, out: TextIO) -> int:
             f"state in {config.state_dir}\n"
         )
         policy = config.site_policy
+        kind = ""
     else:
         policy = load_policy(path)
+        # A file with only `site:` is a valid policy and an agent configuration missing its capture
+        # section: say which it was read as.
+        kind = " (read as a site policy; an agent configuration also has a 'capture:' section)"
     nets = ", ".join(str(n) for n in policy.monitored_networks) or "none"
     out.write(
         f"{path}: OK: site {policy.site}; monitored networks: {nets}; "
         f"watched vendors: {', '.join(sorted(policy.watched_vendors)) or 'none'}; "
-        f"{len(policy.allow)} allow rule(s)\n"
+        f"{len(policy.allow)} allow rule(s){kind}\n"
     )
     return EXIT_OK
 

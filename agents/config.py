@@ -56,7 +56,7 @@ from agents.probe import EXTRA_HINT, missing_modules
 from agents.probe.reports import TRANSPORTS, Thresholds
 from agents.probe.urls import CameraUrl
 from agents.state import STATE_FILES
-from monitor.policy import IPNetwork, PolicyError, SitePolicy
+from monitor.policy import POLICY_WORDS, IPNetwork, PolicyError, SitePolicy
 from monitor.register import AssetRegister, RegisterError
 from monitor.registry import RULES
 from monitor.validation import (
@@ -72,6 +72,7 @@ from monitor.validation import (
 )
 
 __all__ = [
+    "AGENT_WORDS",
     "DEFAULT_METRICS_PORT",
     "AgentConfig",
     "BasicAuthConfig",
@@ -202,6 +203,10 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "duration": "did you mean 'durations'?",
     },
 }
+#: Top-level keys that make a YAML document an agent configuration rather than a site policy: the agent's
+#: own keys and the agent keys people write at the top by mistake (``interfaces:``, which belongs under
+#: ``capture:``), less every key a site policy has or is hinted towards.
+AGENT_WORDS: Final[frozenset[str]] = (frozenset(_TOP_KEYS) | frozenset(_KEY_HINTS[""])) - POLICY_WORDS
 
 _PASSWORD_FIX: Final = (
     "never write a password in the configuration: put it alone in a file readable only by root "

@@ -64,6 +64,8 @@ from monitor.validation import (
 __all__ = [
     "DEFAULT_WATCHED_VENDORS",
     "KNOWN_VENDOR_KEYS",
+    "OEM_BRANDS",
+    "POLICY_WORDS",
     "AllowRule",
     "FieldProblem",
     "IPAddress",
@@ -142,6 +144,9 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "port": "did you mean 'ports'?",
     },
 }
+#: Every top-level key a site policy has, or that its validator hints towards (a policy key misplaced at
+#: the top): what marks a YAML document as a policy rather than an agent configuration.
+POLICY_WORDS: Final[frozenset[str]] = frozenset(_TOP_KEYS) | frozenset(_KEY_HINTS[""])
 
 
 # --------------------------------------------------------------------------------------------------

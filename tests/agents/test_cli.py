@@ -219,3 +219,52 @@ def test_commands_that_run_no_engine_do_not_import_it(argv: list[str]) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_an_agent_key_at_the_top_makes_the_file_an_agent_configuration(tmp_path: Path) -> None:
+    # `interfaces:` belongs under `capture:`: check-config must say so, as `run` does, not call the file an
+    # invalid site policy.
+    path = tmp_path / "agent.yaml"
+    path.write_text("site: depot-7\ninterfaces: [eth1]\n")
+    with pytest.raises(ConfigError) as info:
+        check_config(str(path), io.StringIO())
+    assert "put it under 'capture:' as 'capture.interfaces'" in str(info.value)
+    # A file with nothing but `site:` is a valid policy; the OK line says it was read as one.
+    only_site = tmp_path / "site.yaml"
+    only_site.write_text("site: depot-7\n")
+    out = io.StringIO()
+    assert check_config(str(only_site), out) == 0
+    assert (
+        out.getvalue()
+        .rstrip()
+        .endswith("(read as a site policy; an agent configuration also has a 'capture:' section)")
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "--out", "o", "-v"],
+        ["inventory", "export", "-v"],
+        ["learn", "x.pcap", "-v"],
+        ["contain", "status", "-v"],
+        ["lab", "status", "-v"],
+        ["replay", "x.pcap", "-v"],
+        ["check-config", "f.yaml", "-v"],
+    ],
+)
+def test_verbose_after_any_command(argv: list[str]) -> None:
+    from agents.cli import _build_parser
+
+    assert _build_parser().parse_args(argv).verbose is True
+
+
+def test_a_command_option_before_the_command_says_where_it_goes(demo: Path) -> None:
+    res = camwatch("--policy", POLICY, "replay", demo)
+    assert res.returncode == 2
+    assert res.stderr == (
+        "camwatch: error: --policy is an option of 'replay', not of camwatch itself; put it after the "
+        "command: camwatch replay ... --policy ...\n"
+    )
+    # Options of camwatch itself still go before the command.
+    assert camwatch("-v", "replay", demo, "--alerts", "/dev/null").returncode == 0
