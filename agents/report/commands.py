@@ -49,7 +49,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     e.add_argument("--out", metavar="FILE", default="-", help="where to write (default: stdout)")
     e.add_argument("--all", action="store_true", help="every device, not only the watched and listed ones")
     e.add_argument("--netbox-site", metavar="NAME", help="NetBox site (default: the site's name)")
-    e.add_argument("--netbox-role", metavar="ROLE", default="CCTV camera", help="NetBox device role")
+    e.add_argument(
+        "--netbox-role",
+        metavar="ROLE",
+        default="CCTV camera",
+        help="NetBox role of camera and recorder makers' devices (routers: Router, others: Unclassified)",
+    )
 
 
 def _sources(p: argparse.ArgumentParser, alerts: bool = True) -> None:
@@ -201,7 +206,11 @@ def _gather(args: argparse.Namespace, *, with_alerts: bool) -> Inputs:
             book = ContainmentFiles.at(config.state_dir, config.containment.audit_file).book
             containment = containment_states(config.containment.mode, book, datetime.now(UTC).timestamp())
     if inventory is None:
-        raise _Usage("give --inventory FILE (and --alerts FILE), or --config FILE of an agent")
+        raise _Usage(
+            "give --inventory FILE and --alerts FILE, or --config FILE of an agent"
+            if with_alerts
+            else "give --inventory FILE, or --config FILE of an agent"
+        )
     if with_alerts and not alerts and not args.config:
         raise _Usage("give --alerts FILE (the alerts of the same site and period as the inventory)")
     inputs.devices = read_inventory(inventory)
@@ -219,8 +228,6 @@ def _gather(args: argparse.Namespace, *, with_alerts: bool) -> Inputs:
     if register is not None:
         inputs.register = read_register(register)
         inputs.sources["register"] = str(register)
-    if inputs.skipped_lines:
-        log.warning("%d lines that are not alert or flow records were skipped", inputs.skipped_lines)
     inputs.site = site
     return inputs
 

@@ -1,14 +1,18 @@
 """``camwatch inventory export``: the inventory as JSON, CSV, or NetBox's device import CSV (docs/report.md).
 
-Which devices: the watched ones and those the asset register lists (``--all``: every device). Each carries
-its register row when there is one (JSON: ``asset``; CSV: the ``asset_*`` columns).
+Which devices: the watched ones but routers (as in the ledger: a router forwards for the cameras, it is not
+one of them) and those the asset register lists (``--all``: every device). Each carries its register row
+when there is one (JSON: ``asset``; CSV: the ``asset_*`` columns).
 
 NetBox: the CSV that *Devices > Import* (``DeviceImportForm``) takes, with its required fields ``name``,
 ``role``, ``manufacturer``, ``device_type``, ``status`` and ``site``. NetBox looks the role, manufacturer,
 device type and site up by name, so they must exist before the import (docs/report.md says how); the MAC,
 addresses and location go into ``description`` and the attribution evidence into ``comments``, which need
 nothing to exist. Register status maps to NetBox's: active -> ``active``, scheduled -> ``decommissioning``,
-removed -> ``offline``; a device not in the register is ``active`` (it is on the network).
+removed -> ``offline``; a device not in the register is ``active`` (it is on the network). The role says
+what the inventory knows a device is: a router (``router: true``) is ``Router``; a device attributed to a
+camera or recorder maker (a ``vendor`` key) has the camera role (``--netbox-role``); any other (a NAS, a PC,
+a device nothing identified) is ``Unclassified``, for a person to assign.
 """
 
 from __future__ import annotations
@@ -21,7 +25,18 @@ from typing import Any, Final
 
 from monitor.register import AssetRegister, parse_mac
 
-__all__ = ["FORMATS", "NETBOX_COLUMNS", "NETBOX_STATUS", "select", "to_csv", "to_json", "to_netbox"]
+__all__ = [
+    "FORMATS",
+    "NETBOX_COLUMNS",
+    "NETBOX_OTHER_ROLE",
+    "NETBOX_ROUTER_ROLE",
+    "NETBOX_STATUS",
+    "netbox_role",
+    "select",
+    "to_csv",
+    "to_json",
+    "to_netbox",
+]
 
 FORMATS: Final = ("json", "csv", "netbox")
 #: The columns written for NetBox, all fields of its DeviceImportForm.
@@ -34,6 +49,9 @@ NETBOX_STATUS: Final[Mapping[str, str]] = {
     "scheduled": "decommissioning",
     "removed": "offline",
 }
+#: NetBox roles of what is not a camera: a router, and a device of no camera or recorder maker.
+NETBOX_ROUTER_ROLE: Final = "Router"
+NETBOX_OTHER_ROLE: Final = "Unclassified"
 _CSV_COLUMNS: Final = (
     "mac", "ips", "vendor", "manufacturer", "watched", "router", "model", "firmware", "serial", "first_seen",
     "last_seen", "protocols", "peers", "evidence", "asset_name", "asset_location", "asset_status",
@@ -46,12 +64,14 @@ _DESCRIPTION_MAX: Final = 200
 def select(
     devices: Sequence[Mapping[str, Any]], register: AssetRegister, every: bool
 ) -> list[dict[str, Any]]:
-    """The devices to export (watched or listed, or all), each with ``asset`` when the register lists it."""
+    """The devices to export (watched but routers, or listed; or all), each with ``asset`` when the register
+    lists it."""
     out = []
     for record in devices:
         mac = parse_mac(str(record.get("mac", "")))
         asset = register.get(mac) if mac is not None else None
-        if not (every or record.get("watched") or asset is not None):
+        watched = record.get("watched") and not record.get("router")
+        if not (every or watched or asset is not None):
             continue
         item = dict(record)
         if asset is not None:
@@ -100,8 +120,17 @@ def to_csv(devices: Sequence[Mapping[str, Any]]) -> str:
     return out.getvalue()
 
 
+def netbox_role(device: Mapping[str, Any], camera_role: str) -> str:
+    """The NetBox role of a device: ``Router``, ``camera_role`` for a camera or recorder maker's device,
+    else ``Unclassified`` (the inventory does not say what it is)."""
+    if device.get("router"):
+        return NETBOX_ROUTER_ROLE
+    return camera_role if device.get("vendor") else NETBOX_OTHER_ROLE
+
+
 def to_netbox(devices: Sequence[Mapping[str, Any]], site: str, role: str) -> str:
-    """NetBox's bulk device import CSV for these devices at ``site`` with device role ``role``."""
+    """NetBox's bulk device import CSV for these devices at ``site``; ``role`` is the cameras' (and
+    recorders') device role, the others' is :func:`netbox_role`'s."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(NETBOX_COLUMNS)
@@ -130,7 +159,7 @@ def to_netbox(devices: Sequence[Mapping[str, Any]], site: str, role: str) -> str
             comments.append(str(asset["notes"]))
         row = {
             "name": name,
-            "role": role,
+            "role": netbox_role(d, role),
             "manufacturer": maker,
             "device_type": str(d.get("model") or asset.get("model") or "Unknown model"),
             "status": NETBOX_STATUS.get(str(asset.get("status", "")), "active"),

@@ -9,8 +9,9 @@ An inventory is accepted in each form camwatch writes it (docs/design.md §4.4):
 - the agent's state file ``<state_dir>/inventory.json`` (``{"version": 1, "devices": [...]}``, times in ns).
 
 A file written by another camwatch version is refused with what was found and what to do, never half read.
-Lines of alerts or flows that are not JSON objects are skipped and counted (a file being written has a
-half line at its end).
+Lines of alerts or flows that are not records are skipped and counted (a file being written has a half
+line at its end); a file none of whose lines is a record is the wrong file and refused, and one with more
+bad lines than a half last one is a warning with the count.
 """
 
 from __future__ import annotations
@@ -130,28 +131,47 @@ def _from_state(path: Path, doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def read_alerts(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], int]:
-    """Alert records (docs/design.md §4.2) from JSON-lines files; lines that are not alerts are skipped."""
+    """Alert records (docs/design.md §4.2) from JSON-lines files, and how many lines were skipped.
+
+    A line that is not an alert is skipped (a file being written ends in a half line); a file with lines but
+    no alert at all is the wrong file (:class:`InputError`), and one with more bad lines than a half last
+    one is a warning naming it (see :class:`_Tally`)."""
     alerts: list[dict[str, Any]] = []
     skipped = 0
     for path in paths:
-        for obj in _json_lines(path):
-            if obj is None or not isinstance(obj.get("rule"), dict) or not isinstance(obj.get("event"), dict):
-                skipped += 1
+        tally = _Tally(path, "alert")
+        for lineno, obj in _json_lines(path):
+            if (
+                isinstance(obj, str)
+                or not isinstance(obj.get("rule"), dict)
+                or not isinstance(obj.get("event"), dict)
+            ):
+                tally.bad(lineno, obj)
                 continue
+            tally.good(lineno)
             alerts.append(obj)
+        skipped += tally.done(
+            "the alerts camwatch writes: the agent's alerts_file, camwatch replay --alerts FILE (JSON lines)"
+        )
     return alerts, skipped
 
 
 def read_flows(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], int]:
-    """Flow records (docs/design.md §4.3), only the fields the ledger uses (a day of flows is large)."""
+    """Flow records (docs/design.md §4.3), only the fields the ledger uses (a day of flows is large); lines
+    that are not flow records are skipped and judged as in :func:`read_alerts`."""
     flows: list[dict[str, Any]] = []
     skipped = 0
     for path in paths:
-        for obj in _json_lines(path):
-            src, dst = (obj or {}).get("source"), (obj or {}).get("destination")
-            if obj is None or not isinstance(src, dict) or not isinstance(dst, dict):
-                skipped += 1
+        tally = _Tally(path, "flow")
+        for lineno, obj in _json_lines(path):
+            if isinstance(obj, str):
+                tally.bad(lineno, obj)
                 continue
+            src, dst = obj.get("source"), obj.get("destination")
+            if not isinstance(src, dict) or not isinstance(dst, dict) or "rule" in obj:
+                tally.bad(lineno, obj)
+                continue
+            tally.good(lineno)
             event: dict[str, Any] = obj["event"] if isinstance(obj.get("event"), dict) else {}
             flows.append(
                 {
@@ -160,11 +180,84 @@ def read_flows(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], int]:
                     "end": event.get("end") or event.get("start"),
                 }
             )
+        skipped += tally.done(
+            "the flows camwatch writes: the agent's flows_file, camwatch replay --flows FILE (JSON lines)"
+        )
     return flows, skipped
 
 
-def _json_lines(path: Path) -> Iterator[dict[str, Any] | None]:
-    """Each line's object, None for a line that is not a JSON object."""
+class _Tally:
+    """The lines of one JSON-lines file: how many were records, which were not, and what the first was."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path, self.kind = path, kind
+        self.records = 0
+        self.skipped: list[int] = []
+        self.first_bad = ""
+        self.last = 0
+
+    def good(self, lineno: int) -> None:
+        self.records += 1
+        self.last = lineno
+
+    def bad(self, lineno: int, obj: dict[str, Any] | str) -> None:
+        if not self.skipped:
+            self.first_bad = _line_kind(obj)
+        self.skipped.append(lineno)
+        self.last = lineno
+
+    def done(self, fix: str) -> int:
+        """The lines skipped; :class:`InputError` when no line was a record, a warning when more were
+        skipped than the half last line of a file being written."""
+        n, lines = len(self.skipped), self.records + len(self.skipped)
+        first = f"line {self.skipped[0]} is {self.first_bad}" if n else ""
+        # Only the last line bad, and not JSON: a record being written (even the file's first).
+        half = n == 1 and self.skipped[0] == self.last and self.first_bad == _NOT_JSON
+        if n and not self.records and not half:
+            raise InputError(
+                self.path,
+                f"is not a file of {self.kind} records: none of its {lines} line(s) is one ({first})",
+                f"give {fix}",
+            )
+        if half:
+            log.warning(
+                "%s: its last line is not a complete %s record (a file being written): skipped",
+                self.path,
+                self.kind,
+            )
+        elif n:
+            wrong = ": probably the wrong file" if n > self.records else ": check it"
+            log.warning(
+                "%s: %d of its %d lines are not %s records and were skipped (%s)%s",
+                self.path,
+                n,
+                lines,
+                self.kind,
+                first,
+                wrong,
+            )
+        return n
+
+
+def _line_kind(obj: dict[str, Any] | str) -> str:
+    """What a line that is not the record wanted is, for the message."""
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj.get("rule"), dict):
+        return "an alert record, for --alerts"
+    event = obj.get("event")
+    if isinstance(event, dict) and event.get("kind") == "event" and isinstance(obj.get("source"), dict):
+        return "a flow record, for --flows"
+    if "mac" in obj or "devices" in obj:
+        return "an inventory record, for --inventory"
+    return "a JSON object of another kind"
+
+
+_NOT_JSON: Final = "not JSON"
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """Each non-empty line's number and object; for a line that is not a JSON object, what it is."""
     try:
         fh = path.open("rb")
     except FileNotFoundError as exc:
@@ -172,15 +265,18 @@ def _json_lines(path: Path) -> Iterator[dict[str, Any] | None]:
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})", "make it readable") from exc
     with fh:
-        for line in fh:
+        for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except ValueError:
-                yield None
+                start = line.strip()[:1]
+                # "[" or "{" alone: a JSON document written over lines (an inventory), not JSON lines.
+                doc = line.strip() in (b"[", b"{") or (lineno == 1 and start == b"[")
+                yield lineno, "the start of a JSON document, not JSON lines" if doc else _NOT_JSON
                 continue
-            yield obj if isinstance(obj, dict) else None
+            yield lineno, obj if isinstance(obj, dict) else f"not a JSON object but {_kind(obj)}"
 
 
 def rotated(path: Path) -> list[Path]:

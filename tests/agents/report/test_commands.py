@@ -118,10 +118,10 @@ def test_the_ledger_shows_containment_from_the_agents_state(replayed: Path, tmp_
     out = tmp_path / "out"
     assert cli.main(["report", "--config", str(tmp_path / "agent.yaml"), "--out", str(out)]) == 0
     rows = ledger(out)
-    until = datetime.fromtimestamp(now + 3600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert rows["44-19-b6-00-01-01"]["containment"] == f"quarantined until {until} (rule p2p.nat_traversal)"
+    ends = datetime.fromtimestamp(now + 3600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert rows["44-19-b6-00-01-01"]["containment"] == f"quarantined until {ends} (rule p2p.nat_traversal)"
     assert rows["44-19-b6-00-01-02"]["containment"] == "dry-run"  # its quarantine has ended
-    assert f"quarantined until {until}" in (out / "index.html").read_text()
+    assert f"quarantined until {ends}" in (out / "index.html").read_text()
     # A damaged book costs the quarantines on the page, not the report; the file is left where it is.
     path.write_text("{")
     assert cli.main(["report", "--config", str(tmp_path / "agent.yaml"), "--out", str(out)]) == 0
@@ -131,11 +131,18 @@ def test_the_ledger_shows_containment_from_the_agents_state(replayed: Path, tmp_
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--out", "OUT"], 2, "give --inventory FILE (and --alerts FILE), or --config FILE of an agent"),
+        (["--out", "OUT"], 2, "give --inventory FILE and --alerts FILE, or --config FILE of an agent"),
         (["--inventory", "INV", "--out", "OUT"], 2, "give --alerts FILE"),
         (["--inventory", "MISSING", "--alerts", "ALERTS", "--out", "OUT"], 1, "MISSING: does not exist"),
         (["--inventory", "OLD", "--alerts", "ALERTS", "--out", "OUT"], 1,
          "OLD: is an agent state file of version 0; this camwatch reads version 1; run camwatch report with"),
+        # The inventory (a JSON document over many lines) or the flows given as the alerts: the wrong file.
+        (["--inventory", "INV", "--alerts", "INV", "--out", "OUT"], 1,
+         "inventory.json: is not a file of alert records: none of its"),
+        (["--inventory", "INV", "--alerts", "FLOWS", "--out", "OUT"], 1,
+         "flows.jsonl: is not a file of alert records: none of its"),
+        (["--inventory", "INV", "--alerts", "ALERTS", "--flows", "ALERTS", "--out", "OUT"], 1,
+         "alerts.jsonl: is not a file of flow records: none of its"),
     ],
 )  # fmt: skip
 def test_bad_report_arguments_and_inputs(
@@ -149,14 +156,48 @@ def test_bad_report_arguments_and_inputs(
     (tmp_path / "old.json").write_text(json.dumps({"version": 0, "saved": 0, "devices": []}))
     paths = {"OUT": tmp_path / "out", "INV": replayed / "inventory.json",
              "MISSING": tmp_path / "missing.json", "OLD": tmp_path / "old.json",
-             "ALERTS": replayed / "alerts.jsonl"}  # fmt: skip
+             "ALERTS": replayed / "alerts.jsonl", "FLOWS": replayed / "flows.jsonl"}  # fmt: skip
     argv = ["report", *(str(paths.get(a, a)) for a in args)]
     assert cli.main(argv) == code
     err = capsys.readouterr().err.replace(str(tmp_path) + "/", "").replace(str(replayed) + "/", "")
     for name, path in paths.items():
         err = err.replace(path.name, name) if name in ("MISSING", "OLD") else err
-    assert message in err
+    assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out" / "ledger.csv").exists()  # nothing half written
+
+
+def test_inventory_export_without_inputs_names_only_its_own_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["inventory", "export"]) == 2
+    err = capsys.readouterr().err
+    assert err == "camwatch: error: give --inventory FILE, or --config FILE of an agent\n"
+
+
+def test_alert_files_with_some_bad_lines_are_read_and_the_count_said(
+    replayed: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    alerts = (replayed / "alerts.jsonl").read_text().splitlines(keepends=True)
+    flows = (replayed / "flows.jsonl").read_text().splitlines(keepends=True)
+    inv, out = str(replayed / "inventory.json"), str(tmp_path / "out")
+    # A half line at the end (the agent is writing): skipped, said as such.
+    (tmp_path / "half.jsonl").write_text("".join(alerts) + '{"rule": {"id"')
+    assert (
+        cli.main(["report", "--inventory", inv, "--alerts", str(tmp_path / "half.jsonl"), "--out", out]) == 0
+    )
+    assert "half.jsonl: its last line is not a complete alert record (a file being written)" in caplog.text
+    caplog.clear()
+    # More flows than alerts: read, and said to be probably the wrong file, with the count.
+    mixed = alerts[:2] + flows[:5]
+    (tmp_path / "mixed.jsonl").write_text("".join(mixed))
+    assert (
+        cli.main(["report", "--inventory", inv, "--alerts", str(tmp_path / "mixed.jsonl"), "--out", out]) == 0
+    )
+    assert (
+        "mixed.jsonl: 5 of its 7 lines are not alert records and were skipped (line 3 is a flow record, for "
+        "--flows): probably the wrong file" in caplog.text
+    )
+    assert sum(int(r["alerts"]) for r in ledger(tmp_path / "out").values()) == 2
 
 
 def test_inventory_export_formats(replayed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -164,7 +205,9 @@ def test_inventory_export_formats(replayed: Path, tmp_path: Path, capsys: pytest
     assert cli.main(["inventory", "export", "--inventory", inv]) == 0
     exported = json.loads(capsys.readouterr().out)
     everything = json.loads((replayed / "inventory.json").read_text())
-    assert [d["mac"] for d in exported] == [d["mac"] for d in everything if d["watched"]]
+    assert [d["mac"] for d in exported] == [
+        d["mac"] for d in everything if d["watched"] and not d.get("router")
+    ]  # routers excepted, as in the ledger
     assert cli.main(["inventory", "export", "--inventory", inv, "--all", "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == len(everything)

@@ -45,6 +45,9 @@ DEVICES = [
     device("00-11-22-33-44-55", watched=False, vendor=None, manufacturer="Dell", model=None),  # listed only
     device("00-11-22-33-44-66", watched=False, vendor=None, manufacturer=None, model=None),  # neither
 ]
+# The site's router and recorder (a NAS of no camera maker), both on the camera network.
+ROUTER = device("02-00-00-00-00-01", vendor=None, manufacturer=None, model=None, router=True)
+NAS = device("00-11-32-00-00-02", vendor=None, manufacturer="Synology", model=None)
 
 
 def test_watched_and_listed_devices_are_exported_with_their_register_row() -> None:
@@ -96,3 +99,18 @@ def test_netbox_import_csv_has_the_form_fields_the_required_ones_and_valid_statu
         "Unknown model",
         "active",
     )
+
+
+def test_routers_are_left_out_unless_asked_for_and_no_router_or_nas_is_called_a_camera() -> None:
+    devices = [*DEVICES, ROUTER, NAS]
+    chosen = select(devices, REGISTER, every=False)
+    assert ROUTER["mac"] not in [d["mac"] for d in chosen]  # as in the ledger: routers excepted
+    assert NAS["mac"] in [d["mac"] for d in chosen]  # watched: on the camera network
+    listed = AssetRegister.parse(f"mac,name,status\n{ROUTER['mac']},Site router,active\n")
+    assert [d["mac"] for d in select([ROUTER], listed, every=False)] == [ROUTER["mac"]]
+    rows = list(csv.DictReader(io.StringIO(to_netbox(select(devices, REGISTER, every=True), "d7", "Camera"))))
+    roles = {r["description"].split(";")[0]: r["role"] for r in rows}
+    assert roles["MAC 02-00-00-00-00-01"] == "Router"
+    assert roles["MAC 00-11-32-00-00-02"] == "Unclassified"  # the inventory does not say it is a camera
+    assert roles["MAC 00-11-22-33-44-55"] == "Unclassified"  # the office PC (Dell)
+    assert roles["MAC 44-19-b6-00-01-01"] == "Camera"  # --netbox-role
