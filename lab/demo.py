@@ -36,8 +36,13 @@ OEM_BRANDS = {
 }
 
 
+SEVERITIES = tuple(SEVERITY_NAMES[number] for number in sorted(SEVERITY_NAMES, reverse=True))
+"""Every severity name an alert can carry (``monitor.alerts.SEVERITY_NAMES``), the most severe first."""
+SEVERITY_WIDTH = max(map(len, SEVERITIES))
+
+
 def severity_name(alert: Mapping[str, Any]) -> str:
-    """``high``, ``warning`` or ``info`` from the alert's ``event.severity``."""
+    """The name of the alert's ``event.severity`` (one of :data:`SEVERITIES`), ``?`` without one."""
     severity = alert.get("event", {}).get("severity")
     return severity_word(severity) if isinstance(severity, int) else "?"
 
@@ -45,7 +50,7 @@ def severity_name(alert: Mapping[str, Any]) -> str:
 def alert_line(alert: Mapping[str, Any]) -> str:
     """One alert for a terminal: time, severity, rule and the message (what happened and what to do)."""
     when = str(alert.get("@timestamp", ""))[11:23]  # HH:MM:SS.mmm of the capture
-    return f"{when}  {severity_name(alert):<7}  {alert['rule']['id']:<30} {alert['message']}"
+    return f"{when}  {severity_name(alert):<{SEVERITY_WIDTH}}  {alert['rule']['id']:<30} {alert['message']}"
 
 
 def write_demo(path: Path) -> int:
@@ -64,10 +69,10 @@ def write_demo(path: Path) -> int:
 def show(alerts: Iterable[Mapping[str, Any]], inventory: Iterable[Mapping[str, Any]], out: TextIO) -> None:
     """Print the replay's alerts and its watched devices, explaining OEM names where the alerts use them."""
     alerts = list(alerts)
-    out.write("Alerts (severity: high, warning or info):\n")
+    out.write(f"Alerts (severity: {', '.join(SEVERITIES[:-1])} or {SEVERITIES[-1]}):\n")
     for alert in alerts:
         out.write(f"  {alert_line(alert)}\n")
-    counts = {name: sum(severity_name(a) == name for a in alerts) for name in SEVERITY_NAMES.values()}
+    counts = {name: sum(severity_name(a) == name for a in alerts) for name in SEVERITIES}
     out.write(f"  {len(alerts)} alerts: " + ", ".join(f"{n} {name}" for name, n in counts.items()) + "\n")
     out.write("\nWatched devices (who made them, and how camwatch knows):\n")
     for dev in inventory:

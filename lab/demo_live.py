@@ -17,12 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from lab.demo import OEM_BRANDS, alert_line
+from lab.demo import OEM_BRANDS, SEVERITIES, alert_line
 from lab.lab import METRICS_PORT, Lab, LabError
 from lab.netns import in_namespace
 
 FROZEN_CAMERA = "cam2"
 PROBE_INTERVAL = 5.0
+ALERT_COLUMNS = f"(time, severity {'/'.join(SEVERITIES)}, rule, message)"
+"""What each alert line shows (`lab.demo.alert_line`), every severity named."""
 
 
 class AlertFollower:
@@ -100,16 +102,18 @@ def run(lab: Lab, out: TextIO) -> int:
     status = lab.up(agent=True, probe_interval=PROBE_INTERVAL)
     out.write(status.text() + "\n")
     out.write("The agent captures in the gateway namespace; its alerts appear below as they arrive "
-              "(time, severity high/warning/info, rule, message).\n\n")  # fmt: skip
+              f"{ALERT_COLUMNS}.\n\n")  # fmt: skip
     follower = AlertFollower(lab.paths.alerts)
     desc = lab.description()
     time.sleep(2.0)  # the agent's first capture batches and the recorder's sessions settle
 
     out.write("Triggering every persona once (phone-home, XML-STUN, UPnP, Easy4IP, WebRTC live view, "
-              "an office PC pulling RTSP)...\n")  # fmt: skip
+              "an office PC pulling RTSP, the infected DVR's Mirai scan, the attacker's exploits and "
+              "password guessing)...\n")  # fmt: skip
     lab.trigger()
     behaviours = {"ezviz.phone_home", "ezviz.xml_stun", "ezviz.upnp", "ezviz.live_view", "dahua.phone_home",
-                  "axis.routine", "office.unauthorized_pull"}  # fmt: skip
+                  "axis.routine", "office.unauthorized_pull", "xiongmai.scanning", "attacker.exploits",
+                  "attacker.password_guessing"}  # fmt: skip
     follow(out, follower, lambda: {e.behaviour for e in lab.events()} >= behaviours, 45.0)
     follow(out, follower, lambda: False, 2.0)
 

@@ -37,8 +37,9 @@ def test_the_demo_shows_each_alerts_severity() -> None:
     out = io.StringIO()
     alert = {"rule": {"id": "p2p.nat_traversal"}, "event": {"severity": 4}, "message": "P2P to the Internet"}
     show(out, alert)
-    # lab.demo.alert_line: the capture time (none here), the severity, the rule, the message.
-    assert out.getvalue() == f"  ALERT   {'high':<7}  {'p2p.nat_traversal':<30} P2P to the Internet\n"
+    # lab.demo.alert_line: the capture time (none here), the severity padded to the longest name ("critical"),
+    # the rule, the message.
+    assert out.getvalue() == f"  ALERT   {'high':<8}  {'p2p.nat_traversal':<30} P2P to the Internet\n"
 
 
 def test_every_rule_has_a_named_severity() -> None:

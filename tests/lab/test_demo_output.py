@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from lab import demo
-from lab.demo_live import camera_line
+from lab.demo_live import ALERT_COLUMNS, camera_line
 from lab.lab import AGENT, LabStatus, ProcessStatus
+from monitor.alerts import SEVERITY_NAMES
 
 ROOT = Path(__file__).parents[2]
 
@@ -38,6 +39,24 @@ def test_replay_demo_shows_severities_devices_and_the_oem(tmp_path: Path) -> Non
     assert "Why 'Hikvision device' when the traffic says EZVIZ: EZVIZ is Hikvision's consumer brand" in text
     assert "44-19-b6-00-01-01  Hikvision (evidence: oui" in text
     assert " a ezviz" not in text
+
+
+def test_the_demo_headings_name_every_severity() -> None:
+    """A critical alert (the lab's exploit attempt, a scanning device) is announced by the headings too."""
+    alerts = [
+        {"rule": {"id": "exploit.attempt"}, "event": {"severity": 5}, "message": "exploit"},
+        {"rule": {"id": "device.new"}, "event": {"severity": 2}, "message": "new"},
+    ]
+    out = io.StringIO()
+    demo.show(alerts, [], out)
+    heading, critical, info, counts = out.getvalue().splitlines()[:4]
+    assert heading == "Alerts (severity: critical, high, warning or info):"
+    assert "  critical " in critical and "  info " in info
+    assert counts == "  2 alerts: 1 critical, 0 high, 0 warning, 1 info"
+    # The live demo's legend, and both against the severities an alert can carry.
+    assert ALERT_COLUMNS == "(time, severity critical/high/warning/info, rule, message)"
+    for name in SEVERITY_NAMES.values():
+        assert f" {name}" in heading and f" {name}" in counts and name in ALERT_COLUMNS
 
 
 def test_a_camera_of_an_oem_brand_is_explained() -> None:
