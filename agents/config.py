@@ -157,8 +157,11 @@ _KEY_HINTS: Final[Mapping[str, Mapping[str, str]]] = {
         "user": "did you mean 'run_as_user'?",
         "max_flows": "put it under 'limits:' as 'limits.max_flows'",
         "max_devices": "put it under 'limits:' as 'limits.max_devices'",
-        "monitored": "put the site policy under 'policy:' (or point 'policy_file:' at it)",
-        "allow": "put the site policy under 'policy:' (or point 'policy_file:' at it)",
+        # Every key of a site policy written at the top of a configuration (not `site`, which both have).
+        **dict.fromkeys(
+            ("monitored", "allow", "resolvers", "viewers", "allow_private", "known_devices", "name_grace"),
+            "put the site policy under 'policy:' (or point 'policy_file:' at it)",
+        ),
         "name": "did you mean 'site'?",
         "hostname": "did you mean 'gateway'?",
         "cameras": "put them under 'stream_probe:' as 'stream_probe.cameras'",

@@ -40,8 +40,10 @@ __all__ = [
     "ValidationError",
     "child",
     "describe",
+    "duration_text",
     "load_yaml",
     "short",
+    "size_text",
     "top_level_keys",
 ]
 
@@ -74,6 +76,26 @@ _BOMS: Final = (
     (codecs.BOM_UTF16_LE, "UTF-16"),
     (codecs.BOM_UTF16_BE, "UTF-16"),
 )
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` the way a configuration writes it: ``7d``, ``1h30m``, ``90s``, ``0.5s``."""
+    if seconds != int(seconds) or seconds <= 0:
+        return f"{seconds:g}s"
+    rest, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+def size_text(size: int) -> str:
+    """``size`` bytes the way a configuration writes it: ``64MiB`` when exact, else bytes."""
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size} bytes"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -650,7 +672,12 @@ class Reader:
             )
             return default
         if not lo <= result <= hi:
-            self.add(full, f"{result:g} s is out of range", f"use a duration between {lo:g} s and {hi:g} s")
+            written = f"{short(value.strip())} ({result:g} s)" if isinstance(value, str) else f"{result:g} s"
+            self.add(
+                full,
+                f"{written} is out of range",
+                f"use a duration from {duration_text(lo)} to {duration_text(hi)}",
+            )
             return default
         return result
 
@@ -675,6 +702,10 @@ class Reader:
             )
             return default
         if not lo <= result <= hi:
-            self.add(full, f"{result} bytes is out of range", f"use a size between {lo} and {hi} bytes")
+            self.add(
+                full,
+                f"{result} bytes is out of range",
+                f"use a size from {size_text(lo)} to {size_text(hi)}",
+            )
             return default
         return result

@@ -11,7 +11,9 @@ from monitor.validation import (
     FieldProblem,
     Reader,
     ValidationError,
+    duration_text,
     load_yaml,
+    size_text,
     top_level_keys,
 )
 
@@ -139,3 +141,34 @@ def test_typed_getters() -> None:
         ("p.t", "write it like t: x"),
         ("p.site", "use letters, digits, '-', '_' or '.', e.g. 'a-b'"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.5, "0.5s"),
+        (90, "1m30s"),
+        (3600, "1h"),
+        (5400, "1h30m"),
+        (604800, "7d"),
+        (86461, "1d1m1s"),
+    ],
+)
+def test_duration_text_is_what_a_configuration_would_write(seconds: float, text: str) -> None:
+    assert duration_text(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0 bytes"), (1000, "1000 bytes"), (1 << 20, "1MiB"), (64 << 20, "64MiB"), (3 << 40, "3TiB")],
+)
+def test_size_text_uses_a_unit_only_when_exact(size: int, text: str) -> None:
+    assert size_text(size) == text
+
+
+def test_an_out_of_range_duration_repeats_what_was_written_and_the_range_as_durations() -> None:
+    reader = Reader()
+    assert reader.seconds({"grace": "9d"}, "", "grace", 60.0, 0, 7 * 86400) == 60.0
+    (problem,) = reader.problems
+    assert (problem.problem, problem.fix) == ("9d (777600 s) is out of range", "use a duration from 0s to 7d")
