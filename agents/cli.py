@@ -397,7 +397,9 @@ def _add_lab_parser(sub: argparse._SubParsersAction[_Parser], verbose: _Parser) 
     status = common(lab_sub.add_parser("status", help="what runs; exit 0 ok, 1 broken, 3 down"))
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     trigger = common(lab_sub.add_parser("trigger", help="make cameras (and the office PC) misbehave once"))
-    trigger.add_argument("names", nargs="*", metavar="NAME", help="cam1, cam2, cam3, cam4, office, attacker (default: all)")
+    trigger.add_argument(
+        "names", nargs="*", metavar="NAME", help="cam1, cam2, cam3, cam4, office, attacker (default: all)"
+    )
     pattern = common(lab_sub.add_parser("pattern", help="switch a camera's video pattern"))
     pattern.add_argument("camera", metavar="CAMERA")
     pattern.add_argument("pattern", choices=("normal", "frozen", "black", "covered"))
