@@ -306,8 +306,17 @@ def alert_record(
         measured.update(
             {k: getattr(image, k) for k in ("mean_luma", "luma_spread", "detail", "difference", "frames")}
         )
-    record["camwatch"] = {"stream": measured}
+    # Measurements, not identities: rounded to what an analyst reads (no fps 10.000000000000002).
+    record["camwatch"] = {"stream": {k: _rounded(v) for k, v in measured.items()}}
     return record
+
+
+def _rounded(value: object) -> object:
+    """A measured float to 4 decimal places (1,000 and above, such as bit rates, to whole numbers); anything
+    else as it is."""
+    if isinstance(value, float):
+        return round(value) if abs(value) >= 1000 else round(value, 4)
+    return value
 
 
 # --------------------------------------------------------------------------------------------------

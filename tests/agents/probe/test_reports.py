@@ -149,3 +149,21 @@ def test_the_capture_program_without_pyav_names_the_fix(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert report["ok"] is False and "pip install 'camwatch[stream]'" in report["error"]
     assert "Traceback" not in done.stderr
+
+
+def test_the_alert_record_rounds_measurements_for_the_reader() -> None:
+    # Float noise from the measuring (fps 10.000000000000002) must not reach an analyst's alert.
+    from agents.probe.health import Change, Incident
+    from agents.probe.reports import CaptureReport
+    from agents.probe.scheduler import ProbeResult, alert_record
+
+    cap = CaptureReport(
+        ok=True, codec="h264", width=480, height=270, fps=10.000000000000002, declared_fps=10.0,
+        bitrate=283980.4878048781, keyframe_interval=1.9999999999999996,
+    )  # fmt: skip
+    change = Change("raise", Incident("stream.frozen", "e1", 1_767_225_600 * 10**9), 2)
+    url = CameraUrl.parse("rtsp://10.77.0.12:554/stream1")
+    record = alert_record(change, "cam2", url, ProbeResult("cam2", 0.0, 4.0, cap), "lab/gw")
+    stream = record["camwatch"]["stream"]
+    assert (stream["fps"], stream["bitrate"], stream["keyframe_interval"]) == (10.0, 283980, 2.0)
+    assert (stream["camera"], stream["width"], stream["consecutive_probes"]) == ("cam2", 480, 2)
