@@ -63,7 +63,8 @@ def drop_privileges(user: str | None, state_dir: Path) -> str:
     if os.geteuid() != 0:
         return pwd.getpwuid(os.geteuid()).pw_name
     if user is None:
-        log.warning("running as root: set run_as_user to drop privileges after start-up")
+        # The configuration's own warning (run_as_user is null) has said so already, once.
+        log.debug("run_as_user is null: staying root")
         return "root"
     try:
         entry = pwd.getpwnam(user)
