@@ -3,7 +3,9 @@
 Every packet's headers are decoded once, with numpy over the whole batch: the per-packet
 Python cost is what limits a gateway, and the bulk of camera traffic (RTP video) only needs
 the 5-tuple, the length and the timestamp. Link types: Ethernet (with 802.1Q/802.1ad/QinQ),
-Linux SLL and SLL2, raw IPv4/IPv6, BSD loopback (NULL and LOOP).
+Linux SLL and SLL2, raw IPv4/IPv6, BSD loopback (NULL and LOOP), Apple PKTAP around any of these.
+Looked through: PPPoE, MPLS, IP in IP, GTP-U, and the remote-mirror encapsulations (GRE, ERSPAN I/II/III,
+VXLAN), whose inner Ethernet frame is decoded like a captured one.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import numpy.typing as npt
 
 from monitor.pcapfile import PacketBatch
 
-# Bytes of each packet copied into the header window. Ethernet + 2 VLAN tags + IPv6 + 3
-# extension headers + TCP flags fits; IPv4 with 40 bytes of options too.
+# Bytes of each packet copied by header_window() (a helper for tools and tests; decode() gathers each
+# layer at its own offset, so no header is limited by it).
 WINDOW = 160
 
 LINKTYPE_NULL = 0
@@ -29,6 +31,70 @@ LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_PKTAP = 258
+
+# The link types decode() reads; packets of any other are counted by link type (`undecoded_linktypes`).
+SUPPORTED_LINKTYPES = frozenset(
+    {
+        LINKTYPE_NULL,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_RAW_OLD,
+        LINKTYPE_RAW_OLD2,
+        LINKTYPE_RAW,
+        LINKTYPE_LOOP,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+        LINKTYPE_LINUX_SLL2,
+        LINKTYPE_PKTAP,
+    }
+)
+_SUPPORTED_LT = np.array(sorted(SUPPORTED_LINKTYPES), dtype=np.uint16)
+# Names of the link types a capture is likely to have (tcpdump.org/linktypes.html), for messages.
+LINKTYPE_NAMES: dict[int, str] = {
+    0: "BSD loopback",
+    1: "Ethernet",
+    6: "IEEE 802.5 Token Ring",
+    8: "SLIP",
+    9: "PPP",
+    10: "FDDI",
+    12: "raw IP",
+    14: "raw IP",
+    50: "PPP in HDLC framing",
+    51: "PPPoE",
+    101: "raw IP",
+    104: "Cisco HDLC",
+    105: "IEEE 802.11",
+    107: "Frame Relay",
+    108: "OpenBSD loopback",
+    113: "Linux SLL",
+    117: "OpenBSD pflog",
+    119: "IEEE 802.11 Prism",
+    127: "IEEE 802.11 radiotap",
+    138: "Apple IP over IEEE 1394",
+    143: "DOCSIS",
+    163: "IEEE 802.11 AVS",
+    187: "Bluetooth HCI H4",
+    192: "PPI",
+    195: "IEEE 802.15.4",
+    201: "Bluetooth HCI H4 with direction",
+    204: "PPP with direction",
+    209: "Linux netlink",
+    215: "IEEE 802.15.4 non-ASK PHY",
+    220: "USB (Linux, mmapped)",
+    228: "raw IPv4",
+    229: "raw IPv6",
+    230: "IEEE 802.15.4 without FCS",
+    231: "D-Bus",
+    249: "Linux netlink",
+    251: "Bluetooth LE link layer",
+    253: "Linux netlink",
+    256: "Bluetooth LE link layer (pseudo-header)",
+    258: "Apple PKTAP",
+    276: "Linux SLL2",
+    283: "IEEE 802.15.4 TAP",
+    290: "Linux USB monitor",
+}
 
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
@@ -48,7 +114,12 @@ TCP_ACK = 0x10
 # IPv6 extension headers we walk: hop-by-hop, routing, fragment, destination options,
 # AH, mobility, HIP, shim6.
 _IPV6_EXT = np.array([0, 43, 44, 60, 51, 135, 139, 140], dtype=np.uint8)
-_IPV6_MAX_EXT = 4
+# Headers walked per packet. RFC 8200 4.1 allows each type once (destination options twice), so a
+# legitimate chain has at most 9 before the upper layer (an ESP or a shim6 header ends it); 8 covers every
+# chain seen in practice (5 with a fragment between two destination options is common on the Internet).
+# Each step runs only for the packets still walking, so a longer walk costs nothing for ordinary traffic;
+# what is still unfinished after it is counted in `ext_overflow`, not as truncated.
+IPV6_MAX_EXT = 8
 # IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d) so one key type serves both versions.
 V4_MAPPED_HI = np.uint64(0)
 V4_MAPPED_LO = np.uint64(0xFFFF_0000_0000)
@@ -77,6 +148,9 @@ class Decoded:
     fragment: BOOL  # any IPv4/IPv6 fragment (first or not)
     later_fragment: BOOL  # non-first fragment: no L4 header, not put in a flow
     truncated: BOOL  # IP packet whose headers were cut by the snap length or malformed
+    ext_overflow: BOOL  # IPv6 packet with more extension headers than we walk (IPV6_MAX_EXT)
+    decapsulated: BOOL  # its fields are a tunnelled inner packet's (IP in IP, GTP-U, GRE, ERSPAN, VXLAN)
+    undecoded_linktype: BOOL  # of a link type decode() does not read (not in SUPPORTED_LINKTYPES)
     ip_version: U8
     proto: U8
     src_hi: U64
@@ -183,6 +257,7 @@ class _L3:
     def __init__(self, n: int) -> None:
         self.is_ip = np.zeros(n, dtype=bool)
         self.truncated = np.zeros(n, dtype=bool)
+        self.ext_overflow = np.zeros(n, dtype=bool)
         self.fragment = np.zeros(n, dtype=bool)
         self.later_fragment = np.zeros(n, dtype=bool)
         self.ip_version = np.zeros(n, dtype=np.uint8)
@@ -196,7 +271,7 @@ class _L3:
 
     def reset(self, r: I64) -> None:
         # The outer header's length stays: Zeek-style IP bytes count the outer packet.
-        for arr in (self.is_ip, self.truncated, self.fragment, self.later_fragment):
+        for arr in (self.is_ip, self.truncated, self.ext_overflow, self.fragment, self.later_fragment):
             arr[r] = False
         self.proto[r] = 0
 
@@ -278,7 +353,7 @@ def _ipv6_ext(data: U8, offs: I64, caplen: I64, er: I64, nh: I64, off: I64, ext:
     """Walk IPv6 extension headers (rare) for rows `er`; updates nh and off where `ext` is set."""
     sub_nh, sub_off = nh[ext], off[ext]
     live = np.ones(len(er), dtype=bool)
-    for _ in range(_IPV6_MAX_EXT):
+    for _ in range(IPV6_MAX_EXT):
         live &= np.isin(sub_nh, _IPV6_EXT) & (sub_off + 8 <= caplen[er])
         if not live.any():
             break
@@ -297,36 +372,181 @@ def _ipv6_ext(data: U8, offs: I64, caplen: I64, er: I64, nh: I64, off: I64, ext:
             f.later_fragment[fr] = (_be16(h[is_frag, 2:4]) >> 3) != 0
         sub_nh[idx] = h[:, 0]
         sub_off[idx] += elen
-    # A chain longer than we walk, or cut by the snap length, stays unknown (a later fragment
-    # has no further header to find).
+    # Still in the chain after the walk (a later fragment has no further header to find): either the
+    # next header is cut by the snap length (truncated) or the chain is longer than we walk.
     unknown = np.isin(sub_nh, _IPV6_EXT) & ~f.later_fragment[er]
-    f.truncated[er[unknown]] = True
+    cut = unknown & (sub_off + 8 > caplen[er])
+    f.truncated[er[cut]] = True
+    f.ext_overflow[er[unknown & ~cut]] = True
     nh[ext] = sub_nh
     off[ext] = sub_off
 
 
-def _tunnel_payload(data: U8, offs: I64, caplen: I64, f: _L3, h4: U8) -> tuple[I64, I64, I64] | None:
-    """Rows carrying IP in IP (4, 41) or GTP-U, with the inner header's offset and ethertype.
+# `_tunnel_payload`'s inner type of a tunnel that carries a whole Ethernet frame (a remote mirror).
+_ETHER_FRAME = -1
+PROTO_GRE = 47
+VXLAN_PORT = 4789  # IANA's; also AWS VPC Traffic Mirroring's
+ETH_TEB = 0x6558  # transparent Ethernet bridging: an Ethernet frame in GRE
+ETH_ERSPAN_2 = 0x88BE  # ERSPAN type II (type I when GRE has no sequence number)
+ETH_ERSPAN_3 = 0x22EB
+_GRE_C, _GRE_R, _GRE_K, _GRE_S, _GRE_VER = 0x8000, 0x4000, 0x2000, 0x1000, 0x0007
 
-    Flows are keyed on the inner packet, as nDPI (with tunnel decoding) and Zeek do.
+
+def _gre(data: U8, offs: I64, caplen: I64, rows: I64, h: U8, l4: I64) -> tuple[I64, I64]:
+    """Inner offset and type (an ethertype, _ETHER_FRAME, or 0: not decoded) of GRE packets (rare).
+
+    GRE (RFC 2784/2890): 4 bytes, then 4 for each of the checksum, key and sequence number its flags
+    announce. Version 1 (PPTP's enhanced GRE, PPP inside) and source routing (RFC 1701, obsolete) stay
+    GRE packets. ERSPAN type I is GRE 0x88BE without a sequence number and no header of its own; type II
+    adds 8 bytes (version 1), type III (0x22EB) 12 bytes (version 2) and an 8-byte platform subheader
+    when its O bit is set; type III's frame type says whether an Ethernet frame (0) or an IP packet (2)
+    follows.
     """
-    first = f.is_ip & ~f.later_fragment & ~f.truncated
-    ipip = first & ((f.proto == PROTO_IPIP) | (f.proto == PROTO_IPV6_IN_IP))
-    udp = first & (f.proto == PROTO_UDP) & (f.l4 + 16 <= caplen)
-    ports_gtp = (_be16(h4[:, 0:2]) == GTP_U_PORT) | (_be16(h4[:, 2:4]) == GTP_U_PORT)
+    flags, ptype = _be16(h[:, 0:2]), _be16(h[:, 2:4])
+    seq = (flags & _GRE_S) != 0
+    off = l4 + 4 + 4 * (((flags & _GRE_C) != 0).astype(np.int64) + ((flags & _GRE_K) != 0) + seq)
+    inner = np.select(
+        [ptype == ETH_IPV4, ptype == ETH_IPV6, ptype == ETH_TEB], [ETH_IPV4, ETH_IPV6, _ETHER_FRAME], 0
+    )
+    erspan = np.flatnonzero((ptype == ETH_ERSPAN_2) | (ptype == ETH_ERSPAN_3))
+    if erspan.size:
+        eh = gather(data, offs[rows[erspan]] + off[erspan], 12)
+        ver = eh[:, 0] >> 4
+        v3 = ptype[erspan] == ETH_ERSPAN_3
+        type1 = ~v3 & ~seq[erspan]
+        type2 = ~v3 & seq[erspan] & (ver == 1)
+        frame_type = (eh[:, 10] >> 2) & 0x1F
+        type3 = v3 & (ver == 2) & ((frame_type == 0) | (frame_type == 2))
+        hlen = np.where(type2, 8, np.where(type3, 12 + 8 * (eh[:, 11] & 0x01).astype(np.int64), 0))
+        off[erspan] += hlen
+        # 0 for an IP packet in type III: its version nibble tells which (see _tunnel_payload).
+        inner[erspan] = np.where(type1 | type2 | (type3 & (frame_type == 0)), _ETHER_FRAME, 0)
+        inner[erspan[type3 & (frame_type == 2)]] = _IP_BY_VERSION
+    inner[((flags & (_GRE_R | _GRE_VER)) != 0) | (off > caplen[rows])] = 0
+    return off, inner
+
+
+_IP_BY_VERSION = -2  # the inner IP version is read from the packet
+
+
+def _tunnel_payload(data: U8, offs: I64, caplen: I64, f: _L3, h4: U8) -> tuple[I64, I64, I64] | None:
+    """Rows carrying a tunnelled packet, with the inner header's offset and ethertype (_ETHER_FRAME: an
+    Ethernet frame). IP in IP (4, 41), GTP-U, GRE (IP, Ethernet, ERSPAN) and VXLAN.
+
+    Flows are keyed on the inner packet, as nDPI (with tunnel decoding) and Zeek do: the outer pair is the
+    tunnel's or the mirror's infrastructure (a switch sending its mirror to the collector), not a device's.
+    """
+    first = f.is_ip & ~f.later_fragment & ~f.truncated & ~f.ext_overflow
+    proto = f.proto
+    ipip = first & ((proto == PROTO_IPIP) | (proto == PROTO_IPV6_IN_IP))
+    gre = first & (proto == PROTO_GRE) & (f.l4 + 4 <= caplen)
+    udp = first & (proto == PROTO_UDP) & (f.l4 + 16 <= caplen)
+    dport = _be16(h4[:, 2:4])
+    ports_gtp = (_be16(h4[:, 0:2]) == GTP_U_PORT) | (dport == GTP_U_PORT)
     # GTPv1-U G-PDU (message type 255) carrying a user packet.
     gtp = udp & ports_gtp & ((h4[:, 8] >> 5) == 1) & (h4[:, 9] == 0xFF)
-    if not (ipip.any() or gtp.any()):
+    # VXLAN (RFC 7348): to port 4789 (the source port is a flow hash), the I flag set.
+    vxlan = udp & (dport == VXLAN_PORT) & ((h4[:, 8] & 0x08) != 0)
+    if not (ipip.any() or gtp.any() or gre.any() or vxlan.any()):
         return None
-    rows = np.flatnonzero(ipip | gtp)
-    # Optional GTP fields (sequence number, N-PDU, next extension type) add 4 bytes.
-    gtp_off = f.l4 + 16 + np.where((h4[:, 8] & 0x07) != 0, 4, 0)
-    off = np.where(gtp[rows], gtp_off[rows], f.l4[rows])
-    first_byte = gather(data, offs[rows] + off, 1)[:, 0]
-    ver = np.where(off < caplen[rows], first_byte >> 4, 0)
-    inner_eth = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
-    keep = inner_eth != 0
-    return rows[keep], off[keep], inner_eth[keep]
+    rows = np.flatnonzero(ipip | gtp | gre | vxlan)
+    l4, h = f.l4[rows], h4[rows]
+    # IP in IP: the inner header follows. GTP-U: optional fields (sequence number, N-PDU, next extension
+    # type) add 4 bytes. VXLAN: 8 bytes, then an Ethernet frame.
+    off = l4.copy()
+    inner = np.full(len(rows), _IP_BY_VERSION, dtype=np.int64)
+    g = gtp[rows]
+    off[g] += 16 + np.where((h[g, 8] & 0x07) != 0, 4, 0)
+    v = vxlan[rows]
+    off[v] += 16
+    inner[v] = _ETHER_FRAME
+    gr = np.flatnonzero(gre[rows])
+    if gr.size:
+        off[gr], inner[gr] = _gre(data, offs, caplen, rows[gr], h[gr], l4[gr])
+    by_version = inner == _IP_BY_VERSION
+    if by_version.any():
+        first_byte = gather(data, offs[rows[by_version]] + off[by_version], 1)[:, 0]
+        ver = np.where(off[by_version] < caplen[rows[by_version]], first_byte >> 4, 0)
+        inner[by_version] = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
+    # An inner frame or packet cut by the snap length stays the outer packet (as with IP in IP).
+    need = np.where(inner == _ETHER_FRAME, 14, 1)
+    keep = (inner != 0) & (off + need <= caplen[rows])
+    return rows[keep], off[keep], inner[keep]
+
+
+def _vlan_tags(data: U8, offs: I64, caplen: I64, ethertype: I64, l3: I64, outer: I64, inner: I64) -> None:
+    """Up to two VLAN tags (802.1Q, 802.1ad, old QinQ) after the link header, for the rows of these arrays."""
+    for depth in range(2):
+        tagged = np.flatnonzero(np.isin(ethertype, VLAN_TPIDS) & (caplen >= l3 + 4))
+        if not tagged.size:
+            break
+        tag = gather(data, offs[tagged] + l3[tagged], 4)
+        (outer if depth == 0 else inner)[tagged] = _be16(tag[:, 0:2]) & 0xFFF
+        ethertype[tagged] = _be16(tag[:, 2:4])
+        l3[tagged] += 4
+
+
+@dataclass(slots=True)
+class _L2:
+    """Link-layer fields, one entry per packet of the batch."""
+
+    ethertype: I64
+    l3: I64
+    vlan_outer: I64
+    vlan_inner: I64
+    src_mac: U64
+    dst_mac: U64
+
+
+def _inner_ethernet(data: U8, offs: I64, caplen: I64, rows: I64, at: I64, l2: _L2) -> None:
+    """Decode the Ethernet frame a mirror tunnel carries at `at` in each of `rows` (its MACs and VLAN
+    tags are the mirrored devices'; the outer frame's are the mirror transport's), up to the IP header."""
+    h = gather(data, offs[rows] + at, 14)
+    l2.dst_mac[rows] = _mac(h[:, 0:6])
+    l2.src_mac[rows] = _mac(h[:, 6:12])
+    sub_offs, sub_cap = offs[rows], caplen[rows]
+    et, l3 = _be16(h[:, 12:14]), at + 14
+    outer = np.full(len(rows), -1, dtype=np.int64)
+    inner = outer.copy()
+    _vlan_tags(data, sub_offs, sub_cap, et, l3, outer, inner)
+    if np.isin(et, (ETH_PPPOE_SESSION, *ETH_MPLS)).any():
+        _pppoe_mpls(data, sub_offs, sub_cap, et, l3)
+    l2.ethertype[rows], l2.l3[rows], l2.vlan_outer[rows], l2.vlan_inner[rows] = et, l3, outer, inner
+
+
+def undecoded_message(counts: dict[int, int]) -> str:
+    """One sentence for packets of link types camwatch does not decode (``EngineStats.undecoded_linktypes``):
+    ``"3 packets of link type 127 (IEEE 802.11 radiotap) not decoded: camwatch reads Ethernet, ..."``."""
+    parts = []
+    for lt, n in sorted(counts.items()):
+        name = LINKTYPE_NAMES.get(lt)
+        parts.append(
+            f"{n:,} packet{'s' if n != 1 else ''} of link type {lt}" + (f" ({name})" if name else "")
+        )
+    return (
+        f"{', '.join(parts)} not decoded: camwatch reads Ethernet, Linux SLL/SLL2, raw IP, BSD loopback "
+        "and Apple PKTAP"
+    )
+
+
+def _pktap(
+    data: U8, offs: I64, caplen: I64, rows: I64, lt: npt.NDArray[np.uint16], h: U8
+) -> tuple[I64, BOOL]:
+    """Apple PKTAP (`tcpdump -i pktap` on macOS): a header whose length is its first 32-bit word, the record
+    type (1: a packet) and the packet's own link type next (all little-endian, the capturing Mac's order).
+    Rewrites `lt` and `h` for the rows it can read; returns the header lengths and the rows it cannot."""
+    ph = gather(data, offs[rows], 12).view("<u4").astype(np.int64)
+    plen, rectype, inner = ph[:, 0], ph[:, 1], ph[:, 2]
+    good = (rectype == 1) & (plen >= 12) & (plen <= caplen[rows]) & np.isin(inner, _SUPPORTED_LT)
+    good &= inner != LINKTYPE_PKTAP
+    ok = rows[good]
+    lt[ok] = inner[good]
+    h[ok] = gather(data, offs[ok] + plen[good], h.shape[1])
+    base = np.zeros(len(offs), dtype=np.int64)
+    base[ok] = plen[good]
+    bad = np.zeros(len(offs), dtype=bool)
+    bad[rows[~good]] = True
+    return base, bad
 
 
 def decode(batch: PacketBatch) -> Decoded:
@@ -337,20 +557,34 @@ def decode(batch: PacketBatch) -> Decoded:
     caplen = batch.caplen.astype(np.int64, copy=False)
     lt = batch.linktype
 
-    ethertype = np.zeros(n, dtype=np.int64)
-    l3 = np.zeros(n, dtype=np.int64)
-    vlan_outer = np.full(n, -1, dtype=np.int64)
-    vlan_inner = np.full(n, -1, dtype=np.int64)
-    src_mac = np.zeros(n, dtype=np.uint64)
-    dst_mac = np.zeros(n, dtype=np.uint64)
+    l2 = _L2(
+        ethertype=np.zeros(n, dtype=np.int64),
+        l3=np.zeros(n, dtype=np.int64),
+        vlan_outer=np.full(n, -1, dtype=np.int64),
+        vlan_inner=np.full(n, -1, dtype=np.int64),
+        src_mac=np.zeros(n, dtype=np.uint64),
+        dst_mac=np.zeros(n, dtype=np.uint64),
+    )
+    ethertype, l3, src_mac, dst_mac = l2.ethertype, l2.l3, l2.src_mac, l2.dst_mac
 
     # One gather covers the usual packet (untagged Ethernet, IPv4 without options, the first
     # 20 bytes of TCP/UDP); the rest take per-layer gathers below.
     h = gather(data, offs, _FASTW)
     h2 = h[:, :_L2W]
     all_eth = bool((lt == LINKTYPE_ETHERNET).all())
+    undecoded = np.zeros(n, dtype=bool)
+    base: I64 | None = None  # link header offset: PKTAP's header length, else 0
+    lcap = caplen  # captured bytes from the link header on
+    if not all_eth:
+        undecoded = np.isin(lt, _SUPPORTED_LT, invert=True)
+        pk = np.flatnonzero(lt == LINKTYPE_PKTAP)
+        if pk.size:
+            lt = lt.copy()
+            base, bad = _pktap(data, offs, caplen, pk, lt, h)
+            undecoded |= bad
+            lcap = caplen - base
     eth = np.ones(n, dtype=bool) if all_eth else (lt == LINKTYPE_ETHERNET)
-    eth &= caplen >= 14
+    eth &= lcap >= 14
     if eth.any():
         sel: slice | I64 = slice(None) if eth.all() else np.flatnonzero(eth)
         ethertype[sel] = _be16(h2[sel, 12:14])
@@ -358,23 +592,23 @@ def decode(batch: PacketBatch) -> Decoded:
         dst_mac[sel] = _mac(h2[sel, 0:6])
         src_mac[sel] = _mac(h2[sel, 6:12])
     if not all_eth:
-        sll = np.flatnonzero((lt == LINKTYPE_LINUX_SLL) & (caplen >= 16))
+        sll = np.flatnonzero((lt == LINKTYPE_LINUX_SLL) & (lcap >= 16))
         if sll.size:
             ethertype[sll] = _be16(h2[sll, 14:16])
             l3[sll] = 16
             # Only the sender's address is in the cooked header (6 bytes when it is a MAC).
             src_mac[sll] = np.where(_be16(h2[sll, 4:6]) == 6, _mac(h2[sll, 6:12]), np.uint64(0))
-        sll2 = np.flatnonzero((lt == LINKTYPE_LINUX_SLL2) & (caplen >= 20))
+        sll2 = np.flatnonzero((lt == LINKTYPE_LINUX_SLL2) & (lcap >= 20))
         if sll2.size:
             ethertype[sll2] = _be16(h2[sll2, 0:2])
             l3[sll2] = 20
             src_mac[sll2] = np.where(h2[sll2, 11] == 6, _mac(h2[sll2, 12:18]), np.uint64(0))
         raw_types = (LINKTYPE_RAW, LINKTYPE_RAW_OLD, LINKTYPE_RAW_OLD2, LINKTYPE_IPV4, LINKTYPE_IPV6)
-        raw = np.flatnonzero(np.isin(lt, raw_types) & (caplen >= 1))
+        raw = np.flatnonzero(np.isin(lt, raw_types) & (lcap >= 1))
         if raw.size:
             ver = h2[raw, 0] >> 4
             ethertype[raw] = np.where(ver == 4, ETH_IPV4, np.where(ver == 6, ETH_IPV6, 0))
-        loop = np.flatnonzero(np.isin(lt, (LINKTYPE_NULL, LINKTYPE_LOOP)) & (caplen >= 4))
+        loop = np.flatnonzero(np.isin(lt, (LINKTYPE_NULL, LINKTYPE_LOOP)) & (lcap >= 4))
         if loop.size:
             # The address family is in the capturing host's byte order (NULL) or network order
             # (LOOP); the value is small, so whichever end byte is non-zero holds it.
@@ -382,16 +616,10 @@ def decode(batch: PacketBatch) -> Decoded:
             v6_fams = np.isin(fam, (10, 23, 24, 28, 30))
             ethertype[loop] = np.where(fam == 2, ETH_IPV4, np.where(v6_fams, ETH_IPV6, 0))
             l3[loop] = 4
+        if base is not None:
+            l3 += base
 
-    # VLAN tags (802.1Q, 802.1ad, old QinQ): up to two.
-    for depth in range(2):
-        tagged = np.flatnonzero(np.isin(ethertype, VLAN_TPIDS) & (caplen >= l3 + 4))
-        if not tagged.size:
-            break
-        tag = gather(data, offs[tagged] + l3[tagged], 4)
-        (vlan_outer if depth == 0 else vlan_inner)[tagged] = _be16(tag[:, 0:2]) & 0xFFF
-        ethertype[tagged] = _be16(tag[:, 2:4])
-        l3[tagged] += 4
+    _vlan_tags(data, offs, caplen, ethertype, l3, l2.vlan_outer, l2.vlan_inner)
     if not all_eth or np.isin(ethertype, (ETH_PPPOE_SESSION, *ETH_MPLS)).any():
         _pppoe_mpls(data, offs, caplen, ethertype, l3)
 
@@ -413,21 +641,26 @@ def decode(batch: PacketBatch) -> Decoded:
         h4[fast] = h[fast, 34:_FASTW]
         slow = np.flatnonzero(~fast)
         h4[slow] = gather(data, offs[slow] + f.l4[slow], _L4W)
+    decapsulated = np.zeros(n, dtype=bool)
     for _ in range(_MAX_TUNNELS):
         inner = _tunnel_payload(data, offs, caplen, f, h4)
         if inner is None:
             break
         r, inner_off, inner_eth = inner
-        ethertype[r] = inner_eth
-        l3[r] = inner_off
+        frames = inner_eth == _ETHER_FRAME
+        if frames.any():
+            _inner_ethernet(data, offs, caplen, r[frames], inner_off[frames], l2)
+        ethertype[r[~frames]] = inner_eth[~frames]
+        l3[r[~frames]] = inner_off[~frames]
+        decapsulated[r] = True
         f.reset(r)
         _decode_l3(data, offs, caplen, r, ethertype, l3, f)
         h4[r] = gather(data, offs[r] + f.l4[r], _L4W)
 
     is_ip, proto, l4, truncated, later_fragment = f.is_ip, f.proto, f.l4, f.truncated, f.later_fragment
     # Frames that claim IP but whose IP header is cut short.
-    truncated |= ((ethertype == ETH_IPV4) | (ethertype == ETH_IPV6)) & ~is_ip
-    first = is_ip & ~later_fragment & ~truncated
+    truncated |= ((ethertype == ETH_IPV4) | (ethertype == ETH_IPV6)) & ~is_ip & ~f.ext_overflow
+    first = is_ip & ~later_fragment & ~truncated & ~f.ext_overflow
     has_ports = first & ((proto == PROTO_TCP) | (proto == PROTO_UDP) | (proto == PROTO_SCTP))
     short = has_ports & (l4 + 4 > caplen)
     truncated |= short
@@ -453,6 +686,9 @@ def decode(batch: PacketBatch) -> Decoded:
         fragment=f.fragment,
         later_fragment=later_fragment,
         truncated=truncated,
+        ext_overflow=f.ext_overflow,
+        decapsulated=decapsulated,
+        undecoded_linktype=undecoded,
         ip_version=f.ip_version,
         proto=proto,
         src_hi=f.src_hi,
@@ -469,8 +705,8 @@ def decode(batch: PacketBatch) -> Decoded:
         l3_off=l3,
         l4_off=l4,
         payload_off=payload,
-        vlan_outer=vlan_outer,
-        vlan_inner=vlan_inner,
+        vlan_outer=l2.vlan_outer,
+        vlan_inner=l2.vlan_inner,
         src_mac=src_mac,
         dst_mac=dst_mac,
         data=data,

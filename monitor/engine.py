@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from monitor.alerts import Alert, AlertGate
 from monitor.analysis import Analysis
 from monitor.decode import PROTO_TCP, PROTO_UDP, decode
@@ -65,6 +67,15 @@ class EngineStats:
     fragments: int = 0
     later_fragments: int = 0
     truncated: int = 0
+    # IPv6 packets whose extension header chain is longer than the decoder walks (decode.IPV6_MAX_EXT):
+    # complete packets, not put in a flow.
+    ipv6_ext_overflow: int = 0
+    # Packets of a link type the decoder does not read (802.11, PPP, ...), by link type number; not in
+    # `non_ip` (decode.undecoded_message() words them).
+    undecoded_linktypes: dict[int, int] = field(default_factory=dict)
+    # Packets whose flow is the inner packet of a tunnel or a remote mirror (IP in IP, GTP-U, GRE, ERSPAN,
+    # VXLAN): counted in the other counters as that inner packet.
+    decapsulated: int = 0
     flow_packets: int = 0
     # TCP flows that ended with only one direction seen: an asymmetric mirror (or one that drops), where
     # replies, handshakes and closes could not be judged.
@@ -196,12 +207,21 @@ class Engine:
         st = self.stats
         st.packets += d.n
         st.bytes += int(d.wirelen.sum())
-        # Every packet is in exactly one of: a flow, non-IP, a later fragment, truncated.
+        # Every packet is in exactly one of: a flow, non-IP, a later fragment, truncated, an IPv6 chain
+        # too long, an undecoded link type.
         st.ip_packets += int(d.is_ip.sum())
-        st.non_ip += int((~d.is_ip & ~d.truncated).sum())
+        undecoded = d.undecoded_linktype
+        if undecoded.any():
+            for lt, count in zip(*np.unique(batch.linktype[undecoded], return_counts=True), strict=True):
+                st.undecoded_linktypes[int(lt)] = st.undecoded_linktypes.get(int(lt), 0) + int(count)
+            st.non_ip += int((~d.is_ip & ~d.truncated & ~undecoded).sum())
+        else:
+            st.non_ip += int((~d.is_ip & ~d.truncated).sum())
         st.fragments += int(d.fragment.sum())
         st.later_fragments += int(d.later_fragment.sum())
         st.truncated += int((d.truncated & ~d.later_fragment).sum())
+        st.ipv6_ext_overflow += int(d.ext_overflow.sum())
+        st.decapsulated += int(d.decapsulated.sum())
         st.flow_packets += int(d.ok.sum())
 
         created, ended = self.flows.update(d)

@@ -163,3 +163,72 @@ def test_gather_pads_with_zeros_past_the_end() -> None:
     data = np.arange(10, dtype=np.uint8)
     got = gather(data, np.array([0, 5, 9, 10, 50]), 4)
     assert got.tolist() == [[0, 1, 2, 3], [5, 6, 7, 8], [9, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+
+
+def pktap(dlt: int, frame: bytes, rectype: int = 1, length: int = 108) -> bytes:
+    """Apple PKTAP's header (little-endian: length, record type, link type, interface name, ...)."""
+    return (struct.pack("<III", length, rectype, dlt) + b"en0".ljust(24, b"\0")).ljust(length, b"\0") + frame
+
+
+def test_pktap_is_read_through_to_the_packets_own_link_type() -> None:
+    frames = [
+        (258, pktap(1, synth.ether(M1, M2, 0x0800, UDP4, vlans=(20,)))),
+        (258, pktap(12, TCP6)),  # DLT_RAW as macOS numbers it
+        (258, pktap(0, struct.pack("<I", 2) + UDP4)),
+    ]
+    d = decode_frames(frames)
+    assert [row(d, i)["ok"] for i in range(3)] == [True, True, True]
+    assert (*[row(d, 0)[k] for k in ("src", "dst", "proto", "sport", "dport")], row(d, 0)["vlan"]) == (
+        *V4[:5],
+        (20, -1),
+    )
+    assert [row(d, 1)[k] for k in ("src", "dst", "proto", "sport", "dport")] == list(V6[:5])
+    assert int(d.src_mac[0]) == 0x4419B6000001 and int(d.src_mac[1]) == 0
+    assert not d.undecoded_linktype.any()
+
+
+def test_packets_of_link_types_we_do_not_read_are_marked() -> None:
+    frame = synth.ether(M1, M2, 0x0800, UDP4)
+    frames = [
+        (1, frame),
+        (127, frame),  # 802.11 radiotap
+        (105, frame),  # 802.11
+        (258, pktap(127, frame)),  # PKTAP around a link type we do not read
+        (258, pktap(1, frame, rectype=2)),  # a PKTAP record that is not a packet
+        (258, struct.pack("<III", 4000, 1, 1) + frame),  # a header longer than the packet
+    ]
+    d = decode_frames(frames)
+    assert d.undecoded_linktype.tolist() == [False, True, True, True, True, True]
+    assert d.ok.tolist() == [True, False, False, False, False, False]
+    assert not d.truncated.any()
+
+
+def test_the_engine_counts_undecoded_link_types_apart_from_non_ip() -> None:
+    from monitor.decode import undecoded_message
+    from monitor.engine import Engine
+    from monitor.policy import SitePolicy
+    from tests.enginerun import vendors
+
+    frame = synth.ether(M1, M2, 0x0800, UDP4)
+    arp = synth.ether(M1, "ff:ff:ff:ff:ff:ff", 0x0806, bytes(28))
+    linktypes = [127, 1, 9]
+    frames = [
+        (0, 127, frame),
+        (0, 127, frame),
+        (1, 1, arp),
+        (1, 1, frame),
+        (2, 9, b"\xff\x03\x00\x21" + UDP4),
+    ]
+    data = pcapng_bytes([(lt, 9) for lt in linktypes], [(i, T + k, f) for k, (i, _, f) in enumerate(frames)])
+    parser = CaptureParser("t")
+    engine = Engine(SitePolicy.default(), vendors())
+    for batch in parser.feed(data) + parser.flush():
+        engine.feed(batch)
+    st = engine.stats
+    assert st.undecoded_linktypes == {127: 2, 9: 1}
+    assert (st.packets, st.non_ip, st.flow_packets, st.truncated) == (5, 1, 1, 0)
+    assert undecoded_message(st.undecoded_linktypes) == (
+        "1 packet of link type 9 (PPP), 2 packets of link type 127 "
+        "(IEEE 802.11 radiotap) not decoded: camwatch reads Ethernet, Linux SLL/SLL2, raw IP, BSD loopback "
+        "and Apple PKTAP"
+    )

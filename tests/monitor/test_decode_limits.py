@@ -3,7 +3,8 @@
 Each walk stops after a fixed number of steps so that a hostile packet costs bounded work. Up to the bound
 the packet decodes to its flow; past it the packet is never mistaken for another flow: an MPLS stack that
 does not end is not IP, an extension chain that does not end is truncated, and a tunnel nested deeper
-than we unwrap stays a tunnel packet between the innermost addresses reached.
+than we unwrap stays a tunnel packet between the innermost addresses reached. An IPv6 extension chain
+longer than we walk is counted as such (`ext_overflow`), not as truncated: nothing was cut.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import struct
 import pytest
 
 from lab.synth import ether, ipv4, ipv6, udp
+from monitor.decode import IPV6_MAX_EXT
 from tests.monitor.test_decode import M1, M2, decode_frames, row
 
 MAX_MPLS_LABELS = 4
-MAX_IPV6_EXT = 4
+MAX_IPV6_EXT = IPV6_MAX_EXT
 MAX_TUNNELS = 2
 
 
@@ -75,11 +77,42 @@ def test_ipv6_extension_chain_up_to_the_bound_decodes(count: int) -> None:
     assert int(d.payload_off[0]) == 14 + 40 + 16 * count + 8
 
 
-def test_ipv6_extension_chain_past_the_bound_is_truncated() -> None:
+def test_the_bound_walks_at_least_eight_headers() -> None:
+    # RFC 8200 allows each header once (destination options twice): 8 covers every chain seen in practice.
+    assert MAX_IPV6_EXT >= 8
+
+
+def test_ipv6_extension_chain_past_the_bound_is_counted_as_too_long_not_truncated() -> None:
     src, dst = "2001:db8::1", "2001:db8::2"
     nh, chain = _ext_chain(MAX_IPV6_EXT + 1)
     d = decode_frames([(1, ether(M1, M2, 0x86DD, ipv6(src, dst, nh, chain + udp(src, dst, 5000, 53, b"q"))))])
-    assert (bool(d.ok[0]), bool(d.is_ip[0]), bool(d.truncated[0])) == (False, True, True)
+    assert (bool(d.ok[0]), bool(d.is_ip[0]), bool(d.truncated[0]), bool(d.ext_overflow[0])) == (
+        False,
+        True,
+        False,
+        True,
+    )
+
+
+def test_ipv6_extension_chain_cut_by_the_snap_length_is_truncated() -> None:
+    src, dst = "2001:db8::1", "2001:db8::2"
+    nh, chain = _ext_chain(3)
+    frame = ether(M1, M2, 0x86DD, ipv6(src, dst, nh, chain + udp(src, dst, 5000, 53, b"q")))
+    d = decode_frames([(1, frame[: 14 + 40 + 16 + 4])])  # inside the second header
+    assert (bool(d.ok[0]), bool(d.truncated[0]), bool(d.ext_overflow[0])) == (False, True, False)
+
+
+def test_five_headers_as_seen_on_the_internet_decode() -> None:
+    """hop-by-hop, destination options, routing, fragment, destination options, then UDP: the chain of
+    realtraffic's 16_five.pcap, which the old bound of 4 dropped as truncated."""
+    src, dst = "2001:db8::1", "2001:db8::2"
+    opts = lambda nh: struct.pack("!BB", nh, 0) + bytes([1, 4, 0, 0, 0, 0])  # noqa: E731
+    chain = opts(60) + opts(43) + struct.pack("!BBBBI", 44, 0, 0, 0, 0) + struct.pack("!BBHI", 60, 0, 0, 7)
+    chain += opts(17)
+    d = decode_frames([(1, ether(M1, M2, 0x86DD, ipv6(src, dst, 0, chain + udp(src, dst, 5000, 53, b"q"))))])
+    r = row(d, 0)
+    assert (r["ok"], r["proto"], r["sport"], r["dport"]) == (True, 17, 5000, 53)
+    assert bool(d.fragment[0]) and not bool(d.later_fragment[0])
 
 
 def _ip_in_ip(depth: int) -> bytes:

@@ -1,0 +1,140 @@
+"""Remote mirrors and tunnels: GRE (IP and Ethernet), ERSPAN I/II/III and VXLAN are decoded through to the
+mirrored device's frame, so its flows, MACs and VLANs are what a local SPAN port would show. What is not a
+mirror or tunnel we can read stays the outer packet's flow."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from lab import synth
+from monitor.decode import Decoded
+from tests.enginerun import run_frames
+from tests.monitor.test_decode import decode_frames, row
+
+SW, COL = "192.0.2.1", "192.0.2.2"  # the switch sending its mirror, the collector
+SW_MAC, COL_MAC = "02:00:00:00:0a:aa", "02:00:00:00:0b:bb"
+CAM_MAC, GW_MAC = "44:19:b6:00:00:01", "02:00:00:00:00:01"
+CAM, DNS = "10.20.0.11", "8.8.8.8"
+CAM_FLOW = (CAM, DNS, 17, 40000, 53)
+
+DNS_QUERY = synth.ipv4(CAM, DNS, 17, synth.udp(CAM, DNS, 40000, 53, b"\x12\x34\x01\x00" + bytes(8)))
+
+
+def camera_frame(vlans: tuple[int, ...] = ()) -> bytes:
+    return synth.ether(CAM_MAC, GW_MAC, 0x0800, DNS_QUERY, vlans=vlans)
+
+
+def outer(proto: int, payload: bytes, vlans: tuple[int, ...] = ()) -> bytes:
+    return synth.ether(SW_MAC, COL_MAC, 0x0800, synth.ipv4(SW, COL, proto, payload), vlans=vlans)
+
+
+def gre(ptype: int, payload: bytes, *, checksum: bool = False, key: bool = False, seq: bool = False) -> bytes:
+    flags = (0x8000 if checksum else 0) | (0x2000 if key else 0) | (0x1000 if seq else 0)
+    optional = (b"\0\0\0\0" if checksum else b"") + (b"KEY!" if key else b"") + (b"SEQ#" if seq else b"")
+    return outer(47, struct.pack("!HH", flags, ptype) + optional + payload)
+
+
+def erspan2(frame: bytes) -> bytes:
+    # version 1, VLAN 0, COS 3, encapsulation 0, session 1, index 0
+    return gre(0x88BE, struct.pack("!HHI", 0x1000, (3 << 13) | 1, 0) + frame, seq=True)
+
+
+def erspan3(frame: bytes, platform: bool = False, frame_type: int = 0) -> bytes:
+    # version 2, session 1, a timestamp, SGT 0, frame type, O bit (an 8-byte platform subheader follows)
+    header = struct.pack("!HHIHH", 0x2000, 1, 0x12345678, 0, (frame_type << 10) | int(platform))
+    return gre(0x22EB, header + (bytes(8) if platform else b"") + frame, seq=True)
+
+
+def vxlan(frame: bytes, port: int = 4789) -> bytes:
+    return outer(17, synth.udp(SW, COL, 54321, port, struct.pack("!II", 0x08000000, 5000 << 8) + frame))
+
+
+def inner(d: Decoded, i: int = 0) -> tuple[object, ...]:
+    r = row(d, i)
+    return (r["ok"], r["src"], r["dst"], r["proto"], r["sport"], r["dport"])
+
+
+MIRRORS = {
+    "gre-teb": lambda f: gre(0x6558, f),
+    "gre-teb-all-flags": lambda f: gre(0x6558, f, checksum=True, key=True, seq=True),
+    "erspan1": lambda f: gre(0x88BE, f),
+    "erspan2": erspan2,
+    "erspan2-key": lambda f: gre(0x88BE, struct.pack("!HHI", 0x1000, 1, 0) + f, key=True, seq=True),
+    "erspan3": erspan3,
+    "erspan3-platform": lambda f: erspan3(f, platform=True),
+    "vxlan": vxlan,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MIRRORS))
+def test_mirror_gives_the_devices_flow_macs_and_vlan(kind: str) -> None:
+    # The outer frame is on the collector's VLAN 99; the mirrored frame on the camera's VLAN 20.
+    frame = MIRRORS[kind](camera_frame(vlans=(20,)))
+    tagged = frame[:12] + struct.pack("!HH", 0x8100, 99) + frame[12:]
+    d = decode_frames([(1, tagged), (1, MIRRORS[kind](camera_frame()))])
+    for i, vlan in ((0, (20, -1)), (1, (-1, -1))):
+        assert inner(d, i) == (True, *CAM_FLOW)
+        assert row(d, i)["vlan"] == vlan
+        assert (int(d.src_mac[i]), int(d.dst_mac[i])) == (0x4419B6000001, 0x020000000001)
+        assert bool(d.decapsulated[i])
+        # The analyzers read the inner packet: its IP header is where l3_off says.
+        l3 = int(d.l3_off[i])
+        assert d.data[d.offsets[i] + l3 : d.offsets[i] + l3 + len(DNS_QUERY)].tobytes() == DNS_QUERY
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        gre(0x0800, DNS_QUERY),
+        gre(0x0800, DNS_QUERY, key=True, seq=True),
+        erspan3(DNS_QUERY, frame_type=2),  # ERSPAN III carrying an IP packet
+    ],
+    ids=["gre-ip", "gre-ip-key-seq", "erspan3-ip"],
+)
+def test_ip_over_gre_gives_the_inner_flow(frame: bytes) -> None:
+    d = decode_frames([(1, frame)])
+    assert inner(d) == (True, *CAM_FLOW)
+    assert bool(d.decapsulated[0])
+
+
+def test_a_mirrored_arp_frame_is_the_devices_arp() -> None:
+    arp = synth.ether(CAM_MAC, "ff:ff:ff:ff:ff:ff", 0x0806, bytes(28))
+    d = decode_frames([(1, vxlan(arp))])
+    assert (bool(d.ok[0]), bool(d.is_ip[0]), bool(d.truncated[0]), int(d.ethertype[0])) == (
+        False,
+        False,
+        False,
+        0x0806,
+    )
+    assert (int(d.src_mac[0]), int(d.dst_mac[0])) == (0x4419B6000001, 0xFFFFFFFFFFFF)
+    assert int(d.l3_off[0]) == 14 + 20 + 8 + 8 + 14
+
+
+@pytest.mark.parametrize(
+    ("frame", "proto"),
+    [
+        (gre(0x880B, b"\xff\x03\x00\x21" + DNS_QUERY), 47),  # PPP in GRE: not decoded
+        (outer(47, struct.pack("!HH", 0x3001, 0x880B) + bytes(8) + DNS_QUERY), 47),  # GRE version 1 (PPTP)
+        (outer(47, struct.pack("!HH", 0x4000, 0x0800) + bytes(8) + DNS_QUERY), 47),  # source routing
+        (vxlan(camera_frame(), port=4790), 17),  # not the VXLAN port
+        (gre(0x6558, camera_frame()[:10]), 47),  # the mirrored frame is cut before its ethertype
+    ],
+    ids=["gre-ppp", "gre-v1", "gre-routing", "udp-4790", "gre-teb-cut"],
+)
+def test_what_is_not_a_tunnel_we_read_stays_the_outer_flow(frame: bytes, proto: int) -> None:
+    d = decode_frames([(1, frame)])
+    r = row(d, 0)
+    assert (r["ok"], r["src"], r["dst"], r["proto"]) == (True, SW, COL, proto)
+    assert not bool(d.decapsulated[0])
+
+
+def test_the_engine_counts_decapsulated_packets_and_sees_the_camera() -> None:
+    frames = [camera_frame(), erspan2(camera_frame()), vxlan(camera_frame()), gre(0x6558, camera_frame())]
+    engine, flows, _ = run_frames([(10**18 + i, f) for i, f in enumerate(frames)])
+    assert engine.stats.decapsulated == 3
+    assert engine.stats.flow_packets == 4
+    ((flow),) = flows
+    assert (flow.src[0], flow.dst) == (CAM, (DNS, 53))
+    assert flow.src_mac == 0x4419B6000001
