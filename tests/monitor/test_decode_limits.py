@@ -106,7 +106,10 @@ def test_five_headers_as_seen_on_the_internet_decode() -> None:
     """hop-by-hop, destination options, routing, fragment, destination options, then UDP: the chain of
     realtraffic's 16_five.pcap, which the old bound of 4 dropped as truncated."""
     src, dst = "2001:db8::1", "2001:db8::2"
-    opts = lambda nh: struct.pack("!BB", nh, 0) + bytes([1, 4, 0, 0, 0, 0])  # noqa: E731
+
+    def opts(nh: int) -> bytes:  # PadN
+        return struct.pack("!BB", nh, 0) + bytes([1, 4, 0, 0, 0, 0])
+
     chain = opts(60) + opts(43) + struct.pack("!BBBBI", 44, 0, 0, 0, 0) + struct.pack("!BBHI", 60, 0, 0, 7)
     chain += opts(17)
     d = decode_frames([(1, ether(M1, M2, 0x86DD, ipv6(src, dst, 0, chain + udp(src, dst, 5000, 53, b"q"))))])

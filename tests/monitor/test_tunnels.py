@@ -5,6 +5,7 @@ mirror or tunnel we can read stays the outer packet's flow."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -56,14 +57,34 @@ def inner(d: Decoded, i: int = 0) -> tuple[object, ...]:
     return (r["ok"], r["src"], r["dst"], r["proto"], r["sport"], r["dport"])
 
 
-MIRRORS = {
-    "gre-teb": lambda f: gre(0x6558, f),
-    "gre-teb-all-flags": lambda f: gre(0x6558, f, checksum=True, key=True, seq=True),
-    "erspan1": lambda f: gre(0x88BE, f),
+def _gre_teb(f: bytes) -> bytes:
+    return gre(0x6558, f)
+
+
+def _gre_teb_all_flags(f: bytes) -> bytes:
+    return gre(0x6558, f, checksum=True, key=True, seq=True)
+
+
+def _erspan1(f: bytes) -> bytes:
+    return gre(0x88BE, f)
+
+
+def _erspan2_key(f: bytes) -> bytes:
+    return gre(0x88BE, struct.pack("!HHI", 0x1000, 1, 0) + f, key=True, seq=True)
+
+
+def _erspan3_platform(f: bytes) -> bytes:
+    return erspan3(f, platform=True)
+
+
+MIRRORS: dict[str, Callable[[bytes], bytes]] = {
+    "gre-teb": _gre_teb,
+    "gre-teb-all-flags": _gre_teb_all_flags,
+    "erspan1": _erspan1,
     "erspan2": erspan2,
-    "erspan2-key": lambda f: gre(0x88BE, struct.pack("!HHI", 0x1000, 1, 0) + f, key=True, seq=True),
+    "erspan2-key": _erspan2_key,
     "erspan3": erspan3,
-    "erspan3-platform": lambda f: erspan3(f, platform=True),
+    "erspan3-platform": _erspan3_platform,
     "vxlan": vxlan,
 }
 
