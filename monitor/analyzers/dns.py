@@ -9,6 +9,13 @@ Name compression is followed with loop protection: every pointer must go strictl
 the current run of labels started, so a chain always terminates; a name longer than 255 octets (wire
 form) is rejected. Bytes after the last record are ignored (some stacks pad).
 
+`parse(data, partial_ok=True)` also reads a message cut short (the data ends inside a question or a record,
+before the counts of its header are met: the first IP fragment of a large EDNS0 answer, a snap length, a
+sender that cut the message and set TC): it keeps the questions and records that are whole, drops the one
+the cut went through and everything after it, and sets `DnsMessage.partial`. A cut is told from a malformed
+message only by where reading stopped (at the end of the data); anything malformed before the end still
+raises, and so does a message cut before its first question or record.
+
 `split_tcp_messages` cuts a TCP byte stream into messages using the 2-byte length prefix (RFC 1035 4.2.2).
 """
 
@@ -30,6 +37,7 @@ PROTOCOL = "dns"
 
 HEADER_LEN = 12
 MAX_NAME_WIRE = 255  # RFC 1035 2.3.4, counting the length octets and the final zero
+MAX_MESSAGE = 0xFFFF  # a DNS message over UDP or TCP (RFC 1035 4.2.2's 16-bit length) is never longer
 _MAX_POINTERS = 128  # backward-only pointers already bound the chain; this bounds the work too
 
 TYPE_A = 1
@@ -56,8 +64,17 @@ _Q_FIXED = struct.Struct("!HH")
 Question = tuple[str, int, int]  # (name, qtype, qclass); mDNS keeps its unicast-response bit in qclass
 
 
+class _Cut(AnalyzerError):
+    """The data ended inside a name, a question or a record header or RDATA: not necessarily malformed,
+    the rest of the message may simply not have been delivered (see `parse`'s `partial_ok`)."""
+
+
 def _error(reason: str) -> AnalyzerError:
     return AnalyzerError(PROTOCOL, reason)
+
+
+def _cut(reason: str) -> _Cut:
+    return _Cut(PROTOCOL, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +90,11 @@ class DnsRecord:
 
 @dataclass(frozen=True, slots=True)
 class DnsMessage:
-    """One DNS message. `flags` is the raw 16-bit flags word (QR, opcode, AA, TC, RD, RA, Z, rcode)."""
+    """One DNS message. `flags` is the raw 16-bit flags word (QR, opcode, AA, TC, RD, RA, Z, rcode).
+
+    `partial`: the data ended before the records its header counts (only with `parse(partial_ok=True)`);
+    the sections hold the questions and records that were whole. Independent of the TC bit (`truncated`),
+    which is what the sender says: a message with TC set may be whole, and a cut one may not have it."""
 
     id: int
     is_response: bool
@@ -84,6 +105,7 @@ class DnsMessage:
     authority: tuple[DnsRecord, ...] = ()
     additional: tuple[DnsRecord, ...] = ()
     flags: int = 0
+    partial: bool = False
 
     @property
     def truncated(self) -> bool:
@@ -91,9 +113,10 @@ class DnsMessage:
         return bool(self.flags & 0x0200)
 
     @classmethod
-    def parse(cls, data: bytes) -> DnsMessage:
-        """Parse one message; raises AnalyzerError when it is malformed or truncated."""
-        return parse(data)
+    def parse(cls, data: bytes, *, partial_ok: bool = False) -> DnsMessage:
+        """Parse one message; raises AnalyzerError when it is malformed, or cut short unless `partial_ok`
+        (then the whole records before the cut are kept and `partial` is set)."""
+        return parse(data, partial_ok=partial_ok)
 
 
 def _text(raw: bytes) -> str:
@@ -111,12 +134,12 @@ def read_name(data: bytes, pos: int) -> tuple[str, int]:
     n = len(data)
     while True:
         if pos >= n:
-            raise _error(f"name runs past the end of the message at {pos}")
+            raise _cut(f"name runs past the end of the message at {pos}")
         length = data[pos]
         kind = length & 0xC0
         if kind == 0xC0:
             if pos + 1 >= n:
-                raise _error(f"compression pointer cut at {pos}")
+                raise _cut(f"compression pointer cut at {pos}")
             target = ((length & 0x3F) << 8) | data[pos + 1]
             if end is None:
                 end = pos + 2
@@ -135,7 +158,7 @@ def read_name(data: bytes, pos: int) -> tuple[str, int]:
         start = pos + 1
         pos = start + length
         if pos > n:
-            raise _error(f"label runs past the end of the message at {start}")
+            raise _cut(f"label runs past the end of the message at {start}")
         labels.append(_text(data[start:pos]))
 
 
@@ -153,7 +176,12 @@ def _character_strings(rdata: bytes) -> tuple[str, ...]:
 
 
 def _rdata_name(data: bytes, pos: int, end: int, skip: int = 0) -> str:
-    name, after = read_name(data, pos + skip)
+    try:
+        name, after = read_name(data, pos + skip)
+    except _Cut:
+        # The RDATA is all there (`_record` checked `end`): a name running past the end of the data ran past
+        # RDLENGTH first, so the record is malformed, not cut in transit.
+        raise _error("name in RDATA runs past RDLENGTH") from None
     if after > end:
         raise _error("name in RDATA runs past RDLENGTH")
     return name
@@ -162,12 +190,12 @@ def _rdata_name(data: bytes, pos: int, end: int, skip: int = 0) -> str:
 def _record(data: bytes, pos: int) -> tuple[DnsRecord, int]:
     name, pos = read_name(data, pos)
     if pos + _RR_FIXED.size > len(data):
-        raise _error(f"record header cut at {pos}")
+        raise _cut(f"record header cut at {pos}")
     rtype, _rclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
     start = pos + _RR_FIXED.size
     end = start + rdlength
     if end > len(data):
-        raise _error(f"RDATA of {rdlength} bytes runs past the end of the message")
+        raise _cut(f"RDATA of {rdlength} bytes runs past the end of the message")
     rdata = data[start:end]
     txt: tuple[str, ...] = ()
     if rtype == TYPE_A:
@@ -196,45 +224,60 @@ def _record(data: bytes, pos: int) -> tuple[DnsRecord, int]:
     return DnsRecord(name, rtype, ttl, value, txt), end
 
 
-def _check_counts(data: bytes) -> tuple[int, int, int, int, int, int]:
+def _check_counts(data: bytes, room: int | None = None) -> tuple[int, int, int, int, int, int]:
+    """The header; its counts must fit in `room` bytes (default: the data's length)."""
     if len(data) < HEADER_LEN:
         raise _error(f"message of {len(data)} bytes is shorter than the {HEADER_LEN}-byte header")
     ident, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
+    room = len(data) if room is None else room
     # Cheapest possible sizes: a question is a root name + 4 bytes, a record a root name + 10 bytes.
-    if HEADER_LEN + qd * 5 + (an + ns + ar) * 11 > len(data):
-        raise _error(f"counts qd={qd} an={an} ns={ns} ar={ar} cannot fit in {len(data)} bytes")
+    if HEADER_LEN + qd * 5 + (an + ns + ar) * 11 > room:
+        raise _error(f"counts qd={qd} an={an} ns={ns} ar={ar} cannot fit in {room} bytes")
     return ident, flags, qd, an, ns, ar
 
 
-def parse(data: bytes) -> DnsMessage:
-    """Parse one DNS message (UDP payload, or one TCP message without its length prefix)."""
-    ident, flags, qd, an, ns, ar = _check_counts(data)
+def parse(data: bytes, *, partial_ok: bool = False) -> DnsMessage:
+    """Parse one DNS message (UDP payload, or one TCP message without its length prefix).
+
+    With `partial_ok`, a message whose data ends inside a question or record is kept up to the last whole
+    one, with `partial` set (see the module docstring); its counts need only fit in the largest message.
+    """
+    # A cut message counts more than it holds, but never more than a whole message could.
+    ident, flags, qd, an, ns, ar = _check_counts(data, MAX_MESSAGE if partial_ok else None)
     pos = HEADER_LEN
     questions: list[Question] = []
-    for _ in range(qd):
-        qname, pos = read_name(data, pos)
-        if pos + _Q_FIXED.size > len(data):
-            raise _error(f"question cut at {pos}")
-        qtype, qclass = _Q_FIXED.unpack_from(data, pos)
-        pos += _Q_FIXED.size
-        questions.append((qname, qtype, qclass))
-    sections: list[tuple[DnsRecord, ...]] = []
-    for count in (an, ns, ar):
-        records: list[DnsRecord] = []
-        for _ in range(count):
-            record, pos = _record(data, pos)
-            records.append(record)
-        sections.append(tuple(records))
+    sections: tuple[list[DnsRecord], list[DnsRecord], list[DnsRecord]] = ([], [], [])
+    partial = False
+    try:
+        # Each question or record read takes at least 5 bytes or raises, so with counts up to 65535 each the
+        # loops end after len(data) / 5 steps at most, cut or not.
+        for _ in range(qd):
+            qname, pos = read_name(data, pos)
+            if pos + _Q_FIXED.size > len(data):
+                raise _cut(f"question cut at {pos}")
+            qtype, qclass = _Q_FIXED.unpack_from(data, pos)
+            pos += _Q_FIXED.size
+            questions.append((qname, qtype, qclass))
+        for records, count in zip(sections, (an, ns, ar), strict=True):
+            for _ in range(count):
+                record, pos = _record(data, pos)
+                records.append(record)
+    except _Cut:
+        # A cut before anything whole leaves nothing to say the data was DNS at all: an error, as before.
+        if not partial_ok or not (questions or any(sections)):
+            raise
+        partial = True
     return DnsMessage(
         id=ident,
         is_response=bool(flags & 0x8000),
         opcode=(flags >> 11) & 0xF,
         rcode=flags & 0xF,
         questions=tuple(questions),
-        answers=sections[0],
-        authority=sections[1],
-        additional=sections[2],
+        answers=tuple(sections[0]),
+        authority=tuple(sections[1]),
+        additional=tuple(sections[2]),
         flags=flags,
+        partial=partial,
     )
 
 
@@ -340,7 +383,12 @@ def handle_dns(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int
         if not msgs:
             raise _error("no complete message in the segment")
     else:
-        msgs = [parse(payload)]
+        # The analysis hands over the IP packet's payload as captured (monitor/analysis.py cuts it at the IP
+        # length and the snap length, never at the UDP length): the first fragment of an answer larger than
+        # the path MTU (EDNS0, up to 4096 bytes; fragments are not reassembled) arrives cut, and nothing here
+        # tells it from a message that ends early. The records that are whole are the resolver's answer all
+        # the same, and the name rules need them: without them the device's next flow looks unexplained.
+        msgs = [parse(payload, partial_ok=True)]
     for msg in msgs:
         if not msg.is_response:
             for name, qtype, _qclass in msg.questions:

@@ -196,3 +196,43 @@ def test_flows_beyond_the_name_wait_bound_are_judged_at_once_and_counted(
     raised = len(egress(alerts)) + engine.gate.incidents.folded.get("egress.unexpected_destination", 0)
     assert raised == 5
     assert engine.evictions()["name_waits"] == 3 and engine.evictions()["resolved_names"] == 0
+
+
+def fragmented_lookup(t: int, cam: tuple[str, str], name: str, addresses: list[str], sport: int) -> Frames:
+    """A lookup whose answer (one A record per address, 40 bytes each) is larger than a 1500-byte MTU: the
+    resolver's datagram goes out in IPv4 fragments of 1480 bytes; only the first carries the UDP header."""
+    query = synth.udp4_frame(cam[0], GW_MAC, cam[1], GW_IP, sport, 53, dns_query(sport & 0xFFFF, name))
+    answer = dns_response(sport & 0xFFFF, name, [a_record(name, ip, 60) for ip in addresses])
+    datagram = synth.udp(GW_IP, cam[1], 53, sport, answer)
+    frames = [(t, query)]
+    for off in range(0, len(datagram), 1480):
+        more = 0x2000 if off + 1480 < len(datagram) else 0
+        packet = synth.ipv4(GW_IP, cam[1], 17, datagram[off : off + 1480], ident=9, frag=more | off // 8)
+        frames.append((t + 2 * MS, synth.ether(GW_MAC, cam[0], 0x0800, packet)))
+    return frames
+
+
+def test_an_answer_cut_by_fragmentation_allows_the_addresses_in_its_first_fragment() -> None:
+    # 120 addresses: 4842 bytes of DNS, 4 fragments; the first holds the question and 35 whole records (the
+    # 36th is cut), the others are counted and never read (camwatch does not reassemble).
+    addresses = [f"203.0.113.{i + 1}" for i in range(120)]
+    lookup_frames = fragmented_lookup(T0, CAM1, VMS, addresses, 40000)
+    assert len(lookup_frames) == 1 + 4
+    first = https(T0 + NS, CAM1, "203.0.113.1", 41000, None)
+    last_whole = https(T0 + NS, CAM1, "203.0.113.35", 41001, None)
+    # Addresses past the cut were never seen: they stay unexplained (nothing is guessed).
+    unseen = https(T0 + NS, CAM1, "203.0.113.100", 41002, None)
+    assert egress(run(lookup_frames + first + last_whole + unseen)) == [(CAM1[1], "203.0.113.100", 443)]
+
+
+def test_a_truncated_answer_cut_inside_a_record_allows_its_whole_records() -> None:
+    # A resolver that set TC and cut the datagram in the middle of the third record, leaving the counts.
+    records = [a_record(VMS, f"203.0.113.{i + 1}", 60) for i in range(3)]
+    answer = bytearray(dns_response(40000, VMS, records))
+    answer[2:4] = (0x8380).to_bytes(2, "big")  # QR, TC, RD, RA
+    frames = personas.udp_pair(
+        T0, CAM1[0], GW_MAC, CAM1[1], GW_IP, 40000, 53, dns_query(40000, VMS), bytes(answer[:-6])
+    )
+    frames += https(T0 + NS, CAM1, "203.0.113.2", 41000, None)
+    frames += https(T0 + NS, CAM1, "203.0.113.3", 41001, None)
+    assert egress(run(frames)) == [(CAM1[1], "203.0.113.3", 443)]
