@@ -143,8 +143,13 @@ def _apply(args: argparse.Namespace, out: TextIO) -> int:
                     ports = None if e.port is None else frozenset({(e.port, e.transport or "tcp")})
                     learned.append(LearnedAddress(NameAllow("learned", (), ports), e.address, e.expires))
     result = controller.apply(plan, _actor(), "camwatch contain apply", learned)
-    out.write(f"{result.outcome}: plan {plan.digest} ({config.containment.mode}): {result.record.reason}\n")
-    return EXIT_OK if result.outcome in ("applied", "dry-run") else EXIT_REFUSED
+    # The outcome says the mode (applied: enforce; dry-run: checked only); the reason says the rest.
+    text = f"apply {result.outcome}: plan {plan.digest}: {result.record.reason}\n"
+    if result.outcome in ("applied", "dry-run"):
+        out.write(text)
+        return EXIT_OK
+    sys.stderr.write(f"camwatch: {text}")
+    return EXIT_REFUSED
 
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:
@@ -251,8 +256,10 @@ def _status_text(r: dict[str, Any]) -> str:
     if r["recent"]:
         lines.append("last changes:")
         for rec in r["recent"]:
+            device = f" {rec['device']}" if rec.get("device") else ""
             lines.append(
-                f"  {rec['@timestamp']} {rec['action']} {rec['outcome']} by {rec['actor']}: {rec['reason']}"
+                f"  {rec['@timestamp']} {rec['action']}{device} {rec['outcome']} by {rec['actor']}: "
+                f"{rec['reason']}"
             )
     lines += [f"problem: {p}" for p in r["problems"]]
     return "\n".join(lines) + "\n"
@@ -322,10 +329,14 @@ _COMMANDS = {
 
 
 def _report(record: Any, out: TextIO) -> int:
-    when = (
-        f" until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(record.expires))}" if record.expires else ""
-    )
-    text = f"{record.action} {record.device or ''}: {record.outcome}{when}: {record.reason}\n"
+    """``<action> [<device>] <outcome>[ until <time>]: <reason>``: on stdout when done (exit 0), on stderr
+    when refused or failed (exit 1), where the reason starts with the cause (``_because`` in control.py)."""
+    when = ""
+    if record.expires:
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.expires))
+        when = f", would last until {until}" if record.outcome == "dry-run" else f" until {until}"
+    device = f" {record.device}" if record.device else ""
+    text = f"{record.action}{device} {record.outcome}{when}: {record.reason}\n"
     if record.outcome in ("applied", "unchanged", "dry-run"):
         out.write(text)
         return EXIT_OK

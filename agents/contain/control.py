@@ -108,7 +108,11 @@ class Controller:
                 self.nft.check(script)
             except NftError as exc:
                 record = self.audit.new(
-                    "apply", "refused", actor, f"{reason}; nft -c refused the ruleset: {exc}", **fields
+                    "apply",
+                    "refused",
+                    actor,
+                    _because(f"nft -c refused the ruleset: {exc}", reason),
+                    **fields,
                 )
                 log.error("containment: the ruleset was not loaded (nft -c refused it): %s", exc)
                 return ApplyResult("refused", record, script)
@@ -117,7 +121,7 @@ class Controller:
                     "apply",
                     "dry-run",
                     actor,
-                    f"{reason}; checked with nft -c, not loaded (dry run)",
+                    f"{reason}; checked with nft -c, not loaded",
                     **fields,
                 )
                 return ApplyResult("dry-run", record, script)
@@ -128,7 +132,7 @@ class Controller:
                     "apply",
                     "failed",
                     actor,
-                    f"{reason}; nft failed, the previous ruleset stays: {exc}",
+                    _because(f"nft failed, the previous ruleset stays: {exc}", reason),
                     **fields,
                 )
                 log.error("containment: loading the ruleset failed, the previous one stays: %s", exc)
@@ -147,7 +151,7 @@ class Controller:
                 self.nft.load(render_remove())
             except NftError as exc:
                 return self.audit.new(
-                    "remove", "failed", actor, f"{reason}; nft failed: {exc}", mode=self.mode
+                    "remove", "failed", actor, _because(f"nft failed: {exc}", reason), mode=self.mode
                 )
             self.files.write_removed(actor, self.clock())
             book = load_book(self.files.book)
@@ -202,14 +206,12 @@ class Controller:
             if decision.refused is not None:
                 log.warning("containment: quarantine of %s refused: %s", device, decision.refused)
                 return self.audit.new(
-                    "quarantine", "refused", actor, f"{reason}; refused: {decision.refused}", **fields
+                    "quarantine", "refused", actor, _because(decision.refused, reason), **fields
                 )
             until = now + decision.seconds
             timed = {"expires": until, "level": decision.level}
             if self.mode != "enforce":
-                return self.audit.new(
-                    "quarantine", "dry-run", actor, f"{reason}; not applied ({self.mode})", **fields, **timed
-                )
+                return self.audit.new("quarantine", "dry-run", actor, reason, **fields, **timed)
             try:
                 state = self.nft.table()
                 if state is None:
@@ -217,7 +219,9 @@ class Controller:
                 self.nft.load(quarantine_elements(addrs, decision.seconds))
             except NftError as exc:
                 log.error("containment: quarantine of %s failed: %s", device, exc)
-                return self.audit.new("quarantine", "failed", actor, f"{reason}; nft failed: {exc}", **fields)
+                return self.audit.new(
+                    "quarantine", "failed", actor, _because(f"nft failed: {exc}", reason), **fields
+                )
             book.add(
                 QuarantineEntry(device, addrs, now, until, actor, reason, rule, incident, decision.level)
             )
@@ -242,7 +246,7 @@ class Controller:
                     "release",
                     "refused",
                     actor,
-                    f"{reason}; {device} is not quarantined",
+                    _because("it is not quarantined", reason),
                     device=device,
                     mode=self.mode,
                 )
@@ -256,7 +260,7 @@ class Controller:
                     self.nft.load(delete_elements("quarantine", entry.addresses))
                 except NftError as exc:
                     return self.audit.new(
-                        "release", "failed", actor, f"{reason}; nft failed: {exc}", **fields
+                        "release", "failed", actor, _because(f"nft failed: {exc}", reason), **fields
                     )
             book.release(entry.device)
             self._save(book)
@@ -313,3 +317,9 @@ class Controller:
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _because(cause: str, reason: str) -> str:
+    """An audit reason for a change that did not happen: the cause first, then why it was asked for (the
+    operator's ``--reason``, the alert, the agent's trigger), so that neither is taken for the other."""
+    return f"{cause} (reason given: {reason})"

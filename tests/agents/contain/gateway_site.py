@@ -125,16 +125,16 @@ class Site:
         try:
             while not self._stop.is_set():
                 for key, _ in sel.select(0.2):
-                    s = key.fileobj
-                    assert isinstance(s, socket.socket)
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
                     with contextlib.suppress(OSError):
-                        if s.type == socket.SOCK_STREAM:
-                            conn, _ = s.accept()
+                        if ready.type == socket.SOCK_STREAM:
+                            conn, _ = ready.accept()
                             with conn:
                                 conn.sendall(b"ok")
                         else:
-                            data, peer = s.recvfrom(2048)
-                            s.sendto(data, peer)
+                            data, peer = ready.recvfrom(2048)
+                            ready.sendto(data, peer)
         finally:
             for s in socks:
                 s.close()

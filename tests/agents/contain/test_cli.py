@@ -86,16 +86,17 @@ def test_apply_status_quarantine_release_remove(site: Site, tmp_path: Path) -> N
     clean(site)
     _, config = files(tmp_path)
     done = camwatch(site, "apply", "--config", str(config))
-    assert done.returncode == 0 and done.stdout.startswith("applied: plan "), done.stderr
+    assert done.returncode == 0 and done.stdout.startswith("apply applied: plan "), done.stderr
     status = camwatch(site, "status", "--config", str(config))
     assert status.returncode == 0, status.stdout
     assert "ruleset: loaded, plan" in status.stdout and "(matches the configuration)" in status.stdout
     done = camwatch(
         site, "quarantine", CAM2, "--reason", "investigating", "--for", "10m", "--config", str(config)
     )
-    assert done.returncode == 0 and done.stdout.startswith(f"quarantine ip:{CAM2}: applied until "), (
+    assert done.returncode == 0 and done.stdout.startswith(f"quarantine ip:{CAM2} applied until "), (
         done.stderr
     )
+    assert done.stdout.endswith(": investigating\n")
     assert not site.tcp("cam", CAM2, VMS, 9000)
     report = json.loads(camwatch(site, "status", "--config", str(config), "--json").stdout)
     (entry,) = report["quarantined"]
@@ -107,10 +108,14 @@ def test_apply_status_quarantine_release_remove(site: Site, tmp_path: Path) -> N
     assert entry["kernel_expires"] is not None and report["problems"] == []
     assert camwatch(site, "release", CAM2, "--config", str(config)).returncode == 0
     assert site.tcp("cam", CAM2, VMS, 9000)
-    again = camwatch(site, "release", CAM2, "--config", str(config))
-    assert again.returncode == 1 and "is not quarantined" in again.stderr
+    again = camwatch(site, "release", CAM2, "--reason", "done", "--config", str(config))
+    assert again.returncode == 1
+    assert again.stderr.endswith(
+        f"camwatch: release {CAM2} refused: it is not quarantined (reason given: done)\n"
+    )  # the cause where "refused:" says, the operator's reason apart
     never = camwatch(site, "quarantine", "10.92.0.2", "--reason", "x", "--config", str(config))
-    assert never.returncode == 1 and "never-block" in never.stderr
+    assert never.returncode == 1 and "quarantine ip:10.92.0.2 refused: 10.92.0.2" in never.stderr
+    assert "is on the never-block list" in never.stderr and never.stderr.endswith("(reason given: x)\n")
     assert camwatch(site, "remove", "--config", str(config), "--reason", "maintenance").returncode == 0
     assert site.nft().table() is None and site.tcp("cam", CAM1, CLOUD, 8666)
     status = camwatch(site, "status", "--config", str(config))
@@ -130,6 +135,15 @@ def test_apply_status_quarantine_release_remove(site: Site, tmp_path: Path) -> N
         ("remove", "applied"),
         ("apply", "applied"),
     ]
+
+
+def test_a_dry_run_apply_says_dry_run_once(site: Site, tmp_path: Path) -> None:
+    clean(site)
+    _, config = files(tmp_path, mode="dry-run")
+    done = camwatch(site, "apply", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("apply dry-run: plan ") and done.stdout.count("dry") == 1, done.stdout
+    assert site.nft().table() is None  # checked, not loaded
 
 
 def test_commands_that_need_containment_on_say_so(site: Site, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 from pathlib import Path
@@ -121,3 +122,45 @@ def test_the_book_file_round_trips_and_a_damaged_one_is_set_aside(tmp_path: Path
 def test_parse_says_what_is_wrong(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         QuarantineBook.parse({"version": 1, "active": [], "history": {}, **change})
+
+
+def test_a_refusal_says_its_cause_and_keeps_the_operators_reason_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cause of a refusal is where the command line says "refused:"; the --reason given is labelled
+    (it once came first, and read as the cause). Neither refusal reaches nft."""
+    from agents.contain.audit import AuditLog
+    from agents.contain.cli import EXIT_REFUSED, _report
+    from agents.contain.control import Controller
+    from agents.contain.files import ContainmentFiles
+    from agents.contain.nft import Nft
+
+    files = ContainmentFiles.at(tmp_path)
+    controller = Controller(files, Nft(("false",)), AuditLog(files), "enforce", SETTINGS)
+    record = controller.release("44:19:b6:00:01:01", "cli:op", "done")
+    assert (record.outcome, record.reason) == ("refused", "it is not quarantined (reason given: done)")
+    assert _report(record, io.StringIO()) == EXIT_REFUSED
+    assert capsys.readouterr().err == (
+        "camwatch: release 44:19:b6:00:01:01 refused: it is not quarantined (reason given: done)\n"
+    )
+    record = controller.quarantine(None, "cam9", [], "cli:op", "looks odd", automatic=False)
+    assert record.reason == "no address of the device is known (reason given: looks odd)"
+    _report(record, io.StringIO())
+    assert capsys.readouterr().err == (
+        "camwatch: quarantine cam9 refused: no address of the device is known (reason given: looks odd)\n"
+    )
+
+
+def test_a_dry_run_quarantine_says_dry_run_once(tmp_path: Path) -> None:
+    from agents.contain.audit import AuditLog
+    from agents.contain.cli import EXIT_OK, _report
+    from agents.contain.control import Controller
+    from agents.contain.files import ContainmentFiles
+    from agents.contain.nft import Nft
+
+    files = ContainmentFiles.at(tmp_path)
+    controller = Controller(files, Nft(("false",)), AuditLog(files), "dry-run", SETTINGS, clock=lambda: 0.0)
+    record = controller.quarantine(None, "cam1", [ip("10.20.0.11")], "cli:op", "test", automatic=False)
+    out = io.StringIO()
+    assert _report(record, out) == EXIT_OK
+    assert out.getvalue() == "quarantine cam1 dry-run, would last until 1970-01-01T01:00:00Z: test\n"
