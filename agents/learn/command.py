@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from agents.learn.mud import MudFiles
+from agents.learn.mud import build as build_mud
 from agents.learn.observe import Observations, rulebook_with
 from agents.learn.propose import (
     DeviceInfo,
@@ -62,7 +64,9 @@ class LearnError(Exception):
 
 def _duration(text: str) -> float:
     reader = Reader()
-    value = reader.seconds({"v": text}, "", "v", -1.0, 0, 366 * 86400)
+    # A bare number is seconds (``0``), as in the configuration; text needs a unit (90s, 10m, 1h, 1d).
+    number = text.strip().isdigit()
+    value = reader.seconds({"v": int(text) if number else text}, "", "v", -1.0, 0, 366 * 86400)
     if reader.problems or value < 0:
         raise LearnError(f"--min-span {text!r}: write a duration like 10m, 1h or 0")
     return value
@@ -105,11 +109,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         raise LearnError(f"nothing written: {exc}", EXIT_INPUT) from exc
     header = _header(args, learned, proposal, settings)
     text = render_policy(base, proposal, header, [r.name for r in policy.allow])
-    mud_files: dict[str, dict[str, Any]] = {}
+    mud = MudFiles({}, {})
     if args.mud:
-        from agents.learn.mud import mud_files as build_mud
-
-        mud_files = build_mud(proposal, learned.observations, learned.devices, policy, args.mud_url, settings)
+        mud = build_mud(proposal, learned.observations, learned.devices, policy, args.mud_url, settings)
     # Everything is ready: now write (each file through a temporary file).
     _write_text(Path(args.out), text)
     if args.alerts:
@@ -118,9 +120,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.mud:
         folder = Path(args.mud)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, doc in mud_files.items():
+        for name, doc in mud.files.items():
             _write_text(folder / name, json.dumps(doc, indent=1) + "\n")
-    _report(out, args, learned, proposal, len(mud_files), time.monotonic() - started)
+    _report(out, args, learned, proposal, mud, time.monotonic() - started)
     return EXIT_OK
 
 
@@ -198,6 +200,8 @@ def _from_state(state_dir: Path) -> Learned:
     from monitor.devices import Inventory
     from monitor.vendors.oui import VendorTable
 
+    if not state_dir.is_dir():
+        raise LearnError(_no_state_dir(state_dir), EXIT_INPUT)
     try:
         doc = read_learning(state_dir)
         inventory_state = read_inventory_records(state_dir)
@@ -221,18 +225,31 @@ def _from_state(state_dir: Path) -> Learned:
 def _relearn(args: argparse.Namespace, out: TextIO) -> int:
     if not args.from_state:
         raise LearnError("--relearn needs --from-state DIR: the state directory of the agent that learns")
+    # The same mistakes cost the same exit status as without --relearn (docs/learning.md): a state
+    # directory that cannot be used is an input (1), a MAC that is not one a bad argument (2).
+    state_dir = Path(args.from_state)
+    if not state_dir.is_dir():
+        raise LearnError(_no_state_dir(state_dir), EXIT_INPUT)
     try:
-        macs = request_relearn(Path(args.from_state), list(args.relearn))
-    except (LearningStateError, ValueError) as exc:
+        macs = request_relearn(state_dir, list(args.relearn))
+    except LearningStateError as exc:
+        raise LearnError(str(exc), EXIT_INPUT) from exc
+    except ValueError as exc:
         raise LearnError(str(exc)) from exc
     except OSError as exc:
-        raise LearnError(f"{args.from_state}: cannot write the request: {exc.strerror or exc}") from exc
+        raise LearnError(
+            f"{args.from_state}: cannot write the request: {exc.strerror or exc}", EXIT_INPUT
+        ) from exc
     for mac in macs:
         out.write(
             f"{mac}: asked to learn again; the agent starts within a minute (at its next state save) and "
             "forgets what it learned of this device before\n"
         )
     return EXIT_OK
+
+
+def _no_state_dir(state_dir: Path) -> str:
+    return f"{state_dir}: no such state directory: give the agent's state_dir (e.g. /var/lib/camwatch)"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -266,7 +283,7 @@ def _report(
     args: argparse.Namespace,
     learned: Learned,
     proposal: Proposal,
-    mud: int,
+    mud: MudFiles,
     seconds: float,
 ) -> None:
     write: Callable[[str], int] = out.write
@@ -290,4 +307,11 @@ def _report(
         n = len(learned.observations.findings)
         write(f"camwatch learn: {n} alert(s) behind the findings -> {args.alerts}\n")
     if args.mud:
-        write(f"camwatch learn: {mud} MUD file(s) -> {args.mud}\n")
+        write(f"camwatch learn: {len(mud.files)} MUD file(s) -> {args.mud}\n")
+        if mud.without:
+            write(
+                f"no MUD file for {len(mud.without)} group(s): nothing supported and unflagged to describe "
+                "(a MUD file listing nothing would forbid its devices everything)\n"
+            )
+            for label, why in mud.without.items():
+                write(f"  [no-mud] {label}: {why}\n")

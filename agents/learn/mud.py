@@ -18,6 +18,9 @@ Every flow opened by the device yields a from-device ACE and its mirror (the rep
 ACL; every flow opened to it (the recorder pulling video) a to-device ACE and its mirror. TCP ACEs say
 who initiated (``ietf-mud:direction-initiated``). Only supported, unflagged traffic is described (the
 same support as the policy's learned rules); traffic from off the site to a device is left out.
+
+A group with nothing to describe gets no file (a MUD file that lists nothing forbids the device everything);
+:func:`build` says why for each such group (:func:`mud_files` gives the files alone).
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agents.learn.observe import ADDRESS, IN, NAME, OUT, Observations
+from agents.learn.observe import ADDRESS, IN, NAME, OUT, Observations, Usage
 from agents.learn.propose import DeviceInfo, Group, LearnSettings, Proposal, flagged
 from monitor.policy import SitePolicy
 
-__all__ = ["CACHE_VALIDITY_HOURS", "mud_files"]
+__all__ = ["CACHE_VALIDITY_HOURS", "MudFiles", "build", "mud_files"]
 
 CACHE_VALIDITY_HOURS: Final = 48
 DNS_CONTROLLER: Final = "urn:ietf:params:mud:dns"
@@ -78,6 +81,14 @@ class _Use:
     initiated: str  # "from-device" or "to-device"
 
 
+@dataclass(slots=True)
+class MudFiles:
+    """The MUD documents by file name, and the groups that got none with why (group label -> reason)."""
+
+    files: dict[str, dict[str, Any]]
+    without: dict[str, str]
+
+
 def mud_files(
     proposal: Proposal,
     obs: Observations,
@@ -87,17 +98,69 @@ def mud_files(
     settings: LearnSettings,
     now: datetime | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """File name -> MUD document, one per group of the proposal."""
+    """File name -> MUD document, one per group of the proposal with something to describe."""
+    return build(proposal, obs, devices, policy, base_url, settings, now).files
+
+
+def build(
+    proposal: Proposal,
+    obs: Observations,
+    devices: Mapping[str, DeviceInfo],
+    policy: SitePolicy,
+    base_url: str,
+    settings: LearnSettings,
+    now: datetime | None = None,
+) -> MudFiles:
+    """The MUD documents, one per group of the proposal, and why each group without one has none."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     vendor_of = {ip: info.vendor for info in devices.values() for ip in info.ips if info.vendor}
-    out: dict[str, dict[str, Any]] = {}
+    out = MudFiles({}, {})
     for key, group in sorted(proposal.groups.items()):
         uses = _learned_uses(proposal, key) + _observed_uses(group, obs, policy, vendor_of, settings)
         if not uses:
+            out.without[group.label] = _why_none(group, obs, settings)
             continue
         url = base_url.rstrip("/") + f"/{group.slug}.json"
-        out[f"{group.slug}.json"] = _document(group, uses, url, stamp, policy.site)
+        out.files[f"{group.slug}.json"] = _document(group, uses, url, stamp, policy.site)
     return out
+
+
+def _supported(usage: Usage, settings: LearnSettings) -> bool:
+    return usage.flows >= settings.min_flows and usage.last_ns - usage.first_ns >= settings.min_span_s * NS
+
+
+def _why_none(group: Group, obs: Observations, settings: LearnSettings) -> str:
+    """Why none of the group's traffic made an ACE, in words: each kind of traffic it had, counted."""
+    members = set(group.devices)
+    below = flagged_ = portless = off_site = other = 0
+    for key, usage in obs.usages.items():
+        if key.device not in members:
+            continue
+        if key.transport not in _PROTOCOLS:
+            portless += 1
+        elif flagged(obs, key, usage):
+            flagged_ += 1
+        elif not _supported(usage, settings):
+            below += 1
+        elif key.direction == IN:
+            off_site += 1
+        else:
+            other += 1
+    parts = [
+        f"{n} {what}"
+        for n, what in (
+            (below, f"below the support asked ({settings.min_flows} flows over {settings.min_span_s:g} s)"),
+            (flagged_, "flagged by a rule (see the findings)"),
+            (portless, "without ports (ICMP and the like)"),
+            (off_site, "opened from off the site (never described)"),
+            (other, "not learned (see the findings)"),
+        )
+        if n
+    ]
+    if not parts:
+        return "no TCP or UDP traffic of its devices was seen"
+    total = below + flagged_ + portless + off_site + other
+    return f"of its {total} peer/port pair(s), " + ", ".join(parts)
 
 
 def _learned_uses(proposal: Proposal, group: str) -> list[_Use]:
@@ -130,7 +193,7 @@ def _observed_uses(
     for key, usage in obs.usages.items():
         if key.device not in members or key.transport not in _PROTOCOLS:
             continue
-        if usage.flows < settings.min_flows or usage.last_ns - usage.first_ns < settings.min_span_s * NS:
+        if not _supported(usage, settings):
             continue
         if flagged(obs, key, usage):
             continue

@@ -209,6 +209,39 @@ def test_bad_arguments_are_one_line(
     assert rc == 2 and message in err and len(err.splitlines()) == 1
 
 
+def test_a_missing_state_directory_is_an_input_error_with_or_without_relearn(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same mistake, the same exit status (1: an input could not be read) and the same line."""
+    missing = str(tmp_path / "no-state")
+    learn = ["learn", "--from-state", missing, "--policy", str(site / "base.yaml"), "--out",
+             str(tmp_path / "o.yaml")]  # fmt: skip
+    relearn = ["learn", "--relearn", "44:19:b6:00:00:01", "--from-state", missing]
+    errors = []
+    for args in (learn, relearn):
+        assert cli.main(args) == 1, args
+        errors.append(capsys.readouterr().err)
+    assert (
+        errors[0] == errors[1] == f"camwatch: error: {missing}: no such state directory: give the agent's "
+        "state_dir (e.g. /var/lib/camwatch)\n"
+    )
+    # A MAC that is not one stays a bad argument.
+    (tmp_path / "state").mkdir()
+    assert cli.main(["learn", "--relearn", "camera-1", "--from-state", str(tmp_path / "state")]) == 2
+
+
+def test_a_min_span_of_0_learns_what_was_seen_at_once(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/learning.md: --min-span takes 0 (a bare number is seconds)."""
+    args = ["learn", str(site / "learn.pcap"), "--policy", str(site / "base.yaml")]
+    assert cli.main([*args, "--out", str(tmp_path / "a.yaml"), "--min-span", "0"]) == 0
+    assert cli.main([*args, "--out", str(tmp_path / "b.yaml"), "--min-span", "0s"]) == 0
+    body = [(tmp_path / n).read_text().split("\n", 3)[3] for n in ("a.yaml", "b.yaml")]  # past the header
+    assert body[0] == body[1]
+    assert "over 0 s" in (tmp_path / "a.yaml").read_text()
+
+
 def test_a_damaged_capture_is_an_input_error(
     site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

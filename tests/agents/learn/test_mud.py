@@ -138,7 +138,7 @@ def check_mud_document(doc: Any) -> None:
 def check_aces(acl: dict[str, Any]) -> None:
     version = 4 if acl["type"] == "ipv4-acl-type" else 6
     aces = acl["aces"]["ace"]
-    check(isinstance(aces, list) and aces, f"acl {acl['name']}", "a non-empty ace list")
+    check(isinstance(aces, list) and bool(aces), f"acl {acl['name']}", "a non-empty ace list")
     names = [ace["name"] for ace in aces]
     check(len(names) == len(set(names)), f"acl {acl['name']}", "ace names are unique")
     for ace in aces:
@@ -202,6 +202,29 @@ def mud_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     assert cli.main([*args, "--mud", str(root / "mud"), "--mud-url", "https://mud.example.com/site7"]) == 0
     return root / "mud"
+
+
+def test_a_group_without_a_mud_file_is_named_with_why(
+    mud_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No file for a group with nothing to describe (an empty MUD file would forbid everything), and the
+    report says so for each group, with what its traffic was."""
+    root = mud_dir.parent
+    args = ["learn", str(root / "learn.pcap"), "--policy", str(root / "base.yaml"), "--out",
+            str(tmp_path / "p.yaml"), "--mud", str(tmp_path / "mud"), "--min-flows", "100000"]  # fmt: skip
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"camwatch learn: 0 MUD file(s) -> {tmp_path / 'mud'}" in out
+    groups = [line for line in out.splitlines() if line.startswith("  [no-mud] ")]
+    # Every group is named (the same groups the files were written for with the default support).
+    assert len(groups) == len(list(mud_dir.iterdir())) >= 2
+    assert f"no MUD file for {len(groups)} group(s)" in out
+    assert any(line.startswith("  [no-mud] Hikvision DS-2CD2143G2-I: of its ") for line in groups)
+    for line in groups:
+        assert re.search(
+            r": of its (\d+) peer/port pair\(s\), \1 below the support asked \(100000 flows", line
+        ) or ("flagged by a rule" in line and "below the support asked (100000 flows" in line), line
+    assert list((tmp_path / "mud").iterdir()) == []
 
 
 def test_one_valid_mud_file_per_model(mud_dir: Path) -> None:
