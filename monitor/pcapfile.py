@@ -71,6 +71,15 @@ _PCAP_MAGICS: Final[dict[bytes, tuple[str, int]]] = {
 _PCAP_HEADER_LEN: Final = 24
 _PCAP_RECORD_HEADER_LEN: Final = 16
 
+# Compressed files (Wireshark reads gzip, zstd and lz4 captures): magic -> (format, command to decompress).
+_COMPRESSED: Final[tuple[tuple[bytes, str, str], ...]] = (
+    (b"\x1f\x8b", "gzip", "gunzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+    (b"\x04\x22\x4d\x18", "lz4", "unlz4"),
+    (b"\xfd7zXZ\x00", "xz", "unxz"),
+    (b"BZh", "bzip2", "bunzip2"),
+    (b"PK\x03\x04", "zip", "unzip"),
+)
 _SHB_MAGIC: Final = b"\x0a\x0d\x0d\x0a"  # palindromic: the same in both byte orders
 _SHB: Final = 0x0A0D0D0A
 _IDB: Final = 1
@@ -256,12 +265,18 @@ class CaptureParser:
 
     Timestamps are not checked for plausibility; a pcapng timestamp too large for int64 nanoseconds
     (about year 2262) is stored as the int64 maximum and counted in ``ts_clamped``. An original length
-    above :data:`MAX_WIRELEN` is replaced by the captured length and counted in ``wirelen_clamped``.
+    above :data:`MAX_WIRELEN` is replaced by the captured length and counted in ``wirelen_clamped``; one below
+    the captured length is replaced by it too and counted in ``wirelen_below_caplen``. A pcapng interface
+    whose ``if_tsresol`` has more units a second than 64 bits can count (10^20, 2^64 and beyond: every time
+    would fall in the first seconds of 1970) gets the default resolution, microseconds, with a warning, and
+    is counted in ``tsresol_rejected`` (Wireshark refuses such a file).
     """
 
     packets: int  # total packets produced so far (returned in batches or attached to an error)
     ts_clamped: int  # pcapng timestamps too large for int64 ns, stored as the int64 maximum
     wirelen_clamped: int  # records whose original length was impossible, counted with their captured length
+    wirelen_below_caplen: int  # records whose original length was below their captured length (counted: that)
+    tsresol_rejected: int  # pcapng interfaces whose if_tsresol no 64-bit timestamp can use (default used)
 
     def __init__(
         self, name: str = "<capture>", batch_size: int = 65536, *, split_at_feeds: bool = False
@@ -277,6 +292,8 @@ class CaptureParser:
         self.packets = 0
         self.ts_clamped = 0
         self.wirelen_clamped = 0
+        self.wirelen_below_caplen = 0
+        self.tsresol_rejected = 0
         self._fed = 0  # total bytes fed
         self._consumed = 0  # absolute offset up to which input was parsed into complete units
         self._carry = bytearray()  # an incomplete unit (header, record or block) at offset _consumed
@@ -351,7 +368,12 @@ class CaptureParser:
             self._format = "pcapng"
         if self._carry or self._format is None:
             if self._format is None:
-                reason = f"truncated file header ({len(self._carry)} bytes)" if self._carry else "empty input"
+                if not self._carry:
+                    reason = "empty input (the capture is empty: 0 bytes)"
+                elif _compression(bytes(self._carry)):
+                    reason = _compressed_reason(bytes(self._carry), self.name)
+                else:
+                    reason = f"truncated file header ({len(self._carry)} bytes)"
             else:
                 reason = self._truncation_reason()
             self._fail(TruncatedCaptureError(self.name, self._consumed, reason))
@@ -448,19 +470,30 @@ class CaptureParser:
     def _check_wirelen(self, seg: _Segment) -> None:
         # A record's original length is the writer's word only: 0xFFFFFFFF in five records would count as
         # 21 GB. Beyond the largest frame any capture stack produces (MAX_WIRELEN, GRO/GSO super-frames
-        # included), the captured length is what can be vouched for.
-        bad = seg.wirelen > MAX_WIRELEN
-        count = int(np.count_nonzero(bad))
-        if not count:
+        # included), the captured length is what can be vouched for. Below the captured length it is
+        # impossible too (the frame had at least the bytes we hold): max(caplen, wirelen) is counted.
+        wirelen, caplen = seg.wirelen, seg.caplen
+        bad = wirelen > MAX_WIRELEN
+        short = wirelen < caplen
+        count, below = int(np.count_nonzero(bad)), int(np.count_nonzero(short))
+        if not (count or below):
             return
-        if not self.wirelen_clamped:
+        if count and not self.wirelen_clamped:
             _log.warning(
                 "%s: %d record(s) with an impossible original length counted with their captured length",
                 self.name,
                 count,
             )
+        if below and not self.wirelen_below_caplen:
+            _log.warning(
+                "%s: %d record(s) with an original length below the captured length counted with the "
+                "captured length",
+                self.name,
+                below,
+            )
         self.wirelen_clamped += count
-        seg.wirelen = np.where(bad, seg.caplen, seg.wirelen)
+        self.wirelen_below_caplen += below
+        seg.wirelen = np.where(bad | short, caplen, wirelen)
 
     def _full_batches(self) -> list[PacketBatch]:
         out = []
@@ -542,7 +575,11 @@ class CaptureParser:
             elif magic == _SHB_MAGIC:
                 self._format = "pcapng"  # the SHB itself is parsed by the pcapng walker
             else:
-                self._fail(CaptureError(self.name, base + pos, "not a pcap or pcapng file"))
+                head = bytes(buf[pos : pos + 6])
+                reason = (
+                    _compressed_reason(head, self.name) if _compression(head) else "not a pcap or pcapng file"
+                )
+                self._fail(CaptureError(self.name, base + pos, reason))
         if self._format == "pcap":
             pos, fault = self._walk_pcap(buf, pos)
         else:
@@ -915,10 +952,40 @@ class CaptureParser:
             elif code == _OPT_IF_TSOFFSET and olen >= 8:
                 (tsoffset,) = self._ng_i64(buf, p)
             p += (olen + 3) & ~3
+        if _tsresol_unusable(tsresol):
+            # Such a resolution puts every timestamp in the first seconds of 1970 (Wireshark refuses the
+            # file); the packets are still good, so keep them with the default resolution and say so.
+            _log.warning(
+                "%s: interface description block at byte %d: if_tsresol %s s is finer than a 64-bit "
+                "timestamp can count; using the default resolution (microseconds)",
+                self.name,
+                pos,
+                f"2^-{tsresol & 0x7F}" if tsresol & 0x80 else f"10^-{tsresol}",
+            )
+            self.tsresol_rejected += 1
+            tsresol = _DEFAULT_TSRESOL
         # keep ns arithmetic inside int64 whatever the offset (real offsets are a few decades at most)
         if abs(tsoffset) * _NS > 1 << 62:
             raise _Fault(pos, f"interface description block: if_tsoffset {tsoffset} out of range")
         return _interface(linktype, snaplen, tsresol, tsoffset)
+
+
+def _tsresol_unusable(tsresol: int) -> bool:
+    """More units a second than 64 bits can count: 2^64 and up, 10^20 and up."""
+    return (tsresol & 0x7F) >= 64 if tsresol & 0x80 else tsresol >= 20
+
+
+def _compression(head: bytes) -> tuple[str, str] | None:
+    """(format, command) of a compressed file starting with ``head``, or None."""
+    for magic, fmt, command in _COMPRESSED:
+        if head.startswith(magic):
+            return fmt, command
+    return None
+
+
+def _compressed_reason(head: bytes, name: str) -> str:
+    fmt, command = _compression(head) or ("", "")
+    return f"{fmt}-compressed, not a pcap or pcapng file: decompress it first ({command} {name})"
 
 
 # Interfaces are immutable: the same description (many files repeat a few) is built once.

@@ -343,9 +343,36 @@ def test_timestamp_conversion_is_exact(tsresol: int, tsoffset: int) -> None:
     blocks += [pcapng_block(2, struct.pack("<HHIIII", 0, 0, r >> 32, r & 0xFFFFFFFF, 0, 0)) for r in raws]
     parser = CaptureParser()
     got = [p[2] for p in packets_of(parser.feed(b"".join(blocks)) + parser.flush())]
-    expected = [min(r * NS // units + tsoffset * NS, INT64_MAX) for r in raws]
+    # More units a second than 64 bits count (10^20, 2^64 and up) puts every time in 1970's first seconds:
+    # such a resolution is replaced by the default (microseconds) and counted.
+    unusable = units >= 1 << 64
+    expected = [min(r * NS // (10**6 if unusable else units) + tsoffset * NS, INT64_MAX) for r in raws]
     assert got == expected * 2
     assert parser.ts_clamped == 2 * sum(e == INT64_MAX for e in expected)
+    assert parser.tsresol_rejected == int(unusable)
+
+
+@pytest.mark.parametrize(("tsresol", "shown"), [(0xFF, "2^-127"), (127, "10^-127"), (20, "10^-20")])
+def test_a_resolution_beyond_64_bits_is_replaced_with_a_warning(
+    tsresol: int, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """realtraffic's a04/a05: if_tsresol 2^-127 and 10^-127 gave silent 1970 timestamps."""
+    t = 1_700_000_000 * 10**6 + 5  # microseconds
+    data = pcapng_shb() + pcapng_idb(1, tsresol=tsresol) + pcapng_epb(0, t, b"x")
+    parser = CaptureParser("res.pcapng")
+    with caplog.at_level("WARNING"):
+        got = packets_of(parser.feed(data) + parser.flush())
+    assert [p[2] for p in got] == [t * 1000]
+    assert parser.tsresol_rejected == 1
+    assert f"if_tsresol {shown} s" in caplog.text and "res.pcapng" in caplog.text
+
+
+def test_the_finest_resolutions_64_bits_count_are_kept() -> None:
+    data = pcapng_shb() + pcapng_idb(1, tsresol=19) + pcapng_idb(1, tsresol=0x80 | 63)
+    data += pcapng_epb(0, 10**19, b"a") + pcapng_epb(1, 1 << 63, b"b")
+    parser = CaptureParser()
+    assert [p[2] for p in packets_of(parser.feed(data) + parser.flush())] == [NS, NS]
+    assert parser.tsresol_rejected == 0
 
 
 def test_simple_packet_block_and_snaplen() -> None:
@@ -477,7 +504,9 @@ def test_truncated_file_header(cut: int) -> None:
     got, err = drain(data[:cut], "short.pcap")
     assert got == []
     assert isinstance(err, TruncatedCaptureError)
-    reason = "empty input" if cut == 0 else f"truncated file header ({cut} bytes)"
+    reason = (
+        "empty input (the capture is empty: 0 bytes)" if cut == 0 else f"truncated file header ({cut} bytes)"
+    )
     assert str(err) == f"short.pcap: {reason} at byte offset 0"
 
 
@@ -487,6 +516,56 @@ def test_garbage_magic() -> None:
         assert got == []
         assert str(err) == "junk.bin: not a pcap or pcapng file at byte offset 0"
         assert not isinstance(err, TruncatedCaptureError)
+
+
+@pytest.mark.parametrize(
+    ("head", "fmt", "command"),
+    [
+        (b"\x1f\x8b\x08\x00", "gzip", "gunzip"),
+        (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+        (b"\x04\x22\x4d\x18", "lz4", "unlz4"),
+        (b"\xfd7zXZ\x00", "xz", "unxz"),
+        (b"BZh9", "bzip2", "bunzip2"),
+        (b"PK\x03\x04", "zip", "unzip"),
+    ],
+)
+def test_a_compressed_capture_says_so_and_how_to_decompress_it(head: bytes, fmt: str, command: str) -> None:
+    got, err = drain(head + bytes(100), "site.pcap.x")
+    assert got == []
+    assert str(err) == (
+        f"site.pcap.x: {fmt}-compressed, not a pcap or pcapng file: decompress it first "
+        f"({command} site.pcap.x) at byte offset 0"
+    )
+
+
+def test_a_compressed_file_shorter_than_a_pcap_magic_still_says_it_is_compressed() -> None:
+    _, err = drain(b"\x1f\x8b\x08", "tiny.gz")
+    assert str(err) == (
+        "tiny.gz: gzip-compressed, not a pcap or pcapng file: decompress it first (gunzip tiny.gz) "
+        "at byte offset 0"
+    )
+
+
+def test_a_gzip_compressed_pcap() -> None:
+    import gzip
+
+    data, _ = sample_pcap()
+    _, err = drain(gzip.compress(data), "site.pcap.gz")
+    assert str(err) == (
+        "site.pcap.gz: gzip-compressed, not a pcap or pcapng file: decompress it first (gunzip site.pcap.gz) "
+        "at byte offset 0"
+    )
+
+
+def test_an_original_length_below_the_captured_length_counts_the_captured_one() -> None:
+    """realtraffic's a16: an 81-byte frame whose record says 10 bytes on the wire was counted as 10."""
+    frame = bytes(81)
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    records = b"".join(struct.pack("<IIII", 1, 0, len(frame), wire) + frame for wire in (10, 81, 1500))
+    parser = CaptureParser("short-wire.pcap")
+    (batch,) = parser.feed(header + records) + parser.flush()
+    assert batch.wirelen.tolist() == [81, 81, 1500]
+    assert (parser.wirelen_below_caplen, parser.wirelen_clamped) == (1, 0)
 
 
 def corrupt_u32(data: bytes, pos: int, value: int) -> bytes:
