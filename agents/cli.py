@@ -749,6 +749,8 @@ class _NullSink:
 
 
 def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
+    from monitor.decode import undecoded_message
+
     st = engine.stats
     vendors = Counter(d.manufacturer or "unknown" for d in engine.inventory)
     by_vendor = ", ".join(f"{name} {n}" for name, n in vendors.most_common()) or "none"
@@ -756,15 +758,33 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
     by_severity = _by_severity(st.alerts)
     fs = engine.flows.stats
     rate = st.packets / seconds if seconds > 0 else 0.0
+    # What was not read as IP is always shown; the rarer counts only when there are any.
+    unread = [
+        f"{st.non_ip:,} non-IP",
+        f"{st.later_fragments:,} later fragments",
+        f"{st.truncated:,} truncated",
+    ]
+    if st.ipv6_ext_overflow:
+        unread.append(f"{st.ipv6_ext_overflow:,} with over 8 IPv6 extension headers")
+    if st.decapsulated:
+        unread.append(f"{st.decapsulated:,} read inside tunnels")
+    alerts = sum(st.alerts.values())
     out.write(
-        f"camwatch: {st.packets:,} packets ({st.bytes:,} bytes, {st.non_ip:,} non-IP, "
-        f"{st.later_fragments:,} later fragments, {st.truncated:,} truncated) in {seconds:.2f} s "
-        f"({rate:,.0f} packets/s)\n"
-        f"camwatch: {fs.created:,} flows ({fs.evicted:,} evicted at the bound)\n"
-        f"camwatch: {len(engine.inventory):,} devices: {by_vendor}\n"
-        f"camwatch: {sum(st.alerts.values()):,} alerts{by_severity}: {by_rule}"
+        f"camwatch: {_n(st.packets, 'packet')} ({_n(st.bytes, 'byte')}, {', '.join(unread)}) "
+        f"in {seconds:.2f} s ({rate:,.0f} packets/s)\n"
+        f"camwatch: {_n(fs.created, 'flow')} ({fs.evicted:,} evicted at the bound)\n"
+        f"camwatch: {_n(len(engine.inventory), 'device')}: {by_vendor}\n"
+        f"camwatch: {_n(alerts, 'alert')}{by_severity}: {by_rule}"
         f" ({engine.gate.suppressed:,} repeats suppressed)\n"
     )
+    if st.undecoded_linktypes:
+        # Not an error (what could be read was), but no analyst may read "0 alerts" as a clean capture.
+        out.write(f"camwatch: warning: {undecoded_message(st.undecoded_linktypes)}\n")
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 packet``, ``2 packets``, ``1,024 bytes``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _by_severity(alerts: dict[str, int]) -> str:

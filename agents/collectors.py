@@ -192,6 +192,9 @@ class EngineReading:
     packets_truncated: int = 0
     packets_non_ip: int = 0
     packets_later_fragments: int = 0
+    packets_undecoded: Mapping[int, int] = field(default_factory=dict)  # by link type camwatch does not read
+    packets_ipv6_ext_overflow: int = 0
+    packets_decapsulated: int = 0
     analyzer_packets: Mapping[str, int] = field(default_factory=dict)  # by protocol
     analyzer_parse_errors: int = 0
     analyzer_internal_errors: int = 0
@@ -220,6 +223,9 @@ class EngineReading:
             packets_truncated=st.truncated,
             packets_non_ip=st.non_ip,
             packets_later_fragments=st.later_fragments,
+            packets_undecoded=dict(st.undecoded_linktypes),
+            packets_ipv6_ext_overflow=st.ipv6_ext_overflow,
+            packets_decapsulated=st.decapsulated,
             analyzer_packets=dict(an.by_protocol),
             analyzer_parse_errors=an.parse_errors,
             analyzer_internal_errors=an.internal_errors,
@@ -327,6 +333,24 @@ def _engine_families(
         "camwatch_packets_later_fragments_total",
         "IP fragments after the first (no transport header: not assigned to a flow).",
         r.packets_later_fragments,
+    )
+    undecoded = CounterMetricFamily(
+        "camwatch_packets_undecoded_total",
+        "Frames of a link type camwatch does not decode (802.11, PPP, ...), by link type number.",
+        labels=("linktype",),
+    )
+    for linktype, count in sorted(r.packets_undecoded.items()):
+        undecoded.add_metric([str(linktype)], count)
+    yield undecoded
+    yield _counter(
+        "camwatch_packets_ipv6_ext_overflow_total",
+        "IPv6 packets with more extension headers than camwatch walks (8): not assigned to a flow.",
+        r.packets_ipv6_ext_overflow,
+    )
+    yield _counter(
+        "camwatch_packets_decapsulated_total",
+        "Packets read inside a tunnel (remote mirror: GRE, ERSPAN, VXLAN; IP-in-IP, GTP-U).",
+        r.packets_decapsulated,
     )
     analyzed = CounterMetricFamily(
         "camwatch_analyzer_packets_total", "Packets given to a protocol analyzer.", labels=("protocol",)

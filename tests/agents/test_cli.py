@@ -268,3 +268,21 @@ def test_a_command_option_before_the_command_says_where_it_goes(demo: Path) -> N
     )
     # Options of camwatch itself still go before the command.
     assert camwatch("-v", "replay", demo, "--alerts", "/dev/null").returncode == 0
+
+
+def test_a_capture_of_a_link_type_camwatch_cannot_read_is_not_reported_clean(tmp_path: Path) -> None:
+    # One 802.11 radiotap frame (link type 127), as a phone or Wi-Fi capture gives: no "0 alerts" alone.
+    import struct
+
+    frame = b"\x00\x00\x08\x00\x00\x00\x00\x00" + b"\x08\x00" + bytes(30)
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 127)
+    path = tmp_path / "wifi.pcap"
+    path.write_bytes(head + struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame)
+    res = camwatch("replay", path, "--alerts", "/dev/null")
+    assert res.returncode == 0
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith("camwatch: 1 packet (40 bytes, 0 non-IP,")  # one packet, not "1 packets"
+    assert lines[-1] == (
+        "camwatch: warning: 1 packet of link type 127 (IEEE 802.11 radiotap) not decoded: camwatch reads "
+        "Ethernet, Linux SLL/SLL2, raw IP, BSD loopback and Apple PKTAP"
+    )

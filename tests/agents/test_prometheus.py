@@ -122,6 +122,9 @@ def full_reading(**changes: object) -> EngineReading:
         packets_truncated=1,
         packets_non_ip=2,
         packets_later_fragments=3,
+        packets_undecoded={127: 5},
+        packets_ipv6_ext_overflow=1,
+        packets_decapsulated=6,
         analyzer_packets={"dns": 10, "rtsp": 4},
         analyzer_parse_errors=1,
         flows_active=12,
@@ -1108,3 +1111,26 @@ def test_open_incidents_are_series_by_device_and_incident_except_for_learning_de
         want = {(("device", d), ("incident", ids[d])) for d in expected}
         assert samples["camwatch_incident_severity"] == dict.fromkeys(want, 5.0)
         assert samples["camwatch_incident_alerts"] == dict.fromkeys(want, 1.0)
+
+
+def test_frames_the_engine_could_not_read_are_counted_by_link_type(tmp_path: Path) -> None:
+    # A real engine over a capture of one 802.11 radiotap frame (link type 127), and its scrape.
+    import struct
+
+    from agents.collectors import EngineCollector
+    from tests.enginerun import run_engine
+
+    frame = b"\x00\x00\x08\x00\x00\x00\x00\x00" + b"\x08\x00" + bytes(30)
+    path = tmp_path / "wifi.pcap"
+    path.write_bytes(
+        struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 127)
+        + struct.pack("<IIII", 1, 0, len(frame), len(frame))
+        + frame
+    )
+    engine, _, _ = run_engine(path)
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(lambda: EngineReading.of(engine)))
+    samples = scrape(registry)
+    assert samples["camwatch_packets_undecoded_total"] == {(("linktype", "127"),): 1.0}
+    assert samples["camwatch_packets_non_ip_total"] == {(): 0.0}
+    assert samples["camwatch_packets_decapsulated_total"] == {(): 0.0}
