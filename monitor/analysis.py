@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.analyzers import AnalyzerError
-from monitor.decode import PROTO_TCP, PROTO_UDP, TCP_SYN, Decoded
+from monitor.decode import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Decoded
 from monitor.events import DeviceFact, Event
 from monitor.evidence import EvidenceRecorder
-from monitor.flows import Flow
+from monitor.flows import CLIENT_DATA, Flow
 from monitor.pcapfile import PacketBatch
 from monitor.protocol import FlowApp
-from monitor.reassembly import OrderStats, TcpOrder
+from monitor.reassembly import OrderStats, TcpOrder, seq_diff
 from monitor.registry import Protocols, protocols
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,11 @@ class Analysis:
                     break
                 for row in _rows(batch, d, positions):
                     self._analyse(data, row, flow)
+            if flow.client_side >= 0:
+                # Request mode set inside the batch (the flow's label): the client's data the table did not
+                # pick, so that what is read does not depend on where batches end.
+                for row in _rows(batch, d, more(flow, CLIENT_DATA)):
+                    self._analyse(data, row, flow)
 
     def run_link(self, batch: PacketBatch, d: Decoded) -> None:
         """Frames of the link-layer protocols (ARP) in the batch, after :meth:`run` (their events join
@@ -155,40 +160,92 @@ class Analysis:
         keep = app.watched
         if keep is None:
             keep = app.watched = self.involves_watched(flow)
+            if keep:
+                self._request_mode(flow)  # by its ports, before a label (a request cut in tiny segments)
         ts, start, l3, l4, ip_len, flags, src_hi, src_lo, sport, offset, caplen, wirelen, linktype = row
         if start < 0:
             return
         proto = flow.key[2]
         if proto != PROTO_TCP and proto != PROTO_UDP:
             start = l4  # no ports: the protocol's handler gets the whole IP payload
-        end = min(l3 + ip_len, caplen)
+        end = l3 + ip_len
+        verify = True  # whether the TCP checksum can be checked: the whole segment was captured
+        if end <= l4 and proto == PROTO_TCP:
+            # An IP length that ends before the TCP header: a TSO/GRO or BIG TCP super-frame (IPv4 total
+            # length 0, IPv6 payload length 0) merged by the capturing host. Its data runs to the captured
+            # length (as Wireshark's "TSO" option reads it); its checksum is the NIC's to fill in.
+            end, verify = caplen, False
+        elif end > caplen:
+            end, verify = caplen, False  # cut by the snap length
         k = flow.key
         from_src = ((src_hi, src_lo, sport) == (k[3], k[4], k[5])) == flow.a_sent_first
         if end <= start:
-            if proto == PROTO_TCP and flags & TCP_SYN:
-                # Where the data will start: later segments are then put in order from the first.
-                packet = data[offset : offset + caplen].tobytes()
-                seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
-                self._order(app, from_src).feed(seq, True, b"", 0, self.order)
-                if keep:  # evidence (issue 12): the handshake is kept with the flow's first packets
-                    self.evidence.record(app, ts, packet, from_src, wirelen, linktype)
+            if proto == PROTO_TCP:
+                if flags & TCP_SYN:
+                    # Where the data will start: later segments are then put in order from the first.
+                    packet = data[offset : offset + caplen].tobytes()
+                    seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
+                    self._order(app, from_src).feed(seq, True, b"", 0, self.order)
+                    if keep:  # evidence (issue 12): the handshake is kept with the flow's first packets
+                        self.evidence.record(app, ts, packet, from_src, wirelen, linktype)
+                elif (app.tcp_src is not None and app.tcp_src.suspect is not None) or (
+                    app.tcp_dst is not None and app.tcp_dst.suspect is not None
+                ):
+                    # A bare ACK or FIN may confirm a segment whose checksum did not verify (reassembly.py).
+                    packet = data[offset : offset + caplen].tobytes()
+                    self._tcp(flow, app, packet, l4, flags, from_src, b"", ts, True)
             return
         packet = data[offset : offset + caplen].tobytes()
         payload = packet[start:end]
+        if proto == PROTO_TCP and flow.skip_to is not None and from_src == _client_is_src(flow):
+            seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
+            if seq_diff(flow.skip_to, seq) >= len(payload):
+                return  # inside a body the analyzer skips (the flow table picked it before it knew)
         self.stats.packets += 1
         if keep:  # evidence (issue 12): the packets the analyzers read, a small ring per flow (evidence.py)
             self.evidence.record(app, ts, packet, from_src, wirelen, linktype)
         if proto == PROTO_TCP:
-            # Each byte once, in order: mirror copies, retransmissions and reordering must not reach a
-            # stream parser (their counters say what was dropped or skipped).
-            seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
-            pieces = self._order(app, from_src).feed(seq, bool(flags & TCP_SYN), payload, ts, self.order)
-        elif self._repeated(app, from_src, payload, ts):
-            return
-        else:
-            pieces = [(payload, ts)]
+            if verify and packet[l3] >> 4 == 4 and (packet[l3 + 6] & 0x3F or packet[l3 + 7]):
+                verify = False  # an IPv4 first fragment: the rest of the segment is in the others
+            # A checksum field of 0 was never filled in (lab tools, some offloads): not checked.
+            valid = not verify or packet[l4 + 16 : l4 + 18] == b"\0\0" or _checksum_ok(packet, l3, l4, end)
+            self._tcp(flow, app, packet, l4, flags, from_src, payload, ts, valid)
+        elif not self._repeated(app, from_src, payload, ts):
+            self._deliver(flow, app, from_src, [(payload, ts)])
+
+    def _tcp(
+        self,
+        flow: Flow,
+        app: FlowApp,
+        packet: bytes,
+        l4: int,
+        flags: int,
+        from_src: bool,
+        payload: bytes,
+        ts: int,
+        valid: bool,
+    ) -> None:
+        """Each byte once, in order: mirror copies, retransmissions and reordering must not reach a stream
+        parser (their counters say what was dropped or skipped); a segment whose checksum did not verify waits
+        for a good copy of its bytes or for the sender or the receiver to go past it."""
+        if flags & TCP_ACK:
+            theirs = app.tcp_dst if from_src else app.tcp_src
+            if theirs is not None and theirs.suspect is not None:
+                # The other side's bytes this one acknowledges come first: they were sent before.
+                ack = int.from_bytes(packet[l4 + 8 : l4 + 12], "big")
+                self._deliver(flow, app, not from_src, theirs.confirm(ack, self.order))
+        seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
+        order = self._order(app, from_src)
+        pieces = order.feed(seq, bool(flags & TCP_SYN), payload, ts, self.order, valid)
+        self._deliver(flow, app, from_src, pieces)
+        skip = flow.skip_to
+        if skip is not None and order.next is not None and seq_diff(order.next, skip) > 0:
+            flow.skip_to = None  # the stream went past the skipped body
+
+    def _deliver(self, flow: Flow, app: FlowApp, from_src: bool, pieces: list[tuple[bytes, int]]) -> None:
         for piece, piece_ts in pieces:
             self.now_ns = piece_ts
+            app.skip_offer = None  # an offer stands for the last piece only: it counts from its end
             try:
                 self._dispatch(flow, from_src, piece, piece_ts)
             except AnalyzerError:
@@ -196,6 +253,19 @@ class Analysis:
             except Exception:  # a bug in an analyzer must never stop the agent
                 self.stats.internal_errors += 1
                 log.exception("analyzer failure on flow %s -> %s", flow.src, flow.dst)
+        offer = app.skip_offer
+        if offer is None:
+            return
+        app.skip_offer = None
+        side, nbytes, accept = offer
+        if flow.client_side < 0 or side != from_src or side != _client_is_src(flow) or nbytes <= 0:
+            return
+        order = app.tcp_src if side else app.tcp_dst
+        if order is None or order.next is None or order.waiting:
+            return  # segments wait: they may hold some of those bytes, so the handler reads on
+        # The client's segments that end before this are not shown any more (an upload's body).
+        flow.skip_to = order.skip(nbytes)
+        accept(nbytes)
 
     def on_flow_end(self, flow: Flow) -> None:
         """A flow ended: segments still waiting behind a hole will never be read (a mirror that lost one),
@@ -270,6 +340,7 @@ class Analysis:
             flow.protocol = proto
             self.stats.by_protocol[proto] = self.stats.by_protocol.get(proto, 0) + 1
         reg = self.protocols
+        self._request_mode(flow)
         if proto in reg.control:
             flow.inspect_left = -1
         else:
@@ -282,6 +353,28 @@ class Analysis:
                     app = flow.app = FlowApp()
                 limit = app.offered + taken + more
                 app.limit = limit if app.limit is None else min(app.limit, limit)
+
+    def _request_mode(self, flow: Flow) -> None:
+        """A request/answer protocol (ProtocolSpec.requests) on a TCP flow of a watched device: the client's
+        data is shown to the analyzers for the whole connection (flows.py, Flow.client_side), so that the
+        exploit matchers read every request, however late in a kept-alive connection, however segmented."""
+        if flow.proto != PROTO_TCP or not self.watched(flow):
+            return
+        specs = self.protocols.specs
+        label = flow.protocol
+        if label is None:
+            # Unlabelled: by the protocols expected on its ports (HTTP on 80, DVRIP on 37777), so that a
+            # request whose first segments are too short to recognise is still read past the budget.
+            ports = self.protocols.ports.get(PROTO_TCP, {})
+            names = (*ports.get(flow.dst[1], ()), *ports.get(flow.src[1], ()))
+            wanted = any(specs[name].requests for name in names)
+        else:
+            spec = specs.get(label)
+            wanted = spec is not None and spec.requests
+        if not wanted:
+            flow.client_side, flow.skip_to = -1, None  # labelled something else (TLS on 8000...)
+        elif flow.client_side < 0:
+            flow.client_side = 0 if flow.opener_is_src == flow.a_sent_first else 1
 
     # ---------------------------------------------------------------- Context (for the handlers)
 
@@ -310,6 +403,7 @@ class Analysis:
         app = flow.app
         if vendor is not None and app is not None and app.watched is False and self.vendor_watched(vendor):
             app.watched = True  # a banner named a watched vendor: from now on this flow is watched
+            self._request_mode(flow)
         self.events.append(
             DeviceFact(
                 self.now_ns,
@@ -387,6 +481,26 @@ def _rows(batch: PacketBatch, d: Decoded, positions: list[int]) -> Iterator[_Row
     # An iterator: zip hands out one tuple at a time (and reuses it), where a list of them put a batch's
     # worth of tuples in the cycle collector's youngest generation.
     return zip(*(column[idx].tolist() for column in columns), strict=True)
+
+
+def _client_is_src(flow: Flow) -> bool:
+    """Whether the client of a flow in request mode (Flow.client_side) is its source."""
+    return (flow.client_side == 0) == flow.a_sent_first
+
+
+def _checksum_ok(packet: bytes, l3: int, l4: int, end: int) -> bool:
+    """Whether the TCP checksum of the segment ``packet[l4:end]`` verifies (RFC 9293 3.1, RFC 8200 8.1).
+
+    The one's complement sum of 16-bit words is the big-endian integer of the bytes modulo 0xFFFF (2**16 is
+    1 modulo 0xFFFF), which ``int`` computes in C: a few microseconds for a full segment, on the analysed
+    packets only."""
+    addrs = packet[l3 + 12 : l3 + 20] if packet[l3] >> 4 == 4 else packet[l3 + 8 : l3 + 40]
+    segment = packet[l4:end]
+    length = end - l4
+    if length & 1:
+        segment += b"\0"
+    total = int.from_bytes(addrs, "big") % 0xFFFF + 6 + length + int.from_bytes(segment, "big") % 0xFFFF
+    return total % 0xFFFF == 0
 
 
 def _every_flow(flow: Flow) -> bool:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 NS = 1_000_000_000
 INSPECT_PACKETS = 12
+# `FlowTable.more`'s limit for the client's data of a flow in request mode (Flow.client_side).
+CLIENT_DATA = -2
 
 # (vlan_outer, vlan_inner, proto, a_hi, a_lo, a_port, b_hi, b_lo, b_port); a <= b.
 FlowKey = tuple[int, int, int, int, int, int, int, int, int]
@@ -79,6 +81,7 @@ class Flow:
         "app",
         "bytes_a",
         "bytes_b",
+        "client_side",
         "closed_ns",
         "copy",
         "domain",
@@ -106,6 +109,7 @@ class Flow:
         "pkts_b",
         "protocol",
         "server_name",
+        "skip_to",
         "src",
         "start_ns",
     )
@@ -133,6 +137,14 @@ class Flow:
         # Packets still to show the analyzers (-1: every packet, for control protocols); the
         # bulk of a video flow is never looked at past its first packets.
         self.inspect_left = INSPECT_PACKETS
+        # Past that budget, the data segments one side sends keep being shown: the client's requests on a
+        # request/answer protocol of a watched device (ProtocolSpec.requests), so that a request late in a
+        # kept-alive connection or cut in many segments is still read. -1: off; else the `from_b` value of
+        # the client (0: side a). Answers (a download, an MJPEG stream) are not shown.
+        self.client_side = -1
+        # While set, the client's segments ending at or before this sequence number are not shown: the
+        # body of an upload the analyzer does not need (it said so through FlowApp.skip_offer).
+        self.skip_to: int | None = None
         self.app: FlowApp | None = None  # the analyzers' state for this flow
         # For media an RTSP SETUP announced: whether the camera (the video's sender) is the source. The
         # viewer may send the first packet (FFmpeg's NAT "punch"), so who started the flow does not tell.
@@ -233,6 +245,7 @@ class FlowTable:
         self.replied: list[tuple[Flow, int]] = []
         # Batch positions of flows whose budget ran out inside the last batch, not yet shown: see `more`.
         self._rest: dict[Flow, np.ndarray] = {}
+        self._columns: _Columns | None = None  # the last batch's, for `more`
 
     def __len__(self) -> int:
         return len(self._tcp) + len(self._other)
@@ -260,6 +273,7 @@ class FlowTable:
         self.inspect = inspect = []
         self.replied = replied = []
         self._rest = rest = {}
+        self._columns = columns = _columns(d)
         if nsel == 0:
             return created, ended
         sh, sl, sp = d.src_hi[sel], d.src_lo[sel], d.sport[sel]
@@ -419,30 +433,50 @@ class FlowTable:
                 flow.flags_a |= fa
                 flow.flags_b |= fb
             left = flow.inspect_left
-            if left:
+            if left or flow.client_side >= 0:
                 b0, count = int(bounds[k]), int(counts[k])
                 take = count if left < 0 else min(left, count)
                 pos = order[b0 : b0 + take]
                 if not isinstance(sel, slice):
                     pos = sel[pos]
-                inspect.append((flow, pos.tolist()))
                 if left > 0:
                     flow.inspect_left = left - take
-                    if take < count:
+                if take < count:
+                    tail = order[b0 + take : b0 + count]
+                    if not isinstance(sel, slice):
+                        tail = sel[tail]
+                    if flow.client_side >= 0:
+                        # The client's data past the budget (after the budgeted packets in capture order).
+                        picked = client_data(flow, tail, columns, d)
+                        if picked.any():
+                            pos = np.concatenate((pos, tail[picked]))
+                            tail = tail[~picked]
+                    if left > 0 and len(tail):
                         # Kept (a view, no copy) in case a packet just selected raises the budget.
-                        tail = order[b0 + take : b0 + count]
-                        rest[flow] = tail if isinstance(sel, slice) else sel[tail]
+                        rest[flow] = tail
+                if len(pos):
+                    inspect.append((flow, pos.tolist()))
         self._evict(ended)
         return created, ended
 
     def more(self, flow: Flow, limit: int) -> list[int]:
-        """Up to ``limit`` (-1: all) more positions of ``flow`` in the last batch, in capture order: the
+        """Up to ``limit`` (-1: all; CLIENT_DATA: the client's data of a flow in request mode) more positions
+        of ``flow`` in the last batch, in capture order: the
         packets its budget did not cover when the batch was grouped. The analyzers ask for them when a
         packet they just read raised the budget (a WebRTC flow's DTLS handshake), so that the result does not
         depend on where batches end. They count against ``flow.inspect_left``."""
         rest = self._rest.get(flow)
         if rest is None or not len(rest):
             return []
+        if limit == CLIENT_DATA:
+            # The client's data among them, for a flow whose request mode was set inside the batch: not
+            # counted against the budget (request mode reads past it).
+            if flow.client_side < 0 or self._columns is None:
+                return []
+            picked = client_data(flow, rest, self._columns)
+            self._rest[flow] = rest[~picked]
+            client: list[int] = rest[picked].tolist()
+            return client
         take = len(rest) if limit < 0 else min(limit, len(rest))
         self._rest[flow] = rest[take:]
         if flow.inspect_left > 0:
@@ -475,6 +509,9 @@ class FlowTable:
         flow = table.get(key)
         shown: tuple[Flow, list[int]] | None = None
         unpicked: dict[Flow, list[int]] = {}
+        # Which of these packets are client data of the flow in request mode (Flow.client_side), worked out
+        # for the flow object they were worked out for: a flow that ends here and starts again is new.
+        picks: tuple[Flow, list[bool]] | None = None
         for i, t in enumerate(ts_l):
             fl = fl_l[i]
             from_a = (sh_l[i], sl_l[i], sp_l[i]) == a_side
@@ -534,7 +571,12 @@ class FlowTable:
                     flow.mac_b = smac_l[i]
                 if not flow.mac_a:
                     flow.mac_a = dmac_l[i]
-            if flow.inspect_left:
+            client = False
+            if not flow.inspect_left and flow.client_side >= 0:
+                if picks is None or picks[0] is not flow:
+                    picks = (flow, client_data(flow, pos, _columns(d), d).tolist())
+                client = picks[1][i]
+            if flow.inspect_left or client:
                 if shown is None or shown[0] is not flow:
                     shown = (flow, [])
                     self.inspect.append(shown)
@@ -620,6 +662,44 @@ class FlowTable:
                 ended.append(flow)
             table.clear()
         return ended
+
+
+# The columns of a decoded batch that say which packets are a client's data (not the batch's bytes: the
+# flow table keeps them until the next batch, for `more`).
+_Columns = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]
+
+
+def _columns(d: Decoded) -> _Columns:
+    return (d.src_hi, d.src_lo, d.sport, d.l3_off, d.ip_len, d.l4_off, d.payload_off, d.wirelen, d.tcp_flags)
+
+
+def client_data(flow: Flow, pos: np.ndarray, columns: _Columns, d: Decoded | None = None) -> np.ndarray:
+    """Which of the packets at batch positions ``pos`` (all of ``flow``) the flow's client sent with data (or
+    a FIN or RST: what ends its requests), past ``flow.skip_to`` when the batch ``d`` is given (the analysis
+    drops the others too): the packets a flow in request mode shows."""
+    src_hi, src_lo, sport, l3_off, ip_len, l4_off, payload_off, wirelen, tcp_flags = columns
+    k = flow.key
+    from_b = (src_lo[pos] != k[4]) | (src_hi[pos] != k[3]) | (sport[pos] != k[5])
+    mine = from_b if flow.client_side else ~from_b
+    ends = l3_off[pos] + ip_len[pos]
+    l4 = l4_off[pos]
+    # An IP length that ends before the TCP header (0 in a TSO/BIG TCP super-frame): the frame's length.
+    length = np.where(ends <= l4, wirelen[pos], ends) - payload_off[pos]
+    picked: np.ndarray = mine & ((length > 0) | ((tcp_flags[pos] & (TCP_FIN | TCP_RST)) != 0))
+    skip = flow.skip_to
+    if skip is not None and d is not None and picked.any():
+        at = d.offsets[pos] + l4 + 4
+        b = d.data[at[:, None] + _SEQ_BYTES].astype(np.int64)
+        seq = (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+        # Past the skipped body in sequence space (32-bit serial arithmetic): ends after `skip`.
+        ahead = (seq + np.maximum(length, 0) - skip) % (1 << 32)
+        picked &= (ahead > 0) & (ahead < (1 << 31))
+    return picked
+
+
+_SEQ_BYTES = np.arange(4)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -64,8 +64,8 @@ class FlowApp:
     """The analyzers' state of one flow (``Flow.app``), created before its first packet is analysed."""
 
     __slots__ = (
-        "datagrams", "done", "failures", "limit", "offered", "states", "tcp_dst", "tcp_src", "tried",
-        "watched",
+        "datagrams", "done", "failures", "limit", "offered", "skip_offer", "states", "tcp_dst", "tcp_src",
+        "tried", "watched",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -88,6 +88,8 @@ class FlowApp:
         # Whether a watched device is on either side (decided at the first analysed packet, see
         # Analysis.involves_watched): only such flows keep evidence and report logins and requests.
         self.watched: bool | None = None
+        # What the handler just said it does not need of the stream (see offer_skip), for the analysis.
+        self.skip_offer: tuple[bool, int, Callable[[int], None]] | None = None
 
 
 def flow_state(flow: Flow, key: Hashable, cls: type[T], factory: Callable[[], T] | None = None) -> T:
@@ -105,6 +107,14 @@ def peek_state(flow: Flow, key: Hashable, cls: type[T]) -> T | None:
     app = flow.app
     value = app.states.get(key) if app is not None else None
     return value if isinstance(value, cls) else None
+
+
+def offer_skip(flow: Flow, from_src: bool, nbytes: int, accept: Callable[[int], None]) -> None:
+    """The next ``nbytes`` this side sends, after the payload the handler was just given, are not needed
+    (the rest of an upload's body). If the analysis agrees (a flow in request mode whose stream is in order)
+    it calls ``accept(nbytes)``, and the flow table stops showing those segments; else nothing happens and
+    the handler goes on reading them."""
+    _app(flow).skip_offer = (from_src, nbytes, accept)
 
 
 def stop_inspecting(flow: Flow) -> None:
@@ -150,6 +160,9 @@ class ProtocolSpec:
     """A small control protocol: once a flow has this label, every packet of it is read."""
     after_label: int | None = None
     """Once labelled, read at most this many more packets of the flow (media, encrypted sessions)."""
+    requests: bool = False
+    """Requests the attack rules match (HTTP, Dahua DVRIP): on a flow of a watched device, every data
+    segment the client sends is read for the whole connection, past the first packets (not the answers)."""
     mux_rank: int | None = None
     """For labels that share one 5-tuple (RFC 7983: STUN, DTLS, SRTP): a flow's label only moves up."""
     emits: tuple[type[Event], ...] = ()

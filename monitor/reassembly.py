@@ -9,7 +9,11 @@ its place. :class:`TcpOrder` hands each byte of one direction to the analyzers o
 - a segment overlapping it is trimmed to its new bytes (the first copy wins, as most IDSs do: a second
   copy with other content is counted, not believed);
 - a segment after a hole waits (a few segments, a few kB) for the hole to fill; when the hole outlives
-  that room it is skipped and counted: the stream goes on from what there is.
+  that room it is skipped and counted: the stream goes on from what there is;
+- a next segment whose TCP checksum does not verify (the analysis says so) waits as a *suspect*: a copy of
+  those bytes whose checksum does verify replaces it (the receiver dropped the bad one: an insertion
+  evasion), and it is delivered once the sender goes on past it or the receiver acknowledges it (a checksum
+  left to the NIC on frames the capturing host sent is common: such traffic is delayed a packet, not lost).
 
 Only the few packets the flow table selects for analysis go through here, never the video.
 """
@@ -41,29 +45,39 @@ class OrderStats:
     holes: int = 0  # gaps never filled (lost by the mirror): bytes the analyzers did not see
     held_bytes: int = 0  # bytes held behind holes now, by every flow (bounded by MAX_HELD_TOTAL)
     over_budget: int = 0  # holes skipped at once because MAX_HELD_TOTAL bytes were held
+    bad_checksums: int = 0  # copies with a bad TCP checksum dropped for a good copy of the same bytes
 
 
 class TcpOrder:
     """One direction of a TCP connection, for the analyzers."""
 
-    __slots__ = ("_held", "_held_bytes", "next")
+    __slots__ = ("_held", "_held_bytes", "next", "suspect")
 
     def __init__(self) -> None:
         self.next: int | None = None  # the sequence number of the next byte to deliver
         self._held: list[tuple[int, bytes, int]] = []  # (seq, payload, ts_ns) after a hole, in order
         self._held_bytes = 0
+        # The next segment, not delivered yet because its TCP checksum did not verify: (seq, payload, ts_ns).
+        # Never at the same time as held segments (it is only taken when nothing waits).
+        self.suspect: tuple[int, bytes, int] | None = None
 
     def feed(
-        self, seq: int, syn: bool, payload: bytes, ts: int, stats: OrderStats
+        self, seq: int, syn: bool, payload: bytes, ts: int, stats: OrderStats, valid: bool = True
     ) -> list[tuple[bytes, int]]:
-        """The payloads (with their capture times) that are now deliverable in order, possibly none."""
+        """The payloads (with their capture times) that are now deliverable in order, possibly none.
+        ``valid``: whether the segment's TCP checksum verified (or could not be checked)."""
         if syn:
             seq = (seq + 1) % _MOD  # a SYN takes one sequence number before the data
         if self.next is None:
             self.next = seq  # a session met in the middle starts where it is met
+        if self.suspect is not None:
+            return self._settle(seq, payload, ts, stats, valid)
         if not payload:
             return []  # a SYN or a bare ACK: it only says where the data starts
         if seq == self.next and not self._held:
+            if not valid:
+                self.suspect = (seq, payload, ts)  # delivered when confirmed, replaced by a good copy
+                return []
             self.next = (seq + len(payload)) % _MOD  # in order, nothing waiting: the usual case
             return [(payload, ts)]
         ahead = seq_diff(seq, self.next)
@@ -86,6 +100,48 @@ class TcpOrder:
         self.next = (self.next + len(payload)) % _MOD
         out.extend(self._drain(stats))
         return out
+
+    def _settle(
+        self, seq: int, payload: bytes, ts: int, stats: OrderStats, valid: bool
+    ) -> list[tuple[bytes, int]]:
+        """A segment arrived while a suspect waits at the front."""
+        assert self.suspect is not None
+        s_seq, s_payload, _ = self.suspect
+        s_end = (s_seq + len(s_payload)) % _MOD
+        if seq_diff(seq, s_end) >= 0:
+            # The sender went on past it (data, or a bare ACK/FIN after it) and no other copy came: it was the
+            # one the receiver took (a checksum the NIC was to fill in).
+            return [*self.confirm(s_end, stats), *self.feed(seq, False, payload, ts, stats, valid)]
+        if not payload:
+            return []
+        if valid and seq_diff((seq + len(payload)) % _MOD, s_seq) > 0:
+            # A copy of (some of) those bytes whose checksum holds: the receiver dropped the suspect and took
+            # this one (a segment inserted with a bad checksum, so that a monitor believes other bytes).
+            self.suspect = None
+            stats.bad_checksums += 1
+            return self.feed(seq, False, payload, ts, stats, valid)
+        stats.duplicates += 1  # an old retransmission, or a second unverified copy: the suspect waits
+        return []
+
+    def confirm(self, ack: int, stats: OrderStats) -> list[tuple[bytes, int]]:
+        """The receiver acknowledged up to ``ack``: a suspect it covers was taken; deliver it."""
+        suspect = self.suspect
+        if suspect is None:
+            return []
+        s_seq, s_payload, s_ts = suspect
+        end = (s_seq + len(s_payload)) % _MOD
+        if seq_diff(ack, end) < 0:
+            return []
+        self.suspect = None
+        self.next = end
+        return [(s_payload, s_ts)]
+
+    def skip(self, nbytes: int) -> int:
+        """The next ``nbytes`` of the stream are not needed (a body the analyzer skips): the stream goes on
+        after them. Only when nothing waits (see :attr:`waiting`); returns the new :attr:`next`."""
+        assert self.next is not None and not self.waiting
+        self.next = (self.next + nbytes) % _MOD
+        return self.next
 
     def _hold(self, seq: int, payload: bytes, ts: int, stats: OrderStats) -> None:
         held = self._held
@@ -132,17 +188,20 @@ class TcpOrder:
 
     @property
     def waiting(self) -> bool:
-        """Segments wait behind a hole."""
-        return bool(self._held)
+        """Segments wait behind a hole, or a suspect waits to be confirmed."""
+        return bool(self._held) or self.suspect is not None
 
     def drop(self, stats: OrderStats) -> None:
         """Forget what is held (the flow ended): it no longer counts against MAX_HELD_TOTAL."""
         stats.held_bytes -= self._held_bytes
         self._held_bytes = 0
         self._held = []
+        self.suspect = None
 
     def flush(self, stats: OrderStats) -> list[tuple[bytes, int]]:
         """Whatever waits behind a hole, delivered anyway (the analyzers stop reading this flow)."""
+        if self.suspect is not None:
+            return self.confirm((self.suspect[0] + len(self.suspect[1])) % _MOD, stats)
         if not self._held:
             return []
         return self._release(stats)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.logins import rpc_login, rpc_outcome
 from monitor.events import AppRequest, AppResponse
-from monitor.protocol import Context, ProtocolSpec, flow_state
+from monitor.protocol import Context, ProtocolSpec, flow_state, offer_skip
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 PROTOCOL: Final = "dvrip"
 HEADER_LEN: Final = 32
 MAX_BODY: Final = 64 * 1024  # a JSON call is small; a bigger body is skipped, not buffered
+# A skipped frame longer than this (a firmware upgrade's payload) is skipped by the flow table too, on a
+# connection whose requests are all read (ProtocolSpec.requests).
+SKIP_FRAME: Final = 16384
 DHIP_MAGIC: Final = b"DHIP"
 DVRIP_JSON: Final = 0xF6
 # First bytes of the binary DVRIP commands and answers (login, realm, discovery, media...).
@@ -97,6 +100,17 @@ class DvripStreamParser:
         """Bytes held for the next segment (at most a header and a ``MAX_BODY`` body)."""
         return len(self._buf)
 
+    @property
+    def skippable(self) -> int:
+        """Bytes of a skipped frame still to come (a binary command's payload, a body above MAX_BODY)."""
+        return self._skip
+
+    def skip_body(self, nbytes: int) -> None:
+        """The next ``nbytes`` (at most :attr:`skippable`) were skipped without being read."""
+        if not 0 < nbytes <= self._skip:
+            raise ValueError(f"cannot skip {nbytes} bytes here")
+        self._skip -= nbytes
+
     def feed(self, segment: bytes) -> list[Frame]:
         """Take the next payload of this direction; return the frames it completed. Never raises."""
         if self.failed:
@@ -155,6 +169,9 @@ def handle_dvrip(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: i
     frames = parser.feed(payload)
     if not ctx.watched(flow):
         return True  # logins are read for the rules about watched devices only
+    if parser.skippable > SKIP_FRAME and from_src == flow.opener_is_src:
+        # The client's calls are all read (request mode): a big frame it sends need not be.
+        offer_skip(flow, from_src, parser.skippable, parser.skip_body)
     logins = flow_state(flow, PROTOCOL, _Logins)
     for frame in frames:
         if not frame.body:
@@ -187,6 +204,7 @@ PROTOCOLS = (
         tcp_ports=(37777,),
         sniff=looks_like,
         tcp_guess=130,
+        requests=True,
         emits=(AppRequest, AppResponse),
     ),
 )

@@ -34,7 +34,7 @@ from monitor.analyzers.logins import (
     soap_fault_is_auth,
 )
 from monitor.events import AppRequest, AppResponse, PortMapping
-from monitor.protocol import Context, ProtocolSpec, flow_state
+from monitor.protocol import Context, ProtocolSpec, flow_state, offer_skip
 from monitor.vendors.fingerprints import REALM_VENDORS, SERVER_VENDORS, vendor_from
 
 if TYPE_CHECKING:
@@ -533,6 +533,15 @@ def parse_from_head(head: MessageHead) -> HttpRequest | HttpResponse:
     return HttpRequest.from_head(head)
 
 
+def _may_start(data: bytes) -> bool:
+    """Whether ``data`` is the beginning of what :func:`looks_like` accepts (a method, ``HTTP/1.``)."""
+    if len(data) >= 16 or b"\n" in data:
+        return False
+    return any(
+        start.startswith(data) or data.startswith(start) for start in (*_LOOKS_LIKE_REQUEST, b"HTTP/1.")
+    )
+
+
 def looks_like(payload: bytes) -> bool:
     """True when ``payload`` starts with a request line of a usual method or an ``HTTP/1.x`` status line.
 
@@ -607,6 +616,30 @@ class HttpStreamParser:
     def buffered(self) -> int:
         """Bytes held for the next segment (never more than ``max_buffer`` plus ``keep_body``)."""
         return len(self._buf) + len(self._body)
+
+    @property
+    def skippable(self) -> int:
+        """Body bytes still to come that need not be read (the start the message keeps is already
+        collected): what :meth:`skip_body` may be given. 0 outside a body."""
+        if self._held is not None or self._buf:
+            return 0
+        if self._state == _BODY:
+            return self._remaining
+        if self._state == _CHUNK_DATA:
+            return self._remaining - 2  # the chunk's CRLF is read: the next size line follows it
+        return 0
+
+    def skip_body(self, nbytes: int) -> None:
+        """The next ``nbytes`` of the stream (at most :attr:`skippable`) were skipped without being read."""
+        if not 0 < nbytes <= self.skippable:
+            raise ValueError(f"cannot skip {nbytes} bytes here")
+        self._remaining -= nbytes
+        self.body_bytes += nbytes
+
+    @property
+    def pending(self) -> bytes:
+        """The start of a head held for the next segment."""
+        return self._buf
 
     def expect_no_body(self) -> None:
         """The next response answers a HEAD request: it has no body whatever its length says."""
@@ -778,6 +811,9 @@ MAX_PENDING: Final = 16
 #: packets of the flow. Added to the budget, never set: the packets read do not depend on batch sizes.
 LOGIN_EXTRA_PACKETS: Final = 6
 MAX_EXTENSIONS: Final = 64
+#: A request body longer than this past what is kept (an upload: a firmware image) is skipped by the flow
+#: table on a connection whose requests are all read (ProtocolSpec.requests): only the next head is shown.
+SKIP_BODY: Final = 16384
 
 
 class _Exchanges:
@@ -846,7 +882,13 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
         (_client_parser if client else _server_parser) if watched else HttpStreamParser,
     )
     if flow.protocol is None and not looks_like(payload):
-        raise AnalyzerError(PROTOCOL, "not an HTTP message start")
+        if parser.messages or parser.opaque or not _may_start(parser.pending + payload):
+            raise AnalyzerError(PROTOCOL, "not an HTTP message start")
+        # A message start cut in tiny segments ("G", "ET", " /"): kept until it says what it is.
+        parser.feed(payload)
+        if not looks_like(parser.pending):
+            return False
+        payload = b""  # the parser has it
     # Requests and answers as events (logins, exploit shapes) only where a watched device is on the flow:
     # the rules that read them are about watched devices, and the rest of a busy network's HTTP is most
     # of what the analyzers see.
@@ -882,6 +924,9 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
         ctx.emit(AppResponse(ts, flow, from_src, PROTOCOL, msg.status, asked, auth, msg.body))
         if auth == FAILURE or msg.status == 401:
             exchanges.extend(flow)
+    if client and exchanges is not None and parser.skippable > SKIP_BODY:
+        # The client's requests are all read (request mode): the bulk of an upload's body need not be.
+        offer_skip(flow, from_src, parser.skippable, parser.skip_body)
     return True
 
 
@@ -892,6 +937,7 @@ PROTOCOLS = (
         tcp_ports=(80, 8080, 8000, 8666, 49152),
         sniff=looks_like,
         tcp_guess=10,
+        requests=True,
         emits=(PortMapping, AppRequest, AppResponse),
     ),
 )
