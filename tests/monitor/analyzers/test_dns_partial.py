@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from monitor.analyzers import AnalyzerError, dns
 from monitor.events import DnsAnswer, ResolvedAddress
-from tests.monitor.analyzers.payloads import only_analyzer_errors, udp_first_fragments, udp_payloads
+from tests.monitor.analyzers import test_dns
+from tests.monitor.analyzers.payloads import only_analyzer_errors, udp_first_fragments
 from tests.monitor.analyzers.recording import RecordingContext, make_flow
 from tests.truth.paths import PCAPS
 
@@ -203,14 +204,8 @@ def test_first_fragments_of_real_answers() -> None:
     assert resolved == {("fg2.weberlab.de", "194.247.4.10"), ("pa.weberlab.de", "2001:470:1f0b:1024::2")}
 
 
-def _corpus_samples() -> list[bytes]:
-    out: list[bytes] = []
-    for rel in ("zeek/wikipedia.pcap", "arkime/dns-wiresharkrepo.pcap", "zeek/dns/mdns.pcap"):
-        out += [p.payload for p in udp_payloads(PCAPS / rel)][:40]
-    return [p for p in out if p]
-
-
-SAMPLES = _corpus_samples()
+# The strict parser's corpus samples (real DNS and mDNS messages), cut here instead.
+SAMPLES = test_dns.SAMPLES
 
 
 def _lenient(data: bytes) -> dns.DnsMessage:
