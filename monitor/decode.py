@@ -677,10 +677,19 @@ def decode(batch: PacketBatch) -> Decoded:
     icmp_code = np.where(icmp, h4[:, 1], -1).astype(np.int64)
     payload = np.where(icmp, l4 + 8, payload)
 
+    wirelen = batch.wirelen.astype(np.int64, copy=False)
+    # A TSO/GRO super-frame (Linux BIG TCP) says IPv4 total length 0, or IPv6 payload length 0 past 64 kB: its
+    # IP length is the rest of the frame, as Wireshark's TSO option reads it (else its IP bytes count 0).
+    ip_len = f.ip_len
+    ver = f.ip_version
+    big = is_ip & (((ver == 4) & (ip_len == 0)) | ((ver == 6) & (ip_len == 40) & (wirelen - l3 > 65_575)))
+    if big.any():
+        ip_len[big] = wirelen[big] - l3[big]
+
     return Decoded(
         n=n,
         ts_ns=batch.ts_ns,
-        wirelen=batch.wirelen.astype(np.int64, copy=False),
+        wirelen=wirelen,
         ok=first & ~truncated,
         is_ip=is_ip,
         fragment=f.fragment,

@@ -232,3 +232,15 @@ def test_the_engine_counts_undecoded_link_types_apart_from_non_ip() -> None:
         "(IEEE 802.11 radiotap) not decoded: camwatch reads Ethernet, Linux SLL/SLL2, raw IP, BSD loopback "
         "and Apple PKTAP"
     )
+
+
+def test_a_super_frame_with_ip_total_length_zero_counts_its_ip_bytes() -> None:
+    # Linux BIG TCP / TSO: an IPv4 total length of 0 means "the rest of the frame" (Wireshark's TSO reading);
+    # a normal packet keeps its own length, Ethernet padding not counted.
+    tcp = synth.tcp4_frame(M1, M2, "10.0.0.1", "10.0.0.2", 1000, 80, b"x" * 3000)
+    big = bytearray(tcp)
+    big[14 + 2 : 14 + 4] = b"\0\0"
+    small = synth.udp4_frame(M1, M2, "10.0.0.1", "10.0.0.2", 1, 2, b"")  # 42 bytes, padded to 60 below
+    d = decode_frames([(1, bytes(big)), (1, small + bytes(18))])
+    assert d.ok.tolist() == [True, True]
+    assert d.ip_len.tolist() == [len(tcp) - 14, 28]
