@@ -253,6 +253,38 @@ class _Loader(yaml.SafeLoader):
             ) from exc
 
 
+def _plain_yaml_error(context: str, problem: str) -> tuple[str, str, bool] | None:
+    """PyYAML's wording of the mistakes people make most, in plain words: (what, fix, whether the position
+    to name is where the construct opens). None for anything else (PyYAML's own words are then shown)."""
+    if problem.startswith("expected <block end>, but found '<block"):
+        return (
+            "this line is not indented like the lines it belongs with",
+            "indent it with the same number of spaces as the keys (or list items) beside it",
+            False,
+        )
+    if "flow sequence" in context and problem.startswith("expected ',' or ']'"):
+        return "a list opened with '[' is not closed", "close it with ']', e.g. [a, b]", True
+    if "flow mapping" in context and problem.startswith("expected ',' or '}'"):
+        return "a mapping opened with '{' is not closed", "close it with '}', e.g. {a: 1}", True
+    if "quoted scalar" in context and "end of stream" in problem:
+        return "a quoted text is not closed", "add the closing quote", True
+    if problem == "mapping values are not allowed here":
+        # Either a value with ': ' in it, or a key indented deeper than the key above it (YAML reads it as
+        # the rest of that key's value).
+        return (
+            "a ':' inside a value (a value with ': ' in it, or a key indented deeper than the key above it)",
+            'quote a value that contains ": " (x: "a: b"), and indent each key like the keys beside it',
+            False,
+        )
+    if "simple key" in context and problem == "could not find expected ':'":
+        return (
+            "a line that is neither 'key: value' nor a list item ('- value')",
+            "add ':' after the key",
+            True,
+        )
+    return None
+
+
 def load_yaml(
     text: str | bytes,
     source: str = "<yaml>",
@@ -279,6 +311,11 @@ def load_yaml(
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(" ".join(p.split()) for p in (exc.context, exc.problem) if p) or "unreadable"
         fix = _TAB_FIX if "'\\t'" in what else _YAML_FIX
+        plain = _plain_yaml_error(exc.context or "", exc.problem or "")
+        if plain is not None:
+            what, fix, at_start = plain
+            if at_start and exc.context_mark is not None:
+                mark = exc.context_mark  # where the unclosed thing opens, not the end of the file
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
         raise ValidationError([FieldProblem("", f"invalid YAML: {what}", fix, line, column)], source) from exc
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow; no mark, a position

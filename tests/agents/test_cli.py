@@ -151,11 +151,14 @@ def test_an_agent_config_with_a_yaml_syntax_error_is_reported_as_a_configuration
     path.write_text("site: depot-7\ncapture: [eth1\nmetrics: {port: 1}\n")
     with pytest.raises(ConfigError) as info:
         check_config(str(path), io.StringIO())
-    assert str(info.value).startswith(f"{path}: line 3, column 8: invalid YAML: ")
+    # Named where the unclosed list opens, in plain words.
+    assert str(info.value).startswith(
+        f"{path}: line 2, column 10: invalid YAML: a list opened with '[' is not"
+    )
     res = camwatch("check-config", path)
     # One problem, one line.
     assert res.returncode == 2 and res.stderr.count("\n") == 1
-    assert res.stderr.startswith(f"camwatch: invalid configuration: {path}: line 3, column 8: invalid YAML")
+    assert res.stderr.startswith(f"camwatch: invalid configuration: {path}: line 2, column 10: invalid YAML")
 
 
 def test_a_policy_file_warns_like_the_policy_of_a_configuration(

@@ -519,7 +519,7 @@ def test_messages_stay_on_one_line() -> None:
     ("text", "line", "column"),
     [
         ("site: a\nallow: [\n", 3, 1),  # unclosed flow list
-        ("site: a\nmonitored:\n  networks: [10.20.0.0/24\n  vendors: [x]\n", 4, 10),
+        ("site: a\nmonitored:\n  networks: [10.20.0.0/24\n  vendors: [x]\n", 3, 13),
         ("site: a\n\tallow: []\n", 2, 1),  # tab indentation
         ("site: a\nsite: b: c\n", 2, 8),
         ("site: 2024-13-01\n", 1, 7),  # a value YAML cannot construct

@@ -172,3 +172,30 @@ def test_an_out_of_range_duration_repeats_what_was_written_and_the_range_as_dura
     assert reader.seconds({"grace": "9d"}, "", "grace", 60.0, 0, 7 * 86400) == 60.0
     (problem,) = reader.problems
     assert (problem.problem, problem.fix) == ("9d (777600 s) is out of range", "use a duration from 0s to 7d")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "what", "fix"),
+    [
+        (
+            "a:\n  b: 1\n c: 2\n",
+            3,
+            2,
+            "this line is not indented like the lines it belongs with",
+            "indent it",
+        ),
+        ("a:\n  b: 1\n   c: 2\n", 3, 5, "a ':' inside a value (a value with ': ' in it, or a key", "quote"),
+        ("a: [1, 2\nb: 3\n", 1, 4, "a list opened with '[' is not closed", "close it with ']'"),
+        ("a: {b: 1\n", 1, 4, "a mapping opened with '{' is not closed", "close it with '}'"),
+        ('a: "open\nb: 1\n', 1, 4, "a quoted text is not closed", "add the closing quote"),
+        ("a: b: c\n", 1, 5, "a ':' inside a value", "quote a value"),
+        ("a: 1\njust text\nb: 2\n", 2, 1, "a line that is neither 'key: value' nor a list item", "add ':'"),
+    ],
+)
+def test_common_yaml_mistakes_are_said_in_plain_words(
+    text: str, line: int, column: int, what: str, fix: str
+) -> None:
+    problem = error_of(text)
+    assert (problem.line, problem.column) == (line, column)
+    assert problem.problem.startswith(f"invalid YAML: {what}") and problem.fix.startswith(fix)
+    assert "<block" not in problem.problem  # none of PyYAML's token names
