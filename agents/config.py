@@ -580,8 +580,9 @@ class AgentConfig:
         return config
 
 
-def load_config(path: str | os.PathLike[str]) -> AgentConfig:
-    """Read and validate the configuration file at ``path``; log its warnings."""
+def load_config(path: str | os.PathLike[str], *, warnings_level: int = logging.WARNING) -> AgentConfig:
+    """Read and validate the configuration file at ``path``; log its warnings (at ``warnings_level``: the
+    commands that only read paths from it, `report` and `contain`, keep them for `-v`)."""
     file = Path(path)
     try:
         data = file.read_bytes()  # decoded by the YAML loader: text that is not UTF-8 is one problem
@@ -595,7 +596,7 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         ) from exc
     config = AgentConfig.from_yaml(data, str(file), file.resolve().parent)
     for warning in config.warnings:
-        log.warning("%s: %s", file, warning)
+        log.log(warnings_level, "%s: %s", file, warning)
     return config
 
 

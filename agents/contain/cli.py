@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import sys
 import time
@@ -354,7 +355,9 @@ def _config(path: str) -> AgentConfig:
 
     if not Path(path).is_file():
         raise ContainError(f"{path}: no such configuration file (see docs/containment.md)", EXIT_USAGE)
-    return load_config(path)  # a ConfigError is reported by `camwatch` itself (exit 2)
+    # The agent's own warnings (run_as_user, ...) are `run`'s and `check-config`'s to give, not every contain
+    # command's; -v shows them.
+    return load_config(path, warnings_level=logging.DEBUG)  # a ConfigError: reported by `camwatch` (exit 2)
 
 
 def _controller(config: AgentConfig) -> Controller:

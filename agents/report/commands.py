@@ -184,7 +184,7 @@ def _gather(args: argparse.Namespace, *, with_alerts: bool) -> Inputs:
         from agents.config import ConfigError, load_config
 
         try:
-            config = load_config(args.config)
+            config = load_config(args.config, warnings_level=logging.DEBUG)  # the agent's warnings: -v
         except ConfigError as exc:
             raise InputError(
                 args.config, "is not a valid agent configuration", str(exc).replace("\n", "; ")

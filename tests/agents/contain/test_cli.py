@@ -90,6 +90,8 @@ def test_apply_status_quarantine_release_remove(site: Site, tmp_path: Path) -> N
     status = camwatch(site, "status", "--config", str(config))
     assert status.returncode == 0, status.stdout
     assert "ruleset: loaded, plan" in status.stdout and "(matches the configuration)" in status.stdout
+    # The configuration's warnings (run_as_user: null keeps root) are the agent's, not each contain command's.
+    assert "run_as_user" not in done.stderr + status.stderr
     done = camwatch(
         site, "quarantine", CAM2, "--reason", "investigating", "--for", "10m", "--config", str(config)
     )
