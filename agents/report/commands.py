@@ -195,6 +195,13 @@ def _gather(args: argparse.Namespace, *, with_alerts: bool) -> Inputs:
             inventory = config.inventory_file
             if inventory is None or not inventory.is_file():
                 inventory = state_inventory(config.state_dir)
+                if not inventory.exists():
+                    # Most often a fresh install: the path is the agent's own, it has not saved there yet.
+                    raise InputError(
+                        inventory,
+                        "does not exist yet: this configuration's agent has not saved its inventory there",
+                        "start the agent (it saves every minute) and try again, or give --inventory FILE",
+                    )
         if not alerts and config.alerts_file is not None and config.alerts_file.is_file():
             alerts = [config.alerts_file]
         if not flows and config.flows_file is not None:

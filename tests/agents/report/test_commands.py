@@ -231,3 +231,17 @@ def test_an_empty_site_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert cli.main(["inventory", "export", "--inventory", str(tmp_path / "inv.json")]) == 0
     captured = capsys.readouterr()
     assert captured.out == "[]\n" and "no device to export" in captured.err
+
+
+@pytest.mark.parametrize("command", [["report", "--out", "out"], ["inventory", "export"]])
+def test_an_agent_that_has_not_saved_yet_is_said_so(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A fresh install: the configuration names the agent's state directory, where nothing is saved yet.
+    (tmp_path / "agent.yaml").write_text(
+        "site: depot-7\ncapture: {interfaces: [eth1]}\nstate_dir: state\nrun_as_user: null\n"
+    )
+    assert cli.main([*command, "--config", str(tmp_path / "agent.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'state' / 'inventory.json'}: does not exist yet: this configuration's agent" in err
+    assert "start the agent (it saves every minute) and try again, or give --inventory FILE" in err
