@@ -761,9 +761,11 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
     # What was not read as IP is always shown; the rarer counts only when there are any.
     unread = [
         f"{st.non_ip:,} non-IP",
-        f"{st.later_fragments:,} later fragments",
+        _n(st.later_fragments, "later fragment"),
         f"{st.truncated:,} truncated",
     ]
+    if st.defrag_reassembled:
+        unread.append(f"{_n(st.defrag_reassembled, 'datagram')} reassembled")
     if st.ipv6_ext_overflow:
         unread.append(f"{st.ipv6_ext_overflow:,} with over 8 IPv6 extension headers")
     if st.decapsulated:

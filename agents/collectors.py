@@ -195,6 +195,8 @@ class EngineReading:
     packets_undecoded: Mapping[int, int] = field(default_factory=dict)  # by link type camwatch does not read
     packets_ipv6_ext_overflow: int = 0
     packets_decapsulated: int = 0
+    # IPv4 datagrams by what reassembly did with them (reassembled, conflict, timeout, evicted, oversized).
+    defrag: Mapping[str, int] = field(default_factory=dict)
     analyzer_packets: Mapping[str, int] = field(default_factory=dict)  # by protocol
     analyzer_parse_errors: int = 0
     analyzer_internal_errors: int = 0
@@ -226,6 +228,13 @@ class EngineReading:
             packets_undecoded=dict(st.undecoded_linktypes),
             packets_ipv6_ext_overflow=st.ipv6_ext_overflow,
             packets_decapsulated=st.decapsulated,
+            defrag={
+                "reassembled": st.defrag_reassembled,
+                "conflict": st.defrag_conflicts,
+                "timeout": st.defrag_timeouts,
+                "evicted": st.defrag_evicted,
+                "oversized": st.defrag_oversized,
+            },
             analyzer_packets=dict(an.by_protocol),
             analyzer_parse_errors=an.parse_errors,
             analyzer_internal_errors=an.internal_errors,
@@ -352,6 +361,15 @@ def _engine_families(
         "Packets read inside a tunnel (remote mirror: GRE, ERSPAN, VXLAN; IP-in-IP, GTP-U).",
         r.packets_decapsulated,
     )
+    defrag = CounterMetricFamily(
+        "camwatch_ip_datagrams_fragmented_total",
+        "Fragmented IPv4 datagrams by what reassembly did: reassembled, or given up (conflict, timeout, "
+        "evicted, oversized: the first fragment is then read alone).",
+        labels=("outcome",),
+    )
+    for outcome, count in sorted(r.defrag.items()):
+        defrag.add_metric([outcome], count)
+    yield defrag
     analyzed = CounterMetricFamily(
         "camwatch_analyzer_packets_total", "Packets given to a protocol analyzer.", labels=("protocol",)
     )

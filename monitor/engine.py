@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from monitor.alerts import Alert, AlertGate
 from monitor.analysis import Analysis
-from monitor.decode import PROTO_TCP, PROTO_UDP, decode
+from monitor.decode import PROTO_TCP, PROTO_UDP, Decoded, decode
+from monitor.defrag import Defragmenter, FragmentKey, Packet
 from monitor.devices import Inventory
 from monitor.events import (
     AddressClaim,
@@ -80,6 +82,15 @@ class EngineStats:
     # TCP flows that ended with only one direction seen: an asymmetric mirror (or one that drops), where
     # replies, handshakes and closes could not be judged.
     tcp_one_direction: int = 0
+    # IPv4 reassembly (monitor/defrag.py; the counters above count the fragments as captured): datagrams
+    # completed; dropped for an overlap whose bytes differ; given up after 30 s of capture time; given up at
+    # the bound (oldest first); dropped for reaching past 65,535 bytes or their own end. A datagram given up
+    # or dropped puts its first fragment back into its flow unchanged.
+    defrag_reassembled: int = 0
+    defrag_conflicts: int = 0
+    defrag_timeouts: int = 0
+    defrag_evicted: int = 0
+    defrag_oversized: int = 0
     alerts: dict[str, int] = field(default_factory=dict)
 
 
@@ -126,6 +137,8 @@ class Engine:
         self.gate = AlertGate(self.config.realert_after_s)
         self.stats = EngineStats()
         self.now_ns = 0
+        self.defrag = Defragmenter()
+        self._defrag_now = -(1 << 62)  # the largest capture time the defragmenter has been shown
         self.analysis = Analysis()
         # Evidence rings (issue 12): no more than there are live flows, whatever the byte budget.
         self.analysis.evidence.max_rings = min(self.analysis.evidence.max_rings, self.config.flows.max_flows)
@@ -223,8 +236,26 @@ class Engine:
         st.ipv6_ext_overflow += int(d.ext_overflow.sum())
         st.decapsulated += int(d.decapsulated.sum())
         st.flow_packets += int(d.ok.sum())
+        ts_max = int(d.ts_ns.max())
+        if d.fragment.any() or self._defrag_due(ts_max):
+            rebuilt = self._defragment(batch, d)
+            if rebuilt is not None:
+                batch, d = rebuilt, decode(rebuilt)
+        else:
+            self._defrag_now = max(self._defrag_now, ts_max)
+        ended = self._flows(batch, d) if len(batch) else []
+        self.now_ns = max(self.now_ns, ts_max)
+        self._clock()
+        ended.extend(self.flows.expire(self.now_ns))
+        self._end(ended)
+        out.flows.extend(ended)
+        self._flush_alerts(out)
+        return out
 
+    def _flows(self, batch: PacketBatch, d: Decoded) -> list[Flow]:
+        """The flow table, analyzers and rules over a non-empty batch; returns the flows that ended."""
         created, ended = self.flows.update(d)
+
         # The flow table groups by key; alerts and first-seen times follow capture time.
         created.sort(key=_start)
         an = self.analysis
@@ -251,13 +282,63 @@ class Engine:
             self._dispatch(item[3])
         self.site.label_devices(flow for flow, _ in self.flows.inspect)
         self._touch_devices()
-        self.now_ns = max(self.now_ns, int(d.ts_ns.max()))
-        self._clock()
-        ended.extend(self.flows.expire(self.now_ns))
-        self._end(ended)
-        out.flows.extend(ended)
-        self._flush_alerts(out)
-        return out
+        return ended
+
+    # ---------------------------------------------------------------- IPv4 reassembly
+
+    def _defrag_due(self, ts_max: int) -> bool:
+        """A batch without fragments: does a pending datagram time out in it?"""
+        deadline = self.defrag.next_deadline()
+        return deadline is not None and max(self._defrag_now, ts_max) > deadline
+
+    def _defragment(self, batch: PacketBatch, d: Decoded) -> PacketBatch | None:
+        """The batch with its IPv4 fragments (not tunnelled ones) taken out and given to the defragmenter in
+        capture order; each completed datagram put where the fragment that completed it was, each released
+        first fragment where its datagram was given up. Timeouts are decided per packet position, by the
+        running maximum of capture time, so that nothing depends on where batches end."""
+        defrag = self.defrag
+        ts = batch.ts_ns
+        running = np.maximum.accumulate(np.maximum(ts, self._defrag_now))
+        rows = np.flatnonzero(d.fragment & (d.ip_version == 4) & ~d.decapsulated & ~d.truncated)
+        inserted: list[tuple[int, Packet]] = []  # (position, packet), in order
+
+        def expire(now_ns: int) -> None:
+            for deadline, packet in defrag.expire(now_ns):
+                inserted.append((int(np.searchsorted(running, deadline, side="right")), packet))
+
+        taken = np.zeros(len(batch), dtype=bool)
+        if rows.size:
+            cols = (
+                d.src_lo[rows], d.dst_lo[rows], d.proto[rows], d.vlan_outer[rows], d.vlan_inner[rows],
+                d.src_mac[rows], d.dst_mac[rows], d.l3_off[rows], batch.offsets[rows], batch.caplen[rows],
+                batch.wirelen[rows], ts[rows], running[rows], batch.linktype[rows],
+            )  # fmt: skip
+            data = batch.data
+            for i, (src, dst, proto, vo, vi, smac, dmac, l3, start, cap, wire, t, now, lt) in zip(
+                rows.tolist(), zip(*(c.tolist() for c in cols), strict=True), strict=True
+            ):
+                expire(now)
+                frame = data[start : start + cap].tobytes()
+                ident = (frame[l3 + 4] << 8) | frame[l3 + 5]
+                key: FragmentKey = (src, dst, proto, ident, vo, vi, smac, dmac)
+                took, packets = defrag.add(key, frame, l3, t, now, wire, lt)
+                if took:
+                    taken[i] = True
+                    inserted.extend((i, p) for p in packets)
+        expire(int(running[-1]))
+        self._defrag_now = int(running[-1])
+        self._defrag_stats()
+        if not inserted and not taken.any():
+            return None
+        return _rebuild(batch, taken, inserted)
+
+    def _defrag_stats(self) -> None:
+        ds, st = self.defrag.stats, self.stats
+        st.defrag_reassembled = ds.reassembled
+        st.defrag_conflicts = ds.conflicts
+        st.defrag_timeouts = ds.timeouts
+        st.defrag_evicted = ds.evicted
+        st.defrag_oversized = ds.oversized
 
     def tick(self, now_ns: int) -> Events:
         """Advance time without packets (a live source that is quiet)."""
@@ -270,7 +351,13 @@ class Engine:
 
     def finish(self) -> Events:
         """The end of input: every flow ends, every alert held back goes out."""
-        out = Events(flows=self.flows.flush(self.now_ns))
+        held = self.defrag.flush()
+        ended: list[Flow] = []
+        if held:
+            # First fragments of datagrams never completed: into their flows as they were captured.
+            batch = _rebuild(None, None, [(0, p) for p in held])
+            ended = self._flows(batch, decode(batch))
+        out = Events(flows=ended + self.flows.flush(self.now_ns))
         self._end(out.flows)
         self._fire(None)
         self._dispatch(Clock(self.now_ns, final=True))
@@ -438,6 +525,45 @@ class Engine:
             if passed is not None:
                 out.alerts.append(passed)
                 self.stats.alerts[alert.rule.id] = self.stats.alerts.get(alert.rule.id, 0) + 1
+
+
+def _rebuild(
+    batch: PacketBatch | None, taken: npt.NDArray[np.bool_] | None, inserted: list[tuple[int, Packet]]
+) -> PacketBatch:
+    """``batch`` without its ``taken`` rows, with each inserted packet put before the row at its position."""
+    frames = [p.frame for _, p in inserted]
+    extra = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    lengths = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
+    starts = np.zeros(len(frames), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    ins_pos = np.fromiter((pos for pos, _ in inserted), dtype=np.int64, count=len(inserted))
+    ins_ts = np.fromiter((p.ts_ns for _, p in inserted), dtype=np.int64, count=len(inserted))
+    ins_wire = np.fromiter((p.wirelen for _, p in inserted), dtype=np.int64, count=len(inserted))
+    ins_lt = np.fromiter((p.linktype for _, p in inserted), dtype=np.uint16, count=len(inserted))
+    if batch is None:
+        data, offsets, caplen, wirelen, ts, lt = extra, starts, lengths, ins_wire, ins_ts, ins_lt
+    else:
+        assert taken is not None
+        keep = np.flatnonzero(~taken)
+        data, offsets = batch.data, batch.offsets[keep]
+        if len(frames):
+            # Only the batch's own span is copied (its data may be a view of a larger mapped window).
+            lo, hi = int(batch.offsets.min()), int((batch.offsets + batch.caplen).max())
+            data = np.concatenate((data[lo:hi], extra))
+            offsets, starts = offsets - lo, starts + (hi - lo)
+        offsets = np.concatenate((offsets, starts))
+        caplen = np.concatenate((batch.caplen[keep], lengths))
+        wirelen = np.concatenate((batch.wirelen[keep], ins_wire))
+        ts = np.concatenate((batch.ts_ns[keep], ins_ts))
+        lt = np.concatenate((batch.linktype[keep], ins_lt))
+        # Kept rows after what is inserted at their position; inserted packets in the order given.
+        pos = np.concatenate((keep * 2 + 1, ins_pos * 2))
+        order = np.argsort(pos, kind="stable")
+        offsets, caplen, wirelen, ts, lt = offsets[order], caplen[order], wirelen[order], ts[order], lt[order]
+    arrays = (data, offsets, caplen, wirelen, ts, lt)
+    for a in arrays:
+        a.flags.writeable = False
+    return PacketBatch(*arrays)
 
 
 def _start(flow: Flow) -> int:

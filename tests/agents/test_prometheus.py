@@ -125,6 +125,7 @@ def full_reading(**changes: object) -> EngineReading:
         packets_undecoded={127: 5},
         packets_ipv6_ext_overflow=1,
         packets_decapsulated=6,
+        defrag={"reassembled": 2, "conflict": 1},
         analyzer_packets={"dns": 10, "rtsp": 4},
         analyzer_parse_errors=1,
         flows_active=12,

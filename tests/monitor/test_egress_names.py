@@ -212,17 +212,20 @@ def fragmented_lookup(t: int, cam: tuple[str, str], name: str, addresses: list[s
     return frames
 
 
-def test_an_answer_cut_by_fragmentation_allows_the_addresses_in_its_first_fragment() -> None:
+def test_an_answer_in_fragments_allows_every_address_it_holds() -> None:
     # 120 addresses: 4842 bytes of DNS, 4 fragments; the first holds the question and 35 whole records (the
-    # 36th is cut), the others are counted and never read (camwatch does not reassemble).
+    # 36th is cut): camwatch reassembles the datagram (monitor/defrag.py), so the records of the later
+    # fragments allow their addresses too.
     addresses = [f"203.0.113.{i + 1}" for i in range(120)]
     lookup_frames = fragmented_lookup(T0, CAM1, VMS, addresses, 40000)
     assert len(lookup_frames) == 1 + 4
     first = https(T0 + NS, CAM1, "203.0.113.1", 41000, None)
     last_whole = https(T0 + NS, CAM1, "203.0.113.35", 41001, None)
-    # Addresses past the cut were never seen: they stay unexplained (nothing is guessed).
-    unseen = https(T0 + NS, CAM1, "203.0.113.100", 41002, None)
-    assert egress(run(lookup_frames + first + last_whole + unseen)) == [(CAM1[1], "203.0.113.100", 443)]
+    past_the_first_fragment = https(T0 + NS, CAM1, "203.0.113.100", 41002, None)
+    # An address the answer does not hold stays unexplained (nothing is guessed).
+    unseen = https(T0 + NS, CAM1, "203.0.113.200", 41003, None)
+    frames = lookup_frames + first + last_whole + past_the_first_fragment + unseen
+    assert egress(run(frames)) == [(CAM1[1], "203.0.113.200", 443)]
 
 
 def test_a_truncated_answer_cut_inside_a_record_allows_its_whole_records() -> None:

@@ -1,0 +1,275 @@
+"""IPv4 datagram reassembly (sans-I/O, bounded): fragments in, whole datagrams out.
+
+An attacker who splits an HTTP request into IP fragments, or a camera whose DNS query or answer is larger
+than the MTU, would otherwise show the analyzers only the first fragment's part of the datagram. The engine
+hands every IPv4 fragment (not a tunnelled one) to a :class:`Defragmenter` in capture order; a completed
+datagram comes back as one frame: the first fragment's bytes up to the end of its IP header, with the total
+length, flags and checksum of an unfragmented packet, then the whole payload.
+
+Rules (those of Linux since 4.19 and RFC 5722 for overlaps):
+
+* Key: source, destination, protocol and IP identification, plus the link-layer ids camwatch sees (VLAN ids,
+  MAC addresses) so that the routed copy of a datagram a mirror sees on two hops is reassembled as its own.
+* A fragment whose bytes repeat bytes already held (a mirror's duplicate) is ignored; one whose bytes DIFFER
+  from bytes held drops the datagram (which copy the receiver kept cannot be known) and is counted: the rest
+  of that datagram's fragments then pass through as they did before reassembly (until its timeout).
+* Bounds: ``max_datagrams`` pending (oldest evicted first), ``max_bytes`` held in all, a datagram at most
+  65,535 bytes, ``timeout_ns`` of capture time after its first fragment (Linux's ``ipfrag_time``, 30 s).
+* A datagram given up (timeout, eviction, conflict, oversize) releases its held FIRST fragment unchanged, so
+  that its flow sees it as it did without reassembly; its later fragments are dropped (they carry no ports).
+
+Time is the caller's: :meth:`Defragmenter.expire` is called with the running maximum capture time at each
+position, so what is released where does not depend on where batches end.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["DefragStats", "Defragmenter", "FragmentKey", "Packet"]
+
+MAX_DATAGRAMS: Final = 1024
+MAX_BYTES: Final = 4 * 1024 * 1024
+MAX_DATAGRAM: Final = 65_535
+TIMEOUT_NS: Final = 30 * 1_000_000_000
+
+_MF: Final = 0x2000
+_DF: Final = 0x4000
+
+# (source, destination, protocol, identification, VLAN outer, VLAN inner, source MAC, destination MAC)
+FragmentKey = tuple[int, int, int, int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A frame to put back into the capture: a completed datagram or a released first fragment."""
+
+    frame: bytes
+    ts_ns: int
+    wirelen: int
+    linktype: int
+
+
+@dataclass(slots=True)
+class DefragStats:
+    reassembled: int = 0  # datagrams completed
+    conflicts: int = 0  # datagrams dropped for an overlap whose bytes differ
+    timeouts: int = 0  # datagrams given up after the timeout
+    evicted: int = 0  # datagrams given up at the count or byte bound (oldest first)
+    oversized: int = 0  # datagrams dropped for reaching past 65,535 bytes or past their own end
+    released: int = 0  # first fragments put back unchanged (after any of the four above)
+
+
+@dataclass(slots=True)
+class _Datagram:
+    deadline_ns: int
+    starts: list[int] = field(default_factory=list)  # sorted, non-overlapping, non-adjacent pieces
+    pieces: list[bytes] = field(default_factory=list)
+    end: int = -1  # payload length, once the fragment with MF=0 has arrived
+    first: Packet | None = None  # the first fragment as captured
+    l3: int = 0  # where its IP header starts in first.frame
+    ihl: int = 0
+    wirelen: int = 0  # the sum of the fragments' wire lengths
+    held: int = 0  # bytes counted against the byte bound
+    dead: bool = False  # dropped: its fragments pass through until the deadline
+
+
+class Defragmenter:
+    """Bounded IPv4 reassembly. Feed fragments in capture order with :meth:`add`; call :meth:`expire` with the
+    capture time before each one; :meth:`flush` at the end of input."""
+
+    def __init__(
+        self, max_datagrams: int = MAX_DATAGRAMS, max_bytes: int = MAX_BYTES, timeout_ns: int = TIMEOUT_NS
+    ) -> None:
+        self.max_datagrams = max_datagrams
+        self.max_bytes = max_bytes
+        self.timeout_ns = timeout_ns
+        self.stats = DefragStats()
+        self.held_bytes = 0
+        # In arrival order: deadlines never decrease (each is the running max capture time plus the timeout).
+        self._pending: OrderedDict[FragmentKey, _Datagram] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def next_deadline(self) -> int | None:
+        """The earliest deadline of a pending datagram (None if none is pending)."""
+        for dg in self._pending.values():
+            return dg.deadline_ns
+        return None
+
+    def expire(self, now_ns: int) -> list[tuple[int, Packet]]:
+        """Give up the datagrams whose deadline is before ``now_ns``: their first fragments, each with the
+        deadline that released it, oldest first."""
+        out: list[tuple[int, Packet]] = []
+        pending = self._pending
+        while pending:
+            key, dg = next(iter(pending.items()))
+            if dg.deadline_ns >= now_ns:
+                break
+            del pending[key]
+            if not dg.dead:
+                self.stats.timeouts += 1
+            first = self._drop(dg)
+            if first is not None:
+                out.append((dg.deadline_ns, first))
+        return out
+
+    def flush(self) -> list[Packet]:
+        """The end of input: every held first fragment, oldest first."""
+        out = []
+        for dg in self._pending.values():
+            first = self._drop(dg)
+            if first is not None:
+                out.append(first)
+        self._pending.clear()
+        return out
+
+    def add(
+        self, key: FragmentKey, frame: bytes, l3: int, ts_ns: int, now_ns: int, wirelen: int, linktype: int
+    ) -> tuple[bool, list[Packet]]:
+        """One IPv4 fragment (``frame``: its captured bytes, the IP header at ``l3``, captured whole).
+
+        Returns (taken, packets): taken False means the fragment is not the defragmenter's (malformed, or of a
+        dropped datagram): the caller keeps it as it is. ``packets``: first fragments released (a conflict, an
+        eviction) then the completed datagram, if this fragment completed one.
+        """
+        ihl = (frame[l3] & 0x0F) * 4
+        total, flags = struct.unpack_from("!H2xH", frame, l3 + 2)
+        offset = (flags & 0x1FFF) * 8
+        more = bool(flags & _MF)
+        size = total - ihl
+        if ihl < 20 or size <= 0 or l3 + total > len(frame) or (more and size % 8):
+            return False, []
+        dg = self._pending.get(key)
+        if dg is not None and dg.dead:
+            return False, []
+        out: list[Packet] = []
+        if dg is None:
+            if len(self._pending) >= self.max_datagrams:
+                self._evict_oldest(out, None)
+            dg = _Datagram(deadline_ns=now_ns + self.timeout_ns)
+            self._pending[key] = dg
+        payload = frame[l3 + ihl : l3 + total]
+        stop = offset + size
+        if offset + size + ihl > MAX_DATAGRAM or (
+            dg.end >= 0 and (stop > dg.end or (not more and stop != dg.end))
+        ):
+            self.stats.oversized += 1
+            self._kill(dg, out)
+            return True, out
+        if not more and dg.starts and dg.starts[-1] + len(dg.pieces[-1]) > stop:
+            self.stats.oversized += 1  # bytes held past the end this fragment declares
+            self._kill(dg, out)
+            return True, out
+        merged = _merge(dg.starts, dg.pieces, offset, payload)
+        if merged is None:
+            self.stats.conflicts += 1
+            self._kill(dg, out)
+            return True, out
+        grew = merged
+        if not grew and (offset or dg.first is not None):
+            return True, out  # a duplicate
+        dg.wirelen += wirelen
+        if not more:
+            dg.end = stop
+        if offset == 0 and dg.first is None:
+            dg.first = Packet(frame, ts_ns, wirelen, linktype)
+            dg.l3, dg.ihl = l3, ihl
+            grew += len(frame)
+        dg.held += grew
+        self.held_bytes += grew
+        while self.held_bytes > self.max_bytes and self._evict_oldest(out, dg):
+            pass
+        if dg.end >= 0 and dg.first is not None and dg.starts == [0] and len(dg.pieces[0]) == dg.end:
+            del self._pending[key]
+            self.held_bytes -= dg.held
+            self.stats.reassembled += 1
+            out.append(
+                Packet(
+                    _datagram(dg.first.frame, dg.l3, dg.ihl, dg.pieces[0]),
+                    ts_ns,
+                    dg.wirelen,
+                    linktype=dg.first.linktype,
+                )
+            )
+        return True, out
+
+    def _evict_oldest(self, out: list[Packet], keep: _Datagram | None) -> bool:
+        for key, dg in self._pending.items():
+            if dg is keep:
+                continue
+            del self._pending[key]
+            self.stats.evicted += 1
+            first = self._drop(dg)
+            if first is not None:
+                out.append(first)
+            return True
+        return False
+
+    def _kill(self, dg: _Datagram, out: list[Packet]) -> None:
+        """Drop what ``dg`` holds; it stays pending as dead until its deadline."""
+        first = self._drop(dg)
+        if first is not None:
+            out.append(first)
+        dg.dead = True
+
+    def _drop(self, dg: _Datagram) -> Packet | None:
+        self.held_bytes -= dg.held
+        first = dg.first
+        dg.held, dg.first, dg.starts, dg.pieces = 0, None, [], []
+        if first is not None:
+            self.stats.released += 1
+        return first
+
+
+def _merge(starts: list[int], pieces: list[bytes], offset: int, data: bytes) -> int | None:
+    """Put ``data`` at ``offset`` into the sorted pieces, coalescing with the pieces it overlaps or touches.
+    Returns the number of new bytes held, or None if an overlap's bytes differ (the pieces are left as they
+    were)."""
+    stop = offset + len(data)
+    # The pieces that overlap or touch [offset, stop): from the last one starting at or before `offset`.
+    i = bisect.bisect_right(starts, offset) - 1
+    if i < 0 or starts[i] + len(pieces[i]) < offset:
+        i += 1
+    j = i
+    while j < len(starts) and starts[j] <= stop:
+        s, p = starts[j], pieces[j]
+        lo, hi = max(s, offset), min(s + len(p), stop)
+        if lo < hi and p[lo - s : hi - s] != data[lo - offset : hi - offset]:
+            return None
+        j += 1
+    if i == j:
+        starts.insert(i, offset)
+        pieces.insert(i, data)
+        return len(data)
+    new_start = min(starts[i], offset)
+    new_stop = max(starts[j - 1] + len(pieces[j - 1]), stop)
+    buf = bytearray(new_stop - new_start)
+    buf[offset - new_start : stop - new_start] = data
+    old = 0
+    for s, p in zip(starts[i:j], pieces[i:j], strict=True):
+        buf[s - new_start : s - new_start + len(p)] = p
+        old += len(p)
+    starts[i:j] = [new_start]
+    pieces[i:j] = [bytes(buf)]
+    return len(buf) - old
+
+
+def _datagram(first: bytes, l3: int, ihl: int, payload: bytes) -> bytes:
+    """The first fragment's frame up to the end of its IP header, made an unfragmented packet, then
+    ``payload``."""
+    head = bytearray(first[: l3 + ihl])
+    flags = struct.unpack_from("!H", head, l3 + 6)[0]
+    struct.pack_into("!H", head, l3 + 2, ihl + len(payload))
+    struct.pack_into("!H", head, l3 + 6, flags & _DF)
+    struct.pack_into("!H", head, l3 + 10, 0)
+    total = sum(struct.unpack_from(f"!{ihl // 2}H", head, l3))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into("!H", head, l3 + 10, ~total & 0xFFFF)
+    return bytes(head) + payload

@@ -1,0 +1,290 @@
+"""IPv4 reassembly (monitor/defrag.py) and what it changes in the engine: a request or a DNS message split
+into IP fragments is read whole; a capture without fragments takes the old path."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from lab import synth
+from lab.payloads import dns_query
+from monitor.defrag import Defragmenter, FragmentKey, Packet
+from monitor.engine import Engine
+from monitor.flows import Flow
+from tests.enginerun import run_engine, run_frames
+from tests.monitor import test_egress_names as names
+from tests.monitor.rules.traffic import ATTACKER, HIK, POLICY, of_rule
+from tests.monitor.test_evasion import CPORT, EXPLOIT, A, P, _connection, _raw
+
+NS = 1_000_000_000
+MS = NS // 1000
+T0 = 1_700_000_000 * NS
+CAM_MAC, GW_MAC = "44:19:b6:00:00:01", "02:00:00:00:00:01"  # a Hikvision camera, its gateway
+CAM_IP, PUBLIC_DNS = "10.20.0.11", "8.8.8.8"
+CLOUD = "litedev.ezvizlife.com"
+KEY: FragmentKey = (1, 2, 17, 7, -1, -1, 0, 0)
+Frames = list[tuple[int, bytes]]
+
+
+def fragments(ip: bytes, sizes: list[int]) -> list[bytes]:
+    """The IPv4 packet ``ip`` (20-byte header) cut into fragments of these payload sizes (the rest last)."""
+    head, payload = ip[:20], ip[20:]
+    out, off = [], 0
+    for size in [*sizes, len(payload) - sum(sizes)]:
+        more = 0x2000 if off + size < len(payload) else 0
+        h = bytearray(head)
+        struct.pack_into("!HHH", h, 2, 20 + size, struct.unpack_from("!H", head, 4)[0], more | off // 8)
+        h[10:12] = b"\0\0"
+        h[10:12] = struct.pack("!H", synth.checksum(bytes(h)))
+        out.append(bytes(h) + payload[off : off + size])
+        off += size
+    return out
+
+
+def dns_ip(ident: int = 77) -> bytes:
+    udp = synth.udp(CAM_IP, PUBLIC_DNS, 40000, 53, dns_query(0x1234, CLOUD))
+    return synth.ipv4(CAM_IP, PUBLIC_DNS, 17, udp, ident=ident)
+
+
+def eth(ip: bytes) -> bytes:
+    return synth.ether(CAM_MAC, GW_MAC, 0x0800, ip)
+
+
+# ---------------------------------------------------------------- the Defragmenter alone
+
+
+def _feed(df: Defragmenter, frames: list[bytes], t: int = T0) -> list[tuple[bool, list[Packet]]]:
+    return [df.add(KEY, f, 14, t + i * MS, t + i * MS, len(f) + 4, 1) for i, f in enumerate(frames)]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fragments_in_any_order_make_the_unfragmented_packet(reverse: bool) -> None:
+    ip = dns_ip()
+    frames = [eth(f) for f in fragments(ip, [16, 16])]
+    df = Defragmenter()
+    results = _feed(df, frames[::-1] if reverse else frames)
+    assert all(taken for taken, _ in results)
+    assert [len(out) for _, out in results] == [0, 0, 1]
+    (packet,) = results[-1][1]
+    # The unfragmented frame byte for byte (the same IP id; no MF, offset 0; new total length and checksum).
+    assert packet.frame == eth(ip)
+    assert packet.ts_ns == T0 + 2 * MS and packet.linktype == 1
+    assert packet.wirelen == sum(len(f) + 4 for f in frames)
+    assert (df.stats.reassembled, len(df), df.held_bytes) == (1, 0, 0)
+
+
+def test_the_df_bit_is_kept_and_the_checksum_is_right() -> None:
+    ip = bytearray(dns_ip())
+    frames = [bytearray(eth(f)) for f in fragments(bytes(ip), [24])]
+    for f in frames:
+        f[14 + 6] |= 0x40  # DF with MF: nonsense on the wire, but it must survive as it was
+        f[14 + 10 : 14 + 12] = b"\0\0"
+    (_, _), (_, (packet,)) = _feed(Defragmenter(), [bytes(f) for f in frames])
+    header = packet.frame[14:34]
+    assert struct.unpack_from("!H", header, 6)[0] == 0x4000
+    assert synth.checksum(header) == 0
+    assert packet.frame[34:] == bytes(ip[20:])
+
+
+def test_a_mirrors_duplicates_are_ignored() -> None:
+    frames = [eth(f) for f in fragments(dns_ip(), [16, 16])]
+    df = Defragmenter()
+    results = _feed(df, [frames[0], frames[0], frames[1], frames[1], frames[2]])
+    assert [len(out) for _, out in results] == [0, 0, 0, 0, 1]
+    assert results[-1][1][0].frame == eth(dns_ip())
+    assert results[-1][1][0].wirelen == sum(len(f) + 4 for f in frames)  # each fragment once
+    assert df.stats.conflicts == 0
+    # An overlap with the same bytes is a duplicate too.
+    ip = dns_ip()
+    df = Defragmenter()
+    overlap = fragments(ip, [16, 24])[1]  # bytes 16..40
+    results = _feed(df, [eth(f) for f in [*fragments(ip, [16, 16])[:2], overlap, fragments(ip, [32])[1]]])
+    assert results[-1][1][0].frame == eth(ip) and df.stats.conflicts == 0
+
+
+def test_an_overlap_with_different_bytes_drops_the_datagram_and_releases_its_first_fragment() -> None:
+    ip = dns_ip()
+    first, second, third = (eth(f) for f in fragments(ip, [16, 16]))
+    liar = bytearray(second)
+    liar[-1] ^= 0xFF
+    df = Defragmenter()
+    results = _feed(df, [first, second, bytes(liar), third])
+    assert results[2] == (True, [Packet(first, T0, len(first) + 4, 1)])  # the first fragment, unchanged
+    # The datagram's later fragments pass through as before reassembly (the engine keeps them).
+    assert results[3] == (False, [])
+    assert (df.stats.conflicts, df.stats.reassembled, df.held_bytes) == (1, 0, 0)
+    # Until its deadline: then the key is free again.
+    assert df.expire(T0 + 31 * NS) == []
+    assert _feed(df, [first, second, third], T0 + 32 * NS)[-1][1][0].frame == eth(ip)
+
+
+def test_a_fragment_past_the_last_ones_end_drops_the_datagram() -> None:
+    first, _, third = (eth(f) for f in fragments(dns_ip(), [16, 16]))
+    beyond = fragments(dns_ip() + bytes(64), [48])[1]  # the same datagram, 64 bytes longer
+    df = Defragmenter()
+    results = _feed(df, [first, third, eth(beyond)])
+    assert results[2][1] == [Packet(first, T0, len(first) + 4, 1)] and df.stats.oversized == 1
+
+
+def test_a_datagram_not_completed_in_30_s_releases_its_first_fragment() -> None:
+    first, second, _ = (eth(f) for f in fragments(dns_ip(), [16, 16]))
+    df = Defragmenter()
+    _feed(df, [first, second])
+    assert df.next_deadline() == T0 + 30 * NS
+    assert df.expire(T0 + 30 * NS) == []  # not before its deadline has passed
+    assert df.expire(T0 + 30 * NS + 1) == [(T0 + 30 * NS, Packet(first, T0, len(first) + 4, 1))]
+    assert (df.stats.timeouts, df.stats.released, len(df), df.held_bytes) == (1, 1, 0, 0)
+    # Only later fragments held: nothing to release.
+    _feed(df, [second], T0 + 40 * NS)
+    assert df.expire(T0 + 80 * NS) == [] and df.stats.timeouts == 2
+
+
+def test_the_bounds_evict_the_oldest_datagram_and_release_its_first_fragment() -> None:
+    frames = [[eth(f) for f in fragments(dns_ip(ident), [16, 16])] for ident in range(3)]
+    df = Defragmenter(max_datagrams=2)
+    keys: list[FragmentKey] = [(1, 2, 17, ident, -1, -1, 0, 0) for ident in range(3)]
+    outs = [df.add(keys[i], frames[i][0], 14, T0 + i, T0 + i, 100, 1) for i in range(3)]
+    assert outs[2] == (True, [Packet(frames[0][0], T0, 100, 1)])
+    assert (df.stats.evicted, len(df)) == (1, 2)
+    # The byte bound: the held first fragments (frame and payload) count.
+    df = Defragmenter(max_bytes=2 * (len(frames[0][0]) + 16))
+    outs = [df.add(keys[i], frames[i][0], 14, T0 + i, T0 + i, 100, 1) for i in range(3)]
+    assert outs[2] == (True, [Packet(frames[0][0], T0, 100, 1)])
+    assert df.stats.evicted == 1 and df.held_bytes <= df.max_bytes
+    assert [p.frame for p in df.flush()] == [frames[1][0], frames[2][0]]
+    # The size bound: a datagram reaching past 65,535 bytes.
+    far = bytearray(frames[0][1])
+    struct.pack_into("!H", far, 14 + 6, 0x2000 | (65_520 // 8))
+    df = Defragmenter()
+    _feed(df, [frames[0][0]])
+    assert df.add(KEY, bytes(far), 14, T0, T0, 100, 1)[1] == [
+        Packet(frames[0][0], T0, len(frames[0][0]) + 4, 1)
+    ]
+    assert df.stats.oversized == 1
+
+
+def test_a_fragment_not_captured_whole_is_left_as_it_is() -> None:
+    first = eth(fragments(dns_ip(), [16, 16])[0])
+    assert Defragmenter().add(KEY, first[:-1], 14, T0, T0, len(first), 1) == (False, [])
+
+
+# ---------------------------------------------------------------- in the engine
+
+
+def _rules(records: list[dict[str, object]]) -> list[str]:
+    return sorted(str(r["rule"]["id"]) for r in records)  # type: ignore[index]
+
+
+def _labels(flows: list[Flow]) -> list[tuple[str, str]]:
+    return sorted((str(f.key), f.protocol or "") for f in flows)
+
+
+@pytest.mark.parametrize("order", ["in order", "reverse", "duplicated"])
+def test_a_cameras_dns_query_in_fragments_is_read(order: str) -> None:
+    whole = [(T0, eth(dns_ip()))]
+    pieces = [eth(f) for f in fragments(dns_ip(), [16, 16])]
+    if order == "reverse":
+        pieces.reverse()
+    elif order == "duplicated":
+        pieces = [p for p in pieces for _ in range(2)]
+    split = [(T0 + i * MS, p) for i, p in enumerate(pieces)]
+    engine, flows, alerts = run_frames(split)
+    _, whole_flows, whole_alerts = run_frames(whole)
+    assert [f.protocol for f in flows] == ["dns"]
+    assert _rules(alerts) == _rules(whole_alerts)
+    assert {"dns.vendor_cloud", "dns.resolver_bypass"} <= set(_rules(alerts))
+    # One packet in its flow, of the bytes its fragments took on the wire (each duplicate once).
+    assert (flows[0].packets, flows[0].bytes) == (1, sum(len(f) for f in set(pieces)))
+    assert whole_flows[0].bytes == len(whole[0][1])
+    st = engine.stats
+    assert (st.packets, st.fragments, st.later_fragments, st.flow_packets) == (
+        len(pieces),
+        len(pieces),
+        len(pieces) - (2 if order == "duplicated" else 1),
+        2 if order == "duplicated" else 1,
+    )
+    assert st.defrag_reassembled == 1
+
+
+def _fragmented_exploit(sizes: list[int]) -> Frames:
+    def build(seq: int) -> list[tuple[int, bytes]]:
+        ip = _raw(ATTACKER.ip, HIK.ip, CPORT, 80, EXPLOIT, P | A, seq, 5001)
+        return [(seq + len(EXPLOIT), f) for f in fragments(ip, sizes)]
+
+    return _connection(build)
+
+
+@pytest.mark.parametrize("sizes", [[24], [24, 16], [8, 8, 8]])
+def test_an_exploit_request_in_ip_fragments_is_read(sizes: list[int]) -> None:
+    # The first fragment carries the TCP header and at most 4 bytes of the request (none with 8 bytes).
+    _, _, records = run_frames(_fragmented_exploit(sizes), policy=POLICY)
+    assert len(of_rule(records, "exploit.attempt")) == 1
+
+
+def test_the_addresses_in_a_dns_answers_later_fragments_are_read() -> None:
+    # 80 addresses: a 3-fragment answer; the camera then connects to one in the third fragment.
+    addresses = [f"203.0.113.{i + 1}" for i in range(80)]
+    lookup = names.fragmented_lookup(names.T0, names.CAM1, names.VMS, addresses, 40000)
+    assert len(lookup) == 1 + 3
+    late = names.https(names.T0 + NS, names.CAM1, "203.0.113.78", 41000, None)
+    stranger = names.https(names.T0 + NS, names.CAM1, "203.0.113.200", 41001, None)
+    assert names.egress(names.run(lookup + late)) == []
+    # Nothing is guessed: an address the answer does not hold is still unexpected.
+    assert names.egress(names.run(lookup + late + stranger)) == [(names.CAM1[1], "203.0.113.200", 443)]
+
+
+def _mixed() -> Frames:
+    """Fragments of every kind among other traffic: in order, reverse, duplicated, conflicting, one never
+    completed (released after 30 s while the capture goes on), a fragmented exploit."""
+    out: Frames = []
+    ip = dns_ip()
+    good = [eth(f) for f in fragments(ip, [16, 16])]
+    out += [(T0 + i * MS, f) for i, f in enumerate(good)]
+    out += [(T0 + 10 * MS + i * MS, eth(f)) for i, f in enumerate(reversed(fragments(dns_ip(78), [8, 8])))]
+    dup = [eth(f) for f in fragments(dns_ip(79), [16])]
+    out += [(T0 + 20 * MS + i * MS, f) for i, f in enumerate([dup[0], dup[0], dup[1], dup[1]])]
+    liar = bytearray(eth(fragments(dns_ip(80), [16, 16])[1]))
+    liar[-2] ^= 0xFF
+    conflict = [eth(f) for f in fragments(dns_ip(80), [16, 16])]
+    out += [(T0 + 30 * MS + i * MS, f) for i, f in enumerate([conflict[0], bytes(liar), *conflict[1:]])]
+    out += [(T0 + 40 * MS, eth(fragments(dns_ip(81), [16, 16])[0]))]  # never completed
+    out += [(T0 + (i + 1) * NS, eth(dns_ip(200 + i))) for i in range(40)]  # a lookup a second: time goes on
+    out += [(t + 2 * NS, f) for t, f in _fragmented_exploit([24, 16])]
+    return sorted(out, key=lambda f: f[0])
+
+
+def test_records_do_not_depend_on_batch_size() -> None:
+    results = []
+    for batch_size in (1, 2, 3, 7, 65536):
+        engine, flows, alerts = run_frames(_mixed(), policy=POLICY, batch_size=batch_size)
+        st = engine.stats
+        counts = (st.defrag_reassembled, st.defrag_conflicts, st.defrag_timeouts, st.defrag_evicted)
+        shown = sorted(
+            (str(f.key), f.protocol or "", f.packets, f.bytes, f.start_ns, f.last_ns) for f in flows
+        )
+        results.append((shown, alerts, counts, engine.analysis.stats.packets))
+    assert all(r == results[0] for r in results[1:])
+    # Timed out: the datagram never completed, and the duplicate of the duplicated datagram's last fragment,
+    # which came after it was complete (a new datagram, as the receiver would see it too).
+    assert results[0][2] == (4, 1, 2, 0)
+    assert len(of_rule(results[0][1], "exploit.attempt")) == 1
+
+
+def test_a_datagram_still_held_at_the_end_puts_its_first_fragment_in_its_flow() -> None:
+    engine, flows, _ = run_frames([(T0, eth(fragments(dns_ip(), [16, 16])[0]))])
+    assert [(f.packets, f.key[2]) for f in flows] == [(1, 17)]
+    assert engine.stats.defrag_timeouts == 0 and engine.defrag.stats.released == 1 and len(engine.defrag) == 0
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus" / "pcaps"
+
+
+def test_a_capture_without_fragments_takes_the_old_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*_: object) -> None:
+        raise AssertionError("a batch without fragments was rebuilt")
+
+    monkeypatch.setattr(Engine, "_defragment", never)
+    engine, flows, _ = run_engine(CORPUS / "arkime" / "dns-wiresharkrepo.pcap", batch_size=7)
+    assert flows and engine.stats.fragments == 0
