@@ -343,8 +343,18 @@ class Engine:
     def tick(self, now_ns: int) -> Events:
         """Advance time without packets (a live source that is quiet)."""
         self.now_ns = max(self.now_ns, now_ns)
+        released: list[Flow] = []
+        if self._defrag_due(now_ns):
+            # A datagram whose other fragments never came: its first fragment goes to its flow now, not at
+            # the source's next packet.
+            self._defrag_now = max(self._defrag_now, now_ns)
+            held = [(0, packet) for _, packet in self.defrag.expire(self._defrag_now)]
+            self._defrag_stats()
+            if held:
+                batch = _rebuild(None, None, held)
+                released = self._flows(batch, decode(batch))
         self._clock()
-        out = Events(flows=self.flows.expire(self.now_ns))
+        out = Events(flows=released + self.flows.expire(self.now_ns))
         self._end(out.flows)
         self._flush_alerts(out)
         return out

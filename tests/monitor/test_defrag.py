@@ -288,3 +288,24 @@ def test_a_capture_without_fragments_takes_the_old_path(monkeypatch: pytest.Monk
     monkeypatch.setattr(Engine, "_defragment", never)
     engine, flows, _ = run_engine(CORPUS / "arkime" / "dns-wiresharkrepo.pcap", batch_size=7)
     assert flows and engine.stats.fragments == 0
+
+
+def test_a_quiet_live_source_times_a_pending_datagram_out() -> None:
+    # Only the first fragment of a camera's DNS query arrives, then nothing: the agent's tick, 31 s later,
+    # gives the first fragment to its flow as camwatch did before reassembly (the flow is not lost).
+    from monitor.engine import EngineConfig
+    from monitor.pcapfile import CaptureParser
+    from monitor.pcapwrite import pcap_bytes
+    from monitor.policy import SitePolicy
+    from tests.enginerun import vendors
+
+    first = eth(fragments(dns_ip(), [16, 16])[0])
+    parser = CaptureParser("frames", 1024)
+    (batch,) = [*parser.feed(pcap_bytes([(T0, first)])), *parser.flush()]
+    engine = Engine(SitePolicy.default(), vendors(), EngineConfig())
+    engine.feed(batch)
+    assert len(engine.flows) == 0 and engine.stats.defrag_timeouts == 0  # held
+    engine.tick(T0 + 29 * NS)
+    assert len(engine.flows) == 0  # not yet
+    engine.tick(T0 + 31 * NS)
+    assert engine.stats.defrag_timeouts == 1 and len(engine.flows) == 1
