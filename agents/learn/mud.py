@@ -16,8 +16,9 @@ described with the most abstract match that fits:
 
 Every flow opened by the device yields a from-device ACE and its mirror (the replies) in the to-device
 ACL; every flow opened to it (the recorder pulling video) a to-device ACE and its mirror. TCP ACEs say
-who initiated (``ietf-mud:direction-initiated``). Only supported, unflagged traffic is described (the
-same support as the policy's learned rules); traffic from off the site to a device is left out.
+who initiated (``ietf-mud:direction-initiated``). Only supported, unflagged traffic is described: the
+learned rules as proposed (support over the group), and what the base policy already allows or the site
+opened to a device with the same thresholds per device and peer; traffic from off the site is left out.
 
 A group with nothing to describe gets no file (a MUD file that lists nothing forbids the device everything);
 :func:`build` says why for each such group (:func:`mud_files` gives the files alone).
