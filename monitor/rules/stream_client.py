@@ -124,7 +124,9 @@ class UnauthorizedClientRule(RuleModule):
         asked = f"RTSP {event.method} {event.url}"
         if served is not None:
             outcome = "success"
-            what = f"pulled video from {who}: it asked with {asked} and was served ({served})"
+            # The request answered may be a later one than the first asked (SETUP after DESCRIBE): named then.
+            answered = "" if served == event.method else f" its {served}"
+            what = f"pulled video from {who}: it asked with {asked} and was served{answered}"
         elif pull.statuses and len(refused) == len(pull.statuses):
             outcome = "failure"
             codes = "/".join(str(s) for s in sorted(set(refused)))

@@ -23,6 +23,8 @@ def test_a_client_served_pulled_video() -> None:
     (a,) = of_rule(alerts(exchange(T0, OFFICE, HIK, 40000, 554, turns)), RULE)
     assert "pulled video" in str(a["message"]) and a["event"]["outcome"] == "success"  # type: ignore[index]
     assert a["@timestamp"] == "2023-11-14T22:13:20.004Z"  # at the camera's answer
+    # The request answered is the one asked: said once ("... and was served", not "... served (DESCRIBE)").
+    assert f"it asked with RTSP DESCRIBE {URL} and was served:" in str(a["message"])
 
 
 def test_a_client_that_only_got_401s_did_not_pull_video() -> None:
