@@ -21,7 +21,7 @@ learned rules as proposed (support over the group), and what the base policy alr
 opened to a device with the same thresholds per device and peer; traffic from off the site is left out.
 
 A group with nothing to describe gets no file (a MUD file that lists nothing forbids the device everything);
-:func:`build` says why for each such group (:func:`mud_files` gives the files alone).
+:func:`build` says why for each such group.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from agents.learn.observe import ADDRESS, IN, NAME, OUT, Observations, Usage
 from agents.learn.propose import DeviceInfo, Group, LearnSettings, Proposal, flagged
 from monitor.policy import SitePolicy
 
-__all__ = ["CACHE_VALIDITY_HOURS", "MudFiles", "build", "mud_files"]
+__all__ = ["CACHE_VALIDITY_HOURS", "MudFiles", "build"]
 
 CACHE_VALIDITY_HOURS: Final = 48
 DNS_CONTROLLER: Final = "urn:ietf:params:mud:dns"
@@ -88,19 +88,6 @@ class MudFiles:
 
     files: dict[str, dict[str, Any]]
     without: dict[str, str]
-
-
-def mud_files(
-    proposal: Proposal,
-    obs: Observations,
-    devices: Mapping[str, DeviceInfo],
-    policy: SitePolicy,
-    base_url: str,
-    settings: LearnSettings,
-    now: datetime | None = None,
-) -> dict[str, dict[str, Any]]:
-    """File name -> MUD document, one per group of the proposal with something to describe."""
-    return build(proposal, obs, devices, policy, base_url, settings, now).files
 
 
 def build(
