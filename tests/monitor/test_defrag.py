@@ -309,3 +309,26 @@ def test_a_quiet_live_source_times_a_pending_datagram_out() -> None:
     assert len(engine.flows) == 0  # not yet
     engine.tick(T0 + 31 * NS)
     assert engine.stats.defrag_timeouts == 1 and len(engine.flows) == 1
+
+
+def test_a_trunk_mirrors_routed_copy_reassembles_on_its_own_and_is_judged_once() -> None:
+    # A trunk mirror sees the camera's fragmented DNS query twice: as sent (camera -> gateway) and as routed
+    # (gateway -> upstream, TTL one less, other MACs). Each copy is its own datagram (its MACs are in the
+    # key); the engine then judges the conversation once, as for the unfragmented pair.
+    udp = synth.udp(CAM_IP, PUBLIC_DNS, 40000, 53, dns_query(0x1234, CLOUD))
+    sent = synth.ipv4(CAM_IP, PUBLIC_DNS, 17, udp, ident=77)
+    routed = synth.ipv4(CAM_IP, PUBLIC_DNS, 17, udp, ident=77, ttl=63)
+    upstream = "02:00:00:00:00:99"
+
+    def frames(split: bool) -> Frames:
+        out: Frames = []
+        for i, (ip, src, dst) in enumerate(((sent, CAM_MAC, GW_MAC), (routed, GW_MAC, upstream))):
+            pieces = fragments(ip, [16, 16]) if split else [ip]
+            out += [(T0 + i * MS + j, synth.ether(src, dst, 0x0800, p)) for j, p in enumerate(pieces)]
+        return out
+
+    engine, flows, alerts = run_frames(frames(True))
+    _, whole_flows, whole_alerts = run_frames(frames(False))
+    assert engine.stats.defrag_reassembled == 2
+    assert _rules(alerts) == _rules(whole_alerts) and "dns.vendor_cloud" in _rules(alerts)
+    assert _labels(flows) == _labels(whole_flows)
