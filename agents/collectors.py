@@ -195,7 +195,8 @@ class EngineReading:
     packets_undecoded: Mapping[int, int] = field(default_factory=dict)  # by link type camwatch does not read
     packets_ipv6_ext_overflow: int = 0
     packets_decapsulated: int = 0
-    # IPv4 datagrams by what reassembly did with them (reassembled, conflict, timeout, evicted, oversized).
+    # IP datagrams (IPv4, IPv6) by what reassembly did with them (reassembled, conflict, timeout, evicted,
+    # oversized).
     defrag: Mapping[str, int] = field(default_factory=dict)
     analyzer_packets: Mapping[str, int] = field(default_factory=dict)  # by protocol
     analyzer_parse_errors: int = 0
@@ -363,7 +364,7 @@ def _engine_families(
     )
     defrag = CounterMetricFamily(
         "camwatch_ip_datagrams_fragmented_total",
-        "Fragmented IPv4 datagrams by what reassembly did: reassembled, or given up (conflict, timeout, "
+        "Fragmented IP datagrams by what reassembly did: reassembled, or given up (conflict, timeout, "
         "evicted, oversized: the first fragment is then read alone).",
         labels=("outcome",),
     )

@@ -1,15 +1,20 @@
-"""IPv4 datagram reassembly (sans-I/O, bounded): fragments in, whole datagrams out.
+"""IP datagram reassembly, IPv4 and IPv6 (sans-I/O, bounded): fragments in, whole datagrams out.
 
 An attacker who splits an HTTP request into IP fragments, or a camera whose DNS query or answer is larger
 than the MTU, would otherwise show the analyzers only the first fragment's part of the datagram. The engine
-hands every IPv4 fragment (not a tunnelled one) to a :class:`Defragmenter` in capture order; a completed
+hands every IP fragment (not a tunnelled one) to a :class:`Defragmenter` in capture order; a completed
 datagram comes back as one frame: the first fragment's bytes up to the end of its IP header, with the total
-length, flags and checksum of an unfragmented packet, then the whole payload.
+length, flags and checksum of an unfragmented packet, then the whole payload. For IPv6 (RFC 8200 4.5): the
+first fragment's bytes up to its fragment header (the IPv6 header and the extension headers before it), the
+fragment header taken out (the header before it names what followed it) and the payload length set, then
+the whole fragmentable part.
 
-Rules (those of Linux since 4.19 and RFC 5722 for overlaps):
+Rules (those of Linux since 4.19, RFC 5722 for overlaps, RFC 6946 for IPv6 atomic fragments):
 
-* Key: source, destination, protocol and IP identification, plus the link-layer ids camwatch sees (VLAN ids,
-  MAC addresses) so that the routed copy of a datagram a mirror sees on two hops is reassembled as its own.
+* Key: source, destination and identification, for IPv4 the protocol too, plus the link-layer ids camwatch
+  sees (VLAN ids, MAC addresses) so that the routed copy of a datagram a mirror sees on two hops is
+  reassembled as its own. IPv6's fragment header is found by walking the extension headers before it.
+* An IPv6 atomic fragment (offset 0, no more fragments) is a whole datagram: it is not taken.
 * A fragment whose bytes repeat bytes already held (a mirror's duplicate) is ignored; one whose bytes DIFFER
   from bytes held drops the datagram (which copy the receiver kept cannot be known) and is counted: the rest
   of that datagram's fragments then pass through as they did before reassembly (until its timeout).
@@ -30,7 +35,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["DefragStats", "Defragmenter", "FragmentKey", "Packet"]
+__all__ = ["DefragStats", "Defragmenter", "FragmentKey", "LinkIds", "Packet"]
 
 MAX_DATAGRAMS: Final = 1024
 MAX_BYTES: Final = 4 * 1024 * 1024
@@ -39,9 +44,18 @@ TIMEOUT_NS: Final = 30 * 1_000_000_000
 
 _MF: Final = 0x2000
 _DF: Final = 0x4000
+# IPv6 extension headers that may come before the fragment header (RFC 8200 4.1): hop-by-hop, routing,
+# destination options; AH, mobility, HIP and shim6 for completeness (as monitor/decode.py walks them).
+_V6_FRAGMENT: Final = 44
+_V6_AH: Final = 51
+_V6_BEFORE: Final = frozenset((0, 43, 60, 135, 139, 140))
+_V6_MAX_EXT: Final = 8
 
-# (source, destination, protocol, identification, VLAN outer, VLAN inner, source MAC, destination MAC)
-FragmentKey = tuple[int, int, int, int, int, int, int, int]
+# What the link layer says about a fragment: (VLAN outer, VLAN inner, source MAC, destination MAC).
+LinkIds = tuple[int, int, int, int]
+# (source and destination address bytes, protocol (IPv4; -1 for IPv6), identification, *LinkIds): the
+# address bytes' length keeps IPv4 and IPv6 apart.
+FragmentKey = tuple[bytes, int, int, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +85,18 @@ class _Datagram:
     pieces: list[bytes] = field(default_factory=list)
     end: int = -1  # payload length, once the fragment with MF=0 has arrived
     first: Packet | None = None  # the first fragment as captured
-    l3: int = 0  # where its IP header starts in first.frame
-    ihl: int = 0
+    head: int = 0  # where the first fragment's fragmentable part starts in first.frame
+    cut: int = 0  # IPv6: where its fragment header starts (0: IPv4)
+    link: int = 0  # IPv6: where the next-header byte that names the fragment header is
     wirelen: int = 0  # the sum of the fragments' wire lengths
+    l3: int = 0  # where the first fragment's IP header starts
     held: int = 0  # bytes counted against the byte bound
     dead: bool = False  # dropped: its fragments pass through until the deadline
 
 
 class Defragmenter:
-    """Bounded IPv4 reassembly. Feed fragments in capture order with :meth:`add`; call :meth:`expire` with the
-    capture time before each one; :meth:`flush` at the end of input."""
+    """Bounded IPv4 and IPv6 reassembly. Feed fragments in capture order with :meth:`add`; call
+    :meth:`expire` with the capture time before each one; :meth:`flush` at the end of input."""
 
     def __init__(
         self, max_datagrams: int = MAX_DATAGRAMS, max_bytes: int = MAX_BYTES, timeout_ns: int = TIMEOUT_NS
@@ -130,21 +146,25 @@ class Defragmenter:
         return out
 
     def add(
-        self, key: FragmentKey, frame: bytes, l3: int, ts_ns: int, now_ns: int, wirelen: int, linktype: int
+        self, link: LinkIds, frame: bytes, l3: int, ts_ns: int, now_ns: int, wirelen: int, linktype: int
     ) -> tuple[bool, list[Packet]]:
-        """One IPv4 fragment (``frame``: its captured bytes, the IP header at ``l3``, captured whole).
+        """One IP fragment (``frame``: its captured bytes, the IPv4 or IPv6 header at ``l3``, captured whole;
+        ``link``: what the link layer it came on says, part of its datagram's key).
 
-        Returns (taken, packets): taken False means the fragment is not the defragmenter's (malformed, or of a
-        dropped datagram): the caller keeps it as it is. ``packets``: first fragments released (a conflict, an
-        eviction) then the completed datagram, if this fragment completed one.
+        Returns (taken, packets): taken False means the fragment is not the defragmenter's (malformed, an
+        IPv6 atomic fragment, or of a dropped datagram): the caller keeps it as it is. ``packets``: first
+        fragments released (a conflict, an eviction) then the completed datagram, if this fragment completed
+        one.
         """
-        ihl = (frame[l3] & 0x0F) * 4
-        total, flags = struct.unpack_from("!H2xH", frame, l3 + 2)
-        offset = (flags & 0x1FFF) * 8
-        more = bool(flags & _MF)
-        size = total - ihl
-        if ihl < 20 or size <= 0 or l3 + total > len(frame) or (more and size % 8):
+        where = _place(frame, l3)
+        if where is None:
             return False, []
+        ids, head, stop_at, offset, more, cut, named_at = where
+        key: FragmentKey = (*ids, *link)
+        size = stop_at - head
+        # What the rebuilt header adds to the datagram's length field: IPv4's total length counts its own
+        # header; IPv6's payload length counts the extension headers before the fragment header.
+        header = head - l3 if not cut else cut - l3 - 40
         dg = self._pending.get(key)
         if dg is not None and dg.dead:
             return False, []
@@ -154,11 +174,9 @@ class Defragmenter:
                 self._evict_oldest(out, None)
             dg = _Datagram(deadline_ns=now_ns + self.timeout_ns)
             self._pending[key] = dg
-        payload = frame[l3 + ihl : l3 + total]
+        payload = frame[head:stop_at]
         stop = offset + size
-        if offset + size + ihl > MAX_DATAGRAM or (
-            dg.end >= 0 and (stop > dg.end or (not more and stop != dg.end))
-        ):
+        if header + stop > MAX_DATAGRAM or (dg.end >= 0 and (stop > dg.end or (not more and stop != dg.end))):
             self.stats.oversized += 1
             self._kill(dg, out)
             return True, out
@@ -179,7 +197,8 @@ class Defragmenter:
             dg.end = stop
         if offset == 0 and dg.first is None:
             dg.first = Packet(frame, ts_ns, wirelen, linktype)
-            dg.l3, dg.ihl = l3, ihl
+            dg.head, dg.cut, dg.link = head - l3, cut - l3 if cut else 0, named_at - l3 if cut else 0
+            dg.l3 = l3
             grew += len(frame)
         dg.held += grew
         self.held_bytes += grew
@@ -191,7 +210,7 @@ class Defragmenter:
             self.stats.reassembled += 1
             out.append(
                 Packet(
-                    _datagram(dg.first.frame, dg.l3, dg.ihl, dg.pieces[0]),
+                    _datagram(dg, dg.first.frame, dg.pieces[0]),
                     ts_ns,
                     dg.wirelen,
                     linktype=dg.first.linktype,
@@ -260,9 +279,60 @@ def _merge(starts: list[int], pieces: list[bytes], offset: int, data: bytes) -> 
     return len(buf) - old
 
 
-def _datagram(first: bytes, l3: int, ihl: int, payload: bytes) -> bytes:
-    """The first fragment's frame up to the end of its IP header, made an unfragmented packet, then
+def _place(frame: bytes, l3: int) -> tuple[tuple[bytes, int, int], int, int, int, bool, int, int] | None:
+    """Which datagram a fragment is of and where its data goes: ((addresses, protocol, identification), data
+    start and stop in ``frame``, offset in the datagram, more fragments, IPv6 fragment header start (0 for
+    IPv4), the next-header byte naming it), or None if it is not a fragment camwatch can place (malformed,
+    cut by the snap length, an IPv6 atomic fragment)."""
+    if l3 + 20 > len(frame):
+        return None
+    version = frame[l3] >> 4
+    if version == 4:
+        ihl = (frame[l3] & 0x0F) * 4
+        total, ident, flags = struct.unpack_from("!HHH", frame, l3 + 2)
+        offset, more = (flags & 0x1FFF) * 8, bool(flags & _MF)
+        head, stop, cut, link = l3 + ihl, l3 + total, 0, 0
+        key = (frame[l3 + 12 : l3 + 20], frame[l3 + 9], ident)
+        if ihl < 20:
+            return None
+    elif version == 6 and l3 + 40 <= len(frame):
+        stop = l3 + 40 + struct.unpack_from("!H", frame, l3 + 4)[0]
+        link, nh, cut = l3 + 6, frame[l3 + 6], l3 + 40
+        for _ in range(_V6_MAX_EXT):
+            if nh == _V6_FRAGMENT:
+                break
+            if (nh not in _V6_BEFORE and nh != _V6_AH) or cut + 8 > len(frame):
+                return None
+            size = (frame[cut + 1] + 2) * 4 if nh == _V6_AH else (frame[cut + 1] + 1) * 8
+            link, nh = cut, frame[cut]
+            cut += size
+        if nh != _V6_FRAGMENT or cut + 8 > min(stop, len(frame)):
+            return None
+        flags, ident = struct.unpack_from("!HI", frame, cut + 2)
+        offset, more = flags & 0xFFF8, bool(flags & 1)
+        head = cut + 8
+        key = (frame[l3 + 8 : l3 + 40], -1, ident)
+        if not offset and not more:
+            return None  # atomic (RFC 6946): a whole datagram
+    else:
+        return None
+    size = stop - head
+    if size <= 0 or stop > len(frame) or (more and size % 8):
+        return None
+    return key, head, stop, offset, more, cut, link
+
+
+def _datagram(dg: _Datagram, first: bytes, payload: bytes) -> bytes:
+    """The first fragment's frame up to the end of its unfragmentable part, made an unfragmented packet, then
     ``payload``."""
+    l3 = dg.l3
+    if dg.cut:
+        # IPv6: the header that named the fragment header now names what the fragment header named.
+        head = bytearray(first[: l3 + dg.cut])
+        head[l3 + dg.link] = first[l3 + dg.cut]
+        struct.pack_into("!H", head, l3 + 4, dg.cut - 40 + len(payload))
+        return bytes(head) + payload
+    ihl = dg.head
     head = bytearray(first[: l3 + ihl])
     flags = struct.unpack_from("!H", head, l3 + 6)[0]
     struct.pack_into("!H", head, l3 + 2, ihl + len(payload))

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from monitor.alerts import Alert, AlertGate
 from monitor.analysis import Analysis
 from monitor.decode import PROTO_TCP, PROTO_UDP, Decoded, decode
-from monitor.defrag import Defragmenter, FragmentKey, Packet
+from monitor.defrag import Defragmenter, Packet
 from monitor.devices import Inventory
 from monitor.events import (
     AddressClaim,
@@ -82,7 +82,7 @@ class EngineStats:
     # TCP flows that ended with only one direction seen: an asymmetric mirror (or one that drops), where
     # replies, handshakes and closes could not be judged.
     tcp_one_direction: int = 0
-    # IPv4 reassembly (monitor/defrag.py; the counters above count the fragments as captured): datagrams
+    # IP reassembly (monitor/defrag.py; the counters above count the fragments as captured): datagrams
     # completed; dropped for an overlap whose bytes differ; given up after 30 s of capture time; given up at
     # the bound (oldest first); dropped for reaching past 65,535 bytes or their own end. A datagram given up
     # or dropped puts its first fragment back into its flow unchanged.
@@ -284,7 +284,7 @@ class Engine:
         self._touch_devices()
         return ended
 
-    # ---------------------------------------------------------------- IPv4 reassembly
+    # ---------------------------------------------------------------- IP reassembly
 
     def _defrag_due(self, ts_max: int) -> bool:
         """A batch without fragments: does a pending datagram time out in it?"""
@@ -292,14 +292,14 @@ class Engine:
         return deadline is not None and max(self._defrag_now, ts_max) > deadline
 
     def _defragment(self, batch: PacketBatch, d: Decoded) -> PacketBatch | None:
-        """The batch with its IPv4 fragments (not tunnelled ones) taken out and given to the defragmenter in
+        """The batch with its IP fragments (not tunnelled ones) taken out and given to the defragmenter in
         capture order; each completed datagram put where the fragment that completed it was, each released
         first fragment where its datagram was given up. Timeouts are decided per packet position, by the
         running maximum of capture time, so that nothing depends on where batches end."""
         defrag = self.defrag
         ts = batch.ts_ns
         running = np.maximum.accumulate(np.maximum(ts, self._defrag_now))
-        rows = np.flatnonzero(d.fragment & (d.ip_version == 4) & ~d.decapsulated & ~d.truncated)
+        rows = np.flatnonzero(d.fragment & ~d.decapsulated & ~d.truncated)
         inserted: list[tuple[int, Packet]] = []  # (position, packet), in order
 
         def expire(now_ns: int) -> None:
@@ -309,19 +309,17 @@ class Engine:
         taken = np.zeros(len(batch), dtype=bool)
         if rows.size:
             cols = (
-                d.src_lo[rows], d.dst_lo[rows], d.proto[rows], d.vlan_outer[rows], d.vlan_inner[rows],
-                d.src_mac[rows], d.dst_mac[rows], d.l3_off[rows], batch.offsets[rows], batch.caplen[rows],
-                batch.wirelen[rows], ts[rows], running[rows], batch.linktype[rows],
+                d.vlan_outer[rows], d.vlan_inner[rows], d.src_mac[rows], d.dst_mac[rows], d.l3_off[rows],
+                batch.offsets[rows], batch.caplen[rows], batch.wirelen[rows], ts[rows], running[rows],
+                batch.linktype[rows],
             )  # fmt: skip
             data = batch.data
-            for i, (src, dst, proto, vo, vi, smac, dmac, l3, start, cap, wire, t, now, lt) in zip(
+            for i, (vo, vi, smac, dmac, l3, start, cap, wire, t, now, lt) in zip(
                 rows.tolist(), zip(*(c.tolist() for c in cols), strict=True), strict=True
             ):
                 expire(now)
                 frame = data[start : start + cap].tobytes()
-                ident = (frame[l3 + 4] << 8) | frame[l3 + 5]
-                key: FragmentKey = (src, dst, proto, ident, vo, vi, smac, dmac)
-                took, packets = defrag.add(key, frame, l3, t, now, wire, lt)
+                took, packets = defrag.add((vo, vi, smac, dmac), frame, l3, t, now, wire, lt)
                 if took:
                     taken[i] = True
                     inserted.extend((i, p) for p in packets)

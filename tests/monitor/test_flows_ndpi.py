@@ -7,6 +7,7 @@ with a real reason are asserted, not skipped.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,22 +43,26 @@ def merged(flows: list[Flow]) -> dict[Key, list[int]]:
 
 
 def later_fragment_bytes(pcap: Path) -> dict[Key, int]:
-    """Per nDPI key: the wire bytes of the non-first IPv4 fragments of the datagrams whose first fragment
+    """Per nDPI key: the wire bytes of the non-first IP fragments of the datagrams whose first fragment
     opened it (nDPI discards them; camwatch reassembles the datagram and counts them in its flow)."""
     first: dict[tuple[bytes, bytes, int, bytes], Key] = {}
     later: dict[tuple[bytes, bytes, int, bytes], int] = defaultdict(int)
     for batch in PcapFileSource(pcap, 65536).batches():
         d = decode(batch)
-        for i in (d.fragment & (d.ip_version == 4) & ~d.decapsulated).nonzero()[0].tolist():
+        for i in (d.fragment & ~d.decapsulated).nonzero()[0].tolist():
             frame, l3 = batch.packet(i), int(d.l3_off[i])
             ip = frame[l3:]
-            datagram = (ip[12:16], ip[16:20], ip[9], ip[4:6])
+            if d.ip_version[i] == 4:
+                datagram = (ip[12:16], ip[16:20], ip[9], ip[4:6])
+            else:
+                datagram = (ip[8:24], ip[24:40], -1, _v6_fragment_id(ip))
             if d.later_fragment[i]:
                 later[datagram] += int(d.wirelen[i])
             else:
-                ends = {(_v4(ip[12:16]), int(d.sport[i])), (_v4(ip[16:20]), int(d.dport[i]))}
+                ends = {(_addr(datagram[0]), int(d.sport[i])), (_addr(datagram[1]), int(d.dport[i]))}
                 vlan = int(d.vlan_inner[i]) if d.vlan_inner[i] >= 0 else int(d.vlan_outer[i])
-                first[datagram] = (L4.get(ip[9], str(ip[9])), vlan if vlan >= 0 else None, frozenset(ends))
+                proto = int(d.proto[i])
+                first[datagram] = (L4.get(proto, str(proto)), vlan if vlan >= 0 else None, frozenset(ends))
     out: dict[Key, int] = defaultdict(int)
     for datagram, size in later.items():
         if datagram in first:
@@ -65,8 +70,17 @@ def later_fragment_bytes(pcap: Path) -> dict[Key, int]:
     return out
 
 
-def _v4(raw: bytes) -> str:
-    return ".".join(str(b) for b in raw)
+def _v6_fragment_id(ip: bytes) -> bytes:
+    """The identification of an IPv6 fragment (hop-by-hop, routing and destination options before it)."""
+    nh, pos = ip[6], 40
+    while nh in (0, 43, 60):
+        nh, pos = ip[pos], pos + (ip[pos + 1] + 1) * 8
+    assert nh == 44
+    return ip[pos + 4 : pos + 8]
+
+
+def _addr(raw: bytes) -> str:
+    return str(ipaddress.ip_address(raw))
 
 
 PAIRS = ndpi_pairs()
@@ -78,7 +92,7 @@ def test_flows_match_ndpi(pcap: Path, out: Path, timeouts: str) -> None:
     truth = read_ndpi_out(out)
     engine, flows, _ = run_engine(pcap, NO_TIMEOUTS if timeouts == "none" else None)
     ours = merged(flows)
-    # nDPI discards non-first IPv4 fragments; camwatch reassembles them (monitor/defrag.py) and counts them in
+    # nDPI discards non-first IP fragments; camwatch reassembles them (monitor/defrag.py) and counts them in
     # the datagram's flow: taken out again to compare (every datagram of the corpus completes).
     assert engine.stats.defrag_timeouts == engine.stats.defrag_conflicts == engine.stats.defrag_evicted == 0
     for key, size in later_fragment_bytes(pcap).items():

@@ -201,3 +201,66 @@ def read_community_id_out(path: Path | str) -> list[CommunityIdCase]:
             raise ValueError(f"{path}: not a Community ID line: {line[:100]!r}")
         cases.append(case)
     return cases
+
+
+@dataclass(frozen=True)
+class Ip6UdpPrint:
+    """One ``print fmt("ip6=%s, udp = %s", p$ip6, p$udp)`` line of a ``new_packet`` handler: what Zeek saw
+    of an IPv6 UDP packet after its own reassembly (``exts`` empty: no extension header left)."""
+
+    length: int  # the IPv6 payload length
+    next_header: int
+    hop_limit: int
+    src: str
+    dst: str
+    exts: str
+    sport: int
+    dport: int
+    udp_length: int
+
+
+_IP6_UDP_RE = re.compile(
+    r"^ip6=\[class=\d+, flow=\d+, len=(?P<len>\d+), nxt=(?P<nxt>\d+), hlim=(?P<hlim>\d+), "
+    r"src=(?P<src>[0-9a-f:]+), dst=(?P<dst>[0-9a-f:]+), exts=\[(?P<exts>[^\]]*)\]\], "
+    r"udp = \[sport=(?P<sport>\d+)/udp, dport=(?P<dport>\d+)/udp, ulen=(?P<ulen>\d+)\]$"
+)
+
+
+def read_ip6_udp_prints(path: Path | str) -> list[Ip6UdpPrint]:
+    """Parse a btest ``output`` of IPv6 UDP ``new_packet`` prints; every non-banner line must parse."""
+    out: list[Ip6UdpPrint] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith(_BANNER) or not line.strip():
+            continue
+        m = _IP6_UDP_RE.match(line.strip())
+        if m is None:
+            raise ValueError(f"{path}: not an ip6/udp print: {line[:80]!r}")
+        out.append(
+            Ip6UdpPrint(
+                length=int(m["len"]),
+                next_header=int(m["nxt"]),
+                hop_limit=int(m["hlim"]),
+                src=m["src"],
+                dst=m["dst"],
+                exts=m["exts"],
+                sport=int(m["sport"]),
+                dport=int(m["dport"]),
+                udp_length=int(m["ulen"]),
+            )
+        )
+    return out
+
+
+def txt_strings(answer: str) -> list[str]:
+    """The character strings of one TXT answer as dns.log shows it: ``TXT <length> <text>`` for each, joined
+    by spaces (the length says where a text that holds spaces ends)."""
+    out: list[str] = []
+    pos = 0
+    while pos < len(answer):
+        m = re.compile(r"TXT (\d+) ").match(answer, pos)
+        if m is None:
+            raise ValueError(f"not a TXT answer at {pos}: {answer[pos : pos + 40]!r}")
+        start = m.end()
+        out.append(answer[start : start + int(m[1])])
+        pos = start + int(m[1]) + 1
+    return out
