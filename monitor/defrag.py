@@ -2,12 +2,12 @@
 
 An attacker who splits an HTTP request into IP fragments, or a camera whose DNS query or answer is larger
 than the MTU, would otherwise show the analyzers only the first fragment's part of the datagram. The engine
-hands every IP fragment (not a tunnelled one) to a :class:`Defragmenter` in capture order; a completed
-datagram comes back as one frame: the first fragment's bytes up to the end of its IP header, with the total
-length, flags and checksum of an unfragmented packet, then the whole payload. For IPv6 (RFC 8200 4.5): the
-first fragment's bytes up to its fragment header (the IPv6 header and the extension headers before it), the
-fragment header taken out (the header before it names what followed it) and the payload length set, then
-the whole fragmentable part.
+hands every IP fragment (inside a tunnel or a remote mirror: the inner one) to a :class:`Defragmenter` in
+capture order; a completed datagram comes back as one frame: the first fragment's bytes up to the end of its
+IP header (a tunnel's outer headers kept as they were), with the total length, flags and checksum of an
+unfragmented packet, then the whole payload. For IPv6 (RFC 8200 4.5): the first fragment's bytes up to its
+fragment header (the IPv6 header and the extension headers before it), the fragment header taken out (the
+header before it names what followed it) and the payload length set, then the whole fragmentable part.
 
 Rules (those of Linux since 4.19, RFC 5722 for overlaps, RFC 6946 for IPv6 atomic fragments):
 

@@ -292,14 +292,15 @@ class Engine:
         return deadline is not None and max(self._defrag_now, ts_max) > deadline
 
     def _defragment(self, batch: PacketBatch, d: Decoded) -> PacketBatch | None:
-        """The batch with its IP fragments (not tunnelled ones) taken out and given to the defragmenter in
-        capture order; each completed datagram put where the fragment that completed it was, each released
-        first fragment where its datagram was given up. Timeouts are decided per packet position, by the
-        running maximum of capture time, so that nothing depends on where batches end."""
+        """The batch with its IP fragments (a tunnel's or a remote mirror's inner ones too) taken out and
+        given to the defragmenter in capture order; each completed datagram put where the fragment that
+        completed it was, each released first fragment where its datagram was given up. Timeouts are decided
+        per packet position, by the running maximum of capture time, so that nothing depends on where
+        batches end."""
         defrag = self.defrag
         ts = batch.ts_ns
         running = np.maximum.accumulate(np.maximum(ts, self._defrag_now))
-        rows = np.flatnonzero(d.fragment & ~d.decapsulated & ~d.truncated)
+        rows = np.flatnonzero(d.fragment & ~d.truncated)
         inserted: list[tuple[int, Packet]] = []  # (position, packet), in order
 
         def expire(now_ns: int) -> None:

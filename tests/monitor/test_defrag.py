@@ -597,3 +597,42 @@ def test_any_bytes_after_an_ip_version_are_taken_or_left_never_an_error(
     taken, packets = df.add(LINK, frame, 14, T0, T0, len(frame), 1)
     assert isinstance(taken, bool) and (taken or packets == [])
     assert all(isinstance(p, Packet) for p in [*packets, *df.flush()])
+
+
+# ---------------------------------------------------------------- inside a remote mirror or tunnel
+
+
+@pytest.mark.parametrize("kind", ["erspan2", "erspan3", "vxlan", "gre-teb", "gre-ip"])
+@pytest.mark.parametrize("version", [4, 6])
+def test_fragments_inside_a_remote_mirror_are_reassembled(kind: str, version: int) -> None:
+    # A switch sends its mirror to the collector in ERSPAN, VXLAN or GRE: the camera's fragmented DNS query
+    # inside is read whole, as it is from a local SPAN port.
+    from tests.monitor import test_tunnels as tun
+
+    wrap = {
+        "erspan2": tun.erspan2,
+        "erspan3": tun.erspan3,
+        "vxlan": tun.vxlan,
+        "gre-teb": lambda f: tun.gre(0x6558, f),
+        "gre-ip": lambda f: tun.gre(0x0800 if version == 4 else 0x86DD, f[14:]),
+    }[kind]
+    if version == 4:
+        local = [eth(f) for f in fragments(dns_ip(), [16, 16])]
+    else:
+        local = [eth6(f) for f in fragments6(dns_ip6(), [16, 16])]
+    engine, flows, alerts = run_frames([(T0 + i * MS, wrap(f)) for i, f in enumerate(local)])
+    _, local_flows, local_alerts = run_frames([(T0 + i * MS, f) for i, f in enumerate(local)])
+    assert engine.stats.decapsulated == 3 and engine.stats.defrag_reassembled == 1
+    assert _labels(flows) == _labels(local_flows) and [f.protocol for f in flows] == ["dns"]
+    if kind == "gre-ip":
+        return  # an IP packet in GRE carries no MAC: no device, so no alert (the flow is the camera's)
+    assert _rules(alerts) == _rules(local_alerts) and "dns.vendor_cloud" in _rules(alerts)
+
+
+def test_an_exploit_request_in_ip_fragments_inside_erspan_is_read() -> None:
+    from tests.monitor import test_tunnels as tun
+
+    frames = [(t, tun.erspan2(f)) for t, f in _fragmented_exploit([8, 8, 8])]
+    engine, _, records = run_frames(frames, policy=POLICY)
+    assert engine.stats.defrag_reassembled == 1
+    assert len(of_rule(records, "exploit.attempt")) == 1
