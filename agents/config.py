@@ -6,7 +6,7 @@ disk: it collects *every* problem (wrong types, unknown keys with a suggestion, 
 missing files named by ``*_file`` keys, an inline policy's own problems) and raises one
 :class:`ConfigError`, one line per problem::
 
-    agent.yaml: metrics.port (line 12): port 70000 is out of range; use a port between 1 and 65535
+    agent.yaml:12:9: metrics.port: port 70000 is out of range; use a port between 1 and 65535
 
 Relative paths are resolved against the directory of the configuration file (as Prometheus does),
 so a configuration and the files next to it can move together.
@@ -228,14 +228,8 @@ class ConfigProblem(FieldProblem):
     source: str = "<config>"
 
     def describe(self, source: str | None = None) -> str:
-        """One line: ``<file>: <field path> (line L): <problem>; <fix>``."""
-        src = source if source is not None else self.source
-        if self.field:
-            where = f" (line {self.line})" if self.line is not None else ""
-            return f"{src}: {self.field}{where}: {self.problem}; {self.fix}"
-        if self.line is not None:
-            return f"{src}: line {self.line}, column {self.column}: {self.problem}; {self.fix}"
-        return f"{src}: {self.problem}; {self.fix}"
+        """One line: ``<file>:<line>:<column>: <field path>: <problem>; <fix>`` (as a policy's problems)."""
+        return FieldProblem.describe(self, source if source is not None else self.source)
 
 
 class ConfigError(ValidationError[ConfigProblem]):

@@ -22,7 +22,7 @@ import copy
 import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Final, Generic, Self, TypeAlias, TypeVar
 
 import yaml
@@ -117,13 +117,12 @@ class FieldProblem:
     column: int | None = None
 
     def describe(self, source: str) -> str:
-        """One line: ``<source>: <field>: <problem>; <fix>`` (plus the YAML position if known)."""
-        where = f" (at line {self.line}, column {self.column})" if self.line is not None else ""
+        """One line: ``<source>:<line>:<column>: <field>: <problem>; <fix>``, the position left out when not
+        known (the compilers' and linters' form, which editors and terminals jump to)."""
+        where = f"{source}:{self.line}:{self.column}" if self.line is not None else source
         if self.field:
-            return f"{source}: {self.field}: {self.problem}; {self.fix}{where}"
-        if self.line is not None:
-            return f"{source}: line {self.line}, column {self.column}: {self.problem}; {self.fix}"
-        return f"{source}: {self.problem}; {self.fix}"
+            return f"{where}: {self.field}: {self.problem}; {self.fix}"
+        return f"{where}: {self.problem}; {self.fix}"
 
 
 _P = TypeVar("_P", bound=FieldProblem)
@@ -200,6 +199,8 @@ class Document:
     """Field path -> the scalar's text as written (``007`` for the integer 7), for fixes that quote it."""
     duplicates: tuple[FieldProblem, ...] = ()
     """Keys written twice in one mapping (YAML would silently keep the last), positioned."""
+    key_positions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """Field path -> where its key is written (a problem with the key itself, e.g. an unknown one)."""
 
     def position(self, path: str) -> tuple[int, int] | None:
         """Where ``path`` starts, or its nearest enclosing field (e.g. the rule a missing 'to' belongs
@@ -303,10 +304,11 @@ def load_yaml(
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
         positions: _Marks = {}
+        key_positions: _Marks = {}
         texts: dict[str, str] = {}
         duplicates: list[FieldProblem] = []
         if node is not None:
-            _walk(node, "", positions, texts, duplicates, set())
+            _walk(node, "", positions, key_positions, texts, duplicates, set())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(" ".join(p.split()) for p in (exc.context, exc.problem) if p) or "unreadable"
@@ -337,7 +339,7 @@ def load_yaml(
     finally:
         if loader is not None:
             loader.dispose()
-    return Document(data, positions, texts, tuple(duplicates))
+    return Document(data, positions, texts, tuple(duplicates), key_positions)
 
 
 def top_level_keys(text: str | bytes) -> frozenset[str]:
@@ -392,11 +394,13 @@ def _walk(
     node: yaml.nodes.Node,
     path: str,
     positions: _Marks,
+    key_positions: _Marks,
     texts: dict[str, str],
     problems: list[FieldProblem],
     seen: set[int],
 ) -> None:
-    """Record where each field path starts and how its scalar was written; report duplicate keys."""
+    """Record where each field path (and its key) starts and how its scalar was written; report duplicate
+    keys."""
     positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.nodes.ScalarNode):
         texts.setdefault(path, str(node.value))
@@ -419,10 +423,11 @@ def _walk(
                     )
                 )
             keys.add(key)
-            _walk(value_node, sub, positions, texts, problems, seen)
+            key_positions.setdefault(sub, (key_node.start_mark.line + 1, key_node.start_mark.column + 1))
+            _walk(value_node, sub, positions, key_positions, texts, problems, seen)
     elif isinstance(node, yaml.nodes.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, f"{path}[{index}]", positions, texts, problems, seen)
+            _walk(item, f"{path}[{index}]", positions, key_positions, texts, problems, seen)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -457,10 +462,14 @@ class Reader:
 
     # -- recording ------------------------------------------------------------------------------
 
-    def add(self, path: str, problem: str, fix: str) -> None:
-        """Record a problem at ``path`` (relative to the prefix), positioned if the document knows it."""
+    def add(self, path: str, problem: str, fix: str, *, at_key: bool = False) -> None:
+        """Record a problem at ``path`` (relative to the prefix), positioned if the document knows it: at its
+        value, or ``at_key`` at its key."""
         full = self._full(path)
-        where = self.document.position(full) if self.document is not None else None
+        where = None
+        if self.document is not None:
+            where = self.document.key_positions.get(full) if at_key else None
+            where = where or self.document.position(full)
         line, column = where if where is not None else (None, None)
         self.problems.append(FieldProblem(full, problem, fix, line, column))
 
@@ -499,7 +508,9 @@ class Reader:
         if hint is None:
             close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else "remove it"
-        self.add(child(path, name), "is not a known key", f"{hint} (known keys: {', '.join(known)})")
+        self.add(
+            child(path, name), "is not a known key", f"{hint} (known keys: {', '.join(known)})", at_key=True
+        )
 
     def section(
         self, parent: Mapping[object, object], path: str, key: str, known: Sequence[str]

@@ -142,7 +142,7 @@ CASES = {
     "check-directory": Case(("check-config", "{dir}"), 2, ("{dir}", "is a directory", "{dir}/agent.yaml")),
     "check-unreadable": Case(("check-config", "{unreadable}"), 2, ("{unreadable}", "permission denied")),
     "check-yaml-syntax": Case(
-        ("check-config", "{syntax}"), 2, ("configuration", "{syntax}", "line 2", "invalid YAML")
+        ("check-config", "{syntax}"), 2, ("configuration", "{syntax}:2:", "invalid YAML")
     ),
     "check-agent-key": Case(
         ("check-config", "{agent_typo}"), 2, ("{agent_typo}", "metrics.prot", "did you mean 'port'")

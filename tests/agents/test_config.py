@@ -151,15 +151,15 @@ def test_load_config_errors_for_missing_file(tmp_path: Path) -> None:
     ("data", "message"),
     [
         pytest.param((MINIMAL + "gateway: gw-é\n").encode("latin-1"),
-                     "line 4, column 13: is not UTF-8 text (invalid continuation byte); save it as UTF-8",
+                     ":4:13: is not UTF-8 text (invalid continuation byte); save it as UTF-8",
                      id="latin-1"),
-        pytest.param(MINIMAL.encode("utf-16"), "is UTF-16 text, not UTF-8; save it as UTF-8", id="utf-16"),
+        pytest.param(MINIMAL.encode("utf-16"), ": is UTF-16 text, not UTF-8; save it as UTF-8", id="utf-16"),
         pytest.param(MINIMAL.encode("utf-16-le"),
-                     "line 1, column 2: has NUL bytes: it is UTF-16 or binary, not UTF-8 text; "
+                     ":1:2: has NUL bytes: it is UTF-16 or binary, not UTF-8 text; "
                      "save it as UTF-8",
                      id="utf-16-without-bom"),
         pytest.param(MINIMAL.encode() + b"limits: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
-                     "line 4, column 108: the YAML is nested too deeply; write a flat configuration like "
+                     ":4:108: the YAML is nested too deeply; write a flat configuration like "
                      "examples/agent.yaml",
                      id="nested-100000-deep"),
     ],
@@ -169,14 +169,14 @@ def test_unreadable_text_is_one_line_not_a_traceback(data: bytes, message: str, 
     path.write_bytes(data)
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == f"{path}: {message}"
+    assert str(info.value) == f"{path}{message}"
     assert len(str(info.value).splitlines()) == 1
     # The same text as a policy file named by a configuration: reported with the policy file's name.
     (tmp_path / "ok.yaml").write_text(MINIMAL + "policy_file: agent.yaml\n")
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "ok.yaml")
     (problem,) = info.value.problems
-    assert problem.source == str(path) and problem.describe().startswith(f"{path}: ")
+    assert problem.source == str(path) and problem.describe().startswith(f"{path}:")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,10 +217,10 @@ def test_error_message_is_one_line_per_problem(tmp_path: Path) -> None:
     lines = str(info.value).splitlines()
     assert len(lines) == 6
     assert lines[3] == (
-        "agent.yaml: metrics.port (line 6): port 70000 is out of range; use a port between 1 and 65535"
+        "agent.yaml:6:9: metrics.port: port 70000 is out of range; use a port between 1 and 65535"
     )
     for line in lines:
-        assert re.fullmatch(r"agent\.yaml: [\w.\[\]]+ \(line \d+\): [^;]+; .+", line), line
+        assert re.fullmatch(r"agent\.yaml(:\d+:\d+)?: [\w.\[\]]+: [^;]+; .+", line), line
     assert isinstance(info.value, ValueError)
     again = pickle.loads(pickle.dumps(info.value))
     assert again.problems == info.value.problems
@@ -229,7 +229,7 @@ def test_error_message_is_one_line_per_problem(tmp_path: Path) -> None:
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     (problem,) = problems("site: depot-7\ncapture: [eth1\n", tmp_path)
     assert problem.field == "" and problem.line is not None
-    assert problem.describe().startswith(f"agent.yaml: line {problem.line}, column")
+    assert problem.describe().startswith(f"agent.yaml:{problem.line}:{problem.column}: invalid YAML")
     assert "invalid YAML" in problem.problem
 
 
@@ -435,9 +435,8 @@ def test_policy_file_problems_name_the_policy_file_and_its_lines(tmp_path: Path)
         ("agent.yaml", "site", 1),
         (str(policy), "allow[0].to[0]", 4),
     ]
-    assert (
-        found[1].describe().startswith(f"{policy}: allow[0].to[0] (line 4): '10.0.0.1/8' has host bits set")
-    )
+    where = f"{policy}:4:{found[1].column}"
+    assert found[1].describe().startswith(f"{where}: allow[0].to[0]: '10.0.0.1/8' has host bits")
 
 
 def test_unknown_vendor_in_the_policy_is_a_warning(tmp_path: Path) -> None:
@@ -874,7 +873,7 @@ def test_stream_probe_without_the_stream_extra_names_the_fix(tmp_path: Path) -> 
         [sys.executable, "-c", code, str(tmp_path / "agent.yaml")], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert ": stream_probe (line 5): needs packages that are not installed (av);" in done.stdout
+    assert ":5:3: stream_probe: needs packages that are not installed (av);" in done.stdout
     assert "pip install 'camwatch[stream]'" in done.stdout
     # Without the section nothing is asked of the extra.
     (tmp_path / "agent.yaml").write_text(MINIMAL)

@@ -534,7 +534,7 @@ def test_yaml_syntax_error_names_line_and_column(text: str, line: int, column: i
     (problem,) = info.value.problems
     assert (problem.line, problem.column) == (line, column)
     assert problem.field == ""
-    assert str(info.value).startswith(f"bad.yaml: line {line}, column {column}: invalid YAML")
+    assert str(info.value).startswith(f"bad.yaml:{line}:{column}: invalid YAML")
     assert problem.fix
 
 
@@ -565,8 +565,7 @@ allow:
         ("allow[2].to", 10, 5),  # a missing field points at its rule
     ]
     assert str(info.value).splitlines()[0] == (
-        "depot.yaml: allow[1].ports[1]: port 70000 is out of range; use a port between 1 and 65535"
-        " (at line 9, column 22)"
+        "depot.yaml:9:22: allow[1].ports[1]: port 70000 is out of range; use a port between 1 and 65535"
     )
 
 
@@ -605,11 +604,11 @@ def test_yaml_quirks_are_explained() -> None:
 def test_yaml_bytes_must_be_utf8_and_flat() -> None:
     assert SitePolicy.from_yaml(POLICY_EXAMPLE.encode()) == SitePolicy.from_yaml(POLICY_EXAMPLE)
     for data, message in [
-        ("site: dépôt-7\n".encode("latin-1"), "p.yaml: line 1, column 8: is not UTF-8 text"),
+        ("site: dépôt-7\n".encode("latin-1"), "p.yaml:1:8: is not UTF-8 text"),
         (POLICY_EXAMPLE.encode("utf-16"), "p.yaml: is UTF-16 text, not UTF-8; save it as UTF-8"),
         (
             b"site: a\nallow: " + b"[" * 100_000 + b"]" * 100_000,
-            "p.yaml: line 2, column 107: the YAML is nested",
+            "p.yaml:2:107: the YAML is nested",
         ),
     ]:
         with pytest.raises(PolicyError) as info:

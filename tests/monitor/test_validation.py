@@ -66,7 +66,7 @@ def test_absurd_nesting_is_one_positioned_problem() -> None:
 
 def test_validation_error_pickles_and_needs_problems() -> None:
     error = ValidationError([FieldProblem("a.b", "is bad", "fix it", 2, 3)], "x.yaml")
-    assert str(error) == "x.yaml: a.b: is bad; fix it (at line 2, column 3)"
+    assert str(error) == "x.yaml:2:3: a.b: is bad; fix it"
     copy = pickle.loads(pickle.dumps(error))
     assert copy.problems == error.problems and copy.source == "x.yaml"
     with pytest.raises(ValueError):
@@ -199,3 +199,17 @@ def test_common_yaml_mistakes_are_said_in_plain_words(
     assert (problem.line, problem.column) == (line, column)
     assert problem.problem.startswith(f"invalid YAML: {what}") and problem.fix.startswith(fix)
     assert "<block" not in problem.problem  # none of PyYAML's token names
+
+
+def test_an_unknown_key_is_placed_at_the_key_and_values_at_the_value() -> None:
+    # file:line:column, as compilers write it: an editor jumps to the key that is wrong, or to the value.
+    from monitor.policy import PolicyError, SitePolicy
+
+    with pytest.raises(PolicyError) as info:
+        SitePolicy.from_yaml(
+            "site: a\nmonitored:\n  networks: [10.0.0.5/24]\n  vendorz: [hikvision]\n", "p.yaml"
+        )
+    assert [line.split(": ", 2)[:2] for line in str(info.value).splitlines()] == [
+        ["p.yaml:3:14", "monitored.networks[0]"],
+        ["p.yaml:4:3", "monitored.vendorz"],
+    ]
