@@ -13,6 +13,7 @@ removed from URLs and password parameters in them (Xiongmai's ``/user=admin&pass
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ _PORT_RANGE_RE: Final = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 _CHANNEL_RANGE_RE: Final = re.compile(r"([0-9]{1,3})(?:-([0-9]{1,3}))?")
 _TOKEN_PREFIX_RE: Final = re.compile(rb"[!#%&'*+\-.^_`|~0-9A-Za-z]*")
 _SSRC_RE: Final = re.compile(r"[0-9A-Fa-f]{1,8}")
+_NAME_RE: Final = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,8 @@ class Transport:
     protocol: str  # "RTP/AVP", "RTP/AVP/TCP", "RTP/AVP/UDP", ...
     lower_transport: str  # "UDP" or "TCP"
     cast: str | None  # "unicast", "multicast" or None when unsaid
-    destination: str | None
-    source: str | None
+    destination: str | None  # an IP address (canonical text); None when unsaid or a name
+    source: str | None  # the same
     client_port: tuple[int, int] | None
     server_port: tuple[int, int] | None
     port: tuple[int, int] | None  # multicast port pair
@@ -96,6 +98,23 @@ class Transport:
     ssrc: int | None
     ttl: int | None
     mode: str | None
+    destination_name: str | None = None  # a host name given as destination (RFC 2326 allows one)
+
+
+def _address(value: str | None) -> tuple[str | None, str | None]:
+    """A Transport ``destination`` or ``source`` as (IP address, host name): the address in canonical text
+    (RFC 7826 writes IPv6 in brackets; an IPv4-mapped one is the IPv4 address; a zone is dropped), else the
+    value as a name when it is one, else neither."""
+    if not value:
+        return None, None
+    text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None, (value.lower() if _NAME_RE.fullmatch(value) else None)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), None
 
 
 def _range(value: str, what: str, regex: re.Pattern[str], top: int) -> tuple[int, int]:
@@ -147,13 +166,14 @@ def parse_transport(value: str) -> tuple[Transport, ...]:
         if ttl_text and (not ttl_text.isascii() or not ttl_text.isdigit() or int(ttl_text) > 255):
             raise AnalyzerError(PROTOCOL, f"Transport: invalid ttl {ttl_text[:20]!r}")
         interleaved_text = fields.get("interleaved")
+        destination, destination_name = _address(fields.get("destination"))
         out.append(
             Transport(
                 protocol=protocol,
                 lower_transport=lower,
                 cast=cast,
-                destination=fields.get("destination") or None,
-                source=fields.get("source") or None,
+                destination=destination,
+                source=_address(fields.get("source"))[0],
                 client_port=_ports(fields, "client_port"),
                 server_port=_ports(fields, "server_port"),
                 port=_ports(fields, "port"),
@@ -165,6 +185,7 @@ def parse_transport(value: str) -> tuple[Transport, ...]:
                 ssrc=ssrc,
                 ttl=int(ttl_text) if ttl_text else None,
                 mode=fields.get("mode") or None,
+                destination_name=destination_name,
             )
         )
     return tuple(out)

@@ -93,6 +93,8 @@ class StreamEgressRule(RuleModule):
         camera = site.watched(event.flow, cam_is_src)
         if camera is None:
             return ()
+        # A name as destination is not judged here: camwatch cannot tell where it points, and the video's
+        # own flows are judged by address when they start.
         dest = event.transport.destination
         if not dest or site.is_site_address(dest) or site.allowed_viewer(dest):
             return ()

@@ -12,6 +12,8 @@ import struct
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from lab.personas import SDP_H264, rtsp_request, rtsp_response, tcp_exchange
 from lab.synth import RtpTemplate, udp4_frame
 from monitor.flows import Flow
@@ -29,12 +31,15 @@ CLIENT_PORT, SERVER_PORT = 50000, 60000
 FRAMES = 200
 
 
-def _session(tmp_path: Path, destination: str, dest_mac: str) -> tuple[Path, int]:
-    """The NVR sets the camera's stream up towards `destination`; the camera answers with the same Transport
-    and no `server_port` (some do not send one), so only `destination=` says where the RTP goes. Returns
-    the capture and the time of the media flow's first packet."""
+def _session(tmp_path: Path, destination: str, dest_mac: str, written: str | None = None) -> tuple[Path, int]:
+    """The NVR sets the camera's stream up towards `destination` (in the Transport as `written`, if given);
+    the camera answers with the same Transport and no `server_port` (some do not send one), so only
+    `destination=` says where the RTP goes. Returns the capture and the time of the media flow's first
+    packet."""
     url = f"rtsp://{CAM_IP}/Streaming/Channels/101"
-    transport = f"RTP/AVP;unicast;destination={destination};client_port={CLIENT_PORT}-{CLIENT_PORT + 1}"
+    transport = (
+        f"RTP/AVP;unicast;destination={written or destination};client_port={CLIENT_PORT}-{CLIENT_PORT + 1}"
+    )
     turns = [
         (
             rtsp_request("DESCRIBE", url, 1, "Accept: application/sdp\r\n"),
@@ -97,6 +102,25 @@ def test_setup_to_an_outside_destination_is_stream_egress_naming_it(tmp_path: Pa
         (CAM_IP, SERVER_PORT),
         False,
     )
+
+
+@pytest.mark.parametrize(
+    ("written", "setup_alerts"),
+    [("[::ffff:198.51.100.20]", 1), ("NVR.example.com", 0), ("[not an address]", 0), ("198.51.100.020", 0)],
+)
+def test_a_destination_written_otherwise_is_read_or_left_never_an_error(
+    tmp_path: Path, written: str, setup_alerts: int
+) -> None:
+    # An address in brackets (RFC 7826's form), IPv4-mapped, is the address; a host name (RFC 2326 allows
+    # one) or junk is not judged from the SETUP: the video's own flow still is, by its address.
+    outside = "198.51.100.20"
+    capture, _ = _session(tmp_path, outside, GW_MAC, written)
+    _, _, alerts = run_engine(capture, NO_TIMEOUTS, POLICY)
+    egress = [a for a in alerts if a["rule"]["id"] == "stream.egress"]  # type: ignore[index]
+    from_setup = [a for a in egress if a["network"]["protocol"] == "rtsp"]  # type: ignore[index]
+    assert len(from_setup) == setup_alerts
+    assert all(a["destination"]["ip"] == outside for a in egress)  # type: ignore[index]
+    assert any(a["network"]["protocol"] == "rtp" for a in egress)  # type: ignore[index]
 
 
 def test_setup_to_another_site_address_labels_its_rtp_without_alert(tmp_path: Path) -> None:

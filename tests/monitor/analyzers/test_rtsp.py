@@ -179,6 +179,25 @@ def test_url_userinfo_removed() -> None:
     assert isinstance(msg, RtspRequest) and msg.url == "rtsp://10.0.0.5:554/Streaming/Channels/101"
 
 
+@pytest.mark.parametrize(
+    ("written", "address", "name"),
+    [
+        ("[2A02:26F0:1:2::99]", "2a02:26f0:1:2::99", None),  # RFC 7826 brackets, upper case
+        ("2a02:26f0:0001:0002:0000:0000:0000:0099", "2a02:26f0:1:2::99", None),
+        ("[fe80::1%eth0]", "fe80::1", None),  # a zone says nothing about where the video goes
+        ("::ffff:198.51.100.20", "198.51.100.20", None),  # IPv4-mapped: the IPv4 address
+        ("NVR.Example.com", None, "nvr.example.com"),  # RFC 2326 allows a host name
+        ("[2a02::zz]", None, None),
+        ("a b", None, None),
+    ],
+)
+def test_transport_destination_is_an_address_a_name_or_neither(
+    written: str, address: str | None, name: str | None
+) -> None:
+    (t,) = parse_transport(f"RTP/AVP;unicast;destination={written};source={written};client_port=5000-5001")
+    assert (t.destination, t.destination_name, t.source) == (address, name, address)
+
+
 def test_transport_variants() -> None:
     (multicast,) = parse_transport(
         'RTP/AVP;multicast;destination=239.1.2.3;port=5000-5001;ttl=16;mode="PLAY"'
