@@ -187,10 +187,17 @@ class Inventory:
             self._devices.move_to_end(mac)
 
     def add_ip(self, dev: Device, ip: str) -> bool:
-        """Remember an address the device sends from (IPv4 or IPv6, private or public); True if new."""
-        if ip in dev.ips or len(dev.ips) >= MAX_IPS:
+        """Remember an address the device sends from (IPv4 or IPv6, private or public); True if new.
+
+        At most ``MAX_IPS``, in the order first sent from: an IPv6 host takes a new temporary address a day
+        (RFC 8981), so a full list forgets its oldest address (which comes back, as new, when used again)
+        rather than refusing the one in use."""
+        ips = dev.ips
+        if ip in ips:
             return False
-        dev.ips.append(ip)
+        if len(ips) >= MAX_IPS:
+            del ips[0]
+        ips.append(ip)
         return True
 
     def state(self) -> list[dict[str, Any]]:

@@ -62,6 +62,8 @@ COPY_WINDOW_NS = NS // 5
 CLAIM_TTL_NS = 4 * 3600 * NS
 # A host sends from a few addresses; a MAC that sends from more IPv4 addresses forwards for others.
 ROUTER_IPV4_ADDRESSES = 4
+# Global IPv6 /64s a MAC sends from before it is taken for a router (see Site._forwards).
+ROUTER_IPV6_PREFIXES = 4
 
 # Binding sources, strongest first: a claim on the host's own segment beats what traffic suggested.
 _CLAIMED = frozenset({"arp", "ndp", "dhcp", "dhcpv6"})
@@ -99,13 +101,24 @@ def _same_subnet(a: str, b: str) -> bool:
 
 
 def _scope(ip: str) -> str:
-    """``link`` (link-local), ``private`` (RFC 1918, CGNAT, ULA), ``multicast`` or ``public``."""
+    """``link`` (link-local), ``private`` (RFC 1918, CGNAT, ULA), ``multicast``, ``unspecified`` or
+    ``public``."""
     addr = _address(ip)
     if addr.is_link_local:
         return "link"
     if addr.is_multicast:
         return "multicast"
+    if addr.is_unspecified:
+        return "unspecified"
     return "private" if is_local_ip(ip) else "public"
+
+
+@lru_cache(maxsize=65_536)
+def _host_address(ip: str) -> bool:
+    """An address a station can own: not unspecified (``::`` of IPv6 duplicate address detection and MLD,
+    ``0.0.0.0`` of a DHCP client without a lease), multicast or the limited broadcast."""
+    addr = _address(ip)
+    return not (addr.is_unspecified or addr.is_multicast or ip == "255.255.255.255")
 
 
 class Site:
@@ -258,10 +271,13 @@ class Site:
         kinds = {_scope(ip) for ip in v4}
         if "private" in kinds and "public" in kinds:
             return True  # a private and a public IPv4 address: a gateway with the Internet behind it
+        # A host has an address in each prefix its routers advertise (two ISPs, RFC 7157; a renumbering, RFC
+        # 4192; temporary addresses in each, RFC 8981): a router forwarding the Internet's replies sends from
+        # many more.
         prefixes = {
             int(_address(ip)) >> 64 for ip in dev.ips if _address(ip).version == 6 and _scope(ip) == "public"
         }
-        return len(prefixes) >= 2
+        return len(prefixes) >= ROUTER_IPV6_PREFIXES
 
     def _find_copy(self, flow: Flow) -> None:
         """Is this flow a routed copy of one started just before on another VLAN?"""
@@ -356,8 +372,9 @@ class Site:
         if not is_unicast_mac(mac):
             return None
         dev, _ = self.inventory.observe(mac, ts)
-        if ip is None:
-            # Seen only as a receiver (or a fact without an address): judged once it sends.
+        if ip is None or not _host_address(ip):
+            # Seen only as a receiver (or a fact without an address, or sending from no address of its own:
+            # a DAD probe from ::): judged once it sends.
             return dev
         if self.inventory.add_ip(dev, ip) and not dev.router:
             self._bind(ip, mac, "traffic", ts)
