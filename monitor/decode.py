@@ -340,6 +340,12 @@ def _decode_l3(data: U8, offs: I64, caplen: I64, rows: I64, ethertype: I64, l3: 
         f.ip_len[v6] = _be16(h[:, 4:6]) + 40
         a = _be64(h[:, 8:40]).reshape(-1, 4)
         f.src_hi[v6], f.src_lo[v6], f.dst_hi[v6], f.dst_lo[v6] = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
+        # An IPv4-mapped address (::ffff:a.b.c.d) is never on the wire (RFC 4291 2.5.5.2; Linux drops such a
+        # packet): stored as camwatch stores IPv4, it would join the IPv4 flow of the same addresses, where an
+        # attacker's decoy segment could hide a request the camera really received. Malformed, not a flow's.
+        mapped = ((a[:, 0] == 0) & ((a[:, 1] >> 32) == 0xFFFF)) | ((a[:, 2] == 0) & ((a[:, 3] >> 32) == 0xFFFF))
+        if mapped.any():
+            f.truncated[v6[mapped]] = True
         nh = h[:, 6].astype(np.int64)
         off = l3[v6] + 40
         ext = np.isin(nh, _IPV6_EXT)

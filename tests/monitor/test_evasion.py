@@ -102,6 +102,22 @@ def test_a_bad_checksum_copy_does_not_hide_the_request() -> None:
     assert len(of_rule(alerts(_connection(build)), RULE)) == 1
 
 
+def test_an_ipv6_decoy_with_ipv4_mapped_addresses_does_not_hide_the_request() -> None:
+    # A decoy at the request's sequence number in an IPv6 packet between ::ffff:<attacker> and ::ffff:<camera>:
+    # no stack takes it as a segment of the IPv4 connection (RFC 4291 2.5.5.2; Linux drops it), so neither may
+    # camwatch (it stores IPv4 addresses IPv4-mapped): the request that follows is the one read.
+    frames = _connection(_pieces(EXPLOIT, len(EXPLOIT)))
+    at = next(i for i, (_, f) in enumerate(frames) if EXPLOIT[:16] in f)
+    src, dst = f"::ffff:{ATTACKER.ip}", f"::ffff:{HIK.ip}"
+    seq = struct.unpack_from("!I", frames[at][1], 14 + 20 + 4)[0]
+    segment = synth.tcp(src, dst, CPORT, 80, b"X" * len(EXPLOIT), flags=P | A, seq=seq, ack=5001)
+    decoy = synth.ether(ATTACKER.mac, HIK.mac, 0x86DD, synth.ipv6(src, dst, 6, segment))
+    t = frames[at][0]
+    engine, flows, records = run_frames([*frames[:at], (t, decoy), *frames[at:]], policy=POLICY)
+    assert len(of_rule(records, RULE)) == 1
+    assert len(flows) == 1 and engine.stats.truncated == 1  # malformed: in no flow
+
+
 @pytest.mark.parametrize("checksum", [b"\0\0", b"\x12\x34"])
 def test_a_request_whose_checksum_was_left_to_the_nic_is_still_read(checksum: bytes) -> None:
     # No conflicting copy: a checksum of 0, or a partial one left to the NIC on the capturing host, must not
