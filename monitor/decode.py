@@ -343,7 +343,9 @@ def _decode_l3(data: U8, offs: I64, caplen: I64, rows: I64, ethertype: I64, l3: 
         # An IPv4-mapped address (::ffff:a.b.c.d) is never on the wire (RFC 4291 2.5.5.2; Linux drops such a
         # packet): stored as camwatch stores IPv4, it would join the IPv4 flow of the same addresses, where an
         # attacker's decoy segment could hide a request the camera really received. Malformed, not a flow's.
-        mapped = ((a[:, 0] == 0) & ((a[:, 1] >> 32) == 0xFFFF)) | ((a[:, 2] == 0) & ((a[:, 3] >> 32) == 0xFFFF))
+        mapped = ((a[:, 0] == 0) & ((a[:, 1] >> 32) == 0xFFFF)) | (
+            (a[:, 2] == 0) & ((a[:, 3] >> 32) == 0xFFFF)
+        )
         if mapped.any():
             f.truncated[v6[mapped]] = True
         nh = h[:, 6].astype(np.int64)

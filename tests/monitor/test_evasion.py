@@ -103,7 +103,7 @@ def test_a_bad_checksum_copy_does_not_hide_the_request() -> None:
 
 
 def test_an_ipv6_decoy_with_ipv4_mapped_addresses_does_not_hide_the_request() -> None:
-    # A decoy at the request's sequence number in an IPv6 packet between ::ffff:<attacker> and ::ffff:<camera>:
+    # A decoy at the request's sequence number in an IPv6 packet from ::ffff:<attacker> to ::ffff:<camera>:
     # no stack takes it as a segment of the IPv4 connection (RFC 4291 2.5.5.2; Linux drops it), so neither may
     # camwatch (it stores IPv4 addresses IPv4-mapped): the request that follows is the one read.
     frames = _connection(_pieces(EXPLOIT, len(EXPLOIT)))
