@@ -46,6 +46,7 @@ from monitor.policy import SitePolicy
 from monitor.register import AssetRegister
 from monitor.vendors.clouds import CloudCatalogue
 from monitor.vendors.fingerprints import display_name
+from monitor.vendors.oui import format_mac
 
 NS = 1_000_000_000
 # Bound on the per-device external traffic table (a flood of spoofed MACs must not grow it).
@@ -146,6 +147,9 @@ class Site:
         # accumulated as flows end.
         self.external: dict[int, list[int]] = {}
         self.bindings: OrderedDict[str, tuple[int, str, int]] = OrderedDict()  # ip -> (mac, source, ts)
+        # (ip, mac) -> when that MAC last claimed that address itself: another station's claim does not make
+        # it a router (a forged or mistaken claim, e.g. a spoofed neighbor advertisement, is a conflict).
+        self._own_claims: OrderedDict[tuple[str, int], int] = OrderedDict()
         self.routers: set[int] = set()
         self.router_ips: set[str] = set()
         self._recent: OrderedDict[Tuple5, _Started] = OrderedDict()
@@ -251,10 +255,17 @@ class Site:
             and ts - claimed[2] < CLAIM_TTL_NS
             and is_unicast_mac(mac)
         ):
-            # Another station claimed this address on its own segment (recently enough that the address
-            # was not handed on): this MAC forwards it.
-            self.mark_router(mac, f"sends from {ip}, which {claimed[1]} gives to another station")
-            return None
+            own = self._own_claims.get((ip, mac))
+            if own is None or ts - own >= CLAIM_TTL_NS:
+                # Another station claimed this address on its own segment (recently enough that the address
+                # was not handed on), and this MAC never did: it forwards it.
+                self.mark_router(mac, f"sends from {ip}, which {claimed[1]} gives to another station")
+                return None
+            # Both claimed it: two stations on one address, or one claiming another's (ARP/NDP spoofing).
+            dev = self.inventory.get(mac)
+            if dev is not None:
+                other = format_mac(claimed[0])
+                dev.add_evidence("address-conflict", f"{ip} also claimed by {other} ({claimed[1]})")
         before = self.inventory.get(mac)
         new_address = before is None or ip not in before.ips
         dev = self.device(mac, ip, ts)
@@ -312,6 +323,11 @@ class Site:
         if not is_unicast_mac(claim.mac):
             return
         self._bind(claim.ip, claim.mac, claim.source, claim.ts_ns)
+        own = self._own_claims
+        own.pop((claim.ip, claim.mac), None)
+        own[(claim.ip, claim.mac)] = claim.ts_ns
+        if len(own) > MAX_BINDINGS:
+            own.popitem(last=False)
         if claim.ip in self.router_ips:
             self.mark_router(claim.mac, f"router {claim.ip} ({claim.source})")
         if claim.mac not in self.routers:

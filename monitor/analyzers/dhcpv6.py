@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
+from monitor.devices import is_unicast_mac
 from monitor.events import AddressClaim
 from monitor.protocol import Context, ProtocolSpec
 
@@ -148,6 +149,12 @@ REPLY: Final = 7
 def handle_dhcpv6(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     msg = parse(payload)
     mac = msg.client_mac
+    if not msg.relayed:
+        # Sent to the client on its own link: the frame's receiver is the interface that has the lease. The
+        # DUID's link-layer address may be another interface's (RFC 8415 11.2: any of the client's).
+        receiver = flow.dst_mac if from_src else flow.src_mac
+        if is_unicast_mac(receiver):
+            mac = receiver
     if msg.msg_type == REPLY and mac:
         for address, valid in msg.addresses:
             if valid:

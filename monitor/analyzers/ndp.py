@@ -55,7 +55,8 @@ def _error(reason: str) -> AnalyzerError:
 @dataclass(frozen=True, slots=True)
 class NdpMessage:
     """One Neighbor Discovery message. ``target`` is the target address (NS, NA, redirect); ``router``
-    the R flag of an NA; link-layer addresses are MACs as integers (6-byte options only)."""
+    and ``override`` the R and O flags of an NA; link-layer addresses are MACs as integers (6-byte options
+    only)."""
 
     type: int
     target: str | None
@@ -63,6 +64,7 @@ class NdpMessage:
     source_ll: int | None
     target_ll: int | None
     router_lifetime: int | None  # seconds, router advertisements only
+    override: bool = False
 
     @property
     def name(self) -> str:
@@ -94,7 +96,8 @@ class NdpMessage:
             elif opt_type == OPT_TARGET_LL and target_ll is None:
                 target_ll = int.from_bytes(value, "big")
         router = mtype == NEIGHBOR_ADVERTISEMENT and bool(data[4] & 0x80)
-        return cls(mtype, target, router, source_ll, target_ll, lifetime)
+        override = mtype == NEIGHBOR_ADVERTISEMENT and bool(data[4] & 0x20)
+        return cls(mtype, target, router, source_ll, target_ll, lifetime, override)
 
 
 def _options(data: bytes, pos: int, what: str) -> list[tuple[int, bytes]]:
@@ -143,10 +146,12 @@ def handle_ndp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int
         ctx.emit(AddressClaim(ts, msg.source_ll, sender_ip, PROTOCOL))
     elif msg.type == NEIGHBOR_ADVERTISEMENT and msg.target is not None:
         owner = msg.target_ll or frame_mac
-        if owner:
+        # Only an advertisement with the override flag says "this address is mine": a proxy (RFC 4389) or
+        # an anycast address's holder answers without it (RFC 4861 7.2.6), for an address it does not own.
+        if owner and msg.override:
             ctx.emit(AddressClaim(ts, owner, msg.target, PROTOCOL))
-            if msg.router:
-                ctx.emit(RouterAdvert(ts, owner, msg.target, PROTOCOL))
+        if owner and msg.router:
+            ctx.emit(RouterAdvert(ts, owner, msg.target, PROTOCOL))
     elif msg.type == ROUTER_ADVERTISEMENT:
         router = msg.source_ll or frame_mac
         if router and not unspecified:

@@ -113,3 +113,75 @@ def _iso(ns: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ns / NS, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# ---------------------------------------------------------------- who owns an address
+
+ATTACKER_MAC = "02:00:00:66:66:66"
+CAM_INT = int(CAM_MAC.replace(":", ""), 16)
+
+
+def _ndp(t: int, mac: str, src: str, dst: str, body: bytes) -> Frames:
+    return [
+        (
+            t,
+            synth.ether(
+                mac, "33:33:00:00:00:01", 0x86DD, synth.ipv6(src, dst, 58, icmp6(src, dst, body), hop=255)
+            ),
+        )
+    ]
+
+
+def neighbor_solicitation(t: int, mac: str, src: str, target: str) -> Frames:
+    body = (
+        bytes([135, 0, 0, 0])
+        + bytes(4)
+        + ipaddress.IPv6Address(target).packed
+        + bytes([1, 1])
+        + synth.mac_bytes(mac)
+    )
+    return _ndp(t, mac, src, "ff02::1:ff00:1", body)
+
+
+def neighbor_advertisement(t: int, mac: str, src: str, target: str, owner: str, override: bool) -> Frames:
+    flags = 0x20 if override else 0
+    body = bytes([136, 0, 0, 0, flags, 0, 0, 0]) + ipaddress.IPv6Address(target).packed
+    return _ndp(t, mac, src, "ff02::1", body + bytes([2, 1]) + synth.mac_bytes(owner))
+
+
+@pytest.mark.parametrize("override", [False, True])
+def test_another_stations_advertisement_of_the_cameras_address_does_not_silence_it(override: bool) -> None:
+    # The camera resolves its router (claiming its own address, RFC 4861 7.2.2); then a host on the VLAN
+    # advertises the camera's address as its own: with the override flag clear, as a proxy does (RFC 4389), it
+    # is no claim at all; with it set (a spoofed advertisement), both stations claim the address: a conflict
+    # on the camera's record, and the camera is still judged as itself, not taken for a router.
+    cam = address("2001:db8:20:1::/64", 0x11)
+    claim = neighbor_solicitation(T0, CAM_MAC, cam, "2001:db8:20:1::1")
+    forged = neighbor_advertisement(T0 + NS, ATTACKER_MAC, "fe80::66", cam, ATTACKER_MAC, override)
+    traffic = lookup(T0 + 2 * NS, cam, 40000)
+    engine, _, alerts = run_frames(claim + forged + traffic)
+    _, _, clean = run_frames(claim + traffic)
+    dev = engine.inventory.get(CAM_INT)
+    assert dev is not None and not dev.router
+    assert _rules(alerts) == _rules(clean) and "dns.vendor_cloud" in _rules(alerts)
+    conflicts = [e.detail for e in dev.evidence if e.kind == "address-conflict"]
+    assert conflicts == ([f"{cam} also claimed by 02-00-00-66-66-66 (ndp)"] if override else [])
+
+
+def test_a_dhcpv6_lease_belongs_to_the_interface_it_was_sent_to() -> None:
+    # A camera with wired and Wi-Fi interfaces builds its DUID from the Wi-Fi MAC (RFC 8415 11.2 allows any of
+    # its link-layer addresses); the lease is sent to its wired interface, which then uses the address.
+    from scapy.layers.dhcp6 import DUID_LL, DHCP6_Reply, DHCP6OptClientId, DHCP6OptIA_NA, DHCP6OptIAAddress
+
+    wifi = "44:19:b6:12:34:57"
+    leased = address("2001:db8:20:1::/64", 0x500)
+    ia = DHCP6OptIA_NA(iaid=1, ianaopts=[DHCP6OptIAAddress(addr=leased, validlft=3600)])
+    reply = bytes(DHCP6_Reply(trid=7) / DHCP6OptClientId(duid=DUID_LL(lladdr=wifi)) / ia)
+    server, cam_ll = "fe80::1", "fe80::4619:b6ff:fe12:3456"
+    udp = synth.udp(server, cam_ll, 547, 546, reply)
+    frames = [(T0, synth.ether(ROUTER_MAC, CAM_MAC, 0x86DD, synth.ipv6(server, cam_ll, 17, udp)))]
+    engine, _, alerts = run_frames(frames + lookup(T0 + NS, leased, 40000))
+    dev = engine.inventory.get(CAM_INT)
+    assert dev is not None and not dev.router and leased in dev.ips
+    assert engine.inventory.get(int(wifi.replace(":", ""), 16)) is None  # no phantom device
+    assert {a["source"]["mac"] for a in alerts} == {"44-19-b6-12-34-56"}  # type: ignore[index]

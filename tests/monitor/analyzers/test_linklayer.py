@@ -105,6 +105,9 @@ def test_neighbour_solicitation_and_advertisement() -> None:
     assert (na.target, na.target_ll, na.router) == ("2001:db8::11", CAM_INT, False)
     router_na = ndp.NdpMessage.parse(bytes(ICMPv6ND_NA(tgt="fe80::1", R=1)))
     assert router_na.router and router_na.target_ll is None
+    # The override flag: the owner's answer sets it, a proxy's or an anycast holder's does not (RFC 4861).
+    assert ndp.NdpMessage.parse(bytes(ICMPv6ND_NA(tgt="fe80::1", O=1))).override
+    assert not ndp.NdpMessage.parse(bytes(ICMPv6ND_NA(tgt="fe80::1", O=0))).override
 
 
 def test_router_advertisement_and_solicitation() -> None:
