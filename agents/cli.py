@@ -500,16 +500,18 @@ def check_config(path: str, out: TextIO) -> int:
 
     if _is_agent_config(read_input(path, "configuration or policy")):
         config = load_config(path)  # logs its warnings
+        from monitor.alerts import endpoint
+
         cap = config.capture
         source = f"pcap {cap.pcap}" if cap.pcap is not None else f"interfaces {', '.join(cap.interfaces)}"
         mqtt = (
-            f"{config.mqtt.host}:{config.mqtt.port}"
+            endpoint(config.mqtt.host, config.mqtt.port)
             if config.mqtt is not None
             else "none (alerts go to the log and alerts_file)"
         )
         out.write(
             f"{path}: OK: agent {config.observer}; {source}; "
-            f"metrics on {config.metrics.listen}:{config.metrics.port}; mqtt {mqtt}; "
+            f"metrics on {endpoint(config.metrics.listen, config.metrics.port)}; mqtt {mqtt}; "
             f"state in {config.state_dir}\n"
         )
         policy = config.site_policy

@@ -56,6 +56,7 @@ from agents.probe import EXTRA_HINT, missing_modules
 from agents.probe.reports import TRANSPORTS, Thresholds
 from agents.probe.urls import CameraUrl
 from agents.state import STATE_FILES
+from monitor.alerts import endpoint
 from monitor.policy import POLICY_WORDS, IPNetwork, PolicyError, SitePolicy
 from monitor.register import AssetRegister, RegisterError
 from monitor.registry import RULES
@@ -340,7 +341,7 @@ class MqttSettings:
     @property
     def broker(self) -> str:
         """``host:port``, for messages."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return endpoint(self.host, self.port)
 
     @property
     def status_topic(self) -> str:

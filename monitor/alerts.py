@@ -33,6 +33,11 @@ NS = 1_000_000_000
 SEVERITY_NAMES = {2: "info", 3: "warning", 4: "high", 5: "critical"}
 
 
+def endpoint(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (RFC 3986): ``2001:db8::1:23`` would read as one address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def severity_name(severity: object) -> str:
     """The word for an ``event.severity`` (``info`` ... ``critical``), or the value as text."""
     return SEVERITY_NAMES.get(severity, str(severity)) if isinstance(severity, int) else str(severity)

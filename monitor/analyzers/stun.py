@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from monitor.alerts import endpoint
 from monitor.analyzers import AnalyzerError
 
 __all__ = [
@@ -129,7 +130,7 @@ class StunAddress:
         return 6 if ":" in self.ip else 4
 
     def __str__(self) -> str:
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return endpoint(self.ip, self.port)
 
 
 def _method(msg_type: int) -> int:

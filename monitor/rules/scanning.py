@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Final
 
-from monitor.alerts import CRITICAL, NS, Alert, Rule
+from monitor.alerts import CRITICAL, NS, Alert, Rule, endpoint
 from monitor.decode import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
 from monitor.events import Event, FlowStarted, ResponderSeen
 from monitor.evidence import Evidence, combine, recorded, snapshot, tcp_seq
@@ -234,7 +234,7 @@ class ScanningRule(RuleModule):
         attempts = dev.attempts
         telnet = sum(1 for (_, port, _) in attempts if port in TELNET_PORTS)
         ports = {port for (_, port, _) in attempts}
-        sample = [f"{ip}:{port}" for (ip, port, _) in list(attempts)[:10]]
+        sample = [endpoint(ip, port) for (ip, port, _) in list(attempts)[:10]]
         side = Side.of(flow, flow.opener_is_src, watched.mac)
         what = []
         if dev.mirai:

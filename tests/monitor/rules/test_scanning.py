@@ -145,3 +145,17 @@ def test_the_same_alert_whatever_the_batch_size(batch_size: int) -> None:
         for a in of_rule(alerts(frames, batch_size), RULE)
     ] == key  # type: ignore[index]
     assert len(key) == 1
+
+
+def test_an_ipv6_scan_writes_its_sample_with_brackets() -> None:
+    # A watched camera sweeps IPv6 telnet. "2001:db8:77::1:23" is itself an address: the port must be told
+    # apart ([address]:port, RFC 3986).
+    src = "2001:db8:20:1::11"
+    frames = []
+    for i in range(60):
+        dst = f"2001:db8:77::{i + 1:x}"
+        seg = synth.tcp(src, dst, 50000 + i, 23, flags=synth.TCP_SYN, seq=i)
+        frames.append((T0 + i * 50 * MS, synth.ether(HIK.mac, GW.mac, 0x86DD, synth.ipv6(src, dst, 6, seg))))
+    (a,) = of_rule(alerts(frames), RULE)
+    sample = a["camwatch"]["scan"]["sample"]  # type: ignore[index]
+    assert sample[0] == "[2001:db8:77::1]:23" and all(s.startswith("[") for s in sample)
