@@ -203,7 +203,12 @@ class ScanningRule(RuleModule):
             return
         if flow.proto == PROTO_TCP:
             flags = flow.flags_b if flow.a_sent_first else flow.flags_a  # the responder's
-            attempt.state = ACCEPTED if flags & TCP_SYN else REFUSED if flags & TCP_RST else PENDING
+            if flow.first_flags & TCP_SYN:
+                attempt.state = ACCEPTED if flags & TCP_SYN else REFUSED if flags & TCP_RST else PENDING
+            else:
+                # Met mid-stream (the capture began after the handshake): both sides sending is a connection;
+                # only a reset answers an ACK probe.
+                attempt.state = REFUSED if flags & TCP_RST else ACCEPTED
         else:
             attempt.state = ACCEPTED
 
@@ -234,7 +239,8 @@ class ScanningRule(RuleModule):
         attempts = dev.attempts
         telnet = sum(1 for (_, port, _) in attempts if port in TELNET_PORTS)
         ports = {port for (_, port, _) in attempts}
-        sample = [endpoint(ip, port) for (ip, port, _) in list(attempts)[:10]]
+        # Examples of what failed (the message says "N of them refused or unanswered (e.g. ...)").
+        sample = [endpoint(ip, port) for (ip, port, _) in attempts if port in failed.get(ip, ())][:10]
         side = Side.of(flow, flow.opener_is_src, watched.mac)
         what = []
         if dev.mirai:

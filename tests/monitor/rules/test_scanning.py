@@ -159,3 +159,31 @@ def test_an_ipv6_scan_writes_its_sample_with_brackets() -> None:
     (a,) = of_rule(alerts(frames), RULE)
     sample = a["camwatch"]["scan"]["sample"]  # type: ignore[index]
     assert sample[0] == "[2001:db8:77::1]:23" and all(s.startswith("[") for s in sample)
+
+
+def test_sessions_met_mid_stream_are_not_failed_attempts() -> None:
+    # The capture starts while the camera's cloud connections run (the cloud's data first), then the camera
+    # sweeps telnet: the running sessions are connections, not refused or unanswered attempts.
+    frames = []
+    pa = synth.TCP_PSH | synth.TCP_ACK
+    for i, port in enumerate((443, 8666, 7660)):
+        cloud = f"198.51.100.{i + 1}"
+        t = T0 + i * MS
+        frames.append(
+            (t, synth.tcp4_frame(GW.mac, HIK.mac, cloud, HIK.ip, port, 40000 + i, b"data", flags=pa))
+        )
+        frames.append(
+            (t + MS, synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, cloud, 40000 + i, port, b"ack", flags=pa))
+        )
+    for i in range(60):
+        syn = synth.tcp4_frame(
+            HIK.mac, GW.mac, HIK.ip, f"203.0.113.{i + 1}", 50000 + i, 23, flags=synth.TCP_SYN
+        )
+        frames.append((T0 + 10 * MS + i * 50 * MS, syn))
+    (a,) = of_rule(alerts(frames), RULE)
+    scan = a["camwatch"]["scan"]  # type: ignore[index]
+    assert scan["failed_addresses"] == 60
+    assert not any(s.startswith("198.51.100.") for s in scan["sample"])
+    assert "63 connection attempts" in str(a["message"]) and "60 of them refused or unanswered" in str(
+        a["message"]
+    )
