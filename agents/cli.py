@@ -752,6 +752,7 @@ class _NullSink:
 
 def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
     from monitor.decode import undecoded_message
+    from monitor.site import unlisted_message
 
     st = engine.stats
     vendors = Counter(d.manufacturer or "unknown" for d in engine.inventory)
@@ -784,6 +785,8 @@ def _summary(engine: Engine, seconds: float, out: TextIO) -> None:
     if st.undecoded_linktypes:
         # Not an error (what could be read was), but no analyst may read "0 alerts" as a clean capture.
         out.write(f"camwatch: warning: {undecoded_message(st.undecoded_linktypes)}\n")
+    if engine.site.unlisted_prefixes:
+        out.write(f"camwatch: warning: {unlisted_message(engine.site.unlisted_prefixes)}\n")
 
 
 def _n(count: int, noun: str) -> str:

@@ -76,6 +76,7 @@ from monitor.flows import Flow, FlowConfig
 from monitor.pcapfile import CaptureError, PacketBatch
 from monitor.records import flow_record
 from monitor.registry import Rulebook, rulebook
+from monitor.site import unlisted_message
 from monitor.vendors.oui import VendorTable
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ class Agent:
         # Learning mode (agents/learn/mode.py): a recorder beside the rules, and alerts of learning devices
         # marked as not paging. None without a `learning:` section.
         self.learning = LearningMode(config.learning, self.state_dir) if config.learning is not None else None
+        self._unlisted_logged = 0  # global IPv6 networks not in the policy, already logged
         self.engine = Engine(
             config.site_policy,
             vendors or VendorTable.load(),
@@ -692,6 +694,10 @@ class Agent:
         thread, so they reach it in the engine's order)."""
         if self._alerts is None or self._flows is None:
             return
+        unlisted = self.engine.site.unlisted_prefixes
+        if len(unlisted) > self._unlisted_logged:
+            log.warning("%s", unlisted_message(list(unlisted)[self._unlisted_logged :]))
+            self._unlisted_logged = len(unlisted)
         if self.containment is not None and events.flows:
             self.containment.observe(events.flows)  # only queued: judged on containment's task
         for alert in events.alerts:

@@ -65,6 +65,7 @@ CLAIM_TTL_NS = 4 * 3600 * NS
 ROUTER_IPV4_ADDRESSES = 4
 # Global IPv6 /64s a MAC sends from before it is taken for a router (see Site._forwards).
 ROUTER_IPV6_PREFIXES = 4
+MAX_UNLISTED_PREFIXES = 16
 
 # Binding sources, strongest first: a claim on the host's own segment beats what traffic suggested.
 _CLAIMED = frozenset({"arp", "ndp", "dhcp", "dhcpv6"})
@@ -150,6 +151,11 @@ class Site:
         # (ip, mac) -> when that MAC last claimed that address itself: another station's claim does not make
         # it a router (a forged or mistaken claim, e.g. a spoofed neighbor advertisement, is a conflict).
         self._own_claims: OrderedDict[tuple[str, int], int] = OrderedDict()
+        #: Global IPv6 /64s watched devices send from that no monitored network holds, each with a device
+        #: MAC (at most MAX_UNLISTED_PREFIXES): a GUA-only site without its prefixes in the policy sees
+        #: its own hosts as outside the site (see ``unlisted_message``).
+        self.unlisted_prefixes: OrderedDict[str, int] = OrderedDict()
+        self._unlisted_seen: set[str] = set()
         self.routers: set[int] = set()
         self.router_ips: set[str] = set()
         self._recent: OrderedDict[Tuple5, _Started] = OrderedDict()
@@ -405,7 +411,21 @@ class Site:
                 if not dev.announced:
                     dev.announced = True
                     self._announce(DeviceWatched(ts, dev, ip, why))
+        if dev.watched and ":" in ip and ip not in self._unlisted_seen:
+            self._note_unlisted(ip, mac)
         return dev
+
+    def _note_unlisted(self, ip: str, mac: int) -> None:
+        seen = self._unlisted_seen
+        seen.add(ip)
+        if len(seen) > MAX_BINDINGS:
+            seen.clear()
+        if len(self.unlisted_prefixes) >= MAX_UNLISTED_PREFIXES or _scope(ip) != "public":
+            return
+        if self.is_monitored(ip):
+            return
+        prefix = f"{ipaddress.IPv6Network((int(_address(ip)) >> 64 << 64, 64))}"
+        self.unlisted_prefixes.setdefault(prefix, mac)
 
     def label_devices(self, flows: Iterable[Flow]) -> None:
         """Note the protocols each device spoke (from the flows the analyzers just read)."""
@@ -504,3 +524,13 @@ class SiteStats:
     facts_dropped: int = 0  # facts about unknown hosts behind a router, evicted before the host was known
     bindings_evicted: int = 0  # address bindings forgotten at the bound (MAX_BINDINGS), oldest first
     external_dropped: int = 0  # ended flows of a device not summed: MAX_EXTERNAL_DEVICES were summed already
+
+
+def unlisted_message(prefixes: Iterable[str]) -> str:
+    """One sentence for the global IPv6 networks watched devices send from that the policy does not list."""
+    listed = ", ".join(prefixes)
+    return (
+        f"watched devices send from global IPv6 addresses in {listed}, which no monitored network holds: "
+        "the other hosts of those networks count as outside the site (DNS to the site's router as resolver "
+        "bypass, the recorder as an unauthorized client); list them under monitored.networks in the policy"
+    )

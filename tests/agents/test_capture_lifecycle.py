@@ -245,3 +245,32 @@ def test_a_capture_file_that_ends_says_so_and_writes_its_flows(
     assert len(ends) == 1 and str(pcap) in ends[0].getMessage()
     # Stopping the agent afterwards adds nothing: the flows were all written at the end of the file.
     assert (tmp_path / "flows.jsonl").read_text().splitlines() == written
+
+
+def test_a_global_ipv6_network_not_in_the_policy_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.monitor.test_site_ipv6 import T0, address, lookup
+
+    pcap = tmp_path / "v6.pcap"
+    frames = [
+        f for i in range(3) for f in lookup(T0 + i * 10**9, address("2001:db8:20:1::/64", 0x11 + i), 40000)
+    ]
+    pcap.write_bytes(pcap_bytes(frames))
+    port = free_port()
+    agent = Agent(config(tmp_path, port, capture=f"{{pcap: {pcap}, pace: fast}}"), vendors())
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            label = (("interface", str(pcap)),)
+            await until(lambda: scrape(port)["camwatch_capture_finished"][label] == 1, "never finished")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    with caplog.at_level(logging.WARNING, logger="agents.runtime"):
+        asyncio.run(run())
+    said = [r.getMessage() for r in caplog.records if "no monitored network holds" in r.getMessage()]
+    assert len(said) == 1 and "2001:db8:20:1::/64" in said[0]

@@ -287,3 +287,22 @@ def test_a_capture_of_a_link_type_camwatch_cannot_read_is_not_reported_clean(tmp
         "camwatch: warning: 1 packet of link type 127 (IEEE 802.11 radiotap) not decoded: camwatch reads "
         "Ethernet, Linux SLL/SLL2, raw IP, BSD loopback and Apple PKTAP"
     )
+
+
+def test_a_global_ipv6_network_the_policy_does_not_list_is_a_warning(tmp_path: Path) -> None:
+    # A GUA-only site replayed without its prefix in the policy: the field engineer is told what to list.
+    from monitor.pcapwrite import pcap_bytes
+    from tests.monitor.test_site_ipv6 import T0, address, lookup
+
+    path = tmp_path / "v6.pcap"
+    path.write_bytes(pcap_bytes(lookup(T0, address("2001:db8:20:1::/64", 0x11), 40000)))
+    res = camwatch("replay", path, "--alerts", "/dev/null")
+    assert res.returncode == 0
+    assert res.stderr.splitlines()[-1].startswith(
+        "camwatch: warning: watched devices send from global IPv6 addresses in 2001:db8:20:1::/64, which no "
+        "monitored network holds"
+    )
+    policy = tmp_path / "site.yaml"
+    policy.write_text("site: s\nmonitored: {networks: [2001:db8:20:1::/64]}\n")
+    listed = camwatch("replay", path, "--alerts", "/dev/null", "--policy", policy)
+    assert listed.returncode == 0 and "camwatch: warning:" not in listed.stderr

@@ -185,3 +185,24 @@ def test_a_dhcpv6_lease_belongs_to_the_interface_it_was_sent_to() -> None:
     assert dev is not None and not dev.router and leased in dev.ips
     assert engine.inventory.get(int(wifi.replace(":", ""), 16)) is None  # no phantom device
     assert {a["source"]["mac"] for a in alerts} == {"44-19-b6-12-34-56"}  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- a global-address-only site
+
+
+def test_global_ipv6_networks_the_policy_does_not_list_are_named() -> None:
+    # Without its prefix in the policy, a GUA-only site's own hosts are outside the site for camwatch (only
+    # ULA and link-local are site addresses by default): the engine names the network to list.
+    from monitor.policy import SitePolicy
+    from monitor.site import unlisted_message
+
+    frames = lookup(T0, address("2001:db8:20:1::/64", 0x11), 40000)
+    frames += lookup(T0 + NS, address("fd00:20::/64", 0x11), 40001)  # a ULA: on the site already
+    engine, _, _ = run_frames(frames)
+    assert dict(engine.site.unlisted_prefixes) == {"2001:db8:20:1::/64": CAM_INT}
+    assert "in 2001:db8:20:1::/64, which no monitored network holds" in unlisted_message(
+        engine.site.unlisted_prefixes
+    )
+    listed = SitePolicy.from_yaml("site: s\nmonitored: {networks: [2001:db8:20::/48]}\n")
+    engine, _, _ = run_frames(frames, policy=listed)
+    assert not engine.site.unlisted_prefixes
