@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lab import payloads
+from lab import payloads, synth
 from monitor.pcapfile import PacketBatch
 
 NS = 1_000_000_000
@@ -50,7 +50,7 @@ def _addr(text: str) -> int:
 
 
 def _frame(smac: int, dmac: int, src: int, dst: int, proto: int, l4: bytes) -> bytes:
-    # No checksums: the engine does not verify them (a mirror port hands over what it saw).
+    # No IP or UDP checksums: the engine does not verify them. TCP's it does (tcp_frame fills it in).
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, _ip(src), _ip(dst))
     return dmac.to_bytes(6, "big") + smac.to_bytes(6, "big") + b"\x08\x00" + ip + l4
 
@@ -72,7 +72,10 @@ def tcp_frame(
     payload: bytes,
 ) -> bytes:
     head = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
-    return _frame(smac, dmac, src, dst, 6, head + payload)
+    # The checksum: camwatch reads a segment whose checksum does not verify only once it is confirmed.
+    pseudo = _ip(src) + _ip(dst) + struct.pack("!BBH", 0, 6, len(head) + len(payload))
+    csum = synth.checksum(pseudo + head + payload)
+    return _frame(smac, dmac, src, dst, 6, head[:16] + struct.pack("!H", csum) + head[18:] + payload)
 
 
 SYN, SYN_ACK, ACK, PSH_ACK = 0x02, 0x12, 0x10, 0x18

@@ -207,8 +207,10 @@ class Analysis:
         if proto == PROTO_TCP:
             if verify and packet[l3] >> 4 == 4 and (packet[l3 + 6] & 0x3F or packet[l3 + 7]):
                 verify = False  # an IPv4 first fragment: the rest of the segment is in the others
-            # A checksum field of 0 was never filled in (lab tools, some offloads): not checked.
-            valid = not verify or packet[l4 + 16 : l4 + 18] == b"\0\0" or _checksum_ok(packet, l3, l4, end)
+            # A checksum of 0 (never filled in: lab tools, some offloads) is unverified like a wrong one: the
+            # segment is read once confirmed, but a copy whose checksum holds replaces it (else junk with a
+            # zero checksum, which the receiver drops, would hide the real bytes from the analyzers).
+            valid = not verify or _checksum_ok(packet, l3, l4, end)
             self._tcp(flow, app, packet, l4, flags, from_src, payload, ts, valid)
         elif not self._repeated(app, from_src, payload, ts):
             self._deliver(flow, app, from_src, [(payload, ts)])

@@ -90,12 +90,17 @@ def test_an_exploit_cut_in_many_tcp_segments(size: int) -> None:
     assert len(of_rule(alerts(_connection(_pieces(EXPLOIT, size))), RULE)) == 1
 
 
-def test_a_bad_checksum_copy_does_not_hide_the_request() -> None:
+@pytest.mark.parametrize("broken", ["flipped", "zero"])
+def test_a_bad_checksum_copy_does_not_hide_the_request(broken: str) -> None:
     # A junk segment with a broken checksum at the request's sequence number (the camera drops it), then the
-    # request: the copy whose checksum holds is the one read.
+    # request: the copy whose checksum holds is the one read. A zero checksum is no exception: the camera's
+    # stack drops that junk too.
     def build(seq: int) -> list[tuple[int, bytes]]:
         junk = bytearray(_raw(ATTACKER.ip, HIK.ip, CPORT, 80, b"X" * len(EXPLOIT), P | A, seq, 5001))
-        junk[20 + 16] ^= 0xFF
+        if broken == "zero":
+            junk[20 + 16 : 20 + 18] = b"\0\0"
+        else:
+            junk[20 + 16] ^= 0xFF
         real = _raw(ATTACKER.ip, HIK.ip, CPORT, 80, EXPLOIT, P | A, seq, 5001)
         return [(seq, bytes(junk)), (seq + len(EXPLOIT), real)]
 
