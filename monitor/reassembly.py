@@ -20,12 +20,19 @@ Only the few packets the flow table selects for analysis go through here, never 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 _MOD = 1 << 32
 _HALF = 1 << 31
-MAX_HELD_SEGMENTS = 16
-MAX_HELD_BYTES = 64 * 1024
+# Out-of-order room per direction. A receiver queues far more (Linux: up to its receive buffer), and an
+# evasion tool sends a request as one-byte segments in reverse order (fragroute's "tcp_seg 1" with "order
+# reverse"): a smaller room would skip the hole the first segment leaves and read the request from its middle.
+MAX_HELD_SEGMENTS = 1024
+MAX_HELD_BYTES = 256 * 1024
+# What a held segment costs beyond its payload (its tuple, bytes object and integers), counted with the
+# payload against the bounds, so that one-byte segments cannot hold far more memory than the bounds say.
+SEGMENT_OVERHEAD = 128
 # Bytes held behind holes by all the flows that share one OrderStats (one engine): a flood of flows that
 # each leave a hole would otherwise hold up to the per-direction room in every live flow (200,000 flows:
 # gigabytes). Beyond it the hole that makes a flow hold more is skipped at once, and counted.
@@ -43,7 +50,9 @@ class OrderStats:
     duplicates: int = 0  # segments or datagrams seen before (mirror copies, retransmissions)
     overlaps: int = 0  # segments that repeated part of what was delivered (trimmed)
     holes: int = 0  # gaps never filled (lost by the mirror): bytes the analyzers did not see
-    held_bytes: int = 0  # bytes held behind holes now, by every flow (bounded by MAX_HELD_TOTAL)
+    held_bytes: int = (
+        0  # bytes held behind holes now, by every flow, with SEGMENT_OVERHEAD each (MAX_HELD_TOTAL)
+    )
     over_budget: int = 0  # holes skipped at once because MAX_HELD_TOTAL bytes were held
     bad_checksums: int = 0  # copies with a bad TCP checksum dropped for a good copy of the same bytes
 
@@ -145,18 +154,19 @@ class TcpOrder:
 
     def _hold(self, seq: int, payload: bytes, ts: int, stats: OrderStats) -> None:
         held = self._held
-        for i, (s, p, _) in enumerate(held):
-            d = seq_diff(seq, s)
-            if d == 0 and len(payload) <= len(p):
-                stats.duplicates += 1
-                return
-            if d < 0:
-                held.insert(i, (seq, payload, ts))
-                break
-        else:
-            held.append((seq, payload, ts))
-        self._held_bytes += len(payload)
-        stats.held_bytes += len(payload)
+        start = self.next
+        assert start is not None
+        # Ordered by distance from the next expected byte (sequence numbers wrap); the same start and no more
+        # bytes than a segment held is a duplicate.
+        ahead = seq_diff(seq, start)
+        i = bisect.bisect_left(held, ahead, key=lambda h: seq_diff(h[0], start))
+        if i < len(held) and held[i][0] == seq and len(payload) <= len(held[i][1]):
+            stats.duplicates += 1
+            return
+        held.insert(i, (seq, payload, ts))
+        cost = len(payload) + SEGMENT_OVERHEAD
+        self._held_bytes += cost
+        stats.held_bytes += cost
 
     def _drain(self, stats: OrderStats) -> list[tuple[bytes, int]]:
         """Held segments that follow what was delivered."""
@@ -168,8 +178,8 @@ class TcpOrder:
             if ahead > 0:
                 break
             held.pop(0)
-            self._held_bytes -= len(payload)
-            stats.held_bytes -= len(payload)
+            self._held_bytes -= len(payload) + SEGMENT_OVERHEAD
+            stats.held_bytes -= len(payload) + SEGMENT_OVERHEAD
             if -ahead >= len(payload):
                 stats.duplicates += 1
                 continue

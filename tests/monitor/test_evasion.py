@@ -90,6 +90,17 @@ def test_an_exploit_cut_in_many_tcp_segments(size: int) -> None:
     assert len(of_rule(alerts(_connection(_pieces(EXPLOIT, size))), RULE)) == 1
 
 
+@pytest.mark.parametrize("size", [1, 3])
+def test_an_exploit_in_one_byte_segments_in_reverse_order(size: int) -> None:
+    # fragroute's "tcp_seg 1" with "order reverse": every byte waits behind the hole the first one leaves,
+    # as the camera's stack queues them, until the first byte arrives last.
+    def reversed_pieces(seq: int) -> list[tuple[int, bytes]]:
+        return _pieces(EXPLOIT, size)(seq)[::-1]
+
+    assert len(EXPLOIT) > 64
+    assert len(of_rule(alerts(_connection(reversed_pieces)), RULE)) == 1
+
+
 @pytest.mark.parametrize("broken", ["flipped", "zero"])
 def test_a_bad_checksum_copy_does_not_hide_the_request(broken: str) -> None:
     # A junk segment with a broken checksum at the request's sequence number (the camera drops it), then the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from monitor import reassembly
-from monitor.reassembly import MAX_HELD_SEGMENTS, OrderStats, TcpOrder, seq_diff
+from monitor.reassembly import MAX_HELD_SEGMENTS, SEGMENT_OVERHEAD, OrderStats, TcpOrder, seq_diff
 
 
 def feed_all(segments: list[tuple[int, bytes]], syn_at: int | None = None) -> tuple[bytes, OrderStats]:
@@ -40,7 +40,9 @@ def test_overlap_keeps_the_first_copy() -> None:
 
 
 def test_a_hole_that_never_fills_is_skipped_and_counted() -> None:
-    segments = [(0, b"head")] + [(100 + 10 * i, bytes([65 + i]) * 10) for i in range(MAX_HELD_SEGMENTS + 1)]
+    segments = [(0, b"head")] + [
+        (100 + 10 * i, bytes([65 + i % 26]) * 10) for i in range(MAX_HELD_SEGMENTS + 1)
+    ]
     got, stats = feed_all(segments)
     assert got.startswith(b"head" + b"A" * 10) and stats.holes == 1
     assert len(got) == 4 + 10 * (MAX_HELD_SEGMENTS + 1)
@@ -61,19 +63,21 @@ def test_syn_takes_one_sequence_number() -> None:
 def test_bytes_held_by_all_flows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     # Flows sharing one engine's stats each leave a hole: past the shared budget, the flow that would hold
     # more skips its hole at once (counted) instead of holding.
-    monkeypatch.setattr(reassembly, "MAX_HELD_TOTAL", 100)
+    # Each held segment counts its payload and its overhead (one-byte segments cannot hold more than said).
+    cost = 40 + SEGMENT_OVERHEAD
+    monkeypatch.setattr(reassembly, "MAX_HELD_TOTAL", 2 * cost + 10)
     stats = OrderStats()
     flows = [TcpOrder() for _ in range(5)]
     delivered = []
     for order in flows:
         order.feed(0, False, b"head", 0, stats)
         delivered.append(order.feed(100, False, bytes(40), 1, stats))  # after a hole: held
-        assert stats.held_bytes <= 100 + 40
+        assert stats.held_bytes <= 3 * cost
     assert [bool(d) for d in delivered] == [False, False, True, True, True]
-    assert stats.over_budget == 3 and stats.holes == 3 and stats.held_bytes == 80
+    assert stats.over_budget == 3 and stats.holes == 3 and stats.held_bytes == 2 * cost
     # A flow that ends gives its room back; the hole filling releases what waited.
     flows[0].drop(stats)
-    assert stats.held_bytes == 40
+    assert stats.held_bytes == cost
     assert flows[1].feed(4, False, bytes(96), 2, stats) == [(bytes(96), 2), (bytes(40), 1)]
     assert stats.held_bytes == 0
 
@@ -93,6 +97,6 @@ def test_an_engine_gives_back_what_ended_flows_held() -> None:
         frames.append((2_000 + i, tcp_frame(*c2s, 0x18, 500, 0, b"x" * 100)))
     for batch in as_batches(frames):
         engine.feed(batch)
-    assert engine.analysis.order.held_bytes == 20 * 100
+    assert engine.analysis.order.held_bytes == 20 * (100 + SEGMENT_OVERHEAD)
     engine.finish()
     assert engine.analysis.order.held_bytes == 0 and engine.evictions()["tcp_held_segments"] == 0
