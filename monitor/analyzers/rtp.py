@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.events import MediaSeen
-from monitor.protocol import Context, ProtocolSpec
+from monitor.protocol import Context, ProtocolSpec, flow_state
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -637,11 +637,33 @@ def _first_packet(flow: Flow, payload: bytes) -> bytes:
     return packets[0]
 
 
+@dataclass(slots=True)
+class _FirstRtp:
+    """A UDP flow's first RTP-looking datagram, waiting for a second to confirm it (by content only)."""
+
+    ssrc: int = -1
+    sequence: int = 0
+
+
+# How far the sequence number may advance from the first packet to the one that confirms it (losses,
+# reordering by a few packets).
+_CONFIRM_WINDOW = 64
+
+
 def handle_rtp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     packet = _first_packet(flow, payload)
-    RtpHeader.parse(packet)
+    header = RtpHeader.parse(packet)
     if not looks_like_rtp(packet):
         raise _fail("not a plausible RTP header")
+    if flow.protocol is None and flow.proto != 6:
+        # Recognised by content alone (no SETUP announced it, no RTP port): one datagram is not enough, as
+        # one in ten random datagrams (encrypted P2P, QUIC-like) has an RTP-looking first byte and payload
+        # type. A second with the same SSRC and a sequence number a little further on is (RFC 3550 A.1
+        # probation, as receivers and Wireshark's heuristic do).
+        first = flow_state(flow, "rtp-probation", _FirstRtp)
+        if first.ssrc != header.ssrc or not 0 < (header.sequence - first.sequence) % 65536 <= _CONFIRM_WINDOW:
+            first.ssrc, first.sequence = header.ssrc, header.sequence
+            return False
     ctx.emit(MediaSeen(ts, flow, from_src, "rtp"))
     return True
 

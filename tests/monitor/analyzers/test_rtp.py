@@ -353,3 +353,41 @@ def test_golden_ndpi_rtp_and_false_positives() -> None:
     # the bits 10 and passes; that is why the engine confirms media with the tracker. Bound it.
     assert fp["rtp"] == {"NTP": 1}, fp["rtp"]
     assert not confirmed_fp
+
+
+def test_content_alone_needs_two_rtp_packets_of_one_source() -> None:
+    # Cipher text from a camera to an outside relay (an encrypted P2P keepalive): about one datagram in ten
+    # looks like RTP (version 2, a valid payload type). Without a SETUP or an RTP port, one is not enough: a
+    # second with the same SSRC and a sequence number a little further on is (RFC 3550 A.1's probation), so
+    # no "its video is leaving" for three random datagrams; a real stream is still RTP from its second packet.
+    import random
+
+    from lab import synth
+    from tests.enginerun import run_frames
+
+    rnd = random.Random(7)
+    cam_mac, gw_mac, relay = "44:19:b6:00:01:00", "02:00:00:00:00:01", "203.0.113.7"
+    frames = []
+    t = 1_767_225_600 * 10**9
+    lookalikes = 0
+    for i in range(60):
+        ip = f"192.168.1.{100 + i}"
+        for _ in range(3):
+            data = rnd.randbytes(rnd.randint(60, 120))
+            lookalikes += rtp.looks_like_rtp(data)
+            frames.append((t, synth.udp4_frame(cam_mac, gw_mac, ip, relay, 20000 + i, 30000 + i, data)))
+            t += 10_000_000
+    assert lookalikes >= 5  # the shape is common in random bytes
+    _, flows, alerts = run_frames(frames)
+    assert not [f for f in flows if f.protocol == "rtp"]
+    assert not [a for a in alerts if a["rule"]["id"] == "stream.egress"]  # type: ignore[index]
+    # A stream: the second packet confirms the first.
+    stream = [
+        (t + k * 20_000_000, synth.udp4_frame(cam_mac, gw_mac, "192.168.1.99", relay, 21000, 31000, pkt))
+        for k, pkt in enumerate(
+            struct.pack("!BBHII", 0x80, 96, 100 + k, 90_000 * k, 0x1234) + bytes(200) for k in range(50)
+        )
+    ]
+    _, flows, alerts = run_frames(stream)
+    assert [f.protocol for f in flows] == ["rtp"]
+    assert [a["rule"]["id"] for a in alerts if a["rule"]["id"] == "stream.egress"] == ["stream.egress"]  # type: ignore[index]
