@@ -13,6 +13,11 @@ Two kinds of grouping, both in capture time:
   A device gets at most ``CAP_PER_RULE`` alerts of one rule per ``CAP_WINDOW_S`` and, past
   ``CAP_PER_DEVICE`` in all, only the first alert of each rule; the rest are folded into the incident
   (counted, ``camwatch.incident.folded`` in the next alert that goes out, and in the engine's statistics).
+  For the rules of ``CAP_BY_PORT`` a destination port not alerted on yet still gets one alert past the
+  rule's cap: a reverse shell on 4444 or a miner on 3333 is not the vendor phone-home on 443 that used up
+  the rule's budget (within the device cap).
+  A rule that absorbs others (a scan its connections' egress alerts) does so for ``CAP_WINDOW_S`` after it
+  went out: a shell opened twenty minutes later is news, not part of the scan.
   Critical alerts (severity 5) are never folded and do not count against the device's cap: an attack's
   exploit alerts must not crowd out the password guessing or the factory-password login that follows.
 """
@@ -51,6 +56,8 @@ INCIDENT_IDLE_S: Final = 3600.0
 CAP_WINDOW_S: Final = 600.0
 CAP_PER_RULE: Final = 3
 CAP_PER_DEVICE: Final = 10
+#: Rules whose per-rule cap counts each destination port apart (see the module docs).
+CAP_BY_PORT: Final = frozenset({"egress.unexpected_destination"})
 #: Devices whose incidents are followed at once (the least recently active is forgotten).
 MAX_INCIDENT_DEVICES: Final = 10_000
 
@@ -273,8 +280,9 @@ class _DeviceIncident:
     folded: int = 0
     window_start: int = 0
     in_window: int = 0
-    by_rule: dict[str, int] = field(default_factory=dict)
+    by_rule: dict[str, int] = field(default_factory=dict)  # by rule id, and by "rule/port" (CAP_BY_PORT)
     absorbed: frozenset[str] = frozenset()
+    absorbed_until: int = 0
     severity: int = 0  # the highest of its alerts' that were sent
 
 
@@ -334,22 +342,29 @@ class Incidents:
         if ts - inc.window_start >= self._window:
             inc.window_start, inc.in_window, inc.by_rule = ts, 0, {}
         rule = alert.rule.id
+        key = f"{rule}/{alert.destination.port}" if rule in CAP_BY_PORT else rule
         same = inc.by_rule.get(rule, 0)
         # The device cap folds repeats only: the first alert of a rule in the window always goes out (a new
         # kind of trouble with the device is news; the catalogue of rules bounds how many there can be).
+        # Past the rule's cap, a destination port not alerted on yet (CAP_BY_PORT) still goes out, once.
         if alert.rule.severity < CRITICAL and (
-            same >= self._per_rule or (same and inc.in_window >= self._per_device) or rule in inc.absorbed
+            (same >= self._per_rule and (key == rule or inc.by_rule.get(key, 0) > 0))
+            or (same and inc.in_window >= self._per_device)
+            or (rule in inc.absorbed and ts <= inc.absorbed_until)
         ):
             inc.folded += 1
             self.folded[rule] = self.folded.get(rule, 0) + 1
             return None
         inc.by_rule[rule] = same + 1
+        if key != rule:
+            inc.by_rule[key] = inc.by_rule.get(key, 0) + 1
         if alert.rule.severity < CRITICAL:  # always sent, so never in the way of the others
             inc.in_window += 1
         inc.alerts += 1
         inc.severity = max(inc.severity, alert.rule.severity)
         if alert.rule.absorbs:
             inc.absorbed = inc.absorbed | frozenset(alert.rule.absorbs)
+            inc.absorbed_until = ts + self._window
         return replace(alert, incident=Incident(inc.id, inc.start_ns, inc.alerts, inc.folded))
 
     def still_open(self) -> list[OpenIncident]:

@@ -10,7 +10,8 @@ firmware change): what it learned before is forgotten.
 While a device learns:
 
 - the recorder beside the rules (``agents.learn.observe``) keeps what it does, and every alert's flags;
-- its alerts still go out, marked: ``event.severity`` becomes :data:`LEARNING_SEVERITY` (1, below info),
+- its alerts still go out, marked (critical ones excepted: they page as ever): ``event.severity`` becomes
+  :data:`LEARNING_SEVERITY` (1, below info),
   so MQTT publishes them under ``.../alerts/1``, which nothing that pages subscribes to, and
   ``camwatch.learning`` says ``{"state": "learning", "until": ..., "severity": <the rule's>}``; they are
   counted in ``camwatch_learning_alerts_total{rule}`` instead of ``camwatch_alerts_total``, which the
@@ -44,7 +45,7 @@ from agents.learn.state import (
     take_relearn_requests,
     write_learning,
 )
-from monitor.alerts import Alert, iso_timestamp
+from monitor.alerts import CRITICAL, Alert, iso_timestamp
 from monitor.registry import RULES, Rulebook
 from monitor.vendors.oui import parse_mac
 
@@ -196,7 +197,9 @@ class LearningMode:
         if alert.device_id is None:
             return False
         state, until = self.state(alert.device_id, alert.timestamp_ns)
-        if state != LEARNING or until is None:
+        if state != LEARNING or until is None or alert.rule.severity >= CRITICAL:
+            # Critical alerts (an exploit attempt, the device scanning for others) page while it learns: a
+            # camera compromised in its first week is what learning must not hide (docs/learning.md).
             return False
         event = record.setdefault("event", {})
         severity = event.get("severity", alert.rule.severity)

@@ -40,6 +40,8 @@ RULES = (AUTH_BRUTEFORCE,)
 THRESHOLD: Final = 10
 WINDOW_NS: Final = 60 * NS
 HOLD_NS: Final = 10 * NS
+# A pair quiet this long is forgotten: the next failures are a new attack, judged afresh.
+QUIET_NS: Final = 3600 * NS
 MAX_PAIRS: Final = 4096
 MAX_ACCOUNTS: Final = 8
 EVIDENCE_FLOWS: Final = 4
@@ -104,6 +106,8 @@ class BruteforceRule(RuleModule):
             if pair is not None and pair.burst_ns is not None and pair.succeeded is None:
                 pair.succeeded = account or "?"
             return
+        if pair is not None and resp.ts_ns - pair.last_ns > QUIET_NS:
+            pair = None  # a new attack after a quiet hour: judged afresh (the gate holds back a repeat)
         if pair is None:
             pair = _Pair(first_ns=resp.ts_ns)
             self.pairs.put(key, pair)

@@ -192,6 +192,9 @@ class ScanningRule(RuleModule):
             dev.first_ns = now
             dev.mirai.clear()
             dev.next_address_check, dev.next_port_check = ADDRESS_THRESHOLD, PORT_THRESHOLD
+            # Quiet for a whole window: a later scan is judged afresh (Mirai lives in RAM: a camera reset and
+            # infected again scans again; the gate still holds back a repeat within its re-alert time).
+            dev.reported = False
 
     def _answered(self, flow: Flow) -> None:
         where = self._flows.get(id(flow))

@@ -3,6 +3,7 @@ absorbs its own connections; and, through the engine, one camera's phone-home as
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from lab import scenario
@@ -116,6 +117,34 @@ def test_a_scan_absorbs_the_device_s_egress_alerts() -> None:
     # Only that device's.
     other = book.group(alert(EGRESS, T0 + 3 * NS, "203.0.113.1", device="3c-ef-8c-00-00-02"))
     assert other is not None
+
+
+def _egress(ts: int, ip: str, port: int) -> Alert:
+    return replace(alert(EGRESS, ts, (ip, port)), destination=Endpoint(ip, port))
+
+
+def test_a_new_destination_port_is_news_past_the_rules_cap() -> None:
+    # The vendor phone-home uses up the egress budget on 443; a reverse shell on 4444 and a miner on 3333
+    # minutes later still go out (once each), more phone-home does not.
+    book = Incidents()
+    home = [book.group(_egress(T0 + i * NS, f"203.0.113.{i}", 443)) for i in range(6)]
+    assert sum(h is not None for h in home) == CAP_PER_RULE
+    hostile = [book.group(_egress(T0 + 180 * NS + port, "198.51.100.66", port)) for port in (4444, 3333)]
+    assert all(h is not None for h in hostile)
+    again = [book.group(_egress(T0 + 200 * NS + port, "198.51.100.67", port)) for port in (4444, 443)]
+    assert again == [None, None]
+
+
+def test_a_scan_absorbs_egress_for_its_window_only() -> None:
+    # A reverse shell twenty minutes after the scan (the incident still open: alerts every few minutes) is
+    # not the scan's connection.
+    book = Incidents()
+    assert book.group(alert(SCAN, T0, "scan")) is not None
+    assert book.group(_egress(T0 + 60 * NS, "203.0.113.9", 23)) is None
+    for minute in (5, 10, 15):
+        book.group(alert(DNS, T0 + minute * 60 * NS, f"q{minute}"))
+    shell = book.group(_egress(T0 + 20 * 60 * NS, "198.51.100.66", 4444))
+    assert shell is not None and shell.incident is not None and shell.incident.alerts >= 2
 
 
 def test_open_incidents_are_those_with_an_alert_in_the_last_idle_time_with_their_highest_severity() -> None:

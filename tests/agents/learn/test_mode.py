@@ -90,6 +90,20 @@ def test_alerts_of_learning_devices_are_marked_not_paging(tmp_path: Path) -> Non
     assert m.reading().alerts == {"egress.unexpected_destination": 1}
 
 
+def test_critical_alerts_of_learning_devices_still_page(tmp_path: Path) -> None:
+    # A camera compromised in its learning week: its scan or an exploit against it is not made quiet.
+    from monitor.registry import RULES
+
+    m = mode(tmp_path)
+    e = engine()
+    m.state(CAM, T0)
+    for rule_id in ("device.scanning", "exploit.attempt"):
+        critical = alert(CAM, T0 + HOUR, RULES[rule_id])
+        record = critical.to_record()
+        assert not m.on_alert(critical, record, e) and not is_learning_record(record)
+        assert record["event"]["severity"] == 5
+
+
 def test_relearning_forgets_and_starts_a_new_period(tmp_path: Path) -> None:
     m = mode(tmp_path)
     m.state(CAM, T0)
@@ -188,11 +202,19 @@ def test_an_agent_learns_marks_its_alerts_and_proposes_from_its_state(tmp_path: 
         "dns.vendor_cloud",
         "egress.unexpected_destination",
     }
-    # Every alert was raised while its device learned: marked, severity 1, and not in camwatch_alerts_total.
+    # Every alert was raised while its device learned: marked, severity 1, and not in camwatch_alerts_total;
+    # critical ones (the capture's scan, exploit attempts) excepted: they page as ever.
+    from monitor.registry import RULES
+
+    critical = [r for r in records if RULES[r["rule"]["id"]].severity == 5]
     assert all(
-        r["event"]["severity"] == 1 and r["camwatch"]["learning"]["state"] == "learning" for r in records
+        r["event"]["severity"] == 1 and r["camwatch"]["learning"]["state"] == "learning"
+        for r in records
+        if r not in critical
     )
-    assert agent.alert_counts.snapshot() == {}
+    assert all(r["event"]["severity"] == 5 and "learning" not in r.get("camwatch", {}) for r in critical)
+    counted = agent.alert_counts.snapshot()
+    assert sum(counted.values()) == len(critical) if critical else counted == {}
     assert (state / LEARNING_FILE).is_file()
 
     # The proposal from the agent's state is the one from the capture.

@@ -68,6 +68,12 @@ def test_http_basic_guessing_is_one_alert_with_its_count() -> None:
     assert a["@timestamp"] == "2023-11-14T22:13:31.804Z" and a["event"]["start"] == "2023-11-14T22:13:20.004Z"  # type: ignore[index]
 
 
+def test_the_same_client_guessing_again_days_later_is_reported_again() -> None:
+    # A quiet hour ends an attack: the same address guessing two days later (a botnet's next round) is news.
+    records = alerts(_guess(T0, ATTACKER, 15) + _guess(T0 + 2 * 86_400 * 10**9, ATTACKER, 15, port=50000))
+    assert len(of_rule(records, RULE)) == 2
+
+
 def test_guessing_that_then_succeeds_says_so() -> None:
     frames = _guess(T0, ATTACKER, 12)
     ok = attacks.http_request("GET", "/", HIK.ip, authorization=attacks.basic_auth("admin", "found-it"))
