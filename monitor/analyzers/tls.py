@@ -204,8 +204,12 @@ def _server_name(ext: _Reader) -> str | None:
         if name_type == 0 and host is None:
             if not raw:
                 raise AnalyzerError(PROTOCOL, "ClientHello: empty server name")
-            # A host name is ASCII (A-labels); anything else is kept readable but escaped.
-            host = raw.decode("ascii", "backslashreplace")
+            # A host name is ASCII (A-labels); anything else is kept readable but escaped. Names compare in
+            # lower case and without a final dot (RFC 6066 3 allows none; some clients send one), as the
+            # DNS names and the policy's name rules are: "LiteDev.EzvizLife.COM." is litedev.ezvizlife.com.
+            host = raw.decode("ascii", "backslashreplace").lower().rstrip(".") or None
+            if host is None:
+                raise AnalyzerError(PROTOCOL, "ClientHello: server name of dots only")
     return host
 
 

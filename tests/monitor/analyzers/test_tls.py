@@ -331,6 +331,18 @@ def test_client_hello_fields_and_grease() -> None:
     assert looks_like(record(22, hello, 0x0301))
 
 
+@pytest.mark.parametrize(
+    "written", [b"LiteDev.EzvizLife.COM", b"litedev.ezvizlife.com.", b"LITEDEV.EZVIZLIFE.COM."]
+)
+def test_the_server_name_compares_in_lower_case_without_a_final_dot(written: bytes) -> None:
+    # As DNS names and the policy's name rules do (docs/policy.md): else an allow rule for *.ezvizlife.com
+    # would not cover a client that writes the name in capitals or with the root's dot.
+    (ch,) = parse(record(22, client_hello(sni(written)), 0x0301))
+    assert isinstance(ch, ClientHello) and ch.server_name == "litedev.ezvizlife.com"
+    with pytest.raises(AnalyzerError, match="dots only"):
+        parse(record(22, client_hello(sni(b"..")), 0x0301))
+
+
 def test_hello_retry_request_and_tls13_server_hello() -> None:
     hrr_random = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
     body = b"\x03\x03" + hrr_random + vec(1, b"") + b"\x13\x01\x00" + vec(2, ext(43, b"\x03\x04"))
