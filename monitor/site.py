@@ -189,9 +189,10 @@ class Site:
         if len(self.bindings) > MAX_BINDINGS:
             self.bindings.popitem(last=False)
             self.stats.bindings_evicted += 1
-        pending = self._pending_facts.pop(ip, None)
-        for fact in pending or ():
-            self._apply_fact(mac, fact)
+        if ip in self._pending_facts and (source in _CLAIMED or self.is_site_address(ip)):
+            # Facts held for this address now have their host (an off-site address: only once claimed).
+            for fact in self._pending_facts.pop(ip):
+                self._apply_fact(mac, fact)
 
     def mark_router(self, mac: int, why: str) -> None:
         """``mac`` forwards other hosts' packets: it keeps only its own addresses and evidence."""
@@ -356,6 +357,12 @@ class Site:
             if not mac:
                 self._park(fact)
                 return
+        elif fact.ip and self._claimed_by(fact.ip) != mac and not self.is_site_address(fact.ip):
+            # An address off the site behind a MAC that never claimed it: most likely a router not yet known
+            # as one (a camera attacking a Hikvision on the Internet gets its banner through the gateway),
+            # whose MAC must not take that device's make. Held until the address's owner claims it here.
+            self._park(fact)
+            return
         self._apply_fact(mac, fact)
 
     def _park(self, fact: DeviceFact) -> None:
