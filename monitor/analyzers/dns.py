@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from monitor.analyzers import AnalyzerError
@@ -407,9 +408,20 @@ def handle_dns(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int
 
 
 def handle_local(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    """mDNS and LLMNR: recognised and counted; nothing in them is judged yet."""
+    """mDNS and LLMNR: recognised and counted; nothing in them is judged yet. On their ports but to a global
+    unicast address they are not (both are link-local by definition, RFC 6762 and RFC 4795): plain DNS to a
+    resolver that answers there (OpenDNS on 5353), read as DNS."""
+    to_ip = (flow.dst if from_src else flow.src)[0]
+    if _global_unicast(to_ip):
+        return handle_dns(ctx, flow, from_src, payload, ts)
     parse(payload)
     return True
+
+
+@lru_cache(maxsize=4096)
+def _global_unicast(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return addr.is_global and not addr.is_multicast
 
 
 PROTOCOLS = (

@@ -97,8 +97,11 @@ class DnsRules(RuleModule):
                     protocol="dns",
                 )
             )
-        if flow.proto in (PROTO_TCP, PROTO_UDP) and side.peer_port == 53:
-            out.extend(self._bypass(flow, event.from_src, event.ts_ns, "DNS"))
+        if flow.proto in (PROTO_TCP, PROTO_UDP):
+            # Whatever the port: a resolver that also answers on 443 or 5353 (OpenDNS does) is still not the
+            # site's, and a question the device sends there bypasses it.
+            what = "DNS" if side.peer_port == 53 else f"DNS to port {side.peer_port}"
+            out.extend(self._bypass(flow, event.from_src, event.ts_ns, what))
         return out
 
     def _encrypted_flow(self, flow: Flow) -> Sequence[Alert]:

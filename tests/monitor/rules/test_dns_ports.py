@@ -1,0 +1,35 @@
+"""DNS is judged wherever it goes: a camera asking a resolver on an odd port (OpenDNS answers on 443 and 5353)
+bypasses the site's resolver as surely as on 53; real mDNS and LLMNR on the link are not DNS to a resolver."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab import synth
+from lab.payloads import dns_query
+from tests.monitor.rules.traffic import GW, HIK, T0, alerts
+
+CLOUD = "litedev.ezvizlife.com"
+OPENDNS = "208.67.222.222"
+
+
+def _ask(dst: str, port: int, dst_mac: str = GW.mac) -> list[tuple[int, bytes]]:
+    query = dns_query(0x4242, CLOUD)
+    return [(T0, synth.udp4_frame(HIK.mac, dst_mac, HIK.ip, dst, 40000, port, query))]
+
+
+def _rules(frames: list[tuple[int, bytes]]) -> set[str]:
+    return {str(a["rule"]["id"]) for a in alerts(frames)}  # type: ignore[index]
+
+
+@pytest.mark.parametrize("port", [53, 443, 5353, 5355, 40053])
+def test_dns_to_an_outside_resolver_on_any_port_is_a_bypass(port: int) -> None:
+    assert {"dns.resolver_bypass", "dns.vendor_cloud"} <= _rules(_ask(OPENDNS, port))
+
+
+@pytest.mark.parametrize(
+    ("group", "port", "mac"),
+    [("224.0.0.251", 5353, "01:00:5e:00:00:fb"), ("224.0.0.252", 5355, "01:00:5e:00:00:fc")],
+)
+def test_link_local_multicast_name_queries_are_not_a_bypass(group: str, port: int, mac: str) -> None:
+    assert not {"dns.resolver_bypass", "dns.vendor_cloud"} & _rules(_ask(group, port, mac))
