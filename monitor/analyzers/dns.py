@@ -25,11 +25,11 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.events import DnsAnswer, DnsQuery, ResolvedAddress
-from monitor.protocol import Context, ProtocolSpec
+from monitor.protocol import Context, ProtocolSpec, flow_state
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -378,11 +378,39 @@ def resolved_addresses(msg: DnsMessage) -> tuple[ResolvedAddress, ...]:
     return tuple(out)
 
 
+@dataclass(slots=True)
+class _TcpStream:
+    """One direction of DNS over TCP: the bytes of a message not complete yet (RFC 7766 8: a message may
+    span segments, and its 2-byte length may come alone)."""
+
+    pending: bytes = b""
+
+
+# A DNS message over TCP is at most 65,535 bytes after its length: more held is not DNS.
+_MAX_TCP_PENDING: Final = 2 + 65_535
+
+
+def _tcp_messages(flow: Flow, from_src: bool, payload: bytes) -> list[bytes]:
+    stream = flow_state(flow, ("dns-tcp", from_src), _TcpStream)
+    data = stream.pending + payload if stream.pending else payload
+    out: list[bytes] = []
+    pos = 0
+    while pos + 2 <= len(data):
+        end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
+        if end > len(data):
+            break
+        out.append(data[pos + 2 : end])
+        pos = end
+    rest = data[pos:]
+    stream.pending = rest if len(rest) <= _MAX_TCP_PENDING else b""
+    return out
+
+
 def handle_dns(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     if flow.proto == 6:
-        msgs = [parse(m) for m in split_tcp_messages(payload, partial_ok=True)]
+        msgs = [parse(m) for m in _tcp_messages(flow, from_src, payload)]
         if not msgs:
-            raise _error("no complete message in the segment")
+            return False  # a message's start (its length, or its first segment): read with what follows
     else:
         # The analysis hands over the IP packet's payload as captured (monitor/analysis.py cuts it at the IP
         # length and the snap length, never at the UDP length): the first fragment of an answer larger than

@@ -33,3 +33,15 @@ def test_dns_to_an_outside_resolver_on_any_port_is_a_bypass(port: int) -> None:
 )
 def test_link_local_multicast_name_queries_are_not_a_bypass(group: str, port: int, mac: str) -> None:
     assert not {"dns.resolver_bypass", "dns.vendor_cloud"} & _rules(_ask(group, port, mac))
+
+
+@pytest.mark.parametrize("cut", [2, 7])
+def test_dns_over_tcp_is_read_across_segments(cut: int) -> None:
+    # RFC 7766 8: the 2-byte length may come alone, or a message span segments.
+    from tests.monitor.rules.traffic import Host, exchange
+
+    query = dns_query(0x4242, CLOUD)
+    framed = len(query).to_bytes(2, "big") + query
+    resolver = Host(OPENDNS, GW.mac)
+    frames = exchange(T0, HIK, resolver, 40000, 53, [(framed[:cut], b""), (framed[cut:], b"")])
+    assert {"dns.resolver_bypass", "dns.vendor_cloud"} <= _rules(frames)
