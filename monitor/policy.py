@@ -364,6 +364,10 @@ class _AllowIndex:
     def has_names(self) -> bool:
         return bool(self._names)
 
+    def names_name(self, name: str) -> bool:
+        """Does some rule name ``name`` (exactly or by a wildcard), on whatever ports?"""
+        return any(True for _ in self._names.matches(name))
+
     def names_may_allow(self, key: int) -> bool:
         """Could some name of the rules allow this (port, transport)?"""
         return self._name_any or key in self._name_ports
@@ -564,6 +568,11 @@ class SitePolicy:
     def name_grace_ns(self) -> int:
         """:attr:`name_grace_s` in nanoseconds."""
         return int(self.name_grace_s * 1_000_000_000)
+
+    def allows_name(self, name: str) -> bool:
+        """Does an allow rule name ``name`` (exactly or by a wildcard), on whatever ports: the site expects
+        its devices to reach it."""
+        return self._allow_index.names_name(name)
 
     def names_may_allow(self, dst_port: int, transport: str) -> bool:
         """Could a name (a DNS answer, a TLS server name) make this port and transport allowed? False

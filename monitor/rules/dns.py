@@ -75,7 +75,9 @@ class DnsRules(RuleModule):
         side = Side.of(flow, event.from_src, watched.mac)
         name = event.name
         entry = site.clouds.match_domain(name)
-        if entry is not None:
+        # A vendor cloud the site allows by name (its cloud VMS, the firmware service) is expected: no
+        # warning for looking it up (the connections are judged by the allow rules as ever).
+        if entry is not None and not site.policy.allows_name(name):
             who = describe(dev, side.ip, side.mac)
             message = (
                 f"{who} looked up {name}, an endpoint of the {display_name(entry.vendor)} "
@@ -97,9 +99,10 @@ class DnsRules(RuleModule):
                     protocol="dns",
                 )
             )
-        if flow.proto in (PROTO_TCP, PROTO_UDP):
+        if flow.proto in (PROTO_TCP, PROTO_UDP) and side.port != 53:
             # Whatever the port: a resolver that also answers on 443 or 5353 (OpenDNS does) is still not the
-            # site's, and a question the device sends there bypasses it.
+            # site's, and a question the device sends there bypasses it. From port 53 the device is a DNS
+            # server (whatever its QR bit says), not a client of one.
             what = "DNS" if side.peer_port == 53 else f"DNS to port {side.peer_port}"
             out.extend(self._bypass(flow, event.from_src, event.ts_ns, what))
         return out

@@ -45,3 +45,20 @@ def test_dns_over_tcp_is_read_across_segments(cut: int) -> None:
     resolver = Host(OPENDNS, GW.mac)
     frames = exchange(T0, HIK, resolver, 40000, 53, [(framed[:cut], b""), (framed[cut:], b"")])
     assert {"dns.resolver_bypass", "dns.vendor_cloud"} <= _rules(frames)
+
+
+def test_a_vendor_cloud_the_policy_allows_by_name_is_looked_up_without_a_warning() -> None:
+    # The site runs its cameras with the vendor's firmware service on purpose: "*.hik-connect.com" allowed.
+    from monitor.policy import SitePolicy
+    from tests.enginerun import run_frames
+
+    name = "upgrade.hik-connect.com"
+    frames = [(T0, synth.udp4_frame(HIK.mac, GW.mac, HIK.ip, GW.ip, 40000, 53, dns_query(1, name)))]
+    base = "site: s\nmonitored: {networks: [10.20.0.0/24]}\nresolvers: [10.20.0.1]\n"
+    allowing = SitePolicy.from_yaml(
+        base + 'allow:\n  - {name: firmware, to: ["*.hik-connect.com"], ports: [443/tcp]}\n'
+    )
+    rules = {str(a["rule"]["id"]) for a in run_frames(frames, policy=SitePolicy.from_yaml(base))[2]}  # type: ignore[index]
+    assert "dns.vendor_cloud" in rules
+    rules = {str(a["rule"]["id"]) for a in run_frames(frames, policy=allowing)[2]}  # type: ignore[index]
+    assert "dns.vendor_cloud" not in rules
