@@ -318,7 +318,7 @@ def test_attacks_on_the_dvr_arrive_over_mqtt_as_one_incident(lab_run: LabRun) ->
     (scan,) = by_rule["device.scanning"]
     assert scan["event"]["severity"] == 5 and scan["source"]["ip"] == dvr.ip
     assert scan["camwatch"]["scan"]["mirai"] >= 3 and scan["camwatch"]["scan"]["telnet"] >= 3
-    # The rest folded into the scan: the rule's cap (3), and the other telnet port's first (monitor/alerts.py).
+    # The rest folded into the scan: the rule's cap (3) and the other telnet port's first (alerts.py).
     assert len(by_rule.get("egress.unexpected_destination", [])) <= 4
 
     # One incident: every alert about the DVR carries the same id.
