@@ -17,9 +17,10 @@ targets are masked (:func:`redact_url`).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.logins import (
@@ -93,6 +94,8 @@ _VERSION_RE: Final = re.compile(r"([A-Z]+)/([0-9])\.([0-9])")
 _STATUS_RE: Final = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: (.*))?")
 _TOKEN68_RE: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _CTL_RE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Kept past MAX_FIELDS in a lenient head: they say where the message ends.
+_FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +175,16 @@ def _line_end(data: bytes, start: int, limit: int) -> int:
     return data.find(b"\n", start, limit)
 
 
-def split_head(data: bytes, protocol: str = PROTOCOL, max_head: int = MAX_HEAD) -> MessageHead:
+def split_head(
+    data: bytes, protocol: str = PROTOCOL, max_head: int = MAX_HEAD, *, lenient: bool = False
+) -> MessageHead:
     """Split the head at the start of ``data`` into its start line and header fields.
 
     Lines end in CRLF or a bare LF (embedded servers send both). Only the first ``max_head`` bytes
     are read; a head that does not end there comes back with ``complete=False``. Raises
-    :class:`AnalyzerError` when the start line is incomplete or a field line is malformed.
+    :class:`AnalyzerError` when the start line is incomplete or a field line is malformed; with
+    ``lenient`` a malformed field line is left out instead (as a lenient embedded server ignores it),
+    control characters are taken out of values, and past ``MAX_FIELDS`` only the framing fields are kept.
     """
     limit = min(len(data), max_head)
     eol = _line_end(data, 0, limit)
@@ -202,24 +209,34 @@ def split_head(data: bytes, protocol: str = PROTOCOL, max_head: int = MAX_HEAD) 
         if line[0] in b" \t":
             # obs-fold: a continuation of the previous field's value (RFC 9112 5.2).
             if not fields:
+                if lenient:
+                    continue
                 raise AnalyzerError(protocol, "continuation line before any header field")
             name, value = fields[-1]
             fields[-1] = (name, f"{value} {line.strip().decode('latin-1')}".strip())
             continue
         name_b, colon, value_b = line.partition(b":")
-        if not colon:
-            raise AnalyzerError(protocol, f"header line without a colon at byte {pos - len(line) - 1}")
         name_b = name_b.rstrip(b" \t")  # RFC 9112 forbids the space, but some cameras send "CSeq : 1"
-        if _TOKEN_RE.fullmatch(name_b) is None:
+        if not colon or _TOKEN_RE.fullmatch(name_b) is None:
+            if lenient:
+                continue
+            if not colon:
+                raise AnalyzerError(protocol, f"header line without a colon at byte {pos - len(line) - 1}")
             raise AnalyzerError(protocol, f"invalid header field name {name_b[:40]!r}")
         value_b = value_b.strip(b" \t")
         if _CTL_RE.search(value_b) is not None:
-            raise AnalyzerError(protocol, f"control character in the value of {name_b[:40]!r}")
-        if len(fields) >= MAX_FIELDS:
-            raise AnalyzerError(protocol, f"more than {MAX_FIELDS} header fields")
+            if not lenient:
+                raise AnalyzerError(protocol, f"control character in the value of {name_b[:40]!r}")
+            value_b = _CTL_RE.sub(b"", value_b)
         name = name_b.decode("ascii")
+        lowered = name.lower()
+        if len(fields) >= MAX_FIELDS:
+            if not lenient:
+                raise AnalyzerError(protocol, f"more than {MAX_FIELDS} header fields")
+            if lowered not in _FRAMING_FIELDS:
+                continue
         fields.append((name, value_b.decode("latin-1")))
-        names.append(name.lower())
+        names.append(lowered)
 
 
 def _skip_spaces(text: str, pos: int) -> int:
@@ -533,28 +550,110 @@ def parse_from_head(head: MessageHead) -> HttpRequest | HttpResponse:
     return HttpRequest.from_head(head)
 
 
+def _skip_empty_lines(data: bytes) -> int:
+    """Where ``data`` starts past the empty lines before it (RFC 9112 2.2: a server ignores them)."""
+    m = _EMPTY_LINES_RE.match(data, 0, MAX_HEAD)
+    return m.end() if m is not None else 0
+
+
 def _may_start(data: bytes) -> bool:
-    """Whether ``data`` is the beginning of what :func:`looks_like` accepts (a method, ``HTTP/1.``)."""
-    if len(data) >= 16 or b"\n" in data:
+    """Whether ``data`` is the beginning of what :func:`looks_like` accepts (a method, ``HTTP/1.``) that
+    does not say yet whether it is one: cut in tiny pieces, or a request line RTSP shares cut before its
+    version."""
+    data = data[_skip_empty_lines(data) :]
+    if b"\n" in data:
         return False
-    return any(
+    if len(data) < 16 and any(
         start.startswith(data) or data.startswith(start) for start in (*_LOOKS_LIKE_REQUEST, b"HTTP/1.")
-    )
+    ):
+        return True
+    return data.startswith(_SHARED_WITH_RTSP) and len(data) < MAX_HEAD
 
 
 def looks_like(payload: bytes) -> bool:
-    """True when ``payload`` starts with a request line of a usual method or an ``HTTP/1.x`` status line.
+    """True when ``payload`` starts with a request line of a usual method or an ``HTTP/1.x`` status line,
+    after any empty lines (RFC 9112 2.2).
 
     A complete request line must end in ``HTTP/1.0`` or ``HTTP/1.1``: RTSP shares the methods (OPTIONS,
-    GET...) and is recognised by its own version on any port, HTTP's included."""
+    GET...) and is recognised by its own version on any port, HTTP's included. A request line cut before
+    its end is claimed on its method, unless RTSP has that method too."""
+    if payload.startswith(_LINE_ENDS):
+        payload = payload[_skip_empty_lines(payload) :]  # (the usual payload starts at once: no copy)
     if payload.startswith(b"HTTP/1.") and len(payload) >= 9:
         return payload[7:8].isdigit() and payload[8:9] == b" "
     if not payload.startswith(_LOOKS_LIKE_REQUEST):
         return False
     eol = payload.find(b"\n", 0, MAX_HEAD)
     if eol < 0:
-        return True  # a request line longer than this segment: its method says enough
+        # A request line longer than this segment: its method says enough, unless RTSP has it too (an
+        # RTSP request cut before "RTSP/1.0" on its own port must not be labelled http).
+        return not payload.startswith(_SHARED_WITH_RTSP)
     return payload[:eol].rstrip(b"\r").endswith((b" HTTP/1.1", b" HTTP/1.0"))
+
+
+def _request_line_at(data: bytes, pos: int, eol: int) -> bool:
+    """Whether the line ``data[pos:eol]`` is an HTTP request line (any method token, as servers take)."""
+    if _REQUEST_LINE_RE.match(data, pos, eol + 1) is None:
+        return False  # most lines of a body: no exception raised and caught
+    try:
+        parse_request_line(data[pos:eol].removesuffix(b"\r"), PROTOCOL, "HTTP")
+    except AnalyzerError:
+        return False
+    return True
+
+
+def _valid_start_line(line: bytes) -> bool:
+    try:
+        if line.startswith(b"HTTP/"):
+            parse_status_line(line, PROTOCOL, b"HTTP")
+        else:
+            parse_request_line(line, PROTOCOL, "HTTP")
+    except AnalyzerError:
+        return False
+    return True
+
+
+def _lenient_head(data: bytes, max_head: int) -> MessageHead | None:
+    """The head at the start of ``data`` read as a lenient server reads it (bad field lines left out,
+    the smallest valid ``Content-Length``), or None when its start line is not one."""
+    eol = data.find(b"\n", 0, max_head)
+    if eol < 0 or not _valid_start_line(data[:eol].removesuffix(b"\r")):
+        return None
+    head = split_head(data, PROTOCOL, max_head, lenient=True)
+    h = head.headers
+    if "content-length" not in h.names:
+        return head
+    # Conflicting or malformed lengths: the smallest valid one, so that more of what follows is read as
+    # the next message (a request hidden there is seen; garbage is dropped line by line).
+    lengths = [
+        int(p)
+        for v in h.get_all("content-length")
+        for p in (q.strip() for q in v.split(","))
+        if p.isascii() and p.isdigit() and len(p) <= 15
+    ]
+    kept = [(n, v) for n, v in h.fields if n.lower() != "content-length"]
+    if lengths:
+        kept.append(("Content-Length", str(min(lengths))))
+    return MessageHead(head.start_line, Headers(tuple(kept)), head.length, head.complete)
+
+
+def _dechunk(raw: bytes) -> bytes | None:
+    """The data of the chunks at the start of ``raw`` (the last one may be cut), or None when ``raw``
+    does not start with a chunk."""
+    out = bytearray()
+    pos = 0
+    n = len(raw)
+    while pos < n:
+        eol = raw.find(b"\n", pos, pos + _MAX_CHUNK_LINE)
+        size_text = raw[pos:eol].split(b";", 1)[0].strip() if eol >= 0 else b""
+        if not size_text or len(size_text) > 15 or _HEX_RE.fullmatch(size_text) is None:
+            break
+        size = int(size_text, 16)
+        if size == 0:
+            return bytes(out)
+        out += raw[eol + 1 : eol + 1 + size]
+        pos = eol + 1 + size + 2
+    return bytes(out) if pos else None
 
 
 # Stream parser states.
@@ -564,7 +663,33 @@ _CHUNK_SIZE: Final = 2
 _CHUNK_DATA: Final = 3  # chunk data plus its CRLF: skip `_remaining` bytes
 _TRAILERS: Final = 4
 _OPAQUE: Final = 5  # the rest of the connection is not HTTP messages (body until close, upgrade, tunnel)
-_FAILED: Final = 6
+_SKIP_LINE: Final = 6  # dropping a line too long to start a message, up to its end
+_SCAN: Final = 7  # a body servers may not read (see _request_framing): `_remaining` bytes, read by lines
+
+_EMPTY_LINES_RE: Final = re.compile(rb"[\r\n]+")
+_LINE_ENDS: Final = (b"\r", b"\n")
+_HEX_RE: Final = re.compile(rb"[0-9A-Fa-f]+")
+# What a start line can begin with: a token (a method) then a space, or "HTTP/d.d" then a space. A line
+# whose start does not match cannot become a message however it ends, so it is dropped at once.
+_START_CHARS: Final = rb"!#$%&'*+\-./0-9A-Z^_`a-z|~"
+_START_PREFIX_RE: Final = re.compile(rb"[" + _START_CHARS + rb"]*(?: |\r?\Z)")
+# Whole lines that may be start lines: a superset of what parse_request_line and parse_status_line take
+# (so a line these do not match would be dropped by the slow path too), found in C past garbage.
+_TOKEN_CHARS: Final = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_REQUEST_LINE: Final = rb"[" + _TOKEN_CHARS + rb"]+ [^\r\n]* HTTP/[0-9]\.[0-9]\r?\n"
+_REQUEST_LINE_RE: Final = re.compile(_REQUEST_LINE)
+_NEXT_REQUEST_LINE_RE: Final = re.compile(rb"(?m)^" + _REQUEST_LINE)
+_NEXT_START_LINE_RE: Final = re.compile(
+    rb"(?m)^(?:" + _REQUEST_LINE + rb"|HTTP/[0-9]\.[0-9] [0-9]{3}(?: [^\n]*)?\r?\n)"
+)
+# Requests whose body servers commonly do not read (many embedded servers read Content-Length only for
+# POST and PUT): a body there may be the next request (a "CL.0" desync).
+_BODYLESS_METHODS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+# RTSP's methods that HTTP's sniffer knows too (rtsp.py imports this module, so they are listed here;
+# tests check them against rtsp._METHODS).
+_SHARED_WITH_RTSP: Final = (b"OPTIONS ",)
+#: Requests whose methods the answering side keeps, in order, to frame the answers (pipelining depth).
+MAX_ASKED: Final = 32
 
 
 class HttpStreamParser:
@@ -573,9 +698,16 @@ class HttpStreamParser:
     Sans-I/O: feed it the direction's TCP payloads in order. Bodies are skipped (``Content-Length`` and
     chunked framing are followed); at most ``max_buffer`` bytes of an unfinished head or chunk line are
     kept. A response without a length runs to the end of the connection, and so does anything after a
-    ``101`` or a failure: the parser then only counts bytes. It cannot know that a response answers a
-    HEAD request; call :meth:`expect_no_body` before feeding such a response when the caller tracks
-    requests.
+    ``101`` or a ``2xx`` to CONNECT: the parser then only counts bytes. Answers are framed by the request
+    they answer (RFC 9112 6.3: no body to HEAD, 1xx, 204, 304) when the requests' parser has this one as
+    its :attr:`peer` (or the caller calls :meth:`expect_answer`).
+
+    Malformed input never stops it: a head with bad field lines is read as a lenient server reads it
+    (those lines left out) and returned; a line that cannot start a message is dropped, and so is what
+    follows until one can. A request whose body some servers read and others do not (both
+    ``Transfer-Encoding`` and ``Content-Length``, a body to GET, a malformed head) has its body read line
+    by line: a request line there is taken as the next request. ``error`` keeps the last such problem,
+    ``bad_messages`` counts them, ``ignored_bytes`` the bytes dropped.
 
     With ``keep_body`` the start of each body (that many bytes at most, chunks decoded) comes with its
     message (``body``): a message with a body is then returned once that much of it arrived or the body
@@ -584,8 +716,8 @@ class HttpStreamParser:
 
     # One per direction of every HTTP connection: slots keep each at a third of a dict-backed object.
     __slots__ = (
-        "_body", "_buf", "_held", "_no_body_next", "_remaining", "_state", "body_bytes", "error",
-        "ignored_bytes", "keep_body", "max_buffer", "messages",
+        "_asked", "_body", "_buf", "_dechunk", "_held", "_line_start", "_remaining", "_state",
+        "bad_messages", "body_bytes", "error", "ignored_bytes", "keep_body", "max_buffer", "messages", "peer",
     )  # fmt: skip
 
     def __init__(self, max_buffer: int = MAX_HEAD, keep_body: int = 0) -> None:
@@ -598,19 +730,25 @@ class HttpStreamParser:
         self._buf = b""
         self._state = _HEAD
         self._remaining = 0
-        self._no_body_next = 0
+        self._line_start = False
+        # The methods of the requests this direction answers, oldest first (made on the first one).
+        self._asked: list[str] | None = None
+        self.peer: HttpStreamParser | None = None
+        """The other direction's parser, told the method of each request this one reads."""
         # The message whose body start is being collected, and what was collected (keep_body only).
         self._held: HttpRequest | HttpResponse | None = None
         self._body = bytearray()
+        self._dechunk = False  # the held body is raw chunked framing, to decode when released
         self.error: AnalyzerError | None = None
         self.messages = 0
+        self.bad_messages = 0
         self.body_bytes = 0
         self.ignored_bytes = 0
 
     @property
     def opaque(self) -> bool:
-        """True once the rest of the stream is not parsed (body until close, upgrade, or an error)."""
-        return self._state in (_OPAQUE, _FAILED)
+        """True once the rest of the stream is not parsed (body until close, upgrade, tunnel)."""
+        return self._state == _OPAQUE
 
     @property
     def buffered(self) -> int:
@@ -641,13 +779,27 @@ class HttpStreamParser:
         """The start of a head held for the next segment."""
         return self._buf
 
+    def drop_pending(self) -> None:
+        """Forget the start of a head held for the next segment (it was not continued as one)."""
+        if self._state == _HEAD:
+            self._buf = b""
+
+    def expect_answer(self, method: str) -> None:
+        """A request was sent the other way: its answer comes in this direction, in request order."""
+        asked = self._asked
+        if asked is None:
+            asked = self._asked = []
+        elif len(asked) >= MAX_ASKED:
+            del asked[0]  # answers were not seen (or never sent): the oldest is forgotten
+        asked.append(method.upper())  # GoAhead and others take methods in any case
+
     def expect_no_body(self) -> None:
         """The next response answers a HEAD request: it has no body whatever its length says."""
-        self._no_body_next += 1
+        self.expect_answer("HEAD")
 
     def feed(self, segment: bytes) -> list[HttpRequest | HttpResponse]:
         """Take the next payload of this direction; return the message heads it completed. Never raises."""
-        if self._state in (_OPAQUE, _FAILED):
+        if self._state == _OPAQUE:
             self.ignored_bytes += len(segment)
             return []
         data = self._buf + segment if self._buf else segment
@@ -655,24 +807,25 @@ class HttpStreamParser:
         out: list[HttpRequest | HttpResponse] = []
         try:
             pos = self._run(data, out)
-        except AnalyzerError as exc:
-            self._release(out)  # what was collected of a body before the garbage still counts
-            self._fail(exc, len(data))
+        except AnalyzerError as exc:  # not expected (each state resynchronises): drop what is held
+            self._release(out)
+            self._bad(exc)
+            self._state = _SKIP_LINE
+            self.ignored_bytes += len(data)
             return out
         rest = len(data) - pos
-        if rest > self.max_buffer:
-            what = "header block" if self._state == _HEAD else "chunk line"
+        if rest > self.max_buffer:  # not expected (each state waits for less): drop the line
             self._release(out)
-            self._fail(AnalyzerError(PROTOCOL, f"{what} longer than {self.max_buffer} bytes"), rest)
+            self._bad(AnalyzerError(PROTOCOL, f"line longer than {self.max_buffer} bytes"))
+            self._state = _SKIP_LINE
+            self.ignored_bytes += rest
         elif rest:
             self._buf = data[pos:]
         return out
 
-    def _fail(self, exc: AnalyzerError, pending: int) -> None:
+    def _bad(self, exc: AnalyzerError) -> None:
         self.error = exc.detached()  # no frames: they held the batch, and this parser in a cycle
-        self._state = _FAILED
-        self.ignored_bytes += pending
-        self._buf = b""
+        self.bad_messages += 1
 
     def _collect(self, data: bytes, start: int, count: int, out: list[HttpRequest | HttpResponse]) -> None:
         """Body bytes ``data[start:start + count]`` of the held message; release it once it has enough."""
@@ -685,9 +838,16 @@ class HttpStreamParser:
     def _release(self, out: list[HttpRequest | HttpResponse]) -> None:
         held = self._held
         if held is not None:
+            body = bytes(self._body)
+            if self._dechunk:
+                # Both lengths were sent: a server that follows Transfer-Encoding (RFC 9112 6.1) reads the
+                # chunks' data, which the matchers must see joined.
+                self._dechunk = False
+                decoded = _dechunk(body)
+                body = body if decoded is None else decoded
             # The held head is this parser's alone until released: its body is set in place, which costs
             # a tenth of dataclasses.replace on every answer with a body.
-            object.__setattr__(held, "body", bytes(self._body))
+            object.__setattr__(held, "body", body)
             out.append(held)
             self._held = None
             self._body = bytearray()
@@ -714,33 +874,44 @@ class HttpStreamParser:
                         self._state = _CHUNK_SIZE
             elif state == _HEAD:
                 if data[pos] in b"\r\n":
-                    # Stray CRLFs between messages (after a POST body) are to be ignored (RFC 9112 2.2).
-                    pos += 1
+                    # Empty lines before a message (after a POST body, before a request line) are to be
+                    # ignored (RFC 9112 2.2): skipped as one run.
+                    m = _EMPTY_LINES_RE.match(data, pos)
+                    pos = m.end() if m is not None else pos + 1
                     continue
-                if data.find(b"\n", pos, pos + self.max_buffer) < 0:
-                    if n - pos >= self.max_buffer:
-                        raise AnalyzerError(PROTOCOL, f"start line longer than {self.max_buffer} bytes")
-                    return pos  # the start line continues in the next segment
-                head = split_head(data[pos:], PROTOCOL, self.max_buffer)
-                if not head.complete:
-                    return pos
-                msg = parse_from_head(head)
-                self.messages += 1
-                pos += head.length
-                self._after_head(msg, out)
+                end = self._head(data, pos, out)
+                if end < 0:
+                    return pos  # the head continues in the next segment
+                pos = end
                 if self._state == _OPAQUE and self._held is not None:
                     # A body without a length: what this segment holds of it is all that will come.
                     self._collect(data, pos, n - pos, out)
                     self._release(out)
-            elif state == _CHUNK_SIZE:
-                eol = data.find(b"\n", pos, pos + _MAX_CHUNK_LINE)
-                if eol < 0:
-                    if n - pos >= _MAX_CHUNK_LINE:
-                        raise AnalyzerError(PROTOCOL, "chunk size line too long")
+            elif state == _SCAN:
+                end = self._scan(data, pos, out)
+                if end < 0:
                     return pos
-                size_text = data[pos:eol].split(b";", 1)[0].strip()
-                if not size_text or len(size_text) > 15 or re.fullmatch(rb"[0-9A-Fa-f]+", size_text) is None:
-                    raise AnalyzerError(PROTOCOL, f"invalid chunk size {size_text[:20]!r}")
+                pos = end
+            elif state in (_CHUNK_SIZE, _TRAILERS):
+                bound = min(_MAX_CHUNK_LINE, self.max_buffer)
+                eol = data.find(b"\n", pos, pos + bound)
+                if eol < 0 and n - pos < bound:
+                    return pos
+                line = data[pos:eol] if eol >= 0 else b""
+                if state == _TRAILERS:
+                    if eol < 0:
+                        self._resync(out, "trailer line too long")
+                        continue
+                    if not line.removesuffix(b"\r"):
+                        self._state = _HEAD
+                    pos = eol + 1
+                    continue
+                size_text = line.split(b";", 1)[0].strip()
+                if not size_text or len(size_text) > 15 or _HEX_RE.fullmatch(size_text) is None:
+                    # Not a chunk: the message ends here, and what follows is read as the next one (a
+                    # server that took Content-Length, or none, reads a request there).
+                    self._resync(out, f"invalid chunk size {size_text[:20]!r}")
+                    continue
                 pos = eol + 1
                 size = int(size_text, 16)
                 if size == 0:
@@ -749,41 +920,139 @@ class HttpStreamParser:
                 else:
                     self._state = _CHUNK_DATA
                     self._remaining = size + 2  # the data and its CRLF
-            elif state == _TRAILERS:
-                eol = data.find(b"\n", pos, pos + _MAX_CHUNK_LINE)
+            elif state == _SKIP_LINE:
+                eol = data.find(b"\n", pos)
                 if eol < 0:
-                    if n - pos >= _MAX_CHUNK_LINE:
-                        raise AnalyzerError(PROTOCOL, "trailer line too long")
-                    return pos
-                if not data[pos:eol].removesuffix(b"\r"):
-                    self._state = _HEAD
+                    self.ignored_bytes += n - pos
+                    return n
+                self.ignored_bytes += eol + 1 - pos
                 pos = eol + 1
+                self._state = _HEAD
             else:  # _OPAQUE reached inside this segment
                 self.ignored_bytes += n - pos
                 return n
         return pos
 
-    def _after_head(self, msg: HttpRequest | HttpResponse, out: list[HttpRequest | HttpResponse]) -> None:
-        body = self._framing(msg)
+    def _resync(self, out: list[HttpRequest | HttpResponse], reason: str) -> None:
+        """The body's framing broke: the message ends here and the next head is looked for at this byte."""
+        self._bad(AnalyzerError(PROTOCOL, reason))
+        self._release(out)
+        self._state = _HEAD
+
+    def _head(self, data: bytes, pos: int, out: list[HttpRequest | HttpResponse]) -> int:
+        """Read the head at ``pos`` (not an empty line); return where it ends, or -1 to wait for more."""
+        n = len(data)
+        limit = self.max_buffer
+        eol = data.find(b"\n", pos, pos + limit)
+        if eol < 0:
+            if n - pos < limit and _START_PREFIX_RE.match(data, pos) is not None:
+                return -1  # the start line continues in the next segment
+            # Longer than a head may be, or no start line can begin so: dropped to its end.
+            self._bad(AnalyzerError(PROTOCOL, f"not a start line: {data[pos : pos + 40]!r}"))
+            self._state = _SKIP_LINE
+            return pos
+        lenient = False
+        msg: HttpRequest | HttpResponse | None = None
+        try:
+            head = split_head(data[pos:], PROTOCOL, limit)
+            if not head.complete:
+                if n - pos < limit:
+                    return -1
+                raise AnalyzerError(PROTOCOL, f"header block longer than {limit} bytes")
+            msg = parse_from_head(head)
+        except AnalyzerError as exc:
+            salvaged = _lenient_head(data[pos:], limit)
+            if salvaged is not None and salvaged.complete:
+                with contextlib.suppress(AnalyzerError):  # the start line and the length were checked
+                    msg = parse_from_head(salvaged)
+                    head = salvaged
+            elif salvaged is not None and n - pos < limit:
+                return -1  # a field line is bad, but the head goes on in the next segment
+            if msg is None:
+                self._bad(exc)
+                # Not a message (a start line that is not one, a head longer than max_buffer): this line
+                # is dropped and so is what follows up to a line that may start one, so a request after
+                # garbage is still read. Whole lines are dropped at once; a last line cut by the segment's
+                # end is looked at by itself (it may be a start line).
+                m = _NEXT_START_LINE_RE.search(data, eol + 1)
+                end = m.start() if m is not None else data.rfind(b"\n", eol) + 1
+                self.ignored_bytes += end - pos
+                return end
+            # The message as a lenient server reads it: a later request is not lost to one bad line, and
+            # the message itself is matched.
+            self._bad(AnalyzerError(PROTOCOL, f"{exc.reason} (read leniently)"))
+            lenient = True
+        self.messages += 1
+        if self.peer is not None and isinstance(msg, HttpRequest):
+            self.peer.expect_answer(msg.method)
+        body = self._framing(msg, lenient)
         if body and self.keep_body:
             self._held = msg  # returned with the start of its body
             self._body = bytearray()
         else:
             out.append(msg)
+        return pos + head.length
 
-    def _framing(self, msg: HttpRequest | HttpResponse) -> bool:
+    def _scan(self, data: bytes, pos: int, out: list[HttpRequest | HttpResponse]) -> int:
+        """Read a body that may hide the next request, up to the next line that could start one; return
+        where reading stopped, or -1 to wait for the rest of a line."""
+        n = len(data)
+        body_end = pos + self._remaining
+        if self._line_start:
+            eol = data.find(b"\n", pos, pos + self.max_buffer)
+            if eol < 0:
+                if n - pos < self.max_buffer and _START_PREFIX_RE.match(data, pos) is not None:
+                    # A line that may be a request line: decided when it is whole. A line running past
+                    # the body leaves the body whole, so a message whose body is all here goes now.
+                    if self._held is not None and body_end <= n:
+                        self._collect(data, pos, self._remaining, out)
+                        self._release(out)
+                    return -1
+            elif _request_line_at(data, pos, eol):
+                # A server that does not read this body reads a request here: so does the parser.
+                self._bad(AnalyzerError(PROTOCOL, "a request line in a body servers may not read"))
+                if self._held is not None and eol >= body_end:
+                    self._collect(data, pos, self._remaining, out)  # as when the line came in pieces
+                self._release(out)
+                self._state = _HEAD
+                return pos
+        # Read on to the next line start in the body where a whole request line stands; without one, to
+        # the last line start here (that line may be a request line cut by the segment's end).
+        limit = min(n, body_end)
+        nl = data.find(b"\n", pos, limit)
+        if nl < 0:
+            stop = limit
+            self._line_start = False
+        else:
+            m = _NEXT_REQUEST_LINE_RE.search(data, nl + 1)
+            stop = m.start() if m is not None and m.start() < body_end else data.rfind(b"\n", nl, limit) + 1
+            self._line_start = True
+        take = stop - pos
+        if self._held is not None:
+            self._collect(data, pos, take, out)
+        self._remaining -= take
+        self.body_bytes += take
+        if self._remaining == 0:
+            self._state = _HEAD
+            self._release(out)
+        return stop
+
+    def _framing(self, msg: HttpRequest | HttpResponse, lenient: bool) -> bool:
         """Set the state for what follows the head; True when a body follows."""
-        if isinstance(msg, HttpResponse):
-            if msg.status < 200 and msg.status != 101:
-                return False  # an interim response: the final one follows
-            if msg.status == 101:
-                self._state = _OPAQUE
-                return False
-            if self._no_body_next:
-                self._no_body_next -= 1
-                return False
-            if msg.status in (204, 304):
-                return False
+        if isinstance(msg, HttpRequest):
+            return self._request_framing(msg, lenient)
+        status = msg.status
+        if status < 200 and status != 101:
+            return False  # an interim response: the final one follows, answering the same request
+        asked = self._asked.pop(0) if self._asked else None
+        if status == 101:
+            self._state = _OPAQUE
+            return False
+        if asked == "HEAD" or status in (204, 304):
+            return False  # RFC 9112 6.3: no body, whatever Content-Length says (RFC 9110 9.3.2)
+        if asked == "CONNECT" and status < 300:
+            self._state = _OPAQUE  # a tunnel
+            return False
         if msg.chunked:
             self._state = _CHUNK_SIZE
             return True
@@ -791,10 +1060,46 @@ class HttpStreamParser:
             self._state = _BODY
             self._remaining = msg.content_length
             return True
-        if msg.content_length is None and isinstance(msg, HttpResponse):
+        if msg.content_length is None:
             self._state = _OPAQUE  # no framing: the body runs until the connection closes
             return True
         return False
+
+    def _request_framing(self, msg: HttpRequest, lenient: bool) -> bool:
+        length = msg.content_length
+        coded = msg.chunked or "transfer-encoding" in msg.headers.names
+        if not coded:
+            if not length:
+                return False  # the usual request: no body
+            if lenient:
+                return self._start_scan(length)
+            if msg.method.upper() in _BODYLESS_METHODS:
+                self._start_scan(length)
+                return False  # such a body means nothing to the matchers: the request goes at once
+            self._state = _BODY
+            self._remaining = length
+            return True
+        if length is None:
+            if msg.chunked or any("chunked" in v.lower() for v in msg.headers.get_all("transfer-encoding")):
+                # Chunked (or a coding list naming it, as a server searching for "chunked" reads it); a
+                # size line that is not one ends the message and is read as a head.
+                self._state = _CHUNK_SIZE
+                return True
+            return False  # a coding without chunked: RFC 9112 6.3 makes it an error; read what follows
+        # Both lengths (RFC 9112 6.1: Transfer-Encoding wins, or the request is refused). Embedded servers
+        # often read only Content-Length: the body is read by it, line by line, so that a request after
+        # the chunks (for a server that follows Transfer-Encoding) is read as the next request; its chunks
+        # are decoded for the matchers.
+        if not length:
+            return False
+        self._dechunk = self.keep_body > 0
+        return self._start_scan(length)
+
+    def _start_scan(self, length: int) -> bool:
+        self._state = _SCAN
+        self._remaining = length
+        self._line_start = True
+        return True
 
 
 # ------------------------------------------------------------------------------ protocol binding
@@ -816,6 +1121,26 @@ MAX_EXTENSIONS: Final = 64
 SKIP_BODY: Final = 16384
 
 
+class _Waiting(NamedTuple):
+    """A request waiting for its answer: its AppRequest's fields but the flow."""
+
+    ts_ns: int
+    from_src: bool
+    method: str
+    target: str
+    seq: int
+    login: Login | None
+    params: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def request(self, flow: Flow) -> AppRequest:
+        """The AppRequest that was reported (equal to it) for the answer to name."""
+        return AppRequest(
+            self.ts_ns, flow, self.from_src, PROTOCOL, self.method, self.target, self.seq, self.login,
+            self.params, self.body,
+        )  # fmt: skip
+
+
 class _Exchanges:
     """Per connection: the requests waiting for their answers, the request count, budget extensions."""
 
@@ -823,8 +1148,11 @@ class _Exchanges:
 
     def __init__(self) -> None:
         # A list, not a deque(maxlen=...): a deque takes 600 bytes before its first item, and every HTTP
-        # flow of a watched device has one (with 16 at most, popping the first is as cheap).
-        self.pending: list[AppRequest] = []
+        # flow of a watched device has one (with 16 at most, popping the first is as cheap). Without the
+        # flow: this state hangs off the flow, and requests naming it would make a reference cycle per
+        # connection left with unanswered requests (answers not seen, or never sent), which only the
+        # cycle collector frees (tests/monitor/test_no_cycles.py).
+        self.pending: list[_Waiting] = []
         self.seq = 0
         self.extensions = 0
 
@@ -881,14 +1209,24 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
         HttpStreamParser,
         (_client_parser if client else _server_parser) if watched else HttpStreamParser,
     )
+    if client and parser.peer is None:
+        # An answer's framing depends on what it answers (no body to HEAD, a tunnel after CONNECT): the
+        # server's parser is told each request's method as the client's parser reads it.
+        parser.peer = flow_state(
+            flow, (PROTOCOL, not from_src), HttpStreamParser, _server_parser if watched else HttpStreamParser
+        )
     if flow.protocol is None and not looks_like(payload):
-        if parser.messages or parser.opaque or not _may_start(parser.pending + payload):
-            raise AnalyzerError(PROTOCOL, "not an HTTP message start")
-        # A message start cut in tiny segments ("G", "ET", " /"): kept until it says what it is.
-        parser.feed(payload)
-        if not looks_like(parser.pending):
+        held = parser.pending
+        start = held + payload if held else payload
+        if not held or not looks_like(start):
+            if parser.messages or parser.opaque or not _may_start(start):
+                parser.drop_pending()  # a start that did not go on as one: the next segment starts afresh
+                raise AnalyzerError(PROTOCOL, "not an HTTP message start")
+            # A message start cut in tiny segments ("G", "ET", " /"), or an OPTIONS line before its
+            # version: kept until it says what it is.
+            parser.feed(payload)
             return False
-        payload = b""  # the parser has it
+        # The start held so far and this segment make a message start: read on below.
     # Requests and answers as events (logins, exploit shapes) only where a watched device is on the flow:
     # the rules that read them are about watched devices, and the rest of a busy network's HTTP is most
     # of what the analyzers see.
@@ -903,7 +1241,10 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
             exchanges.seq += 1
             if len(exchanges.pending) >= MAX_PENDING:
                 del exchanges.pending[0]  # the oldest unanswered request pairs with nothing
-            exchanges.pending.append(request)
+            exchanges.pending.append(
+                _Waiting(ts, from_src, request.method, request.target, request.seq, request.login,
+                         request.params, request.body)
+            )  # fmt: skip
             ctx.emit(request)
             if request.login is not None:
                 exchanges.extend(flow)
@@ -919,7 +1260,7 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
             continue  # an interim answer: the final one answers the request
         pending = exchanges.pending
         # Answers come in request order (RFC 9112 9.3.2); one from the requests' own side pairs with nothing.
-        asked = pending.pop(0) if pending and pending[0].from_src != from_src else None
+        asked = pending.pop(0).request(flow) if pending and pending[0].from_src != from_src else None
         auth = _outcome(asked, msg)
         ctx.emit(AppResponse(ts, flow, from_src, PROTOCOL, msg.status, asked, auth, msg.body))
         if auth == FAILURE or msg.status == 401:
