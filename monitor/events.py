@@ -168,9 +168,14 @@ class IgdSearch(FlowEvent):
 
 @dataclass(frozen=True, slots=True)
 class PortMapping(FlowEvent):
-    """A UPnP SOAP request about port mappings (``AddPortMapping``...)."""
+    """A UPnP SOAP request about port mappings (``AddPortMapping``...), with the mapping's arguments when
+    its body was read (``external_port``/``protocol``: what the router opens; ``internal_*``: where to)."""
 
     action: str
+    external_port: int | None = None
+    protocol: str | None = None
+    internal_client: str | None = None
+    internal_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

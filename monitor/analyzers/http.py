@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from monitor.analyzers import AnalyzerError
+from monitor.analyzers import AnalyzerError, upnp
 from monitor.analyzers.logins import (
     FAILURE,
     SUCCESS,
@@ -1200,6 +1200,19 @@ def _outcome(request: AppRequest | None, msg: HttpResponse) -> str | None:
     return http_outcome(login, msg.status, msg.stale)
 
 
+def _port_mapping(msg: HttpRequest, flow: Flow, from_src: bool, ts: int) -> PortMapping:
+    """The port mapping a UPnP request asks for, with its ports when the body was read: the mapping of
+    telnet a malware makes is not the vendor's mapping of its SDK port."""
+    assert msg.soap_action is not None
+    soap = upnp.mapping_arguments(msg.body) if msg.body else None
+    if soap is None:
+        return PortMapping(ts, flow, from_src, msg.soap_action)
+    return PortMapping(
+        ts, flow, from_src, msg.soap_action, soap.external_port, soap.protocol, soap.internal_client,
+        soap.internal_port,
+    )  # fmt: skip
+
+
 def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     client = from_src == flow.opener_is_src
     watched = ctx.watched(flow)
@@ -1234,7 +1247,7 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
     for msg in parser.feed(payload):
         if isinstance(msg, HttpRequest):
             if msg.soap_action and "portmapping" in msg.soap_action.lower():
-                ctx.emit(PortMapping(ts, flow, from_src, msg.soap_action))
+                ctx.emit(_port_mapping(msg, flow, from_src, ts))
             if exchanges is None:
                 continue
             request = _request_event(msg, flow, from_src, ts, exchanges.seq)

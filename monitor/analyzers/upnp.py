@@ -206,6 +206,21 @@ def parse(data: bytes) -> UpnpSoapRequest:
     )
 
 
+def mapping_arguments(body: bytes) -> UpnpSoapRequest | None:
+    """The action and arguments of a SOAP body alone (an HTTP request's body the HTTP analyzer read), or
+    None when it is not a SOAP envelope with an action. Never raises."""
+    try:
+        root = parse_xml(body, PROTOCOL, max_bytes=MAX_BODY)
+    except AnalyzerError:
+        return None
+    soap_body = child(root, "Body") if local_name(root.tag) == "Envelope" else None
+    element = next(iter(soap_body), None) if soap_body is not None else None
+    if element is None:
+        return None
+    arguments = tuple((local_name(arg.tag), (arg.text or "").strip()) for arg in element)
+    return UpnpSoapRequest("POST", "", None, None, None, local_name(element.tag), arguments)
+
+
 def looks_like(payload: bytes) -> bool:
     """Cheap check: a POST/M-POST request line and a SOAPACTION header in the first 4 KiB."""
     head = payload[:4096]

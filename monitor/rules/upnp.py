@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monitor.alerts import Alert, Rule
+from monitor.alerts import Alert, Rule, endpoint
 from monitor.events import Event, IgdSearch, PortMapping
 from monitor.rules import RuleModule, Side, describe, side_alert
 
@@ -33,12 +33,22 @@ class UpnpRule(RuleModule):
         who = describe(watched.device, side.ip, side.mac)
         identity: tuple[object, ...]
         if isinstance(event, PortMapping):
+            # The ports are the mapping's identity: the vendor mapping its SDK port and a malware mapping
+            # telnet on the same router are two incidents, each named.
+            what = event.action
+            if event.external_port is not None:
+                proto = (event.protocol or "").lower()
+                opened = f"{proto}/{event.external_port}" if proto else f"port {event.external_port}"
+                to = event.internal_client or side.ip
+                to_port = event.internal_port if event.internal_port is not None else event.external_port
+                what = f"{event.action} of {opened} to {endpoint(to, to_port)}"
             message = (
-                f"{who} asked the router at {side.peer_ip} for a UPnP port mapping ({event.action}): it is "
+                f"{who} asked the router at {side.peer_ip} for a UPnP port mapping ({what}): it is "
                 f"opening itself to the Internet; disable UPnP on the device and on the router, and remove "
                 f"the mapping."
             )
-            identity, protocol = ("mapping", side.peer_ip), "upnp"
+            identity = ("mapping", side.peer_ip, event.external_port, event.protocol)
+            protocol = "upnp"
         else:
             message = (
                 f"{who} searched for an Internet Gateway Device (UPnP): it is looking for a router that will "
