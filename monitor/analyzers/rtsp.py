@@ -588,8 +588,9 @@ class RtspStreamParser:
     Sans-I/O: feed the direction's TCP payloads in order. Interleaved RTP/RTCP frames are skipped
     without buffering and reported as :class:`InterleavedFrame` (when ``report_frames``) and in the
     counters. At most ``max_buffer`` bytes of an unfinished head or SDP body are kept; a larger body is
-    skipped unparsed. Input that is neither a message nor a frame stops the parser (``error``); a
-    well-framed message with a bad field is dropped alone (``bad_messages``, ``last_message_error``).
+    skipped unparsed. Input that is neither a message nor a frame stops the parser (``error``); a field line
+    that is not one (no colon, control characters) is left out as lenient servers do, and a well-framed
+    message with a bad field value is dropped alone (``bad_messages``, ``last_message_error``).
     """
 
     def __init__(self, max_buffer: int = MAX_HEAD, *, report_frames: bool = True) -> None:
@@ -687,7 +688,8 @@ class RtspStreamParser:
                         raise AnalyzerError(PROTOCOL, f"start line longer than {self.max_buffer} bytes")
                     self._check_start(data[pos:])
                     return pos
-                head = split_head(data[pos:], PROTOCOL, self.max_buffer)
+                # A bad field line is left out, as lenient servers do (the message is read; http.py too).
+                head = split_head(data[pos:], PROTOCOL, self.max_buffer, lenient=True)
                 if not head.complete:
                     return pos
                 pos += head.length

@@ -64,3 +64,20 @@ def test_no_answer_seen() -> None:
     frames = exchange(T0, OFFICE, HIK, 40000, 554, [(personas.rtsp_request("SETUP", URL, 1), b"")])
     (a,) = of_rule(alerts(frames), RULE)
     assert "answer was not seen" in str(a["message"]) and a["event"]["outcome"] == "unknown"  # type: ignore[index]
+
+
+def test_a_malformed_field_line_does_not_hide_the_pull() -> None:
+    # A first OPTIONS with a header line without a colon (junk a camera's server ignores), then the pull: the
+    # connection is still read, as lenient servers read it.
+    turns = [
+        (
+            personas.rtsp_request("OPTIONS", URL, 1, "this line has no colon\r\n"),
+            personas.rtsp_response(1, "Hik", "Public: OPTIONS, DESCRIBE, SETUP, PLAY\r\n"),
+        ),
+        (
+            personas.rtsp_request("DESCRIBE", URL, 2),
+            personas.rtsp_response(2, "Hik", "Content-Type: application/sdp\r\n", personas.SDP_H264),
+        ),
+    ]
+    (a,) = of_rule(alerts(exchange(T0, OFFICE, HIK, 40000, 554, turns)), RULE)
+    assert "pulled video" in str(a["message"])
