@@ -582,7 +582,12 @@ def looks_like(payload: bytes) -> bool:
     if payload.startswith(b"HTTP/1.") and len(payload) >= 9:
         return payload[7:8].isdigit() and payload[8:9] == b" "
     if not payload.startswith(_LOOKS_LIKE_REQUEST):
-        return False
+        # A method in another case ("put"): servers such as GoAhead upper-case it, so an exploit may be sent
+        # that way. Only a whole request line with its HTTP version says so.
+        if not payload[:8].upper().startswith(_LOOKS_LIKE_REQUEST):
+            return False
+        eol = payload.find(b"\n", 0, MAX_HEAD)
+        return eol >= 0 and payload[:eol].rstrip(b"\r").endswith((b" HTTP/1.1", b" HTTP/1.0"))
     eol = payload.find(b"\n", 0, MAX_HEAD)
     if eol < 0:
         # A request line longer than this segment: its method says enough, unless RTSP has it too (an

@@ -196,3 +196,10 @@ def test_a_suspect_segment_waits_for_a_good_copy_or_for_the_stream_to_go_on() ->
     assert order.feed(108, False, b"more", 4, stats) == [(b"next", 3), (b"more", 4)]
     assert order.feed(112, False, b"last", 5, stats, valid=False) == []
     assert order.confirm(115, stats) == [] and order.confirm(116, stats) == [(b"last", 5)]
+
+
+def test_an_exploit_with_a_lowercase_method_is_read() -> None:
+    # GoAhead and its kin upper-case the method: "get /System/configurationFile?auth=..." is served as GET.
+    lower = b"get" + EXPLOIT[3:]
+    assert EXPLOIT.startswith(b"GET ")
+    assert len(of_rule(alerts(_connection(_pieces(lower, len(lower)))), RULE)) == 1
