@@ -221,8 +221,13 @@ def _mac_int(mac: int | bytes) -> int:
 
 def format_mac(mac: int | bytes) -> str:
     """Format as ECS does: lower-case, dash separated ("44-19-b6-00-00-01")."""
-    value = _mac_int(mac)
-    return "-".join(f"{b:02x}" for b in value.to_bytes(6, "big"))
+    return _format_mac(_mac_int(mac))
+
+
+# The same few MACs are formatted for every alert and record of a site (a flood's repeats: 100,000 times).
+@functools.lru_cache(maxsize=4096)
+def _format_mac(value: int) -> str:
+    return value.to_bytes(6, "big").hex("-")
 
 
 def _hex_groups(groups: list[str], width: int, text: str) -> int:
