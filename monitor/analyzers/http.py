@@ -34,6 +34,7 @@ from monitor.analyzers.logins import (
     rpc_outcome,
     soap_fault_is_auth,
 )
+from monitor.analyzers.targets import normal_path
 from monitor.events import AppRequest, AppResponse, PortMapping
 from monitor.protocol import Context, ProtocolSpec, flow_state, offer_skip
 from monitor.vendors.fingerprints import REALM_VENDORS, SERVER_VENDORS, vendor_from
@@ -1183,8 +1184,11 @@ def _request_event(msg: HttpRequest, flow: Flow, from_src: bool, ts: int, seq: i
     if body:
         if b"UsernameToken" in body and login is None:
             login = from_ws_security(body)
-        elif msg.method == "POST" and (
-            msg.target.startswith("/RPC2_Login") or b'"global.login"' in body[:256]
+        elif msg.method.upper() == "POST" and (
+            # The Dahua JSON-RPC login, routed as the server routes it (an absolute-form target, any
+            # spelling of the path: targets.py), or named in the body ("method" may follow long params:
+            # JSON member order is free, RFC 8259 4). rpc_login reads only a login.
+            b'login"' in body or normal_path(msg.target).lower() == "/rpc2_login"
         ):
             rpc = rpc_login(body)
             if rpc is not None:
