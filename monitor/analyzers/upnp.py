@@ -183,18 +183,11 @@ def parse(data: bytes) -> UpnpSoapRequest:
         body = rest[:length]
     else:
         body = rest
-    root = parse_xml(body, PROTOCOL, max_bytes=MAX_BODY)
-    if local_name(root.tag) != "Envelope":
-        raise _error(f"root element {local_name(root.tag)!r} is not a SOAP Envelope")
-    soap_body = child(root, "Body")
-    element = next(iter(soap_body), None) if soap_body is not None else None
-    if element is None:
-        raise _error("SOAP Envelope without an action element in its Body")
+    element_name, arguments = _envelope(body)
     if not sharp or not action:
         # No "#Action" in the header: the body's element names it.
-        action = local_name(element.tag)
+        action = element_name
         service_type = service_type or ""
-    arguments = tuple((local_name(arg.tag), (arg.text or "").strip()) for arg in element)
     return UpnpSoapRequest(
         method=method,
         path=path,
@@ -206,19 +199,26 @@ def parse(data: bytes) -> UpnpSoapRequest:
     )
 
 
+def _envelope(body: bytes) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The action element's name and its arguments in a SOAP envelope."""
+    root = parse_xml(body, PROTOCOL, max_bytes=MAX_BODY)
+    if local_name(root.tag) != "Envelope":
+        raise _error(f"root element {local_name(root.tag)!r} is not a SOAP Envelope")
+    soap_body = child(root, "Body")
+    element = next(iter(soap_body), None) if soap_body is not None else None
+    if element is None:
+        raise _error("SOAP Envelope without an action element in its Body")
+    return local_name(element.tag), tuple((local_name(arg.tag), (arg.text or "").strip()) for arg in element)
+
+
 def mapping_arguments(body: bytes) -> UpnpSoapRequest | None:
     """The action and arguments of a SOAP body alone (an HTTP request's body the HTTP analyzer read), or
     None when it is not a SOAP envelope with an action. Never raises."""
     try:
-        root = parse_xml(body, PROTOCOL, max_bytes=MAX_BODY)
+        action, arguments = _envelope(body)
     except AnalyzerError:
         return None
-    soap_body = child(root, "Body") if local_name(root.tag) == "Envelope" else None
-    element = next(iter(soap_body), None) if soap_body is not None else None
-    if element is None:
-        return None
-    arguments = tuple((local_name(arg.tag), (arg.text or "").strip()) for arg in element)
-    return UpnpSoapRequest("POST", "", None, None, None, local_name(element.tag), arguments)
+    return UpnpSoapRequest("POST", "", None, None, None, action, arguments)
 
 
 def looks_like(payload: bytes) -> bool:
