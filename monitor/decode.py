@@ -113,7 +113,8 @@ TCP_ACK = 0x10
 
 # IPv6 extension headers we walk: hop-by-hop, routing, fragment, destination options,
 # AH, mobility, HIP, shim6.
-_IPV6_EXT = np.array([0, 43, 44, 60, 51, 135, 139, 140], dtype=np.uint8)
+IPV6_EXT_HEADERS = (0, 43, 44, 60, 51, 135, 139, 140)
+_IPV6_EXT = np.array(IPV6_EXT_HEADERS, dtype=np.uint8)
 # Headers walked per packet. RFC 8200 4.1 allows each type once (destination options twice), so a
 # legitimate chain has at most 9 before the upper layer (an ESP or a shim6 header ends it); 8 covers every
 # chain seen in practice (5 with a fragment between two destination options is common on the Internet).

@@ -35,6 +35,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
+from monitor.decode import IPV6_EXT_HEADERS, IPV6_MAX_EXT
+
 __all__ = ["DefragStats", "Defragmenter", "FragmentKey", "LinkIds", "Packet"]
 
 MAX_DATAGRAMS: Final = 1024
@@ -44,12 +46,11 @@ TIMEOUT_NS: Final = 30 * 1_000_000_000
 
 _MF: Final = 0x2000
 _DF: Final = 0x4000
-# IPv6 extension headers that may come before the fragment header (RFC 8200 4.1): hop-by-hop, routing,
-# destination options; AH, mobility, HIP and shim6 for completeness (as monitor/decode.py walks them).
+# IPv6 extension headers that may come before the fragment header (RFC 8200 4.1): the ones the decoder walks
+# (hop-by-hop, routing, destination options, mobility, HIP, shim6; AH, whose length counts 4-byte words).
 _V6_FRAGMENT: Final = 44
 _V6_AH: Final = 51
-_V6_BEFORE: Final = frozenset((0, 43, 60, 135, 139, 140))
-_V6_MAX_EXT: Final = 8
+_V6_BEFORE: Final = frozenset(IPV6_EXT_HEADERS) - {_V6_FRAGMENT, _V6_AH}
 
 # What the link layer says about a fragment: (VLAN outer, VLAN inner, source MAC, destination MAC).
 LinkIds = tuple[int, int, int, int]
@@ -298,7 +299,7 @@ def _place(frame: bytes, l3: int) -> tuple[tuple[bytes, int, int], int, int, int
     elif version == 6 and l3 + 40 <= len(frame):
         stop = l3 + 40 + struct.unpack_from("!H", frame, l3 + 4)[0]
         link, nh, cut = l3 + 6, frame[l3 + 6], l3 + 40
-        for _ in range(_V6_MAX_EXT):
+        for _ in range(IPV6_MAX_EXT):
             if nh == _V6_FRAGMENT:
                 break
             if (nh not in _V6_BEFORE and nh != _V6_AH) or cut + 8 > len(frame):
