@@ -324,24 +324,25 @@ def split_tcp_messages(stream: bytes, *, partial_ok: bool = False) -> list[bytes
 
     A last message cut short raises AnalyzerError, unless `partial_ok`, when it is left out.
     """
+    out, rest = _split_framed(stream)
+    if rest and not partial_ok:
+        if len(rest) < 2:
+            raise _error("TCP stream ends inside a length prefix")
+        raise _error(f"TCP stream ends inside a {int.from_bytes(rest[:2], 'big')}-byte message")
+    return out
+
+
+def _split_framed(data: bytes) -> tuple[list[bytes], bytes]:
+    """The whole length-prefixed messages at the start of ``data``, and what follows them."""
     out: list[bytes] = []
     pos = 0
-    n = len(stream)
-    while pos < n:
-        if pos + 2 > n:
-            if partial_ok:
-                break
-            raise _error("TCP stream ends inside a length prefix")
-        length = int.from_bytes(stream[pos : pos + 2], "big")
-        start = pos + 2
-        end = start + length
-        if end > n:
-            if partial_ok:
-                break
-            raise _error(f"TCP stream ends inside a {length}-byte message")
-        out.append(stream[start:end])
+    while pos + 2 <= len(data):
+        end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
+        if end > len(data):
+            break
+        out.append(data[pos + 2 : end])
         pos = end
-    return out
+    return out, data[pos:]
 
 
 # ------------------------------------------------------------------------------ protocol binding
@@ -392,16 +393,16 @@ _MAX_TCP_PENDING: Final = 2 + 65_535
 
 def _tcp_messages(flow: Flow, from_src: bool, payload: bytes) -> list[bytes]:
     stream = flow_state(flow, ("dns-tcp", from_src), _TcpStream)
-    data = stream.pending + payload if stream.pending else payload
-    out: list[bytes] = []
-    pos = 0
-    while pos + 2 <= len(data):
-        end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
-        if end > len(data):
-            break
-        out.append(data[pos + 2 : end])
-        pos = end
-    rest = data[pos:]
+    if stream.pending:
+        out, rest = _split_framed(stream.pending + payload)
+        if not out:
+            # What was held may be no message's start (a session met mid-stream: a "length" read from the
+            # middle of one). A segment that is whole messages by itself starts afresh.
+            alone, alone_rest = _split_framed(payload)
+            if alone and not alone_rest:
+                out, rest = alone, b""
+    else:
+        out, rest = _split_framed(payload)
     stream.pending = rest if len(rest) <= _MAX_TCP_PENDING else b""
     return out
 

@@ -62,3 +62,16 @@ def test_a_vendor_cloud_the_policy_allows_by_name_is_looked_up_without_a_warning
     assert "dns.vendor_cloud" in rules
     rules = {str(a["rule"]["id"]) for a in run_frames(frames, policy=allowing)[2]}  # type: ignore[index]
     assert "dns.vendor_cloud" not in rules
+
+
+def test_dns_over_tcp_met_mid_stream_starts_afresh() -> None:
+    # A stream whose first bytes are no message's start (a session met mid-stream reads the middle of one
+    # as a length that never completes): the next query, a whole message in its segment, is read.
+    from tests.monitor.rules.traffic import Host, exchange
+
+    query = dns_query(0x4242, CLOUD)
+    framed = len(query).to_bytes(2, "big") + query
+    resolver = Host(OPENDNS, GW.mac)
+    tail = b"\x7f\xff" + bytes(40)  # "a 32,767-byte message" that is only the middle of one
+    frames = exchange(T0, HIK, resolver, 40000, 53, [(tail, b""), (framed, b"")])
+    assert {"dns.resolver_bypass", "dns.vendor_cloud"} <= _rules(frames)
