@@ -3,8 +3,8 @@
 Each flood is a deterministic generator of ``(ts_ns, frame)`` on the demo site (`examples/site-policy.yaml`:
 camera network 10.20.0.0/24, resolver 10.20.0.1, recorder 10.20.0.2); ``table_report(engine)`` says how big
 each of the engine's tables is, its bound and what it evicted. `benchmarks/floods.py` runs them at full size
-(1 million flows, 100,000 MACs, 1 million DNS names, 100,000 RTSP clients); `tests/monitor/test_floods.py`
-at CI size.
+(1 million flows, 100,000 MACs, 1 million DNS names, 100,000 RTSP clients, 100,000 tunnelled RTSP sessions);
+`tests/monitor/test_floods.py` at CI size.
 
 - ``flows``: a watched camera sends one UDP datagram to each of ``n`` public destinations (20,000 new flows a
   second): the flow table, incidents in the alert gate, the camera's peers;
@@ -13,11 +13,14 @@ at CI size.
 - ``dns``: the site resolver answers a camera's lookups of ``n`` distinct names, each with its own address:
   the DNS resolutions table, the DNS flow's state;
 - ``rtsp``: ``n`` clients off the site each open RTSP to a camera and ask for a stream (DESCRIBE, SETUP with a
-  client port): flows, incidents, RTSP media expectations.
+  client port): flows, incidents, RTSP media expectations;
+- ``tunnels``: ``n`` RTSP sessions tunnelled in HTTP, each with its own cookie, of which only the requests'
+  half comes: the state their two connections share.
 """
 
 from __future__ import annotations
 
+import base64
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -154,9 +157,31 @@ def rtsp(n: int) -> Frames:
         )
 
 
-FLOODS: dict[str, Callable[[int], Frames]] = {"flows": flows, "macs": macs, "dns": dns, "rtsp": rtsp}
-# What "n" counts in each flood at full size: 1 million flows, 100,000 MACs, 1 million names, 100,000 clients.
-FULL_SIZE = {"flows": 1_000_000, "macs": 100_000, "dns": 1_000_000, "rtsp": 100_000}
+def tunnels(n: int) -> Frames:
+    """`n` RTSP sessions tunnelled in HTTP, each its own cookie: a client off the site opens the requests'
+    half (the POST) to a camera's web port and sends a DESCRIBE in base64; the answers' half never comes."""
+    cam = _addr(CAMERA_IP)
+    client_base = _addr("198.51.0.0")
+    path = "/Streaming/Channels/101"
+    describe = base64.b64encode(payloads.rtsp_request("DESCRIBE", f"rtsp://{CAMERA_IP}{path}", 1))
+    for i in range(n):
+        client = client_base + i % 60_000
+        port = 30_000 + (i % 30_000)
+        ts = START_NS + i * 200_000
+        c2s = (client, cam, port, 80)
+        s2c = (cam, client, 80, port)
+        post = payloads.rtsp_tunnel_post(path, f"flood{i}") + describe
+        yield ts, tcp_frame(GATEWAY_MAC, CAMERA_MAC, *c2s, SYN, 1000, 0, b"")
+        yield ts + 1000, tcp_frame(CAMERA_MAC, GATEWAY_MAC, *s2c, SYN_ACK, 5000, 1001, b"")
+        yield ts + 2000, tcp_frame(GATEWAY_MAC, CAMERA_MAC, *c2s, PSH_ACK, 1001, 5001, post)
+
+
+FLOODS: dict[str, Callable[[int], Frames]] = {
+    "flows": flows, "macs": macs, "dns": dns, "rtsp": rtsp, "tunnels": tunnels,
+}  # fmt: skip
+# What "n" counts in each flood at full size: 1 million flows, 100,000 MACs, 1 million names, 100,000 clients,
+# 100,000 tunnelled RTSP sessions.
+FULL_SIZE = {"flows": 1_000_000, "macs": 100_000, "dns": 1_000_000, "rtsp": 100_000, "tunnels": 100_000}
 
 
 def as_batches(frames: Iterable[tuple[int, bytes]], size: int = 4096) -> Iterator[PacketBatch]:
@@ -189,7 +214,7 @@ def table_report(engine: Any) -> dict[str, dict[str, int | None]]:
     """Every table of the engine that grows with input: its size, its bound and how many entries it evicted
     (None where entries leave by time, not by eviction). Reads the engine from outside: test tooling."""
     from monitor import site as site_module
-    from monitor.analysis import MAX_EXPECTED_MEDIA
+    from monitor.analysis import MAX_EXPECTED_MEDIA, MAX_SHARED_STATES
     from monitor.rules.device import MAX_WAITING
     from monitor.rules.stream_egress import MAX_UPSTREAM_FLOWS, StreamEgressRule
 
@@ -215,6 +240,7 @@ def table_report(engine: Any) -> dict[str, dict[str, int | None]]:
         "media_expectations": row(
             len(analysis.expected_media), MAX_EXPECTED_MEDIA, evicted["media_expectations"]
         ),
+        "shared_states": row(len(analysis.shared_states), MAX_SHARED_STATES, evicted["shared_states"]),
         "incidents": row(len(engine.gate._last), engine.gate._max, evicted["incidents"]),
         "upstream_flows": row(
             len(upstream._upstream) if upstream else 0, MAX_UPSTREAM_FLOWS, evicted.get("upstream_flows", 0)

@@ -208,6 +208,33 @@ def rtsp_response(cseq: int, server: str, extra: str = "", body: str = "") -> by
     return f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nServer: {server}\r\n{extra}{length}\r\n{body}".encode()
 
 
+def rtsp_tunnel_get(path: str, cookie: str) -> bytes:
+    """The GET that opens the answers' half of an RTSP session tunnelled in HTTP (Apple's QuickTime
+    tunnelling, as VLC/live555 send it)."""
+    return (
+        f"GET {path} HTTP/1.0\r\nUser-Agent: LibVLC/3.0.18 (LIVE555 Streaming Media v2016.11.28)\r\n"
+        f"x-sessioncookie: {cookie}\r\nAccept: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\n"
+        "Cache-Control: no-cache\r\n\r\n"
+    ).encode()
+
+
+def rtsp_tunnel_post(path: str, cookie: str) -> bytes:
+    """The POST head that opens the requests' half; base64 RTSP requests follow as its body."""
+    return (
+        f"POST {path} HTTP/1.0\r\nUser-Agent: LibVLC/3.0.18 (LIVE555 Streaming Media v2016.11.28)\r\n"
+        f"x-sessioncookie: {cookie}\r\nContent-Type: application/x-rtsp-tunnelled\r\nPragma: no-cache\r\n"
+        "Cache-Control: no-cache\r\nContent-Length: 32767\r\nExpires: Sun, 9 Jan 1972 00:00:00 GMT\r\n\r\n"
+    ).encode()
+
+
+def rtsp_tunnel_ok(server: str) -> bytes:
+    """The camera's answer to the tunnel's GET: RTSP answers and interleaved media follow, unencoded."""
+    return (
+        f"HTTP/1.0 200 OK\r\nServer: {server}\r\nContent-Type: application/x-rtsp-tunnelled\r\n"
+        "Cache-Control: no-cache\r\nPragma: no-cache\r\n\r\n"
+    ).encode()
+
+
 SDP_H264 = (
     "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=Media Presentation\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
     "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n"

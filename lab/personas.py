@@ -49,6 +49,7 @@ __all__ = [
     "rtsp_session",
     "sadp_probe_match",
     "tcp_exchange",
+    "tcp_timeline",
     "udp_pair",
     "wsd_probe_match",
 ]
@@ -112,6 +113,36 @@ def tcp_exchange(
     c(F | A)
     s(F | A)
     c(A)
+    return out
+
+
+def tcp_timeline(
+    cmac: str, smac: str, cip: str, sip: str, cport: int, sport: int, sends: list[tuple[int, bool, bytes]]
+) -> list[tuple[int, bytes]]:
+    """A TCP connection whose data segments are sent at given times: ``sends`` holds (time, sent by the
+    client, payload) in time order. The handshake ends before the first, FIN both ways follows the last."""
+    A, S, F, P = synth.TCP_ACK, synth.TCP_SYN, synth.TCP_FIN, synth.TCP_PSH
+    seq = {True: 1000, False: 5000}  # by "sent by the client"
+    out: list[tuple[int, bytes]] = []
+
+    def send(t: int, by_client: bool, flags: int, data: bytes = b"") -> None:
+        smac_, dmac_, src, dst, sp, dp = (
+            (cmac, smac, cip, sip, cport, sport) if by_client else (smac, cmac, sip, cip, sport, cport)
+        )
+        frame = synth.tcp4_frame(smac_, dmac_, src, dst, sp, dp, data, flags=flags, seq=seq[by_client],
+                                 ack=seq[not by_client])  # fmt: skip
+        out.append((t, frame))
+        seq[by_client] += len(data) + (1 if flags & (S | F) else 0)
+
+    first, last = sends[0][0], sends[-1][0]
+    send(first - MS, True, S)
+    send(first - 2 * MS // 3, False, S | A)
+    send(first - MS // 3, True, A)
+    for t, by_client, data in sends:
+        send(t, by_client, P | A, data)
+    send(last + MS, True, F | A)
+    send(last + 2 * MS, False, F | A)
+    send(last + 3 * MS, True, A)
     return out
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -28,9 +29,12 @@ from monitor.reassembly import OrderStats, TcpOrder, seq_diff
 from monitor.registry import Protocols, protocols
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # RTP/RTCP endpoints announced by RTSP SETUPs and not yet seen (the oldest are forgotten first).
 MAX_EXPECTED_MEDIA = 4096
+# Sessions whose flows share state (each may keep its flows alive: a few kB each).
+MAX_SHARED_STATES = 1024
 # A datagram repeated within this long is a mirror's copy (a retry by the sender comes much later).
 DUPLICATE_WINDOW_NS = 20_000_000
 
@@ -78,6 +82,9 @@ class Analysis:
         # flows a SETUP announced are labelled when they start.
         self.expected_media: OrderedDict[tuple[str, int], tuple[str, str]] = OrderedDict()
         self.media_evicted = 0  # expectations forgotten at the bound (MAX_EXPECTED_MEDIA)
+        # State several flows share (Context.shared: the two connections of a tunnelled RTSP session).
+        self.shared_states: OrderedDict[Hashable, object] = OrderedDict()
+        self.shared_evicted = 0
         self.protocols = registry or protocols()
         self.order = OrderStats()
         # Evidence for alerts (issue 12): each analysed flow's recent packets, within global bounds.
@@ -434,6 +441,18 @@ class Analysis:
 
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         self.resolutions.add(ip, name, ts_ns)
+
+    def shared(self, key: Hashable, cls: type[T]) -> T:
+        states = self.shared_states
+        value = states.get(key)
+        if isinstance(value, cls):
+            states.move_to_end(key)
+            return value
+        value = states[key] = cls()
+        if len(states) > MAX_SHARED_STATES:
+            states.popitem(last=False)
+            self.shared_evicted += 1
+        return value
 
     # ---------------------------------------------------------------- media announced by RTSP
 

@@ -393,6 +393,7 @@ class Engine:
             "devices": self.inventory.evicted,
             "dns_resolutions": self.analysis.resolutions.evicted,
             "media_expectations": self.analysis.media_evicted,
+            "shared_states": self.analysis.shared_evicted,
             "incidents": self.gate.evicted,
             "address_bindings": site.bindings_evicted,
             "routers": site.routers_dropped,

@@ -54,6 +54,10 @@ class Context(Protocol):
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         """A DNS answer: ``ip`` was the answer to a question about ``name``."""
 
+    def shared(self, key: Hashable, cls: type[T]) -> T:
+        """State that several flows share (the two HTTP connections of one tunnelled RTSP session), under
+        ``key``, created with ``cls()`` on first use. Bounded: the least recently used is forgotten."""
+
     def watched(self, flow: Flow) -> bool:
         """Whether a watched device is on either side of the flow: the requests, answers and logins that
         only the rules about watched devices read (``AppRequest``, ``AppResponse``) are reported for such

@@ -30,7 +30,7 @@ def test_floods(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "floods.json").read_text(encoding="utf-8"))
     assert report["smoke"] is True and report["problems"] == []
     floods = {r["flood"]: r for r in report["results"]}
-    assert set(floods) == {"flows", "macs", "dns", "rtsp"}
+    assert set(floods) == {"flows", "macs", "dns", "rtsp", "tunnels"}
     for r in floods.values():
         assert all(row["size"] <= row["bound"] for row in r["tables"].values() if row["bound"] is not None)
         assert r["rss_peak_kib"] >= r["rss_baseline_kib"] > 0
@@ -39,6 +39,8 @@ def test_floods(tmp_path: Path) -> None:
     assert floods["macs"]["tables"]["devices"]["size"] >= 2000
     assert floods["dns"]["tables"]["dns_resolutions"]["size"] == 2000
     assert floods["rtsp"]["tables"]["media_expectations"]["size"] == 4000  # RTP and RTCP per client
+    assert floods["tunnels"]["tables"]["shared_states"]["size"] == 1024  # at its bound: 2,000 sessions came
+    assert floods["tunnels"]["tables"]["shared_states"]["evicted"] == 2000 - 1024
     assert out.count("| flows |") == 1
 
 

@@ -44,15 +44,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_HEAD",
+    "RTSP_TUNNEL_TYPE",
+    "TCP_PORTS",
     "Challenge",
     "Headers",
     "HttpRequest",
     "HttpResponse",
     "HttpStreamParser",
     "MessageHead",
+    "TunnelHead",
     "authorization_scheme",
     "challenges_of",
     "first_realm",
+    "held_start",
     "looks_like",
     "parse",
     "parse_challenges",
@@ -61,8 +65,10 @@ __all__ = [
     "parse_request_line",
     "parse_status_line",
     "redact_url",
+    "request_seq",
     "safe_headers",
     "split_head",
+    "tunnel_head",
 ]
 
 PROTOCOL: Final = "http"
@@ -549,6 +555,50 @@ def parse_from_head(head: MessageHead) -> HttpRequest | HttpResponse:
     if head.start_line.startswith(b"HTTP/"):
         return HttpResponse.from_head(head)
     return HttpRequest.from_head(head)
+
+
+#: Where HTTP is expected: tried first on these ports (then by content anywhere).
+TCP_PORTS: Final = (80, 8080, 8000, 8666, 49152)
+
+#: The content type of both halves of an RTSP session tunnelled in HTTP (Apple's QuickTime tunnelling, which
+#: live555, VLC, FFmpeg and camera web servers implement): a GET whose answer carries the RTSP answers and the
+#: interleaved media, and a POST whose body carries the requests in base64. ``x-sessioncookie`` pairs them.
+RTSP_TUNNEL_TYPE: Final = "application/x-rtsp-tunnelled"
+_RTSP_TUNNEL_RE: Final = re.compile(rb"(?i)application/x-rtsp-tunnelled")
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelHead:
+    """The request that opens one half of an RTSP session tunnelled in HTTP."""
+
+    method: str
+    """``GET`` (the answers' half) or ``POST`` (the requests' half)."""
+    cookie: str
+    """The ``x-sessioncookie`` value, the same in both halves."""
+    length: int
+    """Bytes of the head, leading empty lines included: the tunnel starts after them."""
+
+
+def tunnel_head(data: bytes) -> TunnelHead | None:
+    """The GET (accepting the tunnel's content type) or POST (sending it) with an ``x-sessioncookie`` at the
+    start of ``data``, its head complete; else None. Cheap on anything else: one search of the first
+    ``MAX_HEAD`` bytes."""
+    if _RTSP_TUNNEL_RE.search(data, 0, MAX_HEAD) is None:
+        return None
+    start = _skip_empty_lines(data)
+    try:
+        head = split_head(data[start:], PROTOCOL, MAX_HEAD, lenient=True)
+        method, _, _ = parse_request_line(head.start_line, PROTOCOL, "HTTP")
+    except AnalyzerError:
+        return None
+    cookie = head.headers.get("x-sessioncookie")
+    if not head.complete or not cookie:
+        return None
+    method = method.upper()
+    carries = head.headers.get("accept" if method == "GET" else "content-type") or ""
+    if method not in ("GET", "POST") or RTSP_TUNNEL_TYPE not in carries.lower():
+        return None
+    return TunnelHead(method, cookie, start + head.length)
 
 
 def _skip_empty_lines(data: bytes) -> int:
@@ -1222,7 +1272,27 @@ def _port_mapping(msg: HttpRequest, flow: Flow, from_src: bool, ts: int) -> Port
     )  # fmt: skip
 
 
-def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+def request_seq(flow: Flow) -> int:
+    """The next number of the connection's requests (``AppRequest.seq``), taken: the RTSP requests tunnelled
+    in an HTTP connection are numbered with its HTTP requests, so no two share a number."""
+    exchanges = flow_state(flow, PROTOCOL, _Exchanges)
+    seq = exchanges.seq
+    exchanges.seq += 1
+    return seq
+
+
+def held_start(flow: Flow, from_src: bool) -> bytes:
+    """The start of a head this direction's parser holds for the next segment (b"" if none)."""
+    app = flow.app
+    parser = app.states.get((PROTOCOL, from_src)) if app is not None else None
+    return parser.pending if isinstance(parser, HttpStreamParser) else b""
+
+
+def handle_http(
+    ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int, *, tunnels: bool = False
+) -> bool:
+    """The HTTP binding. A connection whose first request opens half of an RTSP tunnel is not claimed
+    (``rtsp_tunnel.py`` is, and reads it as HTTP through this handler with ``tunnels``)."""
     client = from_src == flow.opener_is_src
     watched = ctx.watched(flow)
     parser = flow_state(
@@ -1237,6 +1307,10 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
         parser.peer = flow_state(
             flow, (PROTOCOL, not from_src), HttpStreamParser, _server_parser if watched else HttpStreamParser
         )
+    if flow.protocol is None and not tunnels:
+        held = parser.pending
+        if tunnel_head(held + payload if held else payload) is not None:
+            raise AnalyzerError(PROTOCOL, "an RTSP session tunnelled in HTTP")
     if flow.protocol is None and not looks_like(payload):
         held = parser.pending
         start = held + payload if held else payload
@@ -1290,14 +1364,15 @@ def handle_http(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
     if client and exchanges is not None and parser.skippable > SKIP_BODY:
         # The client's requests are all read (request mode): the bulk of an upload's body need not be.
         offer_skip(flow, from_src, parser.skippable, parser.skip_body)
-    return True
+    # A first head that goes on in the next segment: claimed once it is whole (it may open an RTSP tunnel).
+    return not (flow.protocol is None and not tunnels and not parser.messages and parser.pending)
 
 
 PROTOCOLS = (
     ProtocolSpec(
         name=PROTOCOL,
         handler=handle_http,
-        tcp_ports=(80, 8080, 8000, 8666, 49152),
+        tcp_ports=TCP_PORTS,
         sniff=looks_like,
         tcp_guess=10,
         requests=True,

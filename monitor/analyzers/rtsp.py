@@ -741,12 +741,12 @@ class RtspStreamParser:
 # ------------------------------------------------------------------------------ protocol binding
 
 
-def _control_parser() -> RtspStreamParser:
-    # Interleaved media frames are skipped, not reported: only the control messages matter here.
+def control_parser() -> RtspStreamParser:
+    """A parser for the control messages: interleaved frames are skipped, not reported."""
     return RtspStreamParser(report_frames=False)
 
 
-class _Requests:
+class Requests:
     """The requests of a connection waiting for their answers, and how many there were (for AppRequest)."""
 
     __slots__ = ("pending", "seq")
@@ -755,30 +755,35 @@ class _Requests:
         self.pending: deque[AppRequest] = deque(maxlen=16)
         self.seq = 0
 
+    def number(self, flow: Flow) -> int:
+        """The next request's ``seq`` on ``flow``."""
+        seq = self.seq
+        self.seq += 1
+        return seq
 
-def handle_rtsp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    if flow.protocol is None and not looks_like(payload):
-        raise AnalyzerError(PROTOCOL, "not an RTSP message start")
-    parser = flow_state(flow, (PROTOCOL, from_src), RtspStreamParser, _control_parser)
-    requests = flow_state(flow, PROTOCOL, _Requests)
-    for msg in parser.feed(payload):
+    def answered(self, from_src: bool) -> AppRequest | None:
+        """The request an answer sent by ``from_src``'s side answers: the oldest waiting, if the other side
+        sent it."""
+        pending = self.pending
+        return pending.popleft() if pending and pending[0].from_src != from_src else None
+
+
+def report(
+    ctx: Context,
+    flow: Flow,
+    from_src: bool,
+    messages: list[RtspMessage | InterleavedFrame],
+    ts: int,
+    requests: Requests,
+) -> None:
+    """Report what RTSP messages say: requests and answers (logins, pulls), transports, the server."""
+    for msg in messages:
         if isinstance(msg, RtspResponse):
             # Logins and their answers, for the auth.* rules (a 401 before Digest succeeds is a challenge).
-            pending = requests.pending
-            asked = pending.popleft() if pending and pending[0].from_src != from_src else None
+            asked = requests.answered(from_src)
             stale = any(v.lower() == "true" for c in msg.challenges for n, v in c.params if n == "stale")
             auth = http_outcome(asked.login if asked is not None else None, msg.status, stale)
             ctx.emit(AppResponse(ts, flow, from_src, PROTOCOL, msg.status, asked, auth))
-        elif isinstance(msg, RtspRequest):
-            asked = AppRequest(ts, flow, from_src, PROTOCOL, msg.method, msg.url, requests.seq, msg.login)
-            requests.seq += 1
-            requests.pending.append(asked)
-            ctx.emit(asked)
-        if isinstance(msg, RtspRequest):
-            ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url))
-            for t in msg.transports:
-                ctx.emit(StreamTransport(ts, flow, from_src, t, True))
-        elif isinstance(msg, RtspResponse):
             if msg.server:
                 vendor = vendor_from(msg.server, SERVER_VENDORS)
                 ctx.fact(flow, from_src, "rtsp_server", msg.server, vendor=vendor, protocol=PROTOCOL)
@@ -788,6 +793,21 @@ def handle_rtsp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: in
                 ctx.fact(flow, from_src, "realm", realm, vendor=realm_vendor, protocol=PROTOCOL)
             for t in msg.transports:
                 ctx.emit(StreamTransport(ts, flow, from_src, t, False))
+        elif isinstance(msg, RtspRequest):
+            seq = requests.number(flow)
+            asked = AppRequest(ts, flow, from_src, PROTOCOL, msg.method, msg.url, seq, msg.login)
+            requests.pending.append(asked)
+            ctx.emit(asked)
+            ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url))
+            for t in msg.transports:
+                ctx.emit(StreamTransport(ts, flow, from_src, t, True))
+
+
+def handle_rtsp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.protocol is None and not looks_like(payload):
+        raise AnalyzerError(PROTOCOL, "not an RTSP message start")
+    parser = flow_state(flow, (PROTOCOL, from_src), RtspStreamParser, control_parser)
+    report(ctx, flow, from_src, parser.feed(payload), ts, flow_state(flow, PROTOCOL, Requests))
     return True
 
 

@@ -26,6 +26,7 @@ V = TypeVar("V")
 _NAMES = {
     "http": "HTTP",
     "rtsp": "RTSP",
+    "rtsp-http": "RTSP-over-HTTP",
     "dvrip": "Dahua DHIP/DVRIP (tcp/37777)",
     "xm-telnetctl": "the Xiongmai telnet enabler (tcp/9530)",
     "xm-console": "the HiSilicon debug console (tcp/9527)",
@@ -36,6 +37,12 @@ _NAMES = {
 def protocol_name(label: str) -> str:
     """``http`` -> ``HTTP``, ``dvrip`` -> ``Dahua DHIP/DVRIP (tcp/37777)``..."""
     return _NAMES.get(label, label)
+
+
+def carried(protocol: str, flow: Flow) -> str:
+    """``protocol`` as the flow carried it: ``rtsp-http`` for RTSP tunnelled in HTTP (the camera's web port),
+    which restricting the RTSP port does not stop."""
+    return "rtsp-http" if protocol == "rtsp" and flow.protocol == "rtsp-http" else protocol
 
 
 def peer_alert(

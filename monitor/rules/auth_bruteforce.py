@@ -25,7 +25,7 @@ from monitor.events import AppResponse, Event
 from monitor.evidence import Evidence, combine, snapshot
 from monitor.flows import Flow
 from monitor.rules import RuleModule, describe
-from monitor.rules._common import Bounded, peer_alert, protocol_name
+from monitor.rules._common import Bounded, carried, peer_alert, protocol_name
 from monitor.site import Site, Watched
 
 AUTH_BRUTEFORCE = Rule(
@@ -118,8 +118,9 @@ class BruteforceRule(RuleModule):
         pair.last, pair.device = resp, device
         if account and account not in pair.accounts and len(pair.accounts) < MAX_ACCOUNTS:
             pair.accounts.append(account)
-        if resp.protocol not in pair.protocols:
-            pair.protocols.append(resp.protocol)
+        protocol = carried(resp.protocol, flow)
+        if protocol not in pair.protocols:
+            pair.protocols.append(protocol)
         if (
             pair.burst_ns is None
             and len(pair.recent) == THRESHOLD

@@ -22,7 +22,7 @@ from monitor.analyzers.logins import FAILURE, SUCCESS
 from monitor.events import AppRequest, AppResponse, Event
 from monitor.evidence import snapshot
 from monitor.rules import RuleModule, describe
-from monitor.rules._common import Bounded, peer_alert, protocol_name
+from monitor.rules._common import Bounded, carried, peer_alert, protocol_name
 from monitor.site import Site, Watched
 
 DEFAULT_CREDENTIALS = Rule(
@@ -97,7 +97,7 @@ class DefaultCredentialsRule(RuleModule):
         account = login.account or default.account
         head = (
             f"{client} logged in to {who} as {account!r} with the vendor's factory password "
-            f"({default.description}) over {protocol_name(req.protocol)} {login.scheme}"
+            f"({default.description}) over {protocol_name(carried(req.protocol, flow))} {login.scheme}"
         )
         if outcome == "success":
             message = (

@@ -20,7 +20,7 @@ from monitor.events import AppResponse, Event, StreamRequest
 from monitor.evidence import snapshot
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe
-from monitor.rules._common import Bounded
+from monitor.rules._common import Bounded, carried
 from monitor.site import Site, Watched
 from monitor.vendors.oui import format_mac
 
@@ -121,7 +121,12 @@ class UnauthorizedClientRule(RuleModule):
         cam = Side.of(event.flow, not event.from_src, camera.mac)
         who = describe(camera.device, cam.ip, cam.mac)
         refused = [s for s in pull.statuses if s in (401, 403)]
+        tunnelled = carried("rtsp", event.flow) == "rtsp-http"
+        # Tunnelled in HTTP, the pull came through the camera's web port: closing RTSP's does not stop it.
         asked = f"RTSP {event.method} {event.url}"
+        if tunnelled:
+            asked += f" tunnelled in HTTP (tcp/{cam.port})"
+        fix = "RTSP and its HTTP tunnelling" if tunnelled else "RTSP"
         if served is not None:
             outcome = "success"
             # The request answered may be a later one than the first asked (SETUP after DESCRIBE): named then.
@@ -142,7 +147,7 @@ class UnauthorizedClientRule(RuleModule):
             outcome = "unknown"
             what = f"asked {who} for video with {asked} (the camera's answer was not seen)"
         message = (
-            f"{client.ip} {what}: it is not an allowed viewer; check who this is and restrict RTSP on the "
+            f"{client.ip} {what}: it is not an allowed viewer; check who this is and restrict {fix} on the "
             "camera to the recorder."
         )
         # The client sent the request: it is the alert's source, the camera its destination (and the device).

@@ -31,6 +31,7 @@ BOUND = 1000
 def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
     monkeypatch.setattr(site, "MAX_BINDINGS", BOUND)
     monkeypatch.setattr(analysis, "MAX_EXPECTED_MEDIA", 100)
+    monkeypatch.setattr(analysis, "MAX_SHARED_STATES", 100)
     monkeypatch.setattr(device, "MAX_WAITING", 100)
     monkeypatch.setattr(stream_egress, "MAX_UPSTREAM_FLOWS", 100)
     eng = Engine(POLICY, VendorTable.load(), EngineConfig(flows=FlowConfig(max_flows=BOUND), max_devices=500))
@@ -104,3 +105,14 @@ def test_distinct_rtsp_clients(engine: Engine) -> None:
     # Each SETUP announces two client ports (RTP and RTCP).
     media = report["media_expectations"]
     assert media["size"] == 100 and media["evicted"] == 2 * n - 100
+
+
+def test_distinct_tunnelled_rtsp_sessions(engine: Engine) -> None:
+    n = 1500
+    alerts = flood(engine, "tunnels", n)
+    report = within_bounds(engine)
+    # Each session's state is kept until 100 newer ones came (its answers' half would pair with it), then
+    # forgotten and counted; every pull is still reported, once (its answer not seen).
+    shared = report["shared_states"]
+    assert shared["size"] == 100 and shared["evicted"] == n - 100
+    assert alerts["stream.unauthorized_client"] == n and engine.analysis.stats.internal_errors == 0

@@ -7,12 +7,15 @@ gets each segment as the analysis would give it (``from_src``, payload, capture 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from monitor.events import Event
 from monitor.flows import Flow
 from monitor.protocol import Handler
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -21,6 +24,7 @@ class RecordingContext:
 
     events: list[Event] = field(default_factory=list)
     facts: list[tuple[bool, str, str]] = field(default_factory=list)
+    states: dict[Hashable, object] = field(default_factory=dict)
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -33,6 +37,12 @@ class RecordingContext:
 
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         pass
+
+    def shared(self, key: Hashable, cls: type[T]) -> T:
+        value = self.states.get(key)
+        if not isinstance(value, cls):
+            value = self.states[key] = cls()
+        return value
 
     def watched(self, flow: Flow) -> bool:
         return True  # every flow: the handlers report all they read

@@ -1,0 +1,211 @@
+"""RTSP tunnelled in HTTP: a video pull through the camera's web port.
+
+Apple's QuickTime tunnelling, which live555, VLC, FFmpeg and camera web servers implement, carries one RTSP
+session in two HTTP connections from the same client, paired by their ``x-sessioncookie`` header: a GET
+(``Accept: application/x-rtsp-tunnelled``) whose answer never ends and carries the RTSP answers and the
+interleaved media, and a POST (``Content-Type: application/x-rtsp-tunnelled``) whose body carries the RTSP
+requests, each base64-encoded. Read as HTTP alone, a pull of video over port 80 says nothing; read here,
+its requests and answers are reported as RTSP's (``rtsp.report``): who pulled which stream, with which
+login, and what the camera answered.
+
+Each connection is still read as HTTP (``http.handle_http``: its heads, the bodies the exploit matchers
+read), so a request dressed as a tunnel hides nothing. A tunnel is recognised by the first request of a
+connection, as clients open one; later in a kept-alive connection such a request is read as HTTP only.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from typing import TYPE_CHECKING, Final
+
+from monitor.analyzers import AnalyzerError, http
+from monitor.analyzers.rtsp import Requests, RtspStreamParser, control_parser, report
+from monitor.events import AppRequest, AppResponse, PortMapping, StreamRequest, StreamTransport
+from monitor.protocol import Context, ProtocolSpec, flow_state, peek_state
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
+
+PROTOCOL: Final = "rtsp-http"
+
+_WHITESPACE_RE: Final = re.compile(rb"[ \t\r\n]+")
+_NOT_BASE64_RE: Final = re.compile(rb"[^A-Za-z0-9+/=]")
+
+
+class Base64Stream:
+    """Decodes base64 text that arrives in pieces: whitespace is ignored, each 4-character quantum is decoded
+    once complete, and padding may end one encoded message and another start after it (a client encodes
+    each request by itself). Raises :class:`AnalyzerError` on a character base64 does not use or a padding
+    that cannot be; nothing more is decoded after that."""
+
+    __slots__ = ("_held", "failed")
+
+    def __init__(self) -> None:
+        self._held = b""  # fewer than 4 characters of a quantum
+        self.failed = False
+
+    def feed(self, text: bytes) -> bytes:
+        if self.failed:
+            return b""
+        data = self._held + _WHITESPACE_RE.sub(b"", text)
+        bad = _NOT_BASE64_RE.search(data)
+        if bad is not None:
+            self.failed = True
+            raise AnalyzerError(PROTOCOL, f"not base64: {data[bad.start() : bad.start() + 16]!r}")
+        usable = len(data) - len(data) % 4
+        self._held = data[usable:]
+        out: list[bytes] = []
+        pos = 0
+        while pos < usable:
+            pad = data.find(b"=", pos, usable)
+            # A quantum with padding ends one encoded message: decoded up to it, then from the next quantum.
+            end = usable if pad < 0 else pos + ((pad - pos) // 4 + 1) * 4
+            try:
+                out.append(binascii.a2b_base64(data[pos:end], strict_mode=True))
+            except binascii.Error as exc:
+                self.failed = True
+                raise AnalyzerError(PROTOCOL, f"bad base64: {exc}") from None
+            pos = end
+        return b"".join(out)
+
+
+class Session(Requests):
+    """The RTSP requests of one tunnelled session waiting for their answers: sent in the POST connection and
+    answered in the GET one, so an answer pairs with the oldest request whatever the direction."""
+
+    __slots__ = ()
+
+    def number(self, flow: Flow) -> int:
+        # Numbered with the HTTP requests of the connection that carries them (the POST is one).
+        return http.request_seq(flow)
+
+    def answered(self, from_src: bool) -> AppRequest | None:
+        return self.pending.popleft() if self.pending else None
+
+
+class _Connection:
+    """The request that opened the connection: its half of the tunnel, the cookie, who sent it."""
+
+    __slots__ = ("client_is_src", "cookie", "method")
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.cookie = ""
+        self.client_is_src = True
+
+
+_HEAD: Final = 0  # waiting for the direction's first head (the opening request, or its answer)
+_REQUESTS: Final = 1  # the POST's body: base64 RTSP requests
+_ANSWERS: Final = 2  # the GET's answer: RTSP answers and interleaved frames
+_OFF: Final = 3  # nothing (more) to read in this direction
+
+
+class _Direction:
+    """One direction of one of the tunnel's connections."""
+
+    __slots__ = ("buf", "decoder", "parser", "session", "state")
+
+    def __init__(self) -> None:
+        self.state = _HEAD
+        self.buf = b""
+        self.decoder: Base64Stream | None = None  # the POST's requests are base64
+        self.parser: RtspStreamParser | None = None
+        self.session: Session | None = None  # shared with the session's other connection
+
+
+def looks_like(payload: bytes) -> bool:
+    """The GET or POST that opens half of an RTSP tunnel, its head complete."""
+    return http.tunnel_head(payload) is not None
+
+
+def _open(flow: Flow, from_src: bool, side: _Direction, data: bytes) -> bytes | None:
+    """Read the direction's first head from ``data`` (what the direction held before, and this payload):
+    set the direction's state and return what follows the head, or None when the head is not complete."""
+    skip = len(data) - len(data.lstrip(b"\r\n"))  # empty lines before a message are ignored (RFC 9112 2.2)
+    try:
+        head = http.split_head(data[skip:], http.PROTOCOL, http.MAX_HEAD, lenient=True)
+        complete = head.complete
+    except AnalyzerError:
+        complete = False  # no whole start line yet
+    if not complete:
+        if len(data) < http.MAX_HEAD:
+            side.buf = data
+            return None
+        side.buf, side.state = b"", _OFF
+        raise AnalyzerError(PROTOCOL, f"no head in the first {http.MAX_HEAD} bytes")
+    side.buf, side.state = b"", _OFF
+    opened = http.tunnel_head(data)
+    if opened is not None:
+        opening = flow_state(flow, PROTOCOL, _Connection)
+        opening.method, opening.cookie, opening.client_is_src = opened.method, opened.cookie, from_src
+        if opened.method == "POST":
+            side.state = _REQUESTS
+            side.decoder = Base64Stream()
+            side.parser = control_parser()
+        return data[opened.length :]
+    conn = peek_state(flow, PROTOCOL, _Connection)
+    if conn is None or conn.client_is_src == from_src or conn.method != "GET":
+        return b""  # not the answer to the GET: nothing of the tunnel in this direction
+    try:
+        _, status, _ = http.parse_status_line(head.start_line, http.PROTOCOL, b"HTTP")
+    except AnalyzerError:
+        return b""
+    if 200 <= status < 300:
+        side.state = _ANSWERS  # the answer's body is the RTSP answers and the media, not encoded
+        side.parser = control_parser()
+    return data[skip + head.length :]
+
+
+def handle_rtsp_tunnel(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if flow.protocol is None:
+        # HTTP is tried first on a segment: it holds the start of a head (this segment too, unless it saw the
+        # whole head of a tunnel and left the segment to this handler).
+        held = http.held_start(flow, from_src)
+        start = held if held.endswith(payload) else held + payload
+        if http.tunnel_head(start) is None:
+            raise AnalyzerError(PROTOCOL, "not the GET or POST of an RTSP tunnel")
+        side = flow_state(flow, (PROTOCOL, from_src), _Direction)
+        side.buf = held  # the head's start, read by HTTP in earlier segments
+    else:
+        side = flow_state(flow, (PROTOCOL, from_src), _Direction)
+    # HTTP first, as on any web connection: the heads and bodies the exploit and login rules read.
+    http.handle_http(ctx, flow, from_src, payload, ts, tunnels=True)
+    data = payload
+    if side.state == _HEAD:
+        opened = _open(flow, from_src, side, side.buf + payload if side.buf else payload)
+        if not opened:
+            return True
+        data = opened
+    if side.state == _OFF or side.parser is None:
+        return True
+    session = side.session
+    if session is None:
+        conn = peek_state(flow, PROTOCOL, _Connection)
+        if conn is None:
+            return True
+        client_ip = (flow.src if conn.client_is_src else flow.dst)[0]
+        server_ip = (flow.dst if conn.client_is_src else flow.src)[0]
+        session = side.session = ctx.shared((PROTOCOL, client_ip, server_ip, conn.cookie), Session)
+    if side.decoder is not None:
+        try:
+            data = side.decoder.feed(data)
+        except AnalyzerError:
+            side.state = _OFF
+            raise
+    report(ctx, flow, from_src, side.parser.feed(data), ts, session)
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name=PROTOCOL,
+        handler=handle_rtsp_tunnel,
+        # HTTP's ports: tried after HTTP (module order), which leaves a tunnel's first request to this one.
+        tcp_ports=http.TCP_PORTS,
+        sniff=looks_like,
+        tcp_guess=11,
+        control=True,
+        emits=(StreamRequest, StreamTransport, AppRequest, AppResponse, PortMapping),
+    ),
+)

@@ -1,0 +1,128 @@
+"""RTSP tunnelled in HTTP (rtsp_tunnel.py): the base64 stream, the opening heads, and the handler's reading of
+both connections. The rules' view (who pulled video, with which login) is in
+tests/monitor/rules/test_rtsp_tunnel_rules.py."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from lab import payloads
+from monitor.analyzers import AnalyzerError, http, rtsp_tunnel
+from monitor.analyzers.rtsp_tunnel import Base64Stream, handle_rtsp_tunnel
+from monitor.events import AppRequest, AppResponse, StreamRequest
+from tests.monitor.analyzers.recording import RecordingContext, make_flow
+
+PATH = "/Streaming/Channels/101"
+URL = f"rtsp://10.0.0.5{PATH}"
+DESCRIBE = payloads.rtsp_request("DESCRIBE", URL, 1, "Accept: application/sdp\r\n")
+SETUP = payloads.rtsp_request("SETUP", URL + "/trackID=1", 2, "Transport: RTP/AVP/TCP;interleaved=0-1\r\n")
+
+
+def test_base64_messages_each_padded_decode_wherever_the_segments_end() -> None:
+    # Each request is encoded by itself (its padding ends it); the stream is cut at every byte.
+    plain = [b"DESCRIBE x", b"SETUP yy", b"PLAY zzz\r\n"]
+    text = b"".join(base64.b64encode(p) for p in plain)
+    assert b"=" in text
+    for cut in range(len(text) + 1):
+        stream = Base64Stream()
+        assert stream.feed(text[:cut]) + stream.feed(text[cut:]) == b"".join(plain), cut
+
+
+def test_base64_line_ends_and_spaces_are_ignored() -> None:
+    stream = Base64Stream()
+    encoded = base64.encodebytes(DESCRIBE)  # MIME style: a line end every 76 characters
+    assert b"\n" in encoded
+    assert stream.feed(encoded[:30]) + stream.feed(b"\r\n " + encoded[30:]) == DESCRIBE
+
+
+@pytest.mark.parametrize("junk", [b"<xml>", b"QQ=A", b"Q===", b"\x00\xff"])
+def test_not_base64_is_an_error_and_nothing_more_is_decoded(junk: bytes) -> None:
+    stream = Base64Stream()
+    with pytest.raises(AnalyzerError):
+        stream.feed(base64.b64encode(b"OPTIONS") + junk)
+    assert stream.failed and stream.feed(base64.b64encode(DESCRIBE)) == b""
+
+
+def test_the_opening_heads() -> None:
+    get = payloads.rtsp_tunnel_get(PATH, "abc")
+    post = payloads.rtsp_tunnel_post(PATH, "abc")
+    assert http.tunnel_head(get) == http.TunnelHead("GET", "abc", len(get))
+    assert http.tunnel_head(b"\r\n" + post + b"QUJD") == http.TunnelHead("POST", "abc", len(post) + 2)
+    # Header names in any case, the content type in any case.
+    shouted = get.replace(b"x-sessioncookie", b"X-SessionCookie").upper()
+    assert http.tunnel_head(shouted.replace(b"GET ", b"get ", 1))
+    # Not a tunnel: no cookie; a GET that does not accept the tunnel's type; a POST that does not send it; a
+    # head not yet whole; an answer.
+    assert http.tunnel_head(get.replace(b"x-sessioncookie", b"x-other")) is None
+    assert http.tunnel_head(post.replace(b"POST ", b"GET ", 1).replace(b"Content-Type", b"X-Type")) is None
+    assert http.tunnel_head(post.replace(b"Content-Type", b"Accept")) is None
+    assert http.tunnel_head(get[:-2]) is None
+    assert http.tunnel_head(payloads.rtsp_tunnel_ok("Hikvision-Webs")) is None
+
+
+def test_http_leaves_a_tunnel_to_this_analyzer_only_as_a_connection_s_first_request() -> None:
+    ctx = RecordingContext()
+    flow = make_flow("10.0.0.9", 40000, "10.0.0.5", 80)
+    with pytest.raises(AnalyzerError, match="tunnelled"):
+        http.handle_http(ctx, flow, True, payloads.rtsp_tunnel_get(PATH, "abc"), 0)
+    # Later in a kept-alive connection, such a request is HTTP's (and read as HTTP only).
+    flow.protocol = "http"
+    assert http.handle_http(ctx, flow, True, payloads.rtsp_tunnel_get(PATH, "abc"), 0)
+    assert [e.method for e in ctx.of(AppRequest)] == ["GET"]  # type: ignore[attr-defined]
+
+
+def _tunnel(ctx: RecordingContext, requests_text: bytes, answers: bytes) -> tuple[object, object]:
+    """Both connections of one session from 10.0.0.9 to 10.0.0.5:80 (GET opened first)."""
+    get_flow = make_flow("10.0.0.9", 40000, "10.0.0.5", 80)
+    post_flow = make_flow("10.0.0.9", 40001, "10.0.0.5", 80)
+    handle_rtsp_tunnel(ctx, get_flow, True, payloads.rtsp_tunnel_get(PATH, "c1"), 0)
+    get_flow.protocol = rtsp_tunnel.PROTOCOL
+    handle_rtsp_tunnel(ctx, get_flow, False, payloads.rtsp_tunnel_ok("Hikvision-Webs"), 1)
+    handle_rtsp_tunnel(ctx, post_flow, True, payloads.rtsp_tunnel_post(PATH, "c1") + requests_text, 2)
+    post_flow.protocol = rtsp_tunnel.PROTOCOL
+    handle_rtsp_tunnel(ctx, get_flow, False, answers, 3)
+    return get_flow, post_flow
+
+
+def test_requests_in_the_post_are_answered_in_the_get() -> None:
+    ctx = RecordingContext()
+    sdp = "Content-Type: application/sdp\r\n"
+    answers = payloads.rtsp_response(1, "Hikvision-Webs", sdp, payloads.SDP_H264)
+    answers += b"$\x00\x00\x04abcd" + payloads.rtsp_response(2, "Hikvision-Webs", "Session: 1\r\n")
+    get_flow, post_flow = _tunnel(ctx, base64.b64encode(DESCRIBE) + base64.b64encode(SETUP), answers)
+    rtsp_requests = [e for e in ctx.of(AppRequest) if e.protocol == "rtsp"]  # type: ignore[attr-defined]
+    assert [(r.method, r.flow) for r in rtsp_requests] == [("DESCRIBE", post_flow), ("SETUP", post_flow)]  # type: ignore[attr-defined]
+    # Numbered with the POST connection's HTTP requests (the POST itself is one): no two share a number.
+    http_seqs = [e.seq for e in ctx.of(AppRequest) if e.flow is post_flow and e.protocol == "http"]  # type: ignore[attr-defined]
+    assert len({*http_seqs, *(r.seq for r in rtsp_requests)}) == len(http_seqs) + 2  # type: ignore[attr-defined]
+    rtsp_answers = [e for e in ctx.of(AppResponse) if e.protocol == "rtsp"]  # type: ignore[attr-defined]
+    assert [(a.flow, a.status, a.request) for a in rtsp_answers] == [  # type: ignore[attr-defined]
+        (get_flow, 200, rtsp_requests[0]),
+        (get_flow, 200, rtsp_requests[1]),
+    ]
+    assert [e.url for e in ctx.of(StreamRequest)] == [URL, URL + "/trackID=1"]  # type: ignore[attr-defined]
+
+
+def test_a_post_body_that_is_not_base64_is_still_read_as_http() -> None:
+    ctx = RecordingContext()
+    flow = make_flow("10.0.0.9", 40001, "10.0.0.5", 80)
+    body = b"<?xml version='1.0'?><language>$(reboot)</language>"
+    with pytest.raises(AnalyzerError, match="base64"):
+        handle_rtsp_tunnel(ctx, flow, True, payloads.rtsp_tunnel_post(PATH, "c1") + body, 0)
+    flow.protocol = rtsp_tunnel.PROTOCOL
+    handle_rtsp_tunnel(ctx, flow, True, body * 200, 1)  # nothing decoded any more, no error either
+    assert not ctx.of(StreamRequest)
+    (post,) = ctx.of(AppRequest)
+    assert post.method == "POST" and post.body.startswith(body)  # type: ignore[attr-defined]
+
+
+def test_an_answer_met_without_its_get_reports_nothing() -> None:
+    # A mirror that saw the connection from its middle: the camera's side alone, RTSP answers and media.
+    ctx = RecordingContext()
+    flow = make_flow("10.0.0.9", 40000, "10.0.0.5", 80)
+    flow.protocol = rtsp_tunnel.PROTOCOL
+    handle_rtsp_tunnel(ctx, flow, False, payloads.rtsp_response(3, "Hikvision-Webs", "Session: 1\r\n"), 0)
+    handle_rtsp_tunnel(ctx, flow, False, b"$\x00\x00\x04abcd" * 100, 1)
+    assert not ctx.events

@@ -1,0 +1,157 @@
+"""Video pulled through the camera's web port: RTSP tunnelled in HTTP (Apple's QuickTime tunnelling, which
+VLC, FFmpeg and camera web servers speak) is judged as RTSP is on tcp/554.
+
+Before `monitor/analyzers/rtsp_tunnel.py`, such a pull by a non-viewer with the factory password raised
+nothing but `device.new`: the two HTTP connections were read as a GET with an endless answer and a POST with
+a 32 kB body.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from lab import attacks, payloads, personas
+from tests.enginerun import run_frames
+from tests.monitor.rules.traffic import ATTACKER, HIK, MS, OFFICE, POLICY, RECORDER, T0, Host, alerts, of_rule
+
+PATH = "/Streaming/Channels/101"
+URL = f"rtsp://{HIK.ip}{PATH}"
+COOKIE = "1f3c7b2a9e"
+SESSION = "Session: 77\r\n"
+INTERLEAVED = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n"
+MEDIA = b"$\x00\x05\xdc" + b"\x80\x60" + bytes(1498)  # an interleaved RTP frame on channel 0
+
+
+def _basic(user: str, password: str) -> str:
+    return f"Authorization: {attacks.basic_auth(user, password)}\r\n"
+
+
+def tunnel(
+    client: Host,
+    auth: str = "",
+    *,
+    statuses: tuple[int, int, int] = (200, 200, 200),
+    t0: int = T0,
+    split_post_head: bool = False,
+    cookie: str = COOKIE,
+    ports: tuple[int, int] = (40000, 40001),
+) -> list[tuple[int, bytes]]:
+    """A pull of the camera's stream tunnelled in HTTP on tcp/80: the GET (answers' half) opens first, then
+    the POST (requests' half) carries DESCRIBE, SETUP and PLAY in base64, each answered on the GET a few ms
+    later; then the video comes down the GET as interleaved frames."""
+    requests = [
+        personas.rtsp_request("DESCRIBE", URL, 1, "Accept: application/sdp\r\n" + auth),
+        personas.rtsp_request("SETUP", URL + "/trackID=1", 2, INTERLEAVED + auth),
+        personas.rtsp_request("PLAY", URL, 3, SESSION + auth),
+    ]
+    answers = [
+        personas.rtsp_response(1, "Hikvision-Webs", "Content-Type: application/sdp\r\n", personas.SDP_H264),
+        personas.rtsp_response(2, "Hikvision-Webs", INTERLEAVED + SESSION),
+        personas.rtsp_response(3, "Hikvision-Webs", SESSION),
+    ]
+    for i, status in enumerate(statuses):
+        if status != 200:
+            answers[i] = (
+                f"RTSP/1.0 {status} Unauthorized\r\nCSeq: {i + 1}\r\n"
+                'WWW-Authenticate: Basic realm="IP Camera"\r\n\r\n'
+            ).encode()
+    get = [
+        (t0, True, payloads.rtsp_tunnel_get(PATH, cookie)),
+        (t0 + MS, False, payloads.rtsp_tunnel_ok("Hikvision-Webs")),
+    ]
+    head = payloads.rtsp_tunnel_post(PATH, cookie)
+    post = [(t0 + 10 * MS, True, head[:40]), (t0 + 11 * MS, True, head[40:])] if split_post_head else []
+    for i, (request, answer) in enumerate(zip(requests, answers, strict=True)):
+        t = t0 + (20 + 10 * i) * MS
+        encoded = base64.b64encode(request)
+        if i == 0 and not split_post_head:
+            post.append((t, True, head + encoded))
+        else:
+            post.append((t, True, encoded))
+        get.append((t + 2 * MS, False, answer))
+    if all(s == 200 for s in statuses):
+        get += [(t0 + (60 + i) * MS, False, MEDIA) for i in range(30)]
+    cport_get, cport_post = ports
+    answers_half = personas.tcp_timeline(client.mac, HIK.mac, client.ip, HIK.ip, cport_get, 80, get)
+    return answers_half + personas.tcp_timeline(client.mac, HIK.mac, client.ip, HIK.ip, cport_post, 80, post)
+
+
+def test_a_non_viewer_pulling_video_through_the_web_port_is_an_unauthorized_client() -> None:
+    (a,) = of_rule(alerts(tunnel(OFFICE)), "stream.unauthorized_client")
+    message = str(a["message"])
+    assert a["event"]["outcome"] == "success"  # type: ignore[index]
+    assert f"it asked with RTSP DESCRIBE {URL} tunnelled in HTTP (tcp/80) and was served" in message
+    # The fix names the tunnel: closing RTSP's port does not stop it.
+    assert "restrict RTSP and its HTTP tunnelling on the camera to the recorder" in message
+    assert a["destination"]["port"] == 80 and a["source"]["ip"] == OFFICE.ip  # type: ignore[index]
+
+
+def test_the_factory_password_in_the_tunnel_is_a_default_credentials_login() -> None:
+    records = alerts(tunnel(ATTACKER, _basic("admin", "12345")))
+    (a,) = of_rule(records, "auth.default_credentials")
+    assert a["event"]["outcome"] == "success"  # type: ignore[index]
+    assert "over RTSP-over-HTTP Basic, and the device accepted it" in str(a["message"])
+    assert of_rule(records, "stream.unauthorized_client")
+
+
+def test_refused_logins_in_tunnels_are_password_guessing() -> None:
+    frames: list[tuple[int, bytes]] = []
+    for i in range(6):
+        frames += tunnel(
+            ATTACKER,
+            _basic("admin", f"guess{i}"),
+            statuses=(401, 401, 401),
+            t0=T0 + i * 200 * MS,
+            cookie=f"c{i}",
+            ports=(41000 + 2 * i, 41001 + 2 * i),
+        )
+    (a,) = of_rule(alerts(frames), "auth.bruteforce")
+    assert a["camwatch"]["bruteforce"]["protocols"] == ["rtsp-http"]  # type: ignore[index]
+    assert "over RTSP-over-HTTP" in str(a["message"])
+
+
+def test_the_recorder_pulling_through_the_tunnel_is_a_viewer() -> None:
+    records = alerts(tunnel(RECORDER))
+    assert not of_rule(records, "stream.unauthorized_client")
+
+
+def test_both_connections_are_labelled_and_the_answers_pair_across_them() -> None:
+    engine, flows, _ = run_frames(sorted(tunnel(OFFICE)), policy=POLICY)
+    assert sorted(f.protocol or "" for f in flows if f.proto == 6) == ["rtsp-http", "rtsp-http"]
+    assert engine.analysis.stats.internal_errors == 0
+
+
+def test_a_post_head_cut_in_two_segments_still_opens_the_tunnel() -> None:
+    (a,) = of_rule(alerts(tunnel(OFFICE, split_post_head=True)), "stream.unauthorized_client")
+    assert a["event"]["outcome"] == "success"  # type: ignore[index]
+
+
+def test_the_result_does_not_depend_on_batch_sizes() -> None:
+    frames = tunnel(ATTACKER, _basic("admin", "12345"))
+    whole = [(r["rule"]["id"], r["@timestamp"]) for r in alerts(frames)]  # type: ignore[index]
+    one_by_one = [(r["rule"]["id"], r["@timestamp"]) for r in alerts(frames, batch_size=1)]  # type: ignore[index]
+    assert whole == one_by_one and "stream.unauthorized_client" in [rule for rule, _ in whole]
+
+
+def test_an_exploit_dressed_as_a_tunnel_is_still_read_as_http() -> None:
+    # CVE-2021-36260's request with the tunnel's headers: the camera's web server routes it by its path, so
+    # it must still be matched (the body is not base64: the tunnel part gives up, HTTP reads on).
+    body = attacks.weblanguage_body("$(id>webLib/x)")
+    request = attacks.http_request(
+        "PUT",
+        "/SDK/webLanguage",
+        HIK.ip,
+        body=body,
+        content_type="application/x-rtsp-tunnelled",
+        extra=f"x-sessioncookie: {COOKIE}\r\n",
+    )
+    frames = personas.tcp_exchange(
+        T0, ATTACKER.mac, HIK.mac, ATTACKER.ip, HIK.ip, 40000, 80, [(request, attacks.http_response(500))]
+    )
+    assert of_rule(alerts(frames), "exploit.attempt")
+    # And as a POST, which opens a tunnel's half:
+    post = request.replace(b"PUT ", b"POST ", 1)
+    frames = personas.tcp_exchange(
+        T0, ATTACKER.mac, HIK.mac, ATTACKER.ip, HIK.ip, 40000, 80, [(post, attacks.http_response(500))]
+    )
+    assert of_rule(alerts(frames), "exploit.attempt")
