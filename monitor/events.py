@@ -180,10 +180,12 @@ class PortMapping(FlowEvent):
 
 @dataclass(frozen=True, slots=True)
 class StreamRequest(FlowEvent):
-    """An RTSP request (``from_src``: sent by the flow's source)."""
+    """An RTSP request (``from_src``: sent by the flow's source). ``push``: the client sends its media to the
+    server (ANNOUNCE, RECORD, a SETUP with ``mode=record``), as a camera pushing to a media server does."""
 
     method: str
     url: str
+    push: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,13 @@ class Transport:
     mode: str | None
     destination_name: str | None = None  # a host name given as destination (RFC 2326 allows one)
 
+    @property
+    def records(self) -> bool:
+        """The session sends media to the server (``mode=record``, RFC 2326 12.39; ``receive`` in older
+        clients; quoted in RFC 7826), not from it."""
+        mode = (self.mode or "").strip('"').lower()
+        return mode in ("record", "receive")
+
 
 def _address(value: str | None) -> tuple[str | None, str | None]:
     """A Transport ``destination`` or ``source`` as (IP address, host name): the address in canonical text
@@ -447,6 +454,14 @@ class RtspRequest:
     complete: bool
     login: Login | None = None
     """The credentials the request carried, reduced (monitor/analyzers/logins.py): never the password."""
+
+    @property
+    def pushes(self) -> bool:
+        """The client sends media to the server: ANNOUNCE, RECORD, or a SETUP with ``mode=record``."""
+        method = self.method.upper()
+        return method in ("ANNOUNCE", "RECORD") or (
+            method == "SETUP" and any(t.records for t in self.transports)
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> RtspRequest:
@@ -798,7 +813,7 @@ def report(
             asked = AppRequest(ts, flow, from_src, PROTOCOL, msg.method, msg.url, seq, msg.login)
             requests.pending.append(asked)
             ctx.emit(asked)
-            ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url))
+            ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url, msg.pushes))
             for t in msg.transports:
                 ctx.emit(StreamTransport(ts, flow, from_src, t, True))
 

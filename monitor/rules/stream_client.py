@@ -80,8 +80,8 @@ class UnauthorizedClientRule(RuleModule):
         return (str(camera.mac) if camera.mac else cam_ip, client_ip)
 
     def _request(self, event: StreamRequest) -> None:
-        if event.method not in PULL_METHODS:
-            return
+        if event.method not in PULL_METHODS or event.push:
+            return  # a SETUP with mode=record sends the client's video to this device (stream_egress.py)
         site = self.site
         camera = site.watched(event.flow, not event.from_src)
         if camera is None:

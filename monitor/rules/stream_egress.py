@@ -1,8 +1,9 @@
 """``stream.egress``: a watched camera's video leaves the site or goes to a non-viewer.
 
-Four ways video is seen leaving: an RTSP SETUP whose Transport sends the RTP elsewhere; RTP announced by
-a SETUP, or (S)RTP the analyzers recognise, sent by a watched device to outside the site; and a
-sustained camera-rate upstream flow (P2P media over PPPP/PTCP/relays, unlabelled streaming), judged
+Five ways video is seen leaving: an RTSP SETUP whose Transport sends the RTP elsewhere; a watched device
+pushing its stream to an RTSP server (ANNOUNCE, RECORD, SETUP with ``mode=record``), at whatever bitrate;
+RTP announced by a SETUP, or (S)RTP the analyzers recognise, sent by a watched device to outside the site;
+and a sustained camera-rate upstream flow (P2P media over PPPP/PTCP/relays, unlabelled streaming), judged
 once per second of capture time while the flow runs and again when it ends. Who sends the media
 decides, not who opened the flow: both ICE peers send checks, a viewer "punches" its NAT first.
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from monitor.alerts import Alert, Rule
-from monitor.events import Clock, Event, FlowEnded, FlowStarted, MediaSeen, StreamTransport
+from monitor.alerts import Alert, Rule, endpoint
+from monitor.events import Clock, Event, FlowEnded, FlowStarted, MediaSeen, StreamRequest, StreamTransport
 from monitor.flows import Flow
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
@@ -47,7 +48,7 @@ def is_sustained_upstream(flow: Flow, sender_is_src: bool) -> bool:
 class StreamEgressRule(RuleModule):
     """Follows where watched devices' media goes."""
 
-    consumes = (StreamTransport, MediaSeen, FlowStarted, Clock, FlowEnded)
+    consumes = (StreamTransport, StreamRequest, MediaSeen, FlowStarted, Clock, FlowEnded)
 
     def __init__(self, site: Site) -> None:
         super().__init__(site)
@@ -67,6 +68,8 @@ class StreamEgressRule(RuleModule):
             return self._media(event.flow, event.from_src, event.ts_ns, event.protocol)
         if isinstance(event, StreamTransport):
             return self._transport(event)
+        if isinstance(event, StreamRequest):
+            return self._push(event) if event.push else ()
         if isinstance(event, Clock):
             return self._judge_upstream(event.ts_ns)
         if isinstance(event, FlowEnded):
@@ -121,8 +124,18 @@ class StreamEgressRule(RuleModule):
             alert = dataclasses.replace(alert, destination=dataclasses.replace(alert.destination, port=None))
         return (alert,)
 
+    def _push(self, event: StreamRequest) -> Sequence[Alert]:
+        """A watched device, as an RTSP client, pushes its stream to the server: its video goes there whatever
+        the bitrate (a substream below the sustained-upload rate included)."""
+        return self._media(event.flow, event.from_src, event.ts_ns, "rtsp", f"RTSP {event.method.upper()}")
+
     def _media(
-        self, flow: Flow, sender_is_src: bool, ts_ns: int, protocol: str | None = None
+        self,
+        flow: Flow,
+        sender_is_src: bool,
+        ts_ns: int,
+        protocol: str | None = None,
+        push: str | None = None,
     ) -> Sequence[Alert]:
         """Video from a watched device to outside the site; ``protocol`` names the media when it differs
         from the flow's label."""
@@ -139,11 +152,20 @@ class StreamEgressRule(RuleModule):
         ):
             return ()
         proto = protocol or flow.protocol
-        what = _MEDIA_WORDS.get(proto or "", proto) or "a sustained video-rate flow"
-        message = (
-            f"{describe(watched.device, side.ip, side.mac)} is sending {what} to {side.peer_ip}, outside the "
-            f"site: its video is leaving; block the destination and check the device's cloud/P2P settings."
-        )
+        where = "which is not an allowed viewer" if site.is_site_address(side.peer_ip) else "outside the site"
+        who = describe(watched.device, side.ip, side.mac)
+        if push is not None:
+            message = (
+                f"{who} is pushing its video stream to the RTSP server "
+                f"{endpoint(side.peer_ip, side.peer_port)}, {where} ({push}): its video is leaving; block "
+                "the destination and check the device's streaming/platform settings."
+            )
+        else:
+            what = _MEDIA_WORDS.get(proto or "", proto) or "a sustained video-rate flow"
+            message = (
+                f"{who} is sending {what} to {side.peer_ip}, outside the site: its video is leaving; block "
+                "the destination and check the device's cloud/P2P settings."
+            )
         return (
             side_alert(
                 STREAM_EGRESS,

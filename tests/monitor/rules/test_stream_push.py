@@ -1,0 +1,92 @@
+"""A watched camera pushing its stream to an RTSP server (ANNOUNCE, SETUP with ``mode=record``, RECORD,
+then interleaved RTP from the camera), as cameras' "RTSP push" to a media platform does, and as a
+compromised camera could: ``stream.egress`` whatever the bitrate, and never ``stream.unauthorized_client``
+(the camera is not pulling video from the server).
+
+Before: a push to the Internet below the sustained-upload rate (0.5 Mbit/s) raised only
+``egress.unexpected_destination``; a push to the site's recorder was reported as the camera "pulling video"
+from the recorder.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lab import personas
+from monitor.analyzers.rtsp import RtspRequest, parse_transport
+from tests.monitor.rules.traffic import GW, HIK, OFFICE, RECORDER, T0, Host, alerts, of_rule
+
+MEDIA_SERVER = Host("203.0.113.50", GW.mac)
+RECORD_TRANSPORT = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n"
+
+
+def push(server: Host, frames: int = 40) -> list[tuple[int, bytes]]:
+    """The camera announces its stream to ``server``, sets it up for recording and records: 40 interleaved RTP
+    packets of 200 bytes, 1 ms apart (a low-rate substream)."""
+    url = f"rtsp://{server.ip}/live/cam1"
+    sdp = personas.SDP_H264.encode()
+    announce = personas.rtsp_request(
+        "ANNOUNCE", url, 1, f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n"
+    )
+    turns = [
+        (announce + sdp, personas.rtsp_response(1, "ZLMediaKit")),
+        (
+            personas.rtsp_request("SETUP", url + "/trackID=1", 2, RECORD_TRANSPORT),
+            personas.rtsp_response(2, "ZLMediaKit", RECORD_TRANSPORT + "Session: 9\r\n"),
+        ),
+        (personas.rtsp_request("RECORD", url, 3, "Session: 9\r\n"), personas.rtsp_response(3, "ZLMediaKit")),
+    ]
+    rtp = b"$\x00\x00\xc8" + b"\x80\x60" + bytes(198)
+    turns += [(rtp, b"") for _ in range(frames)]
+    return personas.tcp_exchange(T0, HIK.mac, server.mac, HIK.ip, server.ip, 41000, 554, turns)
+
+
+def test_a_push_to_the_internet_is_video_leaving_whatever_its_bitrate() -> None:
+    (a,) = of_rule(alerts(push(MEDIA_SERVER)), "stream.egress")
+    message = str(a["message"])
+    assert (
+        "is pushing its video stream to the RTSP server 203.0.113.50:554, outside the site (RTSP ANNOUNCE)"
+        in message
+    )
+    assert a["source"]["ip"] == HIK.ip and a["destination"]["ip"] == MEDIA_SERVER.ip  # type: ignore[index]
+    assert a["network"]["protocol"] == "rtsp"  # type: ignore[index]
+
+
+def test_a_push_to_the_recorder_is_neither_egress_nor_a_pull() -> None:
+    records = alerts(push(RECORDER))
+    assert not of_rule(records, "stream.egress")
+    assert not of_rule(records, "stream.unauthorized_client")
+
+
+def test_a_push_to_an_office_pc_goes_to_a_non_viewer() -> None:
+    records = alerts(push(OFFICE))
+    (a,) = of_rule(records, "stream.egress")
+    assert "which is not an allowed viewer" in str(a["message"])
+    assert not of_rule(records, "stream.unauthorized_client")
+
+
+@pytest.mark.parametrize(
+    ("mode", "records"),
+    [
+        ("record", True),
+        ('"RECORD"', True),
+        ("receive", True),
+        ("play", False),
+        ('"PLAY"', False),
+        (None, False),
+    ],
+)
+def test_the_transport_mode(mode: str | None, records: bool) -> None:
+    text = "RTP/AVP;unicast;client_port=5000-5001" + (f";mode={mode}" if mode else "")
+    (transport,) = parse_transport(text)
+    assert transport.records is records
+
+
+def test_which_requests_push() -> None:
+    def request(method: str, extra: str = "") -> RtspRequest:
+        return RtspRequest.parse(personas.rtsp_request(method, "rtsp://10.0.0.1/s", 1, extra))
+
+    assert request("ANNOUNCE").pushes and request("record").pushes
+    assert request("SETUP", RECORD_TRANSPORT).pushes
+    assert not request("SETUP", "Transport: RTP/AVP;unicast;client_port=5000-5001\r\n").pushes
+    assert not request("DESCRIBE").pushes and not request("PLAY").pushes
