@@ -235,6 +235,58 @@ def rtsp_tunnel_ok(server: str) -> bytes:
     ).encode()
 
 
+def _amf0(value: object) -> bytes:
+    """One AMF0 value (Adobe AMF0 specification): a number, a string, a boolean, null, or an object."""
+    if value is None:
+        return b"\x05"
+    if isinstance(value, bool):
+        return b"\x01" + bytes([value])
+    if isinstance(value, int | float):
+        return b"\x00" + struct.pack(">d", float(value))
+    if isinstance(value, str):
+        raw = value.encode()
+        return b"\x02" + struct.pack(">H", len(raw)) + raw
+    if isinstance(value, dict):
+        fields = b"".join(_amf0(k)[1:] + _amf0(v) for k, v in value.items())  # keys: strings unmarked
+        return b"\x03" + fields + b"\x00\x00\x09"
+    raise TypeError(f"no AMF0 encoding for {type(value).__name__}")
+
+
+def rtmp_handshake(version: int = 3) -> bytes:
+    """C0 + C1 (or S0 + S1): the version and 1536 bytes (time, zero, random); C2/S2 are 1536 more."""
+    return bytes([version]) + bytes(8) + bytes((i * 7) & 0xFF for i in range(1528))
+
+
+def rtmp_message(csid: int, type_id: int, body: bytes, stream_id: int = 0, chunk_size: int = 128) -> bytes:
+    """One RTMP message in chunks: a type-0 chunk header, then type-3 continuations every ``chunk_size``.
+    Chunk streams 2-63 take a one-byte basic header, 64-319 two bytes."""
+
+    def basic(fmt: int) -> bytes:
+        return bytes([fmt << 6 | csid]) if csid < 64 else bytes([fmt << 6, csid - 64])
+
+    out = bytearray(basic(0))
+    out += (0).to_bytes(3, "big") + len(body).to_bytes(3, "big") + bytes([type_id])
+    out += stream_id.to_bytes(4, "little")
+    for i in range(0, max(len(body), 1), chunk_size):
+        if i:
+            out += basic(3)
+        out += body[i : i + chunk_size]
+    return bytes(out)
+
+
+def amf0_command(name: str, transaction: float, command_object: object, *args: object) -> bytes:
+    """The body of an AMF0 command message: its name, transaction id, command object and arguments."""
+    return _amf0(name) + _amf0(transaction) + _amf0(command_object) + b"".join(_amf0(a) for a in args)
+
+
+def rtmp_command(
+    name: str, transaction: float, command_object: object, *args: object, csid: int = 3, chunk_size: int = 128
+) -> bytes:
+    """An AMF0 command message (type 20) in chunks: ``connect``, ``createStream``, ``publish``..."""
+    body = amf0_command(name, transaction, command_object, *args)
+    return rtmp_message(csid, 20, body, chunk_size=chunk_size)
+
+
 SDP_H264 = (
     "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=Media Presentation\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
     "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n"

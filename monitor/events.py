@@ -180,8 +180,10 @@ class PortMapping(FlowEvent):
 
 @dataclass(frozen=True, slots=True)
 class StreamRequest(FlowEvent):
-    """An RTSP request (``from_src``: sent by the flow's source). ``push``: the client sends its media to the
-    server (ANNOUNCE, RECORD, a SETUP with ``mode=record``), as a camera pushing to a media server does."""
+    """An RTSP request, or an RTMP ``publish`` (``from_src``: sent by the flow's source). ``push``: the client
+    sends its media to the server (RTSP ANNOUNCE, RECORD, a SETUP with ``mode=record``; RTMP publish), as a
+    camera pushing to a media server does. An RTMP ``url`` is the ``connect``'s tcUrl without its query, never
+    the stream name (a platform's secret key)."""
 
     method: str
     url: str

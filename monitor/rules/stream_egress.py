@@ -127,7 +127,9 @@ class StreamEgressRule(RuleModule):
     def _push(self, event: StreamRequest) -> Sequence[Alert]:
         """A watched device, as an RTSP client, pushes its stream to the server: its video goes there whatever
         the bitrate (a substream below the sustained-upload rate included)."""
-        return self._media(event.flow, event.from_src, event.ts_ns, "rtsp", f"RTSP {event.method.upper()}")
+        protocol = "rtmp" if event.flow.protocol == "rtmp" else "rtsp"
+        how = f"{protocol.upper()} {event.method if protocol == 'rtmp' else event.method.upper()}"
+        return self._media(event.flow, event.from_src, event.ts_ns, protocol, how)
 
     def _media(
         self,
@@ -156,7 +158,7 @@ class StreamEgressRule(RuleModule):
         who = describe(watched.device, side.ip, side.mac)
         if push is not None:
             message = (
-                f"{who} is pushing its video stream to the RTSP server "
+                f"{who} is pushing its video stream to the {(protocol or 'rtsp').upper()} server "
                 f"{endpoint(side.peer_ip, side.peer_port)}, {where} ({push}): its video is leaving; block "
                 "the destination and check the device's streaming/platform settings."
             )

@@ -42,6 +42,7 @@ CAMERA_PROTOCOLS = {
         "MQTT",
         "HTTP",
         "TLS",
+        "RTMP",
     )
 }
 
@@ -58,6 +59,7 @@ RECALL_FLOORS: dict[str, float] = {
     "ntp": 1.0,
     "rtp": 1.0,
     "rtsp": 1.0,
+    "rtmp": 1.0,
     "stun": 1.0,
     "tls": 1.0,
 }

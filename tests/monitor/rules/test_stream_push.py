@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab import personas
+from lab import payloads, personas
 from monitor.analyzers.rtsp import RtspRequest, parse_transport
 from tests.monitor.rules.traffic import GW, HIK, OFFICE, RECORDER, T0, Host, alerts, of_rule
 
@@ -90,3 +90,34 @@ def test_which_requests_push() -> None:
     assert request("SETUP", RECORD_TRANSPORT).pushes
     assert not request("SETUP", "Transport: RTP/AVP;unicast;client_port=5000-5001\r\n").pushes
     assert not request("DESCRIBE").pushes and not request("PLAY").pushes
+
+
+def rtmp_publish(server: Host) -> list[tuple[int, bytes]]:
+    """The camera connects to an RTMP platform, publishes with its stream key, and sends a little video."""
+    c2 = bytes(1536)
+    connect = payloads.rtmp_command(
+        "connect", 1, {"app": "live2", "tcUrl": f"rtmp://{server.ip}/live2?auth=x"}
+    )
+    publish = payloads.rtmp_command("publish", 5, None, "abcd-efgh-s3cret", "live")
+    video = payloads.rtmp_message(6, 9, bytes(300), stream_id=1)
+    turns = [
+        (payloads.rtmp_handshake(), payloads.rtmp_handshake() + c2),
+        (c2 + connect, payloads.rtmp_command("_result", 1, None)),
+        (payloads.rtmp_command("createStream", 2, None), payloads.rtmp_command("_result", 2, None, 1)),
+        (publish, payloads.rtmp_command("onStatus", 0, None, {"code": "NetStream.Publish.Start"})),
+    ]
+    turns += [(video, b"") for _ in range(20)]
+    return personas.tcp_exchange(T0, HIK.mac, server.mac, HIK.ip, server.ip, 41000, 1935, turns)
+
+
+def test_an_rtmp_publish_to_the_internet_is_video_leaving_and_keeps_the_stream_key_secret() -> None:
+    records = alerts(rtmp_publish(MEDIA_SERVER))
+    (a,) = of_rule(records, "stream.egress")
+    message = str(a["message"])
+    assert "its video stream to the RTMP server 203.0.113.50:1935, outside the site (RTMP publish)" in message
+    assert a["network"]["protocol"] == "rtmp"  # type: ignore[index]
+    assert "s3cret" not in repr(records) and "auth=x" not in repr(records)
+
+
+def test_an_rtmp_publish_to_the_recorder_is_not_egress() -> None:
+    assert not of_rule(alerts(rtmp_publish(RECORDER)), "stream.egress")
