@@ -188,6 +188,9 @@ class StreamRequest(FlowEvent):
     method: str
     url: str
     push: bool = False
+    session: str | None = None
+    """The ``Session`` the request names (RTSP): on a connection met after its start, a keep-alive in a
+    session says a stream is already being pulled."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,17 @@ _METHODS: Final = (
     b"ANNOUNCE",
     b"RECORD",
     b"REDIRECT",
+    b"PLAY_NOTIFY",  # RTSP/2.0 (RFC 7826)
 )
+_VERSIONS: Final = (b"RTSP/1.0", b"RTSP/2.0")
+# Where a message may start again after input the parser could not follow (a capture met mid-stream, inside
+# an interleaved frame; junk): a request line of a known method, or a status line, wherever it is (a server
+# writes an answer right after a frame, without a line end before it).
+_RESYNC_RE: Final = re.compile(
+    rb"(?i)(?:" + b"|".join(_METHODS) + rb") [^\r\n]{1,2048}? RTSP/[12]\.0\r?\n"
+    rb"|RTSP/[12]\.0 [1-5][0-9]{2}[ \r\n]"
+)
+_RESYNC_KEEP: Final = 2100  # bytes kept between segments while resynchronising: a start line cut in two
 _PORT_RANGE_RE: Final = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 _CHANNEL_RANGE_RE: Final = re.compile(r"([0-9]{1,3})(?:-([0-9]{1,3}))?")
 _TOKEN_PREFIX_RE: Final = re.compile(rb"[!#%&'*+\-.^_`|~0-9A-Za-z]*")
@@ -582,19 +592,39 @@ def parse(data: bytes) -> RtspMessage:
 
 
 def looks_like(payload: bytes) -> bool:
-    """True for an ``RTSP/1.0`` status line or a request line ending in ``RTSP/1.0``."""
-    if payload.startswith(b"RTSP/1.0 "):
+    """True for an RTSP/1.0 or 2.0 status line, or a request line of an RTSP method (in any case: lenient
+    servers take ``describe``) ending in that version."""
+    if payload[:9] in (b"RTSP/1.0 ", b"RTSP/2.0 "):
         return True
     eol = payload.find(b"\n", 0, 2048)
     line = payload[: eol if eol >= 0 else min(len(payload), 2048)].rstrip(b"\r")
     method, sp, _ = line.partition(b" ")
-    return bool(sp) and method in _METHODS and line.endswith(b" RTSP/1.0")
+    return bool(sp) and method.upper() in _METHODS and line[-9:-8] == b" " and line[-8:] in _VERSIONS
+
+
+def may_start(data: bytes) -> bool:
+    """``data`` (no whole line yet) may be the start of an RTSP message: a prefix of a method, a request
+    line before its version, or a prefix of a status line."""
+    if b"\n" in data:
+        return False
+    head = data[:9]
+    if any(v.startswith(head) or head.startswith(v) for v in _VERSIONS):
+        return True
+    method, sp, _ = data.partition(b" ")
+    upper = method.upper()
+    return any(m.startswith(upper) for m in _METHODS) if not sp else upper in _METHODS
+
+
+def interleaved_start(payload: bytes) -> bool:
+    """A segment that starts with an interleaved frame header (``$``, channel, length) and holds that frame
+    (or at least its start): an RTSP session met after its requests, streaming over its TCP connection."""
+    return len(payload) >= 4 and payload[0] == 0x24 and int.from_bytes(payload[2:4], "big") > 0
 
 
 _HEAD: Final = 0
 _BODY: Final = 1
 _FRAME: Final = 2  # skipping an interleaved frame's payload
-_FAILED: Final = 3
+_RESYNC: Final = 3  # looking for the next message start (after input that was neither message nor frame)
 
 
 class RtspStreamParser:
@@ -603,9 +633,11 @@ class RtspStreamParser:
     Sans-I/O: feed the direction's TCP payloads in order. Interleaved RTP/RTCP frames are skipped
     without buffering and reported as :class:`InterleavedFrame` (when ``report_frames``) and in the
     counters. At most ``max_buffer`` bytes of an unfinished head or SDP body are kept; a larger body is
-    skipped unparsed. Input that is neither a message nor a frame stops the parser (``error``); a field line
-    that is not one (no colon, control characters) is left out as lenient servers do, and a well-framed
-    message with a bad field value is dropped alone (``bad_messages``, ``last_message_error``).
+    skipped unparsed. Input that is neither a message nor a frame (a connection met inside a frame, junk)
+    is skipped up to the next request or status line (``error``, ``resyncs``), so a session met
+    mid-stream is read from its next keep-alive; a field line that is not one (no colon, control
+    characters) is left out as lenient servers do, and a well-framed message with a bad field value is
+    dropped alone (``bad_messages``, ``last_message_error``).
     """
 
     def __init__(self, max_buffer: int = MAX_HEAD, *, report_frames: bool = True) -> None:
@@ -626,11 +658,23 @@ class RtspStreamParser:
         self.frame_bytes = 0
         self.frames_by_channel: dict[int, int] = {}
         self.ignored_bytes = 0
+        self.resyncs = 0
+        self._failed_at = 0  # where the item being read started (a resync looks from the byte after it)
 
     @property
     def failed(self) -> bool:
-        """True once the parser met input it cannot follow; later input is only counted."""
-        return self._state == _FAILED
+        """True while the parser skips input it cannot follow, looking for the next message start."""
+        return self._state == _RESYNC
+
+    @property
+    def pending(self) -> bytes:
+        """The start of a message held for the next segment."""
+        return self._buf if self._state == _HEAD else b""
+
+    def start_midstream(self) -> None:
+        """The connection is met after its start, at a place that may not be a message or frame start: what
+        comes is skipped up to the next request or status line."""
+        self._state = _RESYNC
 
     @property
     def buffered(self) -> int:
@@ -639,34 +683,47 @@ class RtspStreamParser:
 
     def feed(self, segment: bytes) -> list[RtspMessage | InterleavedFrame]:
         """Take the next payload of this direction; return what it completed. Never raises."""
-        if self._state == _FAILED:
-            self.ignored_bytes += len(segment)
-            return []
         data = self._buf + segment if self._buf else segment
         self._buf = b""
         out: list[RtspMessage | InterleavedFrame] = []
-        try:
-            pos = self._run(data, out)
-        except AnalyzerError as exc:
-            self.error = exc.detached()  # no frames: they held the batch, and this parser in a cycle
-            self._state = _FAILED
-            self.ignored_bytes += len(data)
-            self._head = None
-            self._body_parts = None
-            return out
+        pos = 0
+        while True:
+            if self._state == _RESYNC:
+                m = _RESYNC_RE.search(data, pos)
+                if m is None:
+                    # A start line may be cut by the segment's end: its last bytes are looked at again.
+                    keep = max(pos, len(data) - min(_RESYNC_KEEP, self.max_buffer))
+                    self.ignored_bytes += keep - pos
+                    self._buf = data[keep:]
+                    return out
+                self.ignored_bytes += m.start() - pos
+                pos = m.start()
+                self._state = _HEAD
+            try:
+                pos = self._run(data, out, pos)
+                break
+            except AnalyzerError as exc:
+                # Neither a message nor a frame here: skipped up to the next message start.
+                self.error = exc.detached()  # no frames: they held the batch, and this parser in a cycle
+                self.resyncs += 1
+                self._state = _RESYNC
+                self._head = None
+                self._body_parts = None
+                pos = self._failed_at + 1
         rest = len(data) - pos
         if rest > self.max_buffer:
             self.error = AnalyzerError(PROTOCOL, f"message head longer than {self.max_buffer} bytes")
-            self._state = _FAILED
+            self.resyncs += 1
+            self._state = _RESYNC
             self.ignored_bytes += rest
         elif rest:
             self._buf = data[pos:]
         return out
 
-    def _run(self, data: bytes, out: list[RtspMessage | InterleavedFrame]) -> int:
-        pos = 0
+    def _run(self, data: bytes, out: list[RtspMessage | InterleavedFrame], pos: int) -> int:
         n = len(data)
         while pos < n:
+            self._failed_at = pos
             if self._state == _FRAME:
                 take = min(self._remaining, n - pos)
                 pos += take
@@ -794,6 +851,9 @@ def report(
     """Report what RTSP messages say: requests and answers (logins, pulls), transports, the server."""
     for msg in messages:
         if isinstance(msg, RtspResponse):
+            # The answer's Transport first: a rule judging a SETUP by its answer has it when the answer comes.
+            for t in msg.transports:
+                ctx.emit(StreamTransport(ts, flow, from_src, t, False))
             # Logins and their answers, for the auth.* rules (a 401 before Digest succeeds is a challenge).
             asked = requests.answered(from_src)
             stale = any(v.lower() == "true" for c in msg.challenges for n, v in c.params if n == "stale")
@@ -806,21 +866,35 @@ def report(
             realm_vendor = vendor_from(realm, REALM_VENDORS)
             if realm and realm_vendor:
                 ctx.fact(flow, from_src, "realm", realm, vendor=realm_vendor, protocol=PROTOCOL)
-            for t in msg.transports:
-                ctx.emit(StreamTransport(ts, flow, from_src, t, False))
         elif isinstance(msg, RtspRequest):
             seq = requests.number(flow)
             asked = AppRequest(ts, flow, from_src, PROTOCOL, msg.method, msg.url, seq, msg.login)
             requests.pending.append(asked)
             ctx.emit(asked)
-            ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url, msg.pushes))
+            ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url, msg.pushes, msg.session))
             for t in msg.transports:
                 ctx.emit(StreamTransport(ts, flow, from_src, t, True))
 
 
 def handle_rtsp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     if flow.protocol is None and not looks_like(payload):
-        raise AnalyzerError(PROTOCOL, "not an RTSP message start")
+        app = flow.app
+        held_parser = app.states.get((PROTOCOL, from_src)) if app is not None else None
+        held = held_parser.pending if isinstance(held_parser, RtspStreamParser) else b""
+        if held and looks_like(held + payload):
+            pass  # a message start cut across segments, now whole: read on below
+        elif may_start(held + payload):
+            # A request line cut before its version ("DESCRIBE rtsp://..." then " RTSP/1.0"): kept until it
+            # says what it is; the flow is claimed then.
+            flow_state(flow, (PROTOCOL, from_src), RtspStreamParser, control_parser).feed(payload)
+            return False
+        elif not flow.opening_seen and interleaved_start(payload):
+            # A session met after its requests (capture started, a mirror re-plumbed), streaming interleaved
+            # over its connection: read from here, the next keep-alive request and answer found by resync.
+            for side in (from_src, not from_src):
+                flow_state(flow, (PROTOCOL, side), RtspStreamParser, control_parser).start_midstream()
+        else:
+            raise AnalyzerError(PROTOCOL, "not an RTSP message start")
     parser = flow_state(flow, (PROTOCOL, from_src), RtspStreamParser, control_parser)
     report(ctx, flow, from_src, parser.feed(payload), ts, flow_state(flow, PROTOCOL, Requests))
     return True

@@ -43,6 +43,9 @@ class _Pull:
     camera: Watched
     requests: int = 1
     statuses: list[int] = field(default_factory=list)
+    running: bool = False
+    """Met mid-session: a request in a session already set up (a keep-alive), on a connection whose start
+    was not seen (capture started, or the mirror was re-plumbed, while the client was pulling)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ class UnauthorizedClientRule(RuleModule):
     def __init__(self, site: Site) -> None:
         super().__init__(site)
         self._pulls: Bounded[tuple[str, str], _Pull] = Bounded(MAX_PENDING)
+        # (camera, client) pairs reported as served: a later refusal of the same client says nothing new.
+        self._served: Bounded[tuple[str, str], bool] = Bounded(MAX_PENDING)
 
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, StreamRequest):
@@ -68,7 +73,7 @@ class UnauthorizedClientRule(RuleModule):
             return self._answer(event)
         elif isinstance(event, DecidePull):
             pull = self._pulls.pop(event.key)
-            if pull is not None:
+            if pull is not None and self._served.get(event.key) is None:
                 return (self._alert(pull, event.ts_ns, None),)
         return ()
 
@@ -80,8 +85,11 @@ class UnauthorizedClientRule(RuleModule):
         return (str(camera.mac) if camera.mac else cam_ip, client_ip)
 
     def _request(self, event: StreamRequest) -> None:
-        if event.method not in PULL_METHODS or event.push:
+        if event.push:
             return  # a SETUP with mode=record sends the client's video to this device (stream_egress.py)
+        running = event.method.upper() not in PULL_METHODS
+        if running and (event.session is None or event.flow.opening_seen):
+            return  # OPTIONS, GET_PARAMETER...: a pull is judged by its DESCRIBE/SETUP/PLAY, when seen
         site = self.site
         camera = site.watched(event.flow, not event.from_src)
         if camera is None:
@@ -94,23 +102,24 @@ class UnauthorizedClientRule(RuleModule):
         if pull is not None:
             pull.requests += 1
             return
-        self._pulls.put(key, _Pull(event, camera))
+        self._pulls.put(key, _Pull(event, camera, running=running))
         site.schedule(DecidePull(event.ts_ns + HOLD_NS, key))
 
     def _answer(self, event: AppResponse) -> Sequence[Alert]:
         request = event.request
-        if event.protocol != "rtsp" or request is None or request.method not in PULL_METHODS:
+        if event.protocol != "rtsp" or request is None:
             return ()
         camera = self.site.watched(event.flow, event.from_src)
         if camera is None or event.status is None:
             return ()
         key = self._key(event, event.from_src, camera)
         pull = self._pulls.get(key)
-        if pull is None:
+        if pull is None or (request.method.upper() not in PULL_METHODS and not pull.running):
             return ()
         pull.statuses.append(event.status)
         if 200 <= event.status < 300:
             self._pulls.pop(key)
+            self._served.put(key, True)
             return (self._alert(pull, event.ts_ns, request.method),)
         return ()
 
@@ -127,7 +136,13 @@ class UnauthorizedClientRule(RuleModule):
         if tunnelled:
             asked += f" tunnelled in HTTP (tcp/{cam.port})"
         fix = "RTSP and its HTTP tunnelling" if tunnelled else "RTSP"
-        if served is not None:
+        if served is not None and pull.running:
+            outcome = "success"
+            what = (
+                f"was already pulling video from {who} when camwatch began watching the connection: its "
+                f"{asked} in a running session was answered"
+            )
+        elif served is not None:
             outcome = "success"
             # The request answered may be a later one than the first asked (SETUP after DESCRIBE): named then.
             answered = "" if served == event.method else f" its {served}"
@@ -152,11 +167,16 @@ class UnauthorizedClientRule(RuleModule):
         )
         # The client sent the request: it is the alert's source, the camera its destination (and the device).
         mac = format_mac(cam.mac) if cam.mac else None
+        # A pull is its own incident: one reported after a refusal of the same client (a password typed after
+        # a 401, a wrong path first) is not held back as a repeat of "refused".
+        identity: tuple[str, ...] = (mac or cam.ip, client.ip)
+        if outcome == "success":
+            identity += ("served",)
         flow = event.flow
         return Alert(
             rule=STREAM_UNAUTHORIZED,
             timestamp_ns=ts_ns,
-            event_id=incident_id(STREAM_UNAUTHORIZED.id, site.observer, mac or cam.ip, client.ip),
+            event_id=incident_id(STREAM_UNAUTHORIZED.id, site.observer, *identity),
             observer=site.observer,
             message=message,
             source=Endpoint(client.ip, client.port),

@@ -11,13 +11,25 @@ decides, not who opened the flow: both ICE peers send checks, a viewer "punches"
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from monitor.alerts import Alert, Rule, endpoint
-from monitor.events import Clock, Event, FlowEnded, FlowStarted, MediaSeen, StreamRequest, StreamTransport
+from monitor.events import (
+    AppResponse,
+    Clock,
+    Event,
+    FlowEnded,
+    FlowStarted,
+    MediaSeen,
+    StreamRequest,
+    StreamTransport,
+)
 from monitor.flows import Flow
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
+from monitor.rules._common import Bounded
 from monitor.site import Site
 
 STREAM_EGRESS = Rule("stream.egress", "Camera video is leaving the site or going to a non-viewer", 4)
@@ -28,11 +40,25 @@ EGRESS_RATE_BPS = 500_000
 EGRESS_MIN_SECONDS = 10.0
 NS = 1_000_000_000
 MAX_UPSTREAM_FLOWS = 10_000  # external flows of watched devices followed at once (a flood must not grow it)
+MAX_ASKED = 4096  # SETUPs asking for an outside destination, waiting for the camera's answer
+#: How long a SETUP's answer is waited for before the request alone is judged ("answer not seen").
+ANSWER_HOLD_NS = 5 * NS
+
+
+@dataclass(frozen=True, slots=True)
+class DecideTransport(Event):
+    """Time to judge the SETUP of ``key`` (its flow) by its request if no answer came."""
+
+    key: int
+    asked_ns: int
+
 
 # How the message names what the device sends, by protocol label.
 _MEDIA_WORDS = {
     "srtp": "WebRTC media (DTLS-SRTP, as cloud live view and P2P viewing use)",
     "rtp": "RTP",
+    "rtsp": "video interleaved in an RTSP connection",
+    "rtsp-http": "video interleaved in RTSP tunnelled in HTTP",
 }
 
 
@@ -48,7 +74,16 @@ def is_sustained_upstream(flow: Flow, sender_is_src: bool) -> bool:
 class StreamEgressRule(RuleModule):
     """Follows where watched devices' media goes."""
 
-    consumes = (StreamTransport, StreamRequest, MediaSeen, FlowStarted, Clock, FlowEnded)
+    consumes = (
+        StreamTransport,
+        StreamRequest,
+        AppResponse,
+        DecideTransport,
+        MediaSeen,
+        FlowStarted,
+        Clock,
+        FlowEnded,
+    )
 
     def __init__(self, site: Site) -> None:
         super().__init__(site)
@@ -57,6 +92,8 @@ class StreamEgressRule(RuleModule):
         self._upstream: dict[int, tuple[Flow, bool]] = {}
         self._judged_ns = 0
         self.not_followed = 0  # external flows of watched devices not followed: MAX_UPSTREAM_FLOWS were
+        # SETUPs asking for an outside destination, until the camera's answer says whether it was granted.
+        self._asked: Bounded[int, StreamTransport] = Bounded(MAX_ASKED)
 
     def evictions(self) -> dict[str, int]:
         return {"upstream_flows": self.not_followed}
@@ -70,6 +107,10 @@ class StreamEgressRule(RuleModule):
             return self._transport(event)
         if isinstance(event, StreamRequest):
             return self._push(event) if event.push else ()
+        if isinstance(event, AppResponse):
+            return self._answer(event) if self._asked else ()
+        if isinstance(event, DecideTransport):
+            return self._undecided(event)
         if isinstance(event, Clock):
             return self._judge_upstream(event.ts_ns)
         if isinstance(event, FlowEnded):
@@ -90,21 +131,62 @@ class StreamEgressRule(RuleModule):
         return ()
 
     def _transport(self, event: StreamTransport) -> Sequence[Alert]:
-        """An RTSP SETUP that sends the camera's RTP to an address outside the site."""
+        """An RTSP SETUP that sends the camera's RTP to an address outside the site, judged by the camera's
+        answer: a refused SETUP (401, 461) sends nothing, and a camera may answer with the destination it
+        really streams to (live555 ignores a client's ``destination=`` unless allowed)."""
+        site = self.site
+        key = id(event.flow)
+        if event.request:
+            if site.watched(event.flow, not event.client_is_src) is None:
+                return ()
+            if self._off_site(event.transport.destination) is not None:
+                self._asked.put(key, event)
+                site.schedule(DecideTransport(event.ts_ns + ANSWER_HOLD_NS, key, event.ts_ns))
+            return ()
+        asked = self._asked.pop(key)
+        if event.transport.destination is None and asked is not None:
+            # The answer names no destination: the one asked for stands.
+            return self._destination_alert(asked, event.ts_ns, answered=True)
+        return self._destination_alert(event, event.ts_ns, answered=True)
+
+    def _answer(self, event: AppResponse) -> Sequence[Alert]:
+        """The answer to a SETUP whose Transport asked for an outside destination, without a Transport of its
+        own: a 2xx grants the request's, anything else refuses it."""
+        request = event.request
+        if event.protocol != "rtsp" or request is None or request.method.upper() != "SETUP":
+            return ()
+        asked = self._asked.pop(id(event.flow))
+        if asked is None or event.status is None or not 200 <= event.status < 300:
+            return ()
+        return self._destination_alert(asked, event.ts_ns, answered=True)
+
+    def _undecided(self, event: DecideTransport) -> Sequence[Alert]:
+        asked = self._asked.get(event.key)
+        if asked is None or asked.ts_ns != event.asked_ns:
+            return ()  # answered (or replaced by a later SETUP, whose own decision comes)
+        self._asked.pop(event.key)
+        return self._destination_alert(asked, event.ts_ns, answered=False)
+
+    def _off_site(self, dest: str | None) -> str | None:
+        """``dest`` when video sent there leaves the site (not a viewer); a name is not judged here: camwatch
+        cannot tell where it points, and the video's own flows are judged by address when they start."""
+        site = self.site
+        if not dest or site.is_site_address(dest) or site.allowed_viewer(dest):
+            return None
+        return dest
+
+    def _destination_alert(self, event: StreamTransport, ts_ns: int, answered: bool) -> Sequence[Alert]:
         site = self.site
         cam_is_src = not event.client_is_src
         camera = site.watched(event.flow, cam_is_src)
-        if camera is None:
-            return ()
-        # A name as destination is not judged here: camwatch cannot tell where it points, and the video's
-        # own flows are judged by address when they start.
-        dest = event.transport.destination
-        if not dest or site.is_site_address(dest) or site.allowed_viewer(dest):
+        dest = self._off_site(event.transport.destination)
+        if camera is None or dest is None:
             return ()
         cam = Side.of(event.flow, cam_is_src, camera.mac)
+        unseen = "" if answered else " (the camera's answer was not seen)"
         message = (
             f"RTSP told {describe(camera.device, cam.ip, cam.mac)} to send its video to {dest}, outside the "
-            f"site: check the recorder/VMS configuration and block the camera's outbound RTP."
+            f"site{unseen}: check the recorder/VMS configuration and block the camera's outbound RTP."
         )
         # The video's destination is the Transport's, not the RTSP client's address.
         rtp_port = event.transport.client_port[0] if event.transport.client_port else 0
@@ -115,7 +197,7 @@ class StreamEgressRule(RuleModule):
             to,
             camera.device,
             site.observer,
-            event.ts_ns,
+            ts_ns,
             message,
             ("rtsp-destination", dest),
             protocol="rtsp",
@@ -149,8 +231,11 @@ class StreamEgressRule(RuleModule):
         transport = transport_name(flow.proto)
         if not site.leaves_site(side.peer_ip, side.peer_port, transport) and (
             # Video to an allowed viewer on site, or a configured viewer (recorder/VMS) talking RTP to a
-            # camera on site (keep-alives, the ONVIF audio back-channel).
-            site.policy.is_viewer(side.ip) or site.allowed_viewer(side.peer_ip)
+            # camera on site (keep-alives, the ONVIF audio back-channel), or to a multicast group: multicast
+            # is not egress (docs/policy.md), and the group's receivers are on the camera's own network.
+            site.policy.is_viewer(side.ip)
+            or site.allowed_viewer(side.peer_ip)
+            or ipaddress.ip_address(side.peer_ip).is_multicast
         ):
             return ()
         proto = protocol or flow.protocol
@@ -164,10 +249,17 @@ class StreamEgressRule(RuleModule):
             )
         else:
             what = _MEDIA_WORDS.get(proto or "", proto) or "a sustained video-rate flow"
-            message = (
-                f"{who} is sending {what} to {side.peer_ip}, outside the site: its video is leaving; block "
-                "the destination and check the device's cloud/P2P settings."
-            )
+            if site.is_site_address(side.peer_ip):
+                # On the site but not a viewer (another office network): not a leak to the Internet.
+                message = (
+                    f"{who} is sending {what} to {side.peer_ip}, which is not an allowed viewer: check who "
+                    "receives its video, and add it to the viewers or restrict the camera's streaming."
+                )
+            else:
+                message = (
+                    f"{who} is sending {what} to {side.peer_ip}, outside the site: its video is leaving; "
+                    "block the destination and check the device's cloud/P2P settings."
+                )
         return (
             side_alert(
                 STREAM_EGRESS,

@@ -233,10 +233,18 @@ def test_bad_field_drops_one_message_only() -> None:
     assert parser.bad_messages == 1 and parser.last_message_error is not None and parser.error is None
 
 
-def test_garbage_stops_the_parser() -> None:
+def test_garbage_is_skipped_up_to_the_next_message() -> None:
     parser = RtspStreamParser()
     assert parser.feed(b"\x00\x01binary") == [] and parser.failed and parser.error is not None
-    assert parser.feed(b"RTSP/1.0 200 OK\r\n\r\n") == [] and parser.ignored_bytes > 0
+    # A capture met inside an interleaved frame: the answer written right after the frame's bytes is read.
+    (answer,) = parser.feed(b"\x17\x88rest of a frame" + b"RTSP/1.0 200 OK\r\nCSeq: 4\r\n\r\n")
+    assert isinstance(answer, RtspResponse) and answer.cseq == 4 and not parser.failed
+    assert parser.resyncs == 1 and parser.ignored_bytes > 0
+    # A request line cut by the segment's end while resynchronising is found whole in the next one.
+    parser.feed(b"\x00junk")
+    parser.feed(b"zz GET_PARAMETER rtsp://10.0.0.5/s RTSP/1.0\r\nCSe")
+    (keepalive,) = parser.feed(b"q: 9\r\nSession: 77\r\n\r\n")
+    assert isinstance(keepalive, RtspRequest) and keepalive.session == "77"
 
 
 def test_stream_bounded_on_endless_head() -> None:
@@ -288,7 +296,10 @@ def test_sdp_multicast_connection_and_static_payload() -> None:
 def test_looks_like() -> None:
     assert looks_like(b"RTSP/1.0 200 OK\r\n") and looks_like(b"DESCRIBE rtsp://h/ RTSP/1.0\r\n")
     assert looks_like(b"OPTIONS * RTSP/1.0\r\nCSeq: 1")
-    assert not looks_like(b"GET / HTTP/1.1\r\n") and not looks_like(b"DESCRIBE rtsp://h/ RTSP/2.0\r\n")
+    # RTSP/2.0 (RFC 7826) and a method in another case (lenient servers take it) are RTSP too.
+    assert looks_like(b"DESCRIBE rtsp://h/ RTSP/2.0\r\n") and looks_like(b"RTSP/2.0 200 OK\r\n")
+    assert looks_like(b"describe rtsp://h/ RTSP/1.0\r\n")
+    assert not looks_like(b"GET / HTTP/1.1\r\n") and not looks_like(b"DESCRIBE rtsp://h/ RTSP/3.0\r\n")
     assert not looks_like(b"$\x00\x00\x10") and not looks_like(b"")
 
 
