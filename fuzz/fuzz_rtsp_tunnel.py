@@ -1,6 +1,7 @@
-"""Fuzz RTSP tunnelled in HTTP: ``tunnel_head`` and ``looks_like`` never raise; the base64 stream raises only
-AnalyzerError, decodes the same whatever the segmentation, and holds fewer than 4 characters; the handler,
-fed both connections of a session cut into pieces, raises nothing but AnalyzerError.
+"""Fuzz RTSP tunnelled in HTTP: ``tunnel_head`` and ``looks_like`` never raise; the base64 stream never
+raises, decodes the same whatever the segmentation, and holds fewer than 4 characters; HTTP and the tunnel
+reader, fed both connections of a session cut into pieces as the analysis offers them, raise nothing but
+AnalyzerError.
 
 Run: ``python -m fuzz.fuzz_rtsp_tunnel [runs]`` (also driven by ``fuzz/run_all.py``); not part of pytest.
 """
@@ -14,17 +15,15 @@ import sys
 from lab import payloads
 from monitor.analyzers import AnalyzerError, http, rtsp_tunnel
 from tests.monitor.analyzers.recording import RecordingContext, make_flow
+from tests.monitor.analyzers.test_rtsp_tunnel import dispatch
 
 NAME = "rtsp_tunnel"
 _PATH = "/Streaming/Channels/101"
 
 
-def _decoded(data: bytes, cut: int) -> bytes | None:
+def _decoded(data: bytes, cut: int) -> bytes:
     stream = rtsp_tunnel.Base64Stream()
-    try:
-        out = stream.feed(data[:cut]) + stream.feed(data[cut:])
-    except AnalyzerError:
-        return None
+    out = stream.feed(data[:cut]) + stream.feed(data[cut:])
     if len(stream._held) >= 4:
         raise AssertionError("the base64 stream holds a whole quantum")
     return out
@@ -34,9 +33,7 @@ def parse(data: bytes) -> None:
     """Exercise every entry point on one input; raise on a real bug."""
     http.tunnel_head(data)
     rtsp_tunnel.looks_like(data)
-    whole = _decoded(data, len(data))
-    halves = _decoded(data, len(data) // 2)
-    if whole is not None and halves is not None and whole != halves:
+    if _decoded(data, len(data)) != _decoded(data, len(data) // 2):
         raise AssertionError("base64 decoded differently when cut")
     # The input as the POST's body and as the GET's answer, in pieces of a size taken from its first byte.
     ctx = RecordingContext()
@@ -52,8 +49,7 @@ def parse(data: bytes) -> None:
     turns += [(get_flow, False, data[i : i + step]) for i in range(0, len(data), step)]
     for flow, from_src, piece in turns:
         with contextlib.suppress(AnalyzerError):
-            rtsp_tunnel.handle_rtsp_tunnel(ctx, flow, from_src, piece, 0)
-        flow.protocol = rtsp_tunnel.PROTOCOL
+            dispatch(ctx, flow, from_src, piece)
 
 
 def seeds() -> list[bytes]:

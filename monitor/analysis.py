@@ -21,7 +21,7 @@ import numpy as np
 from monitor.analyzers import AnalyzerError
 from monitor.decode import PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN, Decoded
 from monitor.events import DeviceFact, Event
-from monitor.evidence import EvidenceRecorder
+from monitor.evidence import EvidenceRecorder, keep_only_ring
 from monitor.flows import CLIENT_DATA, Flow
 from monitor.pcapfile import PacketBatch
 from monitor.protocol import FlowApp
@@ -108,32 +108,38 @@ class Analysis:
         self.events = []
         if not selected:
             return
-        work = [(pos, flow) for flow, positions in selected for pos in positions]
-        work.sort(key=lambda item: item[0])
         data = batch.data.data  # a memoryview: slicing it costs a third of slicing the array
-        rows = _rows(batch, d, [pos for pos, _ in work])
-        for row, (_, flow) in zip(rows, work, strict=True):
-            self._analyse(data, row, flow)
+        self._analyse_all(batch, d, data, [(pos, flow) for flow, positions in selected for pos in positions])
         if more is None:
             return
-        for flow, _ in selected:
-            # A packet may have raised the flow's budget (a control protocol's label: every packet; a
-            # WebRTC flow's DTLS handshake): the rest of its packets in this batch, which the flow table did
-            # not pick, are read too, so the result does not depend on where batches end.
-            while flow.inspect_left != 0:
+        # A packet may have raised its flow's budget (a control protocol's label: every packet; a WebRTC
+        # flow's DTLS handshake): the rest of its packets in this batch, which the flow table did not pick,
+        # are read too, so the result does not depend on where batches end. They are read in capture order
+        # across flows, round after round while budgets rise: the two connections of one session (an RTSP
+        # tunnel's requests and answers) are then read in the order they were sent, whatever the batch size.
+        flows = [flow for flow, _ in selected]
+        while True:
+            extra: list[tuple[int, Flow]] = []
+            for flow in flows:
                 app = flow.app
-                if app is not None and app.done:
-                    break
-                positions = more(flow, flow.inspect_left)
-                if not positions:
-                    break
-                for row in _rows(batch, d, positions):
-                    self._analyse(data, row, flow)
-            if flow.client_side >= 0:
-                # Request mode set inside the batch (the flow's label): the client's data the table did not
-                # pick, so that what is read does not depend on where batches end.
-                for row in _rows(batch, d, more(flow, CLIENT_DATA)):
-                    self._analyse(data, row, flow)
+                if flow.inspect_left != 0 and not (app is not None and app.done):
+                    extra += [(pos, flow) for pos in more(flow, flow.inspect_left)]
+            if not extra:
+                break
+            self._analyse_all(batch, d, data, extra)
+        # Request mode set inside the batch (the flow's label): the client's data the table did not pick, so
+        # that what is read does not depend on where batches end.
+        extra = [(pos, flow) for flow in flows if flow.client_side >= 0 for pos in more(flow, CLIENT_DATA)]
+        if extra:
+            self._analyse_all(batch, d, data, extra)
+
+    def _analyse_all(
+        self, batch: PacketBatch, d: Decoded, data: memoryview, work: list[tuple[int, Flow]]
+    ) -> None:
+        """Analyse the packets at these positions, each with its flow, in capture order."""
+        work.sort(key=lambda item: item[0])
+        for row, (_, flow) in zip(_rows(batch, d, [pos for pos, _ in work]), work, strict=True):
+            self._analyse(data, row, flow)
 
     def run_link(self, batch: PacketBatch, d: Decoded) -> None:
         """Frames of the link-layer protocols (ARP) in the batch, after :meth:`run` (their events join
@@ -278,10 +284,13 @@ class Analysis:
 
     def on_flow_end(self, flow: Flow) -> None:
         """A flow ended: segments still waiting behind a hole will never be read (a mirror that lost one),
-        and what its TCP sequencers held no longer counts against the budget of held bytes."""
+        and what its TCP sequencers held no longer counts against the budget of held bytes. Its analyzers'
+        state goes (its evidence stays): requests left unanswered name the flow, and would hold it in a
+        reference cycle."""
         app = flow.app
         if app is None:
             return
+        keep_only_ring(app)
         for order in (app.tcp_src, app.tcp_dst):
             if order is not None and order.waiting:
                 self.order.holes += 1

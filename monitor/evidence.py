@@ -189,6 +189,14 @@ class EvidenceRecorder:
         return len(self._rings)
 
 
+def keep_only_ring(app: FlowApp) -> None:
+    """Drop a flow's analyzer state but its evidence ring (alerts raised after the flow ended cite it)."""
+    ring = app.states.get(_KEY)
+    app.states.clear()
+    if ring is not None:
+        app.states[_KEY] = ring
+
+
 def ring_of(flow: Flow) -> PacketRing | None:
     app = flow.app
     ring = app.states.get(_KEY) if app is not None else None

@@ -37,9 +37,12 @@ def run_engine(
     flow_config: FlowConfig | None = None,
     policy: SitePolicy | None = None,
     batch_size: int = 65536,
+    *,
+    live: bool = False,
 ) -> tuple[Engine, list[Flow], list[dict[str, object]]]:
-    """Replay `path`; returns the engine, every ended flow and the alert records."""
-    return _run(PcapFileSource(path, batch_size).batches(), flow_config, policy)
+    """Replay `path`; returns the engine, every ended flow and the alert records. With ``live`` the engine is
+    not finished: the flows still running come back instead (their analyzers' state is dropped at the end)."""
+    return _run(PcapFileSource(path, batch_size).batches(), flow_config, policy, live)
 
 
 def run_frames(
@@ -55,7 +58,10 @@ def run_frames(
 
 
 def _run(
-    batches: Iterable[PacketBatch], flow_config: FlowConfig | None, policy: SitePolicy | None
+    batches: Iterable[PacketBatch],
+    flow_config: FlowConfig | None,
+    policy: SitePolicy | None,
+    live: bool = False,
 ) -> tuple[Engine, list[Flow], list[dict[str, object]]]:
     engine = Engine(
         policy or SitePolicy.default(), vendors(), EngineConfig(flows=flow_config or FlowConfig())
@@ -66,6 +72,8 @@ def _run(
         ev = engine.feed(batch)
         flows += ev.flows
         alerts += [a.to_record() for a in ev.alerts]
+    if live:
+        return engine, list(engine.flows.flows()), alerts
     ev = engine.finish()
     flows += ev.flows
     alerts += [a.to_record() for a in ev.alerts]

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_HEAD",
-    "RTSP_TUNNEL_TYPE",
     "TCP_PORTS",
     "Challenge",
     "Headers",
@@ -56,7 +55,6 @@ __all__ = [
     "authorization_scheme",
     "challenges_of",
     "first_realm",
-    "held_start",
     "looks_like",
     "parse",
     "parse_challenges",
@@ -68,6 +66,7 @@ __all__ = [
     "request_seq",
     "safe_headers",
     "split_head",
+    "take_handed",
     "tunnel_head",
 ]
 
@@ -560,11 +559,11 @@ def parse_from_head(head: MessageHead) -> HttpRequest | HttpResponse:
 #: Where HTTP is expected: tried first on these ports (then by content anywhere).
 TCP_PORTS: Final = (80, 8080, 8000, 8666, 49152)
 
-#: The content type of both halves of an RTSP session tunnelled in HTTP (Apple's QuickTime tunnelling, which
-#: live555, VLC, FFmpeg and camera web servers implement): a GET whose answer carries the RTSP answers and the
-#: interleaved media, and a POST whose body carries the requests in base64. ``x-sessioncookie`` pairs them.
-RTSP_TUNNEL_TYPE: Final = "application/x-rtsp-tunnelled"
-_RTSP_TUNNEL_RE: Final = re.compile(rb"(?i)application/x-rtsp-tunnelled")
+# An RTSP session tunnelled in HTTP (Apple's QuickTime tunnelling, which live555, VLC, FFmpeg and camera
+# web servers implement) is two connections: a GET whose answer carries the RTSP answers and the interleaved
+# media, and a POST whose body carries the requests in base64 (both typed application/x-rtsp-tunnelled),
+# paired by their x-sessioncookie header.
+_SESSION_COOKIE_RE: Final = re.compile(rb"(?i)\nx-sessioncookie[ \t]*:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,10 +579,10 @@ class TunnelHead:
 
 
 def tunnel_head(data: bytes) -> TunnelHead | None:
-    """The GET (accepting the tunnel's content type) or POST (sending it) with an ``x-sessioncookie`` at the
-    start of ``data``, its head complete; else None. Cheap on anything else: one search of the first
-    ``MAX_HEAD`` bytes."""
-    if _RTSP_TUNNEL_RE.search(data, 0, MAX_HEAD) is None:
+    """The GET or POST with an ``x-sessioncookie`` at the start of ``data``, its head complete; else None.
+    The cookie is what servers go by (live555 opens a tunnel half for any GET or POST that has one,
+    whatever its ``Accept`` or ``Content-Type``). Cheap on anything else: one search of ``MAX_HEAD`` bytes."""
+    if _SESSION_COOKIE_RE.search(data, 0, MAX_HEAD) is None:
         return None
     start = _skip_empty_lines(data)
     try:
@@ -595,8 +594,7 @@ def tunnel_head(data: bytes) -> TunnelHead | None:
     if not head.complete or not cookie:
         return None
     method = method.upper()
-    carries = head.headers.get("accept" if method == "GET" else "content-type") or ""
-    if method not in ("GET", "POST") or RTSP_TUNNEL_TYPE not in carries.lower():
+    if method not in ("GET", "POST"):
         return None
     return TunnelHead(method, cookie, start + head.length)
 
@@ -773,7 +771,8 @@ class HttpStreamParser:
     # One per direction of every HTTP connection: slots keep each at a third of a dict-backed object.
     __slots__ = (
         "_asked", "_body", "_buf", "_dechunk", "_held", "_line_start", "_remaining", "_state",
-        "bad_messages", "body_bytes", "error", "ignored_bytes", "keep_body", "max_buffer", "messages", "peer",
+        "bad_messages", "body_bytes", "error", "handed", "ignored_bytes", "keep_body", "max_buffer",
+        "messages", "peer",
     )  # fmt: skip
 
     def __init__(self, max_buffer: int = MAX_HEAD, keep_body: int = 0) -> None:
@@ -791,6 +790,8 @@ class HttpStreamParser:
         self._asked: list[str] | None = None
         self.peer: HttpStreamParser | None = None
         """The other direction's parser, told the method of each request this one reads."""
+        self.handed: bytes | None = None
+        """What was held of a head left, with the segment at hand, to the RTSP tunnel reader."""
         # The message whose body start is being collected, and what was collected (keep_body only).
         self._held: HttpRequest | HttpResponse | None = None
         self._body = bytearray()
@@ -1281,11 +1282,15 @@ def request_seq(flow: Flow) -> int:
     return seq
 
 
-def held_start(flow: Flow, from_src: bool) -> bytes:
-    """The start of a head this direction's parser holds for the next segment (b"" if none)."""
+def take_handed(flow: Flow, from_src: bool) -> bytes | None:
+    """What HTTP held of the head it left, with the segment at hand, to the RTSP tunnel reader (``b""`` when
+    the head is all in that segment); None when it left it nothing. Taken once."""
     app = flow.app
     parser = app.states.get((PROTOCOL, from_src)) if app is not None else None
-    return parser.pending if isinstance(parser, HttpStreamParser) else b""
+    if not isinstance(parser, HttpStreamParser):
+        return None
+    handed, parser.handed = parser.handed, None
+    return handed
 
 
 def handle_http(
@@ -1310,6 +1315,7 @@ def handle_http(
     if flow.protocol is None and not tunnels:
         held = parser.pending
         if tunnel_head(held + payload if held else payload) is not None:
+            parser.handed = held  # exactly what the tunnel reader gets with this segment (nothing fed here)
             raise AnalyzerError(PROTOCOL, "an RTSP session tunnelled in HTTP")
     if flow.protocol is None and not looks_like(payload):
         held = parser.pending

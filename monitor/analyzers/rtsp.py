@@ -17,7 +17,7 @@ import ipaddress
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.http import (
@@ -839,6 +839,31 @@ class Requests:
         pending = self.pending
         return pending.popleft() if pending and pending[0].from_src != from_src else None
 
+    def hold(self, answer: Answer) -> bool:
+        """Keep an answer no request waits for, to pair with a request read later (True), or not (False)."""
+        return False
+
+    def release(self) -> list[tuple[Answer, AppRequest | None]]:
+        """Answers held for requests read since, each with the request it answers (None: none can)."""
+        return []
+
+
+class Answer(NamedTuple):
+    """An RTSP answer and where it was read."""
+
+    flow: Flow
+    from_src: bool
+    message: RtspResponse
+    ts: int
+
+
+def _answer_event(answer: Answer, asked: AppRequest | None) -> AppResponse:
+    """The answer as the rules read it: the request it answers, what it says about that request's login."""
+    msg = answer.message
+    stale = any(v.lower() == "true" for c in msg.challenges for n, v in c.params if n == "stale")
+    auth = http_outcome(asked.login if asked is not None else None, msg.status, stale)
+    return AppResponse(answer.ts, answer.flow, answer.from_src, PROTOCOL, msg.status, asked, auth)
+
 
 def report(
     ctx: Context,
@@ -856,9 +881,9 @@ def report(
                 ctx.emit(StreamTransport(ts, flow, from_src, t, False))
             # Logins and their answers, for the auth.* rules (a 401 before Digest succeeds is a challenge).
             asked = requests.answered(from_src)
-            stale = any(v.lower() == "true" for c in msg.challenges for n, v in c.params if n == "stale")
-            auth = http_outcome(asked.login if asked is not None else None, msg.status, stale)
-            ctx.emit(AppResponse(ts, flow, from_src, PROTOCOL, msg.status, asked, auth))
+            answer = Answer(flow, from_src, msg, ts)
+            if asked is not None or not requests.hold(answer):
+                ctx.emit(_answer_event(answer, asked))
             if msg.server:
                 vendor = vendor_from(msg.server, SERVER_VENDORS)
                 ctx.fact(flow, from_src, "rtsp_server", msg.server, vendor=vendor, protocol=PROTOCOL)
@@ -874,6 +899,8 @@ def report(
             ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url, msg.pushes, msg.session))
             for t in msg.transports:
                 ctx.emit(StreamTransport(ts, flow, from_src, t, True))
+            for held, answered in requests.release():
+                ctx.emit(_answer_event(held, answered))
 
 
 def handle_rtsp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError, http
-from monitor.analyzers.rtsp import Requests, RtspStreamParser, control_parser, report
+from monitor.analyzers.rtsp import Answer, Requests, RtspStreamParser, control_parser, report
 from monitor.events import AppRequest, AppResponse, PortMapping, StreamRequest, StreamTransport
 from monitor.protocol import Context, ProtocolSpec, flow_state, peek_state
 
@@ -28,31 +29,34 @@ if TYPE_CHECKING:
     from monitor.flows import Flow
 
 PROTOCOL: Final = "rtsp-http"
+MAX_EARLY: Final = 16  # answers read before their requests, per session
 
-_WHITESPACE_RE: Final = re.compile(rb"[ \t\r\n]+")
 _NOT_BASE64_RE: Final = re.compile(rb"[^A-Za-z0-9+/=]")
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+# Any other byte reads as "A" (0), as live555's decoder reads it: the server decodes on, and so does this.
+_AS_SERVERS_READ: Final = bytes(b if b in _BASE64 else ord("A") for b in range(256))
 
 
 class Base64Stream:
-    """Decodes base64 text that arrives in pieces: whitespace is ignored, each 4-character quantum is decoded
-    once complete, and padding may end one encoded message and another start after it (a client encodes
-    each request by itself). Raises :class:`AnalyzerError` on a character base64 does not use or a padding
-    that cannot be; nothing more is decoded after that."""
+    """Decodes base64 text that arrives in pieces, as a tunnelling server does: whitespace is ignored, each
+    4-character quantum is decoded once complete, and padding may end one encoded message and another start
+    after it (a client encodes each request by itself). A character base64 does not use reads as ``A``
+    (``replaced`` counts them) and a quantum with impossible padding is dropped (``dropped``): what is not
+    RTSP after that is the RTSP parser's to skip. Never raises."""
 
-    __slots__ = ("_held", "failed")
+    __slots__ = ("_held", "dropped", "replaced")
 
     def __init__(self) -> None:
         self._held = b""  # fewer than 4 characters of a quantum
-        self.failed = False
+        self.replaced = 0
+        self.dropped = 0
 
     def feed(self, text: bytes) -> bytes:
-        if self.failed:
-            return b""
-        data = self._held + _WHITESPACE_RE.sub(b"", text)
-        bad = _NOT_BASE64_RE.search(data)
-        if bad is not None:
-            self.failed = True
-            raise AnalyzerError(PROTOCOL, f"not base64: {data[bad.start() : bad.start() + 16]!r}")
+        text = text.translate(None, b" \t\r\n")
+        if _NOT_BASE64_RE.search(text) is not None:
+            self.replaced += len(_NOT_BASE64_RE.findall(text))
+            text = text.translate(_AS_SERVERS_READ)
+        data = self._held + text
         usable = len(data) - len(data) % 4
         self._held = data[usable:]
         out: list[bytes] = []
@@ -63,25 +67,47 @@ class Base64Stream:
             end = usable if pad < 0 else pos + ((pad - pos) // 4 + 1) * 4
             try:
                 out.append(binascii.a2b_base64(data[pos:end], strict_mode=True))
-            except binascii.Error as exc:
-                self.failed = True
-                raise AnalyzerError(PROTOCOL, f"bad base64: {exc}") from None
+            except binascii.Error:
+                # Padding where none can be ("Q===", "=AAA"): that quantum means nothing; the rest is read.
+                good = (end - 4 - pos) // 4 * 4
+                out.append(binascii.a2b_base64(data[pos : pos + good], strict_mode=True) if good else b"")
+                self.dropped += 1
             pos = end
         return b"".join(out)
 
 
 class Session(Requests):
     """The RTSP requests of one tunnelled session waiting for their answers: sent in the POST connection and
-    answered in the GET one, so an answer pairs with the oldest request whatever the direction."""
+    answered in the GET one, so an answer pairs with the oldest request whatever the direction. An answer
+    read before its request (the two connections' packets are not always read in capture order: a flow's
+    first packets come before the rest of a batch) waits for it, 16 at most."""
 
-    __slots__ = ()
+    __slots__ = ("early",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.early: deque[Answer] = deque(maxlen=MAX_EARLY)
 
     def number(self, flow: Flow) -> int:
         # Numbered with the HTTP requests of the connection that carries them (the POST is one).
         return http.request_seq(flow)
 
     def answered(self, from_src: bool) -> AppRequest | None:
-        return self.pending.popleft() if self.pending else None
+        return self.pending.popleft() if self.pending and not self.early else None
+
+    def hold(self, answer: Answer) -> bool:
+        self.early.append(answer)
+        return True
+
+    def release(self) -> list[tuple[Answer, AppRequest | None]]:
+        out: list[tuple[Answer, AppRequest | None]] = []
+        early, pending = self.early, self.pending
+        while early and pending:
+            if early[0].ts < pending[0].ts_ns:
+                out.append((early.popleft(), None))  # sent before the oldest request: it answers none of them
+            else:
+                out.append((early.popleft(), pending.popleft()))
+        return out
 
 
 class _Connection:
@@ -159,14 +185,13 @@ def _open(flow: Flow, from_src: bool, side: _Direction, data: bytes) -> bytes | 
 
 def handle_rtsp_tunnel(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     if flow.protocol is None:
-        # HTTP is tried first on a segment: it holds the start of a head (this segment too, unless it saw the
-        # whole head of a tunnel and left the segment to this handler).
-        held = http.held_start(flow, from_src)
-        start = held if held.endswith(payload) else held + payload
-        if http.tunnel_head(start) is None:
+        # HTTP is tried first on a segment and leaves it, with what it held of the head, to this reader when
+        # the head opens a tunnel (it has fed none of it then).
+        held = http.take_handed(flow, from_src)
+        if held is None:
             raise AnalyzerError(PROTOCOL, "not the GET or POST of an RTSP tunnel")
         side = flow_state(flow, (PROTOCOL, from_src), _Direction)
-        side.buf = held  # the head's start, read by HTTP in earlier segments
+        side.buf = held
     else:
         side = flow_state(flow, (PROTOCOL, from_src), _Direction)
     # HTTP first, as on any web connection: the heads and bodies the exploit and login rules read.
@@ -188,11 +213,7 @@ def handle_rtsp_tunnel(ctx: Context, flow: Flow, from_src: bool, payload: bytes,
         server_ip = (flow.dst if conn.client_is_src else flow.src)[0]
         session = side.session = ctx.shared((PROTOCOL, client_ip, server_ip, conn.cookie), Session)
     if side.decoder is not None:
-        try:
-            data = side.decoder.feed(data)
-        except AnalyzerError:
-            side.state = _OFF
-            raise
+        data = side.decoder.feed(data)
     report(ctx, flow, from_src, side.parser.feed(data), ts, session)
     return True
 

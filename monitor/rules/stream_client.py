@@ -65,6 +65,8 @@ class UnauthorizedClientRule(RuleModule):
         self._pulls: Bounded[tuple[str, str], _Pull] = Bounded(MAX_PENDING)
         # (camera, client) pairs reported as served: a later refusal of the same client says nothing new.
         self._served: Bounded[tuple[str, str], bool] = Bounded(MAX_PENDING)
+        # Connections whose client announced (or recorded) a stream: its SETUPs with mode=record push.
+        self._announced: Bounded[int, bool] = Bounded(MAX_PENDING)
 
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, StreamRequest):
@@ -85,9 +87,16 @@ class UnauthorizedClientRule(RuleModule):
         return (str(camera.mac) if camera.mac else cam_ip, client_ip)
 
     def _request(self, event: StreamRequest) -> None:
+        method = event.method.upper()
         if event.push:
-            return  # a SETUP with mode=record sends the client's video to this device (stream_egress.py)
-        running = event.method.upper() not in PULL_METHODS
+            if method != "SETUP":
+                self._announced.put(id(event.flow), True)  # ANNOUNCE, RECORD: the client pushes its video
+                return
+            if self._announced.get(id(event.flow)) is not None:
+                return  # a SETUP with mode=record after the client announced its stream: a push, not a pull
+            # A SETUP with mode=record and no ANNOUNCE is no push: many servers ignore mode= and stream after
+            # a SETUP with a Range (live555): judged as a pull, by the camera's answer.
+        running = method not in PULL_METHODS
         if running and (event.session is None or event.flow.opening_seen):
             return  # OPTIONS, GET_PARAMETER...: a pull is judged by its DESCRIBE/SETUP/PLAY, when seen
         site = self.site

@@ -8,6 +8,7 @@ cycles piled up: a day of a 50-camera site grew replay's heap to 477 MiB instead
 
 from __future__ import annotations
 
+import base64
 import gc
 import struct
 from collections import Counter
@@ -102,3 +103,20 @@ def test_failing_analyzers_leave_no_cycles(copies: int) -> None:
     frames = [(t + k * 100 * NS, f) for k in range(copies) for t, f in once]  # more flows, same kinds
     found = cyclic_garbage(frames)
     assert found["frame"] == 0 and found["traceback"] == 0 and found["Flow"] == 0, found.most_common(8)
+
+
+def unanswered_rtsp() -> Iterator[tuple[int, bytes]]:
+    """RTSP requests whose answers never come, on tcp/554 and tunnelled in HTTP (both halves)."""
+    describe = b"DESCRIBE rtsp://203.0.113.9/s RTSP/1.0\r\nCSeq: 1\r\n\r\n"
+    for n in range(40):
+        t = (n + 1) * NS
+        yield from tcp_session(t, 40000 + n, 554, [describe])
+        cookie = f"x-sessioncookie: c{n}\r\n".encode()
+        yield from tcp_session(t + NS // 4, 41000 + n, 80, [b"GET /s HTTP/1.0\r\n" + cookie + b"\r\n"])
+        post = b"POST /s HTTP/1.0\r\n" + cookie + b"Content-Length: 32767\r\n\r\n"
+        yield from tcp_session(t + NS // 2, 42000 + n, 80, [post + base64.b64encode(describe)])
+
+
+def test_unanswered_requests_leave_no_cycles() -> None:
+    found = cyclic_garbage(list(unanswered_rtsp()))
+    assert found["Flow"] == 0 and found["AppRequest"] == 0, found.most_common(8)

@@ -44,11 +44,12 @@ def capture() -> list[Packet]:
 
 
 def replay(
-    tmp_path: Path, packets: list[Packet], batch_size: int = 65536
+    tmp_path: Path, packets: list[Packet], batch_size: int = 65536, *, live: bool = False
 ) -> tuple[Engine, list[Flow], list[Alert]]:
+    """Replay the packets; with ``live`` the flows still running (their analyzers' state is there)."""
     path = tmp_path / f"variant-{batch_size}.pcap"
     path.write_bytes(pcap_bytes(packets))
-    return run_engine(path, batch_size=batch_size)
+    return run_engine(path, batch_size=batch_size, live=live)
 
 
 def udp_payload(frame: bytes) -> tuple[str, int, str, int, bytes] | None:
@@ -97,7 +98,7 @@ def test_flows_are_labelled_stun_dtls_srtp(tmp_path: Path) -> None:
 
 
 def test_dtls_handshake_fields_reach_the_engine(tmp_path: Path) -> None:
-    _, flows, _ = replay(tmp_path, capture())
+    _, flows, _ = replay(tmp_path, capture(), live=True)
     state = webrtc_state(media_flow(flows))
     assert state is not None and state.dtls
     assert state.offered_profiles == (0x0008, 0x0007, 0x0001)
@@ -267,7 +268,7 @@ def test_stun_flow_to_the_server_is_not_mistaken(tmp_path: Path) -> None:
     # A Binding to a STUN server followed by nothing else stays "stun" (no DTLS, no media): control
     # traffic keeps its unlimited budget, as before.
     packets = [(ts, f) for ts, f in capture() if (p := udp_payload(f)) and 3478 in (p[1], p[3])]
-    _, flows, alerts = replay(tmp_path, packets)
+    _, flows, alerts = replay(tmp_path, packets, live=True)
     (flow,) = flows
     assert flow.protocol == "stun" and flow.inspect_left == -1 and webrtc_state(flow) is None
     assert "stream.egress" not in {a["rule"]["id"] for a in alerts}

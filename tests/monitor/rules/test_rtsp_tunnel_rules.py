@@ -35,6 +35,9 @@ def tunnel(
     split_post_head: bool = False,
     cookie: str = COOKIE,
     ports: tuple[int, int] = (40000, 40001),
+    pieces: int = 1,
+    body_prefix: bytes = b"",
+    cookie_only: bool = False,
 ) -> list[tuple[int, bytes]]:
     """A pull of the camera's stream tunnelled in HTTP on tcp/80: the GET (answers' half) opens first, then
     the POST (requests' half) carries DESCRIBE, SETUP and PLAY in base64, each answered on the GET a few ms
@@ -55,19 +58,19 @@ def tunnel(
                 f"RTSP/1.0 {status} Unauthorized\r\nCSeq: {i + 1}\r\n"
                 'WWW-Authenticate: Basic realm="IP Camera"\r\n\r\n'
             ).encode()
-    get = [
-        (t0, True, payloads.rtsp_tunnel_get(PATH, cookie)),
-        (t0 + MS, False, payloads.rtsp_tunnel_ok("Hikvision-Webs")),
-    ]
-    head = payloads.rtsp_tunnel_post(PATH, cookie)
+    get_head, head = payloads.rtsp_tunnel_get(PATH, cookie), payloads.rtsp_tunnel_post(PATH, cookie)
+    if cookie_only:  # the cookie is all servers go by (live555): no tunnel content type
+        get_head = get_head.replace(b"Accept: application/x-rtsp-tunnelled\r\n", b"")
+        head = head.replace(b"Content-Type: application/x-rtsp-tunnelled\r\n", b"")
+    get = [(t0, True, get_head), (t0 + MS, False, payloads.rtsp_tunnel_ok("Hikvision-Webs"))]
     post = [(t0 + 10 * MS, True, head[:40]), (t0 + 11 * MS, True, head[40:])] if split_post_head else []
     for i, (request, answer) in enumerate(zip(requests, answers, strict=True)):
         t = t0 + (20 + 10 * i) * MS
-        encoded = base64.b64encode(request)
+        encoded = (body_prefix if i == 0 else b"") + base64.b64encode(request)
         if i == 0 and not split_post_head:
-            post.append((t, True, head + encoded))
-        else:
-            post.append((t, True, encoded))
+            encoded = head + encoded
+        step = -(-len(encoded) // pieces)
+        post += [(t + k * MS // 10, True, encoded[k * step : (k + 1) * step]) for k in range(pieces)]
         get.append((t + 2 * MS, False, answer))
     if all(s == 200 for s in statuses):
         get += [(t0 + (60 + i) * MS, False, MEDIA) for i in range(30)]
@@ -155,3 +158,53 @@ def test_an_exploit_dressed_as_a_tunnel_is_still_read_as_http() -> None:
         T0, ATTACKER.mac, HIK.mac, ATTACKER.ip, HIK.ip, 40000, 80, [(post, attacks.http_response(500))]
     )
     assert of_rule(alerts(frames), "exploit.attempt")
+
+
+def test_a_head_whose_last_line_end_comes_alone_still_opens_the_tunnel_and_hides_no_exploit() -> None:
+    # HTTP holds the head without its final CRLF, then the CRLF comes alone: the tunnel reader gets exactly
+    # what HTTP held (a guess lost the CRLF: no tunnel, and HTTP's own stream lost two bytes, hiding this).
+    body = attacks.weblanguage_body("$(id>webLib/x)")
+    request = attacks.http_request(
+        "POST",
+        "/SDK/webLanguage",
+        HIK.ip,
+        body=body,
+        content_type="application/x-rtsp-tunnelled",
+        extra=f"x-sessioncookie: {COOKIE}\r\n",
+    )
+    end = request.index(b"\r\n\r\n") + 2
+    sends = [(T0, True, request[:end]), (T0 + MS, True, request[end : end + 2]), (T0 + 2 * MS, True, body)]
+    sends.append((T0 + 10 * MS, False, attacks.http_response(500)))
+    frames = personas.tcp_timeline(ATTACKER.mac, HIK.mac, ATTACKER.ip, HIK.ip, 40000, 80, sends)
+    assert of_rule(alerts(frames), "exploit.attempt")
+
+
+def test_junk_before_the_requests_is_read_as_servers_read_it() -> None:
+    # "AAAA" decodes to NULs a server skips; "...." is not base64 (live555 reads each as "A"): the factory
+    # password and the pull after them are still seen.
+    for prefix in (b"AAAA", b"...."):
+        records = alerts(tunnel(ATTACKER, _basic("admin", "12345"), body_prefix=prefix))
+        assert of_rule(records, "auth.default_credentials") and of_rule(records, "stream.unauthorized_client")
+
+
+def test_heads_with_only_the_cookie_open_a_tunnel() -> None:
+    records = alerts(tunnel(ATTACKER, _basic("admin", "12345"), cookie_only=True))
+    assert of_rule(records, "auth.default_credentials") and of_rule(records, "stream.unauthorized_client")
+
+
+def test_requests_in_many_segments_pair_with_their_answers_whatever_the_batch_size() -> None:
+    # The GET's answers may be read before the POST's requests they answer (a flow's first packets are read
+    # before the rest of a batch): they wait for their requests.
+    frames: list[tuple[int, bytes]] = []
+    for i in range(6):
+        frames += tunnel(
+            ATTACKER,
+            _basic("admin", f"guess{i}"),
+            statuses=(401, 401, 401),
+            t0=T0 + i * 200 * MS,
+            cookie=f"c{i}",
+            ports=(41000 + 2 * i, 41001 + 2 * i),
+            pieces=8,
+        )
+    for batch_size in (65536, 1):
+        assert of_rule(alerts(frames, batch_size=batch_size), "auth.bruteforce"), batch_size

@@ -121,3 +121,14 @@ def test_an_rtmp_publish_to_the_internet_is_video_leaving_and_keeps_the_stream_k
 
 def test_an_rtmp_publish_to_the_recorder_is_not_egress() -> None:
     assert not of_rule(alerts(rtmp_publish(RECORDER)), "stream.egress")
+
+
+def test_a_setup_with_mode_record_and_no_announce_is_a_pull() -> None:
+    # live555 ignores mode= and streams after a SETUP with a Range: without an ANNOUNCE first, such a SETUP
+    # pulls video like any other (before, it was taken for a push and the pull went unreported).
+    transport = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\nRange: npt=0.000-\r\n"
+    setup = personas.rtsp_request("SETUP", f"rtsp://{HIK.ip}/Streaming/Channels/101/trackID=1", 1, transport)
+    answer = personas.rtsp_response(1, "Hikvision-Webs", transport + "Session: 7\r\n")
+    frames = personas.tcp_exchange(T0, OFFICE.mac, HIK.mac, OFFICE.ip, HIK.ip, 40100, 554, [(setup, answer)])
+    (a,) = of_rule(alerts(frames), "stream.unauthorized_client")
+    assert a["event"]["outcome"] == "success"  # type: ignore[index]
