@@ -1,10 +1,12 @@
 """``stream.egress``: a watched camera's video leaves the site or goes to a non-viewer.
 
 Five ways video is seen leaving: an RTSP SETUP whose Transport sends the RTP elsewhere; a watched device
-pushing its stream to an RTSP server (ANNOUNCE, RECORD, SETUP with ``mode=record``), at whatever bitrate;
+pushing its stream to an RTSP or RTMP server (ANNOUNCE, RECORD, SETUP with ``mode=record``; publish), at any
+bitrate;
 RTP announced by a SETUP, or (S)RTP the analyzers recognise, sent by a watched device to outside the site;
-and a sustained camera-rate upstream flow (P2P media over PPPP/PTCP/relays, unlabelled streaming), judged
-once per second of capture time while the flow runs and again when it ends. Who sends the media
+and a sustained camera-rate upstream flow (P2P media over PPPP/PTCP/relays, unlabelled streaming, video
+interleaved in RTSP) to outside the site or to an on-site host that is not a viewer, judged once per second
+of capture time while the flow runs and again when it ends. Who sends the media
 decides, not who opened the flow: both ICE peers send checks, a viewer "punches" its NAT first.
 """
 
@@ -119,10 +121,21 @@ class StreamEgressRule(RuleModule):
 
     def _started(self, flow: Flow) -> Sequence[Alert]:
         site = self.site
-        s_site = site.is_site_address(flow.src[0])
-        if s_site != site.is_site_address(flow.dst[0]) and site.watched(flow, s_site) is not None:
+        s_site, d_site = site.is_site_address(flow.src[0]), site.is_site_address(flow.dst[0])
+        sender: bool | None = None  # the side followed as a possible sender of video: the flow's source?
+        if s_site != d_site:
+            sender = s_site if site.watched(flow, s_site) is not None else None
+        elif s_site:
+            # On the site: a watched device's flow to a host that may not view its video (an office PC) is
+            # judged while it runs too, not only when it ends (an interleaved pull can last for days).
+            for side in (True, False):
+                peer = (flow.dst if side else flow.src)[0]
+                if site.watched(flow, side) is not None and not site.allowed_viewer(peer):
+                    sender = side
+                    break
+        if sender is not None:
             if len(self._upstream) < MAX_UPSTREAM_FLOWS:
-                self._upstream[id(flow)] = (flow, s_site)
+                self._upstream[id(flow)] = (flow, sender)
             else:
                 self.not_followed += 1
         if flow.protocol == "rtp":  # announced by an RTSP SETUP: the camera is the media's sender

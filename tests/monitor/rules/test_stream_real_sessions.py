@@ -15,6 +15,10 @@
 from __future__ import annotations
 
 from lab import attacks, personas, synth
+from monitor.engine import Engine, EngineConfig
+from monitor.pcapfile import CaptureParser
+from monitor.pcapwrite import pcap_bytes
+from tests.enginerun import vendors
 from tests.monitor.rules.traffic import (
     ATTACKER,
     DAHUA,
@@ -22,6 +26,7 @@ from tests.monitor.rules.traffic import (
     MS,
     NS,
     OFFICE,
+    POLICY,
     RECORDER,
     T0,
     Host,
@@ -64,17 +69,22 @@ def test_a_first_request_cut_before_its_version_is_read() -> None:
     assert _outcomes(alerts(frames)) == ["success"]
 
 
-def _midstream(client: Host, seconds: int = 30) -> list[tuple[int, bytes]]:
-    """An interleaved pull already running when the capture starts: 384 kbit/s of RTP in the camera's TCP
-    connection, and the client's GET_PARAMETER keep-alive in the session every 20 s."""
+def _midstream(client: Host, seconds: int = 30, per_second: int = 34) -> list[tuple[int, bytes]]:
+    """An interleaved pull already running when the capture starts: ``per_second`` RTP packets of 1.4 kB
+    (34: 384 kbit/s) in the camera's TCP connection, and the client's keep-alive in the session every 20 s."""
     ack, psh = synth.TCP_ACK, synth.TCP_PSH
     out: list[tuple[int, bytes]] = []
     seq_c, seq_s, n = 100_000, 900_000, 0
     for s in range(seconds):
-        for i in range(34):
-            rtp = bytes([0x80, 96]) + n.to_bytes(2, "big") + (n * 3000).to_bytes(4, "big") + bytes(1392)
+        for i in range(per_second):
+            rtp = (
+                bytes([0x80, 96])
+                + (n & 0xFFFF).to_bytes(2, "big")
+                + (n * 3000).to_bytes(4, "big")
+                + bytes(1392)
+            )
             data = b"$\x00" + len(rtp).to_bytes(2, "big") + rtp
-            t = T0 + s * NS + i * (NS // 34)
+            t = T0 + s * NS + i * (NS // per_second)
             out.append((t, synth.tcp4_frame(HIK.mac, client.mac, HIK.ip, client.ip, 554, 40000, data,
                                              flags=ack | psh, seq=seq_s, ack=seq_c)))  # fmt: skip
             seq_s, n = seq_s + len(data), n + 1
@@ -142,3 +152,15 @@ def test_video_to_an_on_site_non_viewer_is_not_called_a_leak() -> None:
     (a,) = of_rule(alerts(_rtp(HIK, OFFICE.ip, OFFICE.mac)), EGRESS)
     message = str(a["message"])
     assert "which is not an allowed viewer" in message and "outside the site" not in message
+
+
+def test_video_to_an_on_site_non_viewer_is_judged_while_it_runs() -> None:
+    # 2 Mbit/s interleaved to an office PC: reported while the pull runs (it may last for days), as video to
+    # the Internet is, not only when the connection ends.
+    frames = sorted(_midstream(OFFICE, seconds=30, per_second=180))
+    engine = Engine(POLICY, vendors(), EngineConfig())
+    parser = CaptureParser("frames", 256)
+    running = [
+        a.rule.id for b in [*parser.feed(pcap_bytes(frames)), *parser.flush()] for a in engine.feed(b).alerts
+    ]
+    assert EGRESS in running
