@@ -55,9 +55,12 @@ def parse(data: bytes) -> None:
 
 
 def seeds() -> list[bytes]:
-    """Every frame of the corpus (first 200 of each capture) and of the lab's persona traffic."""
+    """Every frame of the corpus (first 200 of each capture), of the lab's persona traffic, and of the video
+    sessions the rules' tests build: RTSP tunnelled in HTTP, an RTSP push, an RTMP publish."""
     from lab import scenario
     from monitor.pcapfile import CaptureParser
+    from tests.monitor.rules import test_rtsp_tunnel_rules, test_stream_push
+    from tests.monitor.rules.traffic import ATTACKER
     from tests.truth.paths import PCAPS
 
     out: list[bytes] = []
@@ -74,6 +77,12 @@ def seeds() -> list[bytes]:
                 continue
             out += [bytes([prefix]) + b.packet(i) for i in range(min(len(b), 200))]
     out += [b"\x00" + frame for _, frame in scenario.persona_events(scenario.demo_shape())]
+    sessions = [
+        *test_rtsp_tunnel_rules.tunnel(ATTACKER, pieces=3),
+        *test_stream_push.push(test_stream_push.MEDIA_SERVER),
+        *test_stream_push.rtmp_publish(test_stream_push.MEDIA_SERVER),
+    ]
+    out += [b"\x00" + frame for _, frame in sessions]
     return list(dict.fromkeys(out))
 
 
