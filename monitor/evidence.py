@@ -59,8 +59,9 @@ MAX_RINGS: Final = 65_536
 #: Alerts of this severity and above carry evidence when the engine routes them from a flow event.
 EVIDENCE_SEVERITY: Final = 4
 _KEY: Final = "evidence"
-# Protocols whose client side is typed text (an account, a password): blanked whole in evidence.
-_TYPED: Final = frozenset({"telnet", "xm-console"})
+# Protocols whose client side may carry a secret anywhere in it: typed text (an account, a password), and
+# RTMP (a publish's stream name is a platform's stream key, a connect's URL may hold a token): blanked whole.
+_TYPED: Final = frozenset({"telnet", "xm-console", "rtmp"})
 
 # A recorded packet: (capture time, frame bytes (cut to SNAP_BYTES), sent by the flow's source,
 # original length, link type). A plain tuple: it is made for every analysed packet.
@@ -290,7 +291,7 @@ def redact(items: Sequence[Recorded], flow: Flow) -> list[bytes]:
     """The frames with credentials blanked, byte for byte (lengths and offsets unchanged).
 
     A sensitive header line cut by a segment boundary is blanked on into the next segment of the same
-    side; a typed-text protocol's client payloads (telnet) are blanked whole."""
+    side; a typed-text protocol's client payloads (telnet), and an RTMP client's, are blanked whole."""
     if not items:
         return []
     batch = _batch(items)

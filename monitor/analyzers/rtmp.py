@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 from monitor.analyzers import AnalyzerError
 from monitor.analyzers.reader import ByteReader
 from monitor.events import StreamRequest
-from monitor.protocol import Context, ProtocolSpec, flow_state
+from monitor.protocol import Context, ProtocolSpec, flow_state, stop_inspecting
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -93,20 +93,24 @@ class _Amf(ByteReader):
 
 
 def parse_command(payload: bytes) -> RtmpCommand:
-    """The AMF0 command at the start of ``payload`` (a type-20 message's body)."""
+    """The AMF0 command at the start of ``payload`` (a type-20 message's body, or its first ``MAX_COMMAND``
+    bytes). Its name is what matters: a value after it that cannot be read (an AMF3 object, a type this
+    reader does not know, the end of a cut body) loses only ``app`` and ``tcUrl``."""
     amf = _Amf(payload, "RTMP command")
     name = amf.value()
     if not isinstance(name, str) or not name:
         raise AnalyzerError(PROTOCOL, "a command without a name")
     app = tc_url = None
-    if amf.left():
-        amf.value()  # the transaction id
-    if amf.left():
-        command_object = amf.value()
-        if isinstance(command_object, dict):
-            app_value, url_value = command_object.get("app"), command_object.get("tcUrl")
-            app = app_value if isinstance(app_value, str) else None
-            tc_url = url_value.split("?", 1)[0] if isinstance(url_value, str) else None
+    try:
+        if amf.left():
+            amf.value()  # the transaction id
+        command_object = amf.value() if amf.left() else None
+    except AnalyzerError:
+        command_object = None
+    if isinstance(command_object, dict):
+        app_value, url_value = command_object.get("app"), command_object.get("tcUrl")
+        app = app_value if isinstance(app_value, str) else None
+        tc_url = url_value.split("?", 1)[0] if isinstance(url_value, str) else None
     return RtmpCommand(name, app, tc_url)
 
 
@@ -123,36 +127,48 @@ class _ChunkStream:
         self.type = 0
         self.remaining = 0  # bytes of the current message still to come
         self.extended = False  # its chunks carry an extended time
-        self.body: bytearray | None = None  # a command (or Set Chunk Size) being collected
+        self.body: bytearray | None = None  # the start of a command (or control message) being collected
 
 
 _HANDSHAKE: Final = 0
 _CHUNKS: Final = 1
-_SKIP: Final = 2  # a chunk's payload that is not kept
+_PAYLOAD: Final = 2  # a chunk's payload: collected (its start) or skipped as it comes
 _DONE: Final = 3  # encrypted, or lost: nothing more is read
+ABORT: Final = 2  # a protocol control message: the named chunk stream's message is dropped
+_KEPT_TYPES: Final = frozenset({SET_CHUNK_SIZE, ABORT, COMMAND_AMF0, COMMAND_AMF3})
+AUDIO, VIDEO = 8, 9
 
 
 class RtmpStreamParser:
     """Follows one direction of an RTMP connection and returns its commands as they complete.
 
     Sans-I/O: feed the direction's TCP payloads in order. Never raises: input that cannot be RTMP stops it
-    (``error``). Holds at most a chunk and ``MAX_COLLECTING`` command messages of ``MAX_COMMAND`` bytes."""
+    (``error``). Chunk payloads are read as they come, never waited for; of each command the first
+    ``MAX_COMMAND`` bytes are kept, for at most ``MAX_COLLECTING`` chunk streams at once (the oldest
+    collection gives way). Read as lenient servers (nginx-rtmp) read it: a new message may replace an
+    unfinished one, an Abort drops one, a Set Chunk Size that is not one is ignored. ``media`` says whether
+    this direction sent audio or video."""
 
-    __slots__ = ("_buf", "_chunk_size", "_collecting", "_left", "_state", "_streams", "commands", "error")
+    __slots__ = (
+        "_buf", "_chunk_size", "_collecting", "_current", "_left", "_state", "_streams", "commands", "error",
+        "media",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self._buf = b""
         self._state = _HANDSHAKE
-        self._left = HANDSHAKE  # bytes of the handshake, or of a skipped chunk payload, still to come
+        self._left = HANDSHAKE  # bytes of the handshake, or of the chunk payload being read, still to come
         self._chunk_size = 128
         self._streams: dict[int, _ChunkStream] = {}
-        self._collecting = 0  # chunk streams whose command is being collected (MAX_COLLECTING)
+        self._collecting: list[int] = []  # chunk streams whose command is being collected, oldest first
+        self._current: _ChunkStream | None = None  # the stream whose chunk payload is being read
         self.commands = 0
+        self.media = False
         self.error: AnalyzerError | None = None
 
     @property
     def buffered(self) -> int:
-        """Bytes held: a chunk not yet whole, and the commands being collected."""
+        """Bytes held: a chunk header not yet whole, and the commands being collected."""
         return len(self._buf) + sum(len(s.body) for s in self._streams.values() if s.body is not None)
 
     @property
@@ -171,6 +187,7 @@ class RtmpStreamParser:
             self.error = exc.detached()
             self._state = _DONE
             self._streams.clear()
+            self._current = None
             return out
         self._buf = data[pos:]
         return out
@@ -191,22 +208,27 @@ class RtmpStreamParser:
                 self._left -= take
                 if self._left == 0:
                     self._state = _CHUNKS
-            elif state == _SKIP:
+            elif state == _PAYLOAD:
                 take = min(self._left, n - pos)
+                stream = self._current
+                if stream is not None and stream.body is not None and len(stream.body) < MAX_COMMAND:
+                    stream.body += data[pos : pos + min(take, MAX_COMMAND - len(stream.body))]
                 pos += take
                 self._left -= take
                 if self._left == 0:
-                    self._state = _CHUNKS
+                    self._state, self._current = _CHUNKS, None
+                    if stream is not None and not stream.remaining and stream.body is not None:
+                        self._message(stream, out)
             else:
-                end = self._chunk(data, pos, out)
+                end = self._chunk(data, pos)
                 if end < 0:
                     return pos
                 pos = end
         return pos
 
-    def _chunk(self, data: bytes, pos: int, out: list[RtmpCommand]) -> int:
-        """Read the chunk at ``pos``: its headers, and its payload if whole (a skipped payload may run on);
-        return where it ends, or -1 when its headers are not all here yet."""
+    def _chunk(self, data: bytes, pos: int) -> int:
+        """Read the chunk headers at ``pos`` and start reading its payload; return where the headers end, or
+        -1 when they are not all here yet."""
         n = len(data)
         first = data[pos]
         fmt, csid = first >> 6, first & 0x3F
@@ -221,65 +243,65 @@ class RtmpStreamParser:
         if n - at < size:
             return -1
         stream = self._streams.get(csid)
-        if stream is None and fmt != 0:
-            raise AnalyzerError(PROTOCOL, f"chunk stream {csid} continued before it started")
         # fmt 3 carries an extended time when the stream's last header did (the time field is not repeated).
         time_field_full = data[at : at + 3] == b"\xff\xff\xff"
         extended = stream.extended if stream is not None and fmt == 3 else time_field_full
         if fmt <= 1:
-            if stream is not None and stream.remaining:
-                raise AnalyzerError(PROTOCOL, f"chunk stream {csid}: a new message before the last one ended")
             length, type_id = int.from_bytes(data[at + 3 : at + 6], "big"), data[at + 6]
-        else:
-            assert stream is not None
+        elif stream is not None:
             length, type_id = stream.length, stream.type
+        else:
+            length, type_id = 0, 0  # a stream continued before it started: nginx-rtmp starts it empty
         at += size + (4 if extended else 0)
         if n - at < 0:
             return -1
-        starting = stream is None or not stream.remaining
-        remaining = length if starting else stream.remaining  # type: ignore[union-attr]
-        if starting:
-            kept = (
-                type_id in (SET_CHUNK_SIZE, COMMAND_AMF0, COMMAND_AMF3)
-                and length <= MAX_COMMAND
-                and self._collecting < MAX_COLLECTING
-            )
-        else:
-            kept = stream.body is not None  # type: ignore[union-attr]
-        take = min(self._chunk_size, remaining)
-        if kept and n - at < take:
-            return -1  # a command's chunk is read whole (at most the chunk size, bounded by MAX_COMMAND)
-        # The chunk's headers are all here (and a kept chunk's payload): its stream is updated.
+        # The chunk's headers are all here: its stream is updated.
         if stream is None:
             if len(self._streams) >= MAX_CHUNK_STREAMS:
                 raise AnalyzerError(PROTOCOL, f"more than {MAX_CHUNK_STREAMS} chunk streams")
             stream = self._streams[csid] = _ChunkStream()
+        if fmt <= 1 and stream.remaining:
+            self._forget(csid, stream)  # a new message before the last one ended: it replaces it
         stream.length, stream.type, stream.extended = length, type_id, extended
-        if starting:
-            stream.body = bytearray() if kept else None
-            self._collecting += kept
-        stream.remaining = remaining - take
-        if stream.body is None:
-            # Audio, video, data: skipped as they come, never buffered.
-            here = min(take, n - at)
-            if here < take:
-                self._state, self._left = _SKIP, take - here
-            return at + here
-        stream.body += data[at : at + take]
-        if not stream.remaining:
-            self._message(stream, out)
-        return at + take
+        if not stream.remaining:  # the chunk starts a message (fmt 2/3 repeat the last one's length and type)
+            stream.remaining = length
+            if type_id in (AUDIO, VIDEO):
+                self.media = True
+            if type_id in _KEPT_TYPES:
+                if len(self._collecting) >= MAX_COLLECTING:
+                    oldest = self._collecting[0]
+                    self._forget(oldest, self._streams[oldest], keep_remaining=True)
+                stream.body = bytearray()
+                self._collecting.append(csid)
+        take = min(self._chunk_size, stream.remaining)
+        stream.remaining -= take
+        if take:
+            self._state, self._left, self._current = _PAYLOAD, take, stream
+        elif stream.body is not None:
+            self._message(stream, [])  # an empty message: nothing to read in it
+        return at
+
+    def _forget(self, csid: int, stream: _ChunkStream, keep_remaining: bool = False) -> None:
+        """Stop collecting (and, unless ``keep_remaining``, following) the stream's current message."""
+        if stream.body is not None:
+            stream.body = None
+            self._collecting.remove(csid)
+        if not keep_remaining:
+            stream.remaining = 0
 
     def _message(self, stream: _ChunkStream, out: list[RtmpCommand]) -> None:
-        body, stream.body = bytes(stream.body or b""), None
-        self._collecting -= 1
+        body = bytes(stream.body or b"")
+        csid = next(c for c, s in self._streams.items() if s is stream)
+        self._forget(csid, stream)
         if stream.type == SET_CHUNK_SIZE:
-            if len(body) < 4:
-                raise AnalyzerError(PROTOCOL, "a Set Chunk Size message shorter than 4 bytes")
-            size = int.from_bytes(body[:4], "big") & 0x7FFFFFFF
-            if not 1 <= size <= MAX_CHUNK_SIZE:
-                raise AnalyzerError(PROTOCOL, f"chunk size {size}")
-            self._chunk_size = size
+            size = int.from_bytes(body[:4], "big") & 0x7FFFFFFF if len(body) >= 4 else 0
+            if 1 <= size <= MAX_CHUNK_SIZE:
+                self._chunk_size = size
+            return  # one that is not one is ignored, as nginx-rtmp ignores it
+        if stream.type == ABORT:
+            aborted = self._streams.get(int.from_bytes(body[:4], "big")) if len(body) >= 4 else None
+            if aborted is not None:
+                self._forget(int.from_bytes(body[:4], "big"), aborted)
             return
         if stream.type == COMMAND_AMF3:
             body = body[1:]  # an AMF0 body after the AMF3 marker byte
@@ -305,21 +327,33 @@ def _parser() -> RtmpStreamParser:
 
 
 def handle_rtmp(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    if flow.protocol is None and payload[:1] not in (b"\x03", b"\x06"):
-        raise AnalyzerError(PROTOCOL, "not an RTMP handshake")
+    client = from_src == flow.opener_is_src
+    if flow.protocol is None and (not client or payload[:1] not in (b"\x03", b"\x06")):
+        # Claimed from the client's C0 only: a parser started on the server's S0, or in the client's C2,
+        # would read the client's stream from the wrong place.
+        raise AnalyzerError(PROTOCOL, "not an RTMP client's handshake")
     parser = flow_state(flow, (PROTOCOL, from_src), RtmpStreamParser, _parser)
-    if from_src != flow.opener_is_src:
-        parser.feed(payload)  # the server's answers: read so its framing is followed, nothing reported
-        return True
-    for command in parser.feed(payload):
-        conn = flow_state(flow, PROTOCOL, _Connection)
-        if command.name == "connect":
-            server = (flow.dst if from_src else flow.src)[0]
-            conn.tc_url = command.tc_url or f"rtmp://{server}/{command.app or ''}"
-        elif command.name == "publish":
-            # The stream name (a platform's secret key) is left out.
-            target = conn.tc_url or f"rtmp://{(flow.dst if from_src else flow.src)[0]}"
-            ctx.emit(StreamRequest(ts, flow, from_src, "publish", target, True))
+    failed = parser.error is not None
+    commands = parser.feed(payload)
+    if client:
+        for command in commands:
+            name = command.name.lower()  # nginx-rtmp takes command names in any case
+            conn = flow_state(flow, PROTOCOL, _Connection)
+            if name == "connect":
+                server = (flow.dst if from_src else flow.src)[0]
+                conn.tc_url = command.tc_url or f"rtmp://{server}/{command.app or ''}"
+            elif name == "publish":
+                # The stream name (a platform's secret key) is left out.
+                target = conn.tc_url or f"rtmp://{(flow.dst if from_src else flow.src)[0]}"
+                ctx.emit(StreamRequest(ts, flow, from_src, "publish", target, True))
+            if name in ("publish", "play"):
+                stop_inspecting(flow)  # what the connection is for is known: its media is not read
+                break
+        if parser.media or parser.encrypted:
+            stop_inspecting(flow)  # media already flowing (a publish not seen), or nothing to read
+    if parser.error is not None and not failed:
+        stop_inspecting(flow)
+        raise AnalyzerError(PROTOCOL, f"the connection is lost to the parser: {parser.error.reason}")
     return True
 
 
@@ -329,10 +363,12 @@ PROTOCOLS = (
         handler=handle_rtmp,
         tcp_ports=(1935,),
         sniff=looks_like,
-        tcp_guess=60,
-        # The handshake (3 kB each way), connect, createStream and publish come in the first packets; the
-        # media after them is not read.
-        after_label=48,
+        # After RTP over TCP (70): an RFC 4571 frame of 768-1023 bytes starts with 0x03 too, and RTMP's C1
+        # starts with a time, never an RTP header (version 2), so RTP's sniff passes RTMP by.
+        tcp_guess=75,
+        # Every packet until the client says what the connection is for (publish, play) or sends media,
+        # however small its segments: then nothing more is read.
+        control=True,
         emits=(StreamRequest,),
     ),
 )

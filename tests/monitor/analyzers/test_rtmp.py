@@ -80,10 +80,9 @@ def test_publish_after_a_chunk_size_change_and_with_long_commands() -> None:
     parser = RtmpStreamParser()
     assert [c.name for c in parser.feed(stream)] == ["connect", "publish"] and parser.error is None
     # Without the Set Chunk Size, the 350-byte chunk is read as 128 bytes and a header in the middle of the
-    # command: the parser follows the chunk size, or it loses the stream.
+    # command: the parser follows the chunk size, or it loses the command.
     unset = RtmpStreamParser()
     assert unset.feed(_client(payloads.rtmp_command("connect", 1, long_object, chunk_size=4096))) == []
-    assert unset.error is not None
 
 
 def test_an_extended_time_is_skipped_in_every_chunk_of_its_message() -> None:
@@ -112,19 +111,40 @@ def test_bounds() -> None:
     parser = RtmpStreamParser()
     parser.feed(_client(many))
     assert parser.error is not None and "chunk streams" in str(parser.error)
-    # A command longer than MAX_COMMAND is skipped, not kept; the next one is read.
+    # A command longer than MAX_COMMAND keeps its first MAX_COMMAND bytes (its name); the next one is read.
     huge = payloads.rtmp_command("connect", 1, {"x": "y" * MAX_COMMAND})
     parser = RtmpStreamParser()
     assert [c.name for c in parser.feed(_client(huge, payloads.rtmp_command("publish", 2, None, "k")))] == [
-        "publish"
+        "connect",
+        "publish",
     ]
-    assert parser.error is None
+    assert parser.error is None and parser.buffered == 0
 
 
-def test_a_continuation_before_its_message_started_is_an_error() -> None:
+def test_streams_are_read_as_lenient_servers_read_them() -> None:
+    # As nginx-rtmp: a continuation on a stream not seen before starts it empty; a new message replaces an
+    # unfinished one; an Abort drops one; a Set Chunk Size too short is ignored; a command name in any case.
+    publish = payloads.rtmp_command("publish", 2, None, "k")
+    cut = payloads.rtmp_command("connect", 1, {"app": "x" * 300})[:140]  # its second chunk never comes
+    abort = payloads.rtmp_message(2, 2, (3).to_bytes(4, "big"))
+    stream = _client(
+        b"\xc5", cut, abort, payloads.rtmp_message(2, 1, b"\x00"), publish.replace(b"publish", b"PUBLISH")
+    )
     parser = RtmpStreamParser()
-    parser.feed(_client(b"\xc5" + bytes(40)))
-    assert parser.error is not None
+    assert [c.name for c in parser.feed(stream)] == ["PUBLISH"] and parser.error is None
+    # A new message on a stream whose last one is unfinished replaces it.
+    parser = RtmpStreamParser()
+    assert [c.name for c in parser.feed(_client(cut, publish))] == ["publish"]
+
+
+def test_unfinished_commands_give_way_to_the_next() -> None:
+    # Four commands left unfinished (their first chunk only) on four chunk streams fill the collections; a
+    # fifth (the publish) is still collected: the oldest gives way.
+    unfinished = [payloads.rtmp_command("x", 1, {"a": "b" * 300}, csid=10 + i)[:140] for i in range(4)]
+    parser = RtmpStreamParser()
+    assert [
+        c.name for c in parser.feed(_client(*unfinished, payloads.rtmp_command("publish", 2, None, "k")))
+    ] == ["publish"]
 
 
 def test_sniff() -> None:

@@ -14,7 +14,11 @@ import pytest
 
 from lab import payloads, personas
 from monitor.analyzers.rtsp import RtspRequest, parse_transport
-from tests.monitor.rules.traffic import GW, HIK, OFFICE, RECORDER, T0, Host, alerts, of_rule
+from monitor.engine import Engine, EngineConfig
+from monitor.pcapfile import CaptureParser
+from monitor.pcapwrite import pcap_bytes
+from tests.enginerun import run_frames, vendors
+from tests.monitor.rules.traffic import GW, HIK, MS, OFFICE, POLICY, RECORDER, T0, Host, alerts, of_rule
 
 MEDIA_SERVER = Host("203.0.113.50", GW.mac)
 RECORD_TRANSPORT = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n"
@@ -132,3 +136,60 @@ def test_a_setup_with_mode_record_and_no_announce_is_a_pull() -> None:
     frames = personas.tcp_exchange(T0, OFFICE.mac, HIK.mac, OFFICE.ip, HIK.ip, 40100, 554, [(setup, answer)])
     (a,) = of_rule(alerts(frames), "stream.unauthorized_client")
     assert a["event"]["outcome"] == "success"  # type: ignore[index]
+
+
+def _rtmp_client_stream(key: str = "abcd-efgh-s3cret") -> bytes:
+    connect = payloads.rtmp_command("connect", 1, {"app": "live2", "tcUrl": "rtmp://x/live2?auth=t0ken"})
+    publish = payloads.rtmp_command("publish", 5, None, key, "live")
+    return (
+        payloads.rtmp_handshake()
+        + bytes(1536)
+        + connect
+        + payloads.rtmp_command("createStream", 2, None)
+        + publish
+    )
+
+
+def test_an_rtmp_publish_in_small_segments_is_read() -> None:
+    # A budget counted in packets ran out before the publish in 64-byte segments: the connection is read until
+    # the client says what it is for.
+    data = _rtmp_client_stream()
+    sends = [(T0 + i * MS, True, data[i : i + 64]) for i in range(0, len(data), 64)]
+    sends.insert(1, (T0 + MS // 2, False, payloads.rtmp_handshake() + bytes(1536)))
+    frames = personas.tcp_timeline(HIK.mac, GW.mac, HIK.ip, MEDIA_SERVER.ip, 41000, 1935, sends)
+    assert of_rule(alerts(frames), "stream.egress")
+
+
+def test_the_stream_key_is_not_in_the_evidence() -> None:
+    stream, answer = _rtmp_client_stream(), payloads.rtmp_handshake() + bytes(1536)
+    turns = [
+        (stream[:1537], answer),
+        (stream[1537:], b""),
+    ]  # C0 C1, then (after S0 S1 S2) C2 and the commands
+    frames = personas.tcp_exchange(T0, HIK.mac, GW.mac, HIK.ip, MEDIA_SERVER.ip, 41000, 1935, turns)
+    parser = CaptureParser("frames", 65536)
+    engine = Engine(POLICY, vendors(), EngineConfig())
+    raised = [a for b in [*parser.feed(pcap_bytes(frames)), *parser.flush()] for a in engine.feed(b).alerts]
+    (egress,) = [a for a in raised if a.rule.id == "stream.egress"]
+    assert egress.evidence is not None and egress.evidence.packets
+    blob = b"".join(p.frame for p in egress.evidence.packets)
+    assert b"s3cret" not in blob and b"t0ken" not in blob
+
+
+def test_rtp_over_tcp_starting_like_rtmp_stays_rtp() -> None:
+    # An RFC 4571 frame of 768-1023 bytes starts with 0x03, as RTMP's C0: RTP is tried first, and its video to
+    # the Internet is still stream.egress.
+    sends = []
+    for i in range(20):
+        rtp = (
+            bytes([0x80, 96])
+            + i.to_bytes(2, "big")
+            + (1000 + i * 3000).to_bytes(4, "big")
+            + bytes([0, 0, 18, 52])
+        )
+        rtp += bytes(1023 - len(rtp))
+        sends.append((T0 + i * 20 * MS, True, len(rtp).to_bytes(2, "big") + rtp))
+    frames = personas.tcp_timeline(HIK.mac, GW.mac, HIK.ip, MEDIA_SERVER.ip, 41000, 5004, sends)
+    _, flows, records = run_frames(frames, policy=POLICY)
+    assert [f.protocol for f in flows if f.proto == 6] == ["rtp"]
+    assert of_rule(records, "stream.egress")
