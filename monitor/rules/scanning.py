@@ -9,7 +9,9 @@ broadcast): an attempt **failed** when the peer refused it (a RST) or had not an
 later. It is a scan when the failed attempts reach ``ADDRESS_THRESHOLD`` distinct addresses, or
 ``PORT_THRESHOLD`` distinct ports of one address, or when ``MIRAI_THRESHOLD`` SYNs to distinct addresses
 carry Mirai's signature (the TCP sequence number equal to the destination address: conclusive on its own).
-A recorder connecting to its 64 cameras at boot is not: they accept.
+A recorder connecting to its 64 cameras at boot is not: they accept. Nor is a recorder reconnecting to the
+cameras of a switch that lost power: an address that accepted this device before (``MAX_KNOWN_PEERS`` kept a
+device) is its peer, and its refusals while it boots are not a fan-out.
 
 Cheap while nothing happens: each new destination updates a few counters; the full count runs only when
 the distinct destinations cross a threshold (and again every ``ADDRESS_THRESHOLD`` new ones), ``HOLD_NS``
@@ -58,6 +60,7 @@ TELNET_PORTS: Final = frozenset({23, 2323})
 MAX_ATTEMPTS: Final = 4096
 MAX_TOTAL_ATTEMPTS: Final = 65_536
 MAX_DEVICES: Final = 1024
+MAX_KNOWN_PEERS: Final = 1024  # addresses that accepted a device before, per device (the oldest forgotten)
 SAMPLE: Final = 16
 
 PENDING, ACCEPTED, REFUSED = 0, 1, 2
@@ -86,6 +89,9 @@ class _Device:
     total: int = 0
     first_ns: int = 0
     last: Flow | None = None
+    # Addresses that accepted this device's connections before, oldest first: its peers (its cameras, its
+    # recorder), whose refusals (rebooting) are not a scan.
+    known: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
 
 @lru_cache(maxsize=4096)
@@ -190,6 +196,7 @@ class ScanningRule(RuleModule):
                 dev.addresses[ip] = left
         if not attempts:
             dev.first_ns = now
+            dev.total = dev.overflow = 0  # the attempts counted are the window's
             dev.mirai.clear()
             dev.next_address_check, dev.next_port_check = ADDRESS_THRESHOLD, PORT_THRESHOLD
             # Quiet for a whole window: a later scan is judged afresh (Mirai lives in RAM: a camera reset and
@@ -214,6 +221,12 @@ class ScanningRule(RuleModule):
                 attempt.state = REFUSED if flags & TCP_RST else ACCEPTED
         else:
             attempt.state = ACCEPTED
+        if attempt.state == ACCEPTED and dev is not None:
+            ip = where[1][0]
+            dev.known.pop(ip, None)
+            dev.known[ip] = None
+            if len(dev.known) > MAX_KNOWN_PEERS:
+                dev.known.popitem(last=False)
 
     def _check(self, key: str, now: int) -> Sequence[Alert]:
         dev = self.devices.get(key)
@@ -223,6 +236,8 @@ class ScanningRule(RuleModule):
         self._prune(dev, now)
         failed: dict[str, set[int]] = {}
         for (ip, port, _), attempt in dev.attempts.items():
+            if ip in dev.known:
+                continue  # a peer that accepted this device before (a camera rebooting), not a scan target
             if attempt.state == REFUSED or (attempt.state == PENDING and attempt.ts_ns < now - GRACE_NS):
                 failed.setdefault(ip, set()).add(port)
         busiest = max((len(p) for p in failed.values()), default=0)

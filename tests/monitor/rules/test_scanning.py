@@ -195,3 +195,37 @@ def test_a_camera_infected_again_days_later_is_reported_again() -> None:
     records = alerts(_mirai(200) + _mirai(200, t=T0 + 3 * day))
     scans = of_rule(records, RULE)
     assert len(scans) == 2 and scans[1]["@timestamp"] > scans[0]["@timestamp"]  # type: ignore[operator]
+
+
+def test_a_recorder_reconnecting_to_rebooting_cameras_is_not_a_scan() -> None:
+    # A PoE switch lost power for 3 minutes: while its 40 cameras boot, their RTSP servers refuse the
+    # recorder's reconnects (RST) for 30 s. They accepted it before: peers, not scan targets.
+    cams = [Host(f"10.20.0.{100 + i}", f"44:19:b6:00:01:{i:02x}") for i in range(40)]
+    options = (b"OPTIONS rtsp://x/ RTSP/1.0\r\nCSeq: 1\r\n\r\n", b"RTSP/1.0 200 OK\r\nCSeq: 1\r\n\r\n")
+    frames = [
+        f
+        for i, cam in enumerate(cams)
+        for f in exchange(T0 + i * MS, RECORDER, cam, 50000 + i, 554, [options])
+    ]
+    port = 51000
+    for attempt in range(3):  # a retry every 10 s per camera while they boot
+        for i, cam in enumerate(cams):
+            t = T0 + 180 * NS + attempt * 10 * NS + i * 20 * MS
+            syn = synth.tcp4_frame(
+                RECORDER.mac, cam.mac, RECORDER.ip, cam.ip, port, 554, flags=synth.TCP_SYN, seq=1
+            )
+            rst = synth.tcp4_frame(cam.mac, RECORDER.mac, cam.ip, RECORDER.ip, 554, port,
+                                   flags=synth.TCP_RST | synth.TCP_ACK, ack=2)  # fmt: skip
+            frames += [(t, syn), (t + MS, rst)]
+            port += 1
+    assert of_rule(alerts(frames), RULE) == []
+
+
+def test_the_attempts_counted_are_the_window_s() -> None:
+    # 20 ordinary connections, a quiet window, then a scan: the alert counts the scan's attempts only.
+    hosts = [Host(f"198.51.100.{i + 1}", GW.mac) for i in range(20)]
+    frames = [
+        f for i, h in enumerate(hosts) for f in exchange(T0 + i * MS, XM, h, 30000 + i, 443, [(b"x", b"y")])
+    ]
+    (a,) = of_rule(alerts(frames + _mirai(200, t=T0 + 300 * NS)), RULE)
+    assert a["camwatch"]["scan"]["attempts"] == 200  # type: ignore[index]
