@@ -99,17 +99,18 @@ def http_outcome(login: Login | None, status: int, stale: bool) -> str | None:
     """What an HTTP/RTSP status answering a request with ``login`` says about the login.
 
     A 401 to a request without credentials is the server asking for them (the first half of Digest, a
-    recorder's normal challenge-response), as is a 401 saying the Digest nonce went stale; a 401 or 403
-    to a request that carried credentials is a refused login; a 2xx or 3xx to one is a login that
-    worked. Without credentials and without a 401, no login is involved."""
+    recorder's normal challenge-response), as is a 401 saying the Digest nonce went stale; a 401 to a
+    request that carried credentials is a refused login; a 2xx or 3xx to one is a login that worked. A 403
+    says nothing about the password (RFC 9110 15.5.4: the server understood who asks and refuses the
+    operation): Hikvision answers it to an admin asking for what the model does not do ("Invalid
+    Operation"), hundreds of times a day under a VMS. Without credentials and without a 401, no login is
+    involved."""
     if status in (401, 407):
         if login is None or stale:
             return CHALLENGE
         return FAILURE
     if login is None:
         return None
-    if status == 403:
-        return FAILURE
     if 200 <= status < 400:
         return SUCCESS
     return None

@@ -109,7 +109,7 @@ def test_data_file_holds_no_cleartext_and_rejects_bad_entries() -> None:
         (None, 401, False, CHALLENGE),  # the first half of Digest: asked for credentials
         (Login("Digest", "admin"), 401, True, CHALLENGE),  # the nonce went stale: a new one, not a refusal
         (Login("Digest", "admin"), 401, False, FAILURE),
-        (Login("Basic", "admin"), 403, False, FAILURE),
+        (Login("Basic", "admin"), 403, False, None),  # the operation refused, not the password
         (Login("Digest", "admin"), 200, False, SUCCESS),
         (Login("Basic", "admin"), 302, False, SUCCESS),
         (None, 200, False, None),

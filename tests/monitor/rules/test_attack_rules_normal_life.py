@@ -35,6 +35,7 @@ from tests.monitor.rules.traffic import (
     Host,
     alerts,
     exchange,
+    of_rule,
 )
 
 ATTACK_RULES = {
@@ -318,3 +319,32 @@ def test_a_flood_of_distinct_clients_keeps_every_attack_rule_bounded(monkeypatch
     assert all(size <= limit for size in peak.values()), peak
     assert peak["ExploitRule._nonces"] == limit and tables["ExploitRule._nonces"].evicted >= clients - limit
     assert peak["BruteforceRule.pairs"] == limit and tables["BruteforceRule.pairs"].evicted >= clients - limit
+
+
+def test_operations_a_model_refuses_with_403_are_not_password_guessing() -> None:
+    # An ISAPI integration on the office PC polls with the right password; Hikvision answers 403 "Invalid
+    # Operation" for inputs the model does not have (8 a round): the login works, the operation does not.
+    realm = "IP Camera(C6239)"
+    challenge = f'WWW-Authenticate: Digest qop="auth", realm="{realm}", nonce="4e54", stale="FALSE"\r\n'
+    invalid = b"<ResponseStatus><statusCode>4</statusCode><statusString>Invalid Operation</statusString>"
+
+    def authed(path: str) -> bytes:
+        return attacks.http_request(
+            "GET", path, HIK.ip, authorization=attacks.digest_auth_header("hass", realm, "4e54", path)
+        )
+
+    frames = []
+    for n in range(2):
+        turns = [
+            (
+                attacks.http_request("GET", "/ISAPI/System/status", HIK.ip),
+                attacks.http_response(401, extra=challenge),
+            ),
+            (authed("/ISAPI/System/status"), attacks.http_response(200, b"<DeviceStatus/>")),
+        ]
+        turns += [
+            (authed(f"/ISAPI/System/IO/inputs/{ch}01/status"), attacks.http_response(403, invalid))
+            for ch in range(1, 9)
+        ]
+        frames += exchange(T0 + n * 30 * NS, OFFICE, HIK, 47000 + n, 80, turns)
+    assert of_rule(alerts(frames), "auth.bruteforce") == []
