@@ -35,7 +35,7 @@ from monitor.analyzers.logins import (
     soap_fault_is_auth,
 )
 from monitor.analyzers.targets import normal_path
-from monitor.events import AppRequest, AppResponse, PortMapping
+from monitor.events import AppRequest, AppResponse, MediaSeen, PortMapping
 from monitor.protocol import Context, ProtocolSpec, flow_state, offer_skip
 from monitor.vendors.fingerprints import REALM_VENDORS, SERVER_VENDORS, vendor_from
 
@@ -1219,6 +1219,16 @@ class _Exchanges:
             flow.inspect_left += LOGIN_EXTRA_PACKETS
 
 
+_VIDEO_TYPE_RE: Final = re.compile(r"(?i)\s*(?:multipart/x-mixed-replace|video/)")
+
+
+class _VideoSeen:
+    __slots__ = ("reported",)
+
+    def __init__(self) -> None:
+        self.reported = False
+
+
 def _client_parser() -> HttpStreamParser:
     return HttpStreamParser(keep_body=KEEP_BODY)
 
@@ -1358,6 +1368,13 @@ def handle_http(
             realm_vendor = vendor_from(ch.realm, REALM_VENDORS)
             if ch.realm and realm_vendor:
                 ctx.fact(flow, from_src, "realm", ch.realm, vendor=realm_vendor, protocol=PROTOCOL)
+        if 200 <= msg.status < 300 and _VIDEO_TYPE_RE.match(msg.headers.get("content-type") or ""):
+            # Video over HTTP (MJPEG as multipart/x-mixed-replace, a video file or stream): the camera's video
+            # goes to this client (stream_egress.py judges where), once per connection.
+            seen = flow_state(flow, (PROTOCOL, "video"), _VideoSeen)
+            if not seen.reported:
+                seen.reported = True
+                ctx.emit(MediaSeen(ts, flow, from_src, PROTOCOL))
         if msg.status < 200 or exchanges is None:
             continue  # an interim answer: the final one answers the request
         pending = exchanges.pending
@@ -1382,6 +1399,6 @@ PROTOCOLS = (
         sniff=looks_like,
         tcp_guess=10,
         requests=True,
-        emits=(PortMapping, AppRequest, AppResponse),
+        emits=(PortMapping, AppRequest, AppResponse, MediaSeen),
     ),
 )

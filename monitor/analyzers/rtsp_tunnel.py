@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError, http
 from monitor.analyzers.rtsp import Answer, Requests, RtspStreamParser, control_parser, report
-from monitor.events import AppRequest, AppResponse, PortMapping, StreamRequest, StreamTransport
+from monitor.events import AppRequest, AppResponse, MediaSeen, PortMapping, StreamRequest, StreamTransport
 from monitor.protocol import Context, ProtocolSpec, flow_state, peek_state
 
 if TYPE_CHECKING:
@@ -227,6 +227,6 @@ PROTOCOLS = (
         sniff=looks_like,
         tcp_guess=11,
         control=True,
-        emits=(StreamRequest, StreamTransport, AppRequest, AppResponse, PortMapping),
+        emits=(StreamRequest, StreamTransport, AppRequest, AppResponse, PortMapping, MediaSeen),
     ),
 )

@@ -16,6 +16,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from monitor.alerts import Alert, Rule, endpoint
 from monitor.events import (
@@ -55,12 +56,17 @@ class DecideTransport(Event):
     asked_ns: int
 
 
+# Web management (a browser on the camera's UI, a plugin or firmware download, a VMS polling ISAPI) to a host
+# on the site: bulk, not video, whatever its rate; video over HTTP says so by its content type (http.py).
+_MANAGEMENT: Final = frozenset({"http", "tls"})
+
 # How the message names what the device sends, by protocol label.
 _MEDIA_WORDS = {
     "srtp": "WebRTC media (DTLS-SRTP, as cloud live view and P2P viewing use)",
     "rtp": "RTP",
     "rtsp": "video interleaved in an RTSP connection",
     "rtsp-http": "video interleaved in RTSP tunnelled in HTTP",
+    "http": "video over HTTP (an MJPEG or video answer)",
 }
 
 
@@ -295,10 +301,17 @@ class StreamEgressRule(RuleModule):
         self._judged_ns = now_ns
         out: list[Alert] = []
         for key, (flow, site_is_src) in list(self._upstream.items()):
+            if self._management(flow, site_is_src):
+                continue
             if is_sustained_upstream(flow, site_is_src):
                 del self._upstream[key]
                 out.extend(self._media(flow, site_is_src, flow.last_ns))
         return out
+
+    def _management(self, flow: Flow, sender_is_src: bool) -> bool:
+        """Web management to a host on the site: not judged by its rate."""
+        peer = (flow.dst if sender_is_src else flow.src)[0]
+        return flow.protocol in _MANAGEMENT and self.site.is_site_address(peer)
 
     def _ended(self, flow: Flow) -> Sequence[Alert]:
         self._upstream.pop(id(flow), None)
@@ -309,6 +322,8 @@ class StreamEgressRule(RuleModule):
             if camera_is_src is not None and sender_is_src != camera_is_src:
                 continue  # the viewer's side of announced RTP: its NAT "punch" packets, not video
             # RTP this side sent, or unlabelled bulk at camera rate.
+            if self._management(flow, sender_is_src):
+                continue
             if sent and (flow.protocol == "rtp" or is_sustained_upstream(flow, sender_is_src)):
                 out.extend(self._media(flow, sender_is_src, flow.start_ns))
         return out

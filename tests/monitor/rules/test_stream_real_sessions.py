@@ -164,3 +164,29 @@ def test_video_to_an_on_site_non_viewer_is_judged_while_it_runs() -> None:
         a.rule.id for b in [*parser.feed(pcap_bytes(frames)), *parser.flush()] for a in engine.feed(b).alerts
     ]
     assert EGRESS in running
+
+
+def test_a_web_ui_download_to_an_office_pc_is_not_video() -> None:
+    # A browser on the camera's web UI downloads the 6 MB plugin in 3 s, then polls on the same connection:
+    # bulk management traffic, not video, though its average rate is a camera's.
+    sends = [(T0 + 10 * MS, True, attacks.http_request("GET", "/codebase/WebComponentsKit.exe", HIK.ip))]
+    size = 6_000_000
+    head = attacks.http_response(200, content_type="application/octet-stream")
+    sends.append(
+        (T0 + 20 * MS, False, head.replace(b"Content-Length: 0", f"Content-Length: {size}".encode()))
+    )
+    sends += [(T0 + 21 * MS + k * 700_000, False, bytes(1400)) for k in range(size // 1400 + 1)]
+    for k in range(1, 10):
+        t = T0 + 4 * NS + k * 2 * NS
+        sends.append((t, True, attacks.http_request("GET", "/ISAPI/System/status", HIK.ip)))
+        sends.append((t + 5 * MS, False, attacks.http_response(200, b"<DeviceStatus/>")))
+    frames = personas.tcp_timeline(OFFICE.mac, HIK.mac, OFFICE.ip, HIK.ip, 51500, 80, sends)
+    assert not of_rule(alerts(frames), EGRESS)
+
+
+def test_mjpeg_over_http_to_the_internet_is_video_leaving() -> None:
+    mjpeg = attacks.http_response(200, content_type="multipart/x-mixed-replace; boundary=frame")
+    request = attacks.http_request("GET", "/ISAPI/Streaming/channels/102/httpPreview", HIK.ip)
+    frames = exchange(T0, ATTACKER, HIK, 40000, 80, [(request, mjpeg + b"--frame\r\n" + bytes(1000))])
+    (a,) = of_rule(alerts(frames), EGRESS)
+    assert "video over HTTP" in str(a["message"])
