@@ -149,11 +149,24 @@ class BruteforceRule(RuleModule):
             if pair.succeeded is not None
             else "none succeeded so far"
         )
-        message = (
-            f"{client} failed to log in to {describe(device.device, cam_ip, device.mac)} {pair.total} times "
-            f"in {seconds:.0f} s over {protocols} ({accounts}): password guessing; {said}. Block {client} "
-            "and make sure the device does not use a default or weak password."
-        )
+        who = describe(device.device, cam_ip, device.mac)
+        if self.site.policy.is_viewer(client) and len(pair.accounts) <= 1:
+            # The recorder retrying one account: a password changed on the device and not on the recorder is
+            # the usual cause; blocking it would stop the recording.
+            then = f"; then a login as {pair.succeeded!r} succeeded" if pair.succeeded is not None else ""
+            message = (
+                f"{client}, the site's recorder/VMS (an allowed viewer), failed to log in to {who} "
+                f"{pair.total} times in {seconds:.0f} s over {protocols} ({accounts}){then}: its stored "
+                "password for the device is probably out of date (was the device's password changed?); "
+                "update it on the recorder. If nobody changed it, check the recorder: it may be used to "
+                "guess passwords."
+            )
+        else:
+            message = (
+                f"{client} failed to log in to {who} {pair.total} times in {seconds:.0f} s over {protocols} "
+                f"({accounts}): password guessing; {said}. Block {client} and make sure the device does not "
+                "use a default or weak password."
+            )
         fields: tuple[tuple[str, Any], ...] = (
             ("event.outcome", SUCCESS if pair.succeeded is not None else FAILURE),
             (

@@ -202,3 +202,14 @@ def test_batch_sizes(batch_size: int) -> None:
         for a in of_rule(alerts(frames, batch_size), RULE)
     ]  # type: ignore[index]
     assert got == want and len(want) == 1
+
+
+def test_the_recorder_retrying_a_stale_password_is_not_told_to_be_blocked() -> None:
+    # The device's password was changed and the recorder still polls with the old one: the same account, one
+    # client that is the site's viewer. Blocking it would stop the recording.
+    (a,) = of_rule(alerts(_guess(T0, RECORDER, 13)), RULE)
+    message = str(a["message"])
+    assert "stored password for the device is probably out of date" in message and "Block" not in message
+    # Another client doing the same is guessing.
+    (b,) = of_rule(alerts(_guess(T0, OFFICE, 13)), RULE)
+    assert "password guessing" in str(b["message"]) and f"Block {OFFICE.ip}" in str(b["message"])
