@@ -95,14 +95,24 @@ class DefaultCredentialsRule(RuleModule):
         outcome = {SUCCESS: "success", FAILURE: "failure"}.get(auth or "", "unknown")
         who = describe(device.device, cam_ip, device.mac)
         account = login.account or default.account
+        maker = device.device.manufacturer if device.device is not None else None
+        # Another vendor's factory password (admin/12345 on a Dahua): a well-known default, weak, but not
+        # this device's own factory setting.
+        vendor = default.vendor.lower()
+        own = maker is None or vendor in maker.lower() or maker.lower() in vendor
+        which = (
+            f"the vendor's factory password ({default.description})"
+            if own
+            else f"a well-known default password, another vendor's ({default.description})"
+        )
         head = (
-            f"{client} logged in to {who} as {account!r} with the vendor's factory password "
-            f"({default.description}) over {protocol_name(carried(req.protocol, flow))} {login.scheme}"
+            f"{client} logged in to {who} as {account!r} with {which} over "
+            f"{protocol_name(carried(req.protocol, flow))} {login.scheme}"
         )
         if outcome == "success":
+            kept = "it still has its factory password" if own else "its password is a well-known default"
             message = (
-                f"{head}, and the device accepted it: it still has its factory password. Change it now, "
-                f"and check what {client} did."
+                f"{head}, and the device accepted it: {kept}. Change it now, and check what {client} did."
             )
         elif outcome == "failure":
             message = (

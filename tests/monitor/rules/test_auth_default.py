@@ -105,3 +105,20 @@ def test_one_alert_per_device_client_and_default() -> None:
         req = attacks.http_request("GET", "/", HIK.ip, authorization=attacks.basic_auth("admin", "12345"))
         frames += exchange(T0 + i * NS, RECORDER, HIK, 40000 + i, 80, [(req, attacks.http_response(200))])
     assert len(of_rule(alerts(frames), RULE)) == 1
+
+
+def test_another_vendor_s_default_is_called_a_well_known_default() -> None:
+    # Hikvision's old default on a Dahua camera: weak, and worth the alert, but not "its factory password".
+    req = attacks.http_request(
+        "GET", "/cgi-bin/magicBox.cgi", DAHUA.ip, authorization=attacks.basic_auth("admin", "12345")
+    )
+    frames = exchange(
+        T0, RECORDER, DAHUA, 40000, 80, [(req, attacks.http_response(200, b"ok", server="lighttpd"))]
+    )
+    (a,) = of_rule(alerts(frames), RULE)
+    message = str(a["message"])
+    assert "a well-known default password, another vendor's (Hikvision" in message
+    assert (
+        "its password is a well-known default" in message
+        and "factory password (" not in message.split(",")[0]
+    )
