@@ -97,7 +97,8 @@ def test_the_factory_password_in_the_tunnel_is_a_default_credentials_login() -> 
     assert of_rule(records, "stream.unauthorized_client")
 
 
-def test_refused_logins_in_tunnels_are_password_guessing() -> None:
+def guessing(pieces: int = 1) -> list[tuple[int, bytes]]:
+    """Six tunnels 200 ms apart, each trying a password three times and refused (401) each time."""
     frames: list[tuple[int, bytes]] = []
     for i in range(6):
         frames += tunnel(
@@ -107,8 +108,13 @@ def test_refused_logins_in_tunnels_are_password_guessing() -> None:
             t0=T0 + i * 200 * MS,
             cookie=f"c{i}",
             ports=(41000 + 2 * i, 41001 + 2 * i),
+            pieces=pieces,
         )
-    (a,) = of_rule(alerts(frames), "auth.bruteforce")
+    return frames
+
+
+def test_refused_logins_in_tunnels_are_password_guessing() -> None:
+    (a,) = of_rule(alerts(guessing()), "auth.bruteforce")
     assert a["camwatch"]["bruteforce"]["protocols"] == ["rtsp-http"]  # type: ignore[index]
     assert "over RTSP-over-HTTP" in str(a["message"])
 
@@ -195,16 +201,6 @@ def test_heads_with_only_the_cookie_open_a_tunnel() -> None:
 def test_requests_in_many_segments_pair_with_their_answers_whatever_the_batch_size() -> None:
     # The GET's answers may be read before the POST's requests they answer (a flow's first packets are read
     # before the rest of a batch): they wait for their requests.
-    frames: list[tuple[int, bytes]] = []
-    for i in range(6):
-        frames += tunnel(
-            ATTACKER,
-            _basic("admin", f"guess{i}"),
-            statuses=(401, 401, 401),
-            t0=T0 + i * 200 * MS,
-            cookie=f"c{i}",
-            ports=(41000 + 2 * i, 41001 + 2 * i),
-            pieces=8,
-        )
+    frames = guessing(pieces=8)
     for batch_size in (65536, 1):
         assert of_rule(alerts(frames, batch_size=batch_size), "auth.bruteforce"), batch_size
