@@ -451,6 +451,12 @@ class Analysis:
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         self.resolutions.add(ip, name, ts_ns)
 
+    def handover(self, flow: Flow, name: str, from_src: bool, payload: bytes, ts_ns: int) -> None:
+        flow.protocol = name
+        self.stats.by_protocol[name] = self.stats.by_protocol.get(name, 0) + 1
+        self.label(flow, name)  # the new label's budget and request mode
+        self.protocols.specs[name].handler(self, flow, from_src, payload, ts_ns)
+
     def shared(self, key: Hashable, cls: type[T]) -> T:
         states = self.shared_states
         value = states.get(key)

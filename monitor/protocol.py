@@ -54,6 +54,10 @@ class Context(Protocol):
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         """A DNS answer: ``ip`` was the answer to a question about ``name``."""
 
+    def handover(self, flow: Flow, name: str, from_src: bool, payload: bytes, ts_ns: int) -> None:
+        """The rest of the connection is ``name``'s (an RTSP tunnel opened in a kept-alive HTTP connection):
+        relabel the flow, and give this payload to that protocol's handler."""
+
     def shared(self, key: Hashable, cls: type[T]) -> T:
         """State that several flows share (the two HTTP connections of one tunnelled RTSP session), under
         ``key``, created with ``cls()`` on first use. Bounded: the least recently used is forgotten."""

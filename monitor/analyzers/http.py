@@ -559,6 +559,8 @@ def parse_from_head(head: MessageHead) -> HttpRequest | HttpResponse:
 #: Where HTTP is expected: tried first on these ports (then by content anywhere).
 TCP_PORTS: Final = (80, 8080, 8000, 8666, 49152)
 
+#: The label of an RTSP session tunnelled in HTTP (``rtsp_tunnel.py``: it reads the connection as HTTP first).
+RTSP_TUNNEL_LABEL: Final = "rtsp-http"
 # An RTSP session tunnelled in HTTP (Apple's QuickTime tunnelling, which live555, VLC, FFmpeg and camera
 # web servers implement) is two connections: a GET whose answer carries the RTSP answers and the interleaved
 # media, and a POST whose body carries the requests in base64 (both typed application/x-rtsp-tunnelled),
@@ -835,6 +837,11 @@ class HttpStreamParser:
     def pending(self) -> bytes:
         """The start of a head held for the next segment."""
         return self._buf
+
+    @property
+    def between_messages(self) -> bool:
+        """What comes next starts a message (no body, no held message or skipped line in the way)."""
+        return self._state == _HEAD and self._held is None
 
     def drop_pending(self) -> None:
         """Forget the start of a head held for the next segment (it was not continued as one)."""
@@ -1322,11 +1329,15 @@ def handle_http(
         parser.peer = flow_state(
             flow, (PROTOCOL, not from_src), HttpStreamParser, _server_parser if watched else HttpStreamParser
         )
-    if flow.protocol is None and not tunnels:
+    if not tunnels and (flow.protocol is None or (client and parser.between_messages)):
         held = parser.pending
         if tunnel_head(held + payload if held else payload) is not None:
             parser.handed = held  # exactly what the tunnel reader gets with this segment (nothing fed here)
-            raise AnalyzerError(PROTOCOL, "an RTSP session tunnelled in HTTP")
+            if flow.protocol is None:
+                raise AnalyzerError(PROTOCOL, "an RTSP session tunnelled in HTTP")
+            # A tunnel opened later in a kept-alive connection (live555 reads on after an HTTP request).
+            ctx.handover(flow, RTSP_TUNNEL_LABEL, from_src, payload, ts)
+            return True
     if flow.protocol is None and not looks_like(payload):
         held = parser.pending
         start = held + payload if held else payload

@@ -9,8 +9,9 @@ its requests and answers are reported as RTSP's (``rtsp.report``): who pulled wh
 login, and what the camera answered.
 
 Each connection is still read as HTTP (``http.handle_http``: its heads, the bodies the exploit matchers
-read), so a request dressed as a tunnel hides nothing. A tunnel is recognised by the first request of a
-connection, as clients open one; later in a kept-alive connection such a request is read as HTTP only.
+read), so a request dressed as a tunnel hides nothing. A tunnel half is recognised by its request's
+``x-sessioncookie``, as the connection's first request (HTTP leaves the connection to this reader) or later
+in a kept-alive one (HTTP hands it over at that request: ``Context.handover``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from monitor.protocol import Context, ProtocolSpec, flow_state, peek_state
 if TYPE_CHECKING:
     from monitor.flows import Flow
 
-PROTOCOL: Final = "rtsp-http"
+PROTOCOL: Final = http.RTSP_TUNNEL_LABEL
 MAX_EARLY: Final = 16  # answers read before their requests, per session
 
 _NOT_BASE64_RE: Final = re.compile(rb"[^A-Za-z0-9+/=]")
@@ -194,6 +195,9 @@ def handle_rtsp_tunnel(ctx: Context, flow: Flow, from_src: bool, payload: bytes,
         side.buf = held
     else:
         side = flow_state(flow, (PROTOCOL, from_src), _Direction)
+        handed = http.take_handed(flow, from_src) if side.state == _HEAD else None
+        if handed is not None:
+            side.buf = handed  # HTTP handed the connection over after earlier requests (a kept-alive one)
     # HTTP first, as on any web connection: the heads and bodies the exploit and login rules read.
     http.handle_http(ctx, flow, from_src, payload, ts, tunnels=True)
     data = payload

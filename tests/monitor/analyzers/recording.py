@@ -38,6 +38,12 @@ class RecordingContext:
     def resolved(self, ip: str, name: str, ts_ns: int) -> None:
         pass
 
+    def handover(self, flow: Flow, name: str, from_src: bool, payload: bytes, ts_ns: int) -> None:
+        from monitor.registry import protocols
+
+        flow.protocol = name
+        protocols().specs[name].handler(self, flow, from_src, payload, ts_ns)
+
     def shared(self, key: Hashable, cls: type[T]) -> T:
         value = self.states.get(key)
         if not isinstance(value, cls):

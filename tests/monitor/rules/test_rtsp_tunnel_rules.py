@@ -38,6 +38,7 @@ def tunnel(
     pieces: int = 1,
     body_prefix: bytes = b"",
     cookie_only: bool = False,
+    options_first: bool = False,
 ) -> list[tuple[int, bytes]]:
     """A pull of the camera's stream tunnelled in HTTP on tcp/80: the GET (answers' half) opens first, then
     the POST (requests' half) carries DESCRIBE, SETUP and PLAY in base64, each answered on the GET a few ms
@@ -72,6 +73,10 @@ def tunnel(
         step = -(-len(encoded) // pieces)
         post += [(t + k * MS // 10, True, encoded[k * step : (k + 1) * step]) for k in range(pieces)]
         get.append((t + 2 * MS, False, answer))
+    if options_first:  # an HTTP request answered first on the POST's connection (kept alive)
+        options = f"OPTIONS * HTTP/1.1\r\nHost: {HIK.ip}\r\n\r\n".encode()
+        allowed = b"HTTP/1.1 200 OK\r\nAllow: OPTIONS, GET, POST\r\nContent-Length: 0\r\n\r\n"
+        post = [(t0 + 5 * MS, True, options), (t0 + 6 * MS, False, allowed), *post]
     if all(s == 200 for s in statuses):
         get += [(t0 + (60 + i) * MS, False, MEDIA) for i in range(30)]
     cport_get, cport_post = ports
@@ -204,3 +209,9 @@ def test_requests_in_many_segments_pair_with_their_answers_whatever_the_batch_si
     frames = guessing(pieces=8)
     for batch_size in (65536, 1):
         assert of_rule(alerts(frames, batch_size=batch_size), "auth.bruteforce"), batch_size
+
+
+def test_a_tunnel_opened_after_other_requests_on_a_kept_alive_connection_is_read() -> None:
+    # live555 reads on after an HTTP request on the same connection: the POST's half may come second.
+    records = alerts(tunnel(ATTACKER, _basic("admin", "12345"), options_first=True))
+    assert of_rule(records, "auth.default_credentials") and of_rule(records, "stream.unauthorized_client")
