@@ -1281,13 +1281,19 @@ def _port_mapping(msg: HttpRequest, flow: Flow, from_src: bool, ts: int) -> Port
     """The port mapping a UPnP request asks for, with its ports when the body was read: the mapping of
     telnet a malware makes is not the vendor's mapping of its SDK port."""
     assert msg.soap_action is not None
+    action = _soap_action_name(msg.soap_action)
     soap = upnp.mapping_arguments(msg.body) if msg.body else None
     if soap is None:
-        return PortMapping(ts, flow, from_src, msg.soap_action)
+        return PortMapping(ts, flow, from_src, action)
     return PortMapping(
-        ts, flow, from_src, msg.soap_action, soap.external_port, soap.protocol, soap.internal_client,
+        ts, flow, from_src, action, soap.external_port, soap.protocol, soap.internal_client,
         soap.internal_port,
     )  # fmt: skip
+
+
+def _soap_action_name(soap_action: str) -> str:
+    """``"urn:schemas-upnp-org:service:WANIPConnection:1#AddPortMapping"`` -> ``AddPortMapping``."""
+    return soap_action.strip().strip('"').rsplit("#", 1)[-1]
 
 
 def request_seq(flow: Flow) -> int:
@@ -1356,7 +1362,8 @@ def handle_http(
     exchanges = flow_state(flow, PROTOCOL, _Exchanges) if watched else None
     for msg in parser.feed(payload):
         if isinstance(msg, HttpRequest):
-            if msg.soap_action and "portmapping" in msg.soap_action.lower():
+            if msg.soap_action and _soap_action_name(msg.soap_action) in upnp.PORT_MAPPING_ACTIONS:
+                # Add, AddAny, Delete: not the reads (Get...PortMappingEntry), which change nothing.
                 ctx.emit(_port_mapping(msg, flow, from_src, ts))
             if exchanges is None:
                 continue

@@ -129,6 +129,8 @@ class DnsRules(RuleModule):
         if watched is None:
             return ()
         side = Side.of(flow, sender_is_src, watched.mac)
+        if site.policy.is_resolver(side.ip):
+            return ()  # the site's own resolver forwarding upstream: its job, not a bypass
         if site.policy.resolvers:
             bypass = not site.policy.is_resolver(side.peer_ip)
         else:

@@ -64,10 +64,14 @@ def opened_by_watched(site: Site, flow: Flow) -> Opened | None:
         (o_ip, o_port), (r_ip, r_port) = flow.src, flow.dst
     else:
         (o_ip, o_port), (r_ip, r_port) = flow.dst, flow.src
+    # The device decides, not the address it left from: a camera watched because its IPv4 address is in a
+    # monitored network is watched from its global IPv6 address too (the site model's Site.watched, as the
+    # DNS, P2P and UPnP rules ask it).
+    watched = site.watched(flow, opener_is_src)
+    if watched is None:
+        return None
     o_mac = site.side_mac(flow, opener_is_src)
     opener = site.inventory.get(o_mac) if o_mac else None
-    if not site.policy.is_watched(o_ip, opener.vendor if opener is not None else None):
-        return None
     return Opened(flow, o_ip, o_port, o_mac, opener, r_ip, r_port, transport_name(flow.proto))
 
 

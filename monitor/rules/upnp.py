@@ -33,6 +33,8 @@ class UpnpRule(RuleModule):
         who = describe(watched.device, side.ip, side.mac)
         identity: tuple[object, ...]
         if isinstance(event, PortMapping):
+            if event.action == "DeletePortMapping":
+                return ()  # removing a mapping closes a port (what a device does when its UPnP is turned off)
             # The ports are the mapping's identity: the vendor mapping its SDK port and a malware mapping
             # telnet on the same router are two incidents, each named.
             what = event.action
@@ -42,10 +44,12 @@ class UpnpRule(RuleModule):
                 to = event.internal_client or side.ip
                 to_port = event.internal_port if event.internal_port is not None else event.external_port
                 what = f"{event.action} of {opened} to {endpoint(to, to_port)}"
+            client = event.internal_client
+            opening = "itself" if client is None or client == side.ip else client
             message = (
                 f"{who} asked the router at {side.peer_ip} for a UPnP port mapping ({what}): it is "
-                f"opening itself to the Internet; disable UPnP on the device and on the router, and remove "
-                f"the mapping."
+                f"opening {opening} to the Internet; disable UPnP on the device and on the router, and "
+                f"remove the mapping."
             )
             identity = ("mapping", side.peer_ip, event.external_port, event.protocol)
             protocol = "upnp"
