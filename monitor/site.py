@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -42,6 +42,7 @@ from monitor.devices import (
 )
 from monitor.events import AddressClaim, DeviceFact, DeviceWatched, Event, RouterAdvert
 from monitor.flows import Flow
+from monitor.names import ResolvedNames
 from monitor.policy import SitePolicy
 from monitor.register import AssetRegister
 from monitor.vendors.clouds import CloudCatalogue
@@ -147,6 +148,9 @@ class Site:
         # Per device MAC: [bytes out, bytes in, packets out, packets in] with peers outside the site,
         # accumulated as flows end.
         self.external: dict[int, list[int]] = {}
+        # The names each watched device resolved (the egress rule keeps them when the policy has name rules):
+        # what a name allow rule is matched against, for every rule that asks whether traffic leaves.
+        self.resolved_names: ResolvedNames | None = None
         self.bindings: OrderedDict[str, tuple[int, str, int]] = OrderedDict()  # ip -> (mac, source, ts)
         # (ip, mac) -> when that MAC last claimed that address itself: another station's claim does not make
         # it a router (a forged or mistaken claim, e.g. a spoofed neighbor advertisement, is a conflict).
@@ -484,9 +488,15 @@ class Site:
             self._on_site[ip] = known
         return known
 
-    def leaves_site(self, ip: str, port: int, transport: str) -> bool:
-        """Traffic to ip:port is not allowed by the policy (outside the site's allowlist)."""
-        allowed, _ = self.policy.egress_allowed(ip, port, transport)
+    def leaves_site(
+        self, ip: str, port: int, transport: str, device: Hashable | None = None, ts_ns: int = 0
+    ) -> bool:
+        """Traffic to ip:port is not allowed by the policy (outside the site's allowlist). With ``device``
+        (its MAC, else its address) a name allow rule counts too: the names that device resolved to ``ip``."""
+        names: tuple[str, ...] = ()
+        if device is not None and self.resolved_names is not None:
+            names = self.resolved_names.names_for(device, ip, ts_ns)
+        allowed, _ = self.policy.egress_allowed(ip, port, transport, names=names)
         return not allowed
 
     def allowed_viewer(self, ip: str) -> bool:

@@ -105,6 +105,7 @@ class EgressRule(RuleModule):
         self.names: ResolvedNames | None = (
             ResolvedNames(policy.name_grace_ns) if policy.has_name_rules else None
         )
+        site.resolved_names = self.names  # the other rules match name allow rules against them too
         # Flows waiting for their TLS server name -> the server name seen so far.
         self._waiting: dict[Flow, str | None] = {}
         self.not_waited = 0  # flows judged at once because MAX_WAITING were waiting for their name

@@ -38,7 +38,9 @@ class P2pRule(RuleModule):
             return ()
         flow = event.flow
         side = Side.of(flow, event.from_src, watched.mac)
-        if not site.leaves_site(side.peer_ip, side.peer_port, transport_name(flow.proto)):
+        # A destination the policy allows by a name this device resolved is allowed here too (a VMS's TURN).
+        transport = transport_name(flow.proto)
+        if not site.leaves_site(side.peer_ip, side.peer_port, transport, side.mac or side.ip, event.ts_ns):
             return ()
         proto = event.protocol or "p2p"
         return (

@@ -107,3 +107,36 @@ def test_reading_or_removing_mappings_is_not_opening_a_port() -> None:
     (a,) = of_rule(alerts(adding), "upnp.port_mapping")
     assert "AddPortMapping" in str(a["message"]) and "urn:schemas" not in str(a["message"])
     assert POLICY is not None
+
+
+def test_stun_to_a_server_allowed_by_name_is_not_nat_traversal() -> None:
+    # A cloud VMS the policy allows by name uses WebRTC: the camera resolves its TURN server and sends STUN.
+    from lab import personas
+    from tests.monitor.rules.traffic import HIK
+
+    text = (
+        "site: s\nmonitored: {networks: [10.20.0.0/24], vendors: [hikvision]}\nresolvers: [10.20.0.1]\n"
+        "allow:\n  - {name: dns, to: [10.20.0.1/32], ports: [53/udp]}\n"
+        '  - {name: cloud vms, to: ["*.cloudvms.example.com"], ports: [3478/udp]}\n'
+    )
+    policy = SitePolicy.from_yaml(text)
+    turn, name = "198.51.100.50", "turn.cloudvms.example.com"
+    binding = bytes.fromhex("000100002112a442") + bytes(range(12))
+    frames = personas.udp_pair(
+        T0,
+        HIK.mac,
+        GW.mac,
+        HIK.ip,
+        GW.ip,
+        40000,
+        53,
+        payloads.dns_query(1, name),
+        payloads.dns_answer(1, name, turn),
+    )
+    frames += personas.udp_pair(T0 + 20 * MS, HIK.mac, GW.mac, HIK.ip, turn, 40001, 3478, binding, None)
+    _, _, records = run_frames(frames, policy=policy)
+    assert not of_rule(records, "p2p.nat_traversal") and not of_rule(records, "egress.unexpected_destination")
+    # Not allowed by any name: the same STUN is NAT traversal.
+    other = [f for f in frames if f[0] > T0 + 10 * MS]
+    _, _, records = run_frames(other, policy=policy)
+    assert of_rule(records, "p2p.nat_traversal")
