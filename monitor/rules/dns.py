@@ -79,11 +79,23 @@ class DnsRules(RuleModule):
         # warning for looking it up (the connections are judged by the allow rules as ever).
         if entry is not None and not site.policy.allows_name(name):
             who = describe(dev, side.ip, side.mac)
+            # Asked of the site's resolver, the name can be blocked there; asked of another (a hard-coded
+            # public resolver), blocking it there does nothing: the device's DNS is blocked at the firewall.
+            via_site = (
+                site.policy.is_resolver(side.peer_ip)
+                if site.policy.resolvers
+                else site.is_site_address(side.peer_ip)
+            )
+            block = (
+                "block the name at the site resolver"
+                if via_site
+                else f"it asked {side.peer_ip}, not the site's resolver: block its outbound DNS and the "
+                "name at the firewall"
+            )
             message = (
                 f"{who} looked up {name}, an endpoint of the {display_name(entry.vendor)} "
                 f"{_KIND_NAMES.get(entry.kind, entry.kind)}: it is trying to reach the "
-                f"vendor's cloud; block the name at the site resolver and check the device's cloud/P2P "
-                f"settings."
+                f"vendor's cloud; {block}, and check the device's cloud/P2P settings."
             )
             out.append(
                 side_alert(

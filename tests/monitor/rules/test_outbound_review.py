@@ -140,3 +140,15 @@ def test_stun_to_a_server_allowed_by_name_is_not_nat_traversal() -> None:
     other = [f for f in frames if f[0] > T0 + 10 * MS]
     _, _, records = run_frames(other, policy=policy)
     assert of_rule(records, "p2p.nat_traversal")
+
+
+def test_a_vendor_cloud_lookup_past_the_site_resolver_is_not_told_to_block_it_there() -> None:
+    from tests.monitor.rules.traffic import XM
+
+    query = payloads.dns_query(3, "pub-cfg.secu100.net")
+    frames = [(T0, synth.udp4_frame(XM.mac, GW.mac, XM.ip, "114.114.114.114", 40000, 53, query))]
+    (a,) = of_rule(alerts(frames), "dns.vendor_cloud")
+    message = str(a["message"])
+    assert (
+        "not the site's resolver: block its outbound DNS" in message and "at the site resolver" not in message
+    )
