@@ -132,6 +132,23 @@ class DnsRules(RuleModule):
             return ()
         return self._bypass(flow, opener_is_src, flow.start_ns, what, protocol=None)
 
+    def _resolver_host(self, flow: Flow, sender_is_src: bool) -> bool:
+        """The peer, on the site, is a listed resolver by another of its addresses: the same MAC as a listed
+        resolver's address (the gateway's link-local IPv6 address, which router advertisements hand out as
+        the DNS server, RFC 8106). Only on the site: a routed peer has the router's MAC."""
+        site = self.site
+        peer_ip = (flow.dst if sender_is_src else flow.src)[0]
+        if not site.is_site_address(peer_ip):
+            return False
+        peer_mac = site.side_mac(flow, not sender_is_src)
+        if not peer_mac:
+            return False
+        for resolver in site.policy.resolvers:
+            bound = site.bindings.get(str(resolver))
+            if bound is not None and bound[0] == peer_mac:
+                return True
+        return False
+
     def _bypass(
         self, flow: Flow, sender_is_src: bool, ts_ns: int, what: str, protocol: str | None = "dns"
     ) -> Sequence[Alert]:
@@ -144,18 +161,28 @@ class DnsRules(RuleModule):
         if site.policy.is_resolver(side.ip):
             return ()  # the site's own resolver forwarding upstream: its job, not a bypass
         if site.policy.resolvers:
-            bypass = not site.policy.is_resolver(side.peer_ip)
+            listed = site.policy.is_resolver(side.peer_ip) or self._resolver_host(flow, sender_is_src)
+            bypass = not listed
         else:
             # No resolvers configured: a watched device asking a public resolver directly is still bypassing
             # whatever the site runs.
             bypass = not site.is_site_address(side.peer_ip)
         if not bypass:
             return ()
-        message = (
-            f"{describe(watched.device, side.ip, side.mac)} sent {what} to {side.peer_ip}, not the site's "
-            f"resolver: it may have a hard-coded resolver; block outbound DNS (ports 53 and 853, and the "
-            f"public DNS-over-HTTPS resolvers) except from the site resolver."
-        )
+        who = describe(watched.device, side.ip, side.mac)
+        if site.is_site_address(side.peer_ip):
+            # A resolver on the site the policy does not list (a second one DHCP hands out): not a hard-coded
+            # public resolver; the policy may be what is missing.
+            message = (
+                f"{who} sent {what} to {side.peer_ip}, a resolver on the site the policy does not list: add "
+                "it to the policy's resolvers if it is the site's, else find out why the device uses it."
+            )
+        else:
+            message = (
+                f"{who} sent {what} to {side.peer_ip}, not the site's resolver: it may have a hard-coded "
+                "resolver; block outbound DNS (ports 53 and 853, and the public DNS-over-HTTPS resolvers) "
+                "except from the site resolver."
+            )
         return (
             side_alert(
                 DNS_RESOLVER_BYPASS,

@@ -11,7 +11,7 @@ test failed before its fix.
 
 from __future__ import annotations
 
-from lab import payloads, synth
+from lab import payloads, personas, synth
 from monitor.policy import SitePolicy
 from tests.enginerun import run_frames
 from tests.monitor.rules.traffic import GW, MS, NS, POLICY, T0, Host, alerts, of_rule
@@ -152,3 +152,21 @@ def test_a_vendor_cloud_lookup_past_the_site_resolver_is_not_told_to_block_it_th
     assert (
         "not the site's resolver: block its outbound DNS" in message and "at the site resolver" not in message
     )
+
+
+def test_the_listed_resolver_by_its_ipv6_link_local_address_is_no_bypass() -> None:
+    # Router advertisements hand out the gateway's link-local address as the DNS server (RFC 8106): the same
+    # MAC as the listed resolver 10.20.0.1.
+    from tests.monitor.rules.traffic import HIK
+
+    v4 = payloads.dns_query(1, "example.org")
+    hello = personas.udp_pair(
+        T0, HIK.mac, GW.mac, HIK.ip, GW.ip, 40000, 53, v4, payloads.dns_answer(1, "example.org", "192.0.2.9")
+    )
+    cam6, gw6 = "fe80::4619:b6ff:fe00:11", "fe80::1"
+    ask = synth.ether(HIK.mac, GW.mac, 0x86DD, synth.ipv6(cam6, gw6, 17, synth.udp(cam6, gw6, 40001, 53, v4)))
+    assert not of_rule(alerts([*hello, (T0 + NS, ask)]), "dns.resolver_bypass")
+    # A resolver on the site the policy does not list is named as such, not as a hard-coded public one.
+    other = synth.udp4_frame(HIK.mac, "02:00:00:00:00:04", HIK.ip, "10.20.0.4", 40002, 53, v4)
+    (a,) = of_rule(alerts([(T0, other)]), "dns.resolver_bypass")
+    assert "a resolver on the site the policy does not list" in str(a["message"])
