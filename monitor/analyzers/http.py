@@ -1306,8 +1306,8 @@ def request_seq(flow: Flow) -> int:
 
 
 def take_handed(flow: Flow, from_src: bool) -> bytes | None:
-    """What HTTP held of the head it left, with the segment at hand, to the RTSP tunnel reader (``b""`` when
-    the head is all in that segment); None when it left it nothing. Taken once."""
+    """What HTTP held of the head it handed over, with the segment at hand, to the RTSP tunnel reader (``b""``
+    when the head is all in that segment); None when it handed nothing over. Taken once."""
     app = flow.app
     parser = app.states.get((PROTOCOL, from_src)) if app is not None else None
     if not isinstance(parser, HttpStreamParser):
@@ -1319,8 +1319,8 @@ def take_handed(flow: Flow, from_src: bool) -> bytes | None:
 def handle_http(
     ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int, *, tunnels: bool = False
 ) -> bool:
-    """The HTTP binding. A connection whose first request opens half of an RTSP tunnel is not claimed
-    (``rtsp_tunnel.py`` is, and reads it as HTTP through this handler with ``tunnels``)."""
+    """The HTTP binding. A connection is handed over to ``rtsp_tunnel.py`` at the request that opens half of
+    an RTSP tunnel (that reader reads it as HTTP through this handler, with ``tunnels``)."""
     client = from_src == flow.opener_is_src
     watched = ctx.watched(flow)
     parser = flow_state(
@@ -1338,10 +1338,10 @@ def handle_http(
     if not tunnels and (flow.protocol is None or (client and parser.between_messages)):
         held = parser.pending
         if tunnel_head(held + payload if held else payload) is not None:
-            parser.handed = held  # exactly what the tunnel reader gets with this segment (nothing fed here)
-            if flow.protocol is None:
-                raise AnalyzerError(PROTOCOL, "an RTSP session tunnelled in HTTP")
-            # A tunnel opened later in a kept-alive connection (live555 reads on after an HTTP request).
+            # The connection's first request, or a later one on a kept-alive connection (live555 reads on
+            # after an HTTP request): the rest is the tunnel reader's. It gets exactly what was held of the
+            # head (nothing of this segment is fed here), and reads the connection as HTTP through this one.
+            parser.handed = held
             ctx.handover(flow, RTSP_TUNNEL_LABEL, from_src, payload, ts)
             return True
     if flow.protocol is None and not looks_like(payload):
@@ -1405,8 +1405,7 @@ def handle_http(
     if client and exchanges is not None and parser.skippable > SKIP_BODY:
         # The client's requests are all read (request mode): the bulk of an upload's body need not be.
         offer_skip(flow, from_src, parser.skippable, parser.skip_body)
-    # A first head that goes on in the next segment: claimed once it is whole (it may open an RTSP tunnel).
-    return not (flow.protocol is None and not tunnels and not parser.messages and parser.pending)
+    return True
 
 
 PROTOCOLS = (

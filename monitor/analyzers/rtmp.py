@@ -120,9 +120,10 @@ def looks_like(payload: bytes) -> bool:
 
 
 class _ChunkStream:
-    __slots__ = ("body", "extended", "length", "remaining", "type")
+    __slots__ = ("body", "csid", "extended", "length", "remaining", "type")
 
-    def __init__(self) -> None:
+    def __init__(self, csid: int) -> None:
+        self.csid = csid
         self.length = 0
         self.type = 0
         self.remaining = 0  # bytes of the current message still to come
@@ -259,9 +260,9 @@ class RtmpStreamParser:
         if stream is None:
             if len(self._streams) >= MAX_CHUNK_STREAMS:
                 raise AnalyzerError(PROTOCOL, f"more than {MAX_CHUNK_STREAMS} chunk streams")
-            stream = self._streams[csid] = _ChunkStream()
+            stream = self._streams[csid] = _ChunkStream(csid)
         if fmt <= 1 and stream.remaining:
-            self._forget(csid, stream)  # a new message before the last one ended: it replaces it
+            self._forget(stream)  # a new message before the last one ended: it replaces it
         stream.length, stream.type, stream.extended = length, type_id, extended
         if not stream.remaining:  # the chunk starts a message (fmt 2/3 repeat the last one's length and type)
             stream.remaining = length
@@ -270,7 +271,7 @@ class RtmpStreamParser:
             if type_id in _KEPT_TYPES:
                 if len(self._collecting) >= MAX_COLLECTING:
                     oldest = self._collecting[0]
-                    self._forget(oldest, self._streams[oldest], keep_remaining=True)
+                    self._forget(self._streams[oldest], keep_remaining=True)
                 stream.body = bytearray()
                 self._collecting.append(csid)
         take = min(self._chunk_size, stream.remaining)
@@ -281,18 +282,17 @@ class RtmpStreamParser:
             self._message(stream, [])  # an empty message: nothing to read in it
         return at
 
-    def _forget(self, csid: int, stream: _ChunkStream, keep_remaining: bool = False) -> None:
+    def _forget(self, stream: _ChunkStream, keep_remaining: bool = False) -> None:
         """Stop collecting (and, unless ``keep_remaining``, following) the stream's current message."""
         if stream.body is not None:
             stream.body = None
-            self._collecting.remove(csid)
+            self._collecting.remove(stream.csid)
         if not keep_remaining:
             stream.remaining = 0
 
     def _message(self, stream: _ChunkStream, out: list[RtmpCommand]) -> None:
         body = bytes(stream.body or b"")
-        csid = next(c for c, s in self._streams.items() if s is stream)
-        self._forget(csid, stream)
+        self._forget(stream)
         if stream.type == SET_CHUNK_SIZE:
             size = int.from_bytes(body[:4], "big") & 0x7FFFFFFF if len(body) >= 4 else 0
             if 1 <= size <= MAX_CHUNK_SIZE:
@@ -301,7 +301,7 @@ class RtmpStreamParser:
         if stream.type == ABORT:
             aborted = self._streams.get(int.from_bytes(body[:4], "big")) if len(body) >= 4 else None
             if aborted is not None:
-                self._forget(int.from_bytes(body[:4], "big"), aborted)
+                self._forget(aborted)
             return
         if stream.type == COMMAND_AMF3:
             body = body[1:]  # an AMF0 body after the AMF3 marker byte

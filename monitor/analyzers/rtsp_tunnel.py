@@ -9,9 +9,9 @@ its requests and answers are reported as RTSP's (``rtsp.report``): who pulled wh
 login, and what the camera answered.
 
 Each connection is still read as HTTP (``http.handle_http``: its heads, the bodies the exploit matchers
-read), so a request dressed as a tunnel hides nothing. A tunnel half is recognised by its request's
-``x-sessioncookie``, as the connection's first request (HTTP leaves the connection to this reader) or later
-in a kept-alive one (HTTP hands it over at that request: ``Context.handover``).
+read), so a request dressed as a tunnel hides nothing. HTTP hands a connection over at the request that
+opens a tunnel half (its ``x-sessioncookie``), the connection's first or a later one on a kept-alive
+connection (``Context.handover``).
 """
 
 from __future__ import annotations
@@ -141,11 +141,6 @@ class _Direction:
         self.session: Session | None = None  # shared with the session's other connection
 
 
-def looks_like(payload: bytes) -> bool:
-    """The GET or POST that opens half of an RTSP tunnel, its head complete."""
-    return http.tunnel_head(payload) is not None
-
-
 def _open(flow: Flow, from_src: bool, side: _Direction, data: bytes) -> bytes | None:
     """Read the direction's first head from ``data`` (what the direction held before, and this payload):
     set the direction's state and return what follows the head, or None when the head is not complete."""
@@ -185,19 +180,12 @@ def _open(flow: Flow, from_src: bool, side: _Direction, data: bytes) -> bytes | 
 
 
 def handle_rtsp_tunnel(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    if flow.protocol is None:
-        # HTTP is tried first on a segment and leaves it, with what it held of the head, to this reader when
-        # the head opens a tunnel (it has fed none of it then).
-        held = http.take_handed(flow, from_src)
-        if held is None:
-            raise AnalyzerError(PROTOCOL, "not the GET or POST of an RTSP tunnel")
-        side = flow_state(flow, (PROTOCOL, from_src), _Direction)
-        side.buf = held
-    else:
-        side = flow_state(flow, (PROTOCOL, from_src), _Direction)
-        handed = http.take_handed(flow, from_src) if side.state == _HEAD else None
-        if handed is not None:
-            side.buf = handed  # HTTP handed the connection over after earlier requests (a kept-alive one)
+    if flow.protocol != PROTOCOL:
+        raise AnalyzerError(PROTOCOL, "reached only by HTTP's handover")
+    side = flow_state(flow, (PROTOCOL, from_src), _Direction)
+    handed = http.take_handed(flow, from_src) if side.state == _HEAD else None
+    if handed is not None:
+        side.buf = handed  # what HTTP held of the head when it handed the connection over
     # HTTP first, as on any web connection: the heads and bodies the exploit and login rules read.
     http.handle_http(ctx, flow, from_src, payload, ts, tunnels=True)
     data = payload
@@ -226,10 +214,7 @@ PROTOCOLS = (
     ProtocolSpec(
         name=PROTOCOL,
         handler=handle_rtsp_tunnel,
-        # HTTP's ports: tried after HTTP (module order), which leaves a tunnel's first request to this one.
-        tcp_ports=http.TCP_PORTS,
-        sniff=looks_like,
-        tcp_guess=11,
+        # No ports or content guess of its own: HTTP hands a connection over at a tunnel's request.
         control=True,
         emits=(StreamRequest, StreamTransport, AppRequest, AppResponse, PortMapping, MediaSeen),
     ),

@@ -91,7 +91,7 @@ class _Device:
     last: Flow | None = None
     # Addresses that accepted this device's connections before, oldest first: its peers (its cameras, its
     # recorder), whose refusals (rebooting) are not a scan.
-    known: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    known: Bounded[str, bool] = field(default_factory=lambda: Bounded(MAX_KNOWN_PEERS))
 
 
 @lru_cache(maxsize=4096)
@@ -222,11 +222,7 @@ class ScanningRule(RuleModule):
         else:
             attempt.state = ACCEPTED
         if attempt.state == ACCEPTED and dev is not None:
-            ip = where[1][0]
-            dev.known.pop(ip, None)
-            dev.known[ip] = None
-            if len(dev.known) > MAX_KNOWN_PEERS:
-                dev.known.popitem(last=False)
+            dev.known.put(where[1][0], True)
 
     def _check(self, key: str, now: int) -> Sequence[Alert]:
         dev = self.devices.get(key)

@@ -17,18 +17,11 @@ from tests.monitor.analyzers.recording import RecordingContext, make_flow
 
 
 def dispatch(ctx: RecordingContext, flow: Flow, from_src: bool, payload: bytes, ts: int = 0) -> None:
-    """As the analysis offers a segment on tcp/80: to the flow's label, else to HTTP, then to this reader."""
-    if flow.protocol is not None:
-        handler = handle_rtsp_tunnel if flow.protocol == rtsp_tunnel.PROTOCOL else http.handle_http
-        handler(ctx, flow, from_src, payload, ts)
-        return
-    for name, handler in (("http", http.handle_http), (rtsp_tunnel.PROTOCOL, handle_rtsp_tunnel)):
-        try:
-            if handler(ctx, flow, from_src, payload, ts):
-                flow.protocol = name
-            return
-        except AnalyzerError:
-            continue
+    """As the analysis offers a segment on tcp/80: to the flow's label's handler, else to HTTP's, which
+    labels the flow (unless it handed it over to this reader)."""
+    handler = handle_rtsp_tunnel if flow.protocol == rtsp_tunnel.PROTOCOL else http.handle_http
+    if handler(ctx, flow, from_src, payload, ts) and flow.protocol is None:
+        flow.protocol = "http"
 
 
 PATH = "/Streaming/Channels/101"
@@ -85,13 +78,13 @@ def test_the_opening_heads() -> None:
 
 
 def test_the_head_s_last_line_end_alone_in_a_segment_still_opens_the_tunnel() -> None:
-    # HTTP holds the head without its final CRLF; the CRLF alone completes it: this reader gets exactly what
-    # HTTP held, not a guess (which lost those two bytes, and the tunnel, before).
+    # HTTP holds the head without its final CRLF; the CRLF alone completes it: HTTP hands the connection
+    # over with exactly what it held (a guess lost those two bytes, and the tunnel, before).
     ctx = RecordingContext()
     flow = make_flow("10.0.0.9", 40001, "10.0.0.5", 80)
     post = payloads.rtsp_tunnel_post(PATH, "c1")
     dispatch(ctx, flow, True, post[:-2], 0)
-    assert flow.protocol is None
+    assert flow.protocol == "http"  # a head start: HTTP's until it is whole and says it opens a tunnel
     dispatch(ctx, flow, True, post[-2:], 1)
     dispatch(ctx, flow, True, base64.b64encode(DESCRIBE), 2)
     assert flow.protocol == rtsp_tunnel.PROTOCOL
@@ -106,15 +99,27 @@ def test_leading_nuls_before_a_request_are_skipped() -> None:
     assert [e.method for e in ctx.of(StreamRequest)] == ["DESCRIBE"]  # type: ignore[attr-defined]
 
 
-def test_http_leaves_a_tunnel_to_this_analyzer_only_as_a_connection_s_first_request() -> None:
+def test_http_hands_the_connection_over_at_a_tunnel_s_request_first_or_later() -> None:
+    get = payloads.rtsp_tunnel_get(PATH, "abc")
     ctx = RecordingContext()
-    flow = make_flow("10.0.0.9", 40000, "10.0.0.5", 80)
-    with pytest.raises(AnalyzerError, match="tunnelled"):
-        http.handle_http(ctx, flow, True, payloads.rtsp_tunnel_get(PATH, "abc"), 0)
-    # Later in a kept-alive connection, such a request is HTTP's (and read as HTTP only).
-    flow.protocol = "http"
-    assert http.handle_http(ctx, flow, True, payloads.rtsp_tunnel_get(PATH, "abc"), 0)
-    assert [e.method for e in ctx.of(AppRequest)] == ["GET"]  # type: ignore[attr-defined]
+    first = make_flow("10.0.0.9", 40000, "10.0.0.5", 80)
+    assert http.handle_http(ctx, first, True, get, 0) and first.protocol == rtsp_tunnel.PROTOCOL
+    # Later in a kept-alive connection, after an HTTP request answered.
+    later = make_flow("10.0.0.9", 40001, "10.0.0.5", 80)
+    dispatch(ctx, later, True, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+    dispatch(ctx, later, False, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert later.protocol == "http"
+    dispatch(ctx, later, True, get)
+    assert later.protocol == rtsp_tunnel.PROTOCOL
+    # Each request is still read as HTTP (the exploit and login rules see it), once.
+    assert [(e.flow, e.method) for e in ctx.of(AppRequest)] == [
+        (first, "GET"),
+        (later, "OPTIONS"),
+        (later, "GET"),
+    ]  # type: ignore[attr-defined]
+    # This reader is reached only by that handover.
+    with pytest.raises(AnalyzerError):
+        handle_rtsp_tunnel(ctx, make_flow("10.0.0.9", 40002, "10.0.0.5", 80), True, get, 0)
 
 
 def _tunnel(ctx: RecordingContext, requests_text: bytes, answers: bytes) -> tuple[object, object]:

@@ -147,18 +147,24 @@ def test_the_result_does_not_depend_on_batch_sizes() -> None:
     assert whole == one_by_one and "stream.unauthorized_client" in [rule for rule, _ in whole]
 
 
-def test_an_exploit_dressed_as_a_tunnel_is_still_read_as_http() -> None:
-    # CVE-2021-36260's request with the tunnel's headers: the camera's web server routes it by its path, so
-    # it must still be matched (the body is not base64: the tunnel part gives up, HTTP reads on).
+def _weblanguage_as_tunnel(method: str) -> bytes:
+    """CVE-2021-36260's request with the tunnel's headers."""
     body = attacks.weblanguage_body("$(id>webLib/x)")
-    request = attacks.http_request(
-        "PUT",
+    extra = f"x-sessioncookie: {COOKIE}\r\n"
+    return attacks.http_request(
+        method,
         "/SDK/webLanguage",
         HIK.ip,
         body=body,
         content_type="application/x-rtsp-tunnelled",
-        extra=f"x-sessioncookie: {COOKIE}\r\n",
+        extra=extra,
     )
+
+
+def test_an_exploit_dressed_as_a_tunnel_is_still_read_as_http() -> None:
+    # The camera's web server routes it by its path, so it must still be matched (the body is not base64:
+    # the tunnel part reads junk, HTTP reads on).
+    request = _weblanguage_as_tunnel("PUT")
     frames = personas.tcp_exchange(
         T0, ATTACKER.mac, HIK.mac, ATTACKER.ip, HIK.ip, 40000, 80, [(request, attacks.http_response(500))]
     )
@@ -174,17 +180,10 @@ def test_an_exploit_dressed_as_a_tunnel_is_still_read_as_http() -> None:
 def test_a_head_whose_last_line_end_comes_alone_still_opens_the_tunnel_and_hides_no_exploit() -> None:
     # HTTP holds the head without its final CRLF, then the CRLF comes alone: the tunnel reader gets exactly
     # what HTTP held (a guess lost the CRLF: no tunnel, and HTTP's own stream lost two bytes, hiding this).
-    body = attacks.weblanguage_body("$(id>webLib/x)")
-    request = attacks.http_request(
-        "POST",
-        "/SDK/webLanguage",
-        HIK.ip,
-        body=body,
-        content_type="application/x-rtsp-tunnelled",
-        extra=f"x-sessioncookie: {COOKIE}\r\n",
-    )
+    request = _weblanguage_as_tunnel("POST")
     end = request.index(b"\r\n\r\n") + 2
-    sends = [(T0, True, request[:end]), (T0 + MS, True, request[end : end + 2]), (T0 + 2 * MS, True, body)]
+    head, line_end, body = request[:end], request[end : end + 2], request[end + 2 :]
+    sends = [(T0, True, head), (T0 + MS, True, line_end), (T0 + 2 * MS, True, body)]
     sends.append((T0 + 10 * MS, False, attacks.http_response(500)))
     frames = personas.tcp_timeline(ATTACKER.mac, HIK.mac, ATTACKER.ip, HIK.ip, 40000, 80, sends)
     assert of_rule(alerts(frames), "exploit.attempt")
