@@ -32,7 +32,7 @@ SEL = 'job="camwatch", site=~"$site", gateway=~"$gateway"'
 SITE_SEL = 'job="camwatch", site=~"$site"'
 RI = "$__rate_interval"
 # The rules about attacks on cameras and compromised cameras (docs/design.md §4.2).
-ATTACK_RULES = 'rule=~"exploit[.]attempt|auth[.].*|device[.]scanning|device[.]telnet"'
+ATTACK_RULES = 'rule=~"exploit[.]attempt|auth[.].*|device[.]scanning|device[.]telnet|device[.]exposed"'
 
 Panel = Any  # one of the SDK's panel builders (timeseries.Panel, stat.Panel, table.Panel)
 
@@ -132,7 +132,8 @@ def fleet_overview() -> db.Dashboard:
             stat_panel(
                 "Attack alerts (24h)",
                 query(f"sum(increase(camwatch_alerts_total{{{SEL}, {ATTACK_RULES}}}[24h])) or vector(0)"),
-                desc="Exploit attempts, password guessing, factory passwords, scanning, telnet on cameras.",
+                desc="Exploit attempts, password guessing, factory passwords, scanning, telnet on cameras, "
+                "cameras the Internet can reach.",
             )
         )
         .with_panel(
@@ -250,9 +251,8 @@ def site_view() -> db.Dashboard:
                     "{{rule}}",
                 ),
                 desc="exploit.attempt, auth.bruteforce, auth.default_credentials, device.scanning, "
-                "device.telnet: the MQTT alerts name the device, the attacker and the vulnerability; "
-                "file.path "
-                "is the pcap.",
+                "device.telnet, device.exposed: the MQTT alerts name the device, the attacker and the "
+                "vulnerability; file.path is the pcap.",
             )
         )
         .with_panel(

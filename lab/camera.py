@@ -84,7 +84,7 @@ BEHAVIOURS: Final[dict[str, tuple[str, ...]]] = {
     # A Mirai scan is one device.scanning alert; the few egress alerts before it is recognised stay (at most
     # three: the rest are folded into its incident).
     "xiongmai.scanning": ("device.scanning", "egress.unexpected_destination"),
-    "attacker.exploits": ("exploit.attempt", "device.telnet"),
+    "attacker.exploits": ("exploit.attempt", "device.telnet", "device.exposed"),
     "attacker.password_guessing": ("auth.bruteforce", "auth.default_credentials"),
 }
 

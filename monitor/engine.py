@@ -146,6 +146,7 @@ class Engine:
         self.site = Site(
             policy, self.inventory, self.clouds, self.config.observer, self._dispatch, self._schedule
         )
+        self.site.service_ports = self.analysis.protocols.ports
         if register is not None:  # the asset register: its devices are known (monitor/rules/register.py)
             self.site.register = register
         self._vendors = vendors
@@ -467,7 +468,7 @@ class Engine:
             flow.opener = False
 
     def _service_rank(self, proto: int, port: int) -> int:
-        if port < 1024 or port in self.analysis.protocols.ports.get(proto, {}):
+        if self.site.is_service_port(proto, port):
             return _SERVICE
         return _EPHEMERAL if port >= 32768 else _UNKNOWN
 

@@ -108,6 +108,7 @@ class Flow:
         "pkts_a",
         "pkts_b",
         "protocol",
+        "reply_flags",
         "server_name",
         "skip_to",
         "src",
@@ -125,6 +126,7 @@ class Flow:
         self.ip_bytes_a = self.ip_bytes_b = 0
         self.flags_a = self.flags_b = 0
         self.first_flags = 0
+        self.reply_flags = 0  # TCP flags of the responder's first packet (a SYN-ACK accepts, a RST refuses)
         self.first_ttl = 0  # TTL / hop limit of the first packet: a routed copy of it has a lower one
         self.fin_a = self.fin_b = False
         self.closed_ns: int | None = None
@@ -324,7 +326,8 @@ class FlowTable:
         gaps[bounds] = 0
         max_gap = np.maximum.reduceat(gaps, bounds)
         flags = d.tcp_flags[sel]
-        flags_or = np.bitwise_or.reduceat(flags[order], bounds)
+        flags_sorted = flags[order]
+        flags_or = np.bitwise_or.reduceat(flags_sorted, bounds)
         dflags = np.zeros(2 * nkeys, dtype=np.uint8)
         tcp_rows = np.flatnonzero(flags)
         np.bitwise_or.at(dflags, inverse[tcp_rows] * 2 + from_b[tcp_rows], flags[tcp_rows])
@@ -353,9 +356,15 @@ class FlowTable:
         fb_sorted = from_b[order]
         sent_a = np.maximum.reduceat(np.where(fb_sorted == 0, ts_sorted, -1), bounds).tolist()
         sent_b = np.maximum.reduceat(np.where(fb_sorted == 1, ts_sorted, -1), bounds).tolist()
-        big = np.iinfo(np.int64).max
-        first_a = np.minimum.reduceat(np.where(fb_sorted == 0, ts_sorted, big), bounds).tolist()
-        first_b = np.minimum.reduceat(np.where(fb_sorted == 1, ts_sorted, big), bounds).tolist()
+        # Each side's first packet in this batch (n: none): its time, and its TCP flags for a responder's.
+        n = len(order)
+        rank = np.arange(n)
+        at_a = np.minimum.reduceat(np.where(fb_sorted == 0, rank, n), bounds)
+        at_b = np.minimum.reduceat(np.where(fb_sorted == 1, rank, n), bounds)
+        ts_pad = np.append(ts_sorted, np.iinfo(np.int64).max)
+        flags_pad = np.append(flags_sorted, 0)
+        first_a, first_b = ts_pad[at_a].tolist(), ts_pad[at_b].tolist()
+        first_flags_a, first_flags_b = flags_pad[at_a].tolist(), flags_pad[at_b].tolist()
         self.last_senders = [
             *((m, t) for m, t in zip(mac_a_l, sent_a, strict=True) if t >= 0 and m),
             *((m, t) for m, t in zip(mac_b_l, sent_b, strict=True) if t >= 0 and m),
@@ -416,8 +425,10 @@ class FlowTable:
             if flow.a_sent_first:
                 if pb and not flow.pkts_b:
                     replied.append((flow, first_b[k]))
+                    flow.reply_flags = first_flags_b[k]
             elif pa and not flow.pkts_a:
                 replied.append((flow, first_a[k]))
+                flow.reply_flags = first_flags_a[k]
             flow.pkts_a += pa
             flow.pkts_b += pb
             flow.bytes_a += ba
@@ -553,6 +564,7 @@ class FlowTable:
                 flow.last_ns = t
             if from_a != flow.a_sent_first and not (flow.pkts_a if from_a else flow.pkts_b):
                 self.replied.append((flow, t))
+                flow.reply_flags = fl
             if from_a:
                 flow.pkts_a += 1
                 flow.bytes_a += wl_l[i]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -151,6 +151,8 @@ class Site:
         # The names each watched device resolved (the egress rule keeps them when the policy has name rules):
         # what a name allow rule is matched against, for every rule that asks whether traffic leaves.
         self.resolved_names: ResolvedNames | None = None
+        #: Transport number -> port -> the protocol labels declared there (the engine sets the registry's).
+        self.service_ports: Mapping[int, Mapping[int, tuple[str, ...]]] = {}
         self.bindings: OrderedDict[str, tuple[int, str, int]] = OrderedDict()  # ip -> (mac, source, ts)
         # (ip, mac) -> when that MAC last claimed that address itself: another station's claim does not make
         # it a router (a forged or mistaken claim, e.g. a spoofed neighbor advertisement, is a conflict).
@@ -498,6 +500,14 @@ class Site:
             names = self.resolved_names.names_for(device, ip, ts_ns)
         allowed, _ = self.policy.egress_allowed(ip, port, transport, names=names)
         return not allowed
+
+    def is_service_port(self, proto: int, port: int) -> bool:
+        """A port servers listen on: below 1024, or one a protocol module declares."""
+        return port < 1024 or port in self.service_ports.get(proto, ())
+
+    def port_labels(self, proto: int, port: int) -> tuple[str, ...]:
+        """The protocol labels declared on ``port`` of transport ``proto`` (declaration order)."""
+        return self.service_ports.get(proto, {}).get(port, ())
 
     def allowed_viewer(self, ip: str) -> bool:
         """May ``ip`` pull video? The policy's viewers; without viewers, anyone on the site."""

@@ -60,7 +60,8 @@ def peer_alert(
     evidence: Evidence | None = None,
     start_ns: int | None = None,
 ) -> Alert:
-    """An alert about what the client (the flow's ``client_is_src`` side) sent to the watched device."""
+    """An alert about what the client (the flow's ``client_is_src`` side) sent to the watched device.
+    ``protocol`` defaults to the flow's label; ``""`` leaves it out (a judgement made before the label)."""
     client = Side.of(flow, client_is_src)
     cam = Side.of(flow, not client_is_src, device.mac)
     mac = format_mac(cam.mac) if cam.mac else None
@@ -73,7 +74,7 @@ def peer_alert(
         source=Endpoint(client.ip, client.port),
         destination=Endpoint(cam.ip, cam.port, mac),
         transport=transport_name(flow.proto),
-        protocol=protocol or flow.protocol,
+        protocol=(flow.protocol if protocol is None else protocol) or None,
         community_id=flow.community_id(),
         device_id=mac,
         manufacturer=device.device.manufacturer if device.device is not None else None,

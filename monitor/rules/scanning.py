@@ -212,7 +212,7 @@ class ScanningRule(RuleModule):
         if attempt is None or attempt.state != PENDING:
             return
         if flow.proto == PROTO_TCP:
-            flags = flow.flags_b if flow.a_sent_first else flow.flags_a  # the responder's
+            flags = flow.reply_flags  # the responder's first packet's
             if flow.first_flags & TCP_SYN:
                 attempt.state = ACCEPTED if flags & TCP_SYN else REFUSED if flags & TCP_RST else PENDING
             else:

@@ -53,6 +53,7 @@ def test_replay_writes_alerts_flows_and_inventory(demo: Path, tmp_path: Path) ->
     assert {a["rule"]["id"] for a in alerts} == {
         "device.new", "egress.unexpected_destination", "dns.vendor_cloud", "dns.resolver_bypass",
         "p2p.nat_traversal", "upnp.port_mapping", "stream.unauthorized_client", "stream.egress",
+        "device.exposed",  # the off-site client reached camera 2 from the Internet
     }  # fmt: skip
     for a in alerts:
         assert a["observer"]["name"] == "depot-7/replay"
@@ -92,7 +93,8 @@ def test_alerts_to_a_file_and_stdout_stays_empty(demo: Path, tmp_path: Path) -> 
     # The default policy watches by vendor only: 5 watched devices (the Xiongmai board only once its
     # web banner names it, after its DNS lookups), no resolver is configured.
     assert rules.count("device.new") == 5 and rules.count("egress.unexpected_destination") == 5
-    assert "dns.resolver_bypass" not in rules and len(rules) == 18
+    assert "dns.resolver_bypass" not in rules and len(rules) == 19
+    assert rules.count("device.exposed") == 1  # the off-site client reached camera 2 from the Internet
 
 
 def test_truncated_capture_processes_everything_before_the_fault(demo: Path, tmp_path: Path) -> None:

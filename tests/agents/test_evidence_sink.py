@@ -203,11 +203,12 @@ def test_a_real_agent_writes_the_files_its_alerts_name(tmp_path: Path) -> None:
     asyncio.run(run())
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     severe = [a for a in alerts if a["event"]["severity"] >= 4]
-    assert {a["rule"]["id"] for a in severe} == {"exploit.attempt", "device.scanning"}
+    assert {a["rule"]["id"] for a in severe} == {"exploit.attempt", "device.scanning", "device.exposed"}
     for a in severe:
         path = Path(a["file"]["path"])
         assert path.is_file() and path.parent == tmp_path / "state" / "evidence"
-        assert len(read_back(path)) >= 3
+        # An exposure is judged at the device's answer: the client's SYN and the device's SYN-ACK.
+        assert len(read_back(path)) >= (2 if a["rule"]["id"] == "device.exposed" else 3)
     assert all("file" not in a for a in alerts if a["event"]["severity"] < 4)
     scan = next(a for a in severe if a["rule"]["id"] == "device.scanning")
     assert len(read_back(Path(scan["file"]["path"]))) >= 16  # a sample of the scan's SYNs

@@ -75,7 +75,7 @@ async def run_until(agent: Agent, done: asyncio.Event, timeout: float) -> None:
 
 def test_agent_publishes_every_alert_over_mqtt_and_keeps_state(tmp_path: Path) -> None:
     pcap = site_capture(tmp_path / "site.pcap")
-    expected = 27  # the demo site with its site policy (tests/monitor/test_engine.py)
+    expected = 28  # the demo site with its site policy (tests/monitor/test_engine.py)
 
     async def scenario_run() -> tuple[list[dict[str, object]], dict[str, bytes], str]:
         with Mosquitto(tmp_path / "broker") as broker:

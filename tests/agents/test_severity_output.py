@@ -30,7 +30,8 @@ def test_the_replay_summary_counts_alerts_by_severity(
     counts = Counter(json.loads(line)["event"]["severity"] for line in alerts.read_text().splitlines())
     assert set(counts) == {2, 3, 4}
     expected = ", ".join(f"{counts[s]} {SEVERITY_NAMES[s]}" for s in (4, 3, 2))
-    assert f"camwatch: {sum(counts.values())} alerts ({expected}): device.new" in capsys.readouterr().err
+    summary = f"camwatch: {sum(counts.values())} alerts ({expected}): device.exposed 1, device.new"
+    assert summary in capsys.readouterr().err
 
 
 def test_the_demo_shows_each_alerts_severity() -> None:

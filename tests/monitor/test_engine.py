@@ -95,7 +95,8 @@ def test_egress_to_public_address_is_one_alert_per_incident(tmp_path: Path) -> N
 
 
 def test_inbound_connection_is_not_the_cameras_egress(tmp_path: Path) -> None:
-    # An outside host opens a connection to the camera (port forward): the camera did not open it.
+    # An outside host opens a connection to the camera (port forward): the camera did not open it, so it is
+    # not egress; that the camera accepted it is device.exposed.
     pk = [
         (T0, synth.tcp4_frame(GW, HIK, "198.51.100.1", "192.168.1.64", 50000, 554, flags=synth.TCP_SYN)),
         (
@@ -106,7 +107,7 @@ def test_inbound_connection_is_not_the_cameras_egress(tmp_path: Path) -> None:
         ),
     ]
     _, _, alerts = run_engine(write(tmp_path, pk))
-    assert rules(alerts) == ["device.new"]
+    assert rules(alerts) == ["device.exposed", "device.new"]
 
 
 def test_opener_is_the_syn_sender_when_the_capture_starts_at_the_syn_ack(tmp_path: Path) -> None:
@@ -198,7 +199,8 @@ def test_demo_site_raises_exactly_the_expected_alerts(tmp_path: Path) -> None:
         # A stranger on site and the off-site client pull cam2's video: they sent the requests, so they
         # are the alerts' source, and the camera the destination (and the device).
         scenario.PC_IP: {("stream.unauthorized_client", cam2)},
-        personas.OFFSITE_VIEWER: {("stream.unauthorized_client", cam2)},
+        # The off-site client reached cam2 from the Internet: cam2 is exposed.
+        personas.OFFSITE_VIEWER: {("stream.unauthorized_client", cam2), ("device.exposed", cam2)},
         scenario.STRAY_IP: {("egress.unexpected_destination", scenario.STRAY_DEST)},
     }
     pulls = [a for a in alerts if a["rule"]["id"] == "stream.unauthorized_client"]  # type: ignore[index]

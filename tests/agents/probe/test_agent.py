@@ -108,7 +108,7 @@ stream_probe:
 
 def test_without_mqtt_every_alert_goes_to_the_alerts_file(tmp_path: Path) -> None:
     pcap = site_capture(tmp_path / "site.pcap", seconds=20.0)
-    expected = 27  # the demo site with its site policy (tests/monitor/test_engine.py)
+    expected = 28  # the demo site with its site policy (tests/monitor/test_engine.py)
     port = free_port()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "alerts.jsonl").write_text('{"kept": "what was there before"}\n')
