@@ -5,8 +5,9 @@ against hundreds of thousands of exposed cameras) and enlisted in botnets; it us
 or a UPnP mapping on the site router, or a public address (IPv6 with no inbound firewall). Nothing the
 camera does on its own shows it: only someone from outside connecting, and the camera answering.
 
-Judged when both sides of a flow have sent (:class:`~monitor.events.ResponderSeen`): the watched device is
-the side that did not open the flow, the opener's address is off the site (not monitored, private,
+Judged on the device's first packet: when it answers (:class:`~monitor.events.ResponderSeen`), or at the
+flow's start (:class:`~monitor.events.FlowStarted`) when its packet is the first seen (the client's was lost,
+or the mirror shows only what the camera sends). The watched device is the side that did not open the flow, the opener's address is off the site (not monitored, private,
 link-local or multicast, and not in the device's own global IPv6 /64), is not one of the policy's viewers and
 no allow rule covers it on the device's port; and the device accepted:
 
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 
 from monitor.alerts import HIGH, Alert, Rule
 from monitor.decode import PROTO_TCP, PROTO_UDP, TCP_RST, TCP_SYN
-from monitor.events import Event, ResponderSeen
+from monitor.events import Event, FlowStarted, ResponderSeen
 from monitor.evidence import snapshot
 from monitor.flows import Flow
 from monitor.iana import transport_name
@@ -67,13 +68,16 @@ def _same_link_v6(a: str, b: str) -> bool:
 
 
 class ExposedRule(RuleModule):
-    """Judges each flow once both sides have sent: did a watched device accept someone from the Internet?"""
+    """Judges each flow at the device's first packet: did a watched device accept someone from the Internet?"""
 
-    consumes = (ResponderSeen,)
+    consumes = (FlowStarted, ResponderSeen)
 
     def judge(self, event: Event) -> Sequence[Alert]:
-        if not isinstance(event, ResponderSeen):
-            return ()
+        if isinstance(event, FlowStarted):
+            if event.flow.opener_is_src:
+                return ()  # the client sent first: judged when the device answers
+        elif not isinstance(event, ResponderSeen) or not event.flow.opener_is_src:
+            return ()  # the device sent first: judged at the flow's start
         flow = event.flow
         proto = flow.proto
         if flow.copy or (proto != PROTO_TCP and proto != PROTO_UDP):
@@ -95,8 +99,8 @@ class ExposedRule(RuleModule):
             return ()  # an allow rule names this peer for the device's port
         if not self._accepted(flow, client_is_src, cam.port):
             return ()
-        # Named by the port, not by the flow's label: how much of the flow the analyzers had read when both
-        # sides had sent depends on the batch, and the alert must not.
+        # Named by the port, not by the flow's label: how much of the flow the analyzers had read by then
+        # depends on the batch, and the alert must not.
         label = next(iter(site.port_labels(proto, cam.port)), "")
         named = protocol_name(label) if label else ""
         service = UDP_SERVICES[cam.port] if proto == PROTO_UDP else named

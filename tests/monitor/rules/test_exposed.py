@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from lab import synth
+from lab.synth import mac_bytes
 from monitor.policy import SitePolicy
 from tests.enginerun import run_frames
 from tests.monitor.rules.test_outbound_review import _tcp6_open
@@ -27,6 +28,7 @@ from tests.monitor.rules.traffic import (
 )
 
 RULE = "device.exposed"
+GW_MAC_BYTES, HIK_MAC_BYTES = mac_bytes(GW.mac), mac_bytes(HIK.mac)
 GET = (b"GET / HTTP/1.1\r\nHost: cam\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
 
 
@@ -176,3 +178,15 @@ def test_the_answer_is_the_device_s_first_packet_whatever_the_batch() -> None:
         (T0 + 2 * MS, synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, ATTACKER.ip, 80, 61000, flags=synth.TCP_RST)),
     ]
     assert len(of_rule(alerts(frames, batch_size=1), RULE)) == len(of_rule(alerts(frames), RULE)) == 1
+
+
+def test_a_mirror_that_shows_only_what_the_camera_sends() -> None:
+    # A SPAN port set to copy one direction: the camera's SYN-ACK and its answers, never the client's packets.
+    frames = [f for f in exchange(T0, ATTACKER, HIK, 51000, 80, [GET]) if f[1][:6] == GW_MAC_BYTES]
+    assert frames and all(f[1][6:12] == HIK_MAC_BYTES for f in frames)
+    (a,) = of_rule(alerts(frames), RULE)
+    assert a["source"]["ip"] == ATTACKER.ip and a["destination"]["port"] == 80  # type: ignore[index]
+    # A Dahua discovery answer to the Internet, its request unseen: the service port says who asked.
+    reply = synth.udp4_frame(DAHUA.mac, GW.mac, DAHUA.ip, ATTACKER.ip, 37810, 50000, b"\x20" * 200)
+    (b,) = of_rule(alerts([(T0, reply)]), RULE)
+    assert b["destination"]["port"] == 37810  # type: ignore[index]
