@@ -32,7 +32,9 @@ SEL = 'job="camwatch", site=~"$site", gateway=~"$gateway"'
 SITE_SEL = 'job="camwatch", site=~"$site"'
 RI = "$__rate_interval"
 # The rules about attacks on cameras and compromised cameras (docs/design.md §4.2).
-ATTACK_RULES = 'rule=~"exploit[.]attempt|auth[.].*|device[.]scanning|device[.]telnet|device[.]exposed"'
+ATTACK_RULES = (
+    'rule=~"exploit[.]attempt|auth[.].*|device[.]scanning|device[.]telnet|device[.]exposed|device[.]flooding"'
+)
 
 Panel = Any  # one of the SDK's panel builders (timeseries.Panel, stat.Panel, table.Panel)
 
@@ -132,8 +134,8 @@ def fleet_overview() -> db.Dashboard:
             stat_panel(
                 "Attack alerts (24h)",
                 query(f"sum(increase(camwatch_alerts_total{{{SEL}, {ATTACK_RULES}}}[24h])) or vector(0)"),
-                desc="Exploit attempts, password guessing, factory passwords, scanning, telnet on cameras, "
-                "cameras the Internet can reach.",
+                desc="Exploit attempts, password guessing, factory passwords, scanning, floods, telnet on "
+                "cameras, cameras the Internet can reach.",
             )
         )
         .with_panel(
@@ -251,8 +253,8 @@ def site_view() -> db.Dashboard:
                     "{{rule}}",
                 ),
                 desc="exploit.attempt, auth.bruteforce, auth.default_credentials, device.scanning, "
-                "device.telnet, device.exposed: the MQTT alerts name the device, the attacker and the "
-                "vulnerability; file.path is the pcap.",
+                "device.telnet, device.exposed, device.flooding: the MQTT alerts name the device, the "
+                "attacker and the vulnerability; file.path is the pcap.",
             )
         )
         .with_panel(

@@ -400,6 +400,7 @@ class Engine:
             "routers": site.routers_dropped,
             "pending_facts": site.facts_dropped,
             "external_traffic": site.external_dropped,
+            "flood_targets": site.flood_targets_dropped,
             "tcp_held_segments": self.analysis.order.over_budget,
         }
         for module in self._rule_modules:

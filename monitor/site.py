@@ -54,6 +54,7 @@ NS = 1_000_000_000
 MAX_EXTERNAL_DEVICES = 10_000
 MAX_PEERS = 1024
 MAX_BINDINGS = 100_000  # address -> MAC of the host that owns it
+MAX_FLOOD_TARGETS = 4096  # (device, target) pairs of the floods reported, remembered for the scanning rule
 MAX_ROUTERS = 4096
 MAX_PENDING_FACTS = 4096  # facts about addresses whose host is not known yet (sent through a router)
 # Flows started in the last COPY_WINDOW_NS, to find routed copies: a router forwards within a millisecond,
@@ -151,6 +152,8 @@ class Site:
         # The names each watched device resolved (the egress rule keeps them when the policy has name rules):
         # what a name allow rule is matched against, for every rule that asks whether traffic leaves.
         self.resolved_names: ResolvedNames | None = None
+        #: (device key, address) pairs ``device.flooding`` reported: the flood's flows are not also a scan.
+        self.flood_targets: OrderedDict[tuple[str, str], None] = OrderedDict()
         #: Transport number -> port -> the protocol labels declared there (the engine sets the registry's).
         self.service_ports: Mapping[int, Mapping[int, tuple[str, ...]]] = {}
         self.bindings: OrderedDict[str, tuple[int, str, int]] = OrderedDict()  # ip -> (mac, source, ts)
@@ -501,6 +504,14 @@ class Site:
         allowed, _ = self.policy.egress_allowed(ip, port, transport, names=names)
         return not allowed
 
+    def note_flood(self, device: str, ip: str) -> None:
+        """``device`` (its MAC as text, else its address) floods ``ip`` (bounded: the oldest forgotten)."""
+        self.flood_targets[(device, ip)] = None
+        self.flood_targets.move_to_end((device, ip))
+        while len(self.flood_targets) > MAX_FLOOD_TARGETS:
+            self.flood_targets.popitem(last=False)
+            self.stats.flood_targets_dropped += 1
+
     def is_service_port(self, proto: int, port: int) -> bool:
         """A port servers listen on: below 1024, or one a protocol module declares."""
         return port < 1024 or port in self.service_ports.get(proto, ())
@@ -551,6 +562,7 @@ class SiteStats:
     facts_dropped: int = 0  # facts about unknown hosts behind a router, evicted before the host was known
     bindings_evicted: int = 0  # address bindings forgotten at the bound (MAX_BINDINGS), oldest first
     external_dropped: int = 0  # ended flows of a device not summed: MAX_EXTERNAL_DEVICES were summed already
+    flood_targets_dropped: int = 0  # reported floods forgotten at MAX_FLOOD_TARGETS (oldest first)
 
 
 def unlisted_message(prefixes: Iterable[str]) -> str:

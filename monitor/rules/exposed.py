@@ -7,9 +7,10 @@ camera does on its own shows it: only someone from outside connecting, and the c
 
 Judged on the device's first packet: when it answers (:class:`~monitor.events.ResponderSeen`), or at the
 flow's start (:class:`~monitor.events.FlowStarted`) when its packet is the first seen (the client's was lost,
-or the mirror shows only what the camera sends). The watched device is the side that did not open the flow, the opener's address is off the site (not monitored, private,
-link-local or multicast, and not in the device's own global IPv6 /64), is not one of the policy's viewers and
-no allow rule covers it on the device's port; and the device accepted:
+or the mirror shows only what the camera sends). The watched device is the side that did not open the
+flow; the opener's address is off the site (not monitored, private, link-local or multicast, and not in the
+device's own global IPv6 /64), is not one of the policy's viewers, and no allow rule covers it on the
+device's port; and the device accepted:
 
 - **TCP**: its first packet was a SYN-ACK, or, on a connection met mid-session, anything but a reset. When
   the opening was not seen, only a device port that is a service port (below 1024, or one a protocol
@@ -68,7 +69,7 @@ def _same_link_v6(a: str, b: str) -> bool:
 
 
 class ExposedRule(RuleModule):
-    """Judges each flow at the device's first packet: did a watched device accept someone from the Internet?"""
+    """Judges each flow at the device's first packet: did a watched device accept someone from outside?"""
 
     consumes = (FlowStarted, ResponderSeen)
 

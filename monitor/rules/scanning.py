@@ -231,9 +231,12 @@ class ScanningRule(RuleModule):
         dev.checking = False
         self._prune(dev, now)
         failed: dict[str, set[int]] = {}
+        floods = self.site.flood_targets
         for (ip, port, _), attempt in dev.attempts.items():
             if ip in dev.known:
                 continue  # a peer that accepted this device before (a camera rebooting), not a scan target
+            if (key, ip) in floods:
+                continue  # device.flooding's victim: its random ports are a flood, not a port scan
             if attempt.state == REFUSED or (attempt.state == PENDING and attempt.ts_ns < now - GRACE_NS):
                 failed.setdefault(ip, set()).add(port)
         busiest = max((len(p) for p in failed.values()), default=0)

@@ -60,6 +60,15 @@ class DecideTransport(Event):
 # on the site: bulk, not video, whatever its rate; video over HTTP says so by its content type (http.py).
 _MANAGEMENT: Final = frozenset({"http", "tls"})
 
+# Labels that never carry video: a sustained video-rate flow of one of them is a flood (a DDoS bot's UDP flood
+# aimed at a DNS or NTP port) or data hidden in the protocol (a DNS tunnel), and the message says so.
+_NOT_VIDEO: Final = frozenset(
+    {
+        "dhcp", "dhcpv6", "dhip", "dns", "llmnr", "mdns", "mqtt", "ndp", "netbios-ns", "ntp", "rtcp", "sadp",
+        "ssdp", "telnet", "wsd", "xm-console", "xm-telnetctl",
+    }
+)  # fmt: skip
+
 # How the message names what the device sends, by protocol label.
 _MEDIA_WORDS = {
     "srtp": "WebRTC media (DTLS-SRTP, as cloud live view and P2P viewing use)",
@@ -265,6 +274,14 @@ class StreamEgressRule(RuleModule):
                 f"{who} is pushing its video stream to the {(protocol or 'rtsp').upper()} server "
                 f"{endpoint(side.peer_ip, side.peer_port)}, {where} ({push}): its video is leaving; block "
                 "the destination and check the device's streaming/platform settings."
+            )
+        elif proto in _NOT_VIDEO:
+            label = proto.upper()
+            message = (
+                f"{who} is sending a sustained flow of {label} (0.5 Mbit/s or more for 10 s) to "
+                f"{side.peer_ip}, {where}: no {label} exchange is that large. It is not video but a flood (a "
+                "denial-of-service attack by malware on the device) or data hidden in the protocol (a "
+                "tunnel). Isolate the device, then reset it and update its firmware."
             )
         else:
             what = _MEDIA_WORDS.get(proto or "", proto) or "a sustained video-rate flow"

@@ -1,0 +1,181 @@
+"""``device.flooding``: a watched device that floods one destination with new connections (a DDoS bot's SYN,
+UDP and DNS floods), and the busy but normal traffic that is not that (a recorder reconnecting to its cameras,
+a chatty camera, a slow port scan, which stays ``device.scanning``)."""
+
+from __future__ import annotations
+
+import random
+
+from lab import payloads, synth
+from monitor.engine import Engine
+from monitor.policy import SitePolicy
+from monitor.rules import flooding
+from tests.enginerun import run_frames
+from tests.monitor.rules.test_video_on_a_trunk import _on_a_trunk
+from tests.monitor.rules.traffic import GW, HIK, MS, NS, POLICY, RECORDER, T0, alerts, of_rule
+
+RULE = "device.flooding"
+VICTIM = "203.0.113.50"
+
+
+def _syn_flood(n: int, dport: int | None = None, seed: int = 1, step_ns: int = MS) -> list[tuple[int, bytes]]:
+    """Mirai's SYN flood: a bare SYN from a new source port (and, by default, a random destination port)."""
+    r = random.Random(seed)
+    return [
+        (
+            T0 + i * step_ns,
+            synth.tcp4_frame(
+                HIK.mac,
+                GW.mac,
+                HIK.ip,
+                VICTIM,
+                r.randrange(1024, 65535),
+                dport if dport is not None else r.randrange(1, 65535),
+                flags=synth.TCP_SYN,
+                seq=r.getrandbits(32),
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+def _udp_flood(n: int, seed: int = 2) -> list[tuple[int, bytes]]:
+    r = random.Random(seed)
+    return [
+        (
+            T0 + i * MS,
+            synth.udp4_frame(
+                HIK.mac,
+                GW.mac,
+                HIK.ip,
+                VICTIM,
+                r.randrange(1024, 65535),
+                r.randrange(1, 65535),
+                r.randbytes(512),
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_syn_flood_over_random_ports_is_one_flood_not_a_scan() -> None:
+    records = alerts(_syn_flood(2000))
+    (a,) = of_rule(records, RULE)
+    assert a["event"]["severity"] == 5 and a["source"]["ip"] == HIK.ip and a["device"]["id"] == HIK.mac_id  # type: ignore[index]
+    assert a["destination"] == {"ip": VICTIM}
+    flood = a["camwatch"]["flood"]  # type: ignore[index]
+    assert flood["flows"] == flooding.FLOOD_FLOWS and flood["syns"] == flooding.FLOOD_FLOWS
+    assert flood["transports"] == {"tcp": flooding.FLOOD_FLOWS} and flood["ports"] > 900
+    assert "is flooding 203.0.113.50: 1,000 new connections to it in 1.0 s" in str(a["message"])
+    assert "device.scanning" not in {r["rule"]["id"] for r in records}  # type: ignore[index]
+
+
+def test_a_udp_flood_and_a_flood_of_one_port() -> None:
+    records = alerts(_udp_flood(1500))
+    (a,) = of_rule(records, RULE)
+    assert a["camwatch"]["flood"]["transports"] == {"udp": 1000}  # type: ignore[index]
+    assert not of_rule(records, "device.scanning")
+    (b,) = of_rule(alerts(_syn_flood(1200, dport=80)), RULE)
+    assert b["destination"] == {"ip": VICTIM, "port": 80} and "all to tcp/80" in str(b["message"])
+
+
+def test_dns_water_torture_through_the_site_resolver() -> None:
+    policy = SitePolicy.from_yaml(
+        "site: s\nmonitored: {networks: [10.20.0.0/24]}\nresolvers: [10.20.0.1]\n", "p.yaml"
+    )
+    r = random.Random(3)
+    frames = [
+        (
+            T0 + i * 2 * MS,
+            synth.udp4_frame(
+                HIK.mac,
+                GW.mac,
+                HIK.ip,
+                GW.ip,
+                r.randrange(1024, 65535),
+                53,
+                payloads.dns_query(i & 0xFFFF, f"{r.getrandbits(40):x}.victim.example"),
+            ),
+        )
+        for i in range(1500)
+    ]
+    (a,) = of_rule(run_frames(frames, policy=policy)[2], RULE)
+    message = str(a["message"])
+    assert "is flooding 10.20.0.1 (on the site)" in message and "DNS water torture" in message
+
+
+def test_busy_normal_traffic_is_no_flood() -> None:
+    frames: list[tuple[int, bytes]] = []
+    # A camera that looks up its cloud and connects to it ten times a second for a minute.
+    for i in range(600):
+        t = T0 + i * 100 * MS
+        frames.append((t, synth.udp4_frame(HIK.mac, GW.mac, HIK.ip, GW.ip, 20000 + i, 53, b"\x00" * 30)))
+        frames.append(
+            (t + MS, synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, 30000 + i, 443, flags=synth.TCP_SYN))
+        )
+    # A watched recorder reconnecting to 64 cameras, twenty times each within ten seconds.
+    nvr_mac = "44:19:b6:00:00:02"
+    for k in range(20 * 64):
+        cam = f"10.20.0.{100 + k % 64}"
+        frame = synth.tcp4_frame(
+            nvr_mac, "00:00:00:00:00:64", RECORDER.ip, cam, 40000 + k, 554, flags=synth.TCP_SYN
+        )
+        frames.append((T0 + k * 7 * MS, frame))
+    assert of_rule(alerts(frames), RULE) == []
+
+
+def test_a_slow_port_scan_of_one_host_stays_a_scan() -> None:
+    records = alerts(_syn_flood(200, step_ns=20 * MS))
+    assert of_rule(records, RULE) == [] and of_rule(records, "device.scanning")
+
+
+def test_once_per_victim_the_same_on_a_trunk_and_in_any_batch() -> None:
+    frames = _syn_flood(2500, dport=80)
+    clean = of_rule(alerts(frames), RULE)
+    assert len(clean) == 1
+    for got in (of_rule(alerts(_on_a_trunk(frames)), RULE), of_rule(alerts(frames, batch_size=7), RULE)):
+        # The routed copies are not counted again: the flood is reported at the same flow, at the same time.
+        assert [_when(a) for a in got] == [_when(a) for a in clean]
+
+
+def _when(alert: dict[str, object]) -> tuple[object, object]:
+    return alert["@timestamp"], alert["camwatch"]["flood"]["flows"]  # type: ignore[index]
+
+
+def test_the_state_stays_bounded_under_a_scan_of_random_addresses() -> None:
+    r = random.Random(4)
+    frames = [
+        (
+            T0 + i * MS,
+            synth.tcp4_frame(
+                HIK.mac, GW.mac, HIK.ip, f"198.18.{r.randrange(256)}.{r.randrange(256)}", 40000 + i, 23,
+                flags=synth.TCP_SYN,
+            ),
+        )
+        for i in range(5000)
+    ]  # fmt: skip
+    engine, _, records = run_frames(frames, policy=POLICY)
+    assert of_rule(records, RULE) == []
+    rule = _flooding(engine)
+    assert all(len(dev.targets) <= flooding.MAX_TARGETS for _, dev in rule.devices.items())
+    assert rule.devices.items()[0][1].targets.evicted > 0
+
+
+def _flooding(engine: Engine) -> flooding.FloodingRule:
+    return next(m for m in engine._rule_modules if isinstance(m, flooding.FloodingRule))
+
+
+def test_flows_over_ten_seconds_apart_start_a_new_count() -> None:
+    # 999 flows, then 999 more 10 s later: never 1,000 in one window.
+    frames = _syn_flood(999, dport=80) + [(t + 10 * NS, f) for t, f in _syn_flood(999, dport=80, seed=9)]
+    assert of_rule(alerts(frames), RULE) == []
+
+
+def test_a_flood_inside_one_flow_is_not_called_video() -> None:
+    # A UDP flood with fixed ports (to udp/53: 1,000-byte datagrams, 1,000 a second for 12 s) is one flow:
+    # stream.egress's sustained-rate check reports it, and no longer says "its video is leaving".
+    frame = synth.udp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, 40000, 53, bytes(1000))
+    (a,) = of_rule(alerts([(T0 + i * MS, frame) for i in range(12_000)]), "stream.egress")
+    message = str(a["message"])
+    assert "sustained flow of DNS" in message and "not video but a flood" in message
+    assert "video is leaving" not in message
