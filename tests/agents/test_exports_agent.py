@@ -9,6 +9,7 @@ import asyncio
 import heapq
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ ROOT = Path(__file__).parents[2]
 POLICY = ROOT / "examples" / "site-policy.yaml"
 NS = 1_000_000_000
 GATE, YARD = scenario.hik_mac(1), scenario.hik_mac(2)  # in the register: scheduled, and removed
+
+
+def _written_order(path: Path) -> tuple[int, str, int]:
+    """Flow files in the order they were written: rotated ones by time, then by their same-second number
+    (``Z.jsonl`` before ``Z-01.jsonl``, which a plain name sort puts first), the current file last."""
+    m = re.fullmatch(r"flows\.(\d{8}T\d{6}Z)(?:-(\d+))?\.jsonl", path.name)
+    return (0, m.group(1), int(m.group(2) or 0)) if m else (1, "", 0)
+
+
 LOOKUPS = 3000  # DNS lookups from the gate camera, each its own flow: about 1 MB of flow records
 
 pytestmark = [
@@ -117,7 +127,7 @@ run_as_user: null
             inventory = await retained(broker, "camwatch/depot-7/gw-1/inventory")
             alerts = [json.loads(r.payload) for r in messages if "/alerts/" in r.topic]
             syslogged = rs.wait_for("tcp", len(alerts))
-            files = sorted(disk.glob("flows*.jsonl"))
+            files = sorted(disk.glob("flows*.jsonl"), key=_written_order)
             on_disk = [json.loads(line) for f in files for line in f.read_text().splitlines()]
             flows_file = agent.flow_sinks[0]
             return {
