@@ -253,6 +253,11 @@ class Site:
     def on_responder(self, flow: Flow, ts_ns: int) -> None:
         self._sender(flow.dst_mac, flow.dst[0], ts_ns, flow.src[0])
 
+    def claimed(self, ip: str, mac: int) -> bool:
+        """Did ``mac`` claim ``ip`` on its own segment (ARP, NDP, DHCP)? A router's MAC never does for the
+        addresses it forwards for."""
+        return bool(mac) and self._claimed_by(ip) == mac
+
     def _claimed_by(self, ip: str) -> int:
         """The MAC that claimed ``ip`` on its own segment (ARP, NDP, DHCP), 0 if none did."""
         bound = self.bindings.get(ip)
