@@ -32,9 +32,7 @@ SEL = 'job="camwatch", site=~"$site", gateway=~"$gateway"'
 SITE_SEL = 'job="camwatch", site=~"$site"'
 RI = "$__rate_interval"
 # The rules about attacks on cameras and compromised cameras (docs/design.md §4.2).
-ATTACK_RULES = (
-    'rule=~"exploit[.]attempt|auth[.].*|device[.]scanning|device[.]telnet|device[.]exposed|device[.]flooding"'
-)
+ATTACK_RULES = 'rule=~"exploit[.]attempt|auth[.].*|device[.](scanning|telnet|exposed|flooding|bittorrent)"'
 
 Panel = Any  # one of the SDK's panel builders (timeseries.Panel, stat.Panel, table.Panel)
 
@@ -253,8 +251,8 @@ def site_view() -> db.Dashboard:
                     "{{rule}}",
                 ),
                 desc="exploit.attempt, auth.bruteforce, auth.default_credentials, device.scanning, "
-                "device.telnet, device.exposed, device.flooding: the MQTT alerts name the device, the "
-                "attacker and the vulnerability; file.path is the pcap.",
+                "device.telnet, device.exposed, device.flooding, device.bittorrent: the MQTT alerts name the "
+                "device, the attacker and the vulnerability; file.path is the pcap.",
             )
         )
         .with_panel(

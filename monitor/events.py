@@ -269,6 +269,14 @@ class TelnetSession(FlowEvent):
     banner: str
 
 
+@dataclass(frozen=True, slots=True)
+class BitTorrentMessage(FlowEvent):
+    """``from_src``'s side sent a BitTorrent message on ``flow``: ``what`` says which (``DHT query
+    (get_peers)``, ``uTP data``, ``peer handshake``)."""
+
+    what: str
+
+
 # ------------------------------------------------------------------------------ the site model
 
 
