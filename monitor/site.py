@@ -517,6 +517,10 @@ class Site:
             self.flood_targets.popitem(last=False)
             self.stats.flood_targets_dropped += 1
 
+    def forget_flood(self, device: str, ip: str) -> None:
+        """The flood of ``ip`` by ``device`` is over: its attempts are the scanning rule's again."""
+        self.flood_targets.pop((device, ip), None)
+
     def is_service_port(self, proto: int, port: int) -> bool:
         """A port servers listen on: below 1024, or one a protocol module declares."""
         return port < 1024 or port in self.service_ports.get(proto, ())

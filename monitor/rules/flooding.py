@@ -6,16 +6,22 @@ and whose "DNS water torture" asks the site's resolver for random names under th
 wire each packet is a new flow to the one victim. No camera does that otherwise: its recorder, cloud, DNS and
 NTP take a handful of connections a minute.
 
-Counted per watched device and destination address, over windows of ``WINDOW_NS`` that start at the first
-flow to it: ``FLOOD_FLOWS`` flows the device opened there in one window is a flood (100 a second, far
-below a bot's rate and far above any camera's). One alert per device and target (its ``event.id``); the
-scanning rule leaves a reported target's refused attempts to it (``Site.note_flood``), so a flood over random
-ports is not also a port scan. State is bounded: ``MAX_TARGETS`` destinations per device (a scan of
-random addresses churns them, never a flood's one target), ``MAX_DEVICES`` devices.
+Counted per watched device and destination address, in a sliding window of ``WINDOW_NS`` (ten one-second
+buckets): ``FLOOD_FLOWS`` flows the device opened there within it is a flood (100 a second, far below a
+bot's rate and far above any camera's), when they come from many source ports (``FLOOD_SOURCE_PORTS``
+distinct: a bot takes a new one per packet, while a port scanner such as nmap keeps one, and stays
+``device.scanning``). Only flows the device itself started count: its first packet seen, and not an answer
+(a SYN-ACK, a reset, an ICMP error or echo reply; nor a flow whose opener only its port said): a camera
+*being* flooded answers too. One alert per device and target (its ``event.id``), re-armed once the target
+has gone quiet (under a tenth of the threshold in the window); the scanning rule leaves a reported target to
+it (``Site.note_flood``), so a flood over random ports is not also a port scan. State is bounded:
+``MAX_TARGETS`` destinations per device (a scan of random addresses churns them), ``MAX_DEVICES`` devices.
 
 Not seen here: a flood inside one flow (a fixed source and destination port: the sustained-rate check of
-``stream.egress`` reports its volume), GRE floods (one flow per address pair), and floods from spoofed
-source addresses (the device is known by its address unless its MAC names it).
+``stream.egress`` reports its volume), an HTTP flood over a few kept-alive connections, GRE floods (the
+decoder reads GRE as a mirror's encapsulation), a flood spread over a whole prefix or over more targets
+than ``MAX_TARGETS`` at once (each under the threshold: ``device.scanning`` reports the fan-out), and
+floods from spoofed source addresses (the device is known by its address unless its MAC names it).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from monitor.alerts import CRITICAL, NS, Alert, Rule, endpoint
-from monitor.decode import PROTO_TCP, TCP_ACK, TCP_SYN
+from monitor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
 from monitor.events import Event, FlowStarted
 from monitor.evidence import combine, snapshot
 from monitor.flows import Flow
@@ -47,7 +53,10 @@ DEVICE_FLOODING = Rule(
 RULES = (DEVICE_FLOODING,)
 
 WINDOW_NS: Final = 10 * NS
+BUCKETS: Final = 10  # one a second
 FLOOD_FLOWS: Final = 1000
+FLOOD_SOURCE_PORTS: Final = 64  # distinct source ports among a flood's flows (counted up to this)
+QUIET_FLOWS: Final = FLOOD_FLOWS // 10  # a window under this re-arms a reported target
 MAX_TARGETS: Final = 64
 MAX_DEVICES: Final = 1024
 MAX_PORTS: Final = 1024  # distinct destination ports counted per target (the count stops there)
@@ -56,19 +65,56 @@ SAMPLE: Final = 16
 
 @dataclass(slots=True)
 class _Target:
-    start_ns: int
-    flows: int = 0
-    transports: dict[int, int] = field(default_factory=dict)  # IP protocol -> flows
-    ports: set[int] = field(default_factory=set)
-    syns: int = 0  # TCP flows whose first packet is a bare SYN
+    second: int  # the capture second of the latest flow
+    # Per second of the window (index: second % BUCKETS): [flows, tcp, udp, bare SYNs].
+    buckets: list[list[int]] = field(default_factory=lambda: [[0, 0, 0, 0] for _ in range(BUCKETS)])
+    ports: set[int] = field(default_factory=set)  # destination ports, since the target was last quiet
+    sports: set[int] = field(default_factory=set)  # source ports (up to FLOOD_SOURCE_PORTS)
     sample: list[Flow] = field(default_factory=list)
     reported: bool = False
+
+    def advance(self, second: int) -> None:
+        """Move the window to end at ``second``: the buckets of the seconds that went by are emptied."""
+        gone = second - self.second
+        if gone <= 0:
+            return
+        for s in range(self.second + 1, self.second + 1 + min(gone, BUCKETS)):
+            self.buckets[s % BUCKETS] = [0, 0, 0, 0]
+        self.second = second
+
+    def total(self, column: int = 0) -> int:
+        return sum(b[column] for b in self.buckets)
+
+    def first_second(self) -> int:
+        """The earliest second of the window with a flow."""
+        return next(
+            s for s in range(self.second - BUCKETS + 1, self.second + 1) if self.buckets[s % BUCKETS][0]
+        )
 
 
 @dataclass(slots=True)
 class _Device:
     watched: Watched
     targets: Bounded[str, _Target] = field(default_factory=lambda: Bounded(MAX_TARGETS))
+
+
+#: ICMP types that answer (echo reply, errors): never the start of a flood by the device that sends them.
+_ICMP_ANSWERS: Final = {
+    PROTO_ICMP: frozenset({0, 3, 4, 5, 11, 12, 14, 16, 18}),
+    PROTO_ICMPV6: frozenset({1, 2, 3, 4, 129}),
+}
+
+
+def started_by_first_sender(flow: Flow) -> bool:
+    """The flow's first packet seen opened it and its sender started it: not an answer (a SYN-ACK, a reset,
+    an ICMP error or echo reply), and not a flow whose opener only the ports said (an answer met first)."""
+    if flow.opener is not None or not flow.opener_is_src:
+        return False
+    proto = flow.proto
+    if proto == PROTO_TCP:
+        return not flow.first_flags & TCP_RST
+    answers = _ICMP_ANSWERS.get(proto)
+    return answers is None or flow.icmp_type not in answers
 
 
 @lru_cache(maxsize=4096)
@@ -93,13 +139,12 @@ class FloodingRule(RuleModule):
         if not isinstance(event, FlowStarted):
             return ()
         flow = event.flow
-        if flow.copy:
+        if flow.copy or not started_by_first_sender(flow):
             return ()
-        opener_is_src = flow.opener_is_src
-        (src_ip, _), (dst_ip, dst_port) = (flow.src, flow.dst) if opener_is_src else (flow.dst, flow.src)
+        (src_ip, src_port), (dst_ip, dst_port) = flow.src, flow.dst
         if _group_address(dst_ip):
             return ()  # discovery: multicast and broadcast are no victim
-        watched = self.site.watched(flow, opener_is_src)
+        watched = self.site.watched(flow, True)
         if watched is None:
             return ()
         key = str(watched.mac) if watched.mac else src_ip
@@ -108,20 +153,37 @@ class FloodingRule(RuleModule):
             dev = _Device(watched)
             self.devices.put(key, dev)
         ts = event.ts_ns
+        second = ts // NS
         target = dev.targets.get(dst_ip)
-        if target is None or ts - target.start_ns >= WINDOW_NS:
-            target = _Target(ts, reported=target is not None and target.reported)
+        if target is None:
+            target = _Target(second)
             dev.targets.put(dst_ip, target)
-        target.flows += 1
+        target.advance(second)
+        before = target.total()
+        if before < QUIET_FLOWS:
+            if target.reported:
+                target.reported = False  # gone quiet: a later flood is news (the gate holds back a day)
+                self.site.forget_flood(key, dst_ip)
+            if target.sample and target.sample[0].start_ns < ts - WINDOW_NS:
+                target.ports.clear()
+                target.sports.clear()
+                target.sample.clear()
+        bucket = target.buckets[second % BUCKETS]
+        bucket[0] += 1
         proto = flow.proto
-        target.transports[proto] = target.transports.get(proto, 0) + 1
+        if proto == PROTO_TCP:
+            bucket[1] += 1
+            if flow.first_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
+                bucket[3] += 1
+        elif proto == PROTO_UDP:
+            bucket[2] += 1
         if len(target.ports) < MAX_PORTS:
             target.ports.add(dst_port)
-        if proto == PROTO_TCP and flow.first_flags & (TCP_SYN | TCP_ACK) == TCP_SYN and opener_is_src:
-            target.syns += 1
+        if len(target.sports) < FLOOD_SOURCE_PORTS:
+            target.sports.add(src_port)
         if len(target.sample) < SAMPLE:
             target.sample.append(flow)
-        if target.flows < FLOOD_FLOWS or target.reported:
+        if before + 1 < FLOOD_FLOWS or target.reported or len(target.sports) < FLOOD_SOURCE_PORTS:
             return ()
         target.reported = True
         self.site.note_flood(key, dst_ip)
@@ -129,36 +191,39 @@ class FloodingRule(RuleModule):
 
     def _alert(self, watched: Watched, flow: Flow, target: _Target, victim: str, now: int) -> Alert:
         site = self.site
-        side = Side.of(flow, flow.opener_is_src, watched.mac)
-        seconds = max(now - target.start_ns, 0) / NS
-        by_transport = sorted(target.transports.items(), key=lambda kv: (-kv[1], kv[0]))
-        kinds = ", ".join(f"{transport_name(p)} {n:,}" for p, n in by_transport)
+        side = Side.of(flow, True, watched.mac)
+        flows, tcp, udp, syns = (target.total(c) for c in range(4))
+        start_ns = max(target.first_second() * NS, min(f.start_ns for f in target.sample))
+        seconds = max(now - start_ns, 0) / NS
+        counts = [(n, name) for n, name in ((tcp, "tcp"), (udp, "udp"), (flows - tcp - udp, "other")) if n]
+        counts.sort(key=lambda c: -c[0])
+        kinds = ", ".join(f"{name} {n:,}" for n, name in counts)
         ports = len(target.ports)
         port_txt = f"{ports:,}{'+' if ports >= MAX_PORTS else ''} destination ports"
         if ports == 1:
-            port_txt = f"all to {transport_name(by_transport[0][0])}/{next(iter(target.ports))}"
-        syns = f"; {target.syns:,} of them bare SYNs" if target.syns else ""
+            port_txt = f"all to {counts[0][1]}/{next(iter(target.ports))}"
+        syn_txt = f"; {syns:,} of them bare SYNs" if syns else ""
         where = " (on the site)" if site.is_site_address(victim) else ""
-        resolver = (
-            ": a DNS flood through the resolver (random names of the victim's domain: Mirai's DNS water "
+        dns = (
+            ": a DNS flood through the resolver (random names under the victim's domain: Mirai's DNS water "
             "torture)"
-            if site.policy.resolvers and site.policy.is_resolver(victim) and dict(by_transport).get(17)
+            if target.ports == {53} and udp
             else ""
         )
         message = (
             f"{describe(watched.device, side.ip, side.mac)} is flooding {victim}{where}: "
-            f"{target.flows:,} new connections to it in {seconds:.1f} s ({kinds}; {port_txt}{syns})"
-            f"{resolver}. A camera never does this: it is a denial-of-service attack by malware on the "
-            "device (Mirai family). Isolate the device from the network, then reset it and update its "
-            "firmware; the attack's target may complain to the site's ISP."
+            f"{flows:,} new connections to it in {seconds:.1f} s ({kinds}; {port_txt}{syn_txt}){dns}. A "
+            "camera never does this: it is a denial-of-service attack by malware on the device (Mirai "
+            "family). Isolate the device from the network, then reset it and update its firmware; the "
+            "attack's target may complain to the site's ISP."
         )
         flood: dict[str, Any] = {
-            "flows": target.flows,
+            "flows": flows,
             "seconds": round(seconds, 3),
-            "transports": {transport_name(p): n for p, n in by_transport},
+            "transports": {name: n for n, name in counts},
             "ports": ports,
-            "syns": target.syns,
-            "sample": [endpoint(*(f.dst if f.opener_is_src else f.src)) for f in target.sample[:10]],
+            "syns": syns,
+            "sample": [endpoint(*f.dst) for f in target.sample[:10]],
         }
         alert = side_alert(
             DEVICE_FLOODING,
@@ -177,8 +242,8 @@ class FloodingRule(RuleModule):
             source=replace(alert.source, port=None),
             destination=replace(alert.destination, port=only_port, domain=None),
             community_id=None,
-            transport=transport_name(by_transport[0][0]),
+            transport=counts[0][1] if counts[0][1] != "other" else transport_name(flow.proto),
             fields=(("camwatch.flood", flood),),
             evidence=combine(snapshot(f, now) for f in target.sample),
-            start_ns=target.start_ns,
+            start_ns=start_ns,
         )

@@ -10,8 +10,10 @@ later. It is a scan when the failed attempts reach ``ADDRESS_THRESHOLD`` distinc
 ``PORT_THRESHOLD`` distinct ports of one address, or when ``MIRAI_THRESHOLD`` SYNs to distinct addresses
 carry Mirai's signature (the TCP sequence number equal to the destination address: conclusive on its own).
 A recorder connecting to its 64 cameras at boot is not: they accept. Nor is a recorder reconnecting to the
-cameras of a switch that lost power: an address that accepted this device before (``MAX_KNOWN_PEERS`` kept a
-device) is its peer, and its refusals while it boots are not a fan-out.
+cameras of a switch that lost power: a service (address and port) that accepted this device before
+(``MAX_KNOWN_PEERS`` kept a device) is its peer's, and its refusals while it boots are not a fan-out; the
+peer's other ports are (a compromised camera port-scanning its own recorder). A flow whose opener only its
+ports said (an answer met first) is no attempt: a camera flooded with stray ACKs answers them.
 
 Cheap while nothing happens: each new destination updates a few counters; the full count runs only when
 the distinct destinations cross a threshold (and again every ``ADDRESS_THRESHOLD`` new ones), ``HOLD_NS``
@@ -60,7 +62,7 @@ TELNET_PORTS: Final = frozenset({23, 2323})
 MAX_ATTEMPTS: Final = 4096
 MAX_TOTAL_ATTEMPTS: Final = 65_536
 MAX_DEVICES: Final = 1024
-MAX_KNOWN_PEERS: Final = 1024  # addresses that accepted a device before, per device (the oldest forgotten)
+MAX_KNOWN_PEERS: Final = 1024  # services that accepted a device before, per device (the oldest forgotten)
 SAMPLE: Final = 16
 
 PENDING, ACCEPTED, REFUSED = 0, 1, 2
@@ -89,9 +91,10 @@ class _Device:
     total: int = 0
     first_ns: int = 0
     last: Flow | None = None
-    # Addresses that accepted this device's connections before, oldest first: its peers (its cameras, its
-    # recorder), whose refusals (rebooting) are not a scan.
-    known: Bounded[str, bool] = field(default_factory=lambda: Bounded(MAX_KNOWN_PEERS))
+    # Services (address, port) that accepted this device's connections before, oldest first: its peers' (its
+    # cameras', its recorder's), whose refusals (rebooting) are not a scan; the peer's other ports are (a
+    # compromised camera scanning its own recorder).
+    known: Bounded[tuple[str, int], bool] = field(default_factory=lambda: Bounded(MAX_KNOWN_PEERS))
 
 
 @lru_cache(maxsize=4096)
@@ -136,11 +139,15 @@ class ScanningRule(RuleModule):
         dst_ip, dst_port = flow.dst if opener_is_src else flow.src
         if _group_address(dst_ip):
             return  # discovery multicast and broadcast: never a fan-out
+        if flow.opener is False:
+            return  # an answer met first (its opener said by the ports only): no attempt seen to judge
         watched = self.site.watched(flow, opener_is_src)
         if watched is None:
             return
         src_ip = (flow.src if opener_is_src else flow.dst)[0]
         key = str(watched.mac) if watched.mac else src_ip
+        if (key, dst_ip) in self.site.flood_targets:
+            return  # device.flooding's victim: its flows must not fill the budget a scan is judged on
         dev = self.devices.get(key)
         if dev is None:
             dev = _Device(watched, first_ns=ts)
@@ -222,7 +229,7 @@ class ScanningRule(RuleModule):
         else:
             attempt.state = ACCEPTED
         if attempt.state == ACCEPTED and dev is not None:
-            dev.known.put(where[1][0], True)
+            dev.known.put((where[1][0], where[1][1]), True)
 
     def _check(self, key: str, now: int) -> Sequence[Alert]:
         dev = self.devices.get(key)
@@ -233,8 +240,8 @@ class ScanningRule(RuleModule):
         failed: dict[str, set[int]] = {}
         floods = self.site.flood_targets
         for (ip, port, _), attempt in dev.attempts.items():
-            if ip in dev.known:
-                continue  # a peer that accepted this device before (a camera rebooting), not a scan target
+            if (ip, port) in dev.known:
+                continue  # a service that accepted this device before (a camera rebooting), not a scan target
             if (key, ip) in floods:
                 continue  # device.flooding's victim: its random ports are a flood, not a port scan
             if attempt.state == REFUSED or (attempt.state == PENDING and attempt.ts_ns < now - GRACE_NS):
