@@ -8,8 +8,11 @@ over it. What is read is only what says "this is BitTorrent, and who speaks it":
   ``r`` response, ``e`` error); a query names its method ``q`` (``ping``, ``find_node``, ``get_peers``,
   ``announce_peer``) and carries the sender's 20-byte node ``id`` in ``a``;
 - a **uTP** packet has a 20-byte header whose first byte is its type (0-4) and version 1; it shares the
-  DHT's UDP socket (libtorrent), so it is read only on a flow already labelled by a DHT message: as a
-  first packet, four bytes of header say too little;
+  DHT's UDP socket (libtorrent), so it is read only on a UDP flow already labelled by a DHT message: as a
+  first packet, four bytes of header say too little. Even then a side is said to speak uTP only when it
+  shows it: a STATE answering the other side's SYN (the SYN's connection id), or DATA carrying the peer
+  handshake. Anything else of that shape is not credited: a camera's STUN success or TURN ChannelData
+  (0x41 0x00...) answering an outsider's DHT ping is no BitTorrent of its own;
 - the **peer handshake** starts with the length 19 and ``BitTorrent protocol``.
 
 Each message the flow's sides send is reported (:class:`~monitor.events.BitTorrentMessage`) for
@@ -18,12 +21,13 @@ Each message the flow's sides send is reported (:class:`~monitor.events.BitTorre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
+from monitor.decode import PROTO_UDP
 from monitor.events import BitTorrentMessage
-from monitor.protocol import Context, ProtocolSpec
+from monitor.protocol import Context, ProtocolSpec, flow_state
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -33,8 +37,9 @@ DHT_PORT: Final = 6881
 HANDSHAKE: Final = b"\x13BitTorrent protocol"
 UTP_HEADER: Final = 20
 READ_PACKETS: Final = 16
-MAX_DEPTH: Final = 8
-MAX_ITEMS: Final = 256
+# BEP 44 lets a stored value be any bencoded value up to 1000 bytes: bounds far above it, still linear.
+MAX_DEPTH: Final = 32
+MAX_ITEMS: Final = 4096
 _TYPES: Final = {b"q": "query", b"r": "response", b"e": "error"}
 _METHODS: Final = frozenset(
     {"ping", "find_node", "get_peers", "announce_peer", "get", "put", "sample_infohashes"}
@@ -166,6 +171,30 @@ def utp_type(payload: bytes) -> str | None:
     return ("data", "fin", "state", "reset", "syn")[kind] if kind <= 4 else None
 
 
+@dataclass(slots=True)
+class _Utp:
+    """The uTP connection ids each side opened with a SYN (answered by a STATE with the same id)."""
+
+    syns: dict[bool, set[int]] = field(default_factory=lambda: {True: set(), False: set()})
+
+
+MAX_SYNS: Final = 16
+
+
+def _utp_shown(flow: Flow, from_src: bool, kind: str, payload: bytes) -> bool:
+    """Does this uTP packet show that its sender speaks uTP (see the module's docstring)?"""
+    state = flow_state(flow, (PROTOCOL, "utp"), _Utp)
+    conn_id = int.from_bytes(payload[2:4], "big")
+    if kind == "syn":
+        syns = state.syns[from_src]
+        if len(syns) < MAX_SYNS:
+            syns.add(conn_id)
+        return False  # 0x41 0x0n is also TURN ChannelData on channels 0x4100-0x4103
+    if kind == "state":
+        return conn_id in state.syns[not from_src]
+    return kind == "data" and HANDSHAKE in payload[UTP_HEADER : UTP_HEADER + 64]
+
+
 def handshake_looks_like(payload: bytes) -> bool:
     """The peer handshake's first 20 bytes (TCP)."""
     return payload[:20] == HANDSHAKE
@@ -178,7 +207,9 @@ def handle_bittorrent(ctx: Context, flow: Flow, from_src: bool, payload: bytes, 
         what = f"DHT {msg.kind}" + (f" ({msg.method})" if msg.method else "")
     elif handshake_looks_like(payload):
         what = "peer handshake"
-    elif labelled and (kind := utp_type(payload)) is not None:
+    elif labelled and flow.proto == PROTO_UDP and (kind := utp_type(payload)) is not None:
+        if not _utp_shown(flow, from_src, kind, payload):
+            return True
         what = f"uTP {kind}"
     elif labelled:
         return True  # a peer's data past its handshake, or something the socket shares: not read

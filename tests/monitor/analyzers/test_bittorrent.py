@@ -54,10 +54,10 @@ def test_queries_responses_and_errors() -> None:
         (_query(node=NODE[:19]), "20-byte node id"),
         (b"d1:t2:aa1:y1:q1:q4:pinge", "without its method or arguments"),
         (b"d1:t99:aa1:y1:qe", "runs past the end"),
-        (b"d" * 20 + b"e" * 20, "nested deeper"),
+        (b"d" * 40 + b"e" * 40, "nested deeper"),
         (b"di1e1:ae", "not a string"),
         (b"d1:ti1x1:y1:qe", "integer"),
-        (b"d1:t" + b"l" * 3 + b"e" * 3 + b"1:y1:q" + b"1:al" + b"i1e" * 300 + b"ee", "more than 256"),
+        (b"d1:t" + b"l" * 3 + b"e" * 3 + b"1:y1:q" + b"1:al" + b"i1e" * 5000 + b"ee", "more than 4096"),
     ],
 )
 def test_malformed_messages_are_refused_with_a_reason(data: bytes, reason: str) -> None:
@@ -76,11 +76,34 @@ def test_utp_and_the_handshake() -> None:
 
 
 def test_the_handler_reports_what_each_side_sends() -> None:
-    flow = make_flow("10.20.0.11", 40000, "203.0.113.9", 6881)
-    utp = b"\x21\x00" + bytes(18)
-    ctx = run(handle_bittorrent, flow, [(True, _query()), (False, utp), (False, b"\x00" * 40)], "bittorrent")
+    flow = make_flow("10.20.0.11", 40000, "203.0.113.9", 6881, proto=17)
+    syn, state = b"\x41\x00\x53\x02" + bytes(16), b"\x21\x00\x53\x02" + bytes(16)
+    data = b"\x01\x00\x53\x03" + bytes(16) + b"\x13BitTorrent protocol" + bytes(8)
+    segments = [(True, _query()), (False, syn), (True, state), (False, data), (False, b"\x00" * 40)]
+    ctx = run(handle_bittorrent, flow, segments, "bittorrent")
     events = ctx.of(BitTorrentMessage)
-    assert [(e.from_src, e.what) for e in events] == [(True, "DHT query (find_node)"), (False, "uTP state")]  # type: ignore[attr-defined]
+    # A SYN is not credited (TURN ChannelData on channel 0x4100 has its shape); a STATE answering it and DATA
+    # carrying the peer handshake are.
+    assert [(e.from_src, e.what) for e in events] == [  # type: ignore[attr-defined]
+        (True, "DHT query (find_node)"),
+        (True, "uTP state"),
+        (False, "uTP data"),
+    ]
+
+
+def test_a_reply_of_utp_shape_is_not_credited_to_a_side_that_never_spoke_bittorrent() -> None:
+    # An outsider's DHT ping labels the flow; the camera's STUN success (0x0101...) or TURN ChannelData on
+    # channel 0x4100 has uTP's shape but answers no SYN: not the camera's BitTorrent. Nor anything on TCP.
+    for proto in (17, 6):
+        flow = make_flow("203.0.113.9", 6881, "10.20.0.11", 3478, proto=proto)
+        stun_ok = b"\x01\x01\x00\x00\x21\x12\xa4\x42" + bytes(12)
+        ctx = run(
+            handle_bittorrent,
+            flow,
+            [(True, _query(b"ping")), (False, stun_ok), (False, b"\x21\x00" + bytes(18))],
+            "bittorrent",
+        )
+        assert [e.from_src for e in ctx.of(BitTorrentMessage)] == [True], proto  # type: ignore[attr-defined]
 
 
 def test_a_first_packet_must_be_a_dht_message_or_the_handshake() -> None:

@@ -54,3 +54,41 @@ def test_the_peer_handshake_over_tcp_once_per_device_and_once_on_a_trunk() -> No
     (a,) = of_rule(alerts(frames), RULE)
     assert "peer handshake" in str(a["message"])
     assert len(of_rule(alerts(_on_a_trunk(frames)), RULE)) == 1
+
+
+# A review of the analyzer (each failed before its fix) -----------------------------------------------------
+
+NODE = bytes(range(20))
+HANDSHAKE = b"\x13BitTorrent protocol" + bytes(8) + NODE + b"-LT1200-" + bytes(12)
+
+
+def test_a_camera_s_answer_to_an_outsider_s_bittorrent_is_not_its_bittorrent() -> None:
+    # An outsider's DHT ping labels the camera's STUN socket; the camera's STUN success has uTP's shape.
+    query = b"d1:ad2:id20:" + NODE + b"e1:q4:ping1:t2:aa1:y1:qe"
+    stun_req = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12)
+    stun_ok = (
+        b"\x01\x01\x00\x0c\x21\x12\xa4\x42" + bytes(12) + b"\x00\x20\x00\x08\x00\x01\xe3\x2b\xe1\xba\xa5\x43"
+    )
+    frames = [
+        (T0, synth.udp4_frame(GW.mac, HIK.mac, ATTACKER.ip, HIK.ip, 51413, 3478, query)),
+        (T0 + 30 * MS, synth.udp4_frame(GW.mac, HIK.mac, ATTACKER.ip, HIK.ip, 51413, 3478, stun_req)),
+        (T0 + 31 * MS, synth.udp4_frame(HIK.mac, GW.mac, HIK.ip, ATTACKER.ip, 3478, 51413, stun_ok)),
+    ]
+    assert of_rule(alerts(frames), RULE) == []
+    # A handshake to its TCP service, answered with the service's own binary reply (uTP runs over UDP only).
+    assert (
+        of_rule(
+            alerts(exchange(T0, ATTACKER, HIK, 51413, 8000, [(HANDSHAKE, b"\x01\x00" + bytes(254))])), RULE
+        )
+        == []
+    )
+
+
+def test_a_bep44_put_with_a_nested_stored_value() -> None:
+    # BEP 44 lets the stored value be any bencoded value of up to 1000 bytes (a botnet's command channel).
+    v = b"l" * 7 + b"i1e" + b"e" * 7
+    args = b"d2:id20:" + NODE + b"5:token8:tok123451:v" + v + b"e"
+    put = b"d1:a" + args + b"1:q3:put1:t2:aa1:y1:qe"
+    frame = synth.udp4_frame(HIK.mac, GW.mac, HIK.ip, ATTACKER.ip, 40000, 6881, put)
+    (a,) = of_rule(alerts([(T0, frame)]), RULE)
+    assert "DHT query (put)" in str(a["message"])
