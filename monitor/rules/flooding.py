@@ -59,18 +59,21 @@ FLOOD_SOURCE_PORTS: Final = 64  # distinct source ports among a flood's flows (c
 QUIET_FLOWS: Final = FLOOD_FLOWS // 10  # a window under this re-arms a reported target
 MAX_TARGETS: Final = 64
 MAX_DEVICES: Final = 1024
-MAX_PORTS: Final = 1024  # distinct destination ports counted per target (the count stops there)
+MAX_PORTS: Final = 256  # distinct destination ports counted per busy target (the count stops there)
 SAMPLE: Final = 16
+COLUMNS: Final = 4
+_ZEROS: Final = (0,) * COLUMNS
 
 
 @dataclass(slots=True)
 class _Target:
+    """One destination of one device: its flows per second of the window, and while it is busy what they
+    were. Small while quiet (64 of them a device, 1,024 devices): one flat list, no sets."""
+
     second: int  # the capture second of the latest flow
-    # Per second of the window (index: second % BUCKETS): [flows, tcp, udp, bare SYNs].
-    buckets: list[list[int]] = field(default_factory=lambda: [[0, 0, 0, 0] for _ in range(BUCKETS)])
-    ports: set[int] = field(default_factory=set)  # destination ports, since the target was last quiet
-    sports: set[int] = field(default_factory=set)  # source ports (up to FLOOD_SOURCE_PORTS)
-    sample: list[Flow] = field(default_factory=list)
+    # COLUMNS counts per second of the window (at (second % BUCKETS) * COLUMNS): flows, tcp, udp, bare SYNs.
+    counts: list[int] = field(default_factory=lambda: [0] * (BUCKETS * COLUMNS))
+    busy: _Busy | None = None  # kept while QUIET_FLOWS or more are in the window
     reported: bool = False
 
     def advance(self, second: int) -> None:
@@ -78,18 +81,29 @@ class _Target:
         gone = second - self.second
         if gone <= 0:
             return
+        counts = self.counts
         for s in range(self.second + 1, self.second + 1 + min(gone, BUCKETS)):
-            self.buckets[s % BUCKETS] = [0, 0, 0, 0]
+            at = (s % BUCKETS) * COLUMNS
+            counts[at : at + COLUMNS] = _ZEROS
         self.second = second
 
     def total(self, column: int = 0) -> int:
-        return sum(b[column] for b in self.buckets)
+        return sum(self.counts[column::COLUMNS])
 
     def first_second(self) -> int:
         """The earliest second of the window with a flow."""
         return next(
-            s for s in range(self.second - BUCKETS + 1, self.second + 1) if self.buckets[s % BUCKETS][0]
+            s
+            for s in range(self.second - BUCKETS + 1, self.second + 1)
+            if self.counts[(s % BUCKETS) * COLUMNS]
         )
+
+
+@dataclass(slots=True)
+class _Busy:
+    ports: set[int] = field(default_factory=set)  # destination ports (up to MAX_PORTS)
+    sports: set[int] = field(default_factory=set)  # source ports (up to FLOOD_SOURCE_PORTS)
+    sample: list[Flow] = field(default_factory=list)  # the first SAMPLE flows, for the evidence
 
 
 @dataclass(slots=True)
@@ -164,26 +178,28 @@ class FloodingRule(RuleModule):
             if target.reported:
                 target.reported = False  # gone quiet: a later flood is news (the gate holds back a day)
                 self.site.forget_flood(key, dst_ip)
-            if target.sample and target.sample[0].start_ns < ts - WINDOW_NS:
-                target.ports.clear()
-                target.sports.clear()
-                target.sample.clear()
-        bucket = target.buckets[second % BUCKETS]
-        bucket[0] += 1
+            target.busy = None
+        counts, at = target.counts, (second % BUCKETS) * COLUMNS
+        counts[at] += 1
         proto = flow.proto
         if proto == PROTO_TCP:
-            bucket[1] += 1
+            counts[at + 1] += 1
             if flow.first_flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
-                bucket[3] += 1
+                counts[at + 3] += 1
         elif proto == PROTO_UDP:
-            bucket[2] += 1
-        if len(target.ports) < MAX_PORTS:
-            target.ports.add(dst_port)
-        if len(target.sports) < FLOOD_SOURCE_PORTS:
-            target.sports.add(src_port)
-        if len(target.sample) < SAMPLE:
-            target.sample.append(flow)
-        if before + 1 < FLOOD_FLOWS or target.reported or len(target.sports) < FLOOD_SOURCE_PORTS:
+            counts[at + 2] += 1
+        if before < QUIET_FLOWS:
+            return ()  # ports and flows are kept for busy targets only (memory: 1,024 devices x 64 targets)
+        busy = target.busy
+        if busy is None:
+            busy = target.busy = _Busy()
+        if len(busy.ports) < MAX_PORTS:
+            busy.ports.add(dst_port)
+        if len(busy.sports) < FLOOD_SOURCE_PORTS:
+            busy.sports.add(src_port)
+        if len(busy.sample) < SAMPLE:
+            busy.sample.append(flow)
+        if before + 1 < FLOOD_FLOWS or target.reported or len(busy.sports) < FLOOD_SOURCE_PORTS:
             return ()
         target.reported = True
         self.site.note_flood(key, dst_ip)
@@ -191,23 +207,25 @@ class FloodingRule(RuleModule):
 
     def _alert(self, watched: Watched, flow: Flow, target: _Target, victim: str, now: int) -> Alert:
         site = self.site
+        busy = target.busy
+        assert busy is not None  # judged only while busy
         side = Side.of(flow, True, watched.mac)
         flows, tcp, udp, syns = (target.total(c) for c in range(4))
-        start_ns = max(target.first_second() * NS, min(f.start_ns for f in target.sample))
+        start_ns = target.first_second() * NS
         seconds = max(now - start_ns, 0) / NS
         counts = [(n, name) for n, name in ((tcp, "tcp"), (udp, "udp"), (flows - tcp - udp, "other")) if n]
         counts.sort(key=lambda c: -c[0])
         kinds = ", ".join(f"{name} {n:,}" for n, name in counts)
-        ports = len(target.ports)
+        ports = len(busy.ports)
         port_txt = f"{ports:,}{'+' if ports >= MAX_PORTS else ''} destination ports"
         if ports == 1:
-            port_txt = f"all to {counts[0][1]}/{next(iter(target.ports))}"
+            port_txt = f"all to {counts[0][1]}/{next(iter(busy.ports))}"
         syn_txt = f"; {syns:,} of them bare SYNs" if syns else ""
         where = " (on the site)" if site.is_site_address(victim) else ""
         dns = (
             ": a DNS flood through the resolver (random names under the victim's domain: Mirai's DNS water "
             "torture)"
-            if target.ports == {53} and udp
+            if busy.ports == {53} and udp
             else ""
         )
         message = (
@@ -223,7 +241,7 @@ class FloodingRule(RuleModule):
             "transports": {name: n for n, name in counts},
             "ports": ports,
             "syns": syns,
-            "sample": [endpoint(*f.dst) for f in target.sample[:10]],
+            "sample": [endpoint(*f.dst) for f in busy.sample[:10]],
         }
         alert = side_alert(
             DEVICE_FLOODING,
@@ -236,7 +254,7 @@ class FloodingRule(RuleModule):
             ("flood", victim),
             protocol=None,
         )
-        only_port = next(iter(target.ports)) if ports == 1 else None
+        only_port = next(iter(busy.ports)) if ports == 1 else None
         return replace(
             alert,
             source=replace(alert.source, port=None),
@@ -244,6 +262,6 @@ class FloodingRule(RuleModule):
             community_id=None,
             transport=counts[0][1] if counts[0][1] != "other" else transport_name(flow.proto),
             fields=(("camwatch.flood", flood),),
-            evidence=combine(snapshot(f, now) for f in target.sample),
+            evidence=combine(snapshot(f, now) for f in busy.sample),
             start_ns=start_ns,
         )
