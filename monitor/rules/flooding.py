@@ -15,18 +15,20 @@ distinct: a bot takes a new one per packet, while a port scanner such as nmap ke
 *being* flooded answers too. One alert per device and target (its ``event.id``), re-armed once the target
 has gone quiet (under a tenth of the threshold in the window); the scanning rule leaves a reported target to
 it (``Site.note_flood``), so a flood over random ports is not also a port scan. State is bounded:
-``MAX_TARGETS`` destinations per device (a scan of random addresses churns them), ``MAX_DEVICES`` devices.
+``MAX_PAIRS`` (device, destination) pairs in all, the least recently used forgotten (a scan of random
+addresses churns them; a flood's target, hit without pause, stays), each a few hundred bytes while quiet.
 
 Not seen here: a flood inside one flow (a fixed source and destination port: the sustained-rate check of
 ``stream.egress`` reports its volume), an HTTP flood over a few kept-alive connections, GRE floods (the
 decoder reads GRE as a mirror's encapsulation), a flood spread over a whole prefix or over more targets
-than ``MAX_TARGETS`` at once (each under the threshold: ``device.scanning`` reports the fan-out), and
+than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports the fan-out), and
 floods from spoofed source addresses (the device is known by its address unless its MAC names it).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -57,22 +59,21 @@ BUCKETS: Final = 10  # one a second
 FLOOD_FLOWS: Final = 1000
 FLOOD_SOURCE_PORTS: Final = 64  # distinct source ports among a flood's flows (counted up to this)
 QUIET_FLOWS: Final = FLOOD_FLOWS // 10  # a window under this re-arms a reported target
-MAX_TARGETS: Final = 64
-MAX_DEVICES: Final = 1024
+MAX_PAIRS: Final = 16_384
 MAX_PORTS: Final = 256  # distinct destination ports counted per busy target (the count stops there)
 SAMPLE: Final = 16
 COLUMNS: Final = 4
-_ZEROS: Final = (0,) * COLUMNS
+_ZEROS: Final = array("I", bytes(4 * COLUMNS))
 
 
 @dataclass(slots=True)
 class _Target:
     """One destination of one device: its flows per second of the window, and while it is busy what they
-    were. Small while quiet (64 of them a device, 1,024 devices): one flat list, no sets."""
+    were. Small while quiet (16,384 of them): one array of 40 counts, no sets."""
 
     second: int  # the capture second of the latest flow
     # COLUMNS counts per second of the window (at (second % BUCKETS) * COLUMNS): flows, tcp, udp, bare SYNs.
-    counts: list[int] = field(default_factory=lambda: [0] * (BUCKETS * COLUMNS))
+    counts: array[int] = field(default_factory=lambda: array("I", bytes(4 * BUCKETS * COLUMNS)))
     busy: _Busy | None = None  # kept while QUIET_FLOWS or more are in the window
     reported: bool = False
 
@@ -104,12 +105,6 @@ class _Busy:
     ports: set[int] = field(default_factory=set)  # destination ports (up to MAX_PORTS)
     sports: set[int] = field(default_factory=set)  # source ports (up to FLOOD_SOURCE_PORTS)
     sample: list[Flow] = field(default_factory=list)  # the first SAMPLE flows, for the evidence
-
-
-@dataclass(slots=True)
-class _Device:
-    watched: Watched
-    targets: Bounded[str, _Target] = field(default_factory=lambda: Bounded(MAX_TARGETS))
 
 
 #: ICMP types that answer (echo reply, errors): never the start of a flood by the device that sends them.
@@ -144,10 +139,10 @@ class FloodingRule(RuleModule):
 
     def __init__(self, site: Site) -> None:
         super().__init__(site)
-        self.devices: Bounded[str, _Device] = Bounded(MAX_DEVICES)
+        self.pairs: Bounded[tuple[str, str], _Target] = Bounded(MAX_PAIRS)
 
     def evictions(self) -> dict[str, int]:
-        return {"flood_devices": self.devices.evicted}
+        return {"flood_pairs": self.pairs.evicted}
 
     def judge(self, event: Event) -> Sequence[Alert]:
         if not isinstance(event, FlowStarted):
@@ -162,16 +157,12 @@ class FloodingRule(RuleModule):
         if watched is None:
             return ()
         key = str(watched.mac) if watched.mac else src_ip
-        dev = self.devices.get(key)
-        if dev is None:
-            dev = _Device(watched)
-            self.devices.put(key, dev)
         ts = event.ts_ns
         second = ts // NS
-        target = dev.targets.get(dst_ip)
+        target = self.pairs.get((key, dst_ip))
         if target is None:
             target = _Target(second)
-            dev.targets.put(dst_ip, target)
+            self.pairs.put((key, dst_ip), target)
         target.advance(second)
         before = target.total()
         if before < QUIET_FLOWS:
@@ -189,7 +180,7 @@ class FloodingRule(RuleModule):
         elif proto == PROTO_UDP:
             counts[at + 2] += 1
         if before < QUIET_FLOWS:
-            return ()  # ports and flows are kept for busy targets only (memory: 1,024 devices x 64 targets)
+            return ()  # ports and flows are kept for busy targets only (memory: MAX_PAIRS of them)
         busy = target.busy
         if busy is None:
             busy = target.busy = _Busy()
@@ -203,7 +194,7 @@ class FloodingRule(RuleModule):
             return ()
         target.reported = True
         self.site.note_flood(key, dst_ip)
-        return (self._alert(dev.watched, flow, target, dst_ip, ts),)
+        return (self._alert(watched, flow, target, dst_ip, ts),)
 
     def _alert(self, watched: Watched, flow: Flow, target: _Target, victim: str, now: int) -> Alert:
         site = self.site

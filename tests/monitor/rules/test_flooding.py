@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from lab import payloads, synth
 from monitor.engine import Engine
 from monitor.policy import SitePolicy
@@ -142,7 +144,8 @@ def _when(alert: dict[str, object]) -> tuple[object, object]:
     return alert["@timestamp"], alert["camwatch"]["flood"]["flows"]  # type: ignore[index]
 
 
-def test_the_state_stays_bounded_under_a_scan_of_random_addresses() -> None:
+def test_the_state_stays_bounded_under_a_scan_of_random_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flooding, "MAX_PAIRS", 1000)
     r = random.Random(4)
     frames = [
         (
@@ -157,8 +160,8 @@ def test_the_state_stays_bounded_under_a_scan_of_random_addresses() -> None:
     engine, _, records = run_frames(frames, policy=POLICY)
     assert of_rule(records, RULE) == []
     rule = _flooding(engine)
-    assert all(len(dev.targets) <= flooding.MAX_TARGETS for _, dev in rule.devices.items())
-    assert rule.devices.items()[0][1].targets.evicted > 0
+    assert len(rule.pairs) == 1000 and rule.pairs.evicted > 3000
+    assert engine.evictions()["flood_pairs"] == rule.pairs.evicted
 
 
 def _flooding(engine: Engine) -> flooding.FloodingRule:
