@@ -12,14 +12,16 @@ bot's rate and far above any camera's), when they come from many source ports (`
 distinct: a bot takes a new one per packet, while a port scanner such as nmap keeps one, and stays
 ``device.scanning``). Only flows the device itself started count: its first packet seen, and not an answer
 (a SYN-ACK, a reset, an ICMP error or echo reply; nor a flow whose opener only its port said): a camera
-*being* flooded answers too. One alert per device and target (its ``event.id``), re-armed once the target
+*being* flooded answers too. An HTTP flood over a few kept-alive connections (Mirai's) is counted by its
+requests: ``FLOOD_FLOWS`` HTTP requests the device sent to one address within the window. One alert per
+device and target (its ``event.id``), re-armed once the target
 has gone quiet (under a tenth of the threshold in the window); the scanning rule leaves a reported target to
 it (``Site.note_flood``), so a flood over random ports is not also a port scan. State is bounded:
 ``MAX_PAIRS`` (device, destination) pairs in all, the least recently used forgotten (a scan of random
 addresses churns them; a flood's target, hit without pause, stays), each a few hundred bytes while quiet.
 
 Not seen here: a flood inside one flow (a fixed source and destination port: the sustained-rate check of
-``stream.egress`` reports its volume), an HTTP flood over a few kept-alive connections, GRE floods (the
+``stream.egress`` reports its volume), GRE floods (the
 decoder reads GRE as a mirror's encapsulation), a flood spread over a whole prefix or over more targets
 than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports the fan-out), and
 floods from spoofed source addresses (the device is known by its address unless its MAC names it).
@@ -36,7 +38,7 @@ from typing import Any, Final
 
 from monitor.alerts import CRITICAL, NS, Alert, Rule, endpoint
 from monitor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
-from monitor.events import Event, FlowStarted
+from monitor.events import AppRequest, Event, FlowStarted
 from monitor.evidence import combine, snapshot
 from monitor.flows import Flow
 from monitor.iana import transport_name
@@ -62,17 +64,19 @@ QUIET_FLOWS: Final = FLOOD_FLOWS // 10  # a window under this re-arms a reported
 MAX_PAIRS: Final = 16_384
 MAX_PORTS: Final = 256  # distinct destination ports counted per busy target (the count stops there)
 SAMPLE: Final = 16
-COLUMNS: Final = 4
+COLUMNS: Final = 5
+REQUESTS: Final = 4  # the column of HTTP requests
 _ZEROS: Final = array("I", bytes(4 * COLUMNS))
 
 
 @dataclass(slots=True)
 class _Target:
     """One destination of one device: its flows per second of the window, and while it is busy what they
-    were. Small while quiet (16,384 of them): one array of 40 counts, no sets."""
+    were. Small while quiet (16,384 of them): one array of 50 counts, no sets."""
 
     second: int  # the capture second of the latest flow
-    # COLUMNS counts per second of the window (at (second % BUCKETS) * COLUMNS): flows, tcp, udp, bare SYNs.
+    # COLUMNS counts per second of the window (at (second % BUCKETS) * COLUMNS): flows, tcp, udp, bare SYNs,
+    # HTTP requests.
     counts: array[int] = field(default_factory=lambda: array("I", bytes(4 * BUCKETS * COLUMNS)))
     busy: _Busy | None = None  # kept while QUIET_FLOWS or more are in the window
     reported: bool = False
@@ -96,7 +100,7 @@ class _Target:
         return next(
             s
             for s in range(self.second - BUCKETS + 1, self.second + 1)
-            if self.counts[(s % BUCKETS) * COLUMNS]
+            if self.counts[(s % BUCKETS) * COLUMNS] or self.counts[(s % BUCKETS) * COLUMNS + REQUESTS]
         )
 
 
@@ -135,7 +139,7 @@ def _group_address(ip: str) -> bool:
 class FloodingRule(RuleModule):
     """Counts the flows each watched device opens to each destination; a flood is one alert."""
 
-    consumes = (FlowStarted,)
+    consumes = (FlowStarted, AppRequest)
 
     def __init__(self, site: Site) -> None:
         super().__init__(site)
@@ -145,9 +149,30 @@ class FloodingRule(RuleModule):
         return {"flood_pairs": self.pairs.evicted}
 
     def judge(self, event: Event) -> Sequence[Alert]:
-        if not isinstance(event, FlowStarted):
-            return ()
-        flow = event.flow
+        if isinstance(event, FlowStarted):
+            return self._flow(event.flow, event.ts_ns)
+        if isinstance(event, AppRequest):
+            return self._request(event)
+        return ()
+
+    def _target(self, key: str, dst_ip: str, ts: int) -> tuple[_Target, int]:
+        """The (device, destination) pair's counts, moved to ``ts``; and the larger of its flows and requests
+        in the window before this one (a quiet target is re-armed and forgets what it kept while busy)."""
+        second = ts // NS
+        target = self.pairs.get((key, dst_ip))
+        if target is None:
+            target = _Target(second)
+            self.pairs.put((key, dst_ip), target)
+        target.advance(second)
+        before = max(target.total(), target.total(REQUESTS))
+        if before < QUIET_FLOWS:
+            if target.reported:
+                target.reported = False  # gone quiet: a later flood is news (the gate holds back a day)
+                self.site.forget_flood(key, dst_ip)
+            target.busy = None
+        return target, before
+
+    def _flow(self, flow: Flow, ts: int) -> Sequence[Alert]:
         if flow.copy or not started_by_first_sender(flow):
             return ()
         (src_ip, src_port), (dst_ip, dst_port) = flow.src, flow.dst
@@ -157,20 +182,8 @@ class FloodingRule(RuleModule):
         if watched is None:
             return ()
         key = str(watched.mac) if watched.mac else src_ip
-        ts = event.ts_ns
-        second = ts // NS
-        target = self.pairs.get((key, dst_ip))
-        if target is None:
-            target = _Target(second)
-            self.pairs.put((key, dst_ip), target)
-        target.advance(second)
-        before = target.total()
-        if before < QUIET_FLOWS:
-            if target.reported:
-                target.reported = False  # gone quiet: a later flood is news (the gate holds back a day)
-                self.site.forget_flood(key, dst_ip)
-            target.busy = None
-        counts, at = target.counts, (second % BUCKETS) * COLUMNS
+        target, before = self._target(key, dst_ip, ts)
+        counts, at = target.counts, ((ts // NS) % BUCKETS) * COLUMNS
         counts[at] += 1
         proto = flow.proto
         if proto == PROTO_TCP:
@@ -190,27 +203,61 @@ class FloodingRule(RuleModule):
             busy.sports.add(src_port)
         if len(busy.sample) < SAMPLE:
             busy.sample.append(flow)
-        if before + 1 < FLOOD_FLOWS or target.reported or len(busy.sports) < FLOOD_SOURCE_PORTS:
+        if target.total() < FLOOD_FLOWS or target.reported or len(busy.sports) < FLOOD_SOURCE_PORTS:
             return ()
         target.reported = True
         self.site.note_flood(key, dst_ip)
         return (self._alert(watched, flow, target, dst_ip, ts),)
 
-    def _alert(self, watched: Watched, flow: Flow, target: _Target, victim: str, now: int) -> Alert:
+    def _request(self, event: AppRequest) -> Sequence[Alert]:
+        """An HTTP request a watched device sent: Mirai's HTTP flood sends thousands over a few kept-alive
+        connections, which the count of new flows never sees."""
+        flow = event.flow
+        if event.protocol != "http" or flow.copy:
+            return ()
+        watched = self.site.watched(flow, event.from_src)
+        if watched is None:
+            return ()
+        (src_ip, _), (dst_ip, dst_port) = (flow.src, flow.dst) if event.from_src else (flow.dst, flow.src)
+        key = str(watched.mac) if watched.mac else src_ip
+        ts = event.ts_ns
+        target, before = self._target(key, dst_ip, ts)
+        target.counts[((ts // NS) % BUCKETS) * COLUMNS + REQUESTS] += 1
+        if before < QUIET_FLOWS:
+            return ()
+        busy = target.busy
+        if busy is None:
+            busy = target.busy = _Busy()
+        if len(busy.ports) < MAX_PORTS:
+            busy.ports.add(dst_port)
+        if len(busy.sample) < SAMPLE and flow not in busy.sample:
+            busy.sample.append(flow)
+        if target.total(REQUESTS) < FLOOD_FLOWS or target.reported:
+            return ()
+        target.reported = True
+        self.site.note_flood(key, dst_ip)
+        return (self._alert(watched, flow, target, dst_ip, ts, requests=True),)
+
+    def _alert(
+        self, watched: Watched, flow: Flow, target: _Target, victim: str, now: int, requests: bool = False
+    ) -> Alert:
         site = self.site
         busy = target.busy
         assert busy is not None  # judged only while busy
-        side = Side.of(flow, True, watched.mac)
+        # The device: a flow's starter, or the sender of an HTTP request (the client, whichever side it is).
+        device_is_src = flow.opener_is_src if requests else True
+        side = Side.of(flow, device_is_src, watched.mac)
         flows, tcp, udp, syns = (target.total(c) for c in range(4))
         start_ns = target.first_second() * NS
         seconds = max(now - start_ns, 0) / NS
         counts = [(n, name) for n, name in ((tcp, "tcp"), (udp, "udp"), (flows - tcp - udp, "other")) if n]
         counts.sort(key=lambda c: -c[0])
+        main = counts[0][1] if counts and counts[0][1] != "other" else transport_name(flow.proto)
         kinds = ", ".join(f"{name} {n:,}" for n, name in counts)
         ports = len(busy.ports)
         port_txt = f"{ports:,}{'+' if ports >= MAX_PORTS else ''} destination ports"
         if ports == 1:
-            port_txt = f"all to {counts[0][1]}/{next(iter(busy.ports))}"
+            port_txt = f"all to {main}/{next(iter(busy.ports))}"
         syn_txt = f"; {syns:,} of them bare SYNs" if syns else ""
         where = " (on the site)" if site.is_site_address(victim) else ""
         dns = (
@@ -219,9 +266,13 @@ class FloodingRule(RuleModule):
             if busy.ports == {53} and udp
             else ""
         )
+        what = f"{flows:,} new connections to it in {seconds:.1f} s ({kinds}; {port_txt}{syn_txt}){dns}"
+        if requests:
+            sent = target.total(REQUESTS)
+            over = f"{flows:,} new connections" if flows else "connections opened before"
+            what = f"{sent:,} HTTP requests to it in {seconds:.1f} s over {over} ({port_txt}): an HTTP flood"
         message = (
-            f"{describe(watched.device, side.ip, side.mac)} is flooding {victim}{where}: "
-            f"{flows:,} new connections to it in {seconds:.1f} s ({kinds}; {port_txt}{syn_txt}){dns}. A "
+            f"{describe(watched.device, side.ip, side.mac)} is flooding {victim}{where}: {what}. A "
             "camera never does this: it is a denial-of-service attack by malware on the device (Mirai "
             "family). Isolate the device from the network, then reset it and update its firmware; the "
             "attack's target may complain to the site's ISP."
@@ -232,7 +283,8 @@ class FloodingRule(RuleModule):
             "transports": {name: n for n, name in counts},
             "ports": ports,
             "syns": syns,
-            "sample": [endpoint(*f.dst) for f in busy.sample[:10]],
+            "requests": target.total(REQUESTS),
+            "sample": [endpoint(*(f.dst if f.opener_is_src else f.src)) for f in busy.sample[:10]],
         }
         alert = side_alert(
             DEVICE_FLOODING,
@@ -251,7 +303,7 @@ class FloodingRule(RuleModule):
             source=replace(alert.source, port=None),
             destination=replace(alert.destination, port=only_port, domain=None),
             community_id=None,
-            transport=counts[0][1] if counts[0][1] != "other" else transport_name(flow.proto),
+            transport=main,
             fields=(("camwatch.flood", flood),),
             evidence=combine(snapshot(f, now) for f in busy.sample),
             start_ns=start_ns,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from lab import payloads, synth
+from lab import payloads, personas, synth
 from tests.monitor.rules.traffic import GW, HIK, MS, NS, RECORDER, T0, alerts, of_rule
 
 RULE = "device.flooding"
@@ -173,3 +173,34 @@ def test_a_mirai_telnet_scan_during_a_flood_is_still_reported() -> None:
         )
     records = alerts(frames)
     assert of_rule(records, RULE) and of_rule(records, "device.scanning")
+
+
+def test_mirai_http_flood_over_kept_alive_connections() -> None:
+    # attack_app_http: a few kept-alive connections, a new GET as soon as the answer is read. Here 50
+    # connections, 10,000 GETs to one web server in about 10 s: 50 flows, never 1,000.
+    req = (
+        b"GET / HTTP/1.1\r\nUser-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64)\r\n"
+        b"Host: www.victim.example\r\nConnection: keep-alive\r\nAccept: text/html\r\n\r\n"
+    )
+    resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello"
+    frames: Frames = []
+    for c in range(50):
+        frames += personas.tcp_exchange(
+            T0 + c * 200 * MS, HIK.mac, GW.mac, HIK.ip, VICTIM, 40000 + c, 80, [(req, resp)] * 200
+        )
+    (a,) = of_rule(alerts(frames), RULE)
+    assert a["camwatch"]["flood"]["requests"] >= 1000 and "HTTP requests to it" in str(a["message"])  # type: ignore[index]
+    assert a["source"]["ip"] == HIK.ip and a["destination"] == {"ip": VICTIM, "port": 80}
+
+
+def test_a_recorder_polling_a_camera_s_snapshots_is_no_http_flood() -> None:
+    # A watched recorder fetching one camera's JPEG snapshot 30 times a second over one connection, a minute.
+    nvr_mac = "44:19:b6:00:00:02"
+    cam = "10.20.0.30"
+    get = b"GET /ISAPI/Streaming/channels/101/picture HTTP/1.1\r\nHost: cam\r\n\r\n"
+    jpeg = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 4\r\n\r\n\xff\xd8\xff\xd9"
+    frames = personas.tcp_exchange(
+        T0, nvr_mac, "00:00:00:00:00:30", RECORDER.ip, cam, 41000, 80, [(get, jpeg)] * 1800
+    )
+    frames = [(T0 + i * 11 * MS, f) for i, (_, f) in enumerate(frames)]  # 1,800 requests over about 60 s
+    assert of_rule(alerts(frames), RULE) == []
