@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import struct
@@ -373,10 +374,22 @@ class TcpProxy:
             self._server = None
 
     async def resume(self) -> None:
-        """Listen again (on the same port once one was chosen)."""
-        if self._server is None:
+        """Listen again (on the same port once one was chosen). The port is chosen below Linux's ephemeral
+        range (32768-60999): while paused, a port from that range can be taken as the local port of any
+        outgoing connection on the machine, and listening on it again would fail (EADDRINUSE)."""
+        if self._server is not None:
+            return
+        if self.port:
             self._server = await asyncio.start_server(self._handle, self.host, self.port)
-            self.port = int(self._server.sockets[0].getsockname()[1])
+            return
+        for port in random.Random().sample(range(20000, 32000), 64):
+            try:
+                self._server = await asyncio.start_server(self._handle, self.host, port)
+            except OSError:
+                continue  # taken: try another
+            self.port = port
+            return
+        raise OSError("no free port between 20000 and 32000 for the proxy")
 
     def cut(self) -> None:
         """Abort both sides of every proxied connection (RST, no FIN handshake, no DISCONNECT)."""
