@@ -88,6 +88,10 @@ class Watched:
     mac: int
     """The MAC the endpoint is known by (its own, never a router's), 0 if none is known."""
 
+    def key(self, ip: str) -> str:
+        """The identity rules keep per-device state under: its MAC as text, else its address ``ip``."""
+        return str(self.mac) if self.mac else ip
+
 
 @lru_cache(maxsize=65_536)
 def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -23,20 +23,29 @@ from monitor.vendors.oui import format_mac
 K = TypeVar("K")
 V = TypeVar("V")
 
+# Label -> (how a message names it, the port that identifies it when the name alone does not).
 _NAMES = {
-    "http": "HTTP",
-    "rtsp": "RTSP",
-    "rtsp-http": "RTSP-over-HTTP",
-    "dvrip": "Dahua DHIP/DVRIP (tcp/37777)",
-    "xm-telnetctl": "the Xiongmai telnet enabler (tcp/9530)",
-    "xm-console": "the HiSilicon debug console (tcp/9527)",
-    "telnet": "telnet",
+    "http": ("HTTP", ""),
+    "rtsp": ("RTSP", ""),
+    "rtsp-http": ("RTSP-over-HTTP", ""),
+    "dvrip": ("Dahua DHIP/DVRIP", "tcp/37777"),
+    "xm-telnetctl": ("the Xiongmai telnet enabler", "tcp/9530"),
+    "xm-console": ("the HiSilicon debug console", "tcp/9527"),
+    "telnet": ("telnet", ""),
+    "tls": ("HTTPS/TLS", ""),
+    "rtmp": ("RTMP", ""),
+    "mqtt": ("MQTT", ""),
 }
 
 
-def protocol_name(label: str) -> str:
-    """``http`` -> ``HTTP``, ``dvrip`` -> ``Dahua DHIP/DVRIP (tcp/37777)``..."""
-    return _NAMES.get(label, label)
+def protocol_name(label: str, *, with_port: bool = True, default: str | None = None) -> str:
+    """``http`` -> ``HTTP``, ``dvrip`` -> ``Dahua DHIP/DVRIP (tcp/37777)`` (without the port when the message
+    gives it already); an unknown label as it is, or ``default``."""
+    known = _NAMES.get(label)
+    if known is None:
+        return label if default is None else default
+    name, port = known
+    return f"{name} ({port})" if with_port and port else name
 
 
 def carried(protocol: str, flow: Flow) -> str:

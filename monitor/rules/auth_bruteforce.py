@@ -98,7 +98,7 @@ class BruteforceRule(RuleModule):
             return
         cam_ip = (flow.src if resp.from_src else flow.dst)[0]
         client = (flow.dst if resp.from_src else flow.src)[0]
-        key = (str(device.mac) if device.mac else cam_ip, client)
+        key = (device.key(cam_ip), client)
         pair = self.pairs.get(key)
         request = resp.request
         account = request.login.account if request is not None and request.login is not None else None

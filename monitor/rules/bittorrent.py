@@ -50,7 +50,7 @@ class BitTorrentRule(RuleModule):
         if watched is None:
             return ()
         side = Side.of(flow, event.from_src, watched.mac)
-        key = str(watched.mac) if watched.mac else side.ip
+        key = watched.key(side.ip)
         if key in self._reported:
             return ()
         self._reported.put(key, True)

@@ -47,7 +47,7 @@ from monitor.evidence import snapshot
 from monitor.flows import Flow
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe
-from monitor.rules._common import Bounded, peer_alert
+from monitor.rules._common import Bounded, peer_alert, protocol_name
 from monitor.site import Site, Watched
 
 DEVICE_EXPOSED = Rule(
@@ -73,18 +73,6 @@ UDP_SERVICES: Final[dict[int, tuple[str, str | None]]] = {
     37810: ("Dahua DHIP discovery", "dhip"),
 }
 
-#: How the message names a TCP service, by protocol label (no port: the message gives it).
-_TCP_NAMES: Final = {
-    "http": "HTTP",
-    "tls": "HTTPS/TLS",
-    "rtsp": "RTSP",
-    "rtmp": "RTMP",
-    "dvrip": "Dahua DVRIP",
-    "telnet": "telnet",
-    "xm-telnetctl": "the Xiongmai telnet enabler",
-    "xm-console": "the HiSilicon debug console",
-    "mqtt": "MQTT",
-}
 #: Ports a maker's firmware serves something else on than the port's usual protocol.
 _VENDOR_PORTS: Final = {("hikvision", 8000): "the Hikvision SDK port (iVMS, Hik-Connect)"}
 
@@ -150,11 +138,7 @@ class ExposedRule(RuleModule):
             return
         opener = self.site.watched(flow, True)
         if opener is not None:
-            self._ftp.put((self._key(opener, flow.src[0]), flow.dst[0]), flow.start_ns)
-
-    @staticmethod
-    def _key(watched: Watched, ip: str) -> str:
-        return str(watched.mac) if watched.mac else ip
+            self._ftp.put((opener.key(flow.src[0]), flow.dst[0]), flow.start_ns)
 
     @staticmethod
     def _answer_unseen(flow: Flow) -> bool:
@@ -192,7 +176,7 @@ class ExposedRule(RuleModule):
             return ()
         service, label = named
         if proto == PROTO_TCP and cam.peer_port == FTP_DATA_PORT and cam.port >= 1024:
-            opened = self._ftp.get((self._key(server, cam.ip), client_ip))
+            opened = self._ftp.get((server.key(cam.ip), client_ip))
             if opened is not None and ts_ns - opened <= FTP_HOLD_NS:
                 return ()  # active-mode FTP: the server connects back for the device's own upload
         what = f"{transport}/{cam.port} ({service})" if service else f"{transport}/{cam.port}"
@@ -278,4 +262,4 @@ class ExposedRule(RuleModule):
         if vendor_name is not None:
             return vendor_name, ""  # not the port's usual protocol: no label
         label = next(iter(self.site.port_labels(PROTO_TCP, port)), "")
-        return _TCP_NAMES.get(label, label.upper()), label
+        return protocol_name(label, with_port=False, default=label.upper()), label

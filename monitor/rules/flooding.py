@@ -110,6 +110,14 @@ class _Busy:
     sports: set[int] = field(default_factory=set)  # source ports (up to FLOOD_SOURCE_PORTS)
     sample: list[Flow] = field(default_factory=list)  # the first SAMPLE flows, for the evidence
 
+    def note(self, flow: Flow, dst_port: int, src_port: int | None = None) -> None:
+        if len(self.ports) < MAX_PORTS:
+            self.ports.add(dst_port)
+        if src_port is not None and len(self.sports) < FLOOD_SOURCE_PORTS:
+            self.sports.add(src_port)
+        if len(self.sample) < SAMPLE and flow not in self.sample:
+            self.sample.append(flow)
+
 
 #: ICMP types that answer (echo reply, errors): never the start of a flood by the device that sends them.
 _ICMP_ANSWERS: Final = {
@@ -181,7 +189,7 @@ class FloodingRule(RuleModule):
         watched = self.site.watched(flow, True)
         if watched is None:
             return ()
-        key = str(watched.mac) if watched.mac else src_ip
+        key = watched.key(src_ip)
         target, before = self._target(key, dst_ip, ts)
         counts, at = target.counts, ((ts // NS) % BUCKETS) * COLUMNS
         counts[at] += 1
@@ -194,20 +202,11 @@ class FloodingRule(RuleModule):
             counts[at + 2] += 1
         if before < QUIET_FLOWS:
             return ()  # ports and flows are kept for busy targets only (memory: MAX_PAIRS of them)
-        busy = target.busy
-        if busy is None:
-            busy = target.busy = _Busy()
-        if len(busy.ports) < MAX_PORTS:
-            busy.ports.add(dst_port)
-        if len(busy.sports) < FLOOD_SOURCE_PORTS:
-            busy.sports.add(src_port)
-        if len(busy.sample) < SAMPLE:
-            busy.sample.append(flow)
+        busy = target.busy = target.busy or _Busy()
+        busy.note(flow, dst_port, src_port)
         if target.total() < FLOOD_FLOWS or target.reported or len(busy.sports) < FLOOD_SOURCE_PORTS:
             return ()
-        target.reported = True
-        self.site.note_flood(key, dst_ip)
-        return (self._alert(watched, flow, target, dst_ip, ts),)
+        return self._report(watched, key, flow, True, target, dst_ip, ts)
 
     def _request(self, event: AppRequest) -> Sequence[Alert]:
         """An HTTP request a watched device sent: Mirai's HTTP flood sends thousands over a few kept-alive
@@ -219,34 +218,47 @@ class FloodingRule(RuleModule):
         if watched is None:
             return ()
         (src_ip, _), (dst_ip, dst_port) = (flow.src, flow.dst) if event.from_src else (flow.dst, flow.src)
-        key = str(watched.mac) if watched.mac else src_ip
+        key = watched.key(src_ip)
         ts = event.ts_ns
         target, before = self._target(key, dst_ip, ts)
         target.counts[((ts // NS) % BUCKETS) * COLUMNS + REQUESTS] += 1
         if before < QUIET_FLOWS:
             return ()
-        busy = target.busy
-        if busy is None:
-            busy = target.busy = _Busy()
-        if len(busy.ports) < MAX_PORTS:
-            busy.ports.add(dst_port)
-        if len(busy.sample) < SAMPLE and flow not in busy.sample:
-            busy.sample.append(flow)
+        target.busy = target.busy or _Busy()
+        target.busy.note(flow, dst_port)
         if target.total(REQUESTS) < FLOOD_FLOWS or target.reported:
             return ()
+        return self._report(watched, key, flow, event.from_src, target, dst_ip, ts, requests=True)
+
+    def _report(
+        self,
+        watched: Watched,
+        key: str,
+        flow: Flow,
+        device_is_src: bool,
+        target: _Target,
+        victim: str,
+        now: int,
+        requests: bool = False,
+    ) -> Sequence[Alert]:
         target.reported = True
-        self.site.note_flood(key, dst_ip)
-        return (self._alert(watched, flow, target, dst_ip, ts, requests=True),)
+        self.site.note_flood(key, victim)
+        return (self._alert(watched, flow, device_is_src, target, victim, now, requests),)
 
     def _alert(
-        self, watched: Watched, flow: Flow, target: _Target, victim: str, now: int, requests: bool = False
+        self,
+        watched: Watched,
+        flow: Flow,
+        device_is_src: bool,
+        target: _Target,
+        victim: str,
+        now: int,
+        requests: bool,
     ) -> Alert:
         site = self.site
         busy = target.busy
         assert busy is not None  # judged only while busy
-        # The device: a flow's starter, or the sender of an HTTP request (the client, whichever side it is).
-        device_is_src = flow.opener_is_src if requests else True
-        side = Side.of(flow, device_is_src, watched.mac)
+        side = Side.of(flow, device_is_src, watched.mac)  # the flow's starter, or the HTTP request's sender
         flows, tcp, udp, syns = (target.total(c) for c in range(4))
         start_ns = target.first_second() * NS
         seconds = max(now - start_ns, 0) / NS
@@ -284,7 +296,7 @@ class FloodingRule(RuleModule):
             "ports": ports,
             "syns": syns,
             "requests": target.total(REQUESTS),
-            "sample": [endpoint(*(f.dst if f.opener_is_src else f.src)) for f in busy.sample[:10]],
+            "sample": [endpoint(*(f.src if f.src[0] == victim else f.dst)) for f in busy.sample[:10]],
         }
         alert = side_alert(
             DEVICE_FLOODING,

@@ -145,7 +145,7 @@ class ScanningRule(RuleModule):
         if watched is None:
             return
         src_ip = (flow.src if opener_is_src else flow.dst)[0]
-        key = str(watched.mac) if watched.mac else src_ip
+        key = watched.key(src_ip)
         if (key, dst_ip) in self.site.flood_targets:
             return  # device.flooding's victim: its flows must not fill the budget a scan is judged on
         dev = self.devices.get(key)

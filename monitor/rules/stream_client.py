@@ -84,7 +84,7 @@ class UnauthorizedClientRule(RuleModule):
     ) -> tuple[str, str]:
         flow = event.flow
         cam_ip, client_ip = (flow.src[0], flow.dst[0]) if camera_is_src else (flow.dst[0], flow.src[0])
-        return (str(camera.mac) if camera.mac else cam_ip, client_ip)
+        return (camera.key(cam_ip), client_ip)
 
     def _request(self, event: StreamRequest) -> None:
         method = event.method.upper()

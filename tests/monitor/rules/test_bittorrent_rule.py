@@ -92,3 +92,21 @@ def test_a_bep44_put_with_a_nested_stored_value() -> None:
     frame = synth.udp4_frame(HIK.mac, GW.mac, HIK.ip, ATTACKER.ip, 40000, 6881, put)
     (a,) = of_rule(alerts([(T0, frame)]), RULE)
     assert "DHT query (put)" in str(a["message"])
+
+
+def test_a_camera_s_dht_query_over_ipv6_and_its_answer_met_first() -> None:
+    # A bot on the camera's global IPv6 address; the capture starts with the peer's response, the camera's
+    # own query comes later on the same socket.
+    cam6, peer6 = "2001:db8:20::11", "2001:db8:beef::9"
+
+    def dht(src: str, dst: str, sport: int, dport: int, payload: bytes, smac: str, dmac: str) -> bytes:
+        return synth.ether(
+            smac, dmac, 0x86DD, synth.ipv6(src, dst, 17, synth.udp(src, dst, sport, dport, payload))
+        )
+
+    frames = [
+        (T0, dht(peer6, cam6, 6881, 40000, RESPONSE, GW.mac, HIK.mac)),
+        (T0 + MS, dht(cam6, peer6, 40000, 6881, _query(), HIK.mac, GW.mac)),
+    ]
+    (a,) = of_rule(alerts(frames), RULE)
+    assert a["source"]["ip"] == cam6 and "DHT query (find_node)" in str(a["message"])  # type: ignore[index]

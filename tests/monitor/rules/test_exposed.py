@@ -258,7 +258,7 @@ def test_the_service_is_named_once_and_by_the_maker_s_port() -> None:
         alerts(exchange(T0, ATTACKER, DAHUA, 50000, 37777, [(b"\xa0" + bytes(31), b"\xb0" + bytes(31))])),
         RULE,
     )
-    assert str(a["message"]).count("37777") == 1 and "tcp/37777 (Dahua DVRIP)" in str(a["message"])
+    assert str(a["message"]).count("37777") == 1 and "tcp/37777 (Dahua DHIP/DVRIP)" in str(a["message"])
     # Hikvision's tcp/8000 is its SDK port, a binary protocol: not HTTP, though another module declares 8000.
     (b,) = of_rule(alerts(exchange(T0, ATTACKER, HIK, 51000, 8000, [(bytes(32), bytes(16))])), RULE)
     assert "tcp/8000 (the Hikvision SDK port" in str(b["message"]) and "protocol" not in b["network"]  # type: ignore[operator]

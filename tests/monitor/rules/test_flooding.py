@@ -41,7 +41,8 @@ def _syn_flood(n: int, dport: int | None = None, seed: int = 1, step_ns: int = M
     ]
 
 
-def _udp_flood(n: int, seed: int = 2) -> list[tuple[int, bytes]]:
+def _udp_flood(n: int, seed: int = 2, size: int = 512) -> list[tuple[int, bytes]]:
+    """Mirai's UDP flood: a new source and destination port per packet, ``size`` random bytes."""
     r = random.Random(seed)
     return [
         (
@@ -53,7 +54,7 @@ def _udp_flood(n: int, seed: int = 2) -> list[tuple[int, bytes]]:
                 VICTIM,
                 r.randrange(1024, 65535),
                 r.randrange(1, 65535),
-                r.randbytes(512),
+                r.randbytes(size),
             ),
         )
         for i in range(n)
@@ -182,3 +183,16 @@ def test_a_flood_inside_one_flow_is_not_called_video() -> None:
     message = str(a["message"])
     assert "sustained flow of DNS" in message and "not video but a flood" in message
     assert "video is leaving" not in message
+
+
+def test_a_syn_flood_over_ipv6() -> None:
+    cam6, victim6 = "2001:db8:20::11", "2001:db8:dead::50"
+    r = random.Random(3)
+
+    def syn(sport: int) -> bytes:
+        segment = synth.tcp(cam6, victim6, sport, 443, b"", flags=synth.TCP_SYN, seq=r.getrandbits(32))
+        return synth.ether(HIK.mac, GW.mac, 0x86DD, synth.ipv6(cam6, victim6, 6, segment))
+
+    frames = [(T0 + i * MS, syn(r.randrange(1024, 65535))) for i in range(1500)]
+    (a,) = of_rule(alerts(frames), RULE)
+    assert a["destination"] == {"ip": victim6, "port": 443} and a["device"]["id"] == HIK.mac_id  # type: ignore[index]

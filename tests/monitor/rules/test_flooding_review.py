@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from lab import payloads, personas, synth
+from tests.monitor.rules.test_flooding import _udp_flood
 from tests.monitor.rules.traffic import GW, HIK, MS, NS, RECORDER, T0, alerts, of_rule
 
 RULE = "device.flooding"
@@ -40,12 +41,11 @@ def test_inbound_synack_flood_against_the_camera_is_not_the_camera_flooding() ->
     assert of_rule(alerts(frames), RULE) == []
 
 
-def test_inbound_ack_flood_against_the_camera_is_not_the_camera_flooding() -> None:
-    # Mirai's ACK flood (random source and destination ports) aimed AT the camera; the camera's stack answers
-    # each stray ACK with a RST. The port-rank orientation hands about a quarter of these flows to the camera.
+def _inbound_ack_flood(n: int) -> Frames:
+    """Mirai's ACK flood at the camera (random ports both sides), each stray ACK answered with a RST."""
     r = random.Random(1)
     frames: Frames = []
-    for i in range(12_000):
+    for i in range(n):
         sp, dp = r.randrange(1, 65535), r.randrange(1, 65535)
         frames.append(
             (T0 + i * MS, synth.tcp4_frame(GW.mac, HIK.mac, VICTIM, HIK.ip, sp, dp, seq=r.getrandbits(32)))
@@ -56,26 +56,19 @@ def test_inbound_ack_flood_against_the_camera_is_not_the_camera_flooding() -> No
                 synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, dp, sp, flags=synth.TCP_RST),
             )
         )
-    assert of_rule(alerts(frames), RULE) == []
+    return frames
+
+
+def test_inbound_ack_flood_against_the_camera_is_not_the_camera_flooding() -> None:
+    # Mirai's ACK flood (random source and destination ports) aimed AT the camera; the camera's stack answers
+    # each stray ACK with a RST. The port-rank orientation hands about a quarter of these flows to the camera.
+    assert of_rule(alerts(_inbound_ack_flood(12_000)), RULE) == []
 
 
 def test_inbound_ack_flood_against_the_camera_is_not_the_camera_scanning() -> None:
     # The same inbound ACK flood, 3 s of it: the flipped flows' RSTs (the camera's own answers) are read as
     # the "peer" refusing the camera: device.scanning says the victim camera port-scans its attacker.
-    r = random.Random(1)
-    frames: Frames = []
-    for i in range(3000):
-        sp, dp = r.randrange(1, 65535), r.randrange(1, 65535)
-        frames.append(
-            (T0 + i * MS, synth.tcp4_frame(GW.mac, HIK.mac, VICTIM, HIK.ip, sp, dp, seq=r.getrandbits(32)))
-        )
-        frames.append(
-            (
-                T0 + i * MS + 10_000,
-                synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, dp, sp, flags=synth.TCP_RST),
-            )
-        )
-    assert of_rule(alerts(frames), "device.scanning") == []
+    assert of_rule(alerts(_inbound_ack_flood(3000)), "device.scanning") == []
 
 
 def test_dns_reflection_onto_the_camera_is_not_the_camera_flooding() -> None:
@@ -138,22 +131,8 @@ def test_water_torture_at_190_queries_a_second_for_10_s_is_a_flood() -> None:
 def test_a_mirai_telnet_scan_during_a_flood_is_still_reported() -> None:
     # A UDP flood at 1,000 flows/s for 40 s; 5 s in, Mirai's scanner SYNs random addresses on tcp/23 at
     # 160/s (5,600 unanswered addresses). The flood's flows fill the scanning rule's 4,096 attempts.
+    frames = _udp_flood(40_000, seed=5, size=64)
     r = random.Random(5)
-    frames = [
-        (
-            T0 + i * MS,
-            synth.udp4_frame(
-                HIK.mac,
-                GW.mac,
-                HIK.ip,
-                VICTIM,
-                r.randrange(1024, 65535),
-                r.randrange(1, 65535),
-                r.randbytes(64),
-            ),
-        )
-        for i in range(40_000)
-    ]
     for k in range(160 * 35):
         d = f"{r.randrange(1, 224)}.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(1, 255)}"
         frames.append(
