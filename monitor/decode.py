@@ -11,6 +11,7 @@ VXLAN), whose inner Ethernet frame is decoded like a captured one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -558,8 +559,55 @@ def _pktap(
     return base, bad
 
 
-def decode(batch: PacketBatch) -> Decoded:
-    """Decode link, network and transport headers of every packet in `batch`."""
+class OwnTunnel(Protocol):
+    """Whether a tunnel's outer packet is a device's own traffic, to be kept as it is (not looked through).
+
+    Given the outer packet's IP version, addresses (the (hi, lo) halves of flow keys) and MACs; asked once per
+    distinct set of them in a batch.
+    """
+
+    def __call__(
+        self, version: int, src: tuple[int, int], dst: tuple[int, int], src_mac: int, dst_mac: int
+    ) -> bool: ...
+
+
+def _own_tunnels(rows: I64, f: _L3, l2: _L2, own: OwnTunnel) -> BOOL:
+    """Which of the tunnel `rows` `own` keeps as outer packets. A remote mirror's rows share one set of ends,
+    so the usual batch asks once, without sorting."""
+    ends = np.stack(
+        [
+            f.ip_version[rows].astype(np.uint64),
+            f.src_hi[rows],
+            f.src_lo[rows],
+            f.dst_hi[rows],
+            f.dst_lo[rows],
+            l2.src_mac[rows],
+            l2.dst_mac[rows],
+        ],
+        axis=1,
+    )
+    if (ends == ends[0]).all():
+        distinct, which = ends[:1], np.zeros(len(rows), dtype=np.int64)
+    else:
+        distinct, which = np.unique(ends, axis=0, return_inverse=True)
+    verdict = np.fromiter(
+        (
+            own(int(v), (int(sh), int(sl)), (int(dh), int(dl)), int(sm), int(dm))
+            for v, sh, sl, dh, dl, sm, dm in distinct
+        ),
+        dtype=bool,
+        count=len(distinct),
+    )
+    kept: BOOL = verdict[which.reshape(-1)]
+    return kept
+
+
+def decode(batch: PacketBatch, own_tunnel: OwnTunnel | None = None) -> Decoded:
+    """Decode link, network and transport headers of every packet in `batch`.
+
+    Tunnels and remote mirrors are looked through (`_tunnel_payload`), except those `own_tunnel` says are a
+    device's own traffic: those stay their outer packet.
+    """
     n = len(batch)
     data = batch.data
     offs = batch.offsets
@@ -656,6 +704,11 @@ def decode(batch: PacketBatch) -> Decoded:
         if inner is None:
             break
         r, inner_off, inner_eth = inner
+        if own_tunnel is not None:
+            through = ~_own_tunnels(r, f, l2, own_tunnel)
+            r, inner_off, inner_eth = r[through], inner_off[through], inner_eth[through]
+            if not r.size:
+                break
         frames = inner_eth == _ETHER_FRAME
         if frames.any():
             _inner_ethernet(data, offs, caplen, r[frames], inner_off[frames], l2)

@@ -37,7 +37,7 @@ from monitor.events import (
     StreamTransport,
 )
 from monitor.evidence import attach as attach_evidence
-from monitor.flows import Flow, FlowConfig, FlowTable
+from monitor.flows import Flow, FlowConfig, FlowTable, addr_str
 from monitor.pcapfile import PacketBatch
 from monitor.policy import SitePolicy
 from monitor.register import AssetRegister
@@ -210,6 +210,25 @@ class Engine:
             memo[mac] = known
         return known
 
+    def _own_tunnel(
+        self, version: int, src: tuple[int, int], dst: tuple[int, int], src_mac: int, dst_mac: int
+    ) -> bool:
+        """A tunnel a watched device sends to the Internet is the device's own traffic, read as its outer
+        packet: no camera sends a mirror or ends a VPN, and a compromised one floods with GRE (Mirai's greip,
+        greeth), whose inner addresses and MACs are random (looked through, they made the camera a router and
+        its flood a thousand strangers' flows). A mirror's tunnel (a switch to the collector) stays on the
+        site or comes in from outside, and a router's VPN comes from a router."""
+        site = self.site
+        sender, receiver = addr_str(*src, version), addr_str(*dst, version)
+        if not site.is_site_address(sender) or site.is_site_address(receiver):
+            return False
+        if src_mac in site.routers or sender in site.router_ips:
+            return False
+        return site.is_monitored(sender) or self._watched_oui(src_mac)
+
+    def _decode(self, batch: PacketBatch) -> Decoded:
+        return decode(batch, self._own_tunnel)
+
     def _vendor_watched(self, vendor: str) -> bool:
         return vendor in self.policy.watched_vendors
 
@@ -217,7 +236,7 @@ class Engine:
         out = Events()
         if len(batch) == 0:
             return out
-        d = decode(batch)
+        d = self._decode(batch)
         st = self.stats
         st.packets += d.n
         st.bytes += int(d.wirelen.sum())
@@ -241,7 +260,7 @@ class Engine:
         if d.fragment.any() or self._defrag_due(ts_max):
             rebuilt = self._defragment(batch, d)
             if rebuilt is not None:
-                batch, d = rebuilt, decode(rebuilt)
+                batch, d = rebuilt, self._decode(rebuilt)
         else:
             self._defrag_now = max(self._defrag_now, ts_max)
         ended = self._flows(batch, d) if len(batch) else []
@@ -352,7 +371,7 @@ class Engine:
             self._defrag_stats()
             if held:
                 batch = _rebuild(None, None, held)
-                released = self._flows(batch, decode(batch))
+                released = self._flows(batch, self._decode(batch))
         self._clock()
         out = Events(flows=released + self.flows.expire(self.now_ns))
         self._end(out.flows)
@@ -366,7 +385,7 @@ class Engine:
         if held:
             # First fragments of datagrams never completed: into their flows as they were captured.
             batch = _rebuild(None, None, [(0, p) for p in held])
-            ended = self._flows(batch, decode(batch))
+            ended = self._flows(batch, self._decode(batch))
         out = Events(flows=ended + self.flows.flush(self.now_ns))
         self._end(out.flows)
         self._fire(None)

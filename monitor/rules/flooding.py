@@ -20,9 +20,14 @@ it (``Site.note_flood``), so a flood over random ports is not also a port scan. 
 ``MAX_PAIRS`` (device, destination) pairs in all, the least recently used forgotten (a scan of random
 addresses churns them; a flood's target, hit without pause, stays), each a few hundred bytes while quiet.
 
-Not seen here: a flood inside one flow (a fixed source and destination port: the sustained-rate check of
-``stream.egress`` reports its volume), GRE floods (the
-decoder reads GRE as a mirror's encapsulation), a flood spread over a whole prefix or over more targets
+A flood of a protocol without ports (Mirai's GRE floods, greip and greeth; a ping flood) is one flow, or
+flows the ports cannot tell apart: it is counted by packets instead, ``FLOOD_FLOWS`` packets the device sent
+to one address within the window, over its flows of those protocols (``PACKET_FLOOD``), followed while they
+run (at most ``MAX_PACKET_FLOWS`` at once). The decoder keeps a watched device's tunnel to the Internet as its
+outer packet (``Engine._own_tunnel``), so a GRE flood is the camera's flow to its victim.
+
+Not seen here: a flood inside one flow with ports (a fixed source and destination port: the sustained-rate
+check of ``stream.egress`` reports its volume), a flood spread over a whole prefix or over more targets
 than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports the fan-out), and
 floods from spoofed source addresses (the device is known by its address unless its MAC names it).
 """
@@ -37,13 +42,22 @@ from functools import lru_cache
 from typing import Any, Final
 
 from monitor.alerts import CRITICAL, NS, Alert, Rule, endpoint
-from monitor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN
-from monitor.events import AppRequest, Event, FlowStarted
+from monitor.decode import (
+    PROTO_GRE,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_ACK,
+    TCP_RST,
+    TCP_SYN,
+)
+from monitor.events import AppRequest, Clock, Event, FlowEnded, FlowStarted
 from monitor.evidence import combine, snapshot
 from monitor.flows import Flow
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
-from monitor.rules._common import Bounded
+from monitor.rules._common import PORTLESS_NOT_VIDEO, Bounded
 from monitor.site import Site, Watched
 
 DEVICE_FLOODING = Rule(
@@ -64,19 +78,22 @@ QUIET_FLOWS: Final = FLOOD_FLOWS // 10  # a window under this re-arms a reported
 MAX_PAIRS: Final = 16_384
 MAX_PORTS: Final = 256  # distinct destination ports counted per busy target (the count stops there)
 SAMPLE: Final = 16
-COLUMNS: Final = 5
+COLUMNS: Final = 6
 REQUESTS: Final = 4  # the column of HTTP requests
+PACKETS: Final = 5  # the column of packets of PACKET_FLOOD protocols
+PACKET_FLOOD: Final = PORTLESS_NOT_VIDEO  # protocols without ports, counted by packets
+MAX_PACKET_FLOWS: Final = 4096  # flows of those protocols followed at once
 _ZEROS: Final = array("I", bytes(4 * COLUMNS))
 
 
 @dataclass(slots=True)
 class _Target:
     """One destination of one device: its flows per second of the window, and while it is busy what they
-    were. Small while quiet (16,384 of them): one array of 50 counts, no sets."""
+    were. Small while quiet (16,384 of them): one array of 60 counts, no sets."""
 
     second: int  # the capture second of the latest flow
     # COLUMNS counts per second of the window (at (second % BUCKETS) * COLUMNS): flows, tcp, udp, bare SYNs,
-    # HTTP requests.
+    # HTTP requests, packets of PACKET_FLOOD protocols.
     counts: array[int] = field(default_factory=lambda: array("I", bytes(4 * BUCKETS * COLUMNS)))
     busy: _Busy | None = None  # kept while QUIET_FLOWS or more are in the window
     reported: bool = False
@@ -100,8 +117,12 @@ class _Target:
         return next(
             s
             for s in range(self.second - BUCKETS + 1, self.second + 1)
-            if self.counts[(s % BUCKETS) * COLUMNS] or self.counts[(s % BUCKETS) * COLUMNS + REQUESTS]
+            if any(self.counts[(s % BUCKETS) * COLUMNS + c] for c in (0, REQUESTS, PACKETS))
         )
+
+    def busiest(self) -> int:
+        """The largest of its flows, HTTP requests and packets in the window."""
+        return max(self.total(), self.total(REQUESTS), self.total(PACKETS))
 
 
 @dataclass(slots=True)
@@ -110,8 +131,8 @@ class _Busy:
     sports: set[int] = field(default_factory=set)  # source ports (up to FLOOD_SOURCE_PORTS)
     sample: list[Flow] = field(default_factory=list)  # the first SAMPLE flows, for the evidence
 
-    def note(self, flow: Flow, dst_port: int, src_port: int | None = None) -> None:
-        if len(self.ports) < MAX_PORTS:
+    def note(self, flow: Flow, dst_port: int | None, src_port: int | None = None) -> None:
+        if dst_port is not None and len(self.ports) < MAX_PORTS:
             self.ports.add(dst_port)
         if src_port is not None and len(self.sports) < FLOOD_SOURCE_PORTS:
             self.sports.add(src_port)
@@ -138,6 +159,18 @@ def started_by_first_sender(flow: Flow) -> bool:
     return answers is None or flow.icmp_type not in answers
 
 
+@dataclass(slots=True)
+class _Followed:
+    """A flow of a PACKET_FLOOD protocol a watched device started, counted by its packets."""
+
+    flow: Flow
+    watched: Watched
+    key: str  # the device (Watched.key)
+    victim: str
+    counted_ns: int  # when it was last counted (its start, at first)
+    packets: int = 0  # sent by the device then
+
+
 @lru_cache(maxsize=4096)
 def _group_address(ip: str) -> bool:
     addr = ipaddress.ip_address(ip)
@@ -147,20 +180,29 @@ def _group_address(ip: str) -> bool:
 class FloodingRule(RuleModule):
     """Counts the flows each watched device opens to each destination; a flood is one alert."""
 
-    consumes = (FlowStarted, AppRequest)
+    consumes = (FlowStarted, AppRequest, Clock, FlowEnded)
 
     def __init__(self, site: Site) -> None:
         super().__init__(site)
         self.pairs: Bounded[tuple[str, str], _Target] = Bounded(MAX_PAIRS)
+        # Flows of PACKET_FLOOD protocols a watched device started, by id: the flow, its device (watched,
+        # key) and the packets it had sent when last counted.
+        self.packet_flows: Bounded[int, _Followed] = Bounded(MAX_PACKET_FLOWS)
+        self._counted_ns = 0
 
     def evictions(self) -> dict[str, int]:
-        return {"flood_pairs": self.pairs.evicted}
+        return {"flood_pairs": self.pairs.evicted, "flood_packet_flows": self.packet_flows.evicted}
 
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, FlowStarted):
             return self._flow(event.flow, event.ts_ns)
         if isinstance(event, AppRequest):
             return self._request(event)
+        if isinstance(event, Clock):
+            return self._count_packets(event.ts_ns, event.final)
+        if isinstance(event, FlowEnded):
+            followed = self.packet_flows.pop(id(event.flow))
+            return self._packets(followed, event.flow.last_ns) if followed is not None else ()
         return ()
 
     def _target(self, key: str, dst_ip: str, ts: int) -> tuple[_Target, int]:
@@ -172,7 +214,7 @@ class FloodingRule(RuleModule):
             target = _Target(second)
             self.pairs.put((key, dst_ip), target)
         target.advance(second)
-        before = max(target.total(), target.total(REQUESTS))
+        before = target.busiest()
         if before < QUIET_FLOWS:
             if target.reported:
                 target.reported = False  # gone quiet: a later flood is news (the gate holds back a day)
@@ -200,6 +242,10 @@ class FloodingRule(RuleModule):
                 counts[at + 3] += 1
         elif proto == PROTO_UDP:
             counts[at + 2] += 1
+        elif proto in PACKET_FLOOD:
+            followed = _Followed(flow, watched, key, dst_ip, flow.start_ns)
+            self.packet_flows.put(id(flow), followed)
+            return self._packets(followed, ts)
         if before < QUIET_FLOWS:
             return ()  # ports and flows are kept for busy targets only (memory: MAX_PAIRS of them)
         busy = target.busy = target.busy or _Busy()
@@ -229,6 +275,44 @@ class FloodingRule(RuleModule):
         if target.total(REQUESTS) < FLOOD_FLOWS or target.reported:
             return ()
         return self._report(watched, key, flow, event.from_src, target, dst_ip, ts, requests=True)
+
+    def _count_packets(self, now: int, final: bool) -> Sequence[Alert]:
+        """Once a second of capture time (and at the end): the packets each followed flow sent since."""
+        if not len(self.packet_flows) or (now - self._counted_ns < NS and not final):
+            return ()
+        self._counted_ns = now
+        out: list[Alert] = []
+        for _, followed in self.packet_flows.items():
+            out.extend(self._packets(followed, now))
+        return out
+
+    def _packets(self, followed: _Followed, now: int) -> Sequence[Alert]:
+        """Count what ``followed`` sent since it was last counted. The flow table gives totals, not times: the
+        new packets are spread evenly over the seconds since (a batch can hold minutes of a slow ping, which
+        must not look like a burst), so the count does not depend on where batches end."""
+        flow = followed.flow
+        sent, last_ns = flow.src_counts[0], flow.last_ns
+        new, followed.packets = sent - followed.packets, sent
+        if new <= 0:
+            return ()
+        first, last = followed.counted_ns // NS, last_ns // NS
+        followed.counted_ns = last_ns
+        target, before = self._target(followed.key, followed.victim, last_ns)
+        # The seconds the packets were sent in that are still in the window, and their share of them.
+        seconds = range(max(first, last - BUCKETS + 1, target.second - BUCKETS + 1), last + 1)
+        share, spare = divmod(new * len(seconds) // (last - first + 1), len(seconds)) if seconds else (0, 0)
+        counts = target.counts
+        for s in seconds:
+            counts[(s % BUCKETS) * COLUMNS + PACKETS] += share + (spare if s == last else 0)
+        if before + new < QUIET_FLOWS:
+            return ()
+        busy = target.busy = target.busy or _Busy()
+        busy.note(flow, None)  # no ports
+        if target.total(PACKETS) < FLOOD_FLOWS or target.reported:
+            return ()
+        return self._report(
+            followed.watched, followed.key, flow, True, target, followed.victim, max(now, last_ns)
+        )
 
     def _report(
         self,
@@ -260,6 +344,7 @@ class FloodingRule(RuleModule):
         assert busy is not None  # judged only while busy
         side = Side.of(flow, device_is_src, watched.mac)  # the flow's starter, or the HTTP request's sender
         flows, tcp, udp, syns = (target.total(c) for c in range(4))
+        packets = target.total(PACKETS)
         start_ns = target.first_second() * NS
         seconds = max(now - start_ns, 0) / NS
         counts = [(n, name) for n, name in ((tcp, "tcp"), (udp, "udp"), (flows - tcp - udp, "other")) if n]
@@ -279,7 +364,16 @@ class FloodingRule(RuleModule):
             else ""
         )
         what = f"{flows:,} new connections to it in {seconds:.1f} s ({kinds}; {port_txt}{syn_txt}){dns}"
-        if requests:
+        if packets >= FLOOD_FLOWS and not requests and len(busy.sports) < FLOOD_SOURCE_PORTS:
+            name = transport_name(flow.proto)
+            how = {
+                PROTO_GRE: "a GRE flood (Mirai's greip and greeth: random addresses inside the tunnel)",
+                PROTO_ICMP: "a ping flood",
+                PROTO_ICMPV6: "a ping flood",
+            }.get(flow.proto, f"a flood in {name.upper()} tunnels")
+            main = name
+            what = f"{packets:,} {name.upper()} packets to it in {seconds:.1f} s: {how}"
+        elif requests:
             sent = target.total(REQUESTS)
             over = f"{flows:,} new connections" if flows else "connections opened before"
             what = f"{sent:,} HTTP requests to it in {seconds:.1f} s over {over} ({port_txt}): an HTTP flood"
@@ -296,6 +390,7 @@ class FloodingRule(RuleModule):
             "ports": ports,
             "syns": syns,
             "requests": target.total(REQUESTS),
+            "packets": packets,
             "sample": [endpoint(*(f.src if f.src[0] == victim else f.dst)) for f in busy.sample[:10]],
         }
         alert = side_alert(

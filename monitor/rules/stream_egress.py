@@ -32,7 +32,7 @@ from monitor.events import (
 from monitor.flows import Flow
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
-from monitor.rules._common import Bounded
+from monitor.rules._common import PORTLESS_NOT_VIDEO, Bounded
 from monitor.site import Site
 
 STREAM_EGRESS = Rule("stream.egress", "Camera video is leaving the site or going to a non-viewer", 4)
@@ -275,13 +275,14 @@ class StreamEgressRule(RuleModule):
                 f"{endpoint(side.peer_ip, side.peer_port)}, {where} ({push}): its video is leaving; block "
                 "the destination and check the device's streaming/platform settings."
             )
-        elif proto in _NOT_VIDEO:
-            label = proto.upper()
+        elif proto in _NOT_VIDEO or (proto is None and flow.proto in PORTLESS_NOT_VIDEO):
+            label = (proto or transport).upper()
+            why = f"no {label} exchange is that large" if proto else f"a camera has no {label} to send"
             message = (
                 f"{who} is sending a sustained flow of {label} (0.5 Mbit/s or more for 10 s) to "
-                f"{side.peer_ip}, {where}: no {label} exchange is that large. It is not video but a flood (a "
-                "denial-of-service attack by malware on the device) or data hidden in the protocol (a "
-                "tunnel). Isolate the device, then reset it and update its firmware."
+                f"{side.peer_ip}, {where}: {why}. It is not video but a flood (a denial-of-service attack by "
+                "malware on the device) or data hidden in the protocol (a tunnel). Isolate the device, then "
+                "reset it and update its firmware."
             )
         else:
             what = _MEDIA_WORDS.get(proto or "", proto) or "a sustained video-rate flow"

@@ -9,14 +9,16 @@ from collections.abc import Callable
 
 import pytest
 
-from lab import synth
+from lab import mirror, synth
 from monitor.decode import Decoded
 from tests.enginerun import run_frames
+from tests.monitor.rules.traffic import POLICY
 from tests.monitor.test_decode import decode_frames, row
 
 SW, COL = "192.0.2.1", "192.0.2.2"  # the switch sending its mirror, the collector
 SW_MAC, COL_MAC = "02:00:00:00:0a:aa", "02:00:00:00:0b:bb"
 CAM_MAC, GW_MAC = "44:19:b6:00:00:01", "02:00:00:00:00:01"
+GW_INT = 0x020000000001
 CAM, DNS = "10.20.0.11", "8.8.8.8"
 CAM_FLOW = (CAM, DNS, 17, 40000, 53)
 
@@ -159,3 +161,67 @@ def test_the_engine_counts_decapsulated_packets_and_sees_the_camera() -> None:
     ((flow),) = flows
     assert (flow.src[0], flow.dst) == (CAM, (DNS, 53))
     assert flow.src_mac == 0x4419B6000001
+
+
+# A tunnel between a watched device and the Internet is that device's own traffic (Engine._own_tunnel).
+VICTIM = "203.0.113.80"
+
+
+def _ip_over_gre(src: str, dst: str, src_mac: str, packet: bytes = DNS_QUERY) -> bytes:
+    gre_ip = struct.pack("!HH", 0, 0x0800) + packet
+    return synth.ether(src_mac, GW_MAC, 0x0800, synth.ipv4(src, dst, 47, gre_ip))
+
+
+def test_a_watched_devices_tunnel_to_the_internet_is_its_own_flow() -> None:
+    frames = [
+        _ip_over_gre(CAM, VICTIM, CAM_MAC),  # a camera, watched by its address and its make
+        _ip_over_gre("10.20.0.77", VICTIM, "02:00:00:00:0c:cc"),  # an unknown host of the monitored network
+        _ip_over_gre("192.168.1.64", VICTIM, "44:19:b6:00:00:64"),  # a Hikvision at its factory address
+        _ip_over_gre("172.16.0.9", VICTIM, "02:00:00:00:0d:dd"),  # a host nobody watches: looked through
+    ]
+    engine, flows, _ = run_frames([(10**18 + i, f) for i, f in enumerate(frames)], policy=POLICY)
+    assert sorted((f.proto, f.src[0], f.dst[0]) for f in flows) == [
+        (17, CAM, DNS),
+        (47, CAM, VICTIM),
+        (47, "10.20.0.77", VICTIM),
+        (47, "192.168.1.64", VICTIM),
+    ]
+    assert engine.stats.decapsulated == 1
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [("10.20.0.250", "10.20.0.5"), ("10.20.0.250", "172.16.9.9"), (SW, COL), ("198.51.100.7", "10.20.0.5")],
+    ids=[
+        "switch-in-the-camera-network",
+        "to-another-site-network",
+        "across-public-addresses",
+        "from-outside",
+    ],
+)
+def test_a_mirror_to_a_collector_is_still_looked_through(src: str, dst: str) -> None:
+    # The switch's management address may be in the cameras' network, even with a Hikvision MAC (Hikvision
+    # makes switches): a mirror stays on the site (or is sent between two outside addresses).
+    frame = synth.ether(
+        CAM_MAC, COL_MAC, 0x0800, synth.ipv4(src, dst, 47, struct.pack("!HH", 0, 0x6558) + camera_frame())
+    )
+    engine, flows, _ = run_frames([(10**18, frame)], policy=POLICY)
+    assert [(f.src[0], f.dst) for f in flows] == [(CAM, (DNS, 53))]
+    assert engine.stats.decapsulated == 1
+
+
+def test_a_routers_tunnel_to_the_internet_is_looked_through() -> None:
+    # The site's router (an NDP router advertisement made it known) carries a site-to-site GRE tunnel.
+    router_ll = "fe80::1"
+    advert = mirror.icmp6(router_ll, "ff02::1", mirror.ndp_router_advertisement(GW_MAC))
+    frames = [
+        synth.ether(
+            GW_MAC, "33:33:00:00:00:01", 0x86DD, synth.ipv6(router_ll, "ff02::1", 58, advert, hop=255)
+        ),
+        _ip_over_gre("10.20.0.1", "198.51.100.1", GW_MAC),
+    ]
+    engine, flows, _ = run_frames(
+        [(10**18 + i, f) for i, f in enumerate(frames)], policy=POLICY, batch_size=1
+    )
+    assert GW_INT in engine.site.routers
+    assert [(f.src[0], f.dst) for f in flows if f.proto == 17] == [(CAM, (DNS, 53))]

@@ -5,6 +5,7 @@ a chatty camera, a slow port scan, which stays ``device.scanning``)."""
 from __future__ import annotations
 
 import random
+import struct
 
 import pytest
 
@@ -14,7 +15,7 @@ from monitor.policy import SitePolicy
 from monitor.rules import flooding
 from tests.enginerun import run_frames
 from tests.monitor.rules.test_video_on_a_trunk import _on_a_trunk
-from tests.monitor.rules.traffic import GW, HIK, MS, NS, POLICY, RECORDER, T0, alerts, of_rule
+from tests.monitor.rules.traffic import ATTACKER, GW, HIK, MS, NS, POLICY, RECORDER, T0, Host, alerts, of_rule
 
 RULE = "device.flooding"
 VICTIM = "203.0.113.50"
@@ -196,3 +197,87 @@ def test_a_syn_flood_over_ipv6() -> None:
     frames = [(T0 + i * MS, syn(r.randrange(1024, 65535))) for i in range(1500)]
     (a,) = of_rule(alerts(frames), RULE)
     assert a["destination"] == {"ip": victim6, "port": 443} and a["device"]["id"] == HIK.mac_id  # type: ignore[index]
+
+
+def _gre_flood(n: int, *, ethernet: bool = False, seed: int = 5) -> list[tuple[int, bytes]]:
+    """Mirai's greip (an IP packet inside) or greeth (an Ethernet frame inside) from the camera to the victim:
+    random inner addresses (and MACs), a new inner UDP port pair per packet, 2,000 packets a second."""
+    r = random.Random(seed)
+    out = []
+    for i in range(n):
+        src, dst = (".".join(str(r.randrange(1, 255)) for _ in range(4)) for _ in range(2))
+        packet = synth.ipv4(
+            src, dst, 17, synth.udp(src, dst, r.randrange(1, 65535), r.randrange(1, 65535), bytes(64))
+        )
+        if ethernet:
+            macs = synth.mac_bytes(r.getrandbits(46) << 2) + synth.mac_bytes(r.getrandbits(46) << 2)
+            gre = struct.pack("!HH", 0, 0x6558) + macs + b"\x08\x00" + packet
+        else:
+            gre = struct.pack("!HH", 0, 0x0800) + packet
+        out.append(
+            (T0 + i * MS // 2, synth.ether(HIK.mac, GW.mac, 0x0800, synth.ipv4(HIK.ip, VICTIM, 47, gre)))
+        )
+    return out
+
+
+@pytest.mark.parametrize("ethernet", [False, True], ids=["greip", "greeth"])
+def test_a_gre_flood_is_the_cameras_own_flood(ethernet: bool) -> None:
+    # Looked through as a mirror's tunnel, its random inner addresses made the camera a router and the flood
+    # 3,000 strangers' flows, and nothing was reported as a flood.
+    engine, flows, records = run_frames(_gre_flood(3000, ethernet=ethernet), policy=POLICY)
+    (a,) = of_rule(records, RULE)
+    assert a["source"] == {"ip": HIK.ip, "mac": HIK.mac_id} and a["destination"] == {"ip": VICTIM}  # type: ignore[comparison-overlap]
+    assert a["device"]["id"] == HIK.mac_id and a["network"]["transport"] == "gre"  # type: ignore[index]
+    assert a["camwatch"]["flood"]["packets"] >= flooding.FLOOD_FLOWS  # type: ignore[index]
+    assert "GRE packets to it in 1." in str(a["message"]) and "a GRE flood" in str(a["message"])
+    assert [(f.proto, f.src[0], f.dst[0]) for f in flows] == [(47, HIK.ip, VICTIM)]
+    assert engine.site.routers == set() and engine.stats.decapsulated == 0
+    assert [r["source"]["ip"] for r in of_rule(records, "device.new")] == [HIK.ip]  # type: ignore[index]
+
+
+def _ping(i: int, src: Host, dst: Host, reply: bool = False) -> bytes:
+    return synth.ether(
+        src.mac, dst.mac, 0x0800, synth.ipv4(src.ip, dst.ip, 1, synth.icmp_echo(7, i, reply=reply))
+    )
+
+
+def _pings(n: int, step_ns: int) -> list[tuple[int, bytes]]:
+    """The camera's echo requests to the victim (one identifier: one flow)."""
+    victim = Host(VICTIM, GW.mac)
+    return [(T0 + i * step_ns, _ping(i, HIK, victim)) for i in range(n)]
+
+
+@pytest.mark.parametrize("batch_size", [7, 65536])
+def test_a_ping_flood_is_counted_by_packets_in_any_batch(batch_size: int) -> None:
+    (a,) = of_rule(alerts(_pings(3000, MS), batch_size=batch_size), RULE)
+    assert a["network"]["transport"] == "icmp" and "ICMP packets to it" in str(a["message"])  # type: ignore[index]
+    assert "a ping flood" in str(a["message"])
+
+
+def test_a_slow_ping_read_in_one_batch_is_no_flood() -> None:
+    # Half an hour of one ping a second arrives in one batch: its 1,800 packets were sent over 1,800 seconds.
+    assert of_rule(alerts(_pings(1800, NS)), RULE) == []
+
+
+@pytest.mark.parametrize("requests_seen", [True, False])
+def test_a_camera_answering_a_ping_flood_is_not_the_flooder(requests_seen: bool) -> None:
+    attacker = Host(ATTACKER.ip, GW.mac)
+    replies = [(T0 + i * MS + MS // 10, _ping(i, HIK, attacker, reply=True)) for i in range(3000)]
+    requests = [(T0 + i * MS, _ping(i, attacker, HIK)) for i in range(3000)] if requests_seen else []
+    assert of_rule(alerts(requests + replies), RULE) == []
+
+
+def test_a_sustained_gre_flood_is_not_called_video() -> None:
+    # 12 s of greip at 1,000 packets a second: the flood, and stream.egress's sustained-rate check, which no
+    # longer says "its video is leaving" of a protocol without ports.
+    packet = synth.ipv4("1.2.3.4", "5.6.7.8", 17, synth.udp("1.2.3.4", "5.6.7.8", 1, 2, bytes(512)))
+    frame = synth.ether(
+        HIK.mac, GW.mac, 0x0800, synth.ipv4(HIK.ip, VICTIM, 47, struct.pack("!HH", 0, 0x0800) + packet)
+    )
+    records = alerts([(T0 + i * MS, frame) for i in range(12_000)])
+    (flood,) = of_rule(records, RULE)
+    assert flood["camwatch"]["flood"]["packets"] == 10_000  # type: ignore[index]
+    (a,) = of_rule(records, "stream.egress")
+    message = str(a["message"])
+    assert "sustained flow of GRE" in message and "not video but a flood" in message
+    assert "video is leaving" not in message
