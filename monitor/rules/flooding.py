@@ -52,7 +52,7 @@ from monitor.decode import (
     TCP_RST,
     TCP_SYN,
 )
-from monitor.events import AppRequest, Clock, Event, FlowEnded, FlowStarted
+from monitor.events import AppRequest, Clock, DnsQuery, Event, FlowEnded, FlowStarted
 from monitor.evidence import combine, snapshot
 from monitor.flows import Flow
 from monitor.iana import transport_name
@@ -78,6 +78,7 @@ QUIET_FLOWS: Final = FLOOD_FLOWS // 10  # a window under this re-arms a reported
 MAX_PAIRS: Final = 16_384
 MAX_PORTS: Final = 256  # distinct destination ports counted per busy target (the count stops there)
 SAMPLE: Final = 16
+MAX_DOMAINS: Final = 8  # parent domains of a busy target's DNS questions counted (the rest: not counted)
 COLUMNS: Final = 6
 REQUESTS: Final = 4  # the column of HTTP requests
 PACKETS: Final = 5  # the column of packets of PACKET_FLOOD protocols
@@ -130,6 +131,10 @@ class _Busy:
     ports: set[int] = field(default_factory=set)  # destination ports (up to MAX_PORTS)
     sports: set[int] = field(default_factory=set)  # source ports (up to FLOOD_SOURCE_PORTS)
     sample: list[Flow] = field(default_factory=list)  # the first SAMPLE flows, for the evidence
+    # DNS questions the device sent there, and how many of them each parent domain (the name without its
+    # first label) had: water torture asks for random names under its victim's domain.
+    questions: int = 0
+    domains: dict[str, int] = field(default_factory=dict)
 
     def note(self, flow: Flow, dst_port: int | None, src_port: int | None = None) -> None:
         if dst_port is not None and len(self.ports) < MAX_PORTS:
@@ -138,6 +143,19 @@ class _Busy:
             self.sports.add(src_port)
         if len(self.sample) < SAMPLE and flow not in self.sample:
             self.sample.append(flow)
+
+    def question(self, name: str) -> None:
+        self.questions += 1
+        _, dot, parent = name.rstrip(".").lower().partition(".")
+        if dot and "." in parent and (parent in self.domains or len(self.domains) < MAX_DOMAINS):
+            self.domains[parent] = self.domains.get(parent, 0) + 1
+
+    def victim_domain(self) -> str | None:
+        """The one parent domain of (nearly) all its DNS questions, if there is one."""
+        if not self.domains:
+            return None
+        domain, count = max(self.domains.items(), key=lambda item: item[1])
+        return domain if count >= 0.9 * self.questions else None
 
 
 #: ICMP types that answer (echo reply, errors): never the start of a flood by the device that sends them.
@@ -180,7 +198,7 @@ def _group_address(ip: str) -> bool:
 class FloodingRule(RuleModule):
     """Counts the flows each watched device opens to each destination; a flood is one alert."""
 
-    consumes = (FlowStarted, AppRequest, Clock, FlowEnded)
+    consumes = (FlowStarted, AppRequest, DnsQuery, Clock, FlowEnded)
 
     def __init__(self, site: Site) -> None:
         super().__init__(site)
@@ -198,6 +216,9 @@ class FloodingRule(RuleModule):
             return self._flow(event.flow, event.ts_ns)
         if isinstance(event, AppRequest):
             return self._request(event)
+        if isinstance(event, DnsQuery):
+            self._question(event)
+            return ()
         if isinstance(event, Clock):
             return self._count_packets(event.ts_ns, event.final)
         if isinstance(event, FlowEnded):
@@ -275,6 +296,17 @@ class FloodingRule(RuleModule):
         if target.total(REQUESTS) < FLOOD_FLOWS or target.reported:
             return ()
         return self._report(watched, key, flow, event.from_src, target, dst_ip, ts, requests=True)
+
+    def _question(self, event: DnsQuery) -> None:
+        """A DNS question to a busy target: its name, to say whose domain a DNS flood is aimed at."""
+        flow = event.flow
+        (src_ip, _), (dst_ip, _) = (flow.src, flow.dst) if event.from_src else (flow.dst, flow.src)
+        watched = self.site.watched(flow, event.from_src)
+        if watched is None:
+            return
+        target = self.pairs.get((watched.key(src_ip), dst_ip))
+        if target is not None and target.busy is not None:
+            target.busy.question(event.name)
 
     def _count_packets(self, now: int, final: bool) -> Sequence[Alert]:
         """Once a second of capture time (and at the end): the packets each followed flow sent since."""
@@ -357,12 +389,18 @@ class FloodingRule(RuleModule):
             port_txt = f"all to {main}/{next(iter(busy.ports))}"
         syn_txt = f"; {syns:,} of them bare SYNs" if syns else ""
         where = " (on the site)" if site.is_site_address(victim) else ""
-        dns = (
-            ": a DNS flood through the resolver (random names under the victim's domain: Mirai's DNS water "
-            "torture)"
-            if busy.ports == {53} and udp
-            else ""
-        )
+        dns = ""
+        domain = busy.victim_domain() if busy.ports == {53} and udp else None
+        if domain is not None:
+            dns = (
+                f": a DNS flood through the resolver, random names under {domain} (Mirai's DNS water "
+                f"torture: the victim is {domain}'s name servers)"
+            )
+        elif busy.ports == {53} and udp:
+            dns = (
+                ": a DNS flood through the resolver (random names under the victim's domain: Mirai's DNS "
+                "water torture)"
+            )
         what = f"{flows:,} new connections to it in {seconds:.1f} s ({kinds}; {port_txt}{syn_txt}){dns}"
         if packets >= FLOOD_FLOWS and not requests and len(busy.sports) < FLOOD_SOURCE_PORTS:
             name = transport_name(flow.proto)
@@ -393,6 +431,8 @@ class FloodingRule(RuleModule):
             "packets": packets,
             "sample": [endpoint(*(f.src if f.src[0] == victim else f.dst)) for f in busy.sample[:10]],
         }
+        if domain is not None:
+            flood["domain"] = domain
         alert = side_alert(
             DEVICE_FLOODING,
             flow,

@@ -83,12 +83,9 @@ def test_a_udp_flood_and_a_flood_of_one_port() -> None:
     assert b["destination"] == {"ip": VICTIM, "port": 80} and "all to tcp/80" in str(b["message"])
 
 
-def test_dns_water_torture_through_the_site_resolver() -> None:
-    policy = SitePolicy.from_yaml(
-        "site: s\nmonitored: {networks: [10.20.0.0/24]}\nresolvers: [10.20.0.1]\n", "p.yaml"
-    )
+def _water_torture(domains: list[str]) -> list[tuple[int, bytes]]:
     r = random.Random(3)
-    frames = [
+    return [
         (
             T0 + i * 2 * MS,
             synth.udp4_frame(
@@ -98,14 +95,32 @@ def test_dns_water_torture_through_the_site_resolver() -> None:
                 GW.ip,
                 r.randrange(1024, 65535),
                 53,
-                payloads.dns_query(i & 0xFFFF, f"{r.getrandbits(40):x}.victim.example"),
+                payloads.dns_query(i & 0xFFFF, f"{r.getrandbits(40):x}.{domains[i % len(domains)]}"),
             ),
         )
         for i in range(1500)
     ]
-    (a,) = of_rule(run_frames(frames, policy=policy)[2], RULE)
+
+
+_RESOLVER_POLICY = "site: s\nmonitored: {networks: [10.20.0.0/24]}\nresolvers: [10.20.0.1]\n"
+
+
+def test_dns_water_torture_through_the_site_resolver() -> None:
+    policy = SitePolicy.from_yaml(_RESOLVER_POLICY, "p.yaml")
+    (a,) = of_rule(run_frames(_water_torture(["victim.example"]), policy=policy)[2], RULE)
     message = str(a["message"])
     assert "is flooding 10.20.0.1 (on the site)" in message and "DNS water torture" in message
+    # The victim is the domain's name servers, which the on-call engineer needs to name to the ISP.
+    assert "random names under victim.example" in message
+    assert a["camwatch"]["flood"]["domain"] == "victim.example"  # type: ignore[index]
+
+
+def test_a_dns_flood_over_many_domains_names_none() -> None:
+    policy = SitePolicy.from_yaml(_RESOLVER_POLICY, "p.yaml")
+    domains = [f"d{k}.example" for k in range(20)]
+    (a,) = of_rule(run_frames(_water_torture(domains), policy=policy)[2], RULE)
+    assert "random names under the victim's domain" in str(a["message"])
+    assert "domain" not in a["camwatch"]["flood"]  # type: ignore[index]
 
 
 def test_busy_normal_traffic_is_no_flood() -> None:
