@@ -10,6 +10,7 @@ VXLAN), whose inner Ethernet frame is decoded like a captured one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -402,8 +403,9 @@ ETH_ERSPAN_3 = 0x22EB
 _GRE_C, _GRE_R, _GRE_K, _GRE_S, _GRE_VER = 0x8000, 0x4000, 0x2000, 0x1000, 0x0007
 
 
-def _gre(data: U8, offs: I64, caplen: I64, rows: I64, h: U8, l4: I64) -> tuple[I64, I64]:
-    """Inner offset and type (an ethertype, _ETHER_FRAME, or 0: not decoded) of GRE packets (rare).
+def _gre(data: U8, offs: I64, caplen: I64, rows: I64, h: U8, l4: I64) -> tuple[I64, I64, BOOL]:
+    """Inner offset and type (an ethertype, _ETHER_FRAME, or 0: not decoded) of GRE packets (rare), and which
+    are plain GRE (an IP packet or an Ethernet frame inside, not ERSPAN).
 
     GRE (RFC 2784/2890): 4 bytes, then 4 for each of the checksum, key and sequence number its flags
     announce. Version 1 (PPTP's enhanced GRE, PPP inside) and source routing (RFC 1701, obsolete) stay
@@ -433,15 +435,18 @@ def _gre(data: U8, offs: I64, caplen: I64, rows: I64, h: U8, l4: I64) -> tuple[I
         inner[erspan] = np.where(type1 | type2 | (type3 & (frame_type == 0)), _ETHER_FRAME, 0)
         inner[erspan[type3 & (frame_type == 2)]] = _IP_BY_VERSION
     inner[((flags & (_GRE_R | _GRE_VER)) != 0) | (off > caplen[rows])] = 0
-    return off, inner
+    plain = (inner != 0) & ((ptype == ETH_IPV4) | (ptype == ETH_IPV6) | (ptype == ETH_TEB))
+    return off, inner, plain
 
 
 _IP_BY_VERSION = -2  # the inner IP version is read from the packet
 
 
-def _tunnel_payload(data: U8, offs: I64, caplen: I64, f: _L3, h4: U8) -> tuple[I64, I64, I64] | None:
+def _tunnel_payload(data: U8, offs: I64, caplen: I64, f: _L3, h4: U8) -> tuple[I64, I64, I64, BOOL] | None:
     """Rows carrying a tunnelled packet, with the inner header's offset and ethertype (_ETHER_FRAME: an
-    Ethernet frame). IP in IP (4, 41), GTP-U, GRE (IP, Ethernet, ERSPAN) and VXLAN.
+    Ethernet frame), and which are a tunnel a device could send of its own (IP in IP, plain GRE: what Mirai's
+    GRE floods send; not a mirror's ERSPAN or VXLAN, nor GTP-U). IP in IP (4, 41), GTP-U, GRE (IP, Ethernet,
+    ERSPAN) and VXLAN.
 
     Flows are keyed on the inner packet, as nDPI (with tunnel decoding) and Zeek do: the outer pair is the
     tunnel's or the mirror's infrastructure (a switch sending its mirror to the collector), not a device's.
@@ -470,9 +475,10 @@ def _tunnel_payload(data: U8, offs: I64, caplen: I64, f: _L3, h4: U8) -> tuple[I
     v = vxlan[rows]
     off[v] += 16
     inner[v] = _ETHER_FRAME
+    ownable = ipip[rows]
     gr = np.flatnonzero(gre[rows])
     if gr.size:
-        off[gr], inner[gr] = _gre(data, offs, caplen, rows[gr], h[gr], l4[gr])
+        off[gr], inner[gr], ownable[gr] = _gre(data, offs, caplen, rows[gr], h[gr], l4[gr])
     by_version = inner == _IP_BY_VERSION
     if by_version.any():
         first_byte = gather(data, offs[rows[by_version]] + off[by_version], 1)[:, 0]
@@ -481,7 +487,7 @@ def _tunnel_payload(data: U8, offs: I64, caplen: I64, f: _L3, h4: U8) -> tuple[I
     # An inner frame or packet cut by the snap length stays the outer packet (as with IP in IP).
     need = np.where(inner == _ETHER_FRAME, 14, 1)
     keep = (inner != 0) & (off + need <= caplen[rows])
-    return rows[keep], off[keep], inner[keep]
+    return rows[keep], off[keep], inner[keep], ownable[keep]
 
 
 def _vlan_tags(data: U8, offs: I64, caplen: I64, ethertype: I64, l3: I64, outer: I64, inner: I64) -> None:
@@ -559,54 +565,121 @@ def _pktap(
     return base, bad
 
 
-class OwnTunnel(Protocol):
-    """Whether a tunnel's outer packet is a device's own traffic, to be kept as it is (not looked through).
+class TunnelOwners(Protocol):
+    """Who sends tunnels of its own (kept as their outer packet, not looked through). Asked only of plain
+    GRE and IP in IP that wrap packets from no site's address and go to an address off every site: once per
+    distinct source MAC, then once per distinct sender address (at most `_MAX_ASKED` of each a batch, the
+    busiest first)."""
 
-    Given the outer packet's IP version, addresses (the (hi, lo) halves of flow keys) and MACs; asked once per
-    distinct set of them in a batch.
-    """
+    def mac(self, mac: int) -> bool:
+        """The frame's source MAC is such a device's own."""
+        ...
 
-    def __call__(
-        self, version: int, src: tuple[int, int], dst: tuple[int, int], src_mac: int, dst_mac: int
-    ) -> bool: ...
+    def address(self, version: int, src: tuple[int, int]) -> bool:
+        """The sender's address (the (hi, lo) halves of flow keys) is such a device's."""
+        ...
 
 
-def _own_tunnels(rows: I64, f: _L3, l2: _L2, own: OwnTunnel) -> BOOL:
-    """Which of the tunnel `rows` `own` keeps as outer packets. A remote mirror's rows share one set of ends,
-    so the usual batch asks once, without sorting."""
-    ends = np.stack(
-        [
-            f.ip_version[rows].astype(np.uint64),
-            f.src_hi[rows],
-            f.src_lo[rows],
-            f.dst_hi[rows],
-            f.dst_lo[rows],
-            l2.src_mac[rows],
-            l2.dst_mac[rows],
-        ],
-        axis=1,
+# The IPv4 networks of a site's own hosts (private, shared, loopback, link-local), whence the inner packets of
+# its mirrors and VPNs come; as (network, prefix length).
+_SITE_V4 = (
+    (0x0A000000, 8),
+    (0xAC100000, 12),
+    (0xC0A80000, 16),
+    (0x64400000, 10),
+    (0x7F000000, 8),
+    (0xA9FE0000, 16),
+)
+_MAX_ASKED = 64  # distinct MACs, and sender addresses, asked about per batch (the busiest first)
+
+
+def _site_v4(addr: I64) -> BOOL:
+    site = np.zeros(len(addr), dtype=bool)
+    for net, bits in _SITE_V4:
+        site |= (addr >> (32 - bits)) == (net >> (32 - bits))
+    return site
+
+
+def _site_v6(b0: I64, b1: I64) -> BOOL:
+    """From an IPv6 address's first two bytes: ULA (fc00::/7) or link-local (fe80::/10)."""
+    site: BOOL = ((b0 & 0xFE) == 0xFC) | ((b0 == 0xFE) & ((b1 & 0xC0) == 0x80))
+    return site
+
+
+def _foreign_inner_source(data: U8, offs: I64, caplen: I64, rows: I64, at: I64, inner: I64) -> BOOL:
+    """Tunnelled packets whose source is no site's address (IPv4 not private, shared, loopback or link-local;
+    IPv6 not ULA or link-local): what a GRE flood wraps (random addresses), never a mirror's packets or those
+    of a site-to-site VPN, whose sources are the site's hosts. An Ethernet frame is read when it carries IP
+    untagged; anything unreadable is not foreign."""
+    ip = at.copy()
+    version = np.zeros(len(rows), dtype=np.int64)
+    version[inner == ETH_IPV4], version[inner == ETH_IPV6] = 4, 6
+    frames = np.flatnonzero(inner == _ETHER_FRAME)
+    if frames.size:
+        et = _be16(gather(data, offs[rows[frames]] + at[frames] + 12, 2))
+        version[frames] = np.where(et == ETH_IPV4, 4, np.where(et == ETH_IPV6, 6, 0))
+        ip[frames] += 14
+    head = gather(data, offs[rows] + ip, 24)
+    whole = ip + np.where(version == 6, 40, 20) <= caplen[rows]
+    v4 = whole & (version == 4) & ((head[:, 0] >> 4) == 4)
+    v6 = whole & (version == 6) & ((head[:, 0] >> 4) == 6)
+    src4 = head[:, 12:16].copy().view(">u4").reshape(-1).astype(np.int64)
+    site6 = _site_v6(head[:, 8].astype(np.int64), head[:, 9].astype(np.int64))
+    foreign: BOOL = (v4 & ~_site_v4(src4)) | (v6 & ~site6)
+    return foreign
+
+
+def _off_every_site(version: U8, hi: U64, lo: U64) -> BOOL:
+    """Addresses no site owns or shares: not private, shared, loopback, link-local, ULA, multicast or the
+    limited broadcast."""
+    v4 = version == 4
+    a4 = (lo & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    b0 = (hi >> np.uint64(56)).astype(np.int64)
+    b1 = ((hi >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int64)
+    group4 = ((a4 >> 28) == 0xE) | (a4 == 0xFFFFFFFF)
+    off: BOOL = np.where(v4, ~_site_v4(a4) & ~group4, ~_site_v6(b0, b1) & (b0 != 0xFF))
+    return off
+
+
+def _ask(keys: U64, ask: Callable[[int], bool]) -> BOOL:
+    """``ask`` of each distinct key (given a row holding it), the `_MAX_ASKED` most frequent; others False."""
+    distinct, first, which, counts = np.unique(
+        keys, return_index=True, return_inverse=True, return_counts=True
     )
-    if (ends == ends[0]).all():
-        distinct, which = ends[:1], np.zeros(len(rows), dtype=np.int64)
-    else:
-        distinct, which = np.unique(ends, axis=0, return_inverse=True)
-    verdict = np.fromiter(
-        (
-            own(int(v), (int(sh), int(sl)), (int(dh), int(dl)), int(sm), int(dm))
-            for v, sh, sl, dh, dl, sm, dm in distinct
-        ),
-        dtype=bool,
-        count=len(distinct),
-    )
-    kept: BOOL = verdict[which.reshape(-1)]
+    verdict = np.zeros(len(distinct), dtype=bool)
+    for k in np.argsort(-counts, kind="stable")[:_MAX_ASKED]:
+        verdict[k] = ask(int(first[k]))
+    out: BOOL = verdict[which.reshape(-1)]
+    return out
+
+
+def _own_tunnels(rows: I64, f: _L3, l2: _L2, owners: TunnelOwners) -> BOOL:
+    """Which of the tunnel `rows` (wrapping packets from no site's address) stay their outer packet: sent to
+    an address off every site, by a device `owners` names by its MAC or by its address."""
+    kept = _off_every_site(f.ip_version[rows], f.dst_hi[rows], f.dst_lo[rows])
+    if not kept.any():
+        return kept
+    macs = l2.src_mac[rows]
+    by_mac = _ask(macs, lambda i: owners.mac(int(macs[i])))
+    rest = kept & ~by_mac
+    if rest.any():
+        at = rows[rest]
+        ver, hi, lo = f.ip_version[at], f.src_hi[at], f.src_lo[at]
+        key = ((hi * _MIX) ^ lo) * _MIX + ver
+        by_address = _ask(key, lambda i: owners.address(int(ver[i]), (int(hi[i]), int(lo[i]))))
+        kept[np.flatnonzero(rest)[~by_address]] = False
     return kept
 
 
-def decode(batch: PacketBatch, own_tunnel: OwnTunnel | None = None) -> Decoded:
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # folds a sender's address into one key (wrapping arithmetic)
+
+
+def decode(batch: PacketBatch, own_tunnel: TunnelOwners | None = None) -> Decoded:
     """Decode link, network and transport headers of every packet in `batch`.
 
-    Tunnels and remote mirrors are looked through (`_tunnel_payload`), except those `own_tunnel` says are a
-    device's own traffic: those stay their outer packet.
+    Tunnels and remote mirrors are looked through (`_tunnel_payload`), except the plain GRE and IP in IP that
+    wrap packets from no site's address, go off every site, and whose sender `own_tunnel` names: those stay
+    their outer packet.
     """
     n = len(batch)
     data = batch.data
@@ -703,12 +776,18 @@ def decode(batch: PacketBatch, own_tunnel: OwnTunnel | None = None) -> Decoded:
         inner = _tunnel_payload(data, offs, caplen, f, h4)
         if inner is None:
             break
-        r, inner_off, inner_eth = inner
-        if own_tunnel is not None:
-            through = ~_own_tunnels(r, f, l2, own_tunnel)
-            r, inner_off, inner_eth = r[through], inner_off[through], inner_eth[through]
-            if not r.size:
-                break
+        r, inner_off, inner_eth, ownable = inner
+        if own_tunnel is not None and ownable.any():
+            asked = np.flatnonzero(ownable)
+            asked = asked[
+                _foreign_inner_source(data, offs, caplen, r[asked], inner_off[asked], inner_eth[asked])
+            ]
+            if asked.size:
+                through = np.ones(len(r), dtype=bool)
+                through[asked[_own_tunnels(r[asked], f, l2, own_tunnel)]] = False
+                r, inner_off, inner_eth = r[through], inner_off[through], inner_eth[through]
+        if not r.size:
+            break
         frames = inner_eth == _ETHER_FRAME
         if frames.any():
             _inner_ethernet(data, offs, caplen, r[frames], inner_off[frames], l2)

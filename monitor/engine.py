@@ -52,6 +52,27 @@ if TYPE_CHECKING:
 Judge = Callable[[Event], Sequence[Alert]]
 
 
+class _TunnelOwners:
+    """Watched devices send no tunnel of a site's: a GRE or IP-in-IP tunnel one sends to the Internet,
+    wrapping packets from no site's address, is its own traffic, read as its outer packet (`decode` asks only
+    of that kind). Mirai's GRE floods (greip, greeth) wrap random addresses and MACs, which, looked through,
+    made the camera a router and its flood a thousand strangers' flows; mirrors (ERSPAN, VXLAN) and a site's
+    VPN, whose inner packets are the site's, are always looked through."""
+
+    def __init__(self, site: Site, watched_oui: Callable[[int], bool]) -> None:
+        self._site = site
+        self._watched_oui = watched_oui
+
+    def mac(self, mac: int) -> bool:
+        """A MAC of a watched make that is not a router's (which forwards everybody's)."""
+        return mac not in self._site.routers and self._watched_oui(mac)
+
+    def address(self, version: int, src: tuple[int, int]) -> bool:
+        """A monitored address (even behind a router's MAC), but not a known router's own."""
+        ip = addr_str(*src, version)
+        return ip not in self._site.router_ips and self._site.is_monitored(ip)
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     observer: str = "default/replay"
@@ -151,6 +172,7 @@ class Engine:
             self.site.register = register
         self._vendors = vendors
         self._oui_memo: dict[int, bool] = {}
+        self._tunnel_owners = _TunnelOwners(self.site, self._watched_oui)
         self.analysis.involves_watched = self._involves_watched
         self.analysis.vendor_watched = self._vendor_watched
         self._pending: list[Alert] = []
@@ -210,24 +232,8 @@ class Engine:
             memo[mac] = known
         return known
 
-    def _own_tunnel(
-        self, version: int, src: tuple[int, int], dst: tuple[int, int], src_mac: int, dst_mac: int
-    ) -> bool:
-        """A tunnel a watched device sends to the Internet is the device's own traffic, read as its outer
-        packet: no camera sends a mirror or ends a VPN, and a compromised one floods with GRE (Mirai's greip,
-        greeth), whose inner addresses and MACs are random (looked through, they made the camera a router and
-        its flood a thousand strangers' flows). A mirror's tunnel (a switch to the collector) stays on the
-        site or comes in from outside, and a router's VPN comes from a router."""
-        site = self.site
-        sender, receiver = addr_str(*src, version), addr_str(*dst, version)
-        if not site.is_site_address(sender) or site.is_site_address(receiver):
-            return False
-        if src_mac in site.routers or sender in site.router_ips:
-            return False
-        return site.is_monitored(sender) or self._watched_oui(src_mac)
-
     def _decode(self, batch: PacketBatch) -> Decoded:
-        return decode(batch, self._own_tunnel)
+        return decode(batch, self._tunnel_owners)
 
     def _vendor_watched(self, vendor: str) -> bool:
         return vendor in self.policy.watched_vendors

@@ -40,9 +40,9 @@ _NAMES = {
 
 
 #: IP protocols without ports that never carry a camera's video: tunnels (a watched device's own, which the
-#: decoder does not look through: GRE, IP in IP) and ICMP. A flood of one is counted by packets
-#: (``device.flooding``), and a sustained flow of one is not video (``stream.egress``). Not IPsec (ESP,
-#: AH): an encrypted tunnel may carry a camera's video to a remote recorder.
+#: decoder does not look through: GRE, IP in IP) and ICMP. A sustained flow of one is not video but a flood
+#: or a tunnel (``stream.egress``). Not IPsec (ESP, AH): an encrypted tunnel may carry a camera's video to a
+#: remote recorder.
 PORTLESS_NOT_VIDEO: Final = frozenset({PROTO_GRE, PROTO_IPIP, PROTO_IPV6_IN_IP, PROTO_ICMP, PROTO_ICMPV6})
 
 

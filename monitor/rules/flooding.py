@@ -20,16 +20,22 @@ it (``Site.note_flood``), so a flood over random ports is not also a port scan. 
 ``MAX_PAIRS`` (device, destination) pairs in all, the least recently used forgotten (a scan of random
 addresses churns them; a flood's target, hit without pause, stays), each a few hundred bytes while quiet.
 
-A flood of a protocol without ports (Mirai's GRE floods, greip and greeth; a ping flood) is one flow, or
-flows the ports cannot tell apart: it is counted by packets instead, ``FLOOD_FLOWS`` packets the device sent
-to one address within the window, over its flows of those protocols (``PACKET_FLOOD``), followed while they
-run (at most ``MAX_PACKET_FLOWS`` at once). The decoder keeps a watched device's tunnel to the Internet as its
-outer packet (``Engine._own_tunnel``), so a GRE flood is the camera's flow to its victim.
+A flood inside a tunnel (Mirai's GRE floods, greip and greeth) is one flow: it is counted by packets
+instead, ``FLOOD_FLOWS`` packets the device sent to one address within the window, over its GRE and IP-in-IP
+flows (``PACKET_FLOOD``), followed while they run: ``MAX_PACKET_FLOWS`` new ones, and apart from them
+``MAX_BUSY_FLOWS`` that sent more than one packet (so a flood at a whole prefix, a new one-packet flow per
+packet, cannot push a flood's flow out), each table forgetting the least recently active. The decoder keeps
+a watched device's tunnel to the Internet as its outer packet (``Engine._own_tunnel``), so a GRE flood is
+the camera's flow to its victim. The flow table gives a flow's totals, not when each packet was sent: a
+count's new packets (at every batch) are spread evenly over the seconds since the last count, which is exact
+for a steady flood and only approximate for a burst read in the same batch as a slow start.
 
 Not seen here: a flood inside one flow with ports (a fixed source and destination port: the sustained-rate
 check of ``stream.egress`` reports its volume), a flood spread over a whole prefix or over more targets
-than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports the fan-out), and
-floods from spoofed source addresses (the device is known by its address unless its MAC names it).
+than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports the fan-out),
+ping floods (an ICMP flow is keyed without its identifier, and its counts cannot tell a device's echo requests
+from its replies to somebody else's flood), and floods from spoofed source addresses (the device is known by
+its address unless its MAC names it).
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from monitor.decode import (
     PROTO_GRE,
     PROTO_ICMP,
     PROTO_ICMPV6,
+    PROTO_IPIP,
+    PROTO_IPV6_IN_IP,
     PROTO_TCP,
     PROTO_UDP,
     TCP_ACK,
@@ -57,7 +65,7 @@ from monitor.evidence import combine, snapshot
 from monitor.flows import Flow
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
-from monitor.rules._common import PORTLESS_NOT_VIDEO, Bounded
+from monitor.rules._common import Bounded
 from monitor.site import Site, Watched
 
 DEVICE_FLOODING = Rule(
@@ -82,8 +90,9 @@ MAX_DOMAINS: Final = 8  # parent domains of a busy target's DNS questions counte
 COLUMNS: Final = 6
 REQUESTS: Final = 4  # the column of HTTP requests
 PACKETS: Final = 5  # the column of packets of PACKET_FLOOD protocols
-PACKET_FLOOD: Final = PORTLESS_NOT_VIDEO  # protocols without ports, counted by packets
-MAX_PACKET_FLOWS: Final = 4096  # flows of those protocols followed at once
+PACKET_FLOOD: Final = frozenset({PROTO_GRE, PROTO_IPIP, PROTO_IPV6_IN_IP})  # tunnels, counted by packets
+MAX_PACKET_FLOWS: Final = 4096  # new flows of those protocols followed at once
+MAX_BUSY_FLOWS: Final = 1024  # and those that sent more than one packet
 _ZEROS: Final = array("I", bytes(4 * COLUMNS))
 
 
@@ -204,12 +213,15 @@ class FloodingRule(RuleModule):
         super().__init__(site)
         self.pairs: Bounded[tuple[str, str], _Target] = Bounded(MAX_PAIRS)
         # Flows of PACKET_FLOOD protocols a watched device started, by id: the flow, its device (watched,
-        # key) and the packets it had sent when last counted.
+        # key) and the packets it had sent when last counted; new ones, and those that sent more than one.
         self.packet_flows: Bounded[int, _Followed] = Bounded(MAX_PACKET_FLOWS)
-        self._counted_ns = 0
+        self.busy_flows: Bounded[int, _Followed] = Bounded(MAX_BUSY_FLOWS)
 
     def evictions(self) -> dict[str, int]:
-        return {"flood_pairs": self.pairs.evicted, "flood_packet_flows": self.packet_flows.evicted}
+        return {
+            "flood_pairs": self.pairs.evicted,
+            "flood_packet_flows": self.packet_flows.evicted + self.busy_flows.evicted,
+        }
 
     def judge(self, event: Event) -> Sequence[Alert]:
         if isinstance(event, FlowStarted):
@@ -220,9 +232,10 @@ class FloodingRule(RuleModule):
             self._question(event)
             return ()
         if isinstance(event, Clock):
-            return self._count_packets(event.ts_ns, event.final)
+            return self._count_packets(event.ts_ns)
         if isinstance(event, FlowEnded):
-            followed = self.packet_flows.pop(id(event.flow))
+            key = id(event.flow)
+            followed = self.packet_flows.pop(key) or self.busy_flows.pop(key)
             return self._packets(followed, event.flow.last_ns) if followed is not None else ()
         return ()
 
@@ -265,8 +278,9 @@ class FloodingRule(RuleModule):
             counts[at + 2] += 1
         elif proto in PACKET_FLOOD:
             followed = _Followed(flow, watched, key, dst_ip, flow.start_ns)
-            self.packet_flows.put(id(flow), followed)
-            return self._packets(followed, ts)
+            alerts = self._packets(followed, ts)
+            self._follow(id(flow), followed)
+            return alerts
         if before < QUIET_FLOWS:
             return ()  # ports and flows are kept for busy targets only (memory: MAX_PAIRS of them)
         busy = target.busy = target.busy or _Busy()
@@ -295,7 +309,7 @@ class FloodingRule(RuleModule):
         target.busy.note(flow, dst_port)
         if target.total(REQUESTS) < FLOOD_FLOWS or target.reported:
             return ()
-        return self._report(watched, key, flow, event.from_src, target, dst_ip, ts, requests=True)
+        return self._report(watched, key, flow, event.from_src, target, dst_ip, ts, "requests")
 
     def _question(self, event: DnsQuery) -> None:
         """A DNS question to a busy target: its name, to say whose domain a DNS flood is aimed at."""
@@ -308,20 +322,27 @@ class FloodingRule(RuleModule):
         if target is not None and target.busy is not None:
             target.busy.question(event.name)
 
-    def _count_packets(self, now: int, final: bool) -> Sequence[Alert]:
-        """Once a second of capture time (and at the end): the packets each followed flow sent since."""
-        if not len(self.packet_flows) or (now - self._counted_ns < NS and not final):
-            return ()
-        self._counted_ns = now
+    def _follow(self, key: int, followed: _Followed) -> None:
+        if followed.packets > 1:
+            self.busy_flows.put(key, followed)
+        else:
+            self.packet_flows.put(key, followed)
+
+    def _count_packets(self, now: int) -> Sequence[Alert]:
+        """At every batch: the packets each followed flow sent since; an active one is moved to the busy
+        flows' table, or to its end (the least recently active are forgotten first)."""
         out: list[Alert] = []
-        for _, followed in self.packet_flows.items():
-            out.extend(self._packets(followed, now))
+        for table in (self.busy_flows, self.packet_flows):
+            for key, followed in table.items():
+                if followed.flow.src_counts[0] != followed.packets:
+                    out.extend(self._packets(followed, now))
+                    table.pop(key)
+                    self._follow(key, followed)
         return out
 
     def _packets(self, followed: _Followed, now: int) -> Sequence[Alert]:
-        """Count what ``followed`` sent since it was last counted. The flow table gives totals, not times: the
-        new packets are spread evenly over the seconds since (a batch can hold minutes of a slow ping, which
-        must not look like a burst), so the count does not depend on where batches end."""
+        """Count what ``followed`` sent since it was last counted, spread evenly over the seconds since (a
+        batch can hold minutes of a slow tunnel, which must not look like a burst)."""
         flow = followed.flow
         sent, last_ns = flow.src_counts[0], flow.last_ns
         new, followed.packets = sent - followed.packets, sent
@@ -343,7 +364,7 @@ class FloodingRule(RuleModule):
         if target.total(PACKETS) < FLOOD_FLOWS or target.reported:
             return ()
         return self._report(
-            followed.watched, followed.key, flow, True, target, followed.victim, max(now, last_ns)
+            followed.watched, followed.key, flow, True, target, followed.victim, max(now, last_ns), "packets"
         )
 
     def _report(
@@ -355,11 +376,12 @@ class FloodingRule(RuleModule):
         target: _Target,
         victim: str,
         now: int,
-        requests: bool = False,
+        by: str = "flows",
     ) -> Sequence[Alert]:
+        """``by``: what reached the threshold (``flows``, ``requests`` or ``packets``)."""
         target.reported = True
         self.site.note_flood(key, victim)
-        return (self._alert(watched, flow, device_is_src, target, victim, now, requests),)
+        return (self._alert(watched, flow, device_is_src, target, victim, now, by),)
 
     def _alert(
         self,
@@ -369,7 +391,7 @@ class FloodingRule(RuleModule):
         target: _Target,
         victim: str,
         now: int,
-        requests: bool,
+        by: str,
     ) -> Alert:
         site = self.site
         busy = target.busy
@@ -402,16 +424,15 @@ class FloodingRule(RuleModule):
                 "water torture)"
             )
         what = f"{flows:,} new connections to it in {seconds:.1f} s ({kinds}; {port_txt}{syn_txt}){dns}"
-        if packets >= FLOOD_FLOWS and not requests and len(busy.sports) < FLOOD_SOURCE_PORTS:
-            name = transport_name(flow.proto)
-            how = {
-                PROTO_GRE: "a GRE flood (Mirai's greip and greeth: random addresses inside the tunnel)",
-                PROTO_ICMP: "a ping flood",
-                PROTO_ICMPV6: "a ping flood",
-            }.get(flow.proto, f"a flood in {name.upper()} tunnels")
-            main = name
-            what = f"{packets:,} {name.upper()} packets to it in {seconds:.1f} s: {how}"
-        elif requests:
+        if by == "packets":
+            main = transport_name(flow.proto)
+            how = (
+                "a GRE flood (Mirai's greip and greeth: random addresses inside the tunnel)"
+                if flow.proto == PROTO_GRE
+                else "a flood wrapped in IP-in-IP"
+            )
+            what = f"{packets:,} {main.upper()} packets to it in {seconds:.1f} s: {how}"
+        elif by == "requests":
             sent = target.total(REQUESTS)
             over = f"{flows:,} new connections" if flows else "connections opened before"
             what = f"{sent:,} HTTP requests to it in {seconds:.1f} s over {over} ({port_txt}): an HTTP flood"

@@ -163,65 +163,107 @@ def test_the_engine_counts_decapsulated_packets_and_sees_the_camera() -> None:
     assert flow.src_mac == 0x4419B6000001
 
 
-# A tunnel between a watched device and the Internet is that device's own traffic (Engine._own_tunnel).
+# A tunnel a watched device sends to the Internet, wrapping packets from no site's address, is its own traffic
+# (monitor.engine._TunnelOwners): Mirai's GRE floods.
 VICTIM = "203.0.113.80"
+FORGED = synth.ipv4(
+    "45.33.12.7", "91.198.174.1", 17, synth.udp("45.33.12.7", "91.198.174.1", 7, 9, bytes(16))
+)
 
 
-def _ip_over_gre(src: str, dst: str, src_mac: str, packet: bytes = DNS_QUERY) -> bytes:
+def _ip_over_gre(src: str, dst: str, src_mac: str, packet: bytes = FORGED) -> bytes:
     gre_ip = struct.pack("!HH", 0, 0x0800) + packet
     return synth.ether(src_mac, GW_MAC, 0x0800, synth.ipv4(src, dst, 47, gre_ip))
 
 
+def _flows(frames: list[bytes], batch_size: int = 65536) -> tuple[list[tuple[object, ...]], int]:
+    engine, flows, _ = run_frames(
+        [(10**18 + i, f) for i, f in enumerate(frames)], policy=POLICY, batch_size=batch_size
+    )
+    return sorted((f.proto, f.src[0], f.dst[0]) for f in flows), engine.stats.decapsulated
+
+
 def test_a_watched_devices_tunnel_to_the_internet_is_its_own_flow() -> None:
-    frames = [
-        _ip_over_gre(CAM, VICTIM, CAM_MAC),  # a camera, watched by its address and its make
-        _ip_over_gre("10.20.0.77", VICTIM, "02:00:00:00:0c:cc"),  # an unknown host of the monitored network
-        _ip_over_gre("192.168.1.64", VICTIM, "44:19:b6:00:00:64"),  # a Hikvision at its factory address
-        _ip_over_gre("172.16.0.9", VICTIM, "02:00:00:00:0d:dd"),  # a host nobody watches: looked through
-    ]
-    engine, flows, _ = run_frames([(10**18 + i, f) for i, f in enumerate(frames)], policy=POLICY)
-    assert sorted((f.proto, f.src[0], f.dst[0]) for f in flows) == [
-        (17, CAM, DNS),
+    got, decapsulated = _flows(
+        [
+            _ip_over_gre(CAM, VICTIM, CAM_MAC),  # a camera, watched by its address and its make
+            _ip_over_gre(
+                "10.20.0.77", VICTIM, "02:00:00:00:0c:cc"
+            ),  # an unknown host of the monitored network
+            _ip_over_gre("192.168.1.64", VICTIM, "44:19:b6:00:00:64"),  # a Hikvision at its factory address
+            _ip_over_gre("198.51.100.64", VICTIM, "44:19:b6:00:00:65"),  # and at a public address
+            _ip_over_gre("172.16.0.9", VICTIM, "02:00:00:00:0d:dd"),  # a host nobody watches: looked through
+        ]
+    )
+    assert got == [
+        (17, "45.33.12.7", "91.198.174.1"),
         (47, CAM, VICTIM),
         (47, "10.20.0.77", VICTIM),
         (47, "192.168.1.64", VICTIM),
+        (47, "198.51.100.64", VICTIM),
     ]
-    assert engine.stats.decapsulated == 1
+    assert decapsulated == 1
+
+
+def test_what_a_camera_tunnels_from_the_site_or_to_it_is_looked_through() -> None:
+    got, decapsulated = _flows(
+        [
+            _ip_over_gre(CAM, VICTIM, CAM_MAC, DNS_QUERY),  # a site host's packet inside: a VPN's kind
+            _ip_over_gre(CAM, "10.20.0.5", CAM_MAC),  # to an address on the site
+            synth.ether(CAM_MAC, GW_MAC, 0x0800, synth.ipv4(CAM, VICTIM, 47, erspan2(camera_frame())[34:])),
+        ]
+    )
+    assert got == [(17, CAM, DNS), (17, "45.33.12.7", "91.198.174.1")] and decapsulated == 3
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        gre(0x880B, b"\x00" * 40),  # PPTP's enhanced GRE
+        gre(0x883E, b"\x00" * 40),  # WCCP
+        synth.ether(CAM_MAC, GW_MAC, 0x0800, synth.ipv4(CAM, VICTIM, 4, bytes(40))),  # IP in IP, no IP inside
+        vxlan(camera_frame())[:60],
+    ],
+    ids=["pptp", "wccp", "ipip-no-version", "cut-vxlan"],
+)
+def test_a_tunnel_nothing_is_read_inside_stays_one_flow(frame: bytes) -> None:
+    # A batch whose only tunnel-looking packets carry nothing decodable (the owners are then never asked).
+    got, decapsulated = _flows([frame])
+    assert len(got) == 1 and decapsulated == 0
 
 
 @pytest.mark.parametrize(
     ("src", "dst"),
-    [("10.20.0.250", "10.20.0.5"), ("10.20.0.250", "172.16.9.9"), (SW, COL), ("198.51.100.7", "10.20.0.5")],
+    [("10.20.0.250", "10.20.0.5"), ("10.20.0.250", "172.16.9.9"), ("10.20.0.250", VICTIM), (SW, COL)],
     ids=[
         "switch-in-the-camera-network",
         "to-another-site-network",
-        "across-public-addresses",
-        "from-outside",
+        "to-a-public-collector",
+        "between-public",
     ],
 )
-def test_a_mirror_to_a_collector_is_still_looked_through(src: str, dst: str) -> None:
+def test_a_mirror_is_still_looked_through(src: str, dst: str) -> None:
     # The switch's management address may be in the cameras' network, even with a Hikvision MAC (Hikvision
-    # makes switches): a mirror stays on the site (or is sent between two outside addresses).
-    frame = synth.ether(
-        CAM_MAC, COL_MAC, 0x0800, synth.ipv4(src, dst, 47, struct.pack("!HH", 0, 0x6558) + camera_frame())
-    )
-    engine, flows, _ = run_frames([(10**18, frame)], policy=POLICY)
-    assert [(f.src[0], f.dst) for f in flows] == [(CAM, (DNS, 53))]
-    assert engine.stats.decapsulated == 1
+    # makes switches), and its collector anywhere: the mirrored frames are the site's.
+    inner = struct.pack("!HH", 0, 0x6558) + camera_frame()
+    got, decapsulated = _flows([synth.ether(CAM_MAC, COL_MAC, 0x0800, synth.ipv4(src, dst, 47, inner))])
+    assert got == [(17, CAM, DNS)] and decapsulated == 1
 
 
-def test_a_routers_tunnel_to_the_internet_is_looked_through() -> None:
-    # The site's router (an NDP router advertisement made it known) carries a site-to-site GRE tunnel.
+def test_a_camera_behind_a_router_and_the_routers_own_tunnel() -> None:
+    # The site's router (an NDP router advertisement made it known) forwards the camera's GRE flood (its MAC
+    # on the frame): the camera's by its address. The router's own tunnel (its address) is looked through.
     router_ll = "fe80::1"
     advert = mirror.icmp6(router_ll, "ff02::1", mirror.ndp_router_advertisement(GW_MAC))
     frames = [
         synth.ether(
             GW_MAC, "33:33:00:00:00:01", 0x86DD, synth.ipv6(router_ll, "ff02::1", 58, advert, hop=255)
         ),
-        _ip_over_gre("10.20.0.1", "198.51.100.1", GW_MAC),
+        _ip_over_gre(CAM, VICTIM, GW_MAC),
+        _ip_over_gre("198.51.100.1", VICTIM, GW_MAC),
     ]
     engine, flows, _ = run_frames(
         [(10**18 + i, f) for i, f in enumerate(frames)], policy=POLICY, batch_size=1
     )
     assert GW_INT in engine.site.routers
-    assert [(f.src[0], f.dst) for f in flows if f.proto == 17] == [(CAM, (DNS, 53))]
+    assert sorted((f.proto, f.src[0]) for f in flows if f.proto != 58) == [(17, "45.33.12.7"), (47, CAM)]

@@ -215,12 +215,14 @@ def test_a_syn_flood_over_ipv6() -> None:
 
 
 def _gre_flood(n: int, *, ethernet: bool = False, seed: int = 5) -> list[tuple[int, bytes]]:
-    """Mirai's greip (an IP packet inside) or greeth (an Ethernet frame inside) from the camera to the victim:
-    random inner addresses (and MACs), a new inner UDP port pair per packet, 2,000 packets a second."""
+    """Mirai's greip (an IP packet inside) or greeth (an Ethernet frame inside) from the camera to the victim,
+    2,000 packets a second: an inner source address drawn once per attack (here a public one, as all but 1%
+    of draws are), a random inner destination, MACs and UDP ports per packet."""
     r = random.Random(seed)
+    src = "45.33.12.7"
     out = []
     for i in range(n):
-        src, dst = (".".join(str(r.randrange(1, 255)) for _ in range(4)) for _ in range(2))
+        dst = ".".join(str(r.randrange(1, 255)) for _ in range(4))
         packet = synth.ipv4(
             src, dst, 17, synth.udp(src, dst, r.randrange(1, 65535), r.randrange(1, 65535), bytes(64))
         )
@@ -251,35 +253,53 @@ def test_a_gre_flood_is_the_cameras_own_flood(ethernet: bool) -> None:
 
 
 def _ping(i: int, src: Host, dst: Host, reply: bool = False) -> bytes:
-    return synth.ether(
-        src.mac, dst.mac, 0x0800, synth.ipv4(src.ip, dst.ip, 1, synth.icmp_echo(7, i, reply=reply))
-    )
+    icmp = synth.icmp_echo(7, i, reply=reply)
+    return synth.ether(src.mac, dst.mac, 0x0800, synth.ipv4(src.ip, dst.ip, 1, icmp))
 
 
-def _pings(n: int, step_ns: int) -> list[tuple[int, bytes]]:
-    """The camera's echo requests to the victim (one identifier: one flow)."""
-    victim = Host(VICTIM, GW.mac)
-    return [(T0 + i * step_ns, _ping(i, HIK, victim)) for i in range(n)]
+@pytest.mark.parametrize("batch_size", [1, 7, 256, 65536])
+def test_a_gre_flood_is_reported_once_in_any_batch(batch_size: int) -> None:
+    (a,) = of_rule(alerts(_gre_flood(3000), batch_size=batch_size), RULE)
+    assert a["destination"] == {"ip": VICTIM} and "GRE packets to it" in str(a["message"])
 
 
-@pytest.mark.parametrize("batch_size", [7, 65536])
-def test_a_ping_flood_is_counted_by_packets_in_any_batch(batch_size: int) -> None:
-    (a,) = of_rule(alerts(_pings(3000, MS), batch_size=batch_size), RULE)
-    assert a["network"]["transport"] == "icmp" and "ICMP packets to it" in str(a["message"])  # type: ignore[index]
-    assert "a ping flood" in str(a["message"])
+def test_a_slow_tunnel_read_in_one_batch_is_no_flood() -> None:
+    # Half an hour of one GRE packet a second arrives in one batch: its 1,800 packets were sent over 1,800 s.
+    frames = [(T0 + i * NS, f) for i, (_, f) in enumerate(_gre_flood(1800))]
+    assert of_rule(alerts(frames), RULE) == []
 
 
-def test_a_slow_ping_read_in_one_batch_is_no_flood() -> None:
-    # Half an hour of one ping a second arrives in one batch: its 1,800 packets were sent over 1,800 seconds.
-    assert of_rule(alerts(_pings(1800, NS)), RULE) == []
+def test_a_long_flood_is_followed_while_a_prefix_flood_churns_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A GRE flood at the victim (500 packets a second), beside one at random hosts of a /16 (a new flow each
+    # packet) that fills the followed flows' table many times over: the victim's flow, active, stays in it.
+    monkeypatch.setattr(flooding, "MAX_PACKET_FLOWS", 8)
+    r = random.Random(8)
+    victim = _gre_flood(1500)
+    frames = [(T0 + i * 2 * MS, f) for i, (_, f) in enumerate(victim)]
+    for i in range(15_000):
+        dst = f"198.18.{r.randrange(256)}.{r.randrange(1, 255)}"
+        inner = synth.ipv4("45.33.12.7", dst, 17, synth.udp("45.33.12.7", dst, 1, 2, bytes(32)))
+        gre = struct.pack("!HH", 0, 0x0800) + inner
+        frames.append(
+            (T0 + i * MS // 5 + 1, synth.ether(HIK.mac, GW.mac, 0x0800, synth.ipv4(HIK.ip, dst, 47, gre)))
+        )
+    engine, _, records = run_frames(sorted(frames, key=lambda f: f[0]), policy=POLICY, batch_size=256)
+    assert [a["destination"]["ip"] for a in of_rule(records, RULE)] == [VICTIM]  # type: ignore[index]
+    assert _flooding(engine).packet_flows.evicted > 10_000
 
 
+@pytest.mark.parametrize("pinged_first", [True, False])
 @pytest.mark.parametrize("requests_seen", [True, False])
-def test_a_camera_answering_a_ping_flood_is_not_the_flooder(requests_seen: bool) -> None:
+def test_a_camera_answering_a_ping_flood_is_not_the_flooder(requests_seen: bool, pinged_first: bool) -> None:
+    # Its echo replies fall in the flow its own earlier ping started (an ICMP flow key has no identifier).
     attacker = Host(ATTACKER.ip, GW.mac)
-    replies = [(T0 + i * MS + MS // 10, _ping(i, HIK, attacker, reply=True)) for i in range(3000)]
-    requests = [(T0 + i * MS, _ping(i, attacker, HIK)) for i in range(3000)] if requests_seen else []
-    assert of_rule(alerts(requests + replies), RULE) == []
+    frames = [(T0 - NS, _ping(0, HIK, attacker))] if pinged_first else []
+    frames += [(T0 + i * MS + MS // 10, _ping(i, HIK, attacker, reply=True)) for i in range(3000)]
+    if requests_seen:
+        frames += [(T0 + i * MS, _ping(i, attacker, HIK)) for i in range(3000)]
+    assert of_rule(alerts(frames), RULE) == []
 
 
 def test_a_sustained_gre_flood_is_not_called_video() -> None:
