@@ -64,8 +64,11 @@ class _TunnelOwners:
         self._watched_oui = watched_oui
 
     def mac(self, mac: int) -> bool:
-        """A MAC of a watched make that is not a router's (which forwards everybody's)."""
-        return mac not in self._site.routers and self._watched_oui(mac)
+        """A MAC of a watched make, even one the site model took for a router's: the few packets of a flood
+        that drew a private inner source are looked through, and their sources behind the camera's MAC made it
+        a "router", after which the rest of its flood was looked through too. (No camera vendor's router
+        tunnels packets from the Internet to the Internet.)"""
+        return self._watched_oui(mac)
 
     def address(self, version: int, src: tuple[int, int]) -> bool:
         """A monitored address (even behind a router's MAC), but not a known router's own."""

@@ -214,15 +214,20 @@ def test_a_syn_flood_over_ipv6() -> None:
     assert a["destination"] == {"ip": victim6, "port": 443} and a["device"]["id"] == HIK.mac_id  # type: ignore[index]
 
 
-def _gre_flood(n: int, *, ethernet: bool = False, seed: int = 5) -> list[tuple[int, bytes]]:
+def _gre_flood(
+    n: int, *, ethernet: bool = False, seed: int = 5, sender: str = HIK.ip, random_source: bool = False
+) -> list[tuple[int, bytes]]:
     """Mirai's greip (an IP packet inside) or greeth (an Ethernet frame inside) from the camera to the victim,
     2,000 packets a second: an inner source address drawn once per attack (here a public one, as all but 1%
-    of draws are), a random inner destination, MACs and UDP ports per packet."""
+    of draws are), a random inner destination, MACs and UDP ports per packet. Variants draw the inner source
+    per packet (``random_source``)."""
     r = random.Random(seed)
     src = "45.33.12.7"
     out = []
     for i in range(n):
         dst = ".".join(str(r.randrange(1, 255)) for _ in range(4))
+        if random_source:
+            src = ".".join(str(r.randrange(1, 255)) for _ in range(4))
         packet = synth.ipv4(
             src, dst, 17, synth.udp(src, dst, r.randrange(1, 65535), r.randrange(1, 65535), bytes(64))
         )
@@ -232,7 +237,7 @@ def _gre_flood(n: int, *, ethernet: bool = False, seed: int = 5) -> list[tuple[i
         else:
             gre = struct.pack("!HH", 0, 0x0800) + packet
         out.append(
-            (T0 + i * MS // 2, synth.ether(HIK.mac, GW.mac, 0x0800, synth.ipv4(HIK.ip, VICTIM, 47, gre)))
+            (T0 + i * MS // 2, synth.ether(HIK.mac, GW.mac, 0x0800, synth.ipv4(sender, VICTIM, 47, gre)))
         )
     return out
 
@@ -250,6 +255,19 @@ def test_a_gre_flood_is_the_cameras_own_flood(ethernet: bool) -> None:
     assert [(f.proto, f.src[0], f.dst[0]) for f in flows] == [(47, HIK.ip, VICTIM)]
     assert engine.site.routers == set() and engine.stats.decapsulated == 0
     assert [r["source"]["ip"] for r in of_rule(records, "device.new")] == [HIK.ip]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("sender", [HIK.ip, "198.51.100.64"], ids=["monitored", "unlisted-public"])
+def test_a_flood_drawing_its_inner_source_per_packet(sender: str) -> None:
+    # About 1% of the draws are private: those packets look like a VPN's and are looked through, and their
+    # sources behind the camera's MAC make the site model take it for a router. The camera is still the
+    # flood's sender, by its monitored address or, at an address the policy does not list, by its make.
+    engine, flows, records = run_frames(
+        _gre_flood(3000, sender=sender, random_source=True), policy=POLICY, batch_size=512
+    )
+    (a,) = of_rule(records, RULE)
+    assert a["source"]["ip"] == sender and a["camwatch"]["flood"]["packets"] >= flooding.FLOOD_FLOWS  # type: ignore[index]
+    assert 0 < engine.stats.decapsulated < 60 and len(flows) == 1 + engine.stats.decapsulated
 
 
 def _ping(i: int, src: Host, dst: Host, reply: bool = False) -> bytes:
