@@ -121,6 +121,13 @@ def _scope(ip: str) -> str:
     return "private" if is_local_ip(ip) else "public"
 
 
+@lru_cache(maxsize=4096)
+def flood_prefix(ip: str) -> str:
+    """The /24 (IPv4) or /64 (IPv6) an address is in: a flood's target when it hits random hosts of it."""
+    addr = _address(ip)
+    return str(ipaddress.ip_network((addr, 24 if addr.version == 4 else 64), strict=False))
+
+
 @lru_cache(maxsize=65_536)
 def _host_address(ip: str) -> bool:
     """An address a station can own: not unspecified (``::`` of IPv6 duplicate address detection and MLD,
@@ -514,12 +521,18 @@ class Site:
         return not allowed
 
     def note_flood(self, device: str, ip: str) -> None:
-        """``device`` (its MAC as text, else its address) floods ``ip`` (bounded: the oldest forgotten)."""
+        """``device`` (its MAC as text, else its address) floods ``ip``, an address or a prefix
+        (``flood_prefix``); bounded: the oldest forgotten."""
         self.flood_targets[(device, ip)] = None
         self.flood_targets.move_to_end((device, ip))
         while len(self.flood_targets) > MAX_FLOOD_TARGETS:
             self.flood_targets.popitem(last=False)
             self.stats.flood_targets_dropped += 1
+
+    def is_flood_target(self, device: str, ip: str) -> bool:
+        """``device`` floods ``ip``, or the prefix it is in."""
+        floods = self.flood_targets
+        return bool(floods) and ((device, ip) in floods or (device, flood_prefix(ip)) in floods)
 
     def forget_flood(self, device: str, ip: str) -> None:
         """The flood of ``ip`` by ``device`` is over: its attempts are the scanning rule's again."""

@@ -20,19 +20,25 @@ it (``Site.note_flood``), so a flood over random ports is not also a port scan. 
 ``MAX_PAIRS`` (device, destination) pairs in all, the least recently used forgotten (a scan of random
 addresses churns them; a flood's target, hit without pause, stays), each a few hundred bytes while quiet.
 
+Mirai also floods a prefix, each packet to a random host of it: every flow is counted for its /24 (IPv4) or
+/64 (IPv6) too (``flood_prefix``), which is reported as the target (``camwatch.flood.prefix``) when no address
+of it had half its flows (that one is the flood's own target), none is a reported target, and the flows
+used ``PREFIX_PORTS`` destination ports or more (a recorder reconnecting to the cameras of its /24 uses one).
+
 A flood inside a tunnel (Mirai's GRE floods, greip and greeth) is one flow: it is counted by packets
 instead, ``FLOOD_FLOWS`` packets the device sent to one address within the window, over its GRE and IP-in-IP
 flows (``PACKET_FLOOD``), followed while they run: ``MAX_PACKET_FLOWS`` new ones, and apart from them
 ``MAX_BUSY_FLOWS`` that sent more than one packet (so a flood at a whole prefix, a new one-packet flow per
 packet, cannot push a flood's flow out), each table forgetting the least recently active. The decoder keeps
-a watched device's tunnel to the Internet as its outer packet (``Engine._own_tunnel``), so a GRE flood is
-the camera's flow to its victim. The flow table gives a flow's totals, not when each packet was sent: a
-count's new packets (at every batch) are spread evenly over the seconds since the last count, which is exact
-for a steady flood and only approximate for a burst read in the same batch as a slow start.
+a watched device's tunnel to the Internet as its outer packet (``monitor.engine._TunnelOwners``), so a GRE
+flood is the camera's flow to its victim. The flow table gives a flow's totals, not when each packet was
+sent: a count's new packets (at every batch) are spread evenly over the seconds since the last count, which
+is exact for a steady flood and only approximate for a burst read in the same batch as a slow start.
 
 Not seen here: a flood inside one flow with ports (a fixed source and destination port: the sustained-rate
-check of ``stream.egress`` reports its volume), a flood spread over a whole prefix or over more targets
-than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports the fan-out),
+check of ``stream.egress`` reports its volume), a flood at a prefix on one or a few ports, a flood over
+more prefixes than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports
+the fan-out),
 ping floods (an ICMP flow is keyed without its identifier, and its counts cannot tell a device's echo requests
 from its replies to somebody else's flood), and floods from spoofed source addresses (the device is known by
 its address unless its MAC names it).
@@ -66,7 +72,7 @@ from monitor.flows import Flow
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
 from monitor.rules._common import Bounded
-from monitor.site import Site, Watched
+from monitor.site import Site, Watched, flood_prefix
 
 DEVICE_FLOODING = Rule(
     "device.flooding",
@@ -86,6 +92,7 @@ QUIET_FLOWS: Final = FLOOD_FLOWS // 10  # a window under this re-arms a reported
 MAX_PAIRS: Final = 16_384
 MAX_PORTS: Final = 256  # distinct destination ports counted per busy target (the count stops there)
 SAMPLE: Final = 16
+PREFIX_PORTS: Final = 64  # distinct destination ports a flood at a prefix must use (random: Mirai's default)
 MAX_DOMAINS: Final = 8  # parent domains of a busy target's DNS questions counted (the rest: not counted)
 COLUMNS: Final = 6
 REQUESTS: Final = 4  # the column of HTTP requests
@@ -144,8 +151,14 @@ class _Busy:
     # first label) had: water torture asks for random names under its victim's domain.
     questions: int = 0
     domains: dict[str, int] = field(default_factory=dict)
+    # A prefix's: the flows to each address hit (up to MAX_PORTS addresses).
+    addresses: dict[str, int] = field(default_factory=dict)
 
-    def note(self, flow: Flow, dst_port: int | None, src_port: int | None = None) -> None:
+    def note(
+        self, flow: Flow, dst_port: int | None, src_port: int | None = None, address: str | None = None
+    ) -> None:
+        if address is not None and (address in self.addresses or len(self.addresses) < MAX_PORTS):
+            self.addresses[address] = self.addresses.get(address, 0) + 1
         if dst_port is not None and len(self.ports) < MAX_PORTS:
             self.ports.add(dst_port)
         if src_port is not None and len(self.sports) < FLOOD_SOURCE_PORTS:
@@ -259,14 +272,33 @@ class FloodingRule(RuleModule):
     def _flow(self, flow: Flow, ts: int) -> Sequence[Alert]:
         if flow.copy or not started_by_first_sender(flow):
             return ()
-        (src_ip, src_port), (dst_ip, dst_port) = flow.src, flow.dst
+        dst_ip = flow.dst[0]
         if _group_address(dst_ip):
             return ()  # discovery: multicast and broadcast are no victim
         watched = self.site.watched(flow, True)
         if watched is None:
             return ()
-        key = watched.key(src_ip)
-        target, before = self._target(key, dst_ip, ts)
+        key = watched.key(flow.src[0])
+        if flow.proto in PACKET_FLOOD:
+            self._count(watched, key, dst_ip, flow, ts)
+            followed = _Followed(flow, watched, key, dst_ip, flow.start_ns)
+            alerts = self._packets(followed, ts)
+            self._follow(id(flow), followed)
+            return alerts
+        alerts = self._count(watched, key, dst_ip, flow, ts)
+        if alerts or (key, dst_ip) in self.site.flood_targets:
+            return alerts
+        # Mirai's floods also take a prefix as target: each packet to a random host of it.
+        return self._count(watched, key, flood_prefix(dst_ip), flow, ts, address=dst_ip)
+
+    def _count(
+        self, watched: Watched, key: str, victim: str, flow: Flow, ts: int, address: str | None = None
+    ) -> Sequence[Alert]:
+        """A flow the device started to ``victim``: an address, or the prefix ``address`` is in. A prefix is
+        reported when no address of it had half its flows (that one is the flood's target), none is a reported
+        flood's target, and they went to ``PREFIX_PORTS`` destination ports (a recorder reconnecting to the
+        cameras of its /24 uses one)."""
+        target, before = self._target(key, victim, ts)
         counts, at = target.counts, ((ts // NS) % BUCKETS) * COLUMNS
         counts[at] += 1
         proto = flow.proto
@@ -276,18 +308,19 @@ class FloodingRule(RuleModule):
                 counts[at + 3] += 1
         elif proto == PROTO_UDP:
             counts[at + 2] += 1
-        elif proto in PACKET_FLOOD:
-            followed = _Followed(flow, watched, key, dst_ip, flow.start_ns)
-            alerts = self._packets(followed, ts)
-            self._follow(id(flow), followed)
-            return alerts
-        if before < QUIET_FLOWS:
+        if before < QUIET_FLOWS or proto in PACKET_FLOOD:
             return ()  # ports and flows are kept for busy targets only (memory: MAX_PAIRS of them)
         busy = target.busy = target.busy or _Busy()
-        busy.note(flow, dst_port, src_port)
+        busy.note(flow, flow.dst[1], flow.src[1], address)
         if target.total() < FLOOD_FLOWS or target.reported or len(busy.sports) < FLOOD_SOURCE_PORTS:
             return ()
-        return self._report(watched, key, flow, True, target, dst_ip, ts)
+        if address is not None and (
+            len(busy.ports) < PREFIX_PORTS
+            or 2 * max(busy.addresses.values()) > sum(busy.addresses.values())
+            or any((key, a) in self.site.flood_targets for a in busy.addresses)
+        ):
+            return ()
+        return self._report(watched, key, flow, True, target, victim, ts)
 
     def _request(self, event: AppRequest) -> Sequence[Alert]:
         """An HTTP request a watched device sent: Mirai's HTTP flood sends thousands over a few kept-alive
@@ -410,7 +443,11 @@ class FloodingRule(RuleModule):
         if ports == 1:
             port_txt = f"all to {main}/{next(iter(busy.ports))}"
         syn_txt = f"; {syns:,} of them bare SYNs" if syns else ""
-        where = " (on the site)" if site.is_site_address(victim) else ""
+        hit = flow.dst[0] if device_is_src else flow.src[0]  # an address of the victim
+        where = " (on the site)" if site.is_site_address(hit) else ""
+        if "/" in victim:
+            hosts = len(busy.addresses)
+            where += f" ({hosts:,}{'+' if hosts >= MAX_PORTS else ''} of its addresses)"
         dns = ""
         domain = busy.victim_domain() if busy.ports == {53} and udp else None
         if domain is not None:
@@ -454,6 +491,8 @@ class FloodingRule(RuleModule):
         }
         if domain is not None:
             flood["domain"] = domain
+        if "/" in victim:
+            flood["prefix"], flood["addresses"] = victim, len(busy.addresses)
         alert = side_alert(
             DEVICE_FLOODING,
             flow,

@@ -146,7 +146,7 @@ class ScanningRule(RuleModule):
             return
         src_ip = (flow.src if opener_is_src else flow.dst)[0]
         key = watched.key(src_ip)
-        if (key, dst_ip) in self.site.flood_targets:
+        if self.site.is_flood_target(key, dst_ip):
             return  # device.flooding's victim: its flows must not fill the budget a scan is judged on
         dev = self.devices.get(key)
         if dev is None:
@@ -238,11 +238,11 @@ class ScanningRule(RuleModule):
         dev.checking = False
         self._prune(dev, now)
         failed: dict[str, set[int]] = {}
-        floods = self.site.flood_targets
+        floods = self.site.is_flood_target
         for (ip, port, _), attempt in dev.attempts.items():
             if (ip, port) in dev.known:
                 continue  # a service that accepted this device before (a camera rebooting), not a scan target
-            if (key, ip) in floods:
+            if floods(key, ip):
                 continue  # device.flooding's victim: its random ports are a flood, not a port scan
             if attempt.state == REFUSED or (attempt.state == PENDING and attempt.ts_ns < now - GRACE_NS):
                 failed.setdefault(ip, set()).add(port)

@@ -74,6 +74,50 @@ def test_a_syn_flood_over_random_ports_is_one_flood_not_a_scan() -> None:
     assert "device.scanning" not in {r["rule"]["id"] for r in records}  # type: ignore[index]
 
 
+def _prefix_flood(n: int, hosts: list[str], seed: int = 6) -> list[tuple[int, bytes]]:
+    """Mirai's SYN flood at a prefix: each packet to one of ``hosts``, a new source port, a random port."""
+    r = random.Random(seed)
+    return [
+        (
+            T0 + i * MS // 2,
+            synth.tcp4_frame(
+                HIK.mac, GW.mac, HIK.ip, hosts[i % len(hosts)], r.randrange(1024, 65535),
+                r.randrange(1, 65535), flags=synth.TCP_SYN,
+            ),
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("hosts", [256, 3], ids=["random-hosts", "three-in-turn"])
+def test_a_flood_at_a_prefix_is_one_flood_not_a_scan(hosts: int) -> None:
+    # Each address stays under the threshold; the /24 does not. It was reported as a port scan of 255 hosts.
+    r = random.Random(7)
+    targets = [f"203.0.113.{r.randrange(256)}" for _ in range(3000)] if hosts == 256 else [
+        "203.0.113.5", "203.0.113.9", "203.0.113.77"
+    ]  # fmt: skip
+    records = alerts(_prefix_flood(3000 if hosts == 256 else 1500, targets))  # 500 flows each of three
+    (a,) = of_rule(records, RULE)
+    flood = a["camwatch"]["flood"]  # type: ignore[index]
+    assert flood["prefix"] == "203.0.113.0/24" and flood["addresses"] >= min(hosts, 200)
+    assert "is flooding 203.0.113.0/24 (" in str(a["message"]) and str(a["destination"]["ip"]) in targets  # type: ignore[index]
+    assert of_rule(records, "device.scanning") == []
+
+
+NEIGHBOUR = "203.0.113.7"
+
+
+def test_a_flood_at_one_address_is_not_also_its_prefixs() -> None:
+    # The flood's target, and the camera's ordinary connections to a neighbour of it (its cloud, say).
+    syn = synth.TCP_SYN
+    frames = _syn_flood(2000) + [
+        (T0 + i * 5 * MS, synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, NEIGHBOUR, 2000 + i, 443, flags=syn))
+        for i in range(400)
+    ]
+    (a,) = of_rule(alerts(frames), RULE)
+    assert a["destination"] == {"ip": VICTIM} and "prefix" not in a["camwatch"]["flood"]  # type: ignore[index]
+
+
 def test_a_udp_flood_and_a_flood_of_one_port() -> None:
     records = alerts(_udp_flood(1500))
     (a,) = of_rule(records, RULE)
