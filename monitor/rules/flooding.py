@@ -38,10 +38,9 @@ is exact for a steady flood and only approximate for a burst read in the same ba
 Not seen here: a flood inside one flow with ports (a fixed source and destination port: the sustained-rate
 check of ``stream.egress`` reports its volume), a flood at a prefix on one or a few ports, a flood over
 more prefixes than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports
-the fan-out),
-ping floods (an ICMP flow is keyed without its identifier, and its counts cannot tell a device's echo requests
-from its replies to somebody else's flood), and floods from spoofed source addresses (the device is known by
-its address unless its MAC names it).
+the fan-out), ping floods (an ICMP flow is keyed without its identifier, and its counts cannot tell a
+device's echo requests from its replies to somebody else's flood), and floods from spoofed source addresses
+(the device is known by its address unless its MAC names it).
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from monitor.alerts import CRITICAL, NS, Alert, Rule, endpoint
 from monitor.decode import (
@@ -197,6 +196,9 @@ def started_by_first_sender(flow: Flow) -> bool:
         return not flow.first_flags & TCP_RST
     answers = _ICMP_ANSWERS.get(proto)
     return answers is None or flow.icmp_type not in answers
+
+
+_By = Literal["flows", "requests", "packets"]  # what reached a flood's threshold
 
 
 @dataclass(slots=True)
@@ -409,7 +411,7 @@ class FloodingRule(RuleModule):
         target: _Target,
         victim: str,
         now: int,
-        by: str = "flows",
+        by: _By = "flows",
     ) -> Sequence[Alert]:
         """``by``: what reached the threshold (``flows``, ``requests`` or ``packets``)."""
         target.reported = True
@@ -424,7 +426,7 @@ class FloodingRule(RuleModule):
         target: _Target,
         victim: str,
         now: int,
-        by: str,
+        by: _By,
     ) -> Alert:
         site = self.site
         busy = target.busy
