@@ -94,3 +94,20 @@ def test_an_engine_flow_in_order_holds_no_segment_list() -> None:
     app = flow.app
     assert app is not None and app.tcp_src is not None and app.tcp_dst is not None
     assert app.tcp_src._held is None and app.tcp_dst._held is None
+
+
+def test_flows_of_one_host_share_its_address_port_and_mac_objects() -> None:
+    engine = Engine(SitePolicy.from_yaml(POLICY), vendors())
+    frames = [
+        (1_000 + i, udp_frame(LAPTOP_MAC, PRINTER_MAC, PEER, CAM, 40000 + i, 9999, b"?")) for i in range(2)
+    ]
+    frames.append((5_000, udp_frame(LAPTOP_MAC, PRINTER_MAC, PEER, CAM, 40002, 9999, b"?")))  # another batch
+    for batch in as_batches(frames, size=2):
+        engine.feed(batch)
+    first, *others = engine.flows.flows()
+    assert len(others) == 2
+    for flow in others:
+        assert flow.src[0] == first.src[0] and flow.src[0] is first.src[0]
+        assert flow.dst[0] is first.dst[0] and flow.dst[1] is first.dst[1]  # the camera's address and port
+        assert flow.src_mac is first.src_mac and flow.dst_mac is first.dst_mac
+        assert all(mine is theirs for mine, theirs in zip(flow.key[3:5], first.key[3:5], strict=True))
