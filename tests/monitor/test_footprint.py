@@ -8,12 +8,14 @@ from lab.floods import as_batches, tcp_frame, udp_frame
 from monitor import analysis as analysis_module
 from monitor import protocol
 from monitor.analysis import DUPLICATE_WINDOW_NS, Analysis
+from monitor.devices import MAX_PEERS, Inventory
 from monitor.engine import Engine
 from monitor.policy import SitePolicy
 from monitor.protocol import FlowApp
 from monitor.reassembly import OrderStats, TcpOrder
 from tests.enginerun import vendors
 
+FEW_PEERS = 8  # monitor.devices.FEW_PEERS: the peers a device keeps in a tuple
 CAM_MAC, GW_MAC = 0x4419B6000001, 0x020000000002
 CAM, PEER = 0x0A140040, 0xC0A80105
 LAPTOP_MAC, PRINTER_MAC = 0x020000000077, 0x020000000078
@@ -111,3 +113,32 @@ def test_flows_of_one_host_share_its_address_port_and_mac_objects() -> None:
         assert flow.dst[0] is first.dst[0] and flow.dst[1] is first.dst[1]  # the camera's address and port
         assert flow.src_mac is first.src_mac and flow.dst_mac is first.dst_mac
         assert all(mine is theirs for mine, theirs in zip(flow.key[3:5], first.key[3:5], strict=True))
+
+
+def test_a_device_keeps_few_peers_in_a_tuple_and_no_empty_set() -> None:
+    inventory = Inventory(vendors())
+    dev, _ = inventory.observe(CAM_MAC, 1)
+    assert not isinstance(dev.protocols, set) and not isinstance(dev.peers, set)  # no empty set each
+    dev.add_protocol("rtsp")
+    dev.add_protocol("rtsp")
+    assert dev.protocols == {"rtsp"}
+    peers = [f"192.0.2.{i}" for i in range(FEW_PEERS + 1)]
+    for ip in peers[:FEW_PEERS] * 2:
+        dev.add_peer(ip)
+    assert dev.peers == tuple(peers[:FEW_PEERS])
+    dev.add_peer(peers[-1])
+    assert dev.peers == set(peers)
+    for i in range(2 * MAX_PEERS):
+        dev.add_peer(f"198.51.{i // 256}.{i % 256}")
+    assert len(dev.peers) == MAX_PEERS
+    # What a restart keeps and loads is the same.
+    again = Inventory(vendors())
+    assert again.restore(inventory.state()) == 1 and again.state() == inventory.state()
+
+
+def test_devices_of_one_vendor_share_their_oui_evidence() -> None:
+    inventory = Inventory(vendors())
+    first, _ = inventory.observe(CAM_MAC, 1)
+    second, _ = inventory.observe(CAM_MAC + 1, 2)
+    assert first.evidence == second.evidence and first.evidence[0].kind == "oui"
+    assert first.evidence[0] is second.evidence[0]
