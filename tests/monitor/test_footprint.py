@@ -4,12 +4,15 @@ them small; the records and alerts are those of the other tests."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from lab.floods import as_batches, tcp_frame, udp_frame
 from monitor import analysis as analysis_module
 from monitor import protocol
 from monitor.analysis import DUPLICATE_WINDOW_NS, Analysis
 from monitor.devices import MAX_PEERS, Inventory
 from monitor.engine import Engine
+from monitor.events import AppRequest
 from monitor.policy import SitePolicy
 from monitor.protocol import FlowApp
 from monitor.reassembly import OrderStats, TcpOrder
@@ -142,3 +145,18 @@ def test_devices_of_one_vendor_share_their_oui_evidence() -> None:
     second, _ = inventory.observe(CAM_MAC + 1, 2)
     assert first.evidence == second.evidence and first.evidence[0].kind == "oui"
     assert first.evidence[0] is second.evidence[0]
+
+
+def test_rtsp_requests_and_early_answers_wait_in_lists_bounded_as_before() -> None:
+    from monitor.analyzers import rtsp, rtsp_tunnel
+
+    requests, session = rtsp.Requests(), rtsp_tunnel.Session()
+    # Not a deque(maxlen=16): 624 bytes before its first item, one per RTSP connection and tunnelled session.
+    assert type(requests.pending) is list and type(session.pending) is list and type(session.early) is list
+    asked = [cast(AppRequest, object()) for _ in range(rtsp.MAX_PENDING + 2)]
+    for request in asked:
+        requests.wait(request)
+    assert requests.pending == asked[2:]  # the oldest forgotten, as the deque did
+    early = [cast(rtsp.Answer, object()) for _ in range(rtsp_tunnel.MAX_EARLY + 1)]
+    assert all(session.hold(answer) for answer in early)
+    assert session.early == early[1:]
