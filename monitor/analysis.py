@@ -37,6 +37,8 @@ MAX_EXPECTED_MEDIA = 4096
 MAX_SHARED_STATES = 1024
 # A datagram repeated within this long is a mirror's copy (a retry by the sender comes much later).
 DUPLICATE_WINDOW_NS = 20_000_000
+# Datagrams a flow remembers for that (the oldest first seen is forgotten).
+RECENT_DATAGRAMS = 8
 
 
 @dataclass(slots=True)
@@ -309,14 +311,21 @@ class Analysis:
 
     def _repeated(self, app: FlowApp, from_src: bool, payload: bytes, ts: int) -> bool:
         """The same datagram from the same side moments ago: a mirror's copy, not a second message."""
-        seen = app.datagrams
+        # (side, content hash, length) as one integer: the length fits in 32 bits, below it the side's bit.
+        key = hash(payload) << 33 | len(payload) << 1 | from_src
+        last: int | None = None
+        seen = app.datagrams  # (key, ts, key, ts, ...): the last RECENT_DATAGRAMS keys, in order first seen
         if seen is None:
-            seen = app.datagrams = {}
-        key = (from_src, hash(payload), len(payload))
-        last = seen.get(key)
-        seen[key] = ts
-        if len(seen) > 8:
-            del seen[next(iter(seen))]
+            app.datagrams = (key, ts)
+        else:
+            keys = seen[::2]
+            if key in keys:
+                at = 2 * keys.index(key) + 1
+                last = seen[at]
+                app.datagrams = (*seen[:at], ts, *seen[at + 1 :])  # a key seen again keeps its place
+            else:
+                seen += (key, ts)
+                app.datagrams = seen[2:] if len(seen) > 2 * RECENT_DATAGRAMS else seen
         if last is not None and 0 <= ts - last < DUPLICATE_WINDOW_NS:
             self.order.duplicates += 1
             return True

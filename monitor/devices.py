@@ -14,6 +14,12 @@ from monitor.vendors.oui import VendorTable, format_mac
 MAX_IPS = 16
 MAX_PEERS = 1024
 MAX_EVIDENCE = 64
+# A device's peers are a tuple up to this many (most devices have one or two: 56 to 72 bytes where a set was
+# 216), a set beyond.
+FEW_PEERS = 8
+# The OUI evidence of this many vendors is kept, one object for all their devices (emptied beyond).
+MAX_OUI_EVIDENCE = 4096
+_NO_PROTOCOLS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +75,38 @@ class Device:
         self.model: str | None = None
         self.firmware: str | None = None
         self.serial: str | None = None
-        self.protocols: set[str] = set()
-        self.peers: set[str] = set()
+        # Read as collections; written through add_protocol and add_peer, which give the device its own set
+        # when it needs one (most devices speak no protocol the analyzers name, and have one or two peers).
+        self.protocols: frozenset[str] | set[str] = _NO_PROTOCOLS
+        self.peers: tuple[str, ...] | set[str] = ()
 
     @property
     def mac_str(self) -> str:
         return format_mac(self.mac)
 
     def add_evidence(self, kind: str, detail: str, ip: str | None = None) -> None:
-        ev = Evidence(kind, detail, ip)
+        self.keep_evidence(Evidence(kind, detail, ip))
+
+    def keep_evidence(self, ev: Evidence) -> None:
         if ev not in self.evidence and len(self.evidence) < MAX_EVIDENCE:
             self.evidence.append(ev)
+
+    def add_protocol(self, name: str) -> None:
+        protocols = self.protocols
+        if name not in protocols:
+            if isinstance(protocols, frozenset):
+                self.protocols = {name}
+            else:
+                protocols.add(name)
+
+    def add_peer(self, ip: str) -> None:
+        """Note an address the device exchanged traffic with (at most MAX_PEERS)."""
+        peers = self.peers
+        if isinstance(peers, set):
+            if len(peers) < MAX_PEERS:
+                peers.add(ip)
+        elif ip not in peers:
+            self.peers = (*peers, ip) if len(peers) < FEW_PEERS else {*peers, ip}
 
     def to_record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -124,6 +151,9 @@ def is_local_ip(ip: str) -> bool:
     return any(addr in net for net in _LOCAL_NETS if net.version == addr.version)
 
 
+_LOCALLY_ADMINISTERED = Evidence("oui", "locally administered address: no vendor from the MAC")
+
+
 class Inventory:
     """Devices by MAC, bounded: a flood of spoofed MACs evicts the least recently seen."""
 
@@ -132,6 +162,9 @@ class Inventory:
         self._max = max_devices
         self._devices: OrderedDict[int, Device] = OrderedDict()
         self.evicted = 0
+        # The OUI evidence by its detail: one (frozen) object for the devices of a vendor, where each had
+        # its own and its own string (about 130 bytes a device).
+        self._oui_evidence: dict[str, Evidence] = {}
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -165,9 +198,18 @@ class Inventory:
             dev.vendor = vendor.key
             dev.manufacturer = vendor.manufacturer
             dev.vendor_strength = STRENGTH_OUI
-            dev.add_evidence("oui", f"{vendor.registry_name or vendor.manufacturer} ({vendor.source})")
+            dev.keep_evidence(self._oui(f"{vendor.registry_name or vendor.manufacturer} ({vendor.source})"))
         elif vendor.source == "locally-administered":
-            dev.add_evidence("oui", "locally administered address: no vendor from the MAC")
+            dev.keep_evidence(_LOCALLY_ADMINISTERED)
+
+    def _oui(self, detail: str) -> Evidence:
+        memo = self._oui_evidence
+        ev = memo.get(detail)
+        if ev is None:
+            if len(memo) >= MAX_OUI_EVIDENCE:
+                memo.clear()
+            ev = memo[detail] = Evidence("oui", detail)
+        return ev
 
     def reattribute(self, dev: Device, keep: set[str]) -> None:
         """Start the device's attribution again from its MAC, keeping only the evidence sent from the
@@ -250,8 +292,10 @@ class Inventory:
                 for name in ("model", "firmware", "serial"):
                     value = item.get(name)
                     setattr(dev, name, value if isinstance(value, str) else None)
-                dev.protocols = {str(p) for p in item.get("protocols", [])}
-                dev.peers = {str(p) for p in item.get("peers", [])[:MAX_PEERS]}
+                for p in item.get("protocols", []):
+                    dev.add_protocol(str(p))
+                for p in item.get("peers", [])[:MAX_PEERS]:
+                    dev.add_peer(str(p))
             except (KeyError, TypeError, ValueError):
                 continue
             self._devices[dev.mac] = dev

@@ -31,6 +31,7 @@ import numpy as np
 
 from monitor.decode import PROTO_TCP, PROTO_UDP, decode
 from monitor.pcapfile import PacketBatch
+from monitor.protocol import NO_STATES
 
 if TYPE_CHECKING:
     from monitor.alerts import Alert
@@ -141,7 +142,7 @@ class EvidenceRecorder:
         """Keep one analysed packet of the flow whose analyzer state is ``app`` (the hot path)."""
         ring = app.states.get(_KEY)
         if ring is None or not isinstance(ring, PacketRing):
-            ring = app.states[_KEY] = PacketRing()
+            ring = app.own_states()[_KEY] = PacketRing()
             self._start(ring)
         elif not ring.live:
             ring.live = True
@@ -193,9 +194,7 @@ class EvidenceRecorder:
 def keep_only_ring(app: FlowApp) -> None:
     """Drop a flow's analyzer state but its evidence ring (alerts raised after the flow ended cite it)."""
     ring = app.states.get(_KEY)
-    app.states.clear()
-    if ring is not None:
-        app.states[_KEY] = ring
+    app.states = {_KEY: ring} if ring is not None else NO_STATES
 
 
 def ring_of(flow: Flow) -> PacketRing | None:

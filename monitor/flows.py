@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +31,10 @@ CLIENT_DATA = -2
 
 # (vlan_outer, vlan_inner, proto, a_hi, a_lo, a_port, b_hi, b_lo, b_port); a <= b.
 FlowKey = tuple[int, int, int, int, int, int, int, int, int]
+# The flow table's memo of integers (FlowTable._same) holds at most MAX_SHARED_INTS, and at most
+# SHARED_INTS_PER_FLOW per flow of the table's bound (a small table's memo stays small); full, it is emptied.
+MAX_SHARED_INTS = 65_536
+SHARED_INTS_PER_FLOW = 4
 
 _MIX1 = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -159,7 +164,10 @@ class Flow:
         self.copy = False
         # Orientation: "src" is the sender of the first packet seen (docs/design.md §4.3). Written out once:
         # every new flow is looked at by the site model and the rules.
-        a, b = (addr_str(key[3], key[4], ip_version), key[5]), (addr_str(key[6], key[7], ip_version), key[8])
+        # The address strings are interned: a host's address is in many live flows, and in the site model's
+        # tables, as one string (49 + its length bytes each) rather than one per flow and side.
+        a = (sys.intern(addr_str(key[3], key[4], ip_version)), key[5])
+        b = (sys.intern(addr_str(key[6], key[7], ip_version)), key[8])
         self.src, self.dst = (a, b) if a_sent_first else (b, a)
 
     @property
@@ -248,6 +256,11 @@ class FlowTable:
         # Batch positions of flows whose budget ran out inside the last batch, not yet shown: see `more`.
         self._rest: dict[Flow, np.ndarray] = {}
         self._columns: _Columns | None = None  # the last batch's, for `more`
+        # The integers a new flow keeps (addresses and ports of its key, MACs), by value: one object for a
+        # value many live flows hold (a host's address, a server's port, the gateway's MAC) where each flow
+        # had its own (28 to 36 bytes each, 11 in a flow). Bounded: emptied when full.
+        self._ints: dict[int, int] = {}
+        self._max_ints = min(MAX_SHARED_INTS, SHARED_INTS_PER_FLOW * c.max_flows)
 
     def __len__(self) -> int:
         return len(self._tcp) + len(self._other)
@@ -260,6 +273,23 @@ class FlowTable:
 
     def idle_timeout_ns(self, proto: int) -> int:
         return self._idle.get(proto, self._other_idle)
+
+    def _same(self, value: int) -> int:
+        """``value`` as the object the memo holds for it."""
+        ints = self._ints
+        held = ints.get(value)
+        if held is None:
+            if len(ints) >= self._max_ints:
+                ints.clear()
+            held = ints[value] = value
+        return held
+
+    def _new_flow(self, key: FlowKey, ts: int, a_sent_first: bool, ip_version: int) -> Flow:
+        """A flow for ``key``, its key's addresses and ports the memo's."""
+        same = self._same
+        vo, vi, proto, ah, al, ap, bh, bl, bp = key
+        k = (vo, vi, proto, same(ah), same(al), same(ap), same(bh), same(bl), same(bp))
+        return Flow(k, ts, a_sent_first, ip_version)
 
     def update(self, d: Decoded) -> tuple[list[Flow], list[Flow]]:
         """Account the flow-eligible packets of `d`; returns (created, ended) flows."""
@@ -405,11 +435,11 @@ class FlowTable:
                 self._replay(key, table, pos, d, created, ended)
                 continue
             if flow is None:
-                flow = Flow(key, f0, ffrom_b[k] == 0, version[k])
+                flow = self._new_flow(key, f0, ffrom_b[k] == 0, version[k])
                 flow.first_flags = fflags_l[k]
                 flow.first_ttl = int(d.ttl(first_pos[k : k + 1])[0])
                 flow.icmp_type, flow.icmp_code = icmp_t[k], icmp_c[k]
-                table[key] = flow
+                table[flow.key] = flow
                 created.append(flow)
                 self.stats.created += 1
             else:
@@ -436,9 +466,9 @@ class FlowTable:
             flow.ip_bytes_a += ia
             flow.ip_bytes_b += ib
             if not flow.mac_a:
-                flow.mac_a = mac_a_l[k]
+                flow.mac_a = self._same(mac_a_l[k])
             if not flow.mac_b:
-                flow.mac_b = mac_b_l[k]
+                flow.mac_b = self._same(mac_b_l[k])
             if p == PROTO_TCP:
                 fa, fb = dflags_l[k]
                 flow.flags_a |= fa
@@ -544,7 +574,7 @@ class FlowTable:
                     self._end(table, flow, reason, ended)
                     previous, flow = flow, None
             if flow is None:
-                flow = Flow(key, t, from_a, version)
+                flow = self._new_flow(key, t, from_a, version)
                 flow.first_flags = fl
                 flow.first_ttl = int(d.ttl(pos[i : i + 1])[0])
                 if previous is not None and previous.end_reason == "active":
@@ -552,7 +582,7 @@ class FlowTable:
                     same = previous.a_sent_first == from_a
                     flow.opener = previous.opener_is_src if same else not previous.opener_is_src
                 flow.icmp_type, flow.icmp_code = it_l[i], ic_l[i]
-                table[key] = flow
+                table[flow.key] = flow
                 created.append(flow)
                 self.stats.created += 1
                 shown = None
@@ -571,18 +601,18 @@ class FlowTable:
                 flow.ip_bytes_a += ip_l[i]
                 flow.flags_a |= fl
                 if not flow.mac_a:
-                    flow.mac_a = smac_l[i]
+                    flow.mac_a = self._same(smac_l[i])
                 if not flow.mac_b:
-                    flow.mac_b = dmac_l[i]
+                    flow.mac_b = self._same(dmac_l[i])
             else:
                 flow.pkts_b += 1
                 flow.bytes_b += wl_l[i]
                 flow.ip_bytes_b += ip_l[i]
                 flow.flags_b |= fl
                 if not flow.mac_b:
-                    flow.mac_b = smac_l[i]
+                    flow.mac_b = self._same(smac_l[i])
                 if not flow.mac_a:
-                    flow.mac_a = dmac_l[i]
+                    flow.mac_a = self._same(dmac_l[i])
             client = False
             if not flow.inspect_left and flow.client_side >= 0:
                 if picks is None or picks[0] is not flow:

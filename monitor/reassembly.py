@@ -64,7 +64,8 @@ class TcpOrder:
 
     def __init__(self) -> None:
         self.next: int | None = None  # the sequence number of the next byte to deliver
-        self._held: list[tuple[int, bytes, int]] = []  # (seq, payload, ts_ns) after a hole, in order
+        # (seq, payload, ts_ns) after a hole, in order; None while nothing was ever held (most connections).
+        self._held: list[tuple[int, bytes, int]] | None = None
         self._held_bytes = 0
         # The next segment, not delivered yet because its TCP checksum did not verify: (seq, payload, ts_ns).
         # Never at the same time as held segments (it is only taken when nothing waits).
@@ -92,7 +93,7 @@ class TcpOrder:
         ahead = seq_diff(seq, self.next)
         if ahead > 0:
             self._hold(seq, payload, ts, stats)
-            if len(self._held) > MAX_HELD_SEGMENTS or self._held_bytes > MAX_HELD_BYTES:
+            if len(self._held or ()) > MAX_HELD_SEGMENTS or self._held_bytes > MAX_HELD_BYTES:
                 return self._release(stats)
             if stats.held_bytes > MAX_HELD_TOTAL:
                 stats.over_budget += 1
@@ -154,6 +155,8 @@ class TcpOrder:
 
     def _hold(self, seq: int, payload: bytes, ts: int, stats: OrderStats) -> None:
         held = self._held
+        if held is None:
+            held = self._held = []
         start = self.next
         assert start is not None
         # Ordered by distance from the next expected byte (sequence numbers wrap); the same start and no more
@@ -193,6 +196,7 @@ class TcpOrder:
     def _release(self, stats: OrderStats) -> list[tuple[bytes, int]]:
         """The hole will not fill in the room there is: skip it and go on from the first held segment."""
         stats.holes += 1
+        assert self._held
         self.next = self._held[0][0]
         return self._drain(stats)
 
@@ -205,7 +209,7 @@ class TcpOrder:
         """Forget what is held (the flow ended): it no longer counts against MAX_HELD_TOTAL."""
         stats.held_bytes -= self._held_bytes
         self._held_bytes = 0
-        self._held = []
+        self._held = None
         self.suspect = None
 
     def flush(self, stats: OrderStats) -> list[tuple[bytes, int]]:

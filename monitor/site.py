@@ -256,10 +256,10 @@ class Site:
         src_dev = self._sender(flow.src_mac, src_ip, flow.start_ns, dst_ip)
         dst_mac = flow.dst_mac if flow.dst_mac not in self.routers else 0
         dst_dev = self.device(dst_mac, None, flow.start_ns)
-        if src_dev is not None and len(src_dev.peers) < MAX_PEERS:
-            src_dev.peers.add(dst_ip)
-        if dst_dev is not None and len(dst_dev.peers) < MAX_PEERS:
-            dst_dev.peers.add(src_ip)
+        if src_dev is not None:
+            src_dev.add_peer(dst_ip)
+        if dst_dev is not None:
+            dst_dev.add_peer(src_ip)
 
     def on_responder(self, flow: Flow, ts_ns: int) -> None:
         self._sender(flow.dst_mac, flow.dst[0], ts_ns, flow.src[0])
@@ -417,7 +417,7 @@ class Site:
         if fact.serial and dev.serial is None:
             dev.serial = fact.serial
         if fact.protocol:
-            dev.protocols.add(fact.protocol)
+            dev.add_protocol(fact.protocol)
         self.device(mac, fact.ip if fact.ip in dev.ips else None, fact.ts_ns)
 
     def device(self, mac: int, ip: str | None, ts: int) -> Device | None:
@@ -467,7 +467,7 @@ class Site:
             for mac in (flow.src_mac, flow.dst_mac):
                 dev = self.inventory.get(mac) if mac and mac not in self.routers else None
                 if dev is not None:
-                    dev.protocols.add(flow.protocol)
+                    dev.add_protocol(flow.protocol)
 
     # ---------------------------------------------------------------- what the rules ask
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -60,6 +59,7 @@ PROTOCOL: Final = "rtsp"
 MAX_HEAD: Final = 16384
 MAX_BODY: Final = 16384  # an SDP is a few hundred bytes; bigger bodies are skipped, not parsed
 MAX_SDP_MEDIA: Final = 64
+MAX_PENDING: Final = 16  # requests of a connection waiting for their answers (the oldest forgotten)
 _MAX_TRANSPORTS: Final = 16
 
 _METHODS: Final = (
@@ -824,8 +824,17 @@ class Requests:
     __slots__ = ("pending", "seq")
 
     def __init__(self) -> None:
-        self.pending: deque[AppRequest] = deque(maxlen=16)
+        # A list, not a deque(maxlen=...): a deque takes 600 bytes before its first item, and every RTSP
+        # connection (and every tunnelled session) has one (with 16 at most, popping the first is as cheap).
+        self.pending: list[AppRequest] = []
         self.seq = 0
+
+    def wait(self, request: AppRequest) -> None:
+        """Keep a request for its answer (at most MAX_PENDING: the oldest is forgotten)."""
+        pending = self.pending
+        if len(pending) >= MAX_PENDING:
+            del pending[0]
+        pending.append(request)
 
     def number(self, flow: Flow) -> int:
         """The next request's ``seq`` on ``flow``."""
@@ -837,7 +846,7 @@ class Requests:
         """The request an answer sent by ``from_src``'s side answers: the oldest waiting, if the other side
         sent it."""
         pending = self.pending
-        return pending.popleft() if pending and pending[0].from_src != from_src else None
+        return pending.pop(0) if pending and pending[0].from_src != from_src else None
 
     def hold(self, answer: Answer) -> bool:
         """Keep an answer no request waits for, to pair with a request read later (True), or not (False)."""
@@ -894,7 +903,7 @@ def report(
         elif isinstance(msg, RtspRequest):
             seq = requests.number(flow)
             asked = AppRequest(ts, flow, from_src, PROTOCOL, msg.method, msg.url, seq, msg.login)
-            requests.pending.append(asked)
+            requests.wait(asked)
             ctx.emit(asked)
             ctx.emit(StreamRequest(ts, flow, from_src, msg.method, msg.url, msg.pushes, msg.session))
             for t in msg.transports:

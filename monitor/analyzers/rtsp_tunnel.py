@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError, http
@@ -87,17 +86,20 @@ class Session(Requests):
 
     def __init__(self) -> None:
         super().__init__()
-        self.early: deque[Answer] = deque(maxlen=MAX_EARLY)
+        self.early: list[Answer] = []  # a list, as Requests.pending
 
     def number(self, flow: Flow) -> int:
         # Numbered with the HTTP requests of the connection that carries them (the POST is one).
         return http.request_seq(flow)
 
     def answered(self, from_src: bool) -> AppRequest | None:
-        return self.pending.popleft() if self.pending and not self.early else None
+        return self.pending.pop(0) if self.pending and not self.early else None
 
     def hold(self, answer: Answer) -> bool:
-        self.early.append(answer)
+        early = self.early
+        if len(early) >= MAX_EARLY:
+            del early[0]
+        early.append(answer)
         return True
 
     def release(self) -> list[tuple[Answer, AppRequest | None]]:
@@ -105,9 +107,9 @@ class Session(Requests):
         early, pending = self.early, self.pending
         while early and pending:
             if early[0].ts < pending[0].ts_ns:
-                out.append((early.popleft(), None))  # sent before the oldest request: it answers none of them
+                out.append((early.pop(0), None))  # sent before the oldest request: it answers none of them
             else:
-                out.append((early.popleft(), pending.popleft()))
+                out.append((early.pop(0), pending.pop(0)))
         return out
 
 
