@@ -121,10 +121,19 @@ def _scope(ip: str) -> str:
     return "private" if is_local_ip(ip) else "public"
 
 
+# IPv6 networks whose /64s hold other hosts' IPv4 addresses (NAT64, IPv4-mapped, Teredo): no one network's.
+_V6_HOLDING_V4 = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0/96", "2001::/32")
+)
+
+
 @lru_cache(maxsize=4096)
-def flood_prefix(ip: str) -> str:
-    """The /24 (IPv4) or /64 (IPv6) an address is in: a flood's target when it hits random hosts of it."""
+def flood_prefix(ip: str) -> str | None:
+    """The /24 (IPv4) or /64 (IPv6) an address is in: a flood's target when it hits random hosts of it. None
+    for an IPv6 address whose /64 holds hosts of all IPv4 (NAT64, IPv4-mapped, Teredo)."""
     addr = _address(ip)
+    if addr.version == 6 and any(addr in net for net in _V6_HOLDING_V4):
+        return None
     return str(ipaddress.ip_network((addr, 24 if addr.version == 4 else 64), strict=False))
 
 
@@ -532,7 +541,7 @@ class Site:
     def is_flood_target(self, device: str, ip: str) -> bool:
         """``device`` floods ``ip``, or the prefix it is in."""
         floods = self.flood_targets
-        return bool(floods) and ((device, ip) in floods or (device, flood_prefix(ip)) in floods)
+        return bool(floods) and ((device, ip) in floods or (device, flood_prefix(ip) or ip) in floods)
 
     def forget_flood(self, device: str, ip: str) -> None:
         """The flood of ``ip`` by ``device`` is over: its attempts are the scanning rule's again."""

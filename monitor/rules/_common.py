@@ -118,6 +118,10 @@ class Bounded(Generic[K, V]):
             self._items.move_to_end(key)
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The entry, without making it the most recently used."""
+        return self._items.get(key)
+
     def put(self, key: K, value: V) -> None:
         self._items[key] = value
         self._items.move_to_end(key)

@@ -20,10 +20,14 @@ it (``Site.note_flood``), so a flood over random ports is not also a port scan. 
 ``MAX_PAIRS`` (device, destination) pairs in all, the least recently used forgotten (a scan of random
 addresses churns them; a flood's target, hit without pause, stays), each a few hundred bytes while quiet.
 
-Mirai also floods a prefix, each packet to a random host of it: every flow is counted for its /24 (IPv4) or
-/64 (IPv6) too (``flood_prefix``), which is reported as the target (``camwatch.flood.prefix``) when no address
-of it had half its flows (that one is the flood's own target), none is a reported target, and the flows
-used ``PREFIX_PORTS`` destination ports or more (a recorder reconnecting to the cameras of its /24 uses one).
+Mirai also floods a prefix on the Internet, each packet to a random host of it and a random port: a flow to
+an address off the site is counted for its /24 (IPv4) or /64 (IPv6) too (``flood_prefix``), which is reported
+as the target (``camwatch.flood.prefix``; ``destination.ip`` is one of its addresses) when its flows while
+busy are random: ``MAX_PORTS`` destination ports or more, none with a tenth of them (a scanner's port list
+has tens; a recorder's or a CDN client's few carry most), and no address of it has two thirds of the
+window's (that one is the flood's own target). An address of a reported prefix is not reported again. Flows
+to the site's own networks are not counted for their prefix: a recorder reconnecting to its cameras, RTSP
+over UDP included, reaches hundreds of ports of its /24.
 
 A flood inside a tunnel (Mirai's GRE floods, greip and greeth) is one flow: it is counted by packets
 instead, ``FLOOD_FLOWS`` packets the device sent to one address within the window, over its GRE and IP-in-IP
@@ -36,7 +40,8 @@ sent: a count's new packets (at every batch) are spread evenly over the seconds 
 is exact for a steady flood and only approximate for a burst read in the same batch as a slow start.
 
 Not seen here: a flood inside one flow with ports (a fixed source and destination port: the sustained-rate
-check of ``stream.egress`` reports its volume), a flood at a prefix on one or a few ports, a flood over
+check of ``stream.egress`` reports its volume), a flood at a prefix on one or a few ports (it stays
+``device.scanning``), a GRE flood at a prefix (its flows are counted per address), a flood over
 more prefixes than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports
 the fan-out), ping floods (an ICMP flow is keyed without its identifier, and its counts cannot tell a
 device's echo requests from its replies to somebody else's flood), and floods from spoofed source addresses
@@ -91,8 +96,10 @@ QUIET_FLOWS: Final = FLOOD_FLOWS // 10  # a window under this re-arms a reported
 MAX_PAIRS: Final = 16_384
 MAX_PORTS: Final = 256  # distinct destination ports counted per busy target (the count stops there)
 SAMPLE: Final = 16
-PREFIX_PORTS: Final = 64  # distinct destination ports a flood at a prefix must use (random: Mirai's default)
-MAX_DOMAINS: Final = 8  # parent domains of a busy target's DNS questions counted (the rest: not counted)
+PREFIX_TOP_PORT: Final = 0.1  # the most a flood at a prefix sends to one destination port (a share)
+PREFIX_TOP_ADDRESS: Final = 2 / 3  # an address with this share of a prefix's flows is the flood's target
+MAX_DOMAINS: Final = 32  # domains of a busy target's DNS questions counted (the rest: not counted)
+VICTIM_SHARE: Final = 0.75  # of a DNS flood's questions under one domain: the victim's
 COLUMNS: Final = 6
 REQUESTS: Final = 4  # the column of HTTP requests
 PACKETS: Final = 5  # the column of packets of PACKET_FLOOD protocols
@@ -150,14 +157,18 @@ class _Busy:
     # first label) had: water torture asks for random names under its victim's domain.
     questions: int = 0
     domains: dict[str, int] = field(default_factory=dict)
-    # A prefix's: the flows to each address hit (up to MAX_PORTS addresses).
-    addresses: dict[str, int] = field(default_factory=dict)
+    # A prefix's: the addresses hit and the flows to each destination port (up to MAX_PORTS of each).
+    addresses: set[str] = field(default_factory=set)
+    port_flows: dict[int, int] = field(default_factory=dict)
 
     def note(
         self, flow: Flow, dst_port: int | None, src_port: int | None = None, address: str | None = None
     ) -> None:
-        if address is not None and (address in self.addresses or len(self.addresses) < MAX_PORTS):
-            self.addresses[address] = self.addresses.get(address, 0) + 1
+        if address is not None:
+            if len(self.addresses) < MAX_PORTS:
+                self.addresses.add(address)
+            if dst_port is not None and (dst_port in self.port_flows or len(self.port_flows) < MAX_PORTS):
+                self.port_flows[dst_port] = self.port_flows.get(dst_port, 0) + 1
         if dst_port is not None and len(self.ports) < MAX_PORTS:
             self.ports.add(dst_port)
         if src_port is not None and len(self.sports) < FLOOD_SOURCE_PORTS:
@@ -166,17 +177,20 @@ class _Busy:
             self.sample.append(flow)
 
     def question(self, name: str) -> None:
+        """Count the domains above ``name`` (two labels or more: under ``victim.example``, and
+        ``r2.victim.example`` for ``r1.r2.victim.example``), for the one (nearly) all the questions share."""
         self.questions += 1
-        _, dot, parent = name.rstrip(".").lower().partition(".")
-        if dot and "." in parent and (parent in self.domains or len(self.domains) < MAX_DOMAINS):
-            self.domains[parent] = self.domains.get(parent, 0) + 1
+        labels = name.rstrip(".").lower().split(".")
+        domains = self.domains
+        for i in range(1, len(labels) - 1):
+            domain = ".".join(labels[i:])
+            if domain in domains or len(domains) < MAX_DOMAINS:
+                domains[domain] = domains.get(domain, 0) + 1
 
     def victim_domain(self) -> str | None:
-        """The one parent domain of (nearly) all its DNS questions, if there is one."""
-        if not self.domains:
-            return None
-        domain, count = max(self.domains.items(), key=lambda item: item[1])
-        return domain if count >= 0.9 * self.questions else None
+        """The longest domain of VICTIM_SHARE or more of its DNS questions, if there is one."""
+        shared = [d for d, n in self.domains.items() if n >= VICTIM_SHARE * self.questions]
+        return max(shared, key=lambda d: d.count("."), default=None)
 
 
 #: ICMP types that answer (echo reply, errors): never the start of a flood by the device that sends them.
@@ -277,7 +291,8 @@ class FloodingRule(RuleModule):
         dst_ip = flow.dst[0]
         if _group_address(dst_ip):
             return ()  # discovery: multicast and broadcast are no victim
-        watched = self.site.watched(flow, True)
+        site = self.site
+        watched = site.watched(flow, True)
         if watched is None:
             return ()
         key = watched.key(flow.src[0])
@@ -287,19 +302,26 @@ class FloodingRule(RuleModule):
             alerts = self._packets(followed, ts)
             self._follow(id(flow), followed)
             return alerts
-        alerts = self._count(watched, key, dst_ip, flow, ts)
-        if alerts or (key, dst_ip) in self.site.flood_targets:
+        prefix = None if site.is_site_address(dst_ip) else flood_prefix(dst_ip)
+        flooded = prefix is not None and (key, prefix) in site.flood_targets
+        alerts = self._count(watched, key, dst_ip, flow, ts, report=not flooded)
+        if alerts or prefix is None or (key, dst_ip) in site.flood_targets:
             return alerts
-        # Mirai's floods also take a prefix as target: each packet to a random host of it.
-        return self._count(watched, key, flood_prefix(dst_ip), flow, ts, address=dst_ip)
+        return self._count(watched, key, prefix, flow, ts, address=dst_ip)
 
     def _count(
-        self, watched: Watched, key: str, victim: str, flow: Flow, ts: int, address: str | None = None
+        self,
+        watched: Watched,
+        key: str,
+        victim: str,
+        flow: Flow,
+        ts: int,
+        address: str | None = None,
+        report: bool = True,
     ) -> Sequence[Alert]:
-        """A flow the device started to ``victim``: an address, or the prefix ``address`` is in. A prefix is
-        reported when no address of it had half its flows (that one is the flood's target), none is a reported
-        flood's target, and they went to ``PREFIX_PORTS`` destination ports (a recorder reconnecting to the
-        cameras of its /24 uses one)."""
+        """A flow the device started to ``victim``: an address, or the prefix ``address`` is in (see the
+        module's docstring for when a prefix is reported). Counted only when ``report`` is False (an address
+        of a reported prefix)."""
         target, before = self._target(key, victim, ts)
         counts, at = target.counts, ((ts // NS) % BUCKETS) * COLUMNS
         counts[at] += 1
@@ -314,15 +336,31 @@ class FloodingRule(RuleModule):
             return ()  # ports and flows are kept for busy targets only (memory: MAX_PAIRS of them)
         busy = target.busy = target.busy or _Busy()
         busy.note(flow, flow.dst[1], flow.src[1], address)
-        if target.total() < FLOOD_FLOWS or target.reported or len(busy.sports) < FLOOD_SOURCE_PORTS:
+        flows = target.total()
+        if flows < FLOOD_FLOWS or target.reported or len(busy.sports) < FLOOD_SOURCE_PORTS or not report:
             return ()
-        if address is not None and (
-            len(busy.ports) < PREFIX_PORTS
-            or 2 * max(busy.addresses.values()) > sum(busy.addresses.values())
-            or any((key, a) in self.site.flood_targets for a in busy.addresses)
-        ):
+        if address is not None and not self._random_hosts(key, target, busy, ts, flows):
             return ()
         return self._report(watched, key, flow, True, target, victim, ts)
+
+    def _random_hosts(self, key: str, prefix: _Target, busy: _Busy, ts: int, flows: int) -> bool:
+        """A busy prefix's flows went to random ports, and not mostly to one address (the window's counts).
+        The addresses are looked up every 16th flow only: a flood at one address is counted for its prefix
+        too, and its prefix asks on each of its flows."""
+        port_flows = busy.port_flows
+        if len(port_flows) < MAX_PORTS or max(port_flows.values()) > PREFIX_TOP_PORT * sum(
+            port_flows.values()
+        ):
+            return False
+        if flows % 16:
+            return False
+        second, top = ts // NS, 0
+        for address in busy.addresses:
+            target = self.pairs.peek((key, address))
+            if target is not None:
+                target.advance(second)
+                top = max(top, target.total())
+        return top <= PREFIX_TOP_ADDRESS * prefix.total()
 
     def _request(self, event: AppRequest) -> Sequence[Alert]:
         """An HTTP request a watched device sent: Mirai's HTTP flood sends thousands over a few kept-alive

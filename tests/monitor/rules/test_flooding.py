@@ -74,12 +74,12 @@ def test_a_syn_flood_over_random_ports_is_one_flood_not_a_scan() -> None:
     assert "device.scanning" not in {r["rule"]["id"] for r in records}  # type: ignore[index]
 
 
-def _prefix_flood(n: int, hosts: list[str], seed: int = 6) -> list[tuple[int, bytes]]:
+def _prefix_flood(n: int, hosts: list[str], seed: int = 6, step_ns: int = MS // 2) -> list[tuple[int, bytes]]:
     """Mirai's SYN flood at a prefix: each packet to one of ``hosts``, a new source port, a random port."""
     r = random.Random(seed)
     return [
         (
-            T0 + i * MS // 2,
+            T0 + i * step_ns,
             synth.tcp4_frame(
                 HIK.mac, GW.mac, HIK.ip, hosts[i % len(hosts)], r.randrange(1024, 65535),
                 r.randrange(1, 65535), flags=synth.TCP_SYN,
@@ -118,6 +118,55 @@ def test_a_flood_at_one_address_is_not_also_its_prefixs() -> None:
     assert a["destination"] == {"ip": VICTIM} and "prefix" not in a["camwatch"]["flood"]  # type: ignore[index]
 
 
+def test_a_flood_at_a_small_prefix_is_one_alert() -> None:
+    # 16 hosts at 10,000 a second: each address passes the threshold too, but is its prefix's flood.
+    (a,) = of_rule(
+        alerts(_prefix_flood(20_000, [f"203.0.113.{16 + k}" for k in range(16)], step_ns=MS // 10)), RULE
+    )
+    assert a["camwatch"]["flood"]["prefix"] == "203.0.113.0/24"  # type: ignore[index]
+
+
+def test_a_connect_scan_of_a_prefix_stays_a_scan() -> None:
+    # nmap -sT: a new source port per attempt, a list of 68 ports over every host of a /24, shuffled.
+    r = random.Random(2)
+    pairs = [(f"198.18.7.{h}", port) for h in range(1, 255) for port in range(20, 88)]
+    r.shuffle(pairs)
+    frames = [
+        (T0 + i * 2 * MS, synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, ip, 32768 + i, port, flags=synth.TCP_SYN))
+        for i, (ip, port) in enumerate(pairs[:3000])
+    ]
+    records = alerts(frames)
+    assert of_rule(records, RULE) == [] and of_rule(records, "device.scanning")
+
+
+def test_a_recorder_reconnecting_to_its_cameras_on_many_ports_is_no_flood() -> None:
+    # A watched NVR after a reboot: 128 cameras of its /24, ten connections each within 8 s, to its web, SDK
+    # and RTSP ports and to each session's RTP ports (RTSP over UDP): hundreds of ports, on the site.
+    r = random.Random(4)
+    nvr = Host("10.20.0.3", "44:19:b6:00:00:03")
+    frames = []
+    for k in range(1300):
+        cam, t = f"10.20.0.{100 + k % 128}", T0 + int(r.random() * 8 * NS)
+        port = (80, 80, 80, 80, 554, 8000)[k % 6] if k % 10 < 6 else 8200 + 2 * r.randrange(400)
+        frame = synth.tcp4_frame(nvr.mac, GW.mac, nvr.ip, cam, 40000 + k, port, flags=synth.TCP_SYN)
+        frames.append((t, frame))
+    assert of_rule(alerts(frames), RULE) == []
+
+
+def test_a_scan_through_nat64_is_no_flood_of_its_prefix() -> None:
+    # 64:ff9b::/96 holds every IPv4 host in one /64: a connect scan of random IPv4 hosts through it is a scan.
+    r = random.Random(6)
+    cam6 = "2001:db8:20::11"
+
+    def syn(i: int) -> bytes:
+        dst = f"64:ff9b::{r.getrandbits(16):x}:{r.getrandbits(16):x}"
+        segment = synth.tcp(cam6, dst, 32768 + i, r.randrange(20, 90), b"", flags=synth.TCP_SYN)
+        return synth.ether(HIK.mac, GW.mac, 0x86DD, synth.ipv6(cam6, dst, 6, segment))
+
+    records = alerts([(T0 + i * 2 * MS, syn(i)) for i in range(3000)])
+    assert of_rule(records, RULE) == [] and of_rule(records, "device.scanning")
+
+
 def test_a_udp_flood_and_a_flood_of_one_port() -> None:
     records = alerts(_udp_flood(1500))
     (a,) = of_rule(records, RULE)
@@ -127,8 +176,9 @@ def test_a_udp_flood_and_a_flood_of_one_port() -> None:
     assert b["destination"] == {"ip": VICTIM, "port": 80} and "all to tcp/80" in str(b["message"])
 
 
-def _water_torture(domains: list[str]) -> list[tuple[int, bytes]]:
+def _water_torture(domains: list[str], labels: int = 1) -> list[tuple[int, bytes]]:
     r = random.Random(3)
+    prefix = ".".join(["{:x}"] * labels)
     return [
         (
             T0 + i * 2 * MS,
@@ -139,7 +189,12 @@ def _water_torture(domains: list[str]) -> list[tuple[int, bytes]]:
                 GW.ip,
                 r.randrange(1024, 65535),
                 53,
-                payloads.dns_query(i & 0xFFFF, f"{r.getrandbits(40):x}.{domains[i % len(domains)]}"),
+                payloads.dns_query(
+                    i & 0xFFFF,
+                    prefix.format(*(r.getrandbits(40) for _ in range(labels)))
+                    + "."
+                    + domains[i % len(domains)],
+                ),
             ),
         )
         for i in range(1500)
@@ -149,9 +204,10 @@ def _water_torture(domains: list[str]) -> list[tuple[int, bytes]]:
 _RESOLVER_POLICY = "site: s\nmonitored: {networks: [10.20.0.0/24]}\nresolvers: [10.20.0.1]\n"
 
 
-def test_dns_water_torture_through_the_site_resolver() -> None:
+@pytest.mark.parametrize("labels", [1, 2])
+def test_dns_water_torture_through_the_site_resolver(labels: int) -> None:
     policy = SitePolicy.from_yaml(_RESOLVER_POLICY, "p.yaml")
-    (a,) = of_rule(run_frames(_water_torture(["victim.example"]), policy=policy)[2], RULE)
+    (a,) = of_rule(run_frames(_water_torture(["victim.example"], labels), policy=policy)[2], RULE)
     message = str(a["message"])
     assert "is flooding 10.20.0.1 (on the site)" in message and "DNS water torture" in message
     # The victim is the domain's name servers, which the on-call engineer needs to name to the ISP.
