@@ -14,6 +14,9 @@ its place. :class:`TcpOrder` hands each byte of one direction to the analyzers o
   those bytes whose checksum does verify replaces it (the receiver dropped the bad one: an insertion
   evasion), and it is delivered once the sender goes on past it or the receiver acknowledges it (a checksum
   left to the NIC on frames the capturing host sent is common: such traffic is delayed a packet, not lost).
+  A suspect counts against the bytes all flows hold (``MAX_HELD_TOTAL``); past it, an unverified segment is
+  delivered at once, as if verified (counted): one suspect per direction of every live flow would otherwise
+  hold up to a frame's payload each, outside any bound.
 
 Only the few packets the flow table selects for analysis go through here, never the video.
 """
@@ -50,10 +53,9 @@ class OrderStats:
     duplicates: int = 0  # segments or datagrams seen before (mirror copies, retransmissions)
     overlaps: int = 0  # segments that repeated part of what was delivered (trimmed)
     holes: int = 0  # gaps never filled (lost by the mirror): bytes the analyzers did not see
-    held_bytes: int = (
-        0  # bytes held behind holes now, by every flow, with SEGMENT_OVERHEAD each (MAX_HELD_TOTAL)
-    )
-    over_budget: int = 0  # holes skipped at once because MAX_HELD_TOTAL bytes were held
+    # Bytes held behind holes and as suspects now, by every flow, with SEGMENT_OVERHEAD each (MAX_HELD_TOTAL).
+    held_bytes: int = 0
+    over_budget: int = 0  # holes skipped, or suspects delivered, at once: MAX_HELD_TOTAL bytes were held
     bad_checksums: int = 0  # copies with a bad TCP checksum dropped for a good copy of the same bytes
 
 
@@ -85,9 +87,11 @@ class TcpOrder:
         if not payload:
             return []  # a SYN or a bare ACK: it only says where the data starts
         if seq == self.next and not self._held:
-            if not valid:
-                self.suspect = (seq, payload, ts)  # delivered when confirmed, replaced by a good copy
+            if not valid and stats.held_bytes + len(payload) + SEGMENT_OVERHEAD <= MAX_HELD_TOTAL:
+                self._suspect(seq, payload, ts, stats)  # delivered when confirmed, replaced by a good copy
                 return []
+            if not valid:
+                stats.over_budget += 1
             self.next = (seq + len(payload)) % _MOD  # in order, nothing waiting: the usual case
             return [(payload, ts)]
         ahead = seq_diff(seq, self.next)
@@ -127,7 +131,7 @@ class TcpOrder:
         if valid and seq_diff((seq + len(payload)) % _MOD, s_seq) > 0:
             # A copy of (some of) those bytes whose checksum holds: the receiver dropped the suspect and took
             # this one (a segment inserted with a bad checksum, so that a monitor believes other bytes).
-            self.suspect = None
+            self._unsuspect(stats)
             stats.bad_checksums += 1
             return self.feed(seq, False, payload, ts, stats, valid)
         stats.duplicates += 1  # an old retransmission, or a second unverified copy: the suspect waits
@@ -142,7 +146,7 @@ class TcpOrder:
         end = (s_seq + len(s_payload)) % _MOD
         if seq_diff(ack, end) < 0:
             return []
-        self.suspect = None
+        self._unsuspect(stats)
         self.next = end
         return [(s_payload, s_ts)]
 
@@ -152,6 +156,19 @@ class TcpOrder:
         assert self.next is not None and not self.waiting
         self.next = (self.next + nbytes) % _MOD
         return self.next
+
+    def _suspect(self, seq: int, payload: bytes, ts: int, stats: OrderStats) -> None:
+        self.suspect = (seq, payload, ts)
+        cost = len(payload) + SEGMENT_OVERHEAD
+        self._held_bytes += cost
+        stats.held_bytes += cost
+
+    def _unsuspect(self, stats: OrderStats) -> None:
+        assert self.suspect is not None
+        cost = len(self.suspect[1]) + SEGMENT_OVERHEAD
+        self._held_bytes -= cost
+        stats.held_bytes -= cost
+        self.suspect = None
 
     def _hold(self, seq: int, payload: bytes, ts: int, stats: OrderStats) -> None:
         held = self._held

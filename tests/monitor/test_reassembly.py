@@ -100,3 +100,25 @@ def test_an_engine_gives_back_what_ended_flows_held() -> None:
     assert engine.analysis.order.held_bytes == 20 * (100 + SEGMENT_OVERHEAD)
     engine.finish()
     assert engine.analysis.order.held_bytes == 0 and engine.evictions()["tcp_held_segments"] == 0
+
+
+def test_suspects_count_against_the_bytes_all_flows_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each flow's first data segment fails its checksum and waits as a suspect: one per direction of every
+    # live flow, up to a frame's payload each, was held outside any bound. Past the shared budget an
+    # unverified segment is delivered at once, as if verified (counted).
+    cost = 40 + SEGMENT_OVERHEAD
+    monkeypatch.setattr(reassembly, "MAX_HELD_TOTAL", 2 * cost + 10)
+    stats = OrderStats()
+    flows = [TcpOrder() for _ in range(4)]
+    delivered = [order.feed(0, False, bytes(40), 1, stats, valid=False) for order in flows]
+    assert delivered == [[], [], [(bytes(40), 1)], [(bytes(40), 1)]]
+    assert stats.held_bytes == 2 * cost and stats.over_budget == 2
+    # Confirmed (the sender goes on), replaced by a good copy, or the flow ends: the room is given back.
+    assert flows[0].feed(40, False, b"next", 2, stats) == [(bytes(40), 1), (b"next", 2)]
+    assert stats.held_bytes == cost
+    flows[1].drop(stats)
+    assert stats.held_bytes == 0
+    order = TcpOrder()
+    order.feed(0, False, b"evil", 3, stats, valid=False)
+    assert stats.held_bytes == 4 + SEGMENT_OVERHEAD
+    assert order.feed(0, False, b"good", 4, stats) == [(b"good", 4)] and stats.held_bytes == 0
