@@ -10,6 +10,7 @@ VXLAN), whose inner Ethernet frame is decoded like a captured one.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from monitor.iana import LOCAL_NETWORKS
 from monitor.pcapfile import PacketBatch
 
 # Bytes of each packet copied by header_window() (a helper for tools and tests; decode() gathers each
@@ -580,15 +582,11 @@ class TunnelOwners(Protocol):
         ...
 
 
-# The IPv4 networks of a site's own hosts (private, shared, loopback, link-local), whence the inner packets of
-# its mirrors and VPNs come; as (network, prefix length).
-_SITE_V4 = (
-    (0x0A000000, 8),
-    (0xAC100000, 12),
-    (0xC0A80000, 16),
-    (0x64400000, 10),
-    (0x7F000000, 8),
-    (0xA9FE0000, 16),
+# The IPv4 networks of a site's own hosts (LOCAL_NETWORKS, and loopback), whence the inner packets of its
+# mirrors and VPNs come; as (network, prefix length). IPv6's (ULA, link-local) are read by `_site_v6`.
+_SITE_V4 = tuple(
+    (int(net.network_address), net.prefixlen)
+    for net in map(ipaddress.IPv4Network, (*(n for n in LOCAL_NETWORKS if ":" not in n), "127.0.0.0/8"))
 )
 _MAX_ASKED = 64  # distinct MACs, and sender addresses, asked about per batch (the busiest first)
 

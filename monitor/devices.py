@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from monitor.alerts import iso_timestamp
+from monitor.iana import LOCAL_NETWORKS
 from monitor.vendors.oui import VendorTable, format_mac
 
 MAX_IPS = 16
@@ -135,13 +136,7 @@ def is_unicast_mac(mac: int) -> bool:
     return 0 < mac < 1 << 48 and not (mac >> 40) & 0x01
 
 
-# Addresses a station can own on a site. Explicit ranges: Python's `is_private` also counts the
-# documentation and benchmarking ranges, which are public as far as a site is concerned.
-_LOCAL_NETS = tuple(
-    ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "fc00::/7",
-              "fe80::/10")
-)  # fmt: skip
+_LOCAL_NETS = tuple(ipaddress.ip_network(n) for n in LOCAL_NETWORKS)
 
 
 @lru_cache(maxsize=65_536)

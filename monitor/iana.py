@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from typing import Final
 
+#: Networks whose addresses a station can own on a site (IANA's special-purpose registries: private,
+#: shared, link-local, ULA). Explicit: Python's ``is_private`` also counts the documentation and
+#: benchmarking ranges, which are public as far as a site is concerned.
+LOCAL_NETWORKS: Final = (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+    "fc00::/7", "fe80::/10",
+)  # fmt: skip
+
 _KEYWORDS: Final = (  # index = protocol number; "-": no keyword
     "hopopt",
     "icmp",

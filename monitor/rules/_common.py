@@ -10,10 +10,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from monitor.alerts import Alert, Endpoint, Rule, incident_id
-from monitor.decode import PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPIP, PROTO_IPV6_IN_IP
 from monitor.evidence import Evidence
 from monitor.flows import Flow
 from monitor.iana import transport_name
@@ -37,13 +36,6 @@ _NAMES = {
     "rtmp": ("RTMP", ""),
     "mqtt": ("MQTT", ""),
 }
-
-
-#: IP protocols without ports that never carry a camera's video: tunnels (a watched device's own, which the
-#: decoder does not look through: GRE, IP in IP) and ICMP. A sustained flow of one is not video but a flood
-#: or a tunnel (``stream.egress``). Not IPsec (ESP, AH): an encrypted tunnel may carry a camera's video to a
-#: remote recorder.
-PORTLESS_NOT_VIDEO: Final = frozenset({PROTO_GRE, PROTO_IPIP, PROTO_IPV6_IN_IP, PROTO_ICMP, PROTO_ICMPV6})
 
 
 def protocol_name(label: str, *, with_port: bool = True, default: str | None = None) -> str:

@@ -150,27 +150,23 @@ class _Target:
 
 @dataclass(slots=True)
 class _Busy:
-    ports: set[int] = field(default_factory=set)  # destination ports (up to MAX_PORTS)
+    ports: dict[int, int] = field(default_factory=dict)  # flows to each destination port (up to MAX_PORTS)
     sports: set[int] = field(default_factory=set)  # source ports (up to FLOOD_SOURCE_PORTS)
     sample: list[Flow] = field(default_factory=list)  # the first SAMPLE flows, for the evidence
     # DNS questions the device sent there, and how many of them each parent domain (the name without its
     # first label) had: water torture asks for random names under its victim's domain.
     questions: int = 0
     domains: dict[str, int] = field(default_factory=dict)
-    # A prefix's: the addresses hit and the flows to each destination port (up to MAX_PORTS of each).
-    addresses: set[str] = field(default_factory=set)
-    port_flows: dict[int, int] = field(default_factory=dict)
+    addresses: set[str] = field(default_factory=set)  # a prefix's: the addresses hit (up to MAX_PORTS)
 
     def note(
         self, flow: Flow, dst_port: int | None, src_port: int | None = None, address: str | None = None
     ) -> None:
-        if address is not None:
-            if len(self.addresses) < MAX_PORTS:
-                self.addresses.add(address)
-            if dst_port is not None and (dst_port in self.port_flows or len(self.port_flows) < MAX_PORTS):
-                self.port_flows[dst_port] = self.port_flows.get(dst_port, 0) + 1
-        if dst_port is not None and len(self.ports) < MAX_PORTS:
-            self.ports.add(dst_port)
+        if address is not None and len(self.addresses) < MAX_PORTS:
+            self.addresses.add(address)
+        ports = self.ports
+        if dst_port is not None and (dst_port in ports or len(ports) < MAX_PORTS):
+            ports[dst_port] = ports.get(dst_port, 0) + 1
         if src_port is not None and len(self.sports) < FLOOD_SOURCE_PORTS:
             self.sports.add(src_port)
         if len(self.sample) < SAMPLE and flow not in self.sample:
@@ -347,10 +343,8 @@ class FloodingRule(RuleModule):
         """A busy prefix's flows went to random ports, and not mostly to one address (the window's counts).
         The addresses are looked up every 16th flow only: a flood at one address is counted for its prefix
         too, and its prefix asks on each of its flows."""
-        port_flows = busy.port_flows
-        if len(port_flows) < MAX_PORTS or max(port_flows.values()) > PREFIX_TOP_PORT * sum(
-            port_flows.values()
-        ):
+        ports = busy.ports
+        if len(ports) < MAX_PORTS or max(ports.values()) > PREFIX_TOP_PORT * sum(ports.values()):
             return False
         if flows % 16:
             return False
@@ -489,13 +483,13 @@ class FloodingRule(RuleModule):
             hosts = len(busy.addresses)
             where += f" ({hosts:,}{'+' if hosts >= MAX_PORTS else ''} of its addresses)"
         dns = ""
-        domain = busy.victim_domain() if busy.ports == {53} and udp else None
+        domain = busy.victim_domain() if busy.ports.keys() == {53} and udp else None
         if domain is not None:
             dns = (
                 f": a DNS flood through the resolver, random names under {domain} (Mirai's DNS water "
                 f"torture: the victim is {domain}'s name servers)"
             )
-        elif busy.ports == {53} and udp:
+        elif busy.ports.keys() == {53} and udp:
             dns = (
                 ": a DNS flood through the resolver (random names under the victim's domain: Mirai's DNS "
                 "water torture)"

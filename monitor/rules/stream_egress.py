@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from monitor.alerts import Alert, Rule, endpoint
+from monitor.decode import PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPIP, PROTO_IPV6_IN_IP
 from monitor.events import (
     AppResponse,
     Clock,
@@ -32,7 +33,7 @@ from monitor.events import (
 from monitor.flows import Flow
 from monitor.iana import transport_name
 from monitor.rules import RuleModule, Side, describe, side_alert
-from monitor.rules._common import PORTLESS_NOT_VIDEO, Bounded
+from monitor.rules._common import Bounded
 from monitor.site import Site
 
 STREAM_EGRESS = Rule("stream.egress", "Camera video is leaving the site or going to a non-viewer", 4)
@@ -68,6 +69,11 @@ _NOT_VIDEO: Final = frozenset(
         "ssdp", "telnet", "wsd", "xm-console", "xm-telnetctl",
     }
 )  # fmt: skip
+
+# IP protocols without ports that never carry a camera's video: tunnels (a watched device's own, which the
+# decoder does not look through: GRE, IP in IP) and ICMP. Not IPsec (ESP, AH): an encrypted tunnel may carry a
+# camera's video to a remote recorder.
+_NOT_VIDEO_TRANSPORTS: Final = frozenset({PROTO_GRE, PROTO_IPIP, PROTO_IPV6_IN_IP, PROTO_ICMP, PROTO_ICMPV6})
 
 # How the message names what the device sends, by protocol label.
 _MEDIA_WORDS = {
@@ -275,7 +281,7 @@ class StreamEgressRule(RuleModule):
                 f"{endpoint(side.peer_ip, side.peer_port)}, {where} ({push}): its video is leaving; block "
                 "the destination and check the device's streaming/platform settings."
             )
-        elif proto in _NOT_VIDEO or (proto is None and flow.proto in PORTLESS_NOT_VIDEO):
+        elif proto in _NOT_VIDEO or (proto is None and flow.proto in _NOT_VIDEO_TRANSPORTS):
             label = (proto or transport).upper()
             why = f"no {label} exchange is that large" if proto else f"a camera has no {label} to send"
             message = (

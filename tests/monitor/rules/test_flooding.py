@@ -434,3 +434,37 @@ def test_a_sustained_gre_flood_is_not_called_video() -> None:
     message = str(a["message"])
     assert "sustained flow of GRE" in message and "not video but a flood" in message
     assert "video is leaving" not in message
+
+
+@pytest.mark.parametrize("kind", ["greip", "prefix"])
+def test_a_flood_in_a_tunnel_or_at_a_prefix_on_a_trunk(kind: str) -> None:
+    # The trunk shows each packet twice (the routed copy on the servers' VLAN) and some three times.
+    r = random.Random(7)
+    frames = (
+        _gre_flood(3000)
+        if kind == "greip"
+        else _prefix_flood(3000, [f"203.0.113.{r.randrange(256)}" for _ in range(3000)])
+    )
+    ((clean,), (trunk,)) = (of_rule(alerts(f), RULE) for f in (frames, _on_a_trunk(frames)))
+    if kind == "greip":
+        assert trunk["destination"] == clean["destination"] == {"ip": VICTIM}
+    else:
+        assert str(trunk["destination"]["ip"]).startswith("203.0.113.")  # type: ignore[index]
+    assert {k: trunk["camwatch"]["flood"].get(k) for k in ("prefix", "transports")} == {  # type: ignore[index]
+        k: clean["camwatch"]["flood"].get(k)
+        for k in ("prefix", "transports")  # type: ignore[index]
+    }
+
+
+def test_a_gre_flood_over_ipv6() -> None:
+    # The camera (by its make: its global address is in no monitored network) wraps random IPv4 packets in GRE
+    # over IPv6 to its victim.
+    cam6, victim6 = "2001:db8:20::11", "2001:db8:dead::50"
+    frames = []
+    for t, frame in _gre_flood(3000):
+        gre = frame[14 + 20 :]
+        frames.append((t, synth.ether(HIK.mac, GW.mac, 0x86DD, synth.ipv6(cam6, victim6, 47, gre))))
+    engine, flows, records = run_frames(frames, policy=POLICY)
+    (a,) = of_rule(records, RULE)
+    assert a["source"]["ip"] == cam6 and a["destination"] == {"ip": victim6}  # type: ignore[index]
+    assert [(f.proto, f.dst[0]) for f in flows] == [(47, victim6)] and engine.stats.decapsulated == 0
