@@ -79,7 +79,7 @@ def one(kind: str, n: int) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full sizes")
-    ap.add_argument("--only", choices=("flows", "macs", "dns", "rtsp"), action="append")
+    ap.add_argument("--only", choices=("flows", "macs", "dns", "rtsp", "tunnels"), action="append")
     ap.add_argument("--smoke", action="store_true", help="2,000 of each: CI's check that this runs")
     ap.add_argument("--out-dir", type=Path, default=HERE / "out")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)

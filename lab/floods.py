@@ -213,9 +213,10 @@ def _batch(items: list[tuple[int, bytes]]) -> PacketBatch:
 def table_report(engine: Any) -> dict[str, dict[str, int | None]]:
     """Every table of the engine that grows with input: its size, its bound and how many entries it evicted
     (None where entries leave by time, not by eviction). Reads the engine from outside: test tooling."""
+    from monitor import engine as engine_module
     from monitor import site as site_module
     from monitor.analysis import MAX_EXPECTED_MEDIA, MAX_SHARED_STATES
-    from monitor.rules.device import MAX_WAITING
+    from monitor.rules.device import MAX_WAITING, NewDeviceRule
     from monitor.rules.stream_egress import MAX_UPSTREAM_FLOWS, StreamEgressRule
 
     site, analysis, inventory = engine.site, engine.analysis, engine.inventory
@@ -256,6 +257,11 @@ def table_report(engine: Any) -> dict[str, dict[str, int | None]]:
         ),
         "recent_flows": row(len(site._recent), site_module.MAX_RECENT_FLOWS, None),
         "on_site_memo": row(len(site._on_site), site_module.MAX_BINDINGS, None),
-        "timers": row(len(engine._timers), MAX_WAITING, evicted.get("device_announcements", 0)),
+        "timers": row(len(engine._timers), engine_module.MAX_TIMERS, evicted["timers"]),
+        "device_announcements": row(
+            getattr(rules.get(NewDeviceRule), "waiting", 0),
+            MAX_WAITING,
+            evicted.get("device_announcements", 0),
+        ),
         "vendor_cache": row(vendors.cache_usage(), 2 * vendors.cache_size, None),
     }

@@ -14,7 +14,7 @@ import heapq
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +74,13 @@ class _TunnelOwners:
         """A monitored address (even behind a router's MAC), but not a known router's own."""
         ip = addr_str(*src, version)
         return ip not in self._site.router_ips and self._site.is_monitored(ip)
+
+
+#: Decisions the rules scheduled (a pull's, a scan's, a new device's...) waiting at once. Each rule bounds its
+#: own state, but a timer outlives the entry it names (its pull answered, its entry evicted): without a bound
+#: the heap was rate x hold (50,001 for 100,000 RTSP clients in 20 s). Past it the earliest is taken at once,
+#: counted as the ``timers`` table's evictions.
+MAX_TIMERS: Final = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +189,7 @@ class Engine:
         # Events to dispatch once capture time passes their ts_ns: (ts_ns, order, event).
         self._timers: list[tuple[int, int, Event]] = []
         self._timer_seq = 0
+        self.timers_early = 0  # decisions taken before their time because MAX_TIMERS were waiting
         # Event type -> who handles it: first the site model and the media expectations, then the rules.
         self._site_routes: dict[type[Event], list[Judge]] = {
             FlowStarted: [self._flow_started],
@@ -306,7 +314,7 @@ class Engine:
         stream.sort(key=_FIRST_THREE)
         timers = self._timers
         for item in stream:
-            if timers and timers[0][0] < item[0]:
+            if timers and (timers[0][0] < item[0] or len(timers) > MAX_TIMERS):
                 self._fire(item[0])
             self._dispatch(item[3])
         self.site.label_devices(flow for flow, _ in self.flows.inspect)
@@ -430,6 +438,7 @@ class Engine:
             "external_traffic": site.external_dropped,
             "flood_targets": site.flood_targets_dropped,
             "tcp_held_segments": self.analysis.order.over_budget,
+            "timers": self.timers_early,
         }
         for module in self._rule_modules:
             out.update(module.evictions())
@@ -443,9 +452,15 @@ class Engine:
 
     def _fire(self, before_ns: int | None) -> None:
         """Dispatch the scheduled events due strictly before ``before_ns`` (all of them with None): a
-        timer fires before the first event after it, so what it sees does not depend on batch sizes."""
+        timer fires before the first event after it, so what it sees does not depend on batch sizes. Then,
+        while more than MAX_TIMERS wait, the earliest at once."""
         timers = self._timers
         while timers and (before_ns is None or timers[0][0] < before_ns):
+            self._dispatch(heapq.heappop(timers)[2])
+        while len(timers) > MAX_TIMERS:
+            # Taken at once, as if its time had come (the rule decides on what it has seen so far; its alert
+            # keeps the decision's time): never dropped, each names a pull, a scan or a device to report.
+            self.timers_early += 1
             self._dispatch(heapq.heappop(timers)[2])
 
     def _clock(self) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from lab import floods
 from monitor import analysis, site
+from monitor import engine as engine_module
 from monitor.alerts import AlertGate
 from monitor.analysis import Resolutions
 from monitor.engine import Engine, EngineConfig
@@ -25,6 +26,7 @@ POLICY = SitePolicy.from_yaml(
     (Path(__file__).parents[2] / "examples" / "site-policy.yaml").read_bytes(), source="site-policy.yaml"
 )
 BOUND = 1000
+TIMERS = 300
 
 
 @pytest.fixture
@@ -34,6 +36,7 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
     monkeypatch.setattr(analysis, "MAX_SHARED_STATES", 100)
     monkeypatch.setattr(device, "MAX_WAITING", 100)
     monkeypatch.setattr(stream_egress, "MAX_UPSTREAM_FLOWS", 100)
+    monkeypatch.setattr(engine_module, "MAX_TIMERS", TIMERS)
     eng = Engine(POLICY, VendorTable.load(), EngineConfig(flows=FlowConfig(max_flows=BOUND), max_devices=500))
     eng.analysis.resolutions = Resolutions(BOUND)
     eng.gate = AlertGate(max_tracked=BOUND)
@@ -41,10 +44,12 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
 
 
 def flood(engine: Engine, kind: str, n: int) -> Counter[str]:
-    """The alerts raised, by rule: those that went out and those folded into their device's incident."""
+    """The alerts raised, by rule: those that went out and those folded into their device's incident. Every
+    table is within its bound after each batch, not only at the end (the timers are empty then)."""
     rules: Counter[str] = Counter()
     for batch in floods.as_batches(floods.FLOODS[kind](n), 512):
         rules.update(a.rule.id for a in engine.feed(batch).alerts)
+        within_bounds(engine)
     rules.update(a.rule.id for a in engine.finish().alerts)
     rules.update(engine.gate.incidents.folded)
     return rules
@@ -82,7 +87,25 @@ def test_distinct_macs(engine: Engine) -> None:
     assert report["devices"]["size"] == 500 and report["devices"]["evicted"] >= n + 1 - 500
     assert report["address_bindings"]["evicted"] == n - BOUND
     # Every new device is announced once, none lost: 100 after their grace period, the rest at once.
-    assert alerts["device.new"] == n and report["timers"]["evicted"] == n - 100
+    assert alerts["device.new"] == n and report["device_announcements"]["evicted"] == n - 100
+
+
+def test_timers_past_their_bound_decide_early_and_lose_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1,000 new devices may wait for their grace, but only 50 timers: the earliest are announced before their
+    # time, counted, and every device is still announced once.
+    monkeypatch.setattr(engine_module, "MAX_TIMERS", 50)
+    monkeypatch.setattr(device, "MAX_WAITING", 1000)
+    config = EngineConfig(flows=FlowConfig(max_flows=BOUND), max_devices=5000)
+    eng = Engine(POLICY, VendorTable.load(), config)
+    peak = 0
+    rules: Counter[str] = Counter()
+    for batch in floods.as_batches(floods.macs(800), 64):
+        rules.update(a.rule.id for a in eng.feed(batch).alerts)
+        peak = max(peak, len(eng._timers))
+    rules.update(a.rule.id for a in eng.finish().alerts)
+    rules.update(eng.gate.incidents.folded)
+    assert peak <= 50 < eng.evictions()["timers"]
+    assert rules["device.new"] == 800 and eng.evictions()["device_announcements"] == 0
 
 
 def test_distinct_dns_names(engine: Engine) -> None:
@@ -105,6 +128,8 @@ def test_distinct_rtsp_clients(engine: Engine) -> None:
     # Each SETUP announces two client ports (RTP and RTCP).
     media = report["media_expectations"]
     assert media["size"] == 100 and media["evicted"] == 2 * n - 100
+    # Each pull's decision waits 5 s, answered or not: 7,500 at this rate, held to the bound.
+    assert report["timers"]["evicted"] > 0
 
 
 def test_distinct_tunnelled_rtsp_sessions(engine: Engine) -> None:
