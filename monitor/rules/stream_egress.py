@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from monitor.alerts import Alert, Rule, endpoint
-from monitor.decode import PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPIP, PROTO_IPV6_IN_IP
+from monitor.decode import (
+    PROTO_GRE,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_IPIP,
+    PROTO_IPV6_IN_IP,
+    PROTO_TCP,
+    PROTO_UDP,
+)
 from monitor.events import (
     AppResponse,
     Clock,
@@ -74,6 +82,27 @@ _NOT_VIDEO: Final = frozenset(
 # decoder does not look through: GRE, IP in IP) and ICMP. Not IPsec (ESP, AH): an encrypted tunnel may carry a
 # camera's video to a remote recorder.
 _NOT_VIDEO_TRANSPORTS: Final = frozenset({PROTO_GRE, PROTO_IPIP, PROTO_IPV6_IN_IP, PROTO_ICMP, PROTO_ICMPV6})
+
+# An unlabelled flow of small packets at a rate no camera's video has is a flood inside one flow (Mirai's
+# udpplain and stomp keep one socket per target, so device.flooding, which counts new flows, does not see it).
+# Video goes in packets near the MTU (RTP carries each frame in fragments of 1,000-1,400 bytes): a 16 Mbit/s
+# 4K stream is about 1,500 packets a second of 1,300 bytes on average; a bot's default payload is 512 bytes
+# (768 in stomp).
+FLOOD_PPS: Final = 2_000
+FLOOD_MAX_PACKET_BYTES: Final = 1_000
+
+
+def flood_shape(flow: Flow, sender_is_src: bool) -> tuple[int, int] | None:
+    """(packets a second, bytes a packet) the side sent, when that is a flood's shape rather than video's."""
+    if flow.protocol is not None or flow.proto not in (PROTO_UDP, PROTO_TCP):
+        return None
+    seconds = (flow.last_ns - flow.start_ns) / 1e9
+    packets, sent = flow.src_counts if sender_is_src else flow.dst_counts
+    if seconds <= 0 or not packets:
+        return None
+    rate, size = round(packets / seconds), sent // packets
+    return (rate, size) if rate >= FLOOD_PPS and size <= FLOOD_MAX_PACKET_BYTES else None
+
 
 # How the message names what the device sends, by protocol label.
 _MEDIA_WORDS = {
@@ -275,7 +304,20 @@ class StreamEgressRule(RuleModule):
         proto = protocol or flow.protocol
         where = "which is not an allowed viewer" if site.is_site_address(side.peer_ip) else "outside the site"
         who = describe(watched.device, side.ip, side.mac)
-        if push is not None:
+        shape = flood_shape(flow, sender_is_src) if push is None and protocol is None else None
+        fields: tuple[tuple[str, object], ...] = ()
+        if shape is not None:
+            rate, size = shape
+            fields = (("camwatch.flood.packet_rate", rate), ("camwatch.flood.packet_bytes", size))
+            message = (
+                f"{who} is sending {rate:,} packets a second of {size:,} bytes on average in one "
+                f"{transport.upper()} flow to {endpoint(side.peer_ip, side.peer_port)}, {where}, that no "
+                f"analyzer recognises. Video comes in packets of 1,000 bytes or more, under {FLOOD_PPS:,} a "
+                "second: this is a flood in one connection (a denial-of-service attack by malware on the "
+                "device: Mirai's udpplain or stomp). Isolate the device, then reset it and update its "
+                "firmware."
+            )
+        elif push is not None:
             message = (
                 f"{who} is pushing its video stream to the {(protocol or 'rtsp').upper()} server "
                 f"{endpoint(side.peer_ip, side.peer_port)}, {where} ({push}): its video is leaving; block "
@@ -303,19 +345,18 @@ class StreamEgressRule(RuleModule):
                     f"{who} is sending {what} to {side.peer_ip}, outside the site: its video is leaving; "
                     "block the destination and check the device's cloud/P2P settings."
                 )
-        return (
-            side_alert(
-                STREAM_EGRESS,
-                flow,
-                side,
-                watched.device,
-                site.observer,
-                ts_ns,
-                message,
-                ("media", side.peer_ip),
-                protocol=proto,
-            ),
+        alert = side_alert(
+            STREAM_EGRESS,
+            flow,
+            side,
+            watched.device,
+            site.observer,
+            ts_ns,
+            message,
+            ("media", side.peer_ip),
+            protocol=proto,
         )
+        return (dataclasses.replace(alert, fields=fields),) if fields else (alert,)
 
     def _judge_upstream(self, now_ns: int) -> Sequence[Alert]:
         # Once per second of capture time: a P2P media session (PPPP, PTCP, a relay) can last for hours,

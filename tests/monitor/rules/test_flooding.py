@@ -301,6 +301,50 @@ def test_a_flood_inside_one_flow_is_not_called_video() -> None:
     assert "video is leaving" not in message
 
 
+def _one_flow_flood(
+    payload: int, per_second: int, seconds: float, tcp: bool = False
+) -> list[tuple[int, bytes]]:
+    """A watched camera's flood in one flow to the victim's port 40000 (Mirai's udpplain; stomp over TCP)."""
+    if tcp:
+        frame = synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, 41000, 40000, bytes(payload), flags=0x18)
+        opening = [
+            (T0, synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, 41000, 40000, flags=synth.TCP_SYN)),
+            (T0 + MS, synth.tcp4_frame(GW.mac, HIK.mac, VICTIM, HIK.ip, 40000, 41000, flags=0x12)),
+        ]
+    else:
+        frame = synth.udp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, 41000, 40000, bytes(payload))
+        opening = []
+    gap = NS // per_second
+    return opening + [(T0 + 2 * MS + i * gap, frame) for i in range(int(per_second * seconds))]
+
+
+@pytest.mark.parametrize(
+    ("payload", "tcp", "transport"), [(512, False, "UDP"), (768, True, "TCP")], ids=["udpplain", "stomp"]
+)
+def test_a_flood_of_small_packets_in_one_unlabelled_flow_is_called_a_flood(
+    payload: int, tcp: bool, transport: str
+) -> None:
+    # One socket per target: device.flooding counts new flows and sees one; stream.egress's sustained-rate
+    # check reports it, and with 3,000 packets of 500-800 bytes a second it says flood, not video.
+    (a,) = of_rule(alerts(_one_flow_flood(payload, 3000, 11, tcp)), "stream.egress")
+    message = str(a["message"])
+    frame = payload + (54 if tcp else 42)  # the headers: Ethernet, IPv4, UDP or TCP
+    shape = a["camwatch"]["flood"]
+    assert shape["packet_rate"] == 3000 and frame - 1 <= shape["packet_bytes"] <= frame  # the SYN counts too
+    assert f"3,000 packets a second of {shape['packet_bytes']} bytes on average in one {transport}" in message
+    assert "this is a flood in one connection" in message and "video" not in message.split("Video")[0]
+
+
+@pytest.mark.parametrize(
+    ("payload", "per_second"),
+    [(1400, 2500), (900, 1500), (300, 300)],
+    ids=["large packets fast", "small packets under 2,000 a second", "a sub-stream's rate"],
+)
+def test_unlabelled_video_shaped_flows_stay_video(payload: int, per_second: int) -> None:
+    (a,) = of_rule(alerts(_one_flow_flood(payload, per_second, 11)), "stream.egress")
+    assert "a sustained video-rate flow" in str(a["message"]) and "flood" not in a.get("camwatch", {})
+
+
 def test_a_syn_flood_over_ipv6() -> None:
     cam6, victim6 = "2001:db8:20::11", "2001:db8:dead::50"
     r = random.Random(3)
