@@ -291,3 +291,79 @@ SDP_H264 = (
     "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=Media Presentation\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n"
     "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n"
 )
+
+
+def gb28181_register(device_id: str, platform_id: str, device_ip: str, cseq: int = 1) -> bytes:
+    """A GB/T 28181 device's first REGISTER to its platform's SIP server (no credentials yet)."""
+    domain = platform_id[:10]
+    return (
+        f"REGISTER sip:{platform_id}@{domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {device_ip}:5060;rport;branch=z9hG4bK{cseq}2345\r\n"
+        f"From: <sip:{device_id}@{domain}>;tag={cseq}77\r\n"
+        f"To: <sip:{device_id}@{domain}>\r\n"
+        f"Call-ID: {cseq}4567@{device_ip}\r\n"
+        f"CSeq: {cseq} REGISTER\r\n"
+        f"Contact: <sip:{device_id}@{device_ip}:5060>\r\n"
+        "Max-Forwards: 70\r\n"
+        "User-Agent: IP Camera\r\n"
+        "Expires: 3600\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def gb28181_keepalive(device_id: str, platform_id: str, device_ip: str, sn: int = 1) -> bytes:
+    """A GB/T 28181 keep-alive: a SIP MESSAGE with a MANSCDP body (compact header names, as some send)."""
+    domain = platform_id[:10]
+    body = (
+        '<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n'
+        f"<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"
+    )
+    return (
+        f"MESSAGE sip:{platform_id}@{domain} SIP/2.0\r\n"
+        f"v: SIP/2.0/UDP {device_ip}:5060;rport;branch=z9hG4bK{sn}999\r\n"
+        f"f: <sip:{device_id}@{domain}>;tag={sn}88\r\n"
+        f"t: <sip:{platform_id}@{domain}>\r\n"
+        f"i: {sn}999@{device_ip}\r\n"
+        f"CSeq: {sn} MESSAGE\r\n"
+        "c: Application/MANSCDP+xml\r\n"
+        f"l: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def sip_register(user: str, domain: str, client_ip: str) -> bytes:
+    """A VoIP phone's REGISTER (not GB/T 28181: a name, not 20-digit codes)."""
+    return (
+        f"REGISTER sip:{domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {client_ip}:5060;branch=z9hG4bK776asdhds\r\n"
+        f"From: <sip:{user}@{domain}>;tag=1928301774\r\n"
+        f"To: <sip:{user}@{domain}>\r\n"
+        f"Call-ID: a84b4c76e66710@{client_ip}\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:{user}@{client_ip}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def ehome_register(device_id: str, firmware: str, local_ip: str, sequence: int = 1) -> bytes:
+    """A Hikvision device's EHome 2.0 registration request (PPVSPMessage XML)."""
+    return (
+        '<?xml version="1.0" encoding="GB2312"?>'
+        f"<PPVSPMessage><Version>2.0</Version><Sequence>{sequence}</Sequence>"
+        "<CommandType>REQUEST</CommandType><Command>REGISTER</Command><Params>"
+        f"<NetUnitType>PU</NetUnitType><DeviceID>{device_id}</DeviceID>"
+        f"<FirmwareVersion>{firmware}</FirmwareVersion><LocalIP>{local_ip}</LocalIP>"
+        "<LocalPort>8000</LocalPort><DevType>31</DevType><Manufacture>0</Manufacture>"
+        "</Params></PPVSPMessage>"
+    ).encode()
+
+
+def ehome_register_ok(sequence: int = 1, alarm_server: str = "203.0.113.7") -> bytes:
+    """The platform's answer to an EHome registration: accepted, with its alarm server."""
+    return (
+        '<?xml version="1.0" encoding="GB2312" ?>'
+        f"<PPVSPMessage><Version>2.5</Version><Sequence>{sequence}</Sequence>"
+        "<CommandType>RESPONSE</CommandType><Method>REGISTER</Method><WhichCommand>REGISTER</WhichCommand>"
+        "<Status>200</Status><Description>OK</Description><Params><KeepAliveSeconds>15</KeepAliveSeconds>"
+        f"<AlarmServerIP>{alarm_server}</AlarmServerIP><AlarmServerPort>7332</AlarmServerPort></Params>"
+        "</PPVSPMessage>"
+    ).encode()

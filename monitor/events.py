@@ -270,6 +270,23 @@ class TelnetSession(FlowEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class PlatformRegistration(FlowEvent):
+    """A device and a video management platform speak their platform-access protocol on ``flow``: GB/T 28181
+    (SIP, ``protocol`` ``gb28181``) or Hikvision's EHome/ISUP (``ehome``). ``message`` is what ``from_src``'s
+    side sent (``REGISTER``, ``MESSAGE``, ``INVITE``...); ``sender_id`` and ``peer_id`` the codes naming the
+    sender and the other side, when the message carries them; ``firmware``, ``agent`` (a SIP User-Agent) and
+    ``version`` (the protocol's) what the sender says of itself."""
+
+    protocol: str
+    message: str
+    sender_id: str | None
+    peer_id: str | None
+    firmware: str | None
+    agent: str | None
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class BitTorrentMessage(FlowEvent):
     """``from_src``'s side sent a BitTorrent message on ``flow``: ``what`` says which (``DHT query
     (get_peers)``, ``uTP data``, ``peer handshake``)."""

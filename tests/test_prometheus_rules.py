@@ -26,7 +26,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_rules_are_valid() -> None:
     res = promtool("check", "rules", "camwatch-rules.yml")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "33 rules found" in res.stdout
+    assert "34 rules found" in res.stdout
 
 
 def test_rule_unit_tests_pass() -> None:
@@ -39,7 +39,7 @@ def test_every_rule_has_a_runbook_page_and_a_unit_test() -> None:
     rules = (DEPLOY / "camwatch-rules.yml").read_text()
     tests = (DEPLOY / "tests.yml").read_text()
     names = re.findall(r"- alert: (\w+)", rules)
-    assert len(names) == 33
+    assert len(names) == 34
     for page in re.findall(r"docs/runbooks/([\w-]+\.md)", rules):
         assert (RUNBOOKS / page).is_file(), page
     for name in names:

@@ -74,7 +74,7 @@ _MANAGEMENT: Final = frozenset({"http", "tls"})
 _NOT_VIDEO: Final = frozenset(
     {
         "dhcp", "dhcpv6", "dhip", "dns", "llmnr", "mdns", "mqtt", "ndp", "netbios-ns", "ntp", "rtcp", "sadp",
-        "ssdp", "telnet", "wsd", "xm-console", "xm-telnetctl",
+        "ehome", "sip", "ssdp", "telnet", "wsd", "xm-console", "xm-telnetctl",
     }
 )  # fmt: skip
 

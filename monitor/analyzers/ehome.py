@@ -1,0 +1,134 @@
+"""Hikvision EHome (ISUP), read for one thing: a device registering to a remote management platform.
+
+EHome ("ISUP" from version 5) is Hikvision's own platform-access protocol: configured under Network >
+Advanced > Platform Access, the camera or recorder connects out to the platform's registration server
+(udp/7660 by default) and sends an XML ``PPVSPMessage`` request, ``<Command>REGISTER</Command>``, with its
+``DeviceID`` (the serial or a configured id), ``FirmwareVersion``, ``LocalIP``/``LocalPort`` and
+``DevType``. The platform answers ``<Status>200</Status>`` with a keep-alive interval and the addresses of its
+alarm, picture and NTP servers; from then on the platform can ask for live video, play back recordings and
+change settings, through a connection the device opened (no port forward needed). Version 5 adds a key the
+device and platform check; its messages that are not the clear XML are labelled by port only and not read.
+
+Only flat elements are read (``<Name>text</Name>``, bytes taken as Latin-1: the declaration says GB2312 and a
+device name may use it). Sources: public EHome 2.0 captures and integration notes (the ``PPVSPMessage``
+register request and answer as EasyCVR, EasyGBS and the open-source EHome servers document them); the
+port is in docs/design.md's phone-home list (§7).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from monitor.analyzers import AnalyzerError
+from monitor.events import DeviceFact, PlatformRegistration
+from monitor.protocol import Context, ProtocolSpec, flow_state, stop_inspecting
+
+if TYPE_CHECKING:
+    from monitor.flows import Flow
+
+PROTOCOL: Final = "ehome"
+EHOME_PORTS: Final = (7660,)
+MAX_MESSAGES: Final = 8
+MAX_XML: Final = 16 * 1024
+_ROOT: Final = b"<PPVSPMessage"
+_FIELD_RE: Final = re.compile(r"<([A-Za-z][A-Za-z0-9]{0,40})>([^<]{0,256})</\1>")
+
+
+@dataclass(frozen=True, slots=True)
+class EhomeMessage:
+    """One ``PPVSPMessage``: its command and the flat fields camwatch reads. Missing fields are None."""
+
+    request: bool  # CommandType REQUEST (else RESPONSE)
+    command: str | None  # REGISTER, KEEPALIVE... (an answer's WhichCommand)
+    version: str | None
+    device_id: str | None
+    firmware: str | None
+    local_ip: str | None
+    device_type: str | None
+    status: int | None  # an answer's
+
+    @classmethod
+    def parse(cls, data: bytes) -> EhomeMessage:
+        """Parse one message; raises AnalyzerError when it is not EHome XML."""
+        return parse(data)
+
+
+def parse(data: bytes) -> EhomeMessage:
+    """Parse a ``PPVSPMessage`` (after any binary prefix) by its flat elements."""
+    start = data.find(_ROOT, 0, 256)
+    if start < 0:
+        raise AnalyzerError(PROTOCOL, "no <PPVSPMessage> in the first 256 bytes")
+    body = data[start : start + MAX_XML].decode("latin-1")
+    fields: dict[str, str] = {}
+    for name, text in _FIELD_RE.findall(body):
+        fields.setdefault(name.lower(), text.strip())
+    kind = fields.get("commandtype", "").upper()
+    if kind not in ("REQUEST", "RESPONSE"):
+        raise AnalyzerError(PROTOCOL, f"CommandType {kind or 'missing'!r} is neither REQUEST nor RESPONSE")
+    status = fields.get("status")
+    return EhomeMessage(
+        request=kind == "REQUEST",
+        command=fields.get("command") or fields.get("whichcommand") or fields.get("method"),
+        version=fields.get("version"),
+        device_id=fields.get("deviceid"),
+        firmware=fields.get("firmwareversion"),
+        local_ip=fields.get("localip"),
+        device_type=fields.get("devtype"),
+        status=int(status) if status and status.isascii() and status.isdigit() and len(status) <= 3 else None,
+    )
+
+
+def looks_like(payload: bytes) -> bool:
+    """``<PPVSPMessage`` in the first 256 bytes."""
+    return _ROOT in payload[:256]
+
+
+# ------------------------------------------------------------------------------ protocol binding
+
+
+class _EhomeFlow:
+    __slots__ = ("messages",)
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+
+def handle_ehome(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
+    if not looks_like(payload):
+        if flow.protocol == PROTOCOL:
+            return True  # ISUP 5's messages that are not clear XML, or the rest of one
+        raise AnalyzerError(PROTOCOL, "no <PPVSPMessage>")
+    msg = parse(payload)
+    state = flow_state(flow, PROTOCOL, _EhomeFlow)
+    state.messages += 1
+    if msg.request and (msg.command or "").upper() == "REGISTER":
+        details = f"device_id={msg.device_id} firmware={msg.firmware} devtype={msg.device_type}"
+        ctx.fact(
+            flow, from_src, PROTOCOL, details, vendor="hikvision", firmware=msg.firmware, protocol=PROTOCOL
+        )
+        ctx.emit(
+            PlatformRegistration(
+                ts, flow, from_src, PROTOCOL, "REGISTER", msg.device_id, None, msg.firmware, None, msg.version
+            )
+        )
+        stop_inspecting(flow)
+    elif state.messages >= MAX_MESSAGES:
+        stop_inspecting(flow)
+    return True
+
+
+PROTOCOLS = (
+    ProtocolSpec(
+        name=PROTOCOL,
+        handler=handle_ehome,
+        udp_ports=EHOME_PORTS,
+        tcp_ports=EHOME_PORTS,
+        sniff=looks_like,
+        udp_guess=150,
+        tcp_guess=180,
+        control=True,
+        emits=(PlatformRegistration, DeviceFact),
+    ),
+)
