@@ -69,6 +69,8 @@ POLL_SECONDS: Final = 0.2
 ANNOUNCE_SECONDS: Final = 60.0
 LIVE_VIEW_SECONDS: Final = 15.0
 REPLY_TIMEOUT: Final = 2.0
+GB28181_PORT: Final = 5060
+GB28181_PLATFORM: Final = "34020000002000000001"  # type 200: a platform's central SIP server
 MAX_REPLY: Final = 64 * 1024
 
 # What each behaviour must make camwatch raise (rule ids, `monitor/alerts.py`). The first occurrence of
@@ -76,6 +78,7 @@ MAX_REPLY: Final = 64 * 1024
 BEHAVIOURS: Final[dict[str, tuple[str, ...]]] = {
     "ezviz.phone_home": ("dns.vendor_cloud", "egress.unexpected_destination"),
     "ezviz.xml_stun": ("p2p.nat_traversal", "egress.unexpected_destination"),
+    "hikvision.gb28181": ("platform.registration", "egress.unexpected_destination"),
     "ezviz.upnp": ("upnp.port_mapping",),
     "ezviz.live_view": ("p2p.nat_traversal", "stream.egress", "egress.unexpected_destination"),
     "dahua.phone_home": ("dns.vendor_cloud", "p2p.nat_traversal", "egress.unexpected_destination"),
@@ -266,6 +269,7 @@ class EzvizPersona(Persona):
     async def misbehave(self) -> None:
         await self.behaviour("ezviz.phone_home", self.phone_home)
         await self.behaviour("ezviz.xml_stun", self.xml_stun)
+        await self.behaviour("hikvision.gb28181", self.gb28181)
         await self.behaviour("ezviz.upnp", self.upnp)
         await self.behaviour("ezviz.live_view", self.live_view)
 
@@ -297,6 +301,16 @@ class EzvizPersona(Persona):
                 if await sock.reply() is not None:
                     answers += 1
         detail.update(server=f"{dest[0]}:{dest[1]}", answers=answers)
+
+    async def gb28181(self, detail: dict[str, object]) -> None:
+        # Platform Access set to GB/T 28181: a REGISTER and a keep-alive to the platform's SIP server (the
+        # lab's cloud host stands in for it; nothing answers on udp/5060 there: a platform that is down).
+        dest = (self.desc.services.ezviz_cloud, GB28181_PORT)
+        device_id = f"3402000000132{int(self.cam.ip.rsplit('.', 1)[1]):07d}"
+        async with UdpSocket(GB28181_PORT, reuse=True) as sock:
+            sock.send(payloads.gb28181_register(device_id, GB28181_PLATFORM, self.cam.ip), dest)
+            sock.send(payloads.gb28181_keepalive(device_id, GB28181_PLATFORM, self.cam.ip), dest)
+        detail.update(platform=f"{dest[0]}:{dest[1]}", device_id=device_id)
 
     async def upnp(self, detail: dict[str, object]) -> None:
         async with UdpSocket() as sock:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from lab.camera import BEHAVIOURS
 from lab.demo import OEM_BRANDS, SEVERITIES, alert_line
 from lab.lab import METRICS_PORT, Lab, LabError
 from lab.netns import in_namespace
@@ -111,9 +112,7 @@ def run(lab: Lab, out: TextIO) -> int:
               "an office PC pulling RTSP, the infected DVR's Mirai scan, the attacker's exploits and "
               "password guessing)...\n")  # fmt: skip
     lab.trigger()
-    behaviours = {"ezviz.phone_home", "ezviz.xml_stun", "ezviz.upnp", "ezviz.live_view", "dahua.phone_home",
-                  "axis.routine", "office.unauthorized_pull", "xiongmai.scanning", "attacker.exploits",
-                  "attacker.password_guessing"}  # fmt: skip
+    behaviours = set(BEHAVIOURS)  # every behaviour of lab/camera.py
     follow(out, follower, lambda: {e.behaviour for e in lab.events()} >= behaviours, 45.0)
     follow(out, follower, lambda: False, 2.0)
 

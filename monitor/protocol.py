@@ -148,6 +148,22 @@ def stop_inspecting(flow: Flow) -> None:
     _app(flow).done = True
 
 
+class _Messages:
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def read_at_most(flow: Flow, key: Hashable, limit: int) -> None:
+    """One more message of the flow read under ``key``; at ``limit`` the flow is left alone (a protocol read
+    for its first messages only: a registration comes first, a long session need not be parsed)."""
+    state = flow_state(flow, (key, "messages"), _Messages)
+    state.count += 1
+    if state.count >= limit:
+        stop_inspecting(flow)
+
+
 def _app(flow: Flow) -> FlowApp:
     app = flow.app
     if app is None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.events import DeviceFact, PlatformRegistration
-from monitor.protocol import Context, ProtocolSpec, flow_state, stop_inspecting
+from monitor.protocol import Context, ProtocolSpec, read_at_most, stop_inspecting
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -88,21 +88,12 @@ def looks_like(payload: bytes) -> bool:
 # ------------------------------------------------------------------------------ protocol binding
 
 
-class _EhomeFlow:
-    __slots__ = ("messages",)
-
-    def __init__(self) -> None:
-        self.messages = 0
-
-
 def handle_ehome(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     if not looks_like(payload):
         if flow.protocol == PROTOCOL:
             return True  # ISUP 5's messages that are not clear XML, or the rest of one
         raise AnalyzerError(PROTOCOL, "no <PPVSPMessage>")
     msg = parse(payload)
-    state = flow_state(flow, PROTOCOL, _EhomeFlow)
-    state.messages += 1
     if msg.request and (msg.command or "").upper() == "REGISTER":
         details = f"device_id={msg.device_id} firmware={msg.firmware} devtype={msg.device_type}"
         ctx.fact(
@@ -114,8 +105,8 @@ def handle_ehome(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: i
             )
         )
         stop_inspecting(flow)
-    elif state.messages >= MAX_MESSAGES:
-        stop_inspecting(flow)
+    else:
+        read_at_most(flow, PROTOCOL, MAX_MESSAGES)
     return True
 
 

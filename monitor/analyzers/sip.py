@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.events import PlatformRegistration
-from monitor.protocol import Context, ProtocolSpec, flow_state, stop_inspecting
+from monitor.protocol import Context, ProtocolSpec, read_at_most, stop_inspecting
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -149,21 +149,12 @@ def gb_type(code: str | None) -> str | None:
 # ------------------------------------------------------------------------------ protocol binding
 
 
-class _SipFlow:
-    __slots__ = ("messages",)
-
-    def __init__(self) -> None:
-        self.messages = 0
-
-
 def handle_sip(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
     if not looks_like(payload):
         if flow.protocol == PROTOCOL:
             return True  # the rest of a message (a body, a TCP segment that continues one)
         raise AnalyzerError(PROTOCOL, "no SIP start line")
     msg = parse(payload)
-    state = flow_state(flow, PROTOCOL, _SipFlow)
-    state.messages += 1
     if msg.gb28181:
         ctx.emit(
             PlatformRegistration(
@@ -180,8 +171,8 @@ def handle_sip(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int
             )
         )
         stop_inspecting(flow)
-    elif state.messages >= MAX_MESSAGES:
-        stop_inspecting(flow)
+    else:
+        read_at_most(flow, PROTOCOL, MAX_MESSAGES)
     return True
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from lab import payloads
+from lab import payloads, synth
 from monitor.analyzers import AnalyzerError, sip
-from tests.enginerun import run_engine
+from tests.enginerun import run_engine, run_frames
 from tests.monitor.analyzers.payloads import udp_payloads
+from tests.monitor.rules.traffic import GW, HIK, NS, T0
 from tests.truth.ndpi import read_ndpi_out
 from tests.truth.paths import pcap, truth
 from tests.truth.zeek import read_zeek_log
@@ -113,3 +114,23 @@ def test_looks_like() -> None:
     assert not sip.looks_like(b"REGISTER me please")
     assert not sip.looks_like(b"RTSP/1.0 200 OK\r\n\r\n") and not sip.looks_like(b"")
     assert sip.gb_type("3402000000132000000") is None and sip.gb_type(None) is None
+
+
+def test_a_long_sip_session_is_read_for_its_first_messages_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A phone's registration refreshes and OPTIONS pings for hours: 8 messages are read, then the flow is
+    # left alone (a GB/T 28181 registration comes first).
+    parsed: list[bytes] = []
+    real = sip.parse
+
+    def counting(data: bytes) -> sip.SipMessage:
+        parsed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(sip, "parse", counting)
+    options = b"OPTIONS sip:pbx.example SIP/2.0\r\nFrom: <sip:201@pbx.example>\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    frames = [
+        (T0 + i * NS, synth.udp4_frame(HIK.mac, GW.mac, HIK.ip, "203.0.113.9", 5060, 5060, options))
+        for i in range(20)
+    ]
+    _, flows, _ = run_frames(frames)
+    assert [f.protocol for f in flows] == ["sip"] and len(parsed) == sip.MAX_MESSAGES
