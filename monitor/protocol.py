@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from monitor.decode import PROTO_TCP
+
 if TYPE_CHECKING:
     from monitor.events import Event
     from monitor.flows import Flow
@@ -162,6 +164,55 @@ def read_at_most(flow: Flow, key: Hashable, limit: int) -> None:
     state.count += 1
     if state.count >= limit:
         stop_inspecting(flow)
+
+
+class _Sides:
+    __slots__ = ("said",)
+
+    def __init__(self) -> None:
+        self.said: set[bool] = set()
+
+
+def first_from(flow: Flow, key: Hashable, from_src: bool) -> tuple[bool, bool]:
+    """Whether this is ``from_src``'s side's first time here (under ``key``), and whether both sides now have
+    been: a protocol that reports each side's first request once, then leaves the flow alone."""
+    sides = flow_state(flow, (key, "sides"), _Sides).said
+    new = from_src not in sides
+    sides.add(from_src)
+    return new, len(sides) == 2
+
+
+class _Head:
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+
+def gather(
+    flow: Flow,
+    key: Hashable,
+    from_src: bool,
+    payload: bytes,
+    starts: Callable[[bytes], bool],
+    whole: Callable[[bytes], bool],
+    limit: int,
+) -> bytes | None:
+    """A message from this packet, for the text protocols read by their first messages (SIP, EHome): a
+    datagram is one; on TCP a direction's segments are joined from one that ``starts`` a message until
+    ``whole`` says it is complete or ``limit`` bytes came (a small MSS cuts a request in pieces). None: not
+    yet. A segment that starts nothing comes back alone, for the caller to judge."""
+    if flow.proto != PROTO_TCP:
+        return payload
+    head = flow_state(flow, (key, from_src), _Head)
+    data = head.data + payload
+    if not head.data and not starts(data):
+        return payload
+    if not whole(data) and len(data) < limit:
+        head.data = data
+        return None
+    head.data = b""
+    return data
 
 
 def _app(flow: Flow) -> FlowApp:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.events import DeviceFact, PlatformRegistration
-from monitor.protocol import Context, ProtocolSpec, read_at_most, stop_inspecting
+from monitor.protocol import Context, ProtocolSpec, first_from, gather, read_at_most, stop_inspecting
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -32,8 +32,14 @@ PROTOCOL: Final = "ehome"
 EHOME_PORTS: Final = (7660,)
 MAX_MESSAGES: Final = 8
 MAX_XML: Final = 16 * 1024
-_ROOT: Final = b"<PPVSPMessage"
-_FIELD_RE: Final = re.compile(r"<([A-Za-z][A-Za-z0-9]{0,40})>([^<]{0,256})</\1>")
+#: How far into a message its root may start (after a binary prefix, an XML declaration, comments).
+ROOT_WITHIN: Final = 1024
+_ROOT_RE: Final = re.compile(rb"<ppvspmessage[\s>]", re.IGNORECASE)
+_END_RE: Final = re.compile(rb"</ppvspmessage\s*>", re.IGNORECASE)
+# A flat element, attributes allowed: <Command>REGISTER</Command>, <DeviceID type="sn">...</DeviceID>.
+_FIELD_RE: Final = re.compile(
+    r"<([A-Za-z][A-Za-z0-9]{0,40})(?:\s[^<>]{0,200})?>([^<]{0,256})</\1\s*>", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +63,10 @@ class EhomeMessage:
 
 def parse(data: bytes) -> EhomeMessage:
     """Parse a ``PPVSPMessage`` (after any binary prefix) by its flat elements."""
-    start = data.find(_ROOT, 0, 256)
-    if start < 0:
-        raise AnalyzerError(PROTOCOL, "no <PPVSPMessage> in the first 256 bytes")
-    body = data[start : start + MAX_XML].decode("latin-1")
+    root = _ROOT_RE.search(data, 0, ROOT_WITHIN)
+    if root is None:
+        raise AnalyzerError(PROTOCOL, f"no <PPVSPMessage> in the first {ROOT_WITHIN} bytes")
+    body = data[root.start() : root.start() + MAX_XML].decode("latin-1")
     fields: dict[str, str] = {}
     for name, text in _FIELD_RE.findall(body):
         fields.setdefault(name.lower(), text.strip())
@@ -81,32 +87,67 @@ def parse(data: bytes) -> EhomeMessage:
 
 
 def looks_like(payload: bytes) -> bool:
-    """``<PPVSPMessage`` in the first 256 bytes."""
-    return _ROOT in payload[:256]
+    """``<PPVSPMessage`` (any case) near the start."""
+    return _ROOT_RE.search(payload, 0, ROOT_WITHIN) is not None
+
+
+def _starts(data: bytes) -> bool:
+    # A TCP segment that may begin a message: the root, or the declaration or prefix before it.
+    return looks_like(data) or data.lstrip()[:5] in (b"<?xml", b"<!--") or b"<" not in data[:ROOT_WITHIN]
+
+
+def _whole(data: bytes) -> bool:
+    return _END_RE.search(data) is not None
 
 
 # ------------------------------------------------------------------------------ protocol binding
 
 
 def handle_ehome(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    if not looks_like(payload):
+    data = gather(flow, PROTOCOL, from_src, payload, _starts, _whole, MAX_XML)
+    if data is None:
+        read_at_most(flow, PROTOCOL, MAX_MESSAGES * 4)  # a message still coming, in small segments
+        return True
+    if not looks_like(data):
         if flow.protocol == PROTOCOL:
+            read_at_most(flow, PROTOCOL, MAX_MESSAGES)
             return True  # ISUP 5's messages that are not clear XML, or the rest of one
         raise AnalyzerError(PROTOCOL, "no <PPVSPMessage>")
-    msg = parse(payload)
-    if msg.request and (msg.command or "").upper() == "REGISTER":
-        details = f"device_id={msg.device_id} firmware={msg.firmware} devtype={msg.device_type}"
-        ctx.fact(
-            flow, from_src, PROTOCOL, details, vendor="hikvision", firmware=msg.firmware, protocol=PROTOCOL
-        )
-        ctx.emit(
-            PlatformRegistration(
-                ts, flow, from_src, PROTOCOL, "REGISTER", msg.device_id, None, msg.firmware, None, msg.version
+    msg = parse(data)
+    command = (msg.command or "?").upper()
+    if msg.request:
+        if command == "REGISTER":
+            details = f"device_id={msg.device_id} firmware={msg.firmware} devtype={msg.device_type}"
+            ctx.fact(
+                flow,
+                from_src,
+                PROTOCOL,
+                details,
+                vendor="hikvision",
+                firmware=msg.firmware,
+                protocol=PROTOCOL,
             )
-        )
-        stop_inspecting(flow)
-    else:
-        read_at_most(flow, PROTOCOL, MAX_MESSAGES)
+        # Each side's first request: a device registered before camwatch started still sends its keep-alives.
+        new, both = first_from(flow, PROTOCOL, from_src)
+        if new:
+            ctx.emit(
+                PlatformRegistration(
+                    ts,
+                    flow,
+                    from_src,
+                    PROTOCOL,
+                    command,
+                    msg.device_id,
+                    None,
+                    msg.firmware,
+                    None,
+                    msg.version,
+                )
+            )
+        if both:
+            stop_inspecting(flow)
+            return True
+    read_at_most(flow, PROTOCOL, MAX_MESSAGES)
     return True
 
 

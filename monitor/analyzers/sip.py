@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.events import PlatformRegistration
-from monitor.protocol import Context, ProtocolSpec, read_at_most, stop_inspecting
+from monitor.protocol import Context, ProtocolSpec, first_from, gather, read_at_most, stop_inspecting
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 PROTOCOL: Final = "sip"
 GB28181: Final = "gb28181"
 SIP_PORTS: Final = (5060,)
-#: Messages read per flow before it is left alone (a registration comes first).
+#: Packets read per flow before it is left alone (a registration comes first).
 MAX_MESSAGES: Final = 8
 MAX_HEAD: Final = 4096
 METHODS: Final = frozenset(
@@ -42,13 +42,17 @@ METHODS: Final = frozenset(
         b"INFO", b"PRACK", b"UPDATE", b"REFER", b"PUBLISH",
     }
 )  # fmt: skip
+_STATUS_TOKEN: Final = b"SIP/2.0"
 # RFC 3261 §7.3.3 compact header names.
 _COMPACT: Final = {"f": "from", "t": "to", "c": "content-type", "i": "call-id", "m": "contact", "v": "via"}
-_REQUEST_RE: Final = re.compile(rb"([A-Z]{3,9}) (sips?:[^ \r\n]{1,256}) SIP/2\.0\r?\n")
-_STATUS_RE: Final = re.compile(rb"SIP/2\.0 ([1-6][0-9][0-9]) ")
-# The user part of a sip: URI: <sip:34020000001320000001@3402000000>.
-_USER_RE: Final = re.compile(r"sips?:([^@;>\s]{1,64})@")
+# Request-Line (RFC 3261 §25.1): one space between the parts; some stacks send two, or end lines in LF only.
+_REQUEST_RE: Final = re.compile(rb"([A-Z]{3,9}) +(sips?:[^ \r\n]{1,256}) +SIP/2\.0\r?\n", re.IGNORECASE)
+_STATUS_RE: Final = re.compile(rb"SIP/2\.0 +([1-6][0-9][0-9])[ \r\n]")
+# The user part of a sip: URI (the scheme is case-insensitive): <sip:34020000001320000001@3402000000>.
+_USER_RE: Final = re.compile(r"sips?:([^@;>\s]{1,64})@", re.IGNORECASE)
 _GB_CODE_RE: Final = re.compile(r"[0-9]{20}")
+# The request URI's user, else its host: sip:3402000000@10.0.0.1:5060 or sip:3402000000.
+_URI_TARGET_RE: Final = re.compile(r"sips?:(?:([0-9]{10})@|([0-9]{10})(?=$|[:;]))", re.IGNORECASE)
 #: GB/T 28181 type codes (the 11th to 13th digits) camwatch names in its messages.
 GB_TYPES: Final = {
     "111": "DVR",
@@ -57,6 +61,10 @@ GB_TYPES: Final = {
     "132": "network camera",
     "200": "central SIP server",
 }
+
+
+def _gb_code(user: str | None) -> str | None:
+    return user if user and _GB_CODE_RE.fullmatch(user) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,30 +91,48 @@ class SipMessage:
         return found.group(1) if found else None
 
     @property
+    def peer_code(self) -> str | None:
+        """The 20-digit code of whom the request is for: the request URI's user, else the To header's (a
+        REGISTER to ``sip:3402000000`` names only the domain, and its To is the registering device)."""
+        return _gb_code(self.uri_user) or _gb_code(self.to_user)
+
+    @property
     def gb28181(self) -> bool:
-        """A GB/T 28181 request: MANSCDP in its body, or between two 20-digit codes."""
+        """A GB/T 28181 request: MANSCDP in its body, or from one 20-digit code to another."""
         if self.method is None:
             return False
         if self.content_type is not None and "manscdp" in self.content_type.lower():
             return True
-        codes = [u for u in (self.from_user, self.uri_user or self.to_user) if u and _GB_CODE_RE.fullmatch(u)]
-        return len(codes) == 2
+        sender = _gb_code(self.from_user)
+        if sender is None:
+            return False
+        # A REGISTER names the registering device in From and To: the platform's code is the URI's, or the URI
+        # names the GB/T 28181 domain, which is the device code's first ten digits (``sip:3402000000``). One
+        # code alone (a VoIP account of 20 digits registering to a provider's domain) is not enough.
+        peer = _gb_code(self.uri_user)
+        if peer is not None:
+            return peer != sender
+        target = _URI_TARGET_RE.match(self.uri or "")
+        return target is not None and (target.group(1) or target.group(2)) == sender[:10]
 
 
 def parse(data: bytes) -> SipMessage:
-    """Parse the start line and headers of one SIP message."""
-    head, sep, _ = data[:MAX_HEAD].partition(b"\r\n\r\n")
+    """Parse the start line and headers of one SIP message (leading CRLFs, RFC 3261 §7.5 keep-alives,
+    skipped)."""
+    data = data.lstrip(b"\r\n")
+    head, sep, _ = data[:MAX_HEAD].replace(b"\r\n", b"\n").partition(b"\n\n")
     if not sep and len(data) > MAX_HEAD:
         raise AnalyzerError(PROTOCOL, f"no end of the headers in the first {MAX_HEAD} bytes")
     method = uri = None
     status = None
-    request = _REQUEST_RE.match(head + b"\r\n")
+    request = _REQUEST_RE.match(head + b"\n")
     if request is not None:
-        if request.group(1) not in METHODS:
+        token = request.group(1).upper()
+        if token not in METHODS:
             raise AnalyzerError(PROTOCOL, f"unknown method {request.group(1).decode()!r}")
-        method, uri = request.group(1).decode(), request.group(2).decode("ascii", "replace")
+        method, uri = token.decode(), request.group(2).decode("ascii", "replace")
     else:
-        response = _STATUS_RE.match(head)
+        response = _STATUS_RE.match(head + b"\n")
         if response is None:
             raise AnalyzerError(PROTOCOL, "neither a request line nor a SIP/2.0 status line")
         status = int(response.group(1))
@@ -133,12 +159,25 @@ def parse(data: bytes) -> SipMessage:
     )
 
 
+def _first_token(payload: bytes) -> bytes:
+    return payload.lstrip(b"\r\n")[:12].split(b" ", 1)[0]
+
+
 def looks_like(payload: bytes) -> bool:
     """A request line ending in ``SIP/2.0`` or a ``SIP/2.0`` status line."""
-    if payload.startswith(b"SIP/2.0 "):
+    token = _first_token(payload)
+    if token == _STATUS_TOKEN:
         return True
-    space = payload.find(b" ", 0, 10)
-    return space > 0 and payload[:space] in METHODS and b" SIP/2.0\r\n" in payload[:300]
+    return token.upper() in METHODS and b" SIP/2.0" in payload[:300]
+
+
+def could_start(data: bytes) -> bool:
+    """What a TCP stream has sent so far may still be the start of a SIP message (a start line cut by a small
+    segment): its first token is, or begins, a method or ``SIP/2.0``."""
+    token = _first_token(data)
+    if b" " in data.lstrip(b"\r\n")[: len(token) + 1]:
+        return token == _STATUS_TOKEN or token.upper() in METHODS
+    return any(m.startswith(token.upper()) for m in (*METHODS, _STATUS_TOKEN))
 
 
 def gb_type(code: str | None) -> str | None:
@@ -149,30 +188,44 @@ def gb_type(code: str | None) -> str | None:
 # ------------------------------------------------------------------------------ protocol binding
 
 
+def _whole(data: bytes) -> bool:
+    return b"\r\n\r\n" in data or b"\n\n" in data.lstrip(b"\r\n")
+
+
 def handle_sip(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    if not looks_like(payload):
+    data = gather(flow, PROTOCOL, from_src, payload, could_start, _whole, MAX_HEAD)
+    if data is None:
+        read_at_most(flow, PROTOCOL, MAX_MESSAGES * 4)  # a message's head still coming, in small segments
+        return True
+    if not looks_like(data):
         if flow.protocol == PROTOCOL:
+            read_at_most(flow, PROTOCOL, MAX_MESSAGES)
             return True  # the rest of a message (a body, a TCP segment that continues one)
         raise AnalyzerError(PROTOCOL, "no SIP start line")
-    msg = parse(payload)
+    msg = parse(data)
     if msg.gb28181:
-        ctx.emit(
-            PlatformRegistration(
-                ts,
-                flow,
-                from_src,
-                GB28181,
-                msg.method or "",
-                msg.from_user,
-                msg.uri_user or msg.to_user,
-                None,
-                msg.user_agent,
-                None,
+        # Each side's first GB/T 28181 request: the platform's (an INVITE, a catalogue query) may come first
+        # on a flow the device registered on before camwatch started, and the device's keep-alive follows.
+        new, both = first_from(flow, GB28181, from_src)
+        if new:
+            ctx.emit(
+                PlatformRegistration(
+                    ts,
+                    flow,
+                    from_src,
+                    GB28181,
+                    msg.method or "",
+                    msg.from_user,
+                    msg.peer_code,
+                    None,
+                    msg.user_agent,
+                    None,
+                )
             )
-        )
-        stop_inspecting(flow)
-    else:
-        read_at_most(flow, PROTOCOL, MAX_MESSAGES)
+        if both:
+            stop_inspecting(flow)
+            return True
+    read_at_most(flow, PROTOCOL, MAX_MESSAGES)
     return True
 
 

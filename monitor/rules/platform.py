@@ -33,7 +33,7 @@ _SETTING = {"gb28181": "GB28181", "ehome": "EHome/ISUP"}
 
 
 class PlatformRule(RuleModule):
-    """Judges each platform-access message a watched device sends or is sent."""
+    """Judges each platform-access request a watched device sends."""
 
     consumes = (PlatformRegistration,)
 
@@ -41,27 +41,23 @@ class PlatformRule(RuleModule):
         if not isinstance(event, PlatformRegistration):
             return ()
         site, flow = self.site, event.flow
-        device_is_sender = True
+        # Only what the device itself sends: anyone on the Internet can send a camera a REGISTER or an INVITE
+        # (a SIP scanner, a branch camera registering to the site's own platform), and its codes and firmware
+        # are the sender's. A device registered before camwatch started still sends its keep-alives.
         watched = site.watched(flow, event.from_src)
         if watched is None:
-            device_is_sender = False
-            watched = site.watched(flow, not event.from_src)
-            if watched is None:
-                return ()
-        device_is_src = event.from_src == device_is_sender
-        side = Side.of(flow, device_is_src, watched.mac)
+            return ()
+        side = Side.of(flow, event.from_src, watched.mac)
         transport = transport_name(flow.proto)
         if not site.leaves_site(side.peer_ip, side.peer_port, transport, side.mac or side.ip, event.ts_ns):
             return ()
-        device_id, platform_id = (
-            (event.sender_id, event.peer_id) if device_is_sender else (event.peer_id, event.sender_id)
-        )
+        device_id, platform_id = event.sender_id, event.peer_id
         name = _NAMES.get(event.protocol, event.protocol)
         where = endpoint(side.peer_ip, side.peer_port)
         what = (
-            f"registered to a {name} video platform at {where}"
-            if event.message == "REGISTER" and device_is_sender
-            else f"is talking {name} ({event.message}) with a video platform at {where}"
+            f"is registering with a {name} video platform at {where}"
+            if event.message == "REGISTER"
+            else f"is in a {name} session ({event.message}) with a video platform at {where}"
         )
         said = []
         if device_id:
@@ -98,7 +94,7 @@ class PlatformRule(RuleModule):
             ("device_id", device_id),
             ("platform_id", platform_id),
             ("firmware", event.firmware),
-            ("agent", event.agent if device_is_sender else None),
+            ("agent", event.agent),
         ):
             if value:
                 fields.append((f"camwatch.platform.{key}", value))

@@ -39,7 +39,7 @@ def test_a_binary_prefix_and_gb2312_text_are_read_through() -> None:
         (b"<Probe><Types>inquiry</Types></Probe>", "no <PPVSPMessage>"),
         (b"<PPVSPMessage><Command>REGISTER</Command></PPVSPMessage>", "CommandType 'missing'"),
         (b"<PPVSPMessage><CommandType>SHOUT</CommandType></PPVSPMessage>", "CommandType 'SHOUT'"),
-        (b"x" * 300 + b"<PPVSPMessage>", "no <PPVSPMessage>"),
+        (b"x" * 1100 + b"<PPVSPMessage>", "no <PPVSPMessage> in the first 1024 bytes"),
     ],
 )
 def test_what_is_not_ehome_is_a_precise_error(data: bytes, reason: str) -> None:
@@ -50,3 +50,20 @@ def test_what_is_not_ehome_is_a_precise_error(data: bytes, reason: str) -> None:
 def test_looks_like() -> None:
     assert ehome.looks_like(payloads.ehome_register("x", "V5", "10.20.0.11"))
     assert not ehome.looks_like(b"<?xml version='1.0'?><Probe/>") and not ehome.looks_like(b"")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        (b"<PPVSPMessage>", b"<ppvspmessage>"),  # the root in lower case
+        (b"</PPVSPMessage>", b"</ppvspmessage>"),
+        (b"<Command>", b'<Command type="sig">'),  # an attribute
+        (b"<?xml", b"<!--" + b" " * 300 + b"-->\r\n<?xml"),  # a prolog longer than 256 bytes
+        (b"><", b">\r\n  <"),  # pretty-printed
+    ],
+    ids=["lower-case root", "lower-case end", "attribute", "long prolog", "pretty-printed"],
+)
+def test_register_variants_devices_send(change: tuple[bytes, bytes]) -> None:
+    data = payloads.ehome_register("cam1", "V5", "10.20.0.11").replace(*change)
+    msg = ehome.parse(data)
+    assert ehome.looks_like(data) and (msg.command, msg.device_id, msg.firmware) == ("REGISTER", "cam1", "V5")

@@ -71,24 +71,54 @@ def test_a_keepalive_with_compact_headers_is_gb28181_by_its_manscdp_body() -> No
     assert (msg.from_user, msg.to_user) == (DEVICE, PLATFORM) and msg.gb28181
 
 
-def test_a_register_to_a_domain_only_uri_is_gb28181_by_the_device_code_in_from_and_to() -> None:
+@pytest.mark.parametrize("uri", ["sip:3402000000", "SIP:3402000000@203.0.113.7:5060", "sip:3402000000;lr"])
+def test_a_register_to_the_gb28181_domain_is_gb28181(uri: str) -> None:
+    # The domain is the device code's first ten digits (centre and industry codes).
     data = payloads.gb28181_register(DEVICE, PLATFORM, "10.20.0.11").replace(
-        f"REGISTER sip:{PLATFORM}@3402000000".encode(), b"REGISTER sip:3402000000"
+        f"sip:{PLATFORM}@3402000000".encode(), uri.encode(), 1
     )
     msg = sip.parse(data)
-    assert msg.uri_user is None and msg.gb28181
+    assert msg.peer_code == DEVICE and msg.gb28181
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        (b"\r\n", b"\n"),  # LF-only line endings
+        (b"REGISTER sip:", b"REGISTER  sip:"),  # two spaces
+        (b"From: <sip:", b"fRoM: <SIP:"),  # header names and the scheme in any case
+        (b"REGISTER", b"\r\n\r\nREGISTER"),  # a stream's keep-alive CRLFs before the message
+    ],
+    ids=["LF only", "two spaces", "case", "leading CRLF"],
+)
+def test_register_variants_real_stacks_send(change: tuple[bytes, bytes]) -> None:
+    data = payloads.gb28181_register(DEVICE, PLATFORM, "10.20.0.11").replace(*change)
+    assert sip.looks_like(data) and sip.parse(data).gb28181
+
+
+ACCOUNT = "86102345678900000001"  # a VoIP provider's 20-digit account (a door station's line)
 
 
 @pytest.mark.parametrize(
     "data",
     [
         payloads.sip_register("alice", "voip.example", "10.20.5.10"),
-        payloads.sip_register("35104724", "voip.example", "10.20.5.10"),  # a phone number: not 20 digits
+        payloads.sip_register("35104724", "voip.example", "10.20.5.10"),
+        payloads.sip_register(ACCOUNT, "voip.example", "10.20.5.10"),
+        payloads.sip_register(ACCOUNT, "voip.example", "10.20.5.10").replace(
+            b"REGISTER sip:voip.example", f"REGISTER sip:{ACCOUNT}@voip.example".encode()
+        ),
         payloads.gb28181_register(DEVICE, PLATFORM, "10.20.0.11").replace(
             b"REGISTER", b"SIP/2.0 200 OK\r\nX:", 1
         ),
     ],
-    ids=["a name", "a short number", "an answer"],
+    ids=[
+        "a name",
+        "a short number",
+        "a 20-digit account to a domain",
+        "a 20-digit account to itself",
+        "an answer",
+    ],
 )
 def test_other_sip_is_not_gb28181(data: bytes) -> None:
     assert not sip.parse(data).gb28181

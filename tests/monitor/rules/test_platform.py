@@ -9,7 +9,7 @@ from lab import payloads, synth
 from monitor.policy import SitePolicy
 from tests.enginerun import run_frames
 from tests.monitor.rules.test_video_on_a_trunk import _on_a_trunk
-from tests.monitor.rules.traffic import GW, HIK, MS, RECORDER, T0, Host, alerts, exchange, of_rule
+from tests.monitor.rules.traffic import GW, HIK, MS, NS, RECORDER, T0, Host, alerts, exchange, of_rule
 
 RULE = "platform.registration"
 DEVICE = "34020000001320000001"
@@ -45,7 +45,7 @@ def test_a_camera_registering_to_an_outside_gb28181_platform() -> None:
     (a,) = of_rule(records, RULE)
     message = str(a["message"])
     assert message.startswith(
-        f"Hikvision device {HIK.ip} (44-19-b6-00-00-11) registered to a GB/T 28181 video"
+        f"Hikvision device {HIK.ip} (44-19-b6-00-00-11) is registering with a GB/T 28181 video"
     )
     assert (
         f"platform at {OUTSIDE}:5060, outside the site (device code {DEVICE}, a network camera; platform"
@@ -81,17 +81,42 @@ def test_over_tcp() -> None:
     assert a["network"]["transport"] == "tcp"  # type: ignore[index]
 
 
-def test_a_platform_inviting_a_camera_on_a_flow_it_opened() -> None:
+def _invite(platform_ip: str = OUTSIDE, platform: str = PLATFORM) -> tuple[int, bytes]:
     invite = (
-        f"INVITE sip:{DEVICE}@3402000000 SIP/2.0\r\nFrom: <sip:{PLATFORM}@3402000000>;tag=1\r\n"
+        f"INVITE sip:{DEVICE}@3402000000 SIP/2.0\r\nFrom: <sip:{platform}@3402000000>;tag=1\r\n"
         f"To: <sip:{DEVICE}@3402000000>\r\nCSeq: 20 INVITE\r\nContent-Type: APPLICATION/SDP\r\n\r\n"
         "v=0\r\ns=Play\r\n"
     ).encode()
-    records = alerts([_udp(GW.mac, HIK.mac, OUTSIDE, HIK.ip, 5060, 5060, invite)])
-    (a,) = of_rule(records, RULE)
-    assert f"is talking GB/T 28181 (INVITE) with a video platform at {OUTSIDE}:5060" in str(a["message"])
+    return _udp(GW.mac, HIK.mac, platform_ip, HIK.ip, 5060, 5060, invite)
+
+
+def test_what_a_camera_is_sent_is_not_its_registration() -> None:
+    # Anyone can send a camera GB/T 28181: SIP scanners, a branch camera registering to the site's platform.
+    frames = [_invite()] + [
+        _udp(
+            GW.mac,
+            HIK.mac,
+            f"198.51.100.{i}",
+            HIK.ip,
+            5060,
+            5060,
+            payloads.gb28181_register(PLATFORM, DEVICE, "x"),
+        )
+        for i in range(5)
+    ]
+    assert of_rule(alerts(frames), RULE) == []
+
+
+def test_a_camera_registered_before_camwatch_started_is_seen_by_its_keepalive() -> None:
+    # The platform's INVITE comes first on the flow; the camera's keep-alive on the same flow is its own.
+    keepalive = payloads.gb28181_keepalive(DEVICE, PLATFORM, HIK.ip)
+    frames = [_invite(), _udp(HIK.mac, GW.mac, HIK.ip, OUTSIDE, 5060, 5060, keepalive, T0 + MS)]
+    (a,) = of_rule(alerts(frames), RULE)
+    assert f"is in a GB/T 28181 session (MESSAGE) with a video platform at {OUTSIDE}:5060" in str(
+        a["message"]
+    )
     platform = a["camwatch"]["platform"]  # type: ignore[index]
-    assert (platform["device_id"], platform["platform_id"]) == (DEVICE, PLATFORM) and "agent" not in platform
+    assert (platform["device_id"], platform["platform_id"]) == (DEVICE, PLATFORM)
     assert a["source"]["ip"] == HIK.ip  # type: ignore[index]
 
 
@@ -104,11 +129,36 @@ def test_a_camera_registering_to_an_ehome_platform_tells_its_firmware() -> None:
     ]
     engine, _, records = run_frames(frames, policy=_policy())
     (a,) = of_rule(records, RULE)
-    assert "registered to a Hikvision EHome/ISUP video platform" in str(a["message"])
+    assert "is registering with a Hikvision EHome/ISUP video platform" in str(a["message"])
     assert f"(device code cam1; firmware {FIRMWARE})" in str(a["message"])
     assert "turn off Platform Access (EHome/ISUP)" in str(a["message"])
     device = next(d for d in engine.inventory if d.ips and HIK.ip in d.ips)
     assert device.firmware == FIRMWARE
+
+
+def test_an_ehome_registration_over_tcp_in_small_segments() -> None:
+    register = payloads.ehome_register("cam1", FIRMWARE, HIK.ip)
+    turns = [(register[i : i + 60], b"") for i in range(0, len(register), 60)]
+    frames = exchange(T0, HIK, Host(OUTSIDE, GW.mac), 40200, 7660, turns)
+    (a,) = of_rule(alerts(frames), RULE)
+    assert a["network"]["protocol"] == "ehome" and f"firmware {FIRMWARE}" in str(a["message"])  # type: ignore[index]
+
+
+def test_an_ehome_device_registered_before_camwatch_started_is_seen_by_its_keepalive() -> None:
+    keepalive = payloads.ehome_register("cam1", FIRMWARE, HIK.ip).replace(b"REGISTER", b"KEEPALIVE")
+    frames = [
+        _udp(HIK.mac, GW.mac, HIK.ip, OUTSIDE, 40000, 7660, keepalive, T0 + i * 15 * NS) for i in range(3)
+    ]
+    (a,) = of_rule(alerts(frames), RULE)
+    assert "is in a Hikvision EHome/ISUP session (KEEPALIVE) with a video platform" in str(a["message"])
+
+
+def test_a_gb28181_register_over_tcp_in_small_segments() -> None:
+    register = payloads.gb28181_register(DEVICE, PLATFORM, HIK.ip)
+    turns = [(register[i : i + 20], b"") for i in range(0, len(register), 20)]  # the start line cut too
+    frames = exchange(T0, HIK, Host(OUTSIDE, GW.mac), 40300, 5060, turns)
+    (a,) = of_rule(alerts(frames), RULE)
+    assert a["camwatch"]["platform"]["device_id"] == DEVICE  # type: ignore[index]
 
 
 def test_a_platform_on_the_site_or_allowed_is_not_reported() -> None:
