@@ -257,7 +257,8 @@ def table_report(engine: Any) -> dict[str, dict[str, int | None]]:
         ),
         "recent_flows": row(len(site._recent), site_module.MAX_RECENT_FLOWS, None),
         "on_site_memo": row(len(site._on_site), site_module.MAX_BINDINGS, None),
-        "timers": row(len(engine._timers), engine_module.MAX_TIMERS, evicted["timers"]),
+        "timers": row(len(engine._waiting), engine_module.MAX_TIMERS, evicted["timers"]),
+        "timer_heap": row(len(engine._timers), 2 * engine_module.MAX_TIMERS, None),
         "device_announcements": row(
             getattr(rules.get(NewDeviceRule), "waiting", 0),
             MAX_WAITING,

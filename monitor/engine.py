@@ -78,8 +78,9 @@ class _TunnelOwners:
 
 #: Decisions the rules scheduled (a pull's, a scan's, a new device's...) waiting at once. Each rule bounds its
 #: own state, but a timer outlives the entry it names (its pull answered, its entry evicted): without a bound
-#: the heap was rate x hold (50,001 for 100,000 RTSP clients in 20 s). Past it the earliest is taken at once,
-#: counted as the ``timers`` table's evictions.
+#: the heap was rate x hold (50,001 for 100,000 RTSP clients in 20 s). Past it the one scheduled first is
+#: taken at once (not the one due first: a short wait scheduled after many long ones would be decided before
+#: what it waits for), counted as the ``timers`` table's evictions.
 MAX_TIMERS: Final = 65_536
 
 
@@ -186,8 +187,10 @@ class Engine:
         self.analysis.involves_watched = self._involves_watched
         self.analysis.vendor_watched = self._vendor_watched
         self._pending: list[Alert] = []
-        # Events to dispatch once capture time passes their ts_ns: (ts_ns, order, event).
+        # Events to dispatch once capture time passes their ts_ns: a heap of (ts_ns, order, event), and the
+        # timers still waiting by order, in the order scheduled (one taken early leaves a stale heap entry).
         self._timers: list[tuple[int, int, Event]] = []
+        self._waiting: dict[int, Event] = {}
         self._timer_seq = 0
         self.timers_early = 0  # decisions taken before their time because MAX_TIMERS were waiting
         # Event type -> who handles it: first the site model and the media expectations, then the rules.
@@ -314,7 +317,7 @@ class Engine:
         stream.sort(key=_FIRST_THREE)
         timers = self._timers
         for item in stream:
-            if timers and (timers[0][0] < item[0] or len(timers) > MAX_TIMERS):
+            if timers and (timers[0][0] < item[0] or len(self._waiting) > MAX_TIMERS):
                 self._fire(item[0])
             self._dispatch(item[3])
         self.site.label_devices(flow for flow, _ in self.flows.inspect)
@@ -449,19 +452,26 @@ class Engine:
     def _schedule(self, event: Event) -> None:
         self._timer_seq += 1
         heapq.heappush(self._timers, (event.ts_ns, self._timer_seq, event))
+        self._waiting[self._timer_seq] = event
 
     def _fire(self, before_ns: int | None) -> None:
         """Dispatch the scheduled events due strictly before ``before_ns`` (all of them with None): a
         timer fires before the first event after it, so what it sees does not depend on batch sizes. Then,
-        while more than MAX_TIMERS wait, the earliest at once."""
-        timers = self._timers
+        while more than MAX_TIMERS wait, the one scheduled first at once."""
+        timers, waiting = self._timers, self._waiting
         while timers and (before_ns is None or timers[0][0] < before_ns):
-            self._dispatch(heapq.heappop(timers)[2])
-        while len(timers) > MAX_TIMERS:
-            # Taken at once, as if its time had come (the rule decides on what it has seen so far; its alert
-            # keeps the decision's time): never dropped, each names a pull, a scan or a device to report.
+            _, order, event = heapq.heappop(timers)
+            if waiting.pop(order, None) is not None:
+                self._dispatch(event)
+        while len(waiting) > MAX_TIMERS:
+            # The one scheduled first, taken at once as if its time had come (the rule decides on what it has
+            # seen so far; its alert keeps the decision's time): never dropped, each names a pull, a scan or a
+            # device to report.
             self.timers_early += 1
-            self._dispatch(heapq.heappop(timers)[2])
+            self._dispatch(waiting.pop(next(iter(waiting))))
+        if len(timers) > 2 * MAX_TIMERS:
+            timers[:] = [t for t in timers if t[1] in waiting]  # the stale entries of timers taken early
+            heapq.heapify(timers)
 
     def _clock(self) -> None:
         self._fire(self.now_ns)

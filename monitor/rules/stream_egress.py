@@ -98,8 +98,9 @@ def flood_shape(flow: Flow, sender_is_src: bool) -> tuple[int, int] | None:
         return None
     seconds = (flow.last_ns - flow.start_ns) / 1e9
     packets, sent = flow.src_counts if sender_is_src else flow.dst_counts
-    if seconds <= 0 or not packets:
-        return None
+    _, received = flow.dst_counts if sender_is_src else flow.src_counts
+    if seconds <= 0 or not packets or sent <= received:
+        return None  # the bulk comes from the other side: a download's acknowledgements are no flood
     rate, size = round(packets / seconds), sent // packets
     return (rate, size) if rate >= FLOOD_PPS and size <= FLOOD_MAX_PACKET_BYTES else None
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import floods
+from lab import floods, personas
+from lab.mirror import tls_client_hello
 from monitor import analysis, site
 from monitor import engine as engine_module
 from monitor.alerts import AlertGate
@@ -21,6 +22,7 @@ from monitor.flows import FlowConfig
 from monitor.policy import SitePolicy
 from monitor.rules import device, stream_egress
 from monitor.vendors.oui import VendorTable
+from tests.monitor.rules.traffic import GW, HIK, MS
 
 POLICY = SitePolicy.from_yaml(
     (Path(__file__).parents[2] / "examples" / "site-policy.yaml").read_bytes(), source="site-policy.yaml"
@@ -101,11 +103,38 @@ def test_timers_past_their_bound_decide_early_and_lose_nothing(monkeypatch: pyte
     rules: Counter[str] = Counter()
     for batch in floods.as_batches(floods.macs(800), 64):
         rules.update(a.rule.id for a in eng.feed(batch).alerts)
-        peak = max(peak, len(eng._timers))
+        peak = max(peak, len(eng._waiting))
+        assert len(eng._timers) <= 2 * 50  # with the stale entries of those taken early
     rules.update(a.rule.id for a in eng.finish().alerts)
     rules.update(eng.gate.incidents.folded)
     assert peak <= 50 < eng.evictions()["timers"]
     assert rules["device.new"] == 800 and eng.evictions()["device_announcements"] == 0
+
+
+def test_a_short_wait_scheduled_behind_many_long_ones_is_not_decided_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A camera opens TLS to a cloud the policy allows by name; its ClientHello comes 20 ms later, and egress
+    # rule waits up to 3 s for it. 800 new devices each wait 5 s for their announcement, past the 50 timers
+    # allowed: the timers taken early are the ones scheduled first, not the 3 s wait, which is due first.
+    monkeypatch.setattr(engine_module, "MAX_TIMERS", 50)
+    monkeypatch.setattr(device, "MAX_WAITING", 1000)
+    allowed = "  - name: cloud vms\n    to: [vms.cloudvms.example.com]\n    ports: [443/tcp]\n"
+    text = (Path(__file__).parents[2] / "examples" / "site-policy.yaml").read_text() + allowed
+    policy = SitePolicy.from_yaml(text, "site-policy.yaml")
+    t = floods.START_NS + 60 * MS
+    hello = tls_client_hello("vms.cloudvms.example.com")
+    tls = personas.tcp_timeline(
+        HIK.mac, GW.mac, HIK.ip, "198.18.5.5", 42000, 443, [(t + 20 * MS, True, hello)]
+    )
+    eng = Engine(policy, VendorTable.load(), EngineConfig(max_devices=5000))
+    rules: Counter[str] = Counter()
+    for batch in floods.as_batches(sorted([*tls, *floods.macs(800)]), 512):
+        rules.update(a.rule.id for a in eng.feed(batch).alerts)
+    rules.update(a.rule.id for a in eng.finish().alerts)
+    rules.update(eng.gate.incidents.folded)
+    assert eng.evictions()["timers"] > 0 and rules["device.new"] == 801  # the camera is new too
+    assert rules["egress.unexpected_destination"] == 0
 
 
 def test_distinct_dns_names(engine: Engine) -> None:

@@ -345,6 +345,22 @@ def test_unlabelled_video_shaped_flows_stay_video(payload: int, per_second: int)
     assert "a sustained video-rate flow" in str(a["message"]) and "flood" not in a.get("camwatch", {})
 
 
+def test_the_acknowledgements_of_a_fast_download_to_a_camera_are_no_flood() -> None:
+    # An installer's client pushes firmware to the camera's tcp/8000: 3,000 segments of 1,400 bytes a second
+    # in, 3,000 bare ACKs of 54 bytes out. The camera sends small packets fast, but it is receiving.
+    opening = [
+        (T0, synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, 41000, 8000, flags=synth.TCP_SYN)),
+        (T0 + MS, synth.tcp4_frame(GW.mac, HIK.mac, VICTIM, HIK.ip, 8000, 41000, flags=0x12)),
+    ]
+    data = synth.tcp4_frame(GW.mac, HIK.mac, VICTIM, HIK.ip, 8000, 41000, bytes(1400), flags=0x18)
+    ack = synth.tcp4_frame(HIK.mac, GW.mac, HIK.ip, VICTIM, 41000, 8000)
+    gap = NS // 3000
+    frames = opening + [
+        (T0 + 2 * MS + i * gap + k, f) for i in range(33_000) for k, f in ((0, data), (1000, ack))
+    ]
+    assert all("flood" not in a.get("camwatch", {}) for a in of_rule(alerts(frames), "stream.egress"))
+
+
 def test_a_syn_flood_over_ipv6() -> None:
     cam6, victim6 = "2001:db8:20::11", "2001:db8:dead::50"
     r = random.Random(3)
