@@ -21,7 +21,6 @@ sources, and bashis's disclosure of CVE-2021-33044/33045 (Full Disclosure, Octob
 from __future__ import annotations
 
 import struct
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from monitor.flows import Flow
 
 PROTOCOL: Final = "dvrip"
+MAX_PENDING: Final = 16  # login calls of a connection waiting for their answers (the oldest forgotten)
 HEADER_LEN: Final = 32
 MAX_BODY: Final = 64 * 1024  # a JSON call is small; a bigger body is skipped, not buffered
 # A skipped frame longer than this (a firmware upgrade's payload) is skipped by the flow table too, on a
@@ -156,7 +156,8 @@ class _Logins:
     __slots__ = ("pending", "seq")
 
     def __init__(self) -> None:
-        self.pending: deque[tuple[int, AppRequest]] = deque(maxlen=16)
+        # A list, not a deque: an empty deque is 624 bytes, and every watched connection has one.
+        self.pending: list[tuple[int, AppRequest]] = []
         self.seq = 0
 
 
@@ -186,13 +187,14 @@ def handle_dvrip(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: i
             request = AppRequest(ts, flow, from_src, PROTOCOL, method, frame.kind, logins.seq, login, params)
             logins.seq += 1
             logins.pending.append((frame.request_id, request))
+            del logins.pending[:-MAX_PENDING]
             ctx.emit(request)
         elif logins.pending:
             outcome = rpc_outcome(frame.body)
             if outcome is None:
                 continue
             match = next((r for rid, r in logins.pending if rid == frame.request_id), logins.pending[0][1])
-            logins.pending = deque((p for p in logins.pending if p[1] is not match), maxlen=16)
+            logins.pending = [p for p in logins.pending if p[1] is not match]
             ctx.emit(AppResponse(ts, flow, from_src, PROTOCOL, None, match, outcome, frame.body[:1024]))
     return True
 

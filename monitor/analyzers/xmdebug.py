@@ -20,7 +20,6 @@ reported (what is typed there may be a password), and the first lines the device
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
@@ -35,6 +34,7 @@ ENABLER: Final = "xm-telnetctl"
 CONSOLE: Final = "xm-console"
 ENABLER_PORT: Final = 9530
 CONSOLE_PORT: Final = 9527
+MAX_PENDING: Final = 8  # requests of a connection waiting for their answers (the oldest forgotten)
 MAX_TEXT: Final = 64
 _WORD_RE: Final = re.compile(rb"([A-Za-z]{3,16}):")
 _UNPRINTABLE_RE: Final = re.compile(rb"[^\x20-\x7e]+")
@@ -70,7 +70,7 @@ class _Exchange:
     __slots__ = ("answered", "asked", "pending", "seq")
 
     def __init__(self) -> None:
-        self.pending: deque[AppRequest] = deque(maxlen=8)
+        self.pending: list[AppRequest] = []  # not a deque: an empty one is 624 bytes
         self.seq = 0
         self.asked = False
         self.answered = False
@@ -83,9 +83,10 @@ def handle_enabler(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts:
         request = AppRequest(ts, flow, from_src, ENABLER, word, text, ex.seq)
         ex.seq += 1
         ex.pending.append(request)
+        del ex.pending[:-MAX_PENDING]
         ctx.emit(request)
         return True
-    asked = ex.pending.popleft() if ex.pending else None
+    asked = ex.pending.pop(0) if ex.pending else None
     if word == "Open":
         auth: str | None = SUCCESS if text.startswith("Open:OK") else FAILURE
     elif word == "randNum":
@@ -113,7 +114,7 @@ def handle_console(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts:
             ctx.emit(request)
     elif not ex.answered:
         ex.answered = True
-        asked = ex.pending.popleft() if ex.pending else None
+        asked = ex.pending.pop(0) if ex.pending else None
         text = printable(payload).encode("ascii")
         ctx.emit(AppResponse(ts, flow, from_src, CONSOLE, None, asked, None, text))
     if ex.asked and ex.answered:

@@ -160,3 +160,29 @@ def test_rtsp_requests_and_early_answers_wait_in_lists_bounded_as_before() -> No
     early = [cast(rtsp.Answer, object()) for _ in range(rtsp_tunnel.MAX_EARLY + 1)]
     assert all(session.hold(answer) for answer in early)
     assert session.early == early[1:]
+
+
+def test_dvrip_logins_and_xiongmai_requests_wait_in_bounded_lists() -> None:
+    # One per watched tcp/37777 connection and per Xiongmai debug-port connection: no empty deque (624 bytes).
+    from lab import attacks
+    from monitor.analyzers import dvrip, xmdebug
+    from tests.monitor.analyzers.recording import make_flow, run
+
+    assert type(dvrip._Logins().pending) is list and type(xmdebug._Exchange().pending) is list
+    login = attacks.dhip_login(attacks.rpc_login_body("admin", client_type="NetKeyboard", password="x"))
+    flow = make_flow("198.51.100.9", 40000, "10.0.0.65", 37777)
+    run(dvrip.handle_dvrip, flow, [(True, login)] * (dvrip.MAX_PENDING + 4), "dvrip")
+    logins = protocol.peek_state(flow, dvrip.PROTOCOL, dvrip._Logins)
+    assert logins is not None and logins.seq == dvrip.MAX_PENDING + 4
+    assert [r.seq for _, r in logins.pending] == list(range(4, dvrip.MAX_PENDING + 4))  # the oldest forgotten
+    flow = make_flow("198.51.100.9", 40001, "10.0.0.65", 9530)
+    run(
+        xmdebug.handle_enabler,
+        flow,
+        [(True, b"OpenTelnet:OpenOnce")] * (xmdebug.MAX_PENDING + 2),
+        "xm-telnetctl",
+    )
+    exchange = protocol.peek_state(flow, xmdebug.ENABLER, xmdebug._Exchange)
+    assert exchange is not None and [r.seq for r in exchange.pending] == list(
+        range(2, xmdebug.MAX_PENDING + 2)
+    )
