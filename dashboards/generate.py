@@ -32,6 +32,8 @@ SEL = 'job="camwatch", site=~"$site", gateway=~"$gateway"'
 SITE_SEL = 'job="camwatch", site=~"$site"'
 RI = "$__rate_interval"
 # The rules about attacks on cameras and compromised cameras (docs/design.md §4.2).
+# What a camera sends out that it should not: unexpected destinations, DNS, P2P, UPnP, a remote platform.
+EGRESS_RULES = 'rule=~"egress[.].*|dns[.].*|p2p[.].*|upnp[.].*|platform[.].*"'
 ATTACK_RULES = 'rule=~"exploit[.]attempt|auth[.].*|device[.](scanning|telnet|exposed|flooding|bittorrent)"'
 
 Panel = Any  # one of the SDK's panel builders (timeseries.Panel, stat.Panel, table.Panel)
@@ -222,11 +224,11 @@ def site_view() -> db.Dashboard:
         .with_row(db.Row("Alerts"))
         .with_panel(
             ts(
-                "Egress attempts by rule",
+                "Egress, phone-home and platform alerts by rule",
                 "short",
                 query(
                     "sum by (rule) "
-                    f'(increase(camwatch_alerts_total{{{SEL}, rule=~"egress[.].*|dns[.].*"}}[{RI}]))',
+                    f"(increase(camwatch_alerts_total{{{SEL}, {EGRESS_RULES}}}[{RI}]))",
                     "{{rule}}",
                 ),
             )
