@@ -32,6 +32,9 @@ PROTOCOL: Final = "ehome"
 EHOME_PORTS: Final = (7660,)
 MAX_MESSAGES: Final = 8
 MAX_XML: Final = 16 * 1024
+#: A TCP message is joined across segments up to this: a registration is under 1 kB, and every live flow on
+#: the port may hold this much per direction.
+MAX_JOINED: Final = 4096
 #: How far into a message its root may start (after a binary prefix, an XML declaration, comments).
 ROOT_WITHIN: Final = 1024
 _ROOT_RE: Final = re.compile(rb"<ppvspmessage[\s>]", re.IGNORECASE)
@@ -104,7 +107,7 @@ def _whole(data: bytes) -> bool:
 
 
 def handle_ehome(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    data = gather(flow, PROTOCOL, from_src, payload, _starts, _whole, MAX_XML)
+    data = gather(flow, PROTOCOL, from_src, payload, _starts, _whole, MAX_JOINED)
     if data is None:
         read_at_most(flow, PROTOCOL, MAX_MESSAGES * 4)  # a message still coming, in small segments
         return True
