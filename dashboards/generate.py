@@ -227,8 +227,7 @@ def site_view() -> db.Dashboard:
                 "Egress, phone-home and platform alerts by rule",
                 "short",
                 query(
-                    "sum by (rule) "
-                    f"(increase(camwatch_alerts_total{{{SEL}, {EGRESS_RULES}}}[{RI}]))",
+                    f"sum by (rule) (increase(camwatch_alerts_total{{{SEL}, {EGRESS_RULES}}}[{RI}]))",
                     "{{rule}}",
                 ),
             )
