@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from monitor.communityid import community_id
 from monitor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded
@@ -78,6 +79,23 @@ def addr_str(hi: int, lo: int, version: int) -> str:
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
+def _echo_requests(proto: np.ndarray, icmp_type: np.ndarray) -> npt.NDArray[np.bool_]:
+    """Which packets are ICMP (type 8) or ICMPv6 (type 128) echo requests."""
+    echo: npt.NDArray[np.bool_] = ((proto == PROTO_ICMP) & (icmp_type == 8)) | (
+        (proto == PROTO_ICMPV6) & (icmp_type == 128)
+    )
+    return echo
+
+
+def _count_echo(flow: Flow, a: int, b: int) -> None:
+    echo = flow.echo
+    if echo is None:
+        flow.echo = [a, b]
+    else:
+        echo[0] += a
+        echo[1] += b
+
+
 class Flow:
     """One bidirectional flow. Side `a` is the lower (address, port) of the key."""
 
@@ -91,6 +109,7 @@ class Flow:
         "copy",
         "domain",
         "dst",
+        "echo",
         "end_reason",
         "fin_a",
         "fin_b",
@@ -137,6 +156,9 @@ class Flow:
         self.closed_ns: int | None = None
         self.mac_a = self.mac_b = 0
         self.icmp_type = self.icmp_code = -1
+        # ICMP echo requests each side (a, b) sent; None until one: a flow's key has no echo identifier, so
+        # its packet counts mix one side's pings with its replies to the other's.
+        self.echo: list[int] | None = None
         self.protocol: str | None = None
         self.domain: str | None = None  # the name the destination was resolved from (DNS, before the flow)
         self.server_name: str | None = None  # the TLS SNI, when the flow carries one
@@ -185,6 +207,12 @@ class Flow:
     @property
     def src_counts(self) -> tuple[int, int]:
         return (self.pkts_a, self.bytes_a) if self.a_sent_first else (self.pkts_b, self.bytes_b)
+
+    @property
+    def src_echo_requests(self) -> int:
+        """ICMP echo requests the flow's source sent (a ping flood's packets)."""
+        echo = self.echo
+        return 0 if echo is None else echo[0 if self.a_sent_first else 1]
 
     @property
     def dst_counts(self) -> tuple[int, int]:
@@ -366,6 +394,10 @@ class FlowTable:
         wl = d.wirelen[sel]
         ipl = d.ip_len[sel]
         pk2 = np.bincount(slot, minlength=2 * nkeys).reshape(nkeys, 2)
+        echo = _echo_requests(d.proto[sel], d.icmp_type[sel])
+        echo_l = None
+        if echo.any():  # pings: their requests per side, which the packet counts cannot tell from replies
+            echo_l = np.bincount(slot[echo], minlength=2 * nkeys).reshape(nkeys, 2).tolist()
         by2 = np.bincount(slot, weights=wl, minlength=2 * nkeys).astype(np.int64).reshape(nkeys, 2)
         ip2 = np.bincount(slot, weights=ipl, minlength=2 * nkeys).astype(np.int64).reshape(nkeys, 2)
         smac, dmac = d.src_mac[sel], d.dst_mac[sel]
@@ -448,6 +480,8 @@ class FlowTable:
                     flow.start_ns = f0
             if f1 > flow.last_ns:
                 flow.last_ns = f1
+            if echo_l is not None and (echo_l[k][0] or echo_l[k][1]):
+                _count_echo(flow, echo_l[k][0], echo_l[k][1])
             pa, pb = pk_l[k]
             ba, bb = by_l[k]
             ia, ib = ip_l[k]
@@ -544,6 +578,7 @@ class FlowTable:
         sh_l, sl_l, sp_l = d.src_hi[pos].tolist(), d.src_lo[pos].tolist(), d.sport[pos].tolist()
         smac_l, dmac_l = d.src_mac[pos].tolist(), d.dst_mac[pos].tolist()
         it_l, ic_l = d.icmp_type[pos].tolist(), d.icmp_code[pos].tolist()
+        echo_l = _echo_requests(d.proto[pos], d.icmp_type[pos]).tolist()
         version = int(d.ip_version[pos[0]])
         is_tcp = key[2] == PROTO_TCP
         pos_l = pos.tolist()
@@ -595,6 +630,8 @@ class FlowTable:
             if from_a != flow.a_sent_first and not (flow.pkts_a if from_a else flow.pkts_b):
                 self.replied.append((flow, t))
                 flow.reply_flags = fl
+            if echo_l[i]:
+                _count_echo(flow, int(from_a), int(not from_a))
             if from_a:
                 flow.pkts_a += 1
                 flow.bytes_a += wl_l[i]

@@ -37,15 +37,16 @@ packet, cannot push a flood's flow out), each table forgetting the least recentl
 a watched device's tunnel to the Internet as its outer packet (``monitor.engine._TunnelOwners``), so a GRE
 flood is the camera's flow to its victim. The flow table gives a flow's totals, not when each packet was
 sent: a count's new packets (at every batch) are spread evenly over the seconds since the last count, which
-is exact for a steady flood and only approximate for a burst read in the same batch as a slow start.
+is exact for a steady flood and only approximate for a burst read in the same batch as a slow start. A ping
+flood is counted the same way, by the echo requests the device sent in a ping flow it started (``Flow.echo``:
+an ICMP flow's key has no identifier, so its packet counts mix the device's pings and its replies to others').
 
 Not seen here: a flood inside one flow with ports (a fixed source and destination port: the sustained-rate
 check of ``stream.egress`` reports its volume), a flood at a prefix on one or a few ports (it stays
 ``device.scanning``), a GRE flood at a prefix (its flows are counted per address), a flood over
 more prefixes than a scan's churn lets stay at once (each under the threshold: ``device.scanning`` reports
-the fan-out), ping floods (an ICMP flow is keyed without its identifier, and its counts cannot tell a
-device's echo requests from its replies to somebody else's flood), and floods from spoofed source addresses
-(the device is known by its address unless its MAC names it).
+the fan-out), and floods from spoofed source addresses (the device is known by its address unless its MAC
+names it).
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ COLUMNS: Final = 6
 REQUESTS: Final = 4  # the column of HTTP requests
 PACKETS: Final = 5  # the column of packets of PACKET_FLOOD protocols
 PACKET_FLOOD: Final = frozenset({PROTO_GRE, PROTO_IPIP, PROTO_IPV6_IN_IP})  # tunnels, counted by packets
-MAX_PACKET_FLOWS: Final = 4096  # new flows of those protocols followed at once
+# ICMP echo request types: a ping flood is counted by the requests the device sent (Flow.echo), not its
+# packets: an ICMP flow's key has no identifier, and its packets mix its pings and its replies to others'.
+_ECHO_REQUEST: Final = {PROTO_ICMP: 8, PROTO_ICMPV6: 128}
+MAX_PACKET_FLOWS: Final = 4096  # new flows of those protocols (and of pings) followed at once
 MAX_BUSY_FLOWS: Final = 1024  # and those that sent more than one packet
 _ZEROS: Final = array("I", bytes(4 * COLUMNS))
 
@@ -211,9 +215,20 @@ def started_by_first_sender(flow: Flow) -> bool:
 _By = Literal["flows", "requests", "packets"]  # what reached a flood's threshold
 
 
+def by_packets(flow: Flow) -> bool:
+    """Counted by its packets: a tunnel (PACKET_FLOOD), or a ping (its first packet an echo request)."""
+    proto = flow.proto
+    return proto in PACKET_FLOOD or _ECHO_REQUEST.get(proto) == flow.icmp_type
+
+
+def _sent(flow: Flow) -> int:
+    """The packets of a flow counted by its packets that its source sent (for a ping, its echo requests)."""
+    return flow.src_echo_requests if flow.proto in _ECHO_REQUEST else flow.src_counts[0]
+
+
 @dataclass(slots=True)
 class _Followed:
-    """A flow of a PACKET_FLOOD protocol a watched device started, counted by its packets."""
+    """A flow a watched device started that is counted by its packets (``by_packets``)."""
 
     flow: Flow
     watched: Watched
@@ -292,7 +307,7 @@ class FloodingRule(RuleModule):
         if watched is None:
             return ()
         key = watched.key(flow.src[0])
-        if flow.proto in PACKET_FLOOD:
+        if by_packets(flow):
             self._count(watched, key, dst_ip, flow, ts)
             followed = _Followed(flow, watched, key, dst_ip, flow.start_ns)
             alerts = self._packets(followed, ts)
@@ -328,7 +343,7 @@ class FloodingRule(RuleModule):
                 counts[at + 3] += 1
         elif proto == PROTO_UDP:
             counts[at + 2] += 1
-        if before < QUIET_FLOWS or proto in PACKET_FLOOD:
+        if before < QUIET_FLOWS or by_packets(flow):
             return ()  # ports and flows are kept for busy targets only (memory: MAX_PAIRS of them)
         busy = target.busy = target.busy or _Busy()
         busy.note(flow, flow.dst[1], flow.src[1], address)
@@ -401,7 +416,7 @@ class FloodingRule(RuleModule):
         out: list[Alert] = []
         for table in (self.busy_flows, self.packet_flows):
             for key, followed in table.items():
-                if followed.flow.src_counts[0] != followed.packets:
+                if _sent(followed.flow) != followed.packets:
                     out.extend(self._packets(followed, now))
                     table.pop(key)
                     self._follow(key, followed)
@@ -411,7 +426,7 @@ class FloodingRule(RuleModule):
         """Count what ``followed`` sent since it was last counted, spread evenly over the seconds since (a
         batch can hold minutes of a slow tunnel, which must not look like a burst)."""
         flow = followed.flow
-        sent, last_ns = flow.src_counts[0], flow.last_ns
+        sent, last_ns = _sent(flow), flow.last_ns
         new, followed.packets = sent - followed.packets, sent
         if new <= 0:
             return ()
@@ -495,7 +510,9 @@ class FloodingRule(RuleModule):
                 "water torture)"
             )
         what = f"{flows:,} new connections to it in {seconds:.1f} s ({kinds}; {port_txt}{syn_txt}){dns}"
-        if by == "packets":
+        if by == "packets" and flow.proto in _ECHO_REQUEST:
+            what = f"{packets:,} ICMP echo requests to it in {seconds:.1f} s: a ping flood"
+        elif by == "packets":
             main = transport_name(flow.proto)
             how = (
                 "a GRE flood (Mirai's greip and greeth: random addresses inside the tunnel)"

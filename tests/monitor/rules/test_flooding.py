@@ -480,6 +480,44 @@ def test_a_camera_answering_a_ping_flood_is_not_the_flooder(requests_seen: bool,
     assert of_rule(alerts(frames), RULE) == []
 
 
+@pytest.mark.parametrize("victim_replies", [True, False])
+@pytest.mark.parametrize("batch_size", [1, 256, 65536])
+def test_a_ping_flood_is_counted_by_the_camera_s_echo_requests(victim_replies: bool, batch_size: int) -> None:
+    # 3,000 echo requests 1 ms apart (a new identifier each, as flood tools send): one ICMP flow.
+    victim = Host(VICTIM, GW.mac)
+    frames = [(T0 + i * MS, _ping(i, HIK, victim)) for i in range(3000)]
+    if victim_replies:
+        frames += [(T0 + i * MS + MS // 10, _ping(i, victim, HIK, reply=True)) for i in range(3000)]
+    (a,) = of_rule(alerts(sorted(frames), batch_size=batch_size), RULE)
+    assert a["destination"] == {"ip": VICTIM} and a["source"]["ip"] == HIK.ip  # type: ignore[index]
+    assert "ICMP echo requests to it in" in str(a["message"]) and "a ping flood" in str(a["message"])
+    assert a["camwatch"]["flood"]["packets"] >= flooding.FLOOD_FLOWS  # type: ignore[index]
+
+
+def test_a_ping_flood_over_ipv6() -> None:
+    cam6, victim6 = "2001:db8:20::11", "2001:db8:dead::50"
+    policy = SitePolicy.from_yaml("site: s\nmonitored: {networks: [2001:db8:20::/64]}\n", "p")
+
+    def ping6(i: int) -> bytes:
+        body = struct.pack("!BBHHH", 128, 0, 0, 7, i) + b"camwatch"
+        return synth.ether(HIK.mac, GW.mac, 0x86DD, synth.ipv6(cam6, victim6, 58, body))
+
+    _, _, records = run_frames([(T0 + i * MS, ping6(i)) for i in range(3000)], policy=policy)
+    (a,) = of_rule(records, RULE)
+    assert "ICMP echo requests" in str(a["message"]) and a["destination"] == {"ip": victim6}  # type: ignore[index]
+
+
+def test_a_camera_s_health_pings_are_no_flood() -> None:
+    # An NVR-style check: one ping a second to each of 20 hosts for a minute, answered.
+    frames = []
+    for second in range(60):
+        for h in range(20):
+            peer = Host(f"203.0.113.{h + 1}", GW.mac)
+            frames.append((T0 + second * NS + h * MS, _ping(second, HIK, peer)))
+            frames.append((T0 + second * NS + h * MS + MS // 2, _ping(second, peer, HIK, reply=True)))
+    assert of_rule(alerts(frames), RULE) == []
+
+
 def test_a_sustained_gre_flood_is_not_called_video() -> None:
     # 12 s of greip at 1,000 packets a second: the flood, and stream.egress's sustained-rate check, which no
     # longer says "its video is leaving" of a protocol without ports.
