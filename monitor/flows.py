@@ -14,7 +14,7 @@ import socket
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +77,9 @@ def addr_str(hi: int, lo: int, version: int) -> str:
     if version == 4:
         return socket.inet_ntoa((lo & 0xFFFFFFFF).to_bytes(4, "big"))
     return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+_PINGS: Final = frozenset({PROTO_ICMP, PROTO_ICMPV6})
 
 
 def _echo_requests(proto: np.ndarray, icmp_type: np.ndarray) -> npt.NDArray[np.bool_]:
@@ -578,7 +581,8 @@ class FlowTable:
         sh_l, sl_l, sp_l = d.src_hi[pos].tolist(), d.src_lo[pos].tolist(), d.sport[pos].tolist()
         smac_l, dmac_l = d.src_mac[pos].tolist(), d.dst_mac[pos].tolist()
         it_l, ic_l = d.icmp_type[pos].tolist(), d.icmp_code[pos].tolist()
-        echo_l = _echo_requests(d.proto[pos], d.icmp_type[pos]).tolist()
+        # Echo requests per packet, for a ping's key only (Flow.echo).
+        echo_l = _echo_requests(d.proto[pos], d.icmp_type[pos]).tolist() if key[2] in _PINGS else None
         version = int(d.ip_version[pos[0]])
         is_tcp = key[2] == PROTO_TCP
         pos_l = pos.tolist()
@@ -630,7 +634,7 @@ class FlowTable:
             if from_a != flow.a_sent_first and not (flow.pkts_a if from_a else flow.pkts_b):
                 self.replied.append((flow, t))
                 flow.reply_flags = fl
-            if echo_l[i]:
+            if echo_l is not None and echo_l[i]:
                 _count_echo(flow, int(from_a), int(not from_a))
             if from_a:
                 flow.pkts_a += 1

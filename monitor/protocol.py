@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from monitor.analyzers import AnalyzerError
 from monitor.decode import PROTO_TCP
 
 if TYPE_CHECKING:
@@ -166,22 +167,6 @@ def read_at_most(flow: Flow, key: Hashable, limit: int) -> None:
         stop_inspecting(flow)
 
 
-class _Sides:
-    __slots__ = ("said",)
-
-    def __init__(self) -> None:
-        self.said: set[bool] = set()
-
-
-def first_from(flow: Flow, key: Hashable, from_src: bool) -> tuple[bool, bool]:
-    """Whether this is ``from_src``'s side's first time here (under ``key``), and whether both sides now have
-    been: a protocol that reports each side's first request once, then leaves the flow alone."""
-    sides = flow_state(flow, (key, "sides"), _Sides).said
-    new = from_src not in sides
-    sides.add(from_src)
-    return new, len(sides) == 2
-
-
 class _Head:
     __slots__ = ("data",)
 
@@ -189,30 +174,65 @@ class _Head:
         self.data = b""
 
 
-def gather(
+def read_message(
     flow: Flow,
-    key: Hashable,
+    key: str,
     from_src: bool,
     payload: bytes,
+    *,
+    looks_like: Callable[[bytes], bool],
     starts: Callable[[bytes], bool],
     whole: Callable[[bytes], bool],
     limit: int,
+    budget: int,
 ) -> bytes | None:
-    """A message from this packet, for the text protocols read by their first messages (SIP, EHome): a
-    datagram is one; on TCP a direction's segments are joined from one that ``starts`` a message until
-    ``whole`` says it is complete or ``limit`` bytes came (a small MSS cuts a request in pieces). None: not
-    yet. A segment that starts nothing comes back alone, for the caller to judge."""
-    if flow.proto != PROTO_TCP:
-        return payload
-    head = flow_state(flow, (key, from_src), _Head)
-    data = head.data + payload
-    if not head.data and not starts(data):
-        return payload
-    if not whole(data) and len(data) < limit:
-        head.data = data
-        return None
-    head.data = b""
-    return data
+    """The message this packet completes, for a text protocol read by its first messages (SIP, EHome, under
+    their label ``key``). A datagram is one; on TCP a direction's segments are joined from one that ``starts``
+    a message until ``whole`` says it is complete or ``limit`` bytes came (a small MSS cuts a request in
+    pieces). None, counted against the flow's ``budget`` of packets (``read_at_most``): a message still
+    coming, or the rest of one on a flow already labelled ``key``. Raises AnalyzerError when an unlabelled
+    flow's packet is not the protocol (``looks_like``)."""
+    data: bytes | None = payload
+    if flow.proto == PROTO_TCP:
+        head = flow_state(flow, (key, from_src), _Head)
+        joined = head.data + payload
+        if head.data or starts(joined):
+            if not whole(joined) and len(joined) < limit:
+                head.data, data = joined, None
+                read_at_most(flow, key, budget * 4)  # a head coming in small segments
+            else:
+                head.data, data = b"", joined
+    if data is None or looks_like(data):
+        return data
+    if flow.protocol != key:
+        raise AnalyzerError(key, "not a message's start")
+    read_at_most(flow, key, budget)  # the rest of a message: a body, a segment that continues one
+    return None
+
+
+class _Sides:
+    __slots__ = ("said",)
+
+    def __init__(self) -> None:
+        self.said: set[bool] = set()
+
+
+def report_first_per_side(
+    ctx: Context, flow: Flow, key: str, from_src: bool, event: Event | None, budget: int
+) -> None:
+    """Report ``event`` (a message worth reporting, or None) if it is its side's first on the flow: the
+    other side's may come first (a platform's INVITE on a flow the device registered on before camwatch
+    started, its keep-alive next). Once both sides have spoken the flow is left alone; until then it is read
+    for ``budget`` packets (``read_at_most``)."""
+    if event is not None:
+        sides = flow_state(flow, (key, "sides"), _Sides).said
+        if from_src not in sides:
+            sides.add(from_src)
+            ctx.emit(event)
+        if len(sides) == 2:
+            stop_inspecting(flow)
+            return
+    read_at_most(flow, key, budget)
 
 
 def _app(flow: Flow) -> FlowApp:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.events import DeviceFact, PlatformRegistration
-from monitor.protocol import Context, ProtocolSpec, first_from, gather, read_at_most, stop_inspecting
+from monitor.protocol import Context, ProtocolSpec, read_message, report_first_per_side
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -107,50 +107,26 @@ def _whole(data: bytes) -> bool:
 
 
 def handle_ehome(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    data = gather(flow, PROTOCOL, from_src, payload, _starts, _whole, MAX_JOINED)
+    # A flow labelled by its port whose packets are not the clear XML (ISUP 5) is read for its budget only.
+    data = read_message(
+        flow, PROTOCOL, from_src, payload, looks_like=looks_like, starts=_starts, whole=_whole,
+        limit=MAX_JOINED, budget=MAX_MESSAGES,
+    )  # fmt: skip
     if data is None:
-        read_at_most(flow, PROTOCOL, MAX_MESSAGES * 4)  # a message still coming, in small segments
         return True
-    if not looks_like(data):
-        if flow.protocol == PROTOCOL:
-            read_at_most(flow, PROTOCOL, MAX_MESSAGES)
-            return True  # ISUP 5's messages that are not clear XML, or the rest of one
-        raise AnalyzerError(PROTOCOL, "no <PPVSPMessage>")
     msg = parse(data)
     command = (msg.command or "?").upper()
-    if msg.request:
-        if command == "REGISTER":
-            details = f"device_id={msg.device_id} firmware={msg.firmware} devtype={msg.device_type}"
-            ctx.fact(
-                flow,
-                from_src,
-                PROTOCOL,
-                details,
-                vendor="hikvision",
-                firmware=msg.firmware,
-                protocol=PROTOCOL,
-            )
-        # Each side's first request: a device registered before camwatch started still sends its keep-alives.
-        new, both = first_from(flow, PROTOCOL, from_src)
-        if new:
-            ctx.emit(
-                PlatformRegistration(
-                    ts,
-                    flow,
-                    from_src,
-                    PROTOCOL,
-                    command,
-                    msg.device_id,
-                    None,
-                    msg.firmware,
-                    None,
-                    msg.version,
-                )
-            )
-        if both:
-            stop_inspecting(flow)
-            return True
-    read_at_most(flow, PROTOCOL, MAX_MESSAGES)
+    if msg.request and command == "REGISTER":
+        details = f"device_id={msg.device_id} firmware={msg.firmware} devtype={msg.device_type}"
+        ctx.fact(
+            flow, from_src, PROTOCOL, details, vendor="hikvision", firmware=msg.firmware, protocol=PROTOCOL
+        )
+    event = None
+    if msg.request:  # a device registered before camwatch started still sends its keep-alives
+        event = PlatformRegistration(
+            ts, flow, from_src, PROTOCOL, command, msg.device_id, None, msg.firmware, None, msg.version
+        )
+    report_first_per_side(ctx, flow, PROTOCOL, from_src, event, MAX_MESSAGES)
     return True
 
 

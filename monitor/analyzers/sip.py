@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 from monitor.analyzers import AnalyzerError
 from monitor.events import PlatformRegistration
-from monitor.protocol import Context, ProtocolSpec, first_from, gather, read_at_most, stop_inspecting
+from monitor.protocol import Context, ProtocolSpec, read_message, report_first_per_side
 
 if TYPE_CHECKING:
     from monitor.flows import Flow
@@ -193,39 +193,20 @@ def _whole(data: bytes) -> bool:
 
 
 def handle_sip(ctx: Context, flow: Flow, from_src: bool, payload: bytes, ts: int) -> bool:
-    data = gather(flow, PROTOCOL, from_src, payload, could_start, _whole, MAX_HEAD)
+    data = read_message(
+        flow, PROTOCOL, from_src, payload, looks_like=looks_like, starts=could_start, whole=_whole,
+        limit=MAX_HEAD, budget=MAX_MESSAGES,
+    )  # fmt: skip
     if data is None:
-        read_at_most(flow, PROTOCOL, MAX_MESSAGES * 4)  # a message's head still coming, in small segments
         return True
-    if not looks_like(data):
-        if flow.protocol == PROTOCOL:
-            read_at_most(flow, PROTOCOL, MAX_MESSAGES)
-            return True  # the rest of a message (a body, a TCP segment that continues one)
-        raise AnalyzerError(PROTOCOL, "no SIP start line")
     msg = parse(data)
+    event = None
     if msg.gb28181:
-        # Each side's first GB/T 28181 request: the platform's (an INVITE, a catalogue query) may come first
-        # on a flow the device registered on before camwatch started, and the device's keep-alive follows.
-        new, both = first_from(flow, GB28181, from_src)
-        if new:
-            ctx.emit(
-                PlatformRegistration(
-                    ts,
-                    flow,
-                    from_src,
-                    GB28181,
-                    msg.method or "",
-                    msg.from_user,
-                    msg.peer_code,
-                    None,
-                    msg.user_agent,
-                    None,
-                )
-            )
-        if both:
-            stop_inspecting(flow)
-            return True
-    read_at_most(flow, PROTOCOL, MAX_MESSAGES)
+        event = PlatformRegistration(
+            ts, flow, from_src, GB28181, msg.method or "", msg.from_user, msg.peer_code, None, msg.user_agent,
+            None,
+        )  # fmt: skip
+    report_first_per_side(ctx, flow, PROTOCOL, from_src, event, MAX_MESSAGES)
     return True
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from monitor.alerts import Alert, Endpoint, Rule, incident_id
 from monitor.devices import Device
@@ -81,8 +81,10 @@ def side_alert(
     *,
     domain: str | None = None,
     protocol: str | None = None,
+    fields: tuple[tuple[str, Any], ...] = (),
 ) -> Alert:
-    """An alert about ``side`` (the device acting) towards its peer on ``flow``."""
+    """An alert about ``side`` (the device acting) towards its peer on ``flow``; ``fields`` are more ECS
+    fields by dotted name."""
     mac = format_mac(side.mac) if side.mac else None
     ported = flow.proto in _PORTED
     return Alert(
@@ -98,4 +100,5 @@ def side_alert(
         community_id=flow.community_id(),
         device_id=mac,
         manufacturer=dev.manufacturer if dev is not None else None,
+        fields=fields,
     )

@@ -11,7 +11,6 @@ policy allows, is not reported. One alert per device, protocol and platform addr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from monitor.alerts import HIGH, Alert, Rule, endpoint
 from monitor.analyzers.sip import gb_type
@@ -75,17 +74,6 @@ class PlatformRule(RuleModule):
             f"Access ({_SETTING.get(event.protocol, event.protocol)}) on the device and block the "
             "destination."
         )
-        alert = side_alert(
-            PLATFORM_REGISTRATION,
-            flow,
-            side,
-            watched.device,
-            site.observer,
-            event.ts_ns,
-            message,
-            (event.protocol, side.peer_ip),
-            protocol=flow.protocol or event.protocol,
-        )
         fields = [
             ("camwatch.platform.protocol", event.protocol),
             ("camwatch.platform.message", event.message),
@@ -98,4 +86,17 @@ class PlatformRule(RuleModule):
         ):
             if value:
                 fields.append((f"camwatch.platform.{key}", value))
-        return (replace(alert, fields=tuple(fields)),)
+        return (
+            side_alert(
+                PLATFORM_REGISTRATION,
+                flow,
+                side,
+                watched.device,
+                site.observer,
+                event.ts_ns,
+                message,
+                (event.protocol, side.peer_ip),
+                protocol=flow.protocol or event.protocol,
+                fields=tuple(fields),
+            ),
+        )

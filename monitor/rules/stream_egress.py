@@ -346,18 +346,20 @@ class StreamEgressRule(RuleModule):
                     f"{who} is sending {what} to {side.peer_ip}, outside the site: its video is leaving; "
                     "block the destination and check the device's cloud/P2P settings."
                 )
-        alert = side_alert(
-            STREAM_EGRESS,
-            flow,
-            side,
-            watched.device,
-            site.observer,
-            ts_ns,
-            message,
-            ("media", side.peer_ip),
-            protocol=proto,
+        return (
+            side_alert(
+                STREAM_EGRESS,
+                flow,
+                side,
+                watched.device,
+                site.observer,
+                ts_ns,
+                message,
+                ("media", side.peer_ip),
+                protocol=proto,
+                fields=fields,
+            ),
         )
-        return (dataclasses.replace(alert, fields=fields),) if fields else (alert,)
 
     def _judge_upstream(self, now_ns: int) -> Sequence[Alert]:
         # Once per second of capture time: a P2P media session (PPPP, PTCP, a relay) can last for hours,

@@ -494,6 +494,17 @@ def test_a_ping_flood_is_counted_by_the_camera_s_echo_requests(victim_replies: b
     assert a["camwatch"]["flood"]["packets"] >= flooding.FLOOD_FLOWS  # type: ignore[index]
 
 
+def test_a_ping_flood_after_an_idle_ping_in_the_same_batch() -> None:
+    # A ping two minutes before the flood, in one batch: the flow table replays that key packet by packet (its
+    # idle gap ends the first flow), and counts the flood's echo requests there too.
+    victim = Host(VICTIM, GW.mac)
+    frames = [(T0 - 120 * NS, _ping(0, HIK, victim))] + [
+        (T0 + i * MS, _ping(i, HIK, victim)) for i in range(3000)
+    ]
+    (a,) = of_rule(alerts(frames), RULE)
+    assert "ICMP echo requests to it" in str(a["message"]) and a["destination"] == {"ip": VICTIM}
+
+
 def test_a_ping_flood_over_ipv6() -> None:
     cam6, victim6 = "2001:db8:20::11", "2001:db8:dead::50"
     policy = SitePolicy.from_yaml("site: s\nmonitored: {networks: [2001:db8:20::/64]}\n", "p")

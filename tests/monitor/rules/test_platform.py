@@ -204,3 +204,18 @@ def _policy(extra: str = "") -> SitePolicy:
     if extra:
         text = text.replace("allow:\n", extra, 1) if "allow:\n" in text else text + extra
     return SitePolicy.from_yaml(text, "site-policy.yaml")
+
+
+def test_a_gb28181_registration_over_ipv6() -> None:
+    cam6, platform6 = "2001:db8:20::11", "2001:db8:dead::7"
+    policy = SitePolicy.from_yaml("site: s\nmonitored: {networks: [2001:db8:20::/64]}\n", "p")
+    register = payloads.gb28181_register(DEVICE, PLATFORM, cam6)
+    frame = synth.ether(
+        HIK.mac,
+        GW.mac,
+        0x86DD,
+        synth.ipv6(cam6, platform6, 17, synth.udp(cam6, platform6, 5060, 5060, register)),
+    )
+    _, _, records = run_frames([(T0, frame)], policy=policy)
+    (a,) = of_rule(records, RULE)
+    assert f"at [{platform6}]:5060, outside the site" in str(a["message"])
